@@ -1,0 +1,168 @@
+"""Build a ``TransformerDecoder`` from data, and generate the LoRA/QLoRA builders of a family.
+
+Every family module calls ``transformer_decoder`` with its own dimensions and switches; nothing
+else about the architecture lives in the family modules.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from torch import nn
+
+from tuner.models.attention import MultiHeadAttention
+from tuner.models.mlp import FeedForward
+from tuner.models.norms import RMSNorm
+from tuner.models.rope import RotaryPositionalEmbeddings
+from tuner.models.transformer import TransformerDecoder, TransformerSelfAttentionLayer
+
+
+def scale_hidden_dim_for_mlp(dim: int, multiple_of: int = 256) -> int:
+    """Llama's default MLP width: 2/3 of 4*dim rounded up to ``multiple_of``."""
+    hidden = int(2 * (4 * dim) / 3)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+def transformer_decoder(
+    *,
+    vocab_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    embed_dim: int,
+    intermediate_dim: int,
+    max_seq_len: int,
+    head_dim: int | None = None,
+    rope_base: float = 10_000.0,
+    rope_scaling: dict[str, Any] | None = None,
+    norm_eps: float = 1e-5,
+    gemma_norm: bool = False,
+    post_norms: bool = False,
+    qkv_bias: bool = False,
+    tie_word_embeddings: bool = False,
+    activation: str = "silu",
+    attn_dropout: float = 0.0,
+    attn_softcap: float | None = None,
+    final_softcap: float | None = None,
+    query_pre_attn_scalar: float | None = None,
+    embed_scale: float | None = None,
+    sliding_window: int | None = None,
+    sliding_window_pattern: str = "all",
+) -> TransformerDecoder:
+    """The generic decoder.
+
+    ``gemma_norm``: RMSNorm in Gemma's ``(1 + w)`` form. ``post_norms``: extra norms after attention
+    and MLP (Gemma 2's ``sa_scale``/``mlp_scale``). ``sliding_window_pattern``: ``"all"`` layers, or
+    ``"even"`` (layers 0, 2, 4, ... as Gemma 2) use ``sliding_window`` when it is set.
+    """
+    head_dim = head_dim or embed_dim // num_heads
+    scale = query_pre_attn_scalar**-0.5 if query_pre_attn_scalar else None
+    rope = RotaryPositionalEmbeddings(head_dim, max_seq_len, rope_base, rope_scaling)
+
+    def norm() -> RMSNorm:
+        return RMSNorm(embed_dim, eps=norm_eps, offset=gemma_norm)
+
+    layers = []
+    for i in range(num_layers):
+        window = sliding_window if (sliding_window_pattern == "all" or i % 2 == 0) else None
+        attn = MultiHeadAttention(
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            head_dim=head_dim,
+            q_proj=nn.Linear(embed_dim, num_heads * head_dim, bias=qkv_bias),
+            k_proj=nn.Linear(embed_dim, num_kv_heads * head_dim, bias=qkv_bias),
+            v_proj=nn.Linear(embed_dim, num_kv_heads * head_dim, bias=qkv_bias),
+            output_proj=nn.Linear(num_heads * head_dim, embed_dim, bias=False),
+            scale=scale,
+            softcap=attn_softcap,
+            sliding_window=window,
+            attn_dropout=attn_dropout,
+        )
+        mlp = FeedForward(
+            gate_proj=nn.Linear(embed_dim, intermediate_dim, bias=False),
+            down_proj=nn.Linear(intermediate_dim, embed_dim, bias=False),
+            up_proj=nn.Linear(embed_dim, intermediate_dim, bias=False),
+            act=activation,
+        )
+        layers.append(
+            TransformerSelfAttentionLayer(
+                attn=attn,
+                mlp=mlp,
+                sa_norm=norm(),
+                mlp_norm=norm(),
+                sa_scale=norm() if post_norms else None,
+                mlp_scale=norm() if post_norms else None,
+            )
+        )
+    return TransformerDecoder(
+        tok_embeddings=nn.Embedding(vocab_size, embed_dim),
+        layers=layers,
+        rope=rope,
+        norm=norm(),
+        output=None if tie_word_embeddings else nn.Linear(embed_dim, vocab_size, bias=False),
+        max_seq_len=max_seq_len,
+        embed_scale=embed_scale,
+        final_softcap=final_softcap,
+    )
+
+
+# ---- LoRA / QLoRA builders ---------------------------------------------------------------------
+_LORA_PARAMS = [
+    inspect.Parameter("lora_attn_modules", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    inspect.Parameter("apply_lora_to_mlp", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False),
+    inspect.Parameter("apply_lora_to_output", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False),
+    inspect.Parameter("lora_rank", inspect.Parameter.KEYWORD_ONLY, default=8),
+    inspect.Parameter("lora_alpha", inspect.Parameter.KEYWORD_ONLY, default=16.0),
+    inspect.Parameter("lora_dropout", inspect.Parameter.KEYWORD_ONLY, default=0.0),
+    inspect.Parameter("use_dora", inspect.Parameter.KEYWORD_ONLY, default=False),
+    inspect.Parameter("quantize_base", inspect.Parameter.KEYWORD_ONLY, default=False),
+]
+_LORA_NAMES = [p.name for p in _LORA_PARAMS]
+
+
+def make_lora_builder(base: Callable[..., TransformerDecoder], *, quantize_base: bool = False) -> Callable[..., nn.Module]:
+    """A ``lora_<base>`` (or ``qlora_<base>``) builder: build ``base`` and call ``tuner.peft.apply_lora``.
+
+    Keyword arguments that ``base`` accepts (its dimensions, for component builders) go to ``base``;
+    the LoRA arguments and any other keyword (variant options such as ``use_dora`` extensions) go
+    to ``apply_lora``. ``qlora_*`` builders are the same with ``quantize_base=True``.
+    """
+    base_sig = inspect.signature(base)
+    base_names = set(base_sig.parameters)
+    prefix = "qlora_" if quantize_base else "lora_"
+
+    def builder(lora_attn_modules, apply_lora_to_mlp=False, apply_lora_to_output=False, **kwargs):
+        from tuner.peft import apply_lora  # lazy: tuner.peft depends on tuner.models
+
+        lora_kwargs = {n: kwargs.pop(n) for n in _LORA_NAMES[3:] if n in kwargs}
+        if quantize_base:
+            lora_kwargs["quantize_base"] = True
+        base_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in base_names}
+        model = base(**base_kwargs)
+        return apply_lora(
+            model,
+            lora_attn_modules=list(lora_attn_modules),
+            apply_lora_to_mlp=apply_lora_to_mlp,
+            apply_lora_to_output=apply_lora_to_output,
+            lora_rank=lora_kwargs.get("lora_rank", 8),
+            lora_alpha=lora_kwargs.get("lora_alpha", 16.0),
+            lora_dropout=lora_kwargs.get("lora_dropout", 0.0),
+            use_dora=lora_kwargs.get("use_dora", False),
+            quantize_base=lora_kwargs.get("quantize_base", False),
+            **kwargs,
+        )
+
+    params = list(_LORA_PARAMS)
+    if quantize_base:
+        params = [p for p in params if p.name != "quantize_base"]
+    params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in base_sig.parameters.values()]
+    params.append(inspect.Parameter("variant_kwargs", inspect.Parameter.VAR_KEYWORD))
+    builder.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    builder.__name__ = builder.__qualname__ = prefix + base.__name__
+    builder.__module__ = base.__module__
+    builder.__doc__ = (
+        f"{'QLoRA (NF4 base)' if quantize_base else 'LoRA'} version of ``{base.__name__}``: builds it and "
+        "applies ``tuner.peft.apply_lora`` with the given LoRA settings."
+    )
+    return builder

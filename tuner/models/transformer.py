@@ -1,0 +1,240 @@
+"""The one generic decoder every family is built from.
+
+``TransformerDecoder`` = token embedding -> N ``TransformerSelfAttentionLayer`` -> final norm ->
+output projection. Families differ only by data given to the builder
+(``tuner.models._builder.transformer_decoder``): dimensions, biases, norms, rope scaling, tied
+embeddings, soft-capping, sliding windows.
+
+Contract (docs/internals.md): ``forward(tokens, *, mask=None, input_pos=None) -> logits`` with
+``forward == project(hidden(...))``; torchtune's module names; layers in ``nn.ModuleList`` ``layers``
+(FSDP and activation checkpointing wrap each layer).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tuner.errors import UsageError
+from tuner.models.attention import MultiHeadAttention, is_block_mask
+from tuner.models.rope import RotaryPositionalEmbeddings
+
+
+class TransformerSelfAttentionLayer(nn.Module):
+    """Pre-norm block: ``x + sa_scale(attn(sa_norm(x)))`` then ``x + mlp_scale(mlp(mlp_norm(x)))``.
+
+    ``sa_scale``/``mlp_scale`` are ``nn.Identity`` except in Gemma 2, where they are the post-attention
+    and post-feed-forward norms (torchtune's names for them).
+    """
+
+    def __init__(
+        self,
+        *,
+        attn: MultiHeadAttention,
+        mlp: nn.Module,
+        sa_norm: nn.Module,
+        mlp_norm: nn.Module,
+        sa_scale: nn.Module | None = None,
+        mlp_scale: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.attn = attn
+        self.mlp = mlp
+        self.sa_norm = sa_norm
+        self.mlp_norm = mlp_norm
+        self.sa_scale = sa_scale if sa_scale is not None else nn.Identity()
+        self.mlp_scale = mlp_scale if mlp_scale is not None else nn.Identity()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        mask: torch.Tensor | object | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.sa_scale(self.attn(self.sa_norm(x), mask=mask, rope=rope, cache_pos=cache_pos))
+        return x + self.mlp_scale(self.mlp(self.mlp_norm(x)))
+
+
+class TiedLinear(nn.Module):
+    """Output projection that reuses the token-embedding matrix (tied embeddings).
+
+    It owns no parameter (so ``output.weight`` is not in the state dict, as in torchtune and in HF
+    checkpoints of tied models); ``weight`` reads the embedding's current weight at call time, so it
+    follows ``.to()``, FSDP sharding and loading. The embedding is held without registering it as a
+    submodule. LoRA code can recognise a tied output with ``isinstance(model.output, TiedLinear)``.
+    """
+
+    def __init__(self, embedding: nn.Embedding) -> None:
+        super().__init__()
+        object.__setattr__(self, "_tied_embedding", embedding)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self._tied_embedding.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self._tied_embedding.weight)
+
+
+class TransformerDecoder(nn.Module):
+    """Decoder-only transformer.
+
+    Args:
+        tok_embeddings: ``nn.Embedding(vocab_size, embed_dim)``.
+        layers: the blocks (kept as ``nn.ModuleList`` named ``layers``).
+        rope: shared rotary tables (computed once per forward and handed to every layer).
+        norm: final norm.
+        output: output projection, or None to tie it to ``tok_embeddings`` (``TiedLinear``).
+        max_seq_len: longest sequence (rope tables and default KV cache length).
+        embed_scale: multiply embeddings by this (Gemma 2: ``sqrt(embed_dim)``), or None.
+        final_softcap: logit soft-capping value (Gemma 2), or None.
+    """
+
+    def __init__(
+        self,
+        *,
+        tok_embeddings: nn.Embedding,
+        layers: list[TransformerSelfAttentionLayer] | nn.ModuleList,
+        rope: RotaryPositionalEmbeddings,
+        norm: nn.Module,
+        output: nn.Module | None,
+        max_seq_len: int,
+        embed_scale: float | None = None,
+        final_softcap: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.tok_embeddings = tok_embeddings
+        self.layers = layers if isinstance(layers, nn.ModuleList) else nn.ModuleList(layers)
+        self.rope = rope
+        self.norm = norm
+        self.output = output if output is not None else TiedLinear(tok_embeddings)
+        self.max_seq_len = max_seq_len
+        self.embed_scale = embed_scale
+        self.final_softcap = final_softcap
+        attn = self.layers[0].attn
+        self.num_heads = attn.num_heads
+        self.num_kv_heads = attn.num_kv_heads
+        self.head_dim = attn.head_dim
+        self._cache_next = 0
+
+    @property
+    def tie_word_embeddings(self) -> bool:
+        return isinstance(self.output, TiedLinear)
+
+    # ---- rope / caches -------------------------------------------------------------------------
+    def rope_init(self) -> None:
+        """Recompute rope tables (after materialising a meta-device model with ``to_empty``)."""
+        self.rope.rope_init()
+
+    def setup_caches(self, batch_size: int, dtype: torch.dtype, max_seq_len: int | None = None) -> None:
+        """Allocate a KV cache of ``max_seq_len`` (default: the model's) positions in every layer."""
+        n = max_seq_len or self.max_seq_len
+        if n > self.max_seq_len:
+            raise UsageError(
+                f"KV cache length {n} is longer than the model's max_seq_len {self.max_seq_len}",
+                "ask for fewer tokens or build the model with a larger max_seq_len",
+            )
+        for layer in self.layers:
+            layer.attn.setup_cache(batch_size, dtype, n)
+        self._cache_next = 0
+
+    def caches_are_setup(self) -> bool:
+        return self.layers[0].attn.kv_cache is not None
+
+    def caches_are_enabled(self) -> bool:
+        return self.caches_are_setup() and self.layers[0].attn.cache_enabled
+
+    def reset_caches(self) -> None:
+        """Empty the caches (next call starts at position 0)."""
+        for layer in self.layers:
+            if layer.attn.kv_cache is not None:
+                layer.attn.kv_cache.reset()
+        self._cache_next = 0
+
+    def remove_caches(self) -> None:
+        """Free the caches; the model goes back to training-style full-sequence calls."""
+        for layer in self.layers:
+            layer.attn.kv_cache = None
+            layer.attn.cache_enabled = False
+        self._cache_next = 0
+
+    # ---- forward -------------------------------------------------------------------------------
+    def hidden(
+        self,
+        tokens: torch.Tensor,
+        *,
+        mask: torch.Tensor | object | None = None,
+        input_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final-normed hidden states ``[b, s, embed_dim]``.
+
+        ``mask``: None (causal), bool ``[b, s, s]`` (True = may attend; ``[b, s, cache_len]`` when the
+        KV cache is on) or a FlexAttention BlockMask. ``input_pos``: ``[b, s]`` position ids or None
+        (0..s-1; with the KV cache on, continues after the last call). With the KV cache on, all
+        rows of the batch must share positions.
+        """
+        b, s = tokens.shape
+        h = self.tok_embeddings(tokens)
+        if self.embed_scale is not None:
+            h = h * torch.tensor(self.embed_scale, dtype=h.dtype)
+        caching = self.caches_are_enabled()
+        cache_pos = None
+        if caching:
+            if input_pos is None:
+                cache_pos = torch.arange(self._cache_next, self._cache_next + s, device=tokens.device)
+                input_pos = cache_pos[None]
+            else:
+                cache_pos = input_pos[0] if input_pos.dim() == 2 else input_pos
+            self._cache_next += s
+        cos, sin = self.rope(s, input_pos)
+        rope = (cos.to(h.dtype), sin.to(h.dtype))
+        masks = self._layer_masks(mask, s, cache_pos, tokens.device)
+        for layer in self.layers:
+            h = layer(h, mask=masks[layer.attn.sliding_window], rope=rope, cache_pos=cache_pos)
+        return self.norm(h)
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits ``[b, s, vocab]`` from hidden states (tied or not; soft-capped for Gemma 2)."""
+        logits = self.output(hidden)
+        if self.final_softcap is not None:
+            logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
+        return logits
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        *,
+        mask: torch.Tensor | object | None = None,
+        input_pos: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[b, s, vocab]``; see ``hidden`` for the arguments."""
+        return self.project(self.hidden(tokens, mask=mask, input_pos=input_pos))
+
+    def _layer_masks(self, mask, s: int, cache_pos: torch.Tensor | None, device) -> dict:
+        """One mask per distinct sliding window among the layers (key None = full attention)."""
+        windows = {layer.attn.sliding_window for layer in self.layers}
+        if is_block_mask(mask):
+            return {w: mask for w in windows}
+        if mask is not None and mask.dtype != torch.bool:
+            raise UsageError(
+                f"attention mask must be a bool tensor (True = may attend), got {mask.dtype}",
+                "pass mask.bool() or a FlexAttention BlockMask",
+            )
+        if cache_pos is not None:
+            kv_len = self.layers[0].attn.kv_cache.max_seq_len
+            k_idx = torch.arange(kv_len, device=device)
+            dist = cache_pos[:, None] - k_idx[None, :]
+            base = mask if mask is not None else (dist >= 0)[None]
+            return {w: base if w is None else base & (dist < w)[None] for w in windows}
+        out = {}
+        for w in windows:
+            if w is None or s <= w:
+                out[w] = mask
+            else:
+                idx = torch.arange(s, device=device)
+                dist = idx[:, None] - idx[None, :]
+                band = ((dist >= 0) & (dist < w))[None]
+                out[w] = band if mask is None else mask & band
+        return out
