@@ -44,3 +44,41 @@ class DataError(TunerError):
 
 class TrainingError(TunerError):
     """Training cannot go on (NaN loss, out of memory, ...)."""
+
+
+def debug_enabled() -> bool:
+    """Tracebacks are shown when TUNER_DEBUG is set to a true value (``--debug`` sets it)."""
+    import os
+
+    return os.environ.get("TUNER_DEBUG", "").lower() not in ("", "0", "false", "no")
+
+
+def run_reporting_errors(fn, *args, **kwargs) -> int:
+    """Call ``fn``; print a failure as one ``error:`` line and return its exit code.
+
+    A TunerError keeps its own message and exit code; any other exception becomes exit 1 with
+    its type and message. With debugging on, the traceback is printed as well.
+    """
+    import sys
+    import traceback
+
+    try:
+        result = fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except TunerError as e:
+        if debug_enabled():
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception as e:  # an unexpected failure: still one line unless debugging
+        if debug_enabled():
+            traceback.print_exc()
+            print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        else:
+            print(f"error: {type(e).__name__}: {e}\n(run with --debug or TUNER_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0

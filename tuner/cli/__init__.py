@@ -1,0 +1,1 @@
+"""The `tune` command line."""

@@ -1,0 +1,177 @@
+"""`tune`: list, copy, validate, print and run recipes and configs; download models."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from tuner import __version__
+from tuner.errors import ConfigError, TunerError, UsageError, run_reporting_errors
+
+app = typer.Typer(
+    name="tune",
+    help="Fine-tune open-weight LLMs: full, LoRA and its variants, QLoRA; one GPU or many.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tune (tuner) {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors (same as TUNER_DEBUG=1)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    if debug:
+        os.environ["TUNER_DEBUG"] = "1"
+
+
+@app.command("ls")
+def ls_cmd(all_: bool = typer.Option(False, "--all", help="Also show recipe files and whether they run distributed.")) -> None:
+    """List built-in recipes and their configs."""
+    from tuner.registry import available_recipes, configs_of
+
+    rows = []
+    for recipe in available_recipes():
+        configs = configs_of(recipe) or ["-"]
+        extra = [recipe.file, "yes" if recipe.supports_distributed else "no"] if all_ else []
+        for i, cfg in enumerate(configs):
+            rows.append([recipe.name if i == 0 else "", cfg, *(extra if i == 0 else ["", ""] if all_ else [])])
+    header = ["RECIPE", "CONFIG", *(["FILE", "DISTRIBUTED"] if all_ else [])]
+    widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@app.command("cp")
+def cp_cmd(
+    source: str = typer.Argument(..., help="Built-in recipe or config name (see `tune ls`)."),
+    destination: Path = typer.Argument(..., help="Where to copy it; the extension is added if missing."),
+    make_parents: bool = typer.Option(False, "--make-parents", help="Create missing parent folders."),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing file."),
+) -> None:
+    """Copy a built-in recipe (.py) or config (.yaml) to edit it."""
+    from tuner.registry import all_configs, available_recipes, configs_dir, get_recipe
+
+    recipe = get_recipe(source)
+    name = source[:-5] if source.endswith(".yaml") else source
+    if recipe is not None and recipe.path.is_file():
+        src, ext = recipe.path, ".py"
+    elif name in all_configs():
+        src, ext = configs_dir() / f"{name}.yaml", ".yaml"
+    else:
+        import difflib
+
+        choices = [r.name for r in available_recipes()] + all_configs()
+        close = difflib.get_close_matches(source, choices, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UsageError(f"no built-in recipe or config named {source!r}{hint}", "run `tune ls` to list them")
+    dest = destination if destination.suffix else destination.with_suffix(ext)
+    if dest.exists() and dest.is_dir():
+        dest = dest / src.name
+    if dest.exists() and not force:
+        raise UsageError(f"{dest} already exists", "pass --force to overwrite it")
+    if not dest.parent.exists():
+        if not make_parents:
+            raise UsageError(f"folder {dest.parent} does not exist", "pass --make-parents to create it")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    typer.echo(f"Copied {src.name} to {dest}")
+
+
+@app.command("cat")
+def cat_cmd(config: str = typer.Argument(..., help="Built-in config name or path to a .yaml file.")) -> None:
+    """Print a config."""
+    from tuner.config import load_config
+    from tuner.registry import resolve_config
+
+    path = resolve_config(config)
+    load_config(path)  # reports bad YAML clearly
+    typer.echo(path.read_text().rstrip("\n"))
+
+
+@app.command("validate")
+def validate_cmd(
+    config: str = typer.Argument(..., help="Built-in config name or path to a .yaml file."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value or ~key overrides to apply first."),
+) -> None:
+    """Check a config without building anything: every _component_ imports and its keys bind."""
+    from tuner.config import apply_overrides, find_problems, load_config
+    from tuner.registry import resolve_config
+
+    cfg = apply_overrides(load_config(resolve_config(config)), overrides or [])
+    problems = find_problems(cfg)
+    if problems:
+        raise ConfigError(f"config {config} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    typer.echo("Config is well-formed!")
+
+
+@app.command(
+    "run",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]},
+)
+def run_cmd(ctx: typer.Context) -> None:
+    """Run a recipe: tune run [torchrun options] <recipe> --config <config> [key=value ...] [~key ...].
+
+    Without torchrun options (--nproc_per_node, --nnodes, --rdzv-endpoint, ...) the recipe runs in
+    this process; with them, torch.distributed.run launches it with the same arguments.
+    """
+    from tuner.cli.run import run_recipe
+
+    code = run_recipe(list(ctx.args))
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("download")
+def download_cmd(
+    repo_id: str = typer.Argument(..., help="Hugging Face Hub repo, e.g. meta-llama/Llama-3.2-1B-Instruct."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Where to put the files (default: /tmp/<model name>)."),
+    ignore_patterns: Optional[List[str]] = typer.Option(None, "--ignore-patterns", help="Glob of files not to download (repeatable)."),
+    hf_token: Optional[str] = typer.Option(None, "--hf-token", envvar="HF_TOKEN", help="Token for gated models."),
+) -> None:
+    """Download a model from the Hugging Face Hub."""
+    from tuner.cli.download import download
+
+    path = download(repo_id, output_dir, ignore_patterns, hf_token)
+    typer.echo(f"Downloaded {repo_id} to {path}")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the `tune` console script."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "--debug" in args[: args.index("run") if "run" in args else len(args)]:
+        os.environ["TUNER_DEBUG"] = "1"
+
+    def invoke() -> int:
+        try:
+            app(args=args, prog_name="tune", standalone_mode=False)
+        except typer.Exit as e:
+            return e.exit_code
+        except Exception as e:
+            import click
+
+            if isinstance(e, click.exceptions.Abort):
+                raise KeyboardInterrupt from None
+            if isinstance(e, click.ClickException):
+                raise UsageError(e.format_message()) from None
+            raise
+        return 0
+
+    code = run_reporting_errors(invoke)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

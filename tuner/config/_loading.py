@@ -1,0 +1,81 @@
+"""Load a YAML config and apply command-line overrides (``a.b=c``, ``~a.b``)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tuner.errors import ConfigError, UsageError
+
+
+def load_config(path: str | Path) -> DictConfig:
+    """Read a YAML file into a DictConfig, with one clear error for a missing file or bad YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}", "check the path, or run `tune ls` for built-in configs")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"invalid YAML in {path}{where}: {problem}", "fix the YAML syntax") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of keys to values, got {type(data).__name__}")
+    try:
+        return OmegaConf.create(data)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config {path} cannot be read: {e}") from None
+
+
+def _parse_value(text: str):
+    """Values on the command line are YAML scalars or flow collections: 1e-4, true, [a, b], null."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """Apply ``key=value`` (set; dotted keys nest) and ``~key`` (delete) overrides in order.
+
+    Swapping a component (``model._component_=x.y``) keeps the node's other keys; `validate`
+    later reports keys the new component does not take.
+    """
+    for item in overrides:
+        if item.startswith("~"):
+            key = item[1:]
+            if not key or "=" in key:
+                raise UsageError(f"bad override {item!r}", "delete a key with ~key.path (no '=')")
+            parent_key, _, leaf = key.rpartition(".")
+            parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+            if not isinstance(parent, DictConfig) or leaf not in parent:
+                raise UsageError(f"cannot delete {key!r}: no such key in the config", "check the key with `tune cat`")
+            del parent[leaf]
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or key.startswith("-") or any(c.isspace() for c in key):
+            raise UsageError(
+                f"bad override {item!r}",
+                "overrides are key=value (nested keys with dots, e.g. optimizer.lr=1e-4) or ~key to delete",
+            )
+        try:
+            OmegaConf.update(cfg, key, _parse_value(value), merge=True, force_add=True)
+        except OmegaConfBaseException as e:
+            raise UsageError(f"cannot apply override {item!r}: {e}") from None
+    return cfg
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """Resolve interpolations and return plain Python containers, with a clear error on a bad ${...}."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config interpolation failed: {e}".splitlines()[0], "check the ${...} references") from None

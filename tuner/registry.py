@@ -1,0 +1,124 @@
+"""The built-in recipes and configs: what `tune ls` lists and what `tune run/cp/cat` resolve.
+
+Configs are files under ``configs/<family>/<name>.yaml``; which recipe a config belongs to follows
+from its name (``*_lora_single_device`` -> lora_finetune_single_device, ``*_full`` ->
+full_finetune_distributed, ...), so adding a config file is all it takes to list it.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuner.errors import ConfigError, UsageError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    file: str
+    supports_distributed: bool
+    config_suffixes: tuple[str, ...]
+
+    @property
+    def path(self) -> Path:
+        return recipes_dir() / self.file
+
+
+RECIPES: tuple[Recipe, ...] = (
+    Recipe("full_finetune_single_device", "full_finetune_single_device.py", False, ("_full_single_device",)),
+    Recipe("full_finetune_distributed", "full_finetune_distributed.py", True, ("_full",)),
+    Recipe("lora_finetune_single_device", "lora_finetune_single_device.py", False,
+           ("_lora_single_device", "_qlora_single_device", "_dora_single_device", "_lora_cpu")),
+    Recipe("lora_finetune_distributed", "lora_finetune_distributed.py", True, ("_lora", "_qlora", "_dora")),
+    Recipe("generate", "generate.py", False, ("generation",)),
+    Recipe("eval", "eval.py", False, ("evaluation",)),
+    Recipe("merge", "merge.py", False, ("merge",)),
+)
+
+
+def _package_dir(package: str, fallback: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / fallback
+
+
+def recipes_dir() -> Path:
+    """Folder of the built-in recipe scripts (inside the wheel: ``tuner/recipes``)."""
+    return _package_dir("tuner.recipes", "recipes")
+
+
+def configs_dir() -> Path:
+    """Folder of the built-in YAML configs (inside the wheel: ``tuner/configs``)."""
+    return _package_dir("tuner.configs", "configs")
+
+
+def available_recipes() -> list[Recipe]:
+    """Recipes whose script exists (the registry may name recipes still being written)."""
+    return [r for r in RECIPES if r.path.is_file()]
+
+
+def all_configs() -> list[str]:
+    """Names (``family/name``, no extension) of every built-in config."""
+    root = configs_dir()
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def recipe_for_config(config_name: str) -> Recipe | None:
+    """The recipe a built-in config belongs to, by its name's suffix (longest suffix wins)."""
+    stem = config_name.rsplit("/", 1)[-1]
+    best, best_len = None, 0
+    for recipe in RECIPES:
+        for suffix in recipe.config_suffixes:
+            if stem.endswith(suffix) and len(suffix) > best_len:
+                best, best_len = recipe, len(suffix)
+    return best
+
+
+def configs_of(recipe: Recipe) -> list[str]:
+    return [c for c in all_configs() if recipe_for_config(c) == recipe]
+
+
+def get_recipe(name: str) -> Recipe | None:
+    return next((r for r in RECIPES if r.name == name), None)
+
+
+def _did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def resolve_recipe(name_or_path: str) -> tuple[Path, Recipe | None]:
+    """The recipe script to run: a built-in name or a path to a .py file."""
+    recipe = get_recipe(name_or_path)
+    if recipe is not None and recipe.path.is_file():
+        return recipe.path, recipe
+    path = Path(name_or_path)
+    if path.suffix == ".py":
+        if path.is_file():
+            return path.resolve(), None
+        raise UsageError(f"recipe file not found: {path}", "check the path, or run `tune ls` for built-in recipes")
+    names = [r.name for r in available_recipes()]
+    raise UsageError(
+        f"unknown recipe {name_or_path!r}{_did_you_mean(name_or_path, names)}",
+        "run `tune ls` to list recipes, or pass a path to a .py file",
+    )
+
+
+def resolve_config(name_or_path: str) -> Path:
+    """The YAML file to load: an existing path, or a built-in config name (with or without .yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path.resolve()
+    if path.suffix in (".yaml", ".yml") and (path.parent != Path(".") or path.is_absolute()):
+        raise ConfigError(f"config file not found: {path}", "check the path, or run `tune ls` for built-in configs")
+    name = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
+    builtin = configs_dir() / f"{name}.yaml"
+    if builtin.is_file():
+        return builtin
+    raise ConfigError(
+        f"unknown config {name_or_path!r}{_did_you_mean(name, all_configs())}",
+        "run `tune ls` to list configs, or pass a path to a .yaml file",
+    )
