@@ -1,0 +1,465 @@
+"""The one training loop every fine-tuning recipe uses.
+
+A recipe supplies a `FinetuneMethod` (which parameters train, how weights load, what a checkpoint
+holds) and a placement (one device or FSDP2 across ranks); everything else lives here, read top
+to bottom: `setup()` builds the run from the config, `train()` loops over epochs and steps with
+gradient accumulation, clipping, logging, validation and checkpoints, and resumes exactly.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader
+
+from tuner.config import instantiate, to_container, validate
+from tuner.errors import ConfigError, TrainingError
+from tuner.training import memory
+from tuner.training.data_order import ResumableSampler
+from tuner.training.loss import IGNORE_INDEX, ChunkedCrossEntropyLoss
+from tuner.training.metric_logging import MetricLogger, StdoutLogger
+from tuner.training.optim import OptimizerInBackward, build_optimizer
+from tuner.training.placement import SingleDevice
+from tuner.training.precision import get_device, get_dtype, set_default_dtype
+
+
+class FinetuneMethod:
+    """What differs between full fine-tuning and LoRA; recipes subclass it."""
+
+    name = "full"
+
+    def load_weights(self, trainer: "Trainer", model: nn.Module, checkpoint: dict) -> None:
+        """Put the checkpoint's weights into the freshly built model."""
+        from tuner.checkpoint import load_model_state
+
+        load_model_state(model, checkpoint["model"])
+
+    def set_trainable(self, trainer: "Trainer", model: nn.Module) -> None:
+        """Choose which parameters train (all, for full fine-tuning)."""
+        for p in model.parameters():
+            p.requires_grad_(True)
+
+    def param_groups(self, trainer: "Trainer", model: nn.Module) -> list[Any]:
+        """What the optimizer steps: the trainable parameters (or param-group dicts)."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def checkpoint_state(self, trainer: "Trainer", model: nn.Module, final: bool) -> dict:
+        """The weights part of a checkpoint: ``{"model": full state dict}``."""
+        return {"model": trainer.placement.full_state_dict(model)}
+
+
+class CausalLMWithLoss(nn.Module):
+    """Decoder + loss in one forward, so sharding wrappers see the output projection used."""
+
+    def __init__(self, decoder: nn.Module, loss_fn: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.loss_fn = loss_fn
+
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor, mask: Any = None, input_pos: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.decoder.hidden(tokens, mask=mask, input_pos=input_pos)
+        return self.loss_fn(hidden, labels, self.decoder.project)
+
+
+def _cfg_get(cfg: DictConfig, key: str, default: Any = None) -> Any:
+    value = OmegaConf.select(cfg, key, default=default)
+    return default if value is None else value
+
+
+class Trainer:
+    """Builds a run from its config and trains it. See the module docstring."""
+
+    def __init__(self, cfg: DictConfig, method: FinetuneMethod, placement: Any = None) -> None:
+        validate(cfg)
+        self.cfg = cfg
+        self.method = method
+        self.device = get_device(_cfg_get(cfg, "device"))
+        self.placement = placement or SingleDevice(self.device)
+        self.dtype = get_dtype(_cfg_get(cfg, "dtype", "bf16"), self.device)
+        self.batch_size = int(_cfg_get(cfg, "batch_size", 1))
+        self.epochs = int(_cfg_get(cfg, "epochs", 1))
+        self.grad_accum = int(_cfg_get(cfg, "gradient_accumulation_steps", 1))
+        self.max_steps_per_epoch = _cfg_get(cfg, "max_steps_per_epoch")
+        self.clip_grad_norm = _cfg_get(cfg, "clip_grad_norm")
+        self.log_every = int(_cfg_get(cfg, "log_every_n_steps", 1))
+        self.save_every = _cfg_get(cfg, "save_every_n_steps")
+        self.optimizer_in_bwd = bool(_cfg_get(cfg, "optimizer_in_bwd", False))
+        self.seed = _cfg_get(cfg, "seed")
+        self.global_step = 0
+        self.epoch = 0
+        self.batches_done = 0  # micro-batches already consumed in the current epoch
+        if self.optimizer_in_bwd and self.grad_accum != 1:
+            raise ConfigError("optimizer_in_bwd needs gradient_accumulation_steps=1", "set one of them differently")
+        if self.optimizer_in_bwd and self.clip_grad_norm:
+            raise ConfigError("optimizer_in_bwd cannot clip gradients (each is applied as it is computed)", "set clip_grad_norm=null")
+        if self.dtype is torch.float16 and self.optimizer_in_bwd:
+            raise ConfigError("dtype=fp16 (gradient scaler) does not work with optimizer_in_bwd", "use bf16 or fp32")
+
+    # ---------------------------------------------------------------- setup
+    def setup(self) -> None:
+        cfg = self.cfg
+        self._seed_everything()
+        self.loggers = self._build_loggers()
+        if self.placement.is_main:
+            for logger in self.loggers:
+                logger.log_config(to_container(cfg))
+
+        self.checkpointer = instantiate(cfg.checkpointer, resume_from_checkpoint=bool(_cfg_get(cfg, "resume_from_checkpoint", False)))
+        checkpoint = self.checkpointer.load_checkpoint()
+        self.resuming = "training_state" in checkpoint
+
+        self.model = self._build_model(checkpoint)
+        self.tokenizer = instantiate(cfg.tokenizer)
+        self.dataloader, self.sampler = self._build_dataloader(cfg.dataset, shuffle=bool(_cfg_get(cfg, "shuffle", True)))
+        self.val_dataloader = None
+        if _cfg_get(cfg, "dataset_val") is not None:
+            self.val_dataloader, _ = self._build_dataloader(cfg.dataset_val, shuffle=False)
+
+        steps_per_epoch = len(self.sampler) // self.grad_accum
+        if self.max_steps_per_epoch is not None:
+            steps_per_epoch = min(steps_per_epoch, int(self.max_steps_per_epoch))
+        if steps_per_epoch == 0:
+            raise ConfigError(
+                f"the dataset gives no full optimizer step ({self.sampler.dataset_len} samples, batch_size={self.batch_size}, "
+                f"gradient_accumulation_steps={self.grad_accum}, {self.placement.world_size} rank(s))",
+                "use more data or a smaller batch_size / gradient_accumulation_steps",
+            )
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = steps_per_epoch * self.epochs
+
+        self.optimizer = self._build_optimizer()
+        self.lr_scheduler = None
+        if _cfg_get(cfg, "lr_scheduler") is not None:
+            target = self.optimizer.lr_proxy if self.optimizer_in_bwd else self.optimizer
+            self.lr_scheduler = instantiate(cfg.lr_scheduler, target, num_training_steps=self.total_steps)
+        self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.dtype is torch.float16 else None
+
+        if self.resuming:
+            self._restore_training_state(checkpoint["training_state"])
+        self._log_start()
+
+    def _seed_everything(self) -> None:
+        if self.seed is None:
+            self.seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        seed = int(self.seed) + self.placement.rank
+        random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _build_loggers(self) -> list[MetricLogger]:
+        node = _cfg_get(self.cfg, "metric_logger")
+        if not self.placement.is_main:
+            return []
+        if node is None:
+            return [StdoutLogger()]
+        nodes = list(node) if isinstance(node, (list, ListConfig)) else [node]
+        return [instantiate(n) for n in nodes]
+
+    def _build_model(self, checkpoint: dict) -> nn.Module:
+        cfg = self.cfg
+        with set_default_dtype(self.dtype), torch.device(self.device):
+            model = instantiate(cfg.model)
+        self.method.load_weights(self, model, checkpoint)
+        self.method.set_trainable(self, model)
+        if _cfg_get(cfg, "enable_activation_checkpointing", False):
+            memory.apply_activation_checkpointing(model)
+        if _cfg_get(cfg, "compile", False):
+            memory.compile_layers(model)
+        self.decoder = model
+        # The loop normalises by the token count of the whole accumulation window, so it needs sums.
+        loss_fn = instantiate(cfg.loss, reduction="sum") if _cfg_get(cfg, "loss") is not None else ChunkedCrossEntropyLoss(reduction="sum")
+        self.loss_fn = loss_fn
+        wrapped = CausalLMWithLoss(model, loss_fn)
+        return self.placement.shard(wrapped, cfg)
+
+    def _build_dataloader(self, ds_cfg: Any, shuffle: bool) -> tuple[DataLoader, ResumableSampler]:
+        nodes = list(ds_cfg) if isinstance(ds_cfg, (list, ListConfig)) else [ds_cfg]
+        datasets = [instantiate(n, self.tokenizer) for n in nodes]
+        dataset = datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
+        packed = any(bool(_cfg_get(n, "packed", False)) for n in nodes)
+        sampler = ResumableSampler(len(dataset), self.batch_size, shuffle=shuffle, seed=int(self.seed),
+                                   rank=self.placement.rank, world_size=self.placement.world_size)
+        collate = self._collate_fn(packed)
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=int(_cfg_get(self.cfg, "num_workers", 0)),
+                            pin_memory=self.device.type == "cuda")
+        return loader, sampler
+
+    def _collate_fn(self, packed: bool):
+        from functools import partial
+
+        from tuner.data.collate import padded_collate_packed, padded_collate_sft
+
+        if packed:
+            return partial(padded_collate_packed, use_flex=self.device.type == "cuda")
+        node = _cfg_get(self.cfg, "collate_fn")
+        if node is not None:
+            from tuner.config import resolve_component
+
+            fn = resolve_component(node if isinstance(node, str) else node["_component_"], "collate_fn")
+            return partial(fn, padding_idx=self.tokenizer.pad_id, ignore_idx=IGNORE_INDEX)
+        return partial(padded_collate_sft, padding_idx=self.tokenizer.pad_id, ignore_idx=IGNORE_INDEX)
+
+    def _build_optimizer(self):
+        if self.optimizer_in_bwd:
+            return OptimizerInBackward(self.cfg.optimizer, self.model, self.device)
+        groups = self.method.param_groups(self, self.decoder)
+        return build_optimizer(self.cfg.optimizer, groups, self.device)
+
+    def _log_start(self) -> None:
+        if not self.placement.is_main:
+            return
+        trainable = sum(p.numel() for p in self.decoder.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.decoder.parameters())  # DTensor.numel() is the global size
+        pct = 100.0 * trainable / max(1, total)
+        where = "resuming at" if self.resuming else "starting at"
+        print(f"[tuner] {self.method.name}: trainable {pct:.2f}% ({_human(trainable)} / {_human(total)}); "
+              f"{self.total_steps} steps ({self.steps_per_epoch}/epoch x {self.epochs}); {where} step {self.global_step}; "
+              f"device {self.device}, dtype {str(self.dtype).replace('torch.', '')}", flush=True)
+
+    # ------------------------------------------------------------- resume
+    def training_state(self) -> dict:
+        return {
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "seed": int(self.seed),
+            "total_epochs": self.epochs,
+            "max_steps_per_epoch": -1 if self.max_steps_per_epoch is None else int(self.max_steps_per_epoch),
+            "optimizer": self.placement.optimizer_state_dict(self.model, self.optimizer),
+            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else {},
+            "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler else {},
+            "rng": _rng().capture_rng_state(),
+        }
+
+    def _restore_training_state(self, state: dict) -> None:
+        if int(state["seed"]) != int(self.seed):
+            raise ConfigError(
+                f"seed={self.seed} differs from the checkpoint's seed={state['seed']}; the data order would change",
+                f"set seed={state['seed']} to resume exactly",
+            )
+        self.global_step = int(state["global_step"])
+        self.epoch = int(state["epoch"])
+        self.batches_done = int(state["batches_done"])
+        self.placement.load_optimizer_state_dict(self.model, self.optimizer, state["optimizer"])
+        if self.lr_scheduler and state.get("lr_scheduler"):
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if self.grad_scaler and state.get("grad_scaler"):
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        _rng().restore_rng_state(state["rng"])
+
+    def save_checkpoint(self, final: bool = False) -> None:
+        state = self.method.checkpoint_state(self, self.decoder, final)
+        state["training_state"] = self.training_state()
+        if self.placement.is_main:
+            self.checkpointer.save_checkpoint(state, step=self.global_step, epoch=self.epoch,
+                                              adapter_only=bool(_cfg_get(self.cfg, "save_adapter_weights_only", False)))
+        self.placement.barrier()
+
+    # -------------------------------------------------------------- train
+    def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        mask = batch.get("mask")
+        if mask is not None and hasattr(mask, "to") and not isinstance(mask, torch.Tensor):
+            mask = mask.to(self.device)
+        labels = batch["labels"]
+        n_tokens = (labels[:, 1:] != IGNORE_INDEX).sum()
+        with memory.activation_offloading(bool(_cfg_get(self.cfg, "enable_activation_offloading", False))):
+            loss_sum = self.model(batch["tokens"], labels, mask=mask, input_pos=batch.get("input_pos"))
+        return loss_sum, n_tokens
+
+    def train(self) -> None:
+        self.model.train()
+        profiler = self._profiler()
+        progress = self._progress()
+        for epoch in range(self.epoch, self.epochs):
+            self.epoch = epoch
+            self.sampler.set_epoch(epoch, skip_batches=self.batches_done)
+            steps_done_in_epoch = self.batches_done // self.grad_accum
+            if steps_done_in_epoch >= self.steps_per_epoch:
+                self._end_epoch()
+                continue
+            window_loss = torch.zeros((), device=self.device)
+            window_tokens = torch.zeros((), device=self.device, dtype=torch.long)
+            window_positions, t0 = 0, time.perf_counter()
+            for batch in self.dataloader:
+                loss_sum, n_tokens = self._forward_backward_step(batch)
+                window_loss += loss_sum.detach()
+                window_tokens += n_tokens
+                window_positions += batch["tokens"].numel()
+                self.batches_done += 1
+                if self.batches_done % self.grad_accum != 0:
+                    continue
+                grad_norm = self._optimizer_step(window_tokens)
+                self.global_step += 1
+                steps_done_in_epoch += 1
+                total_tokens = self.placement.all_reduce_sum(window_tokens.clone())
+                loss = (self.placement.all_reduce_sum(window_loss.clone()) / total_tokens.clamp(min=1)).item()
+                if not math.isfinite(loss):
+                    raise TrainingError(
+                        f"loss is {loss} at step {self.global_step}; stopped before saving anything from this run's bad weights",
+                        "lower the learning rate, enable clip_grad_norm, or use dtype=bf16/fp32",
+                    )
+                elapsed = time.perf_counter() - t0
+                if self.global_step % self.log_every == 0 or self.global_step == self.total_steps:
+                    self._log_step(loss, grad_norm, window_positions / max(elapsed, 1e-9), progress)
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr():.2e}", tok_s=f"{window_positions / max(elapsed, 1e-9):.0f}")
+                if profiler is not None:
+                    profiler.step()
+                self._maybe_validate()
+                last_of_epoch = steps_done_in_epoch >= self.steps_per_epoch
+                if self.save_every and self.global_step % int(self.save_every) == 0 and not last_of_epoch:
+                    self.save_checkpoint()
+                window_loss.zero_(); window_tokens.zero_()
+                window_positions, t0 = 0, time.perf_counter()
+                if last_of_epoch:
+                    break
+            self._end_epoch()
+        if progress is not None:
+            progress.close()
+        if profiler is not None:
+            profiler.stop()
+
+    def _end_epoch(self) -> None:
+        self.epoch += 1
+        self.batches_done = 0
+        self.save_checkpoint(final=self.epoch >= self.epochs)
+
+    def _forward_backward_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        loss_sum, n_tokens = self._forward_backward(batch)
+        if self.grad_accum == 1:
+            # Normalise now: the same result as scaling gradients later, and it works with optimizer_in_bwd.
+            global_tokens = self.placement.all_reduce_sum(n_tokens.clone()).clamp(min=1)
+            scaled = loss_sum * (self.placement.world_size / global_tokens)
+        else:
+            scaled = loss_sum
+        if self.grad_scaler is not None:
+            scaled = self.grad_scaler.scale(scaled)
+        scaled.backward()
+        return loss_sum, n_tokens
+
+    def _optimizer_step(self, window_tokens: torch.Tensor) -> float | None:
+        if self.optimizer_in_bwd:
+            if self.lr_scheduler:
+                self.lr_scheduler.step()
+            return None
+        params = [p for p in self.decoder.parameters() if p.grad is not None]
+        if self.grad_accum != 1:
+            global_tokens = self.placement.all_reduce_sum(window_tokens.clone()).clamp(min=1)
+            factor = self.placement.world_size / global_tokens
+            torch._foreach_mul_([p.grad for p in params], factor.to(params[0].grad.dtype) if params else factor)
+        if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(self.optimizer)
+        grad_norm = None
+        if self.clip_grad_norm is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm=float(self.clip_grad_norm))
+            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.lr_scheduler:
+            self.lr_scheduler.step()
+        return grad_norm
+
+    def _lr(self) -> float:
+        opt = self.optimizer.lr_proxy if self.optimizer_in_bwd else self.optimizer
+        return float(opt.param_groups[0]["lr"])
+
+    def _log_step(self, loss: float, grad_norm: float | None, tokens_per_second: float, progress: Any) -> None:
+        if not self.placement.is_main:
+            return
+        metrics: dict[str, Any] = {"loss": loss, "lr": self._lr(), "tokens_per_second_per_gpu": tokens_per_second}
+        if grad_norm is not None:
+            metrics["grad_norm"] = grad_norm
+        if _cfg_get(self.cfg, "log_peak_memory_stats", True):
+            metrics.update(memory.memory_stats(self.device))
+        for logger in self.loggers:
+            if progress is not None and isinstance(logger, StdoutLogger):
+                continue  # the progress bar shows these
+            logger.log_dict(metrics, step=self.global_step)
+
+    def _maybe_validate(self) -> None:
+        every = _cfg_get(self.cfg, "run_val_every_n_steps")
+        if self.val_dataloader is None or not every or self.global_step % int(every) != 0:
+            return
+        val_loss = self.evaluate(self.val_dataloader, max_batches=_cfg_get(self.cfg, "max_validation_steps"))
+        if self.placement.is_main:
+            for logger in self.loggers:
+                logger.log_dict({"val_loss": val_loss}, step=self.global_step)
+
+    @torch.no_grad()
+    def evaluate(self, loader: DataLoader, max_batches: int | None = None) -> float:
+        """Mean token loss over ``loader`` (all ranks together)."""
+        self.model.eval()
+        total = torch.zeros((), device=self.device)
+        count = torch.zeros((), device=self.device, dtype=torch.long)
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= int(max_batches):
+                break
+            loss_sum, n_tokens = self._forward_backward(batch)
+            total += loss_sum
+            count += n_tokens
+        self.model.train()
+        return (self.placement.all_reduce_sum(total) / self.placement.all_reduce_sum(count).clamp(min=1)).item()
+
+    def _progress(self):
+        if not self.placement.is_main or not _cfg_get(self.cfg, "progress_bar", True):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.global_step, desc="train", dynamic_ncols=True, leave=True)
+
+    def _profiler(self):
+        node = _cfg_get(self.cfg, "profiler")
+        if node is None or not _cfg_get(node, "enabled", False):
+            return None
+        from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+        out = _cfg_get(node, "output_dir", f"{self.cfg.output_dir}/profiler")
+        prof = profile(
+            activities=activities,
+            schedule=schedule(wait=int(_cfg_get(node, "wait_steps", 1)), warmup=int(_cfg_get(node, "warmup_steps", 1)),
+                              active=int(_cfg_get(node, "active_steps", 2)), repeat=1),
+            on_trace_ready=tensorboard_trace_handler(out),
+            profile_memory=bool(_cfg_get(node, "profile_memory", False)),
+            with_stack=bool(_cfg_get(node, "with_stack", False)),
+            record_shapes=bool(_cfg_get(node, "record_shapes", True)),
+        )
+        prof.start()
+        return prof
+
+    def close(self) -> None:
+        for logger in getattr(self, "loggers", []):
+            logger.close()
+        self.placement.close()
+
+    def run(self) -> None:
+        """setup(), train(), close()."""
+        try:
+            self.setup()
+            self.train()
+        finally:
+            self.close()
+
+
+def _rng():
+    import tuner.checkpoint as checkpoint
+
+    return checkpoint
+
+
+def _human(n: int) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
