@@ -1,0 +1,35 @@
+"""NF4 storage of frozen base weights (QLoRA) through bitsandbytes, imported lazily.
+
+Public API:
+- `quantize_nf4(weight, dtype=None) -> NF4Weight`, `dequantize_nf4(q) -> Tensor`,
+  `linear_nf4(x, q, bias=None) -> Tensor` (nf4.py): the format and the frozen linear op.
+- `NF4Linear` (+ `NF4Linear.from_linear`), `register_nf4_weight` / `get_nf4_weight` /
+  `set_nf4_weight` for other modules (LoRA layers with ``quantize_base=True``), and
+  `dequantized_state_dict(model)` for export (linear.py; its docstring fixes the state-dict keys).
+- `quantize_state_dict_into(model, tensors, device=..., strict=...)` (load.py): quantize-as-load
+  into a model built on the meta device.
+
+What runs where: bitsandbytes 0.50's `quantize_4bit` / `dequantize_4bit` run on CPU (pure
+PyTorch / C++ CPU kernels) and on CUDA (CUDA kernels), with the same calls and the same stored
+format; everything here (quantize, dequantize, forward and backward of `linear_nf4`, loading,
+`.to()` between devices) therefore works on CPU, which is what the tests use. Nothing here uses
+bitsandbytes' fused 4-bit GEMM/GEMV kernels: a forward is one dequantize plus a plain matmul, on
+any device. Without bitsandbytes installed, the first use raises a TunerError saying how to
+install it; importing this package does not need it.
+"""
+from tuner.quantization.linear import (
+    NF4Linear,
+    dequantized_state_dict,
+    get_nf4_weight,
+    has_nf4_weight,
+    register_nf4_weight,
+    set_nf4_weight,
+)
+from tuner.quantization.load import LoadResult, quantize_state_dict_into
+from tuner.quantization.nf4 import NF4Weight, dequantize_nf4, linear_nf4, quantize_nf4
+
+__all__ = [
+    "NF4Weight", "quantize_nf4", "dequantize_nf4", "linear_nf4",
+    "NF4Linear", "register_nf4_weight", "get_nf4_weight", "set_nf4_weight", "has_nf4_weight",
+    "dequantized_state_dict", "quantize_state_dict_into", "LoadResult",
+]
