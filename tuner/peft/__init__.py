@@ -1,0 +1,29 @@
+"""LoRA family adapters: layers, `apply_lora`, adapter utilities, PEFT-format import/export.
+
+`tuner.peft.peft_format` (adapter files in HF PEFT's format) is imported on use, since it depends on
+the model zoo's key maps.
+"""
+from tuner.peft.apply import LORA_ATTN_MODULES, LORA_MLP_MODULES, apply_lora, initialize_adapters
+from tuner.peft.lora import LoRALinear, lora_scaling
+from tuner.peft.utils import (
+    clone_merged,
+    disable_adapters,
+    get_adapter_params,
+    get_adapter_state_dict,
+    get_merged_lora_ckpt,
+    is_adapter_key,
+    lora_plus_param_groups,
+    merge_lora_weights,
+    set_trainable_params,
+    trainable_params_summary,
+    validate_missing_and_unexpected_for_lora,
+)
+from tuner.peft.vera import VeRALinear, VeRAProjections
+
+__all__ = [
+    "LORA_ATTN_MODULES", "LORA_MLP_MODULES", "LoRALinear", "VeRALinear", "VeRAProjections",
+    "apply_lora", "clone_merged", "disable_adapters", "get_adapter_params", "get_adapter_state_dict",
+    "get_merged_lora_ckpt", "initialize_adapters", "is_adapter_key", "lora_plus_param_groups",
+    "lora_scaling", "merge_lora_weights", "set_trainable_params", "trainable_params_summary",
+    "validate_missing_and_unexpected_for_lora",
+]

@@ -1,0 +1,176 @@
+"""`apply_lora`: swap a model's named linear layers for LoRA (or VeRA) layers, in place.
+
+The replaced layers keep the very same base weight tensors, so this works on a loaded model and
+on one built on the meta device (then load the base weights and call
+`tuner.peft.initialize_adapters(model)`, which needs real base weights for DoRA and PiSSA).
+Module names follow the model zoo's contract: ``layers[i].attn.{q_proj,k_proj,v_proj,output_proj}``,
+``layers[i].mlp.{w1,w2,w3}`` and ``output``.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import torch
+from torch import nn
+
+from tuner.errors import TunerError
+from tuner.peft.lora import InitLoRAWeights, LoRALinear
+from tuner.peft.vera import VERA_PROJECTIONS_NAME, VeRALinear, VeRAProjections
+
+LORA_ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "output_proj")
+LORA_MLP_MODULES = ("w1", "w2", "w3")
+
+
+def _validate_attn_modules(lora_attn_modules: Iterable[str]) -> list[str]:
+    if isinstance(lora_attn_modules, str):
+        raise TunerError(
+            f"lora_attn_modules must be a list, got the string {lora_attn_modules!r}",
+            fix=f"write lora_attn_modules: ['{lora_attn_modules}']",
+        )
+    names = [str(n) for n in (lora_attn_modules or [])]
+    unknown = [n for n in names if n not in LORA_ATTN_MODULES]
+    if unknown:
+        raise TunerError(
+            f"unknown lora_attn_modules {unknown}",
+            fix=f"choose from {list(LORA_ATTN_MODULES)}",
+        )
+    return names
+
+
+def _wanted(name: str, attn: list[str], mlp: bool, output: bool) -> bool:
+    parts = name.split(".")
+    if len(parts) >= 2 and parts[-2] == "attn" and parts[-1] in attn:
+        return True
+    if mlp and len(parts) >= 2 and parts[-2] == "mlp" and parts[-1] in LORA_MLP_MODULES:
+        return True
+    return output and name == "output"
+
+
+def _check_output(model: nn.Module) -> None:
+    output = getattr(model, "output", None)
+    embeddings = getattr(model, "tok_embeddings", None)
+    tied = output is None or not isinstance(output, nn.Linear) or (
+        embeddings is not None and getattr(output, "weight", None) is getattr(embeddings, "weight", None)
+    )
+    if tied:
+        raise TunerError(
+            "apply_lora_to_output=True, but this model's output projection is tied to its token embeddings",
+            fix="set apply_lora_to_output: False (models with tied embeddings, e.g. Llama 3.2 1B/3B, Qwen2.5 0.5B, Gemma 2, take no LoRA on the output)",
+        )
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def apply_lora(
+    model: nn.Module,
+    lora_attn_modules: Iterable[str],
+    apply_lora_to_mlp: bool = False,
+    apply_lora_to_output: bool = False,
+    lora_rank: int = 8,
+    lora_alpha: float = 16,
+    lora_dropout: float = 0.0,
+    use_dora: bool = False,
+    quantize_base: bool = False,
+    *,
+    use_rslora: bool = False,
+    lora_fa: bool = False,
+    init_lora_weights: InitLoRAWeights = True,
+    use_vera: bool = False,
+    vera_d_initial: float = 0.1,
+    projection_prng_key: int = 0,
+) -> nn.Module:
+    """Replace the chosen ``nn.Linear`` modules of ``model`` with `LoRALinear` (or `VeRALinear`).
+
+    Args:
+        model: a tuner decoder (module names as in docs/internals.md).
+        lora_attn_modules: which attention projections to adapt, from q_proj, k_proj, v_proj, output_proj.
+        apply_lora_to_mlp: also adapt the MLP's w1, w2, w3.
+        apply_lora_to_output: also adapt the output projection (not allowed with tied embeddings).
+        lora_rank, lora_alpha, lora_dropout: LoRA's r, alpha and adapter dropout (VeRA ignores alpha).
+        use_dora, quantize_base, use_rslora, lora_fa, init_lora_weights: see `LoRALinear`.
+        use_vera: VeRA instead of LoRA (shared random projections, trainable scaling vectors);
+            ``vera_d_initial`` and ``projection_prng_key`` as in PEFT's ``VeraConfig``.
+
+    Returns:
+        the same ``model``, modified in place.
+    """
+    attn = _validate_attn_modules(lora_attn_modules)
+    if not attn and not apply_lora_to_mlp and not apply_lora_to_output:
+        raise TunerError(
+            "LoRA is applied to no layer: lora_attn_modules is empty and apply_lora_to_mlp/apply_lora_to_output are False",
+            fix="set lora_attn_modules: ['q_proj', 'v_proj'] (or enable apply_lora_to_mlp)",
+        )
+    if use_vera and (use_dora or lora_fa or use_rslora or init_lora_weights not in (True, False)):
+        raise TunerError(
+            "use_vera cannot be combined with use_dora, use_rslora, lora_fa or a PiSSA initialisation",
+            fix="choose one adapter method",
+        )
+    if apply_lora_to_output:
+        _check_output(model)
+
+    targets: list[tuple[str, nn.Linear]] = []
+    for name, module in model.named_modules():
+        if not _wanted(name, attn, apply_lora_to_mlp, apply_lora_to_output):
+            continue
+        if isinstance(module, (LoRALinear, VeRALinear)):
+            raise TunerError(f"module {name!r} already carries an adapter", fix="call apply_lora once per model")
+        if not isinstance(module, nn.Linear):
+            raise TunerError(f"module {name!r} is a {type(module).__name__}, not nn.Linear; LoRA cannot wrap it")
+        targets.append((name, module))
+    found = {n.split(".")[-1] for n, _ in targets}
+    missing = [n for n in attn if n not in found]
+    if missing or (apply_lora_to_mlp and not found & set(LORA_MLP_MODULES)):
+        raise TunerError(
+            f"the model has no layers named {missing or list(LORA_MLP_MODULES)} under layers[i].attn / layers[i].mlp",
+            fix="check lora_attn_modules / apply_lora_to_mlp against the model",
+        )
+
+    projections: Optional[VeRAProjections] = None
+    if use_vera:
+        max_in = max(m.in_features for _, m in targets)
+        max_out = max(m.out_features for _, m in targets)
+        projections = VeRAProjections(lora_rank, max_in, max_out, projection_prng_key)
+        device = targets[0][1].weight.device
+        if device.type != "meta":
+            projections.to(device)
+        model.add_module(VERA_PROJECTIONS_NAME, projections)
+
+    for name, linear in targets:
+        weight, bias = linear.weight, linear.bias
+        if use_vera:
+            new: nn.Module = VeRALinear(
+                linear.in_features, linear.out_features, lora_rank, projections, dropout=lora_dropout,
+                d_initial=vera_d_initial, quantize_base=quantize_base, weight=weight, bias=bias,
+            )
+        else:
+            new = LoRALinear(
+                linear.in_features, linear.out_features, lora_rank, lora_alpha, dropout=lora_dropout,
+                use_dora=use_dora, quantize_base=quantize_base, use_rslora=use_rslora, lora_fa=lora_fa,
+                init_lora_weights=init_lora_weights, weight=weight, bias=bias,
+            )
+        new.train(linear.training)
+        _set_module(model, name, new)
+    return model
+
+
+def initialize_adapters(model: nn.Module) -> None:
+    """(Re)initialise every adapter from the current base weights.
+
+    Needed once after loading base weights into a model that was built on the meta device (or
+    built with random weights and then loaded): DoRA's magnitude and PiSSA's factors depend on the
+    base weight, and ``to_empty`` leaves VeRA's shared projections uninitialised. Do not call it
+    after loading a trained adapter (it would reset it).
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, VeRAProjections):
+                fresh = VeRAProjections(module.vera_A.shape[0], module.vera_A.shape[1], module.vera_B.shape[0], module.projection_prng_key)
+                module.vera_A.copy_(fresh.vera_A)
+                module.vera_B.copy_(fresh.vera_B)
+        for module in model.modules():
+            if isinstance(module, (LoRALinear, VeRALinear)):
+                module.initialize_adapter()

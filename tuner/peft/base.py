@@ -1,0 +1,96 @@
+"""The frozen base weight shared by the adapter layers: dense, or NF4 through `tuner.quantization`.
+
+A dense base is the module's ``weight`` (and ``bias``) parameter, frozen, so a base checkpoint's keys
+(``...q_proj.weight``) load as they are. With ``quantize_base=True`` the weight is stored by
+`tuner.quantization.register_nf4_weight` (state-dict keys ``weight_nf4``, ``weight_absmax``, ...; a
+dense ``weight`` loaded into the module is quantized on the fly), which is QLoRA.
+"""
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tuner.errors import TunerError
+
+
+def quantization() -> ModuleType:
+    """`tuner.quantization`, imported on first use; a clear error if it is unavailable."""
+    try:
+        import tuner.quantization as q
+    except ImportError as exc:  # pragma: no cover - depends on the installed tree
+        raise TunerError(
+            f"quantize_base=True needs tuner.quantization, which failed to import ({exc})",
+            fix="install bitsandbytes (pip install 'tuner[quantization]') or set quantize_base: False",
+        ) from exc
+    return q
+
+
+class FrozenBase(nn.Module):
+    """Holds a frozen linear base and computes with it; subclasses add the adapter."""
+
+    in_dim: int
+    out_dim: int
+    quantize_base: bool
+
+    def _init_base(
+        self,
+        in_dim: int,
+        out_dim: int,
+        weight: Optional[torch.Tensor],
+        bias: Optional[torch.Tensor],
+        use_bias: bool,
+        quantize_base: bool,
+        device: Optional[torch.device],
+        dtype: Optional[torch.dtype],
+    ) -> tuple[torch.device, torch.dtype]:
+        """Store the base (wrapping ``weight``/``bias`` without copying); return the adapters' device/dtype."""
+        if weight is None:
+            weight = torch.empty(out_dim, in_dim, device=device, dtype=dtype)
+            if weight.device.type != "meta":
+                nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            if use_bias and bias is None:
+                bias = torch.zeros(out_dim, device=device, dtype=dtype)
+        if tuple(weight.shape) != (out_dim, in_dim):
+            raise TunerError(f"{type(self).__name__} base weight has shape {tuple(weight.shape)}, expected {(out_dim, in_dim)}")
+        device = weight.device if device is None else torch.device(device)
+        dtype = weight.dtype if dtype is None else dtype
+        self.in_dim, self.out_dim, self.quantize_base = in_dim, out_dim, quantize_base
+        self.weight = nn.Parameter(weight.detach(), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+        return device, dtype
+
+    def _quantize(self) -> None:
+        """Move the dense ``weight`` into NF4 storage (empty meta buffers when still on meta)."""
+        q = quantization()
+        dense = self.weight.data
+        del self.weight
+        q.register_nf4_weight(self, self.out_dim, self.in_dim, compute_dtype=dense.dtype, device=dense.device)
+        if dense.device.type != "meta":
+            q.set_nf4_weight(self, dense)
+
+    def base_is_quantized(self) -> bool:
+        return self.quantize_base and quantization().has_nf4_weight(self)
+
+    def base_weight(self) -> torch.Tensor:
+        """The base weight as a dense tensor (dequantized when stored in NF4)."""
+        if self.base_is_quantized():
+            q = quantization()
+            return q.dequantize_nf4(q.get_nf4_weight(self))
+        return self.weight
+
+    def base_linear(self, x: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
+        """``x @ W^T (+ b)`` with the frozen base."""
+        bias = self.bias if with_bias else None
+        if self.base_is_quantized():
+            q = quantization()
+            return q.linear_nf4(x, q.get_nf4_weight(self), bias)
+        return F.linear(x, self.weight, bias)
+
+    def base_numel(self) -> int:
+        """Number of base weight entries (the logical count for NF4)."""
+        return self.out_dim * self.in_dim
