@@ -34,6 +34,7 @@ def _items(tensors: Tensors) -> Iterator[tuple[str, torch.Tensor]]:
                 yield key, item[key]
         else:
             yield item
+        del item  # hold no reference to the previous tensor while fetching the next
 
 
 def quantize_state_dict_into(
@@ -63,7 +64,8 @@ def quantize_state_dict_into(
         try:
             result = model.load_state_dict({key: tensor}, strict=False, assign=True)
         except RuntimeError as e:  # shape mismatch of a dense tensor
-            raise CheckpointError(f"{key}: {str(e).strip()}", fix="check that the model config matches the checkpoint") from None
+            detail = str(e).strip().splitlines()[-1].strip().rstrip(".")
+            raise CheckpointError(detail, fix="check that the model config matches the checkpoint") from None
         del tensor
         if result.unexpected_keys:
             unexpected.append(key)
