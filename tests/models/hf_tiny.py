@@ -1,0 +1,60 @@
+"""Tiny random HF transformers models of every family, for parity tests (test-only helper)."""
+from __future__ import annotations
+
+import torch
+import transformers
+
+VOCAB = 96
+
+_COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+               rms_norm_eps=1e-5, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+# family -> (config class, model class, model_type, config kwargs)
+FAMILIES = {
+    "llama2": ("LlamaConfig", "LlamaForCausalLM", "LLAMA2", dict(num_key_value_heads=4, rope_theta=10_000.0)),
+    "llama3": ("LlamaConfig", "LlamaForCausalLM", "LLAMA3", dict(rope_theta=500_000.0)),
+    "llama3_1": ("LlamaConfig", "LlamaForCausalLM", "LLAMA3", dict(
+        rope_theta=500_000.0, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                            "high_freq_factor": 4.0, "original_max_position_embeddings": 16})),
+    "llama3_2": ("LlamaConfig", "LlamaForCausalLM", "LLAMA3_2", dict(
+        rope_theta=500_000.0, tie_word_embeddings=True,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16})),
+    "mistral": ("MistralConfig", "MistralForCausalLM", "MISTRAL", dict(sliding_window=8, head_dim=16)),
+    "qwen2_5": ("Qwen2Config", "Qwen2ForCausalLM", "QWEN2", dict(tie_word_embeddings=True, rope_theta=1e6,
+                                                                 rms_norm_eps=1e-6)),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", "GEMMA2", dict(
+        head_dim=16, query_pre_attn_scalar=24, sliding_window=8, attn_logit_softcapping=3.0,
+        final_logit_softcapping=2.0, hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6)),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", "PHI3_MINI", dict(num_key_value_heads=4, sliding_window=8,
+                                                                original_max_position_embeddings=64)),
+    "smollm2": ("LlamaConfig", "LlamaForCausalLM", "SMOLLM2", dict(tie_word_embeddings=True, rope_theta=100_000.0)),
+}
+
+
+def tiny_hf_model(family: str, seed: int = 0):
+    """(HF model in eval mode with random weights, its config dict, model_type)."""
+    cfg_cls, model_cls, model_type, extra = FAMILIES[family]
+    config = getattr(transformers, cfg_cls)(**{**_COMMON, **extra}, attn_implementation="eager")
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_cls)(config).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():  # norms and biases too, so every weight matters
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.15)
+    return model, config.to_dict(), model_type
+
+
+def hf_model_from(family: str, state_dict: dict):
+    """A fresh HF model of ``family`` loaded with ``state_dict`` (tied lm_head may be absent)."""
+    cfg_cls, model_cls, _, extra = FAMILIES[family]
+    config = getattr(transformers, cfg_cls)(**{**_COMMON, **extra}, attn_implementation="eager")
+    model = getattr(transformers, model_cls)(config).eval()
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    allowed = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    assert not unexpected, unexpected
+    assert set(missing) <= allowed, missing
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    return model
