@@ -1,6 +1,7 @@
 """Load a YAML config and apply command-line overrides (``a.b=c``, ``~a.b``)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -11,6 +12,29 @@ from omegaconf.errors import OmegaConfBaseException
 from tuner.errors import ConfigError, UsageError
 
 
+class _Loader(yaml.SafeLoader):
+    """A safe YAML loader that reads ``3e-4`` as a float (YAML 1.1 wants ``3.0e-4``), as torchtune's
+    configs assume."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(path: str | Path) -> DictConfig:
     """Read a YAML file into a DictConfig, with one clear error for a missing file or bad YAML."""
     path = Path(path)
@@ -18,7 +42,7 @@ def load_config(path: str | Path) -> DictConfig:
         raise ConfigError(f"config file not found: {path}", "check the path, or run `tune ls` for built-in configs")
     text = path.read_text()
     try:
-        data = yaml.safe_load(text)
+        data = _yaml_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -37,7 +61,7 @@ def load_config(path: str | Path) -> DictConfig:
 def _parse_value(text: str):
     """Values on the command line are YAML scalars or flow collections: 1e-4, true, [a, b], null."""
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return _yaml_load(text) if text != "" else ""
     except yaml.YAMLError:
         return text
 

@@ -29,6 +29,31 @@ from tuner.training.placement import SingleDevice
 from tuner.training.precision import get_device, get_dtype, set_default_dtype
 
 
+# Top-level keys the loop (and the recipes built on it) read; anything else is a typo.
+KNOWN_KEYS = frozenset({
+    "output_dir", "model", "tokenizer", "checkpointer", "resume_from_checkpoint", "save_adapter_weights_only",
+    "save_every_n_steps", "dataset", "dataset_val", "run_val_every_n_steps", "max_validation_steps", "seed",
+    "shuffle", "batch_size", "optimizer", "optimizer_in_bwd", "lr_scheduler", "loss", "epochs",
+    "max_steps_per_epoch", "gradient_accumulation_steps", "clip_grad_norm", "compile", "device", "dtype",
+    "enable_activation_checkpointing", "enable_activation_offloading", "fsdp_cpu_offload",
+    "fsdp_reshard_after_forward", "metric_logger", "log_every_n_steps", "log_peak_memory_stats", "profiler",
+    "collate_fn", "num_workers", "progress_bar", "lora_plus_ratio",
+})
+
+
+def check_top_level_keys(cfg: DictConfig) -> None:
+    """Unknown top-level keys are errors, with a "did you mean" (a typo must not be ignored)."""
+    import difflib
+
+    unknown = [k for k in cfg.keys() if k not in KNOWN_KEYS]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), KNOWN_KEYS, n=1, cutoff=0.6)
+            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(f"unknown config key(s): {', '.join(hints)}", "fix the spelling or remove the key")
+
+
 class FinetuneMethod:
     """What differs between full fine-tuning and LoRA; recipes subclass it."""
 
@@ -76,6 +101,7 @@ class Trainer:
     """Builds a run from its config and trains it. See the module docstring."""
 
     def __init__(self, cfg: DictConfig, method: FinetuneMethod, placement: Any = None) -> None:
+        check_top_level_keys(cfg)
         validate(cfg)
         self.cfg = cfg
         self.method = method

@@ -1,0 +1,256 @@
+"""Write every built-in fine-tuning config under configs/ from one table.
+
+    python scripts/generate_configs.py            # rewrite configs/
+    python scripts/generate_configs.py --check    # exit 1 if configs/ differs (a test runs this)
+
+One template per method keeps all configs consistent; a model's row says only what is its own
+(builder names, checkpoint folder and files, tokenizer, model_type) and which configs it gets.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+
+
+@dataclass(frozen=True)
+class Model:
+    family: str          # tuner.models.<family>
+    size: str            # the config name's size part: 1B, 8B, 0.5B, mini, 135M
+    builder: str         # base builder name, e.g. llama3_2_1b
+    title: str           # human name, e.g. "Llama 3.2 1B Instruct"
+    hf_repo: str         # for `tune download`
+    model_type: str
+    tokenizer: str       # dotted tokenizer builder
+    tokenizer_file: str  # relative to the checkpoint folder
+    checkpoint_files: str  # YAML for checkpoint_files
+    methods: tuple[str, ...]  # config kinds to emit, see TEMPLATES
+    lora_modules: str = "['q_proj', 'v_proj', 'output_proj']"
+    batch_size: int = 4
+    tokenizer_extra: str = ""
+    full_lr: str = "2e-5"
+    big: bool = False    # memory-saving defaults for the single-device full config
+    tied: bool = False   # tied embeddings: no LoRA on the output projection
+
+
+def _sharded(n: int) -> str:
+    return f'\n    filename_format: model-{{}}-of-{{}}.safetensors\n    max_filename: "{n:05d}"'
+
+
+SINGLE = "[model.safetensors]"
+
+MODELS: tuple[Model, ...] = (
+    Model("llama2", "7B", "llama2_7b", "Llama 2 7B", "meta-llama/Llama-2-7b-hf", "LLAMA2", "tuner.models.llama2.llama2_tokenizer",
+          "tokenizer.model", "[model-00001-of-00002.safetensors, model-00002-of-00002.safetensors]",
+          ("lora_single_device", "qlora_single_device", "full", "lora")),
+    Model("llama2", "13B", "llama2_13b", "Llama 2 13B", "meta-llama/Llama-2-13b-hf", "LLAMA2", "tuner.models.llama2.llama2_tokenizer",
+          "tokenizer.model", _sharded(3), ("qlora_single_device", "lora")),
+    Model("llama2", "70B", "llama2_70b", "Llama 2 70B", "meta-llama/Llama-2-70b-hf", "LLAMA2", "tuner.models.llama2.llama2_tokenizer",
+          "tokenizer.model", _sharded(15), ("lora", "qlora")),
+    Model("llama3", "8B", "llama3_8b", "Llama 3 8B Instruct", "meta-llama/Meta-Llama-3-8B-Instruct", "LLAMA3", "tuner.models.llama3.llama3_tokenizer",
+          "original/tokenizer.model", _sharded(4), ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"), big=True),
+    Model("llama3", "70B", "llama3_70b", "Llama 3 70B Instruct", "meta-llama/Meta-Llama-3-70B-Instruct", "LLAMA3", "tuner.models.llama3.llama3_tokenizer",
+          "original/tokenizer.model", _sharded(30), ("lora", "qlora")),
+    Model("llama3_1", "8B", "llama3_1_8b", "Llama 3.1 8B Instruct", "meta-llama/Llama-3.1-8B-Instruct", "LLAMA3", "tuner.models.llama3.llama3_tokenizer",
+          "original/tokenizer.model", _sharded(4),
+          ("full_single_device", "lora_single_device", "qlora_single_device", "dora_single_device", "full", "lora", "qlora"), big=True),
+    Model("llama3_1", "70B", "llama3_1_70b", "Llama 3.1 70B Instruct", "meta-llama/Llama-3.1-70B-Instruct", "LLAMA3", "tuner.models.llama3.llama3_tokenizer",
+          "original/tokenizer.model", _sharded(30), ("lora", "qlora", "full"), batch_size=2),
+    Model("llama3_1", "405B", "llama3_1_405b", "Llama 3.1 405B Instruct", "meta-llama/Llama-3.1-405B-Instruct", "LLAMA3", "tuner.models.llama3.llama3_tokenizer",
+          "original/tokenizer.model", _sharded(191), ("qlora",), batch_size=1),
+    Model("llama3_2", "1B", "llama3_2_1b", "Llama 3.2 1B Instruct", "meta-llama/Llama-3.2-1B-Instruct", "LLAMA3_2", "tuner.models.llama3.llama3_tokenizer",
+          "original/tokenizer.model", SINGLE,
+          ("full_single_device", "lora_single_device", "qlora_single_device", "dora_single_device", "full", "lora"), tied=True),
+    Model("llama3_2", "3B", "llama3_2_3b", "Llama 3.2 3B Instruct", "meta-llama/Llama-3.2-3B-Instruct", "LLAMA3_2", "tuner.models.llama3.llama3_tokenizer",
+          "original/tokenizer.model", "[model-00001-of-00002.safetensors, model-00002-of-00002.safetensors]",
+          ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"), tied=True),
+    Model("mistral", "7B", "mistral_7b", "Mistral 7B Instruct v0.3", "mistralai/Mistral-7B-Instruct-v0.3", "MISTRAL", "tuner.models.mistral.mistral_tokenizer",
+          "tokenizer.model", "[model-00001-of-00003.safetensors, model-00002-of-00003.safetensors, model-00003-of-00003.safetensors]",
+          ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"), big=True, full_lr="5e-6"),
+    Model("qwen2_5", "0.5B", "qwen2_5_0_5b", "Qwen2.5 0.5B Instruct", "Qwen/Qwen2.5-0.5B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
+          "tokenizer.json", SINGLE, ("full_single_device", "lora_single_device"), tied=True),
+    Model("qwen2_5", "1.5B", "qwen2_5_1_5b", "Qwen2.5 1.5B Instruct", "Qwen/Qwen2.5-1.5B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
+          "tokenizer.json", SINGLE, ("full_single_device", "lora_single_device"), tied=True),
+    Model("qwen2_5", "3B", "qwen2_5_3b", "Qwen2.5 3B Instruct", "Qwen/Qwen2.5-3B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
+          "tokenizer.json", "[model-00001-of-00002.safetensors, model-00002-of-00002.safetensors]",
+          ("full_single_device", "lora_single_device", "lora"), tied=True),
+    Model("qwen2_5", "7B", "qwen2_5_7b", "Qwen2.5 7B Instruct", "Qwen/Qwen2.5-7B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
+          "tokenizer.json", _sharded(4), ("lora_single_device", "qlora_single_device", "full", "lora")),
+    Model("qwen2_5", "14B", "qwen2_5_14b", "Qwen2.5 14B Instruct", "Qwen/Qwen2.5-14B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
+          "tokenizer.json", _sharded(8), ("qlora_single_device", "lora")),
+    Model("qwen2_5", "32B", "qwen2_5_32b", "Qwen2.5 32B Instruct", "Qwen/Qwen2.5-32B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
+          "tokenizer.json", _sharded(17), ("lora", "qlora"), batch_size=2),
+    Model("qwen2_5", "72B", "qwen2_5_72b", "Qwen2.5 72B Instruct", "Qwen/Qwen2.5-72B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
+          "tokenizer.json", _sharded(37), ("lora", "qlora"), batch_size=2),
+    Model("gemma2", "2B", "gemma2_2b", "Gemma 2 2B", "google/gemma-2-2b", "GEMMA2", "tuner.models.gemma2.gemma2_tokenizer",
+          "tokenizer.json", "[model-00001-of-00002.safetensors, model-00002-of-00002.safetensors]",
+          ("full_single_device", "lora_single_device", "qlora_single_device", "lora"), tied=True),
+    Model("gemma2", "9B", "gemma2_9b", "Gemma 2 9B", "google/gemma-2-9b", "GEMMA2", "tuner.models.gemma2.gemma2_tokenizer",
+          "tokenizer.json", _sharded(4), ("lora_single_device", "qlora_single_device", "full", "lora"), tied=True),
+    Model("gemma2", "27B", "gemma2_27b", "Gemma 2 27B", "google/gemma-2-27b", "GEMMA2", "tuner.models.gemma2.gemma2_tokenizer",
+          "tokenizer.json", _sharded(12), ("qlora_single_device", "lora"), tied=True, batch_size=2),
+    Model("phi3", "mini", "phi3_mini", "Phi-3 mini 4k Instruct", "microsoft/Phi-3-mini-4k-instruct", "PHI3_MINI", "tuner.models.phi3.phi3_mini_tokenizer",
+          "tokenizer.json", "[model-00001-of-00002.safetensors, model-00002-of-00002.safetensors]",
+          ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"),
+          lora_modules="['q_proj', 'k_proj', 'v_proj', 'output_proj']"),
+    Model("smollm2", "135M", "smollm2_135m", "SmolLM2 135M Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "SMOLLM2", "tuner.models.smollm2.smollm2_tokenizer",
+          "tokenizer.json", SINGLE, ("full_single_device", "lora_single_device"), tied=True, batch_size=8),
+    Model("smollm2", "360M", "smollm2_360m", "SmolLM2 360M Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", "SMOLLM2", "tuner.models.smollm2.smollm2_tokenizer",
+          "tokenizer.json", SINGLE, ("full_single_device", "lora_single_device"), tied=True, batch_size=8),
+    Model("smollm2", "1.7B", "smollm2_1_7b", "SmolLM2 1.7B Instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct", "SMOLLM2", "tuner.models.smollm2.smollm2_tokenizer",
+          "tokenizer.json", SINGLE, ("full_single_device", "lora_single_device", "qlora_single_device"), tied=True),
+)
+
+RECIPE_OF = {
+    "full_single_device": "full_finetune_single_device",
+    "lora_single_device": "lora_finetune_single_device",
+    "qlora_single_device": "lora_finetune_single_device",
+    "dora_single_device": "lora_finetune_single_device",
+    "full": "full_finetune_distributed",
+    "lora": "lora_finetune_distributed",
+    "qlora": "lora_finetune_distributed",
+}
+
+
+def _model_block(m: Model, method: str) -> str:
+    if method.startswith("full"):
+        return f"model:\n  _component_: tuner.models.{m.family}.{m.builder}\n"
+    prefix = "qlora_" if method.startswith("qlora") else "lora_"
+    rank, alpha = (8, 16) if method.startswith("qlora") else (64, 128) if m.size in ("1B", "135M", "360M", "0.5B") else (8, 16)
+    mlp = "True"
+    lines = [
+        "model:",
+        f"  _component_: tuner.models.{m.family}.{prefix}{m.builder}",
+        f"  lora_attn_modules: {m.lora_modules}",
+        f"  apply_lora_to_mlp: {mlp}",
+        "  apply_lora_to_output: False",
+        f"  lora_rank: {rank}",
+        f"  lora_alpha: {alpha}",
+        "  lora_dropout: 0.0",
+    ]
+    if method.startswith("dora"):
+        lines.append("  use_dora: True")
+    return "\n".join(lines) + "\n"
+
+
+def render(m: Model, method: str) -> str:
+    recipe = RECIPE_OF[method]
+    distributed = recipe.endswith("distributed")
+    full = method.startswith("full")
+    qlora = method.startswith("qlora")
+    low_memory = full and not distributed and m.big
+    folder = f"/tmp/{m.hf_repo.split('/')[-1]}"
+    name = f"{m.family}/{m.size}_{method}"
+    launch = f"tune run --nproc_per_node 8 {recipe}" if distributed else f"tune run {recipe}"
+    what = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA"}[method.split("_")[0]]
+    where = "several GPUs (FSDP2)" if distributed else "one device"
+    header = (
+        f"# {what} of {m.title} on {where}. Generated by scripts/generate_configs.py.\n"
+        f"#\n"
+        f"#   tune download {m.hf_repo} --output-dir {folder}\n"
+        f"#   {launch} --config {name}\n"
+        f"#\n"
+        f"# Override any key on the command line, e.g. batch_size=8 optimizer.lr=1e-4,\n"
+        f"# or copy this file with `tune cp {name} my.yaml` and edit it.\n"
+    )
+    if full:
+        if low_memory:
+            optimizer = "optimizer:\n  _component_: bitsandbytes.optim.PagedAdamW8bit\n  lr: " + m.full_lr + "\noptimizer_in_bwd: True\n"
+        else:
+            optimizer = "optimizer:\n  _component_: torch.optim.AdamW\n  lr: " + m.full_lr + "\n  weight_decay: 0.01\noptimizer_in_bwd: False\n"
+    elif qlora:
+        optimizer = "optimizer:\n  _component_: bitsandbytes.optim.PagedAdamW8bit\n  lr: 3e-4\n  weight_decay: 0.01\n"
+    else:
+        optimizer = "optimizer:\n  _component_: torch.optim.AdamW\n  lr: 3e-4\n  weight_decay: 0.01\n"
+    scheduler = "" if full else (
+        "lr_scheduler:\n  _component_: tuner.training.lr_schedulers.get_cosine_schedule_with_warmup\n  num_warmup_steps: 100\n"
+    )
+    act_ckpt = "True" if (qlora or low_memory or (distributed and m.size in ("70B", "72B", "405B", "32B"))) else "False"
+    accum = 1 if low_memory else 8 if not full else 1
+    adapter = "save_adapter_weights_only: False\n" if not full else ""
+    dist = "fsdp_cpu_offload: False\nfsdp_reshard_after_forward: True\n" if distributed else ""
+    if distributed and m.size == "405B":
+        dist = "fsdp_cpu_offload: True\nfsdp_reshard_after_forward: True\n"
+    return f"""{header}
+output_dir: /tmp/tuner/{m.family}_{m.size}/{method}
+
+{_model_block(m, method)}
+tokenizer:
+  _component_: {m.tokenizer}
+  path: {folder}/{m.tokenizer_file}
+  max_seq_len: 2048{m.tokenizer_extra}
+
+checkpointer:
+  _component_: tuner.checkpoint.HFCheckpointer
+  checkpoint_dir: {folder}
+  checkpoint_files: {m.checkpoint_files}
+  model_type: {m.model_type}
+  output_dir: ${{output_dir}}
+  keep_last_n_checkpoints: 2
+resume_from_checkpoint: False
+{adapter}save_every_n_steps: null
+
+dataset:
+  _component_: tuner.datasets.alpaca_cleaned_dataset
+  packed: False
+seed: 42
+shuffle: True
+batch_size: {m.batch_size}
+
+{optimizer}{scheduler}loss:
+  _component_: tuner.training.loss.ChunkedCrossEntropyLoss
+  num_output_chunks: 8
+
+epochs: 1
+max_steps_per_epoch: null
+gradient_accumulation_steps: {accum}
+clip_grad_norm: {"null" if low_memory else "1.0"}
+compile: False
+
+device: cuda
+dtype: bf16
+enable_activation_checkpointing: {act_ckpt}
+enable_activation_offloading: False
+{dist}
+metric_logger:
+  _component_: tuner.training.metric_logging.DiskLogger
+  log_dir: ${{output_dir}}/logs
+log_every_n_steps: 1
+log_peak_memory_stats: True
+
+profiler:
+  enabled: False
+"""
+
+
+def expected_files() -> dict[Path, str]:
+    files = {}
+    for m in MODELS:
+        for method in m.methods:
+            files[CONFIGS / m.family / f"{m.size}_{method}.yaml"] = render(m, method)
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report configs that differ from the table")
+    args = parser.parse_args(argv)
+    files = expected_files()
+    stale = [p for p, text in files.items() if not p.is_file() or p.read_text() != text]
+    if args.check:
+        for p in stale:
+            print(f"out of date: {p.relative_to(ROOT)}")
+        return 1 if stale else 0
+    for p in stale:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(files[p])
+    print(f"wrote {len(stale)} of {len(files)} configs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

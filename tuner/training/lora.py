@@ -1,0 +1,68 @@
+"""What LoRA-family fine-tuning means to the training loop: frozen base, trainable adapters,
+optional LoRA+ learning rates, and checkpoints that hold the adapter (PEFT format) plus,
+unless asked otherwise, the merged model."""
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import OmegaConf
+from torch import nn
+
+from tuner.errors import CheckpointError
+from tuner.training.trainer import FinetuneMethod, Trainer
+
+# The model-builder keys that describe the adapter (saved into adapter_config.json).
+ADAPTER_CONFIG_KEYS = (
+    "lora_attn_modules", "apply_lora_to_mlp", "apply_lora_to_output", "lora_rank", "lora_alpha",
+    "lora_dropout", "use_dora", "use_rslora", "lora_fa", "init_lora_weights", "use_vera",
+    "vera_d_initial", "projection_prng_key", "quantize_base",
+)
+
+
+class LoRAFinetune(FinetuneMethod):
+    name = "LoRA"
+
+    def load_weights(self, trainer: Trainer, model: nn.Module, checkpoint: dict) -> None:
+        from tuner.checkpoint import load_model_state
+        from tuner.peft import initialize_adapters, is_adapter_key
+
+        base = {k: v for k, v in checkpoint["model"].items() if not is_adapter_key(k)}
+        load_model_state(model, base, strict=False, ignore_missing=[k for k in model.state_dict() if is_adapter_key(k)])
+        initialize_adapters(model)  # DoRA magnitudes and PiSSA factors depend on the loaded base
+        if "adapter" in checkpoint:
+            adapter = checkpoint["adapter"]
+            expected = {k for k in model.state_dict() if is_adapter_key(k)}
+            missing, unexpected = sorted(expected - set(adapter)), sorted(set(adapter) - expected)
+            if missing or unexpected:
+                raise CheckpointError(
+                    f"the adapter checkpoint does not fit the model: missing {missing[:4]}, unexpected {unexpected[:4]}",
+                    "use the same lora_* settings as the run that saved it",
+                )
+            model.load_state_dict(adapter, strict=False)
+
+    def set_trainable(self, trainer: Trainer, model: nn.Module) -> None:
+        from tuner.peft import get_adapter_params, set_trainable_params
+
+        set_trainable_params(model, get_adapter_params(model))
+
+    def param_groups(self, trainer: Trainer, model: nn.Module) -> list[Any]:
+        ratio = OmegaConf.select(trainer.cfg, "lora_plus_ratio", default=None)
+        if ratio is None:
+            return super().param_groups(trainer, model)
+        from tuner.peft import lora_plus_param_groups
+
+        return lora_plus_param_groups(model, lr=float(trainer.cfg.optimizer.lr), lora_plus_ratio=float(ratio))
+
+    def adapter_config(self, trainer: Trainer) -> dict:
+        model_cfg = OmegaConf.to_container(trainer.cfg.model, resolve=True)
+        return {k: model_cfg[k] for k in ADAPTER_CONFIG_KEYS if k in model_cfg}
+
+    def checkpoint_state(self, trainer: Trainer, model: nn.Module, final: bool) -> dict:
+        from tuner.peft import get_adapter_state_dict, get_merged_lora_ckpt
+
+        full = trainer.placement.full_state_dict(model)
+        state: dict[str, Any] = {"adapter": get_adapter_state_dict(full), "adapter_config": self.adapter_config(trainer)}
+        if not OmegaConf.select(trainer.cfg, "save_adapter_weights_only", default=False):
+            cfg = state["adapter_config"]
+            state["model"] = get_merged_lora_ckpt(full, rank=int(cfg.get("lora_rank", 8)), alpha=float(cfg.get("lora_alpha", 16)))
+        return state
