@@ -1,0 +1,123 @@
+"""transformers save_pretrained -> HFCheckpointer load -> save -> transformers load: same logits."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import FAMILIES, VOCAB, hf_logits, make_hf_model, save_hf_model
+
+from tuner.checkpoint import HFCheckpointer, load_model_state
+from tuner.models.convert import build_model_from_hf_config
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_round_trip_same_logits(tmp_path, family, sharded, tokens):
+    model_type = FAMILIES[family][0]
+    hf = make_hf_model(family)
+    src = save_hf_model(hf, tmp_path / "src", sharded=sharded)
+    if sharded:
+        assert (src / "model.safetensors.index.json").is_file()
+    expected = hf_logits(hf, tokens)
+
+    ckpt = HFCheckpointer(src, "auto", model_type, tmp_path / "out", max_shard_size="20KB" if sharded else "5GB")
+    state = ckpt.load_checkpoint()
+
+    # the tuner model built from the same config takes the converted weights and agrees
+    model = build_model_from_hf_config(ckpt.hf_config, model_type).eval()
+    load_model_state(model, state["model"])
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), expected, atol=1e-4, rtol=1e-4)
+
+    out = ckpt.save_checkpoint({"model": model.state_dict()}, step=3, epoch=0)
+    assert out == tmp_path / "out" / "step_3"
+    assert (out / "model.safetensors.index.json").is_file() == sharded
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert (out / name).is_file(), name
+    torch.testing.assert_close(hf_logits(out, tokens), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_save_updates_config_dtype(tmp_path, tokens):
+    hf = make_hf_model("llama")
+    src = save_hf_model(hf, tmp_path / "src")
+    ckpt = HFCheckpointer(src, None, "llama3", tmp_path / "out")
+    sd = {k: v.to(torch.bfloat16) for k, v in ckpt.load_checkpoint()["model"].items()}
+    out = ckpt.save_checkpoint({"model": sd}, step=1, epoch=0)
+    config = json.loads((out / "config.json").read_text())
+    dtype_keys = [k for k in ("torch_dtype", "dtype") if k in config]
+    assert dtype_keys and all(config[k] == "bfloat16" for k in dtype_keys)
+    import transformers
+
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert reloaded.dtype == torch.bfloat16
+    with torch.no_grad():
+        got = reloaded(tokens).logits.float()
+    torch.testing.assert_close(got, hf_logits(hf.to(torch.bfloat16), tokens).float())
+
+
+def test_legacy_bin_loads(tmp_path, tokens):
+    hf = make_hf_model("qwen2")
+    src = tmp_path / "src"
+    hf.config.save_pretrained(src)
+    sd = hf.state_dict()
+    keys = list(sd)
+    half = len(keys) // 2
+    shards = {"pytorch_model-00001-of-00002.bin": keys[:half], "pytorch_model-00002-of-00002.bin": keys[half:]}
+    weight_map = {}
+    for name, ks in shards.items():
+        torch.save({k: sd[k].clone() for k in ks}, src / name)
+        weight_map.update(dict.fromkeys(ks, name))
+    (src / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+    ckpt = HFCheckpointer(src, "auto", "QWEN2", tmp_path / "out")
+    assert [p.name for p in ckpt.checkpoint_files] == list(shards)
+    model = build_model_from_hf_config(ckpt.hf_config, "QWEN2").eval()
+    load_model_state(model, ckpt.load_checkpoint()["model"])
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), hf_logits(hf, tokens), atol=1e-4, rtol=1e-4)
+    out = ckpt.save_checkpoint({"model": model.state_dict()}, step=1, epoch=0)
+    assert (out / "model.safetensors").is_file()  # saved as safetensors, loadable by transformers
+    torch.testing.assert_close(hf_logits(out, tokens), hf_logits(hf, tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_load_into_meta_model_shard_by_shard(tmp_path, tokens):
+    hf = make_hf_model("smollm2")
+    src = save_hf_model(hf, tmp_path / "src", sharded=True)
+    ckpt = HFCheckpointer(src, {"filename_format": "model-{}-of-{}.safetensors",
+                                "max_filename": f"{len(list(src.glob('model-*.safetensors'))):05d}"},
+                          "SMOLLM2", tmp_path / "out")
+    assert len(ckpt.checkpoint_files) > 1
+    with torch.device("meta"):
+        model = build_model_from_hf_config(ckpt.hf_config, "SMOLLM2")
+    shards = []
+    extras = ckpt.load_into(_Counting(model, shards))
+    assert extras == {}
+    assert len(shards) == len(ckpt.checkpoint_files)
+    assert not any(p.is_meta for p in model.parameters())
+    assert not any(b.is_meta for b in model.buffers())  # rope tables recomputed
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), hf_logits(hf, tokens), atol=1e-4, rtol=1e-4)
+
+
+class _Counting(torch.nn.Module):
+    """Wraps a model to count load_state_dict calls (one per shard)."""
+
+    def __init__(self, model, calls):
+        super().__init__()
+        self.inner = model
+        self.calls = calls
+
+    def state_dict(self, *a, **k):
+        return self.inner.state_dict(*a, **k)
+
+    def parameters(self, recurse=True):
+        return self.inner.parameters(recurse)
+
+    def buffers(self, recurse=True):
+        return self.inner.buffers(recurse)
+
+    def load_state_dict(self, sd, strict=True, assign=False):
+        self.calls.append(len(sd))
+        return self.inner.load_state_dict(sd, strict=strict, assign=assign)
