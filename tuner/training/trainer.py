@@ -100,13 +100,18 @@ def _cfg_get(cfg: DictConfig, key: str, default: Any = None) -> Any:
 class Trainer:
     """Builds a run from its config and trains it. See the module docstring."""
 
-    def __init__(self, cfg: DictConfig, method: FinetuneMethod, placement: Any = None) -> None:
+    def __init__(self, cfg: DictConfig, method: FinetuneMethod, distributed: bool = False) -> None:
         check_top_level_keys(cfg)
         validate(cfg)
         self.cfg = cfg
         self.method = method
         self.device = get_device(_cfg_get(cfg, "device"))
-        self.placement = placement or SingleDevice(self.device)
+        if distributed:
+            from tuner.training.distributed import FSDP2
+
+            self.placement: Any = FSDP2(self.device)
+        else:
+            self.placement = SingleDevice(self.device)
         self.dtype = get_dtype(_cfg_get(cfg, "dtype", "bf16"), self.device)
         self.batch_size = int(_cfg_get(cfg, "batch_size", 1))
         self.epochs = int(_cfg_get(cfg, "epochs", 1))
@@ -173,7 +178,7 @@ class Trainer:
     def _seed_everything(self) -> None:
         if self.seed is None:
             self.seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        seed = int(self.seed) + self.placement.rank
+        seed = int(self.seed)  # the same on every rank, so every rank builds the same initial adapters
         random.seed(seed)
         torch.manual_seed(seed)
 

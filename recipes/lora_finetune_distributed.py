@@ -1,0 +1,25 @@
+"""LoRA-family and QLoRA fine-tuning on several GPUs (or CPU processes) with FSDP2, through torchrun.
+
+    tune run --nproc_per_node 8 lora_finetune_distributed --config llama3_1/70B_lora
+    tune run --nproc_per_node 8 lora_finetune_distributed --config llama3_1/70B_qlora
+
+Adapters (and their optimizer states) are sharded across ranks; a bf16 base is sharded too, an
+NF4 base (QLoRA) is held whole by every rank (see tuner/training/distributed.py). Checkpoints hold
+the adapter in HF PEFT format and, unless `save_adapter_weights_only: True`, the merged model.
+"""
+import sys
+
+from omegaconf import DictConfig
+
+from tuner import config
+from tuner.training.lora import LoRAFinetune
+from tuner.training.trainer import Trainer
+
+
+@config.parse
+def recipe_main(cfg: DictConfig) -> None:
+    Trainer(cfg, LoRAFinetune(), distributed=True).run()
+
+
+if __name__ == "__main__":
+    sys.exit(recipe_main())
