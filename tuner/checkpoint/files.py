@@ -65,7 +65,15 @@ def _files_from_index(index_path: Path) -> list[Path]:
             fix="re-download the checkpoint or remove the broken index file",
         ) from e
     names = sorted(set(weight_map.values()), key=lambda n: _shard_key(Path(n)))
-    return [index_path.parent / n for n in names]
+    paths = [index_path.parent / n for n in names]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise CheckpointError(
+            f"the shard index {str(index_path)!r} lists files that are missing: {', '.join(missing[:5])}"
+            + (f", ... ({len(missing)} in all)" if len(missing) > 5 else ""),
+            fix="the download is incomplete; download the checkpoint again",
+        )
+    return paths
 
 
 def discover_files(checkpoint_dir: Path, fmt: str) -> list[Path]:
@@ -160,12 +168,6 @@ def resolve_files(checkpoint_dir: Path, checkpoint_files: Any, fmt: str) -> list
         raise CheckpointError(
             f"checkpoint file(s) not found in {str(checkpoint_dir)!r}: {shown} (the folder has: {_listing(checkpoint_dir)})",
             fix='fix checkpointer.checkpoint_files, or set it to "auto" to find the files',
-        )
-    missing_shards = [str(p) for p in paths if not p.is_file()]
-    if missing_shards:
-        raise CheckpointError(
-            f"the shard index lists files that are missing: {', '.join(missing_shards[:5])}",
-            fix="the download is incomplete; download the checkpoint again",
         )
     # keep order, drop duplicates
     seen: set[Path] = set()
