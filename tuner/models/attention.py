@@ -6,8 +6,8 @@ Paths, chosen per call:
   the flash-attention path on GPU, with no mask tensor and no copy of k/v.
 * ``mask`` a bool tensor ``[b, q, kv]`` (True = may attend): SDPA with that mask; k/v heads are
   repeated for GQA since the masked kernels do not all take ``enable_gqa``.
-* ``mask`` a FlexAttention ``BlockMask``: ``flex_attention`` (compiled on CUDA); soft-capping goes
-  in as a ``score_mod``. A sliding window is not added to a BlockMask: put it in the mask_mod.
+* ``mask`` a FlexAttention ``BlockMask``: ``flex_attention`` (compiled on CUDA); soft-capping and
+  the sliding window go in as a ``score_mod`` (the BlockMask carries causality and documents).
 * soft-capping (Gemma 2) with a dense or no mask: eager attention, as HF computes it.
 
 The decoder builds the dense masks (causal, sliding-window, cache) once per forward and passes
@@ -138,14 +138,7 @@ class MultiHeadAttention(nn.Module):
 
     def _attend(self, q, k, v, mask, dropout: float) -> torch.Tensor:
         if is_block_mask(mask):
-            score_mod = None
-            if self.softcap is not None:
-                cap = self.softcap
-
-                def score_mod(score, b, h, q_idx, kv_idx):
-                    return torch.tanh(score / cap) * cap
-
-            return _flex(q, k, v, block_mask=mask, score_mod=score_mod, scale=self.scale,
+            return _flex(q, k, v, block_mask=mask, score_mod=self._score_mod(), scale=self.scale,
                          enable_gqa=self.num_kv_heads != self.num_heads)
         groups = self.num_heads // self.num_kv_heads
         if self.softcap is not None:
@@ -158,6 +151,21 @@ class MultiHeadAttention(nn.Module):
             k = k.repeat_interleave(groups, dim=1)
             v = v.repeat_interleave(groups, dim=1)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], dropout_p=dropout, scale=self.scale)
+
+    def _score_mod(self):
+        """FlexAttention score_mod for soft-capping and the sliding window (None when neither)."""
+        cap, window = self.softcap, self.sliding_window
+        if cap is None and window is None:
+            return None
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            if cap is not None:
+                score = torch.tanh(score / cap) * cap
+            if window is not None:
+                score = torch.where(q_idx - kv_idx < window, score, -float("inf"))
+            return score
+
+        return score_mod
 
     def _eager(self, q, k, v, mask, dropout: float, groups: int) -> torch.Tensor:
         """Attention with logit soft-capping, computed as HF's eager Gemma 2 attention."""
