@@ -99,7 +99,7 @@ def check_state_dict(
 def _likely_cause(missing: list[str], unexpected: list[str], shapes: list[str], n_model: int, n_ckpt: int) -> str:
     if unexpected and any(k.startswith(("model.", "lm_head", "transformer.")) for k in unexpected):
         return "the keys are still in Hugging Face layout: the wrong checkpointer or model_type (key conversion did not run)"
-    if shapes and not missing and not unexpected:
+    if shapes:
         return "the model builder has other dimensions than the checkpoint (wrong size, e.g. a 1B builder for a 3B checkpoint)"
     if missing and unexpected:
         return "the model builder is of another family than the checkpoint (wrong builder or model_type)"
