@@ -23,12 +23,13 @@ class LoRAFinetune(FinetuneMethod):
     name = "LoRA"
 
     def load_weights(self, trainer: Trainer, model: nn.Module, checkpoint: dict) -> None:
-        from tuner.checkpoint import load_model_state
         from tuner.peft import initialize_adapters, is_adapter_key
+        from tuner.training.build import load_into
 
         base = {k: v for k, v in checkpoint["model"].items() if not is_adapter_key(k)}
-        load_model_state(model, base, strict=False, ignore_missing=[k for k in model.state_dict() if is_adapter_key(k)])
-        initialize_adapters(model)  # DoRA magnitudes and PiSSA factors depend on the loaded base
+        adapter_keys = [k for k in model.state_dict() if is_adapter_key(k)]
+        load_into(model, base, trainer.device, trainer.dtype, may_be_missing=adapter_keys)
+        initialize_adapters(model)  # after the base: DoRA magnitudes and PiSSA factors depend on it
         if "adapter" in checkpoint:
             adapter = checkpoint["adapter"]
             expected = {k for k in model.state_dict() if is_adapter_key(k)}
@@ -38,7 +39,7 @@ class LoRAFinetune(FinetuneMethod):
                     f"the adapter checkpoint does not fit the model: missing {missing[:4]}, unexpected {unexpected[:4]}",
                     "use the same lora_* settings as the run that saved it",
                 )
-            model.load_state_dict(adapter, strict=False)
+            model.load_state_dict({k: v.to(trainer.device) for k, v in adapter.items()}, strict=False)
 
     def set_trainable(self, trainer: Trainer, model: nn.Module) -> None:
         from tuner.peft import get_adapter_params, set_trainable_params

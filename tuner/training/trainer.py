@@ -21,12 +21,13 @@ from torch.utils.data import ConcatDataset, DataLoader
 from tuner.config import instantiate, to_container, validate
 from tuner.errors import ConfigError, TrainingError
 from tuner.training import memory
+from tuner.training.build import build_on_meta, load_into, random_init
 from tuner.training.data_order import ResumableSampler
 from tuner.training.loss import IGNORE_INDEX, ChunkedCrossEntropyLoss
 from tuner.training.metric_logging import MetricLogger, StdoutLogger
 from tuner.training.optim import OptimizerInBackward, build_optimizer
 from tuner.training.placement import SingleDevice
-from tuner.training.precision import get_device, get_dtype, set_default_dtype
+from tuner.training.precision import get_device, get_dtype
 
 
 # Top-level keys the loop (and the recipes built on it) read; anything else is a typo.
@@ -60,10 +61,8 @@ class FinetuneMethod:
     name = "full"
 
     def load_weights(self, trainer: "Trainer", model: nn.Module, checkpoint: dict) -> None:
-        """Put the checkpoint's weights into the freshly built model."""
-        from tuner.checkpoint import load_model_state
-
-        load_model_state(model, checkpoint["model"])
+        """Fill the model (built on the meta device) from the checkpoint's weights."""
+        load_into(model, checkpoint["model"], trainer.device, trainer.dtype)
 
     def set_trainable(self, trainer: "Trainer", model: nn.Module) -> None:
         """Choose which parameters train (all, for full fine-tuning)."""
@@ -193,9 +192,11 @@ class Trainer:
 
     def _build_model(self, checkpoint: dict) -> nn.Module:
         cfg = self.cfg
-        with set_default_dtype(self.dtype), torch.device(self.device):
-            model = instantiate(cfg.model)
-        self.method.load_weights(self, model, checkpoint)
+        model = build_on_meta(cfg.model, self.dtype)
+        if "model" in checkpoint:
+            self.method.load_weights(self, model, checkpoint)
+        else:  # a checkpointer without weights: train from a random initialisation
+            random_init(model, self.device)
         self.method.set_trainable(self, model)
         if _cfg_get(cfg, "enable_activation_checkpointing", False):
             memory.apply_activation_checkpointing(model)

@@ -1,0 +1,83 @@
+"""Build a model without allocating it, then fill it from a checkpoint on the training device.
+
+The model is built on the meta device, so no random initialisation is paid for and no full
+copy exists before the weights arrive. Checkpoint tensors are then moved to the device and cast
+one at a time (an NF4 base is quantized as each dense weight arrives, so QLoRA never holds the
+bf16 model); what the checkpoint does not hold (LoRA adapters) is allocated afterwards and
+initialised by the caller.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from tuner.config import instantiate
+from tuner.training.precision import set_default_dtype
+
+
+def build_on_meta(model_cfg: Any, dtype: torch.dtype) -> nn.Module:
+    """Instantiate the model config on the meta device with parameters in ``dtype``."""
+    with set_default_dtype(dtype), torch.device("meta"):
+        return instantiate(model_cfg)
+
+
+def materialize_remaining(model: nn.Module, device: torch.device) -> list[str]:
+    """Allocate (uninitialised) every parameter and buffer still on meta; return their names."""
+    names = []
+    for mname, module in model.named_modules():
+        for pname, param in list(module.named_parameters(recurse=False)):
+            if param.is_meta:
+                new = nn.Parameter(torch.empty_like(param, device=device), requires_grad=param.requires_grad)
+                setattr(module, pname, new)
+                names.append(f"{mname}.{pname}" if mname else pname)
+        for bname, buf in list(module.named_buffers(recurse=False)):
+            if buf is not None and buf.is_meta:
+                persistent = bname not in module._non_persistent_buffers_set
+                module.register_buffer(bname, torch.empty_like(buf, device=device), persistent=persistent)
+                names.append(f"{mname}.{bname}" if mname else bname)
+    return names
+
+
+def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
+              may_be_missing: Iterable[str] = ()) -> None:
+    """Fill ``model`` (built on meta) from ``state_dict``: checked, moved, cast, quantized as it loads.
+
+    Keys in ``may_be_missing`` (exact names) may be absent from the checkpoint; everything else
+    must match, or a CheckpointError lists the differences and the likely cause.
+    """
+    from tuner.checkpoint import check_state_dict
+    from tuner.quantization.load import quantize_state_dict_into
+
+    check_state_dict(model, state_dict, strict=True, ignore_missing=tuple(may_be_missing))
+    quantize_state_dict_into(model, state_dict, device=device, dtype=dtype, strict=False)
+    materialize_remaining(model, device)
+    if hasattr(model, "rope_init"):
+        model.rope_init()  # non-persistent rotary tables are not in any checkpoint
+
+
+@torch.no_grad()
+def random_init(model: nn.Module, device: torch.device, std: float = 0.02) -> None:
+    """Give a meta-built model random weights on ``device`` (training from scratch, benchmarks).
+
+    Linear and embedding weights are drawn from N(0, std), norms start at their modules' own
+    reset values; an NF4 base is quantized from random weights one module at a time, so a QLoRA
+    model never holds its dense base.
+    """
+    from tuner.quantization.linear import has_nf4_weight, set_nf4_weight
+
+    for module in model.modules():
+        if has_nf4_weight(module):
+            shape, _ = module._nf4_spec
+            set_nf4_weight(module, torch.randn(shape, device=device, dtype=torch.bfloat16) * std)
+    materialize_remaining(model, device)
+    for name, param in model.named_parameters():
+        if param.dim() >= 2:
+            param.normal_(0.0, std)
+        elif "norm" in name or "scale" in name or name.endswith("magnitude"):
+            param.fill_(1.0)
+        else:
+            param.zero_()
+    if hasattr(model, "rope_init"):
+        model.rope_init()
