@@ -187,6 +187,8 @@ def atomic_checkpoint_dir(output_dir: str | Path, step: int, manifest: dict[str,
         for child in tmp.rglob("*"):
             if child.is_file():
                 fsync_file(child)
+            elif child.is_dir():
+                fsync_dir(child)
         marker = {**manifest, "step": int(step), "time": time.time()}
         write_text(tmp / MARKER_NAME, json.dumps(marker, indent=2, sort_keys=True) + "\n")
         fsync_dir(tmp)

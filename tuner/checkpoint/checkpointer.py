@@ -32,6 +32,10 @@ ShardCallback = Callable[[StateDict], None]
 #: (the same names as `tuner.peft.utils.is_adapter_key`).
 ADAPTER_KEY_MARKERS = (".lora_a.", ".lora_b.", ".magnitude", ".pissa_init_", ".vera_lambda_", "vera_projections.")
 TUNER_ADAPTER_NAME = "adapter.safetensors"
+#: Where the adapter goes when the folder also holds the (merged) model: a subfolder, because
+#: transformers' ``from_pretrained`` would apply an ``adapter_config.json`` next to ``config.json``
+#: on top of the merged weights (applying it twice).
+ADAPTER_SUBDIR = "adapter"
 PEFT_ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 
@@ -125,13 +129,12 @@ class _Checkpointer:
     def _write_model(self, state_dict: StateDict, folder: Path) -> list[str]:
         raise NotImplementedError
 
-    def _write_adapter(self, adapter: StateDict, adapter_config: dict[str, Any] | None, folder: Path) -> list[str]:
+    def _write_adapter(self, adapter: StateDict, adapter_config: dict[str, Any] | None, folder: Path) -> None:
         """Write the adapter with tuner keys (Meta / native); HF writes PEFT format instead."""
         from tuner.checkpoint.weights import write_safetensors_file
 
         meta = {"tuner_adapter_config": json.dumps(adapter_config or {}, default=str), "tuner_model_type": self.model_type}
         write_safetensors_file(_plain(adapter), folder / TUNER_ADAPTER_NAME, meta)
-        return [TUNER_ADAPTER_NAME]
 
     def _read_adapter(self, path: Path) -> StateDict:
         """An adapter in tuner keys from ``path`` (a folder or a file)."""
@@ -258,7 +261,8 @@ class _Checkpointer:
         ``state`` holds ``model`` (tuner keys; merged, plain tensors on any device), optionally
         ``adapter`` (tuner keys) with ``adapter_config`` (rank, alpha, target modules, variant
         flags) and ``training_state`` (plain data; see `capture_rng_state`). With ``adapter_only``
-        only the adapter (and training state) is written. Older checkpoints beyond
+        only the adapter (and training state) is written, at the folder's top level; next to a
+        full model the adapter goes to the ``adapter/`` subfolder. Older checkpoints beyond
         ``keep_last_n_checkpoints`` are removed after the save succeeded.
         """
         if not isinstance(state, dict):
@@ -286,16 +290,17 @@ class _Checkpointer:
         }
         try:
             with atomic_checkpoint_dir(self.output_dir, step, manifest) as tmp:
-                files: list[str] = []
                 if write_model:
-                    files += self._write_model(state["model"], tmp)
+                    self._write_model(state["model"], tmp)
                 if has_adapter:
-                    files += self._write_adapter(state["adapter"], state.get("adapter_config"), tmp)
+                    adapter_dir = tmp if adapter_only else tmp / ADAPTER_SUBDIR
+                    adapter_dir.mkdir(exist_ok=True)
+                    self._write_adapter(state["adapter"], state.get("adapter_config"), adapter_dir)
+                    manifest["adapter_dir"] = "." if adapter_only else ADAPTER_SUBDIR
                 if state.get("training_state") is not None:
                     save_training_state(tmp / TRAINING_STATE_NAME, state["training_state"])
-                    files.append(TRAINING_STATE_NAME)
                 self._copy_side_files(tmp, adapter_only)
-                manifest["files"] = sorted(p.name for p in tmp.iterdir())
+                manifest["files"] = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         except OSError as e:
             raise CheckpointError(
                 f"could not write checkpoint step_{step} in {str(self.output_dir)!r}: {e}; earlier checkpoints are untouched",
@@ -345,11 +350,13 @@ def _check_no_adapter_keys(sd: StateDict) -> None:
 def _adapter_file(path: Path) -> Path:
     if path.is_file():
         return path
-    for name in (TUNER_ADAPTER_NAME, *PEFT_ADAPTER_FILES):
-        if (path / name).is_file():
-            return path / name
+    for folder in (path, path / ADAPTER_SUBDIR):
+        for name in (TUNER_ADAPTER_NAME, *PEFT_ADAPTER_FILES):
+            if (folder / name).is_file():
+                return folder / name
     raise CheckpointError(
-        f"no adapter weights in {str(path)!r} (looked for {TUNER_ADAPTER_NAME}, {', '.join(PEFT_ADAPTER_FILES)})",
+        f"no adapter weights in {str(path)!r} or its {ADAPTER_SUBDIR}/ subfolder "
+        f"(looked for {TUNER_ADAPTER_NAME}, {', '.join(PEFT_ADAPTER_FILES)})",
         fix="point checkpointer.adapter_checkpoint at the adapter folder or file",
     )
 
@@ -382,11 +389,12 @@ class HFCheckpointer(_Checkpointer):
         hf_folder.write_hf_config(self.hf_config, folder, hf_folder.saved_dtype(hf_sd))
         return files + [hf_folder.CONFIG_NAME]
 
-    def _write_adapter(self, adapter: StateDict, adapter_config: dict[str, Any] | None, folder: Path) -> list[str]:
+    def _write_adapter(self, adapter: StateDict, adapter_config: dict[str, Any] | None, folder: Path) -> None:
         from tuner.peft.peft_format import save_peft_adapter
 
-        save_peft_adapter(_plain(adapter), folder, self.model_type, self.hf_config, adapter_config or {})
-        return ["adapter_model.safetensors", "adapter_config.json"]
+        config = dict(adapter_config or {})
+        config.setdefault("base_model_name_or_path", str(self.checkpoint_dir))
+        save_peft_adapter(_plain(adapter), folder, self.model_type, self.hf_config, config)
 
     def _read_peft_adapter(self, file: Path) -> StateDict:
         from tuner.peft.peft_format import load_peft_adapter
