@@ -29,10 +29,10 @@ _EXPORTS = {
     # collate and packing
     "padded_collate_sft": "tuner.data.collate",
     "padded_collate_packed": "tuner.data.collate",
-    "padded_collate": "tuner.data.collate",
     "PackedDataset": "tuner.data.packing",
     "packed_block_causal_mask": "tuner.data.packing",
     "packed_flex_block_mask": "tuner.data.packing",
+    "document_ids": "tuner.data.packing",
 }
 
 __all__ = sorted(_EXPORTS)
