@@ -172,10 +172,16 @@ def test_cuda_move_and_kernels_match_cpu():
     quantized_on_gpu = NF4Linear.from_linear(lin.cuda())
     assert torch.equal(quantized_on_gpu.dequantize().cpu(), cpu.dequantize())
     x = torch.randn(4, 256, dtype=torch.bfloat16, device="cuda", requires_grad=True)
+    gpu(x).sum().backward()  # warm-up: cuBLAS workspaces are allocated on first use
+    x.grad = None
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
     y = gpu(x)
+    # nothing but the output outlives the forward: no dense copy of the weight is kept for backward
+    assert torch.cuda.memory_allocated() - before <= 512 * ((y.numel() * 2 + 511) // 512)
     y.sum().backward()
-    ref = x.detach() @ gpu.dequantize().T
-    torch.testing.assert_close(y, ref + gpu.bias)
-    torch.testing.assert_close(x.grad, gpu.dequantize().sum(0).expand(4, -1))
+    bf16 = dict(atol=1e-2, rtol=1.6e-2)  # fused addmm vs. matmul-then-add round differently
+    torch.testing.assert_close(y, x.detach() @ gpu.dequantize().T + gpu.bias, **bf16)
+    torch.testing.assert_close(x.grad, gpu.dequantize().sum(0).expand(4, -1), **bf16)
     back = gpu.to("cpu")
     assert torch.equal(back.dequantize(), cpu.dequantize())

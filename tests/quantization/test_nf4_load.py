@@ -133,3 +133,26 @@ def test_shape_mismatch_of_a_dense_tensor_names_the_key():
         model = Tiny(quantized=True)
     with pytest.raises(CheckpointError, match=r"size mismatch for output.weight: copying a param with shape torch.Size\(\[31, 64\]\)"):
         quantize_state_dict_into(model, {"output.weight": torch.zeros(31, 64)}, strict=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_quantize_as_load_on_cuda_holds_one_dense_tensor_at_a_time():
+    torch.manual_seed(0)
+    dims = dict(vocab=32, dim=1024, hidden=4096, layers=4)
+    sd = {k: v.to(torch.bfloat16) for k, v in Tiny(False, **dims).state_dict().items()}
+    with torch.device("meta"):
+        model = Tiny(True, **dims)
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    quantize_state_dict_into(model, sd, device="cuda")
+    final = torch.cuda.memory_allocated() - base
+    peak = torch.cuda.max_memory_allocated() - base
+    dense_total = sum(t.numel() * t.element_size() for t in sd.values())
+    largest = max(t.numel() * t.element_size() for t in sd.values())
+    assert all(t.is_cuda for t in list(model.parameters()) + list(model.buffers()))
+    assert final < dense_total / 3  # ~0.52 of 2 bytes per quantized param
+    assert peak < final + 2 * largest  # never more than about one dense tensor beyond the result
+    w = sd["layers.3.w2.weight"]
+    assert torch.equal(model.layers[3].w2.dequantize().cpu(), dequantize_nf4(quantize_nf4(w)))
