@@ -120,7 +120,7 @@ def test_malformed_row_names_index_and_column(tok, tmp_path):
     ]))
     ds = alpaca_dataset(tok, source="json", data_files=str(p))
     ds[0]
-    with pytest.raises(TunerError, match=r"row 1: column 'output' must be a string"):
+    with pytest.raises(TunerError, match=r"bad.json, row 1: column 'output' must be a string"):
         ds[1]
     p.write_text(json.dumps([{"instruction": "x", "input": "", "output": "   "}]))
     with pytest.raises(TunerError, match=r"row 0: column 'output' is empty"):
@@ -130,7 +130,7 @@ def test_malformed_row_names_index_and_column(tok, tmp_path):
 def test_missing_column_suggests_column_map(tok, tmp_path):
     p = tmp_path / "cols.json"
     p.write_text(json.dumps([{"prompt": "a", "response": "b"}]))
-    with pytest.raises(TunerError, match=r"no column 'input'.*column_map=\{'input'"):
+    with pytest.raises(TunerError, match=r"cols.json has no column 'input'.*column_map=\{'input'"):
         instruct_dataset(tok, source="json", data_files=str(p))
     with pytest.raises(TunerError, match=r"no column 'resp'.*column_map\['output'\]"):
         instruct_dataset(tok, source="json", data_files=str(p), column_map={"input": "prompt", "output": "resp"})

@@ -35,6 +35,7 @@ class SFTDataset(Dataset):
         **load_dataset_kwargs: Any,
     ) -> None:
         self.source = source
+        self._files = load_dataset_kwargs.get("data_files")
         self._data = load_hf_dataset(source, split=split, **load_dataset_kwargs)
         self._check_columns(required_columns)
         if filter_fn is not None:
@@ -55,6 +56,9 @@ class SFTDataset(Dataset):
                 )
 
     def _where(self) -> str:
+        """The data file(s) when local, else the dataset name: what error messages point at."""
+        if self._files is not None:
+            return f"data file {self._files}" if isinstance(self._files, str) else f"data files {self._files}"
         return f"dataset {self.source!r}"
 
     def __len__(self) -> int:
