@@ -13,6 +13,7 @@ from tuner.quantization import (
     dequantized_state_dict,
     get_nf4_weight,
     linear_nf4,
+    nf4_spec,
     quantize_nf4,
     register_nf4_weight,
     set_nf4_weight,
@@ -157,6 +158,9 @@ def test_register_errors():
         NF4Linear(64, 4, compute_dtype=torch.int8)
     with pytest.raises(TunerError, match="no NF4 weight"):
         set_nf4_weight(nn.Identity(), torch.randn(4, 4))
+    with pytest.raises(TunerError, match="has no NF4 weight"):
+        nf4_spec(nn.Linear(4, 4))
+    assert nf4_spec(NF4Linear(64, 4, compute_dtype=torch.float16)) == (torch.Size([4, 64]), torch.float16)
     with pytest.raises(TunerError, match="needs an nn.Linear"):
         NF4Linear.from_linear(nn.Identity())
 

@@ -40,6 +40,13 @@ def has_nf4_weight(module: nn.Module) -> bool:
     return hasattr(module, _SPEC)
 
 
+def nf4_spec(module: nn.Module) -> tuple[torch.Size, torch.dtype]:
+    """(shape [out, in], compute dtype) of `module`'s NF4 weight."""
+    if not has_nf4_weight(module):
+        raise TunerError(f"{type(module).__name__} has no NF4 weight; call register_nf4_weight first")
+    return getattr(module, _SPEC)
+
+
 def register_nf4_weight(
     module: nn.Module,
     out_features: int,
@@ -57,7 +64,8 @@ def register_nf4_weight(
     if has_nf4_weight(module):
         raise TunerError(f"{type(module).__name__} already has an NF4 weight")
     if "weight" in module._parameters or "weight" in module._buffers:
-        raise TunerError(f"{type(module).__name__} already has a dense `weight`; remove it before registering an NF4 one")
+        raise TunerError(f"{type(module).__name__} already has a dense `weight`",
+                         fix="delete it before registering an NF4 one")
     n_packed, n_blocks, n_scales = nf4_sizes(out_features * in_features)
     zeros = lambda shape, dtype: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
     module.register_buffer("weight_nf4", zeros(n_packed, torch.uint8))

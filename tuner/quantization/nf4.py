@@ -97,7 +97,8 @@ class NF4Weight:
     @property
     def nbytes(self) -> int:
         """Bytes of the stored payload."""
-        return sum(t.numel() * t.element_size() for t in (self.packed, self.absmax, self.absmax_scale, self.absmax_offset))
+        tensors = (self.packed, self.absmax, self.absmax_scale, self.absmax_offset)
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def quant_state(self):
         """bitsandbytes' `QuantState` over these tensors (no copies)."""
@@ -118,7 +119,8 @@ def quantize_nf4(weight: torch.Tensor, dtype: torch.dtype | None = None) -> NF4W
     to it first, as bitsandbytes' `Linear4bit` does with its compute dtype.
     """
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or not weight.is_floating_point():
-        what = f"a {weight.dim()}-D {weight.dtype} tensor" if isinstance(weight, torch.Tensor) else type(weight).__name__
+        is_tensor = isinstance(weight, torch.Tensor)
+        what = f"a {weight.dim()}-D {weight.dtype} tensor" if is_tensor else type(weight).__name__
         raise TunerError(f"quantize_nf4 needs a 2-D floating-point weight, got {what}")
     if weight.is_meta:
         raise TunerError("quantize_nf4 got a weight on the meta device, which has no values",
