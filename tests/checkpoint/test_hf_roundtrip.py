@@ -65,8 +65,8 @@ def test_legacy_bin_loads(tmp_path, tokens):
     half = len(keys) // 2
     shards = {"pytorch_model-00001-of-00002.bin": keys[:half], "pytorch_model-00002-of-00002.bin": keys[half:]}
     weight_map = {}
-    for name, ks in shards.items():
-        torch.save({k: sd[k].clone() for k in ks}, src / name)
+    for i, (name, ks) in enumerate(shards.items()):  # one zip-format shard, one pre-1.6 pickle
+        torch.save({k: sd[k].clone() for k in ks}, src / name, _use_new_zipfile_serialization=i == 0)
         weight_map.update(dict.fromkeys(ks, name))
     (src / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
 
@@ -121,3 +121,17 @@ class _Counting(torch.nn.Module):
     def load_state_dict(self, sd, strict=True, assign=False):
         self.calls.append(len(sd))
         return self.inner.load_state_dict(sd, strict=strict, assign=assign)
+
+
+def test_safe_serialization_false_writes_bin(tmp_path, tokens):
+    hf = make_hf_model("mistral")
+    src = save_hf_model(hf, tmp_path / "src")
+    ckpt = HFCheckpointer(src, None, "MISTRAL", tmp_path / "out", safe_serialization=False)
+    out = ckpt.save_checkpoint(ckpt.load_checkpoint(), step=1, epoch=0)
+    assert (out / "pytorch_model.bin").is_file() and not (out / "model.safetensors").exists()
+    again = HFCheckpointer(out, None, "MISTRAL", tmp_path / "out2")
+    assert [p.name for p in again.checkpoint_files] == ["pytorch_model.bin"]
+    model = build_model_from_hf_config(again.hf_config, "MISTRAL").eval()
+    load_model_state(model, again.load_checkpoint()["model"])
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), hf_logits(hf, tokens), atol=1e-4, rtol=1e-4)

@@ -265,3 +265,18 @@ def test_rng_round_trip():
     buf.seek(0)
     restore_rng_state(torch.load(buf, weights_only=True))
     assert random.random() == expected[0]
+
+
+def test_crash_while_replacing_a_step_keeps_the_old_copy(native_src, tmp_path):
+    """Replacing step_N moves the old copy aside first; a death between the two renames leaves the
+    old copy, which discovery still finds, and the next save cleans it up."""
+    out = tmp_path / "out"
+    ckpt = _native(native_src, out)
+    ckpt.save_checkpoint({"model": _sd(5), "training_state": {"global_step": 5}}, step=5, epoch=0)
+    os.replace(out / "step_5", out / ".old-step_5-999999")  # the state right after the first rename
+    assert [(s, p.name) for s, p in list_checkpoints(out)] == [(5, ".old-step_5-999999")]
+    state = _native(native_src, out, resume_from_checkpoint=True).load_checkpoint()
+    _assert_sd_equal(state["model"], _sd(5))
+    ckpt.save_checkpoint({"model": _sd(6)}, step=5, epoch=0)
+    ckpt.save_checkpoint({"model": _sd(7)}, step=7, epoch=0)
+    assert sorted(p.name for p in out.iterdir()) == ["step_5", "step_7"]
