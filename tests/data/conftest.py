@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for p in (str(ROOT), str(Path(__file__).resolve().parent)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
 
-SHARED = ROOT.parent / "shared" / "data"
-SMOLLM2_DIR = SHARED / "tokenizers" / "smollm2"
-ALPACA_JSON = SHARED / "alpaca_seed_tasks.json"
-CHAT_JSONL = SHARED / "chat_seed_tasks.jsonl"
+from tests_data_helpers import ALPACA_JSON  # noqa: E402
 
 
 def training_texts() -> list[str]:

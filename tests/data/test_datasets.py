@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import ALPACA_JSON, CHAT_JSONL, SMOLLM2_DIR
+from tests_data_helpers import ALPACA_JSON, CHAT_JSONL, SMOLLM2_DIR
 from tuner.data import ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT, padded_collate_sft
 from tuner.data.tokenizers import smollm2_tokenizer
 from tuner.datasets import (

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import CHAT_JSONL, SMOLLM2_DIR
+from tests_data_helpers import CHAT_JSONL, SMOLLM2_DIR
 from tuner.data import PackedDataset, packed_block_causal_mask, padded_collate_packed, padded_collate_sft
 from tuner.data.packing import document_ids, packed_flex_block_mask
 from tuner.errors import TunerError

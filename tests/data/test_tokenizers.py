@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests_data_helpers import CONVERSATIONS, hf_chat_ids  # noqa: E402
-from conftest import SMOLLM2_DIR
-import chat_templates as T
+from tests_data_helpers import CONVERSATIONS, hf_chat_ids
+from tests_data_helpers import SMOLLM2_DIR
+import data_hf_chat_templates as T
 
 from tuner.data.tokenizers import (
     gemma2_tokenizer,
