@@ -1,10 +1,11 @@
 """LoRA family adapters: layers, `apply_lora`, adapter utilities, PEFT-format import/export.
 
-`tuner.peft.peft_format` (adapter files in HF PEFT's format) is imported on use, since it depends on
-the model zoo's key maps.
+`tuner.peft.peft_format` (adapter files in HF PEFT's format) imports the model zoo's key maps
+(`tuner.models.convert`) only when called, so `tuner.models` may import this package.
 """
 from tuner.peft.apply import LORA_ATTN_MODULES, LORA_MLP_MODULES, apply_lora, initialize_adapters
 from tuner.peft.lora import LoRALinear, lora_scaling
+from tuner.peft.peft_format import lora_config_from_model, load_peft_adapter, load_peft_adapter_config, save_peft_adapter
 from tuner.peft.utils import (
     clone_merged,
     disable_adapters,
@@ -25,5 +26,6 @@ __all__ = [
     "apply_lora", "clone_merged", "disable_adapters", "get_adapter_params", "get_adapter_state_dict",
     "get_merged_lora_ckpt", "initialize_adapters", "is_adapter_key", "lora_plus_param_groups",
     "lora_scaling", "merge_lora_weights", "set_trainable_params", "trainable_params_summary",
-    "validate_missing_and_unexpected_for_lora",
+    "validate_missing_and_unexpected_for_lora", "save_peft_adapter", "load_peft_adapter",
+    "load_peft_adapter_config", "lora_config_from_model",
 ]

@@ -157,20 +157,48 @@ def apply_lora(
     return model
 
 
-def initialize_adapters(model: nn.Module) -> None:
+def _base_device(module: nn.Module) -> torch.device:
+    base = module._buffers.get("weight_nf4") if module.base_is_quantized() else module.weight
+    return base.device
+
+
+def _materialize(module: nn.Module, device: torch.device) -> None:
+    """Give an adapter's own meta tensors (not the base) real, uninitialised storage on ``device``."""
+    for name, param in list(module._parameters.items()):
+        if param is not None and param.is_meta and name not in ("weight", "bias"):
+            module._parameters[name] = nn.Parameter(torch.empty_like(param, device=device), requires_grad=param.requires_grad)
+    for name, buf in list(module._buffers.items()):
+        if buf is not None and buf.is_meta and not name.startswith("weight"):
+            module._buffers[name] = torch.empty_like(buf, device=device)
+    for child in module.children():
+        if any(t.is_meta for t in child.parameters()):
+            child.to_empty(device=device)
+
+
+def initialize_adapters(model: nn.Module, device: Optional[torch.device] = None) -> None:
     """(Re)initialise every adapter from the current base weights.
 
-    Needed once after loading base weights into a model that was built on the meta device (or
-    built with random weights and then loaded): DoRA's magnitude and PiSSA's factors depend on the
-    base weight, and ``to_empty`` leaves VeRA's shared projections uninitialised. Do not call it
-    after loading a trained adapter (it would reset it).
+    The step after loading base weights into a model built on the meta device (e.g. with
+    ``load_state_dict(sd, strict=False, assign=True)``): adapter tensors still on meta get storage
+    on the base weight's device (or ``device``), and DoRA's magnitude and PiSSA's factors are
+    computed from the loaded base; VeRA's projections are regenerated from their seed (``to_empty``
+    leaves them uninitialised). Do not call it after loading a trained adapter (it resets it).
     """
+    adapters = [m for m in model.modules() if isinstance(m, (LoRALinear, VeRALinear))]
+    for module in adapters:
+        base_device = _base_device(module)
+        if base_device.type == "meta":
+            raise TunerError(
+                "initialize_adapters found a base weight still on the meta device",
+                fix="load the base checkpoint (load_state_dict(sd, strict=False, assign=True)) first",
+            )
+        _materialize(module, device or base_device)
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, VeRAProjections):
+                target = device or (_base_device(adapters[0]) if adapters else torch.device("cpu"))
                 fresh = VeRAProjections(module.vera_A.shape[0], module.vera_A.shape[1], module.vera_B.shape[0], module.projection_prng_key)
-                module.vera_A.copy_(fresh.vera_A)
-                module.vera_B.copy_(fresh.vera_B)
-        for module in model.modules():
-            if isinstance(module, (LoRALinear, VeRALinear)):
-                module.initialize_adapter()
+                module.vera_A = fresh.vera_A.to(target)
+                module.vera_B = fresh.vera_B.to(target)
+        for module in adapters:
+            module.initialize_adapter()
