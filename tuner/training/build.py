@@ -65,11 +65,11 @@ def random_init(model: nn.Module, device: torch.device, std: float = 0.02) -> No
     reset values; an NF4 base is quantized from random weights one module at a time, so a QLoRA
     model never holds its dense base.
     """
-    from tuner.quantization.linear import has_nf4_weight, set_nf4_weight
+    from tuner.quantization import has_nf4_weight, nf4_spec, set_nf4_weight
 
     for module in model.modules():
         if has_nf4_weight(module):
-            shape, _ = module._nf4_spec
+            shape, _ = nf4_spec(module)
             set_nf4_weight(module, torch.randn(shape, device=device, dtype=torch.bfloat16) * std)
     materialize_remaining(model, device)
     for name, param in model.named_parameters():

@@ -38,7 +38,7 @@ KNOWN_KEYS = frozenset({
     "max_steps_per_epoch", "gradient_accumulation_steps", "clip_grad_norm", "compile", "device", "dtype",
     "enable_activation_checkpointing", "enable_activation_offloading", "fsdp_cpu_offload",
     "fsdp_reshard_after_forward", "metric_logger", "log_every_n_steps", "log_peak_memory_stats", "profiler",
-    "collate_fn", "num_workers", "progress_bar", "lora_plus_ratio",
+    "collate_fn", "num_workers", "progress_bar", "lora_plus_ratio", "sample_generation",
 })
 
 
@@ -476,12 +476,37 @@ class Trainer:
         self.placement.close()
 
     def run(self) -> None:
-        """setup(), train(), close()."""
+        """setup(), train(), close(); with ``sample_generation`` set, answers before and after."""
         try:
             self.setup()
+            self.sample("before fine-tuning")
             self.train()
+            self.sample("after fine-tuning")
         finally:
             self.close()
+
+    @torch.no_grad()
+    def sample(self, label: str) -> list[str]:
+        """Greedy answers to ``sample_generation.prompts`` (chat-formatted), printed on rank 0.
+
+        Config: ``sample_generation: {prompts: [...], max_new_tokens: 64, system: null}``.
+        """
+        node = _cfg_get(self.cfg, "sample_generation")
+        if node is None or not self.placement.is_main or self.placement.world_size > 1:
+            return []
+        from tuner.generation import generate
+
+        answers = []
+        was_training = self.decoder.training
+        self.decoder.eval()
+        for prompt in node.prompts:
+            messages = ([{"role": "system", "content": node.system}] if _cfg_get(node, "system") else []) + [{"role": "user", "content": prompt}]
+            tokens, _ = self.tokenizer.tokenize_messages(messages, add_generation_prompt=True)
+            out = generate(self.decoder, tokens, int(_cfg_get(node, "max_new_tokens", 64)), stop_tokens=self.tokenizer.stop_tokens)
+            answers.append(self.tokenizer.decode(out[len(tokens):].tolist()).strip())
+            print(f"[{label}] {prompt}\n  -> {answers[-1]}", flush=True)
+        self.decoder.train(was_training)
+        return answers
 
 
 def _rng():
