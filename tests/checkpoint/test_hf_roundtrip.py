@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import FAMILIES, VOCAB, hf_logits, make_hf_model, save_hf_model
+from conftest import FAMILIES, hf_logits, make_hf_model, save_hf_model
 
 from tuner.checkpoint import HFCheckpointer, load_model_state
 from tuner.models.convert import build_model_from_hf_config
@@ -88,6 +88,10 @@ def test_load_into_meta_model_shard_by_shard(tmp_path, tokens):
                                 "max_filename": f"{len(list(src.glob('model-*.safetensors'))):05d}"},
                           "SMOLLM2", tmp_path / "out")
     assert len(ckpt.checkpoint_files) > 1
+    seen = []
+    result = ckpt.load_checkpoint(on_shard=lambda sd: seen.append(set(sd)))
+    assert "model" not in result and len(seen) == len(ckpt.checkpoint_files)
+    assert set().union(*seen) == set(build_model_from_hf_config(ckpt.hf_config, "SMOLLM2").state_dict())
     with torch.device("meta"):
         model = build_model_from_hf_config(ckpt.hf_config, "SMOLLM2")
     shards = []

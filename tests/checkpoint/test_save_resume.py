@@ -280,3 +280,14 @@ def test_crash_while_replacing_a_step_keeps_the_old_copy(native_src, tmp_path):
     ckpt.save_checkpoint({"model": _sd(6)}, step=5, epoch=0)
     ckpt.save_checkpoint({"model": _sd(7)}, step=7, epoch=0)
     assert sorted(p.name for p in out.iterdir()) == ["step_5", "step_7"]
+
+
+def test_resume_with_another_format_is_refused(native_src, tmp_path):
+    from tuner.errors import ConfigError
+
+    out = tmp_path / "out"
+    _native(native_src, out).save_checkpoint({"model": _sd(1), "training_state": {"global_step": 1}}, step=1, epoch=0)
+    hf = make_hf_model("llama")
+    src = save_hf_model(hf, tmp_path / "src")
+    with pytest.raises(ConfigError, match="written in 'native' format"):
+        HFCheckpointer(src, None, "LLAMA3", out, resume_from_checkpoint=True)

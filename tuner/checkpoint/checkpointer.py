@@ -9,7 +9,7 @@ weights; the shared flow lives in `_Checkpointer`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,14 @@ class _Checkpointer:
         self.recipe_checkpoint = self._optional_path(recipe_checkpoint, "recipe_checkpoint")
         self.resume_dir = self._find_resume_dir(resume_from_checkpoint)
         self.resume_from_checkpoint = self.resume_dir is not None
+        if self.resume_dir is not None:
+            saved_format = (read_marker(self.resume_dir) or {}).get("format", self.FORMAT)
+            if saved_format != self.FORMAT:
+                raise ConfigError(
+                    f"the checkpoint to resume, {str(self.resume_dir)!r}, was written in {saved_format!r} format "
+                    f"but this run uses {type(self).__name__} ({self.FORMAT!r})",
+                    fix="use the checkpointer of the run that wrote it, or another output_dir to start fresh",
+                )
         self.last_saved: Path | None = None
         self._setup_format()
 
@@ -185,10 +193,10 @@ class _Checkpointer:
             )
         return path
 
-    def iter_model_shards(self) -> Any:
+    def iter_model_shards(self) -> Iterator[StateDict]:
         """Yield the model's weights one file at a time, each converted to tuner keys."""
         folder, files = self._model_source()
-        for path, shard in iter_weight_files(files):
+        for _, shard in iter_weight_files(files):
             yield self._to_tuner(shard, folder)
             del shard
 
