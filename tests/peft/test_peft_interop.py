@@ -84,6 +84,9 @@ def test_tuner_adapter_loads_in_peft(variant, hf_base, tokens, tmp_path):
     assert sorted(cfg["target_modules"]) == sorted(HF_TARGETS)
     peft_model = PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path).eval()
     assert _max_diff(peft_model(tokens).logits, logits) <= ATOL
+    if variant in ("lora", "dora", "vera"):  # the checkpointer's path: an adapter state dict + the recipe's settings
+        save_peft_adapter(get_adapter_state_dict(model.state_dict()), tmp_path / "sd", MT, hf_config, {"lora_alpha": ALPHA})
+        assert json.loads((tmp_path / "sd" / "adapter_config.json").read_text()) == cfg | {"base_model_name_or_path": None}
 
     # merged == unmerged; the merged state dict is a plain HF checkpoint with the same logits
     merged = clone_merged(model)
@@ -168,8 +171,12 @@ def test_interop_errors(hf_base, tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "rank_pattern": {"q_proj": 8}}))
     with pytest.raises(TunerError, match="rank_pattern"):
         load_peft_adapter_config(tmp_path)
-    with pytest.raises(TunerError, match="lora_config"):
+    with pytest.raises(TunerError, match="lora_alpha"):
         save_peft_adapter({"layers.0.attn.q_proj.lora_a.weight": torch.zeros(2, 2)}, tmp_path / "x", MT, hf_config)
+    pissa_dora = apply_lora(_tuner_base(hf, hf_config), ["q_proj"], lora_rank=R, lora_alpha=ALPHA, use_dora=True,
+                            init_lora_weights="pissa")
+    with pytest.raises(TunerError, match="convert_pissa=False"):
+        save_peft_adapter(pissa_dora, tmp_path / "pd", MT, hf_config)
     with pytest.raises(TunerError, match="no adapter weights"):
         save_peft_adapter({"norm.scale": torch.zeros(2)}, tmp_path / "x", MT, hf_config, {"lora_rank": 4, "lora_alpha": 8})
     with pytest.raises(TunerError, match="missing|lacks adapter"):

@@ -120,6 +120,16 @@ def _peft_config(lora_config: Mapping[str, Any], target_modules: list[str], piss
             "lora_bias": False, "rank_pattern": {}, "alpha_pattern": {}, **common}
 
 
+def _infer_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """What an adapter state dict tells by itself: method, rank, DoRA (alpha and rsLoRA it cannot)."""
+    for key, value in sd.items():
+        if key.endswith("vera_lambda_d"):
+            return {"use_vera": True, "lora_rank": int(value.shape[0])}
+        if key.endswith("lora_a.weight"):
+            return {"lora_rank": int(value.shape[0]), "use_dora": any(k.endswith(".magnitude") for k in sd)}
+    return {}
+
+
 # ------------------------------------------------------------------------------------ export
 def save_peft_adapter(
     model_or_adapter_sd: Union[nn.Module, Mapping[str, torch.Tensor]],
@@ -139,8 +149,10 @@ def save_peft_adapter(
         model_type: the model zoo's model type (LLAMA3, QWEN2, ...).
         hf_config: the checkpoint's config.json dict (the key maps need it for some families).
         lora_config: ``lora_rank``, ``lora_alpha``, ``lora_dropout``, ``use_dora``, ``use_rslora``,
-            ``init_lora_weights``, ``use_vera``, ``vera_d_initial``, ``projection_prng_key``,
-            ``base_model_name_or_path``; read from the model when a model is given and this is None.
+            ``use_vera``, ``vera_d_initial``, ``projection_prng_key``, ``base_model_name_or_path``
+            (the recipe's model settings). Given a model, they are read from it and these override;
+            given a state dict, rank / DoRA / VeRA are read from its keys, and ``lora_alpha`` (plus
+            ``use_rslora`` when used) must be given.
         convert_pissa: export PiSSA as a plain LoRA over the original base (see the module docstring).
 
     Returns:
@@ -151,10 +163,9 @@ def save_peft_adapter(
         config.update(lora_config or {})
         sd = get_adapter_state_dict(model_or_adapter_sd.state_dict())
     else:
-        if lora_config is None:
-            raise TunerError("save_peft_adapter got a state dict but no lora_config", fix="pass lora_config with lora_rank and lora_alpha")
-        config = dict(lora_config)
         sd = {k: v for k, v in model_or_adapter_sd.items() if is_adapter_key(k)}
+        config = _infer_config(sd)
+        config.update(lora_config or {})
     if not sd:
         raise TunerError("no adapter weights to save", fix="pass a model built with apply_lora or its adapter state dict")
     sd = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
