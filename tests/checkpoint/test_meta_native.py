@@ -74,3 +74,16 @@ def test_native_round_trip_and_torchtune_pt(tmp_path, tokens):
     reloaded = NativeCheckpointer(out, "auto", "QWEN2", tmp_path / "out2").load_checkpoint()["model"]
     assert reloaded.keys() == model.state_dict().keys()
     assert all(torch.equal(reloaded[k], v) for k, v in model.state_dict().items())
+
+
+def test_native_save_of_views_and_tied_tensors(tmp_path):
+    """Views of one fused tensor (Phi-3's q/k/v after loading) and tied tensors save as separate copies."""
+    from tuner.checkpoint.weights import load_weight_file, save_sharded_safetensors
+
+    fused = torch.randn(12, 4)
+    q, k, v = fused.split([4, 4, 4])
+    emb = torch.randn(5, 4)
+    sd = {"q": q, "k": k, "v": v, "emb": emb, "out": emb}
+    assert save_sharded_safetensors(sd, tmp_path) == ["model.safetensors"]
+    back = load_weight_file(tmp_path / "model.safetensors")
+    assert all(torch.equal(back[n], t) for n, t in sd.items())

@@ -95,6 +95,8 @@ def _untie(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             t = t.cpu()
         if not t.is_contiguous():
             t = t.contiguous()
+        # tied weights (two names, one tensor) are refused by safetensors: copy the second;
+        # disjoint views of one storage (Phi-3's q/k/v split on load) are fine as they are
         ident = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else (id(t), 0)
         if ident in seen:
             t = t.clone()
