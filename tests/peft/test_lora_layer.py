@@ -173,6 +173,8 @@ def test_apply_lora_validation_and_trainable_params():
     toy = Toy()
     with pytest.raises(TunerError, match="unknown lora_attn_modules.*choose from"):
         apply_lora(Toy(), ["q_proj", "query"])
+    with pytest.raises(TunerError, match="did you mean 'use_rslora'"):
+        apply_lora(Toy(), ["q_proj"], use_rslor=True)
     with pytest.raises(TunerError, match="must be a list"):
         apply_lora(Toy(), "q_proj")
     with pytest.raises(TunerError, match="no layer"):

@@ -82,6 +82,7 @@ def apply_lora(
     use_vera: bool = False,
     vera_d_initial: float = 0.1,
     projection_prng_key: int = 0,
+    **unknown: object,
 ) -> nn.Module:
     """Replace the chosen ``nn.Linear`` modules of ``model`` with `LoRALinear` (or `VeRALinear`).
 
@@ -98,6 +99,13 @@ def apply_lora(
     Returns:
         the same ``model``, modified in place.
     """
+    if unknown:
+        import difflib
+
+        valid = ["use_rslora", "lora_fa", "init_lora_weights", "use_vera", "vera_d_initial", "projection_prng_key"]
+        hints = {k: difflib.get_close_matches(k, valid, n=1) for k in unknown}
+        said = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
+        raise TunerError(f"unknown LoRA option(s) {said}", fix=f"LoRA variant options are {valid}")
     attn = _validate_attn_modules(lora_attn_modules)
     if not attn and not apply_lora_to_mlp and not apply_lora_to_output:
         raise TunerError(
