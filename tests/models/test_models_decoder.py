@@ -164,3 +164,24 @@ def test_every_family_exports_builders(module, names):
     for n in [module, f"lora_{module}", f"qlora_{module}"] + names + [f"lora_{n}" for n in names] + \
             [f"qlora_{n}" for n in names]:
         assert callable(getattr(mod, n)), n
+
+
+def test_lora_builder_with_real_apply_lora_starts_at_base_and_converts_to_hf():
+    from tuner.models.convert import hf_to_tuner, tuner_to_hf
+    from tuner.models.llama3_2 import llama3_2, lora_llama3_2
+
+    dims = dict(vocab_size=VOCAB, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, max_seq_len=16,
+                intermediate_dim=48)
+    base = llama3_2(**dims)
+    model = lora_llama3_2(["q_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True, lora_rank=4,
+                          **dims)
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(("lora_" in k or "magnitude" in k) for k in missing)
+    tokens = torch.randint(0, VOCAB, (1, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), base(tokens), rtol=1e-5, atol=1e-5)
+    sd = model.state_dict()
+    hf = tuner_to_hf(sd, "LLAMA3_2", {"tie_word_embeddings": True})
+    assert "model.layers.1.self_attn.v_proj.lora_b.weight" in hf
+    assert "model.layers.0.mlp.gate_proj.lora_a.weight" in hf
+    assert set(hf_to_tuner(hf, "LLAMA3_2", {"tie_word_embeddings": True})) == set(sd)
