@@ -8,12 +8,16 @@ Paths, chosen per call:
   (on an H100, Llama-3.2-1B shape, seq 2048: as fast as repeating k/v heads, 0.4 GiB less memory).
 * ``mask`` a FlexAttention ``BlockMask``: ``flex_attention`` (compiled on CUDA); soft-capping and
   the sliding window go in as a ``score_mod`` (the BlockMask carries causality and documents).
-* soft-capping (Gemma 2) with a dense or no mask: eager attention, as HF computes it.
+* soft-capping (Gemma 2) with a dense mask, or on CPU: eager attention, as HF computes it. On GPU
+  with no mask the decoder hands soft-capped layers a cached causal BlockMask instead, so they run
+  on fused FlexAttention rather than materialising the scores.
 
 The decoder builds the dense masks (causal, sliding-window, cache) once per forward and passes
 each layer the one it needs, so this module only consumes them.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +27,10 @@ from tuner.models.kv_cache import KVCache
 from tuner.models.rope import apply_rope
 
 try:  # FlexAttention exists from torch 2.5
-    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 except ImportError:  # pragma: no cover - old torch
     BlockMask = None  # type: ignore[assignment,misc]
+    create_block_mask = None  # type: ignore[assignment]
     flex_attention = None  # type: ignore[assignment]
 
 _compiled_flex = None
@@ -39,6 +44,19 @@ def _flex(q, k, v, **kwargs):
             _compiled_flex = torch.compile(flex_attention, dynamic=False)
         return _compiled_flex(q, k, v, **kwargs)
     return flex_attention(q, k, v, **kwargs)
+
+
+@functools.lru_cache(maxsize=16)
+def causal_block_mask(seq_len: int, window: int | None, device: str) -> "BlockMask":
+    """Cached causal (and sliding-window) BlockMask, for soft-capped attention on GPU."""
+
+    def causal(b, h, q_idx, kv_idx):
+        keep = q_idx >= kv_idx
+        if window is not None:
+            keep = keep & (q_idx - kv_idx < window)
+        return keep
+
+    return create_block_mask(causal, B=None, H=None, Q_LEN=seq_len, KV_LEN=seq_len, device=device)
 
 
 def is_block_mask(mask: object) -> bool:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuner.errors import UsageError
-from tuner.models.attention import MultiHeadAttention, is_block_mask
+from tuner.models.attention import MultiHeadAttention, causal_block_mask, flex_attention, is_block_mask
 from tuner.models.rope import RotaryPositionalEmbeddings
 
 
@@ -222,6 +222,8 @@ class TransformerDecoder(nn.Module):
                 f"attention mask must be a bool tensor (True = may attend), got {mask.dtype}",
                 "pass mask.bool() or a FlexAttention BlockMask",
             )
+        if mask is None and cache_pos is None and self._softcap_on_gpu(device):
+            return {w: causal_block_mask(s, w, str(device)) for w in windows}
         if cache_pos is not None:
             kv_len = self.layers[0].attn.kv_cache.max_seq_len
             k_idx = torch.arange(kv_len, device=device)
@@ -238,3 +240,11 @@ class TransformerDecoder(nn.Module):
                 band = ((dist >= 0) & (dist < w))[None]
                 out[w] = band if mask is None else mask & band
         return out
+
+    def _softcap_on_gpu(self, device) -> bool:
+        """Soft-capped attention (Gemma 2) on CUDA runs on FlexAttention instead of eager attention."""
+        return (
+            flex_attention is not None
+            and torch.device(device).type == "cuda"
+            and self.layers[0].attn.softcap is not None
+        )
