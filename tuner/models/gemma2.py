@@ -66,3 +66,6 @@ lora_gemma2_9b = make_lora_builder(gemma2_9b)
 qlora_gemma2_9b = make_lora_builder(gemma2_9b, quantize_base=True)
 lora_gemma2_27b = make_lora_builder(gemma2_27b)
 qlora_gemma2_27b = make_lora_builder(gemma2_27b, quantize_base=True)
+
+
+from tuner.data.tokenizers import gemma2_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.gemma2.gemma2_tokenizer)

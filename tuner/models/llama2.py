@@ -53,3 +53,6 @@ lora_llama2_13b = make_lora_builder(llama2_13b)
 qlora_llama2_13b = make_lora_builder(llama2_13b, quantize_base=True)
 lora_llama2_70b = make_lora_builder(llama2_70b)
 qlora_llama2_70b = make_lora_builder(llama2_70b, quantize_base=True)
+
+
+from tuner.data.tokenizers import llama2_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.llama2.llama2_tokenizer)

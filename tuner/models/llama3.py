@@ -45,3 +45,6 @@ lora_llama3_8b = make_lora_builder(llama3_8b)
 qlora_llama3_8b = make_lora_builder(llama3_8b, quantize_base=True)
 lora_llama3_70b = make_lora_builder(llama3_70b)
 qlora_llama3_70b = make_lora_builder(llama3_70b, quantize_base=True)
+
+
+from tuner.data.tokenizers import llama3_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.llama3.llama3_tokenizer)

@@ -48,3 +48,6 @@ lora_mistral_7b = make_lora_builder(mistral_7b)
 qlora_mistral_7b = make_lora_builder(mistral_7b, quantize_base=True)
 lora_mistral_7b_v0_3 = make_lora_builder(mistral_7b_v0_3)
 qlora_mistral_7b_v0_3 = make_lora_builder(mistral_7b_v0_3, quantize_base=True)
+
+
+from tuner.data.tokenizers import mistral_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.mistral.mistral_tokenizer)

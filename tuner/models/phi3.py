@@ -40,3 +40,6 @@ lora_phi3 = make_lora_builder(phi3)
 qlora_phi3 = make_lora_builder(phi3, quantize_base=True)
 lora_phi3_mini = make_lora_builder(phi3_mini)
 qlora_phi3_mini = make_lora_builder(phi3_mini, quantize_base=True)
+
+
+from tuner.data.tokenizers import phi3_mini_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.phi3.phi3_mini_tokenizer)

@@ -90,3 +90,6 @@ lora_qwen2_5_32b = make_lora_builder(qwen2_5_32b)
 qlora_qwen2_5_32b = make_lora_builder(qwen2_5_32b, quantize_base=True)
 lora_qwen2_5_72b = make_lora_builder(qwen2_5_72b)
 qlora_qwen2_5_72b = make_lora_builder(qwen2_5_72b, quantize_base=True)
+
+
+from tuner.data.tokenizers import qwen2_5_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.qwen2_5.qwen2_5_tokenizer)

@@ -53,3 +53,6 @@ lora_smollm2_360m = make_lora_builder(smollm2_360m)
 qlora_smollm2_360m = make_lora_builder(smollm2_360m, quantize_base=True)
 lora_smollm2_1_7b = make_lora_builder(smollm2_1_7b)
 qlora_smollm2_1_7b = make_lora_builder(smollm2_1_7b, quantize_base=True)
+
+
+from tuner.data.tokenizers import smollm2_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.smollm2.smollm2_tokenizer)
