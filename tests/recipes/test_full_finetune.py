@@ -94,7 +94,7 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
 
 def test_kill_and_resume_is_exact(ckpt, tmp_path):
     straight_out, resumed_out = tmp_path / "straight", tmp_path / "resumed"
-    kw = dict(max_steps_per_epoch=None, epochs=2, save_every_n_steps=3, shuffle=True,
+    kw = dict(max_steps_per_epoch=5, epochs=2, save_every_n_steps=2, shuffle=True,
               optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-3})
     straight = write_config(tmp_path / "a.yaml", ckpt, straight_out, **kw)
     resumed = write_config(tmp_path / "b.yaml", ckpt, resumed_out, **kw)
@@ -106,11 +106,12 @@ def test_kill_and_resume_is_exact(ckpt, tmp_path):
     while not any(p.name.startswith("step_") for p in resumed_out.glob("step_*")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)  # killed, not returned: mid-step or mid-save
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     from tuner.checkpoint import latest_checkpoint
 
     assert latest_checkpoint(resumed_out) is not None, "the first checkpoint should exist before the kill"
-    tune("run", "full_finetune_single_device", "--config", str(resumed), "resume_from_checkpoint=True")
+    again = tune("run", "full_finetune_single_device", "--config", str(resumed), "resume_from_checkpoint=True")
+    assert "resuming at step" in again.stdout
 
     a, b = _final_weights(straight_out), _final_weights(resumed_out)
     assert a.keys() == b.keys()
