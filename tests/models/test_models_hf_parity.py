@@ -75,3 +75,20 @@ def test_input_pos_matches_default_positions(pair):
     tokens = torch.randint(0, VOCAB, (2, 11), generator=torch.Generator().manual_seed(5))
     pos = torch.arange(11)[None].expand(2, 11)
     torch.testing.assert_close(model(tokens, input_pos=pos), model(tokens), rtol=0, atol=1e-6)
+
+
+@torch.no_grad()
+def test_hf_config_from_model_builds_the_same_hf_model(pair):
+    import transformers
+
+    from tuner.models.convert import hf_config_from_model
+
+    family, hf, cfg, mt, model = pair
+    out_cfg = hf_config_from_model(model, mt, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = transformers.AutoConfig.for_model(out_cfg.pop("model_type"), **out_cfg,
+                                               attn_implementation="eager")
+    hf2 = transformers.AutoModelForCausalLM.from_config(config).eval()
+    missing, unexpected = hf2.load_state_dict(tuner_to_hf(model.state_dict(), mt, cfg), strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}
+    tokens = torch.randint(0, VOCAB, (2, 30), generator=torch.Generator().manual_seed(6))
+    assert (hf2(tokens).logits - hf(tokens).logits).abs().max().item() <= TOL

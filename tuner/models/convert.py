@@ -417,3 +417,69 @@ def build_model_from_hf_config(hf_config: Mapping[str, Any], model_type: str):
     kwargs = builder_kwargs_from_hf_config(hf_config, model_type)
     module, _, fn = kwargs.pop("_component_").rpartition(".")
     return getattr(importlib.import_module(module), fn)(**kwargs)
+
+
+_HF_ARCH = {
+    "LLAMA2": ("LlamaForCausalLM", "llama"), "LLAMA3": ("LlamaForCausalLM", "llama"),
+    "LLAMA3_2": ("LlamaForCausalLM", "llama"), "SMOLLM2": ("LlamaForCausalLM", "llama"),
+    "MISTRAL": ("MistralForCausalLM", "mistral"), "QWEN2": ("Qwen2ForCausalLM", "qwen2"),
+    "GEMMA2": ("Gemma2ForCausalLM", "gemma2"), "PHI3_MINI": ("Phi3ForCausalLM", "phi3"),
+}
+
+
+def _out_features(module: torch.nn.Module) -> int:
+    for name in ("out_features", "out_dim"):
+        if isinstance(getattr(module, name, None), int):
+            return getattr(module, name)
+    return int(module.weight.shape[0])
+
+
+def hf_config_from_model(model, model_type: str, **extra: Any) -> dict[str, Any]:
+    """An HF ``config.json`` dict describing ``model`` (a tuner ``TransformerDecoder``).
+
+    For writing an HF folder when no source config.json exists (e.g. weights that came in Meta's
+    format); when one exists, copying it keeps every field (token ids, generation settings) intact.
+    ``extra`` fields (``bos_token_id``, ``eos_token_id``, ``pad_token_id``, ...) are added as given.
+    """
+    mt = normalize_model_type(model_type)
+    arch, hf_type = _HF_ARCH[mt]
+    layer = model.layers[0]
+    attn = layer.attn
+    embed_dim = model.tok_embeddings.embedding_dim
+    rope = model.rope
+    dtype = model.tok_embeddings.weight.dtype
+    cfg: dict[str, Any] = {
+        "architectures": [arch],
+        "model_type": hf_type,
+        "vocab_size": model.tok_embeddings.num_embeddings,
+        "hidden_size": embed_dim,
+        "intermediate_size": _out_features(layer.mlp.w1),
+        "num_hidden_layers": len(model.layers),
+        "num_attention_heads": attn.num_heads,
+        "num_key_value_heads": attn.num_kv_heads,
+        "head_dim": attn.head_dim,
+        "max_position_embeddings": model.max_seq_len,
+        "rms_norm_eps": model.norm.eps,
+        "rope_theta": float(rope.base),
+        "rope_scaling": dict(rope.scaling) if rope.scaling else None,
+        "tie_word_embeddings": model.tie_word_embeddings,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "attention_dropout": attn.attn_dropout,
+    }
+    if mt == "GEMMA2":
+        window = next((lay.attn.sliding_window for lay in model.layers if lay.attn.sliding_window), None)
+        cfg.update(hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=int(round(attn.scale**-2)),
+                   attn_logit_softcapping=attn.softcap, final_logit_softcapping=model.final_softcap,
+                   sliding_window=window)
+    else:
+        cfg["hidden_act"] = "silu"
+    if hf_type == "llama":
+        cfg.update(attention_bias=False, mlp_bias=False)
+    if mt in ("MISTRAL", "PHI3_MINI"):
+        cfg["sliding_window"] = attn.sliding_window
+    if mt == "PHI3_MINI":
+        cfg["original_max_position_embeddings"] = model.max_seq_len
+    if mt == "QWEN2":
+        cfg.update(use_sliding_window=False, sliding_window=None)
+    cfg.update(extra)
+    return cfg
