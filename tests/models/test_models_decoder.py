@@ -138,8 +138,11 @@ def test_lora_builders_pass_arguments_to_apply_lora(monkeypatch):
                       lora_rank=4, lora_alpha=8, lora_dropout=0.0, use_dora=False, quantize_base=True,
                       use_rslora=True)
     with torch.device("meta"):
-        llama3_2.lora_llama3_2_1b(["q_proj"], use_dora=True)
-    assert calls[-1][1]["use_dora"] is True and calls[-1][1]["quantize_base"] is False
+        llama3_2.lora_llama3_2_1b(["q_proj"], False, True, 16, 32.0, 0.1, True)
+    assert calls[-1][1] == dict(lora_attn_modules=["q_proj"], apply_lora_to_mlp=False, apply_lora_to_output=True,
+                                lora_rank=16, lora_alpha=32.0, lora_dropout=0.1, use_dora=True, quantize_base=False)
+    with pytest.raises(TypeError, match="multiple values"):
+        llama3_2.lora_llama3_2_1b(["q_proj"], True, apply_lora_to_mlp=True)
     sig = inspect.signature(llama3_2.lora_llama3_2)
     assert {"lora_attn_modules", "lora_rank", "vocab_size", "variant_kwargs"} <= set(sig.parameters)
     assert llama3_2.qlora_llama3_2_3b.__name__ == "qlora_llama3_2_3b"

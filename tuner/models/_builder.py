@@ -108,61 +108,51 @@ def transformer_decoder(
 
 
 # ---- LoRA / QLoRA builders ---------------------------------------------------------------------
-_LORA_PARAMS = [
-    inspect.Parameter("lora_attn_modules", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-    inspect.Parameter("apply_lora_to_mlp", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False),
-    inspect.Parameter("apply_lora_to_output", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False),
-    inspect.Parameter("lora_rank", inspect.Parameter.KEYWORD_ONLY, default=8),
-    inspect.Parameter("lora_alpha", inspect.Parameter.KEYWORD_ONLY, default=16.0),
-    inspect.Parameter("lora_dropout", inspect.Parameter.KEYWORD_ONLY, default=0.0),
-    inspect.Parameter("use_dora", inspect.Parameter.KEYWORD_ONLY, default=False),
-    inspect.Parameter("quantize_base", inspect.Parameter.KEYWORD_ONLY, default=False),
-]
-_LORA_NAMES = [p.name for p in _LORA_PARAMS]
+_LORA_DEFAULTS = dict(apply_lora_to_mlp=False, apply_lora_to_output=False, lora_rank=8, lora_alpha=16.0,
+                      lora_dropout=0.0, use_dora=False, quantize_base=False)
 
 
 def make_lora_builder(base: Callable[..., TransformerDecoder], *, quantize_base: bool = False) -> Callable[..., nn.Module]:
     """A ``lora_<base>`` (or ``qlora_<base>``) builder: build ``base`` and call ``tuner.peft.apply_lora``.
 
+    Signature: ``(lora_attn_modules, apply_lora_to_mlp=False, apply_lora_to_output=False, lora_rank=8,
+    lora_alpha=16.0, lora_dropout=0.0, use_dora=False, quantize_base=False, *, <base's parameters>,
+    **variant_kwargs)``; ``qlora_*`` builders are the same with ``quantize_base=True`` by default.
     Keyword arguments that ``base`` accepts (its dimensions, for component builders) go to ``base``;
-    the LoRA arguments and any other keyword (variant options such as ``use_dora`` extensions) go
-    to ``apply_lora``. ``qlora_*`` builders are the same with ``quantize_base=True``.
+    any other keyword (variant options such as ``use_rslora``) goes on to ``apply_lora``.
     """
     base_sig = inspect.signature(base)
     base_names = set(base_sig.parameters)
-    prefix = "qlora_" if quantize_base else "lora_"
+    defaults = {**_LORA_DEFAULTS, "quantize_base": quantize_base}
+    lora_names = list(defaults)
 
-    def builder(lora_attn_modules, apply_lora_to_mlp=False, apply_lora_to_output=False, **kwargs):
+    def builder(lora_attn_modules, *args, **kwargs):
         from tuner.peft import apply_lora  # lazy: tuner.peft depends on tuner.models
 
-        lora_kwargs = {n: kwargs.pop(n) for n in _LORA_NAMES[3:] if n in kwargs}
-        if quantize_base:
-            lora_kwargs["quantize_base"] = True
+        if len(args) > len(lora_names):
+            raise TypeError(f"{builder.__name__} takes at most {len(lora_names) + 1} positional arguments")
+        lora_kwargs = dict(defaults)
+        for name, value in zip(lora_names, args):
+            if name in kwargs:
+                raise TypeError(f"{builder.__name__} got multiple values for argument {name!r}")
+            lora_kwargs[name] = value
+        for name in lora_names:
+            if name in kwargs:
+                lora_kwargs[name] = kwargs.pop(name)
         base_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in base_names}
         model = base(**base_kwargs)
-        return apply_lora(
-            model,
-            lora_attn_modules=list(lora_attn_modules),
-            apply_lora_to_mlp=apply_lora_to_mlp,
-            apply_lora_to_output=apply_lora_to_output,
-            lora_rank=lora_kwargs.get("lora_rank", 8),
-            lora_alpha=lora_kwargs.get("lora_alpha", 16.0),
-            lora_dropout=lora_kwargs.get("lora_dropout", 0.0),
-            use_dora=lora_kwargs.get("use_dora", False),
-            quantize_base=lora_kwargs.get("quantize_base", False),
-            **kwargs,
-        )
+        return apply_lora(model, lora_attn_modules=list(lora_attn_modules), **lora_kwargs, **kwargs)
 
-    params = list(_LORA_PARAMS)
-    if quantize_base:
-        params = [p for p in params if p.name != "quantize_base"]
+    params = [inspect.Parameter("lora_attn_modules", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v) for n, v in defaults.items()]
     params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in base_sig.parameters.values()]
     params.append(inspect.Parameter("variant_kwargs", inspect.Parameter.VAR_KEYWORD))
     builder.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    builder.__name__ = builder.__qualname__ = prefix + base.__name__
+    builder.__name__ = builder.__qualname__ = ("qlora_" if quantize_base else "lora_") + base.__name__
     builder.__module__ = base.__module__
     builder.__doc__ = (
         f"{'QLoRA (NF4 base)' if quantize_base else 'LoRA'} version of ``{base.__name__}``: builds it and "
-        "applies ``tuner.peft.apply_lora`` with the given LoRA settings."
+        "applies ``tuner.peft.apply_lora`` with the given LoRA settings.\n\n"
+        f"Signature: {builder.__signature__}"
     )
     return builder
