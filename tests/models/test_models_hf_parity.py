@@ -26,7 +26,7 @@ def pair(request):
 def test_logits_match_hf(pair):
     _, hf, _, _, model = pair
     gen = torch.Generator().manual_seed(1)
-    for s in (1, 7, 20, 64):  # 20 and 64 go past the tiny sliding windows (8)
+    for s in (1, 20, 64):  # 20 and 64 go past the tiny sliding windows (8)
         tokens = torch.randint(0, VOCAB, (2, s), generator=gen)
         ref = hf(tokens).logits
         out = model(tokens)

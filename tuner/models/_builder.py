@@ -112,7 +112,9 @@ _LORA_DEFAULTS = dict(apply_lora_to_mlp=False, apply_lora_to_output=False, lora_
                       lora_dropout=0.0, use_dora=False, quantize_base=False)
 
 
-def make_lora_builder(base: Callable[..., TransformerDecoder], *, quantize_base: bool = False) -> Callable[..., nn.Module]:
+def make_lora_builder(
+    base: Callable[..., TransformerDecoder], *, quantize_base: bool = False
+) -> Callable[..., nn.Module]:
     """A ``lora_<base>`` (or ``qlora_<base>``) builder: build ``base`` and call ``tuner.peft.apply_lora``.
 
     Signature: ``(lora_attn_modules, apply_lora_to_mlp=False, apply_lora_to_output=False, lora_rank=8,

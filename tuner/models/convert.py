@@ -362,7 +362,8 @@ def builder_kwargs_from_hf_config(hf_config: Mapping[str, Any], model_type: str)
     if act != want_act:
         raise ConfigError(f"{mt} checkpoints with hidden_act {act!r} are not supported", f"expected {want_act!r}")
     if scaling and mt not in ("LLAMA3", "LLAMA3_2"):
-        raise ConfigError(f"{mt} checkpoints with rope scaling are not supported", "use a checkpoint without rope_scaling")
+        raise ConfigError(f"{mt} checkpoints with rope scaling are not supported",
+                          "use a checkpoint without rope_scaling")
     tied = _tied(mt, c)
     default_head_dim = kw["embed_dim"] // heads
     if head_dim != default_head_dim and mt not in ("MISTRAL", "QWEN2", "GEMMA2"):

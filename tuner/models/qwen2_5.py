@@ -32,7 +32,8 @@ def qwen2_5(
 qwen2 = qwen2_5  # torchtune's name of the component builder
 
 
-def _qwen(vocab: int, layers: int, heads: int, kv: int, dim: int, inter: int, tied: bool, eps: float) -> TransformerDecoder:
+def _qwen(vocab: int, layers: int, heads: int, kv: int, dim: int, inter: int, tied: bool,
+          eps: float) -> TransformerDecoder:
     return qwen2_5(vocab_size=vocab, num_layers=layers, num_heads=heads, num_kv_heads=kv, embed_dim=dim,
                    intermediate_dim=inter, max_seq_len=32_768, norm_eps=eps, tie_word_embeddings=tied)
 
