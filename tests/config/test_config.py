@@ -26,7 +26,7 @@ def test_load_interpolation_and_overrides(tmp_path):
 
 
 def test_bad_yaml_names_line(tmp_path):
-    with pytest.raises(ConfigError, match=r"invalid YAML in .*c\.yaml at line 2"):
+    with pytest.raises(ConfigError, match=r"invalid YAML in .*c\.yaml at line 3.*flow sequence at line 2"):
         load_config(write(tmp_path, "a: 1\nb: [1, 2\n"))
 
 
@@ -82,7 +82,7 @@ def test_validate_reports_every_problem_with_key_path():
         "optimizer": {"_component_": "torch.optim.AdamW", "lrr": 1e-4},
         "loss": {"_component_": "torch.nn.CrossEntropyLos"},
         "model": {"_component_": "torch.nn.Linear", "in_features": 2, "out_features": 2},
-        "lists": [{"_component_": "torch.nn.Identity", "bogus": 1}],
+        "lists": [{"_component_": "torch.nn.ReLU", "bogus": 1}],
     })
     problems = find_problems(cfg)
     assert any(p.startswith("optimizer.lrr:") and "did you mean 'lr'" in p for p in problems)

@@ -156,7 +156,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def invoke() -> int:
         try:
-            app(args=args, prog_name="tune", standalone_mode=False)
+            # Without standalone mode click returns an Exit's code instead of raising it.
+            result = app(args=args, prog_name="tune", standalone_mode=False)
+            return result if isinstance(result, int) else 0
         except typer.Exit as e:
             return e.exit_code
         except Exception as e:
@@ -167,10 +169,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if isinstance(e, click.ClickException):
                 raise UsageError(e.format_message()) from None
             raise
-        return 0
 
-    code = run_reporting_errors(invoke)
-    return code
+    return run_reporting_errors(invoke)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,9 @@ def load_config(path: str | Path) -> DictConfig:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and cmark is not None:
+            problem += f" ({context} at line {cmark.line + 1})"
         raise ConfigError(f"invalid YAML in {path}{where}: {problem}", "fix the YAML syntax") from None
     if data is None:
         data = {}

@@ -63,7 +63,23 @@ class LoRAFinetune(FinetuneMethod):
 
         full = trainer.placement.full_state_dict(model)
         state: dict[str, Any] = {"adapter": get_adapter_state_dict(full), "adapter_config": self.adapter_config(trainer)}
-        if not OmegaConf.select(trainer.cfg, "save_adapter_weights_only", default=False):
+        if not OmegaConf.select(trainer.cfg, "save_adapter_weights_only", default=False) and full:
             cfg = state["adapter_config"]
-            state["model"] = get_merged_lora_ckpt(full, rank=int(cfg.get("lora_rank", 8)), alpha=float(cfg.get("lora_alpha", 16)))
+            state["model"] = get_merged_lora_ckpt(
+                _with_dense_base(model, full), rank=int(cfg.get("lora_rank", 8)), alpha=float(cfg.get("lora_alpha", 16)),
+                use_rslora=bool(cfg.get("use_rslora", False)),
+            )
         return state
+
+
+def _with_dense_base(model: nn.Module, state_dict: dict) -> dict:
+    """``state_dict`` with every NF4 base weight (QLoRA) dequantized back under its dense ``weight``
+    key, so the adapters can be merged and the model saved in the input format."""
+    from tuner.quantization import dequantized_state_dict, has_nf4_weight
+
+    if not any(has_nf4_weight(m) for m in model.modules()):
+        return state_dict
+    dense = dequantized_state_dict(model, device="cpu")
+    out = {k: v for k, v in state_dict.items() if k in dense}  # drops the NF4 payload keys
+    out.update({k: v for k, v in dense.items() if k not in state_dict})  # the dequantized weights
+    return out
