@@ -18,14 +18,14 @@ def _model(family):
     return model
 
 
-@pytest.mark.parametrize("family", ["llama3_1", "gemma2", "qwen2_5"])
+@pytest.mark.parametrize("family", ["llama3_1", "gemma2", "qwen2_5", "mistral"])  # mistral: 8-token window
 @torch.no_grad()
 def test_cuda_logits_match_cpu(family):
     model = _model(family)
     tokens = torch.randint(0, VOCAB, (2, 64), generator=torch.Generator().manual_seed(0))
     ref = model(tokens)
     model.cuda()
-    out = model(tokens.cuda()).cpu()  # gemma2: FlexAttention with a cached causal BlockMask
+    out = model(tokens.cuda()).cpu()  # gemma2, mistral: FlexAttention with a cached BlockMask
     assert (out - ref).abs().max().item() <= 2e-3
     mask = torch.ones(64, 64, dtype=torch.bool, device="cuda").tril()[None].expand(2, -1, -1)
     masked = model(tokens.cuda(), mask=mask).cpu()

@@ -8,9 +8,11 @@ Paths, chosen per call:
   (on an H100, Llama-3.2-1B shape, seq 2048: as fast as repeating k/v heads, 0.4 GiB less memory).
 * ``mask`` a FlexAttention ``BlockMask``: ``flex_attention`` (compiled on CUDA); soft-capping and
   the sliding window go in as a ``score_mod`` (the BlockMask carries causality and documents).
-* soft-capping (Gemma 2) with a dense mask, or on CPU: eager attention, as HF computes it. On GPU
-  with no mask the decoder hands soft-capped layers a cached causal BlockMask instead, so they run
-  on fused FlexAttention rather than materialising the scores.
+* soft-capping (Gemma 2) with a dense mask, or on CPU: eager attention, as HF computes it.
+
+On GPU with no mask, the decoder hands soft-capped layers, and sliding-window layers whose window is
+shorter than the sequence, a cached causal(+window) BlockMask, so they run on fused FlexAttention
+rather than on materialised scores or a dense band mask.
 
 The decoder builds the dense masks (causal, sliding-window, cache) once per forward and passes
 each layer the one it needs, so this module only consumes them.

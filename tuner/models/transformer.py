@@ -222,8 +222,12 @@ class TransformerDecoder(nn.Module):
                 f"attention mask must be a bool tensor (True = may attend), got {mask.dtype}",
                 "pass mask.bool() or a FlexAttention BlockMask",
             )
-        if mask is None and cache_pos is None and self._softcap_on_gpu(device):
-            return {w: causal_block_mask(s, w, str(device)) for w in windows}
+        if mask is None and cache_pos is None and self._flex_on_gpu(device):
+            # GPU: soft-capped layers, and sliding windows shorter than the sequence, run on fused
+            # FlexAttention with a cached BlockMask; the other layers keep the flash path (None)
+            softcap = self.layers[0].attn.softcap is not None
+            return {w: causal_block_mask(s, w, str(device)) if softcap or (w is not None and s > w) else None
+                    for w in windows}
         if cache_pos is not None:
             kv_len = self.layers[0].attn.kv_cache.max_seq_len
             k_idx = torch.arange(kv_len, device=device)
@@ -241,10 +245,6 @@ class TransformerDecoder(nn.Module):
                 out[w] = band if mask is None else mask & band
         return out
 
-    def _softcap_on_gpu(self, device) -> bool:
-        """Soft-capped attention (Gemma 2) on CUDA runs on FlexAttention instead of eager attention."""
-        return (
-            flex_attention is not None
-            and torch.device(device).type == "cuda"
-            and self.layers[0].attn.softcap is not None
-        )
+    def _flex_on_gpu(self, device) -> bool:
+        """Whether FlexAttention is available for CUDA tensors."""
+        return flex_attention is not None and torch.device(device).type == "cuda"
