@@ -43,7 +43,7 @@ def _flex(q, k, v, **kwargs):
     global _compiled_flex
     if q.is_cuda:
         if _compiled_flex is None:
-            _compiled_flex = torch.compile(flex_attention, dynamic=False)
+            _compiled_flex = torch.compile(flex_attention)  # static first, dynamic after a new shape
         return _compiled_flex(q, k, v, **kwargs)
     return flex_attention(q, k, v, **kwargs)
 
