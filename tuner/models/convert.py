@@ -219,14 +219,28 @@ def hf_to_tuner(state_dict: Mapping[str, torch.Tensor], model_type: str,
     return out
 
 
+_WRAPPER_PARTS = ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module.")
+
+
+def clean_tuner_key(key: str) -> str:
+    """Drop the names that activation checkpointing, torch.compile and FSDP1 wrappers add to keys."""
+    for part in _WRAPPER_PARTS:
+        key = key.replace(part, "")
+    return key
+
+
 def tuner_to_hf(state_dict: Mapping[str, torch.Tensor], model_type: str,
                 hf_config: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
-    """Convert a tuner state dict (weights or adapter weights) to HF transformers keys."""
+    """Convert a tuner state dict (weights or adapter weights) to HF transformers keys.
+
+    Wrapper names (activation checkpointing, ``torch.compile``) in the keys are dropped first.
+    """
     mt = normalize_model_type(model_type)
     ren = _hf_renamer(mt)
     out: dict[str, torch.Tensor] = {}
     fused: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state_dict.items():
+        key = clean_tuner_key(key)
         hit = ren.to_external(key)
         if hit is None:
             raise TunerError(f"unexpected key {key!r} in a tuner {mt} state dict",
@@ -315,6 +329,7 @@ def tuner_to_meta(state_dict: Mapping[str, torch.Tensor], num_heads: int, num_kv
     head_dim = head_dim or dim // num_heads
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
+        key = clean_tuner_key(key)
         hit = _META_RENAMER.to_external(key)
         if hit is None:
             raise TunerError(f"unexpected key {key!r} in a tuner Llama state dict", "convert a Llama model")
