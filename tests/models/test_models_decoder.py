@@ -105,6 +105,8 @@ def test_errors():
     model = _model("llama3")
     with pytest.raises(UsageError, match="bool"):
         model(torch.zeros(1, 4, dtype=torch.long), mask=torch.ones(1, 4, 4))
+    with pytest.raises(UsageError, match=r"expected \[batch, 4, 4\]"):
+        model(torch.zeros(1, 4, dtype=torch.long), mask=torch.ones(1, 4, 5, dtype=torch.bool))
     with pytest.raises(ConfigError, match="max_seq_len"):
         model(torch.zeros(1, 65, dtype=torch.long))
     with pytest.raises(UsageError, match="max_seq_len"):

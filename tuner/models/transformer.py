@@ -222,6 +222,13 @@ class TransformerDecoder(nn.Module):
                 f"attention mask must be a bool tensor (True = may attend), got {mask.dtype}",
                 "pass mask.bool() or a FlexAttention BlockMask",
             )
+        if mask is not None:
+            kv_len = self.layers[0].attn.kv_cache.max_seq_len if cache_pos is not None else s
+            if mask.dim() != 3 or tuple(mask.shape[1:]) != (s, kv_len):
+                raise UsageError(
+                    f"attention mask has shape {tuple(mask.shape)}, expected [batch, {s}, {kv_len}]",
+                    "pass a bool mask [b, s, s] (or [b, s, cache_len] while the KV cache is on)",
+                )
         if mask is None and cache_pos is None and self._flex_on_gpu(device):
             # GPU: soft-capped layers, and sliding windows shorter than the sequence, run on fused
             # FlexAttention with a cached BlockMask; the other layers keep the flash path (None)
