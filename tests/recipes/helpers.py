@@ -20,12 +20,16 @@ TINY = dict(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_
             tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
 
 
-def make_hf_checkpoint(folder: Path, seed: int = 0) -> Path:
-    """A random tiny Llama (SmolLM2 layout: tied embeddings) saved by transformers, with tokenizer files."""
+def make_hf_checkpoint(folder: Path, seed: int = 0, initializer_range: float = 0.02) -> Path:
+    """A random tiny Llama (SmolLM2 layout: tied embeddings) saved by transformers, with tokenizer files.
+
+    A larger ``initializer_range`` gives the frozen (tied) embeddings enough scale for adapters
+    alone to move the loss, as a pretrained model's do.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**TINY)).float()
+    model = LlamaForCausalLM(LlamaConfig(**TINY, initializer_range=initializer_range)).float()
     model.save_pretrained(folder, safe_serialization=True)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(TOKENIZER_DIR / name, folder / name)
@@ -85,3 +89,48 @@ def tune(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProces
 def logged_losses(out: Path) -> dict[int, float]:
     rows = [json.loads(line) for line in (out / "logs" / "log.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def _final_weights(out: Path, adapter: bool) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    step = max(int(p.name.split("_")[1]) for p in out.glob("step_*"))
+    folder = out / f"step_{step}"
+    return load_file(folder / "adapter" / "adapter_model.safetensors" if adapter else folder / "model.safetensors")
+
+
+def assert_kill_and_resume_exact(recipe: str, ckpt: Path, tmp_path: Path, lora: dict | None = None, adapter: bool = False) -> None:
+    """Run straight through; run again, SIGKILL it once its first checkpoint exists, resume:
+    the final weights are bitwise equal and the logged losses are the same."""
+    import os
+    import signal
+    import time
+
+    from tuner.checkpoint import latest_checkpoint
+
+    kw = dict(max_steps_per_epoch=5, epochs=2, save_every_n_steps=2, shuffle=True,
+              optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-3})
+    straight_out, resumed_out = tmp_path / "straight", tmp_path / "resumed"
+    straight = write_config(tmp_path / "a.yaml", ckpt, straight_out, lora=lora, **kw)
+    resumed = write_config(tmp_path / "b.yaml", ckpt, resumed_out, lora=lora, **kw)
+    tune("run", recipe, "--config", str(straight))
+
+    proc = subprocess.Popen([sys.executable, "-m", "tuner.cli.main", "run", recipe, "--config", str(resumed)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while latest_checkpoint(resumed_out) is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # killed, not returned: mid-step or mid-save
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert latest_checkpoint(resumed_out) is not None
+    again = tune("run", recipe, "--config", str(resumed), "resume_from_checkpoint=True")
+    assert "resuming at step" in again.stdout
+
+    a, b = _final_weights(straight_out, adapter), _final_weights(resumed_out, adapter)
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    la, lb = logged_losses(straight_out), logged_losses(resumed_out)
+    assert max(la) == max(lb) == 10
+    for step in lb:
+        assert la[step] == lb[step], (step, la[step], lb[step])

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.recipes.helpers import ROOT, logged_losses, make_hf_checkpoint, tune, write_config
+from tests.recipes.helpers import ROOT, assert_kill_and_resume_exact, logged_losses, make_hf_checkpoint, tune, write_config
 
 
 @pytest.fixture(scope="module")
@@ -87,37 +87,5 @@ def test_loss_decreases_on_real_data(ckpt, tmp_path):
     assert last < first - 1.0, (first, last)
 
 
-def _final_weights(out: Path) -> dict[str, torch.Tensor]:
-    step = max(int(p.name.split("_")[1]) for p in out.glob("step_*"))
-    return load_file(out / f"step_{step}" / "model.safetensors")
-
-
 def test_kill_and_resume_is_exact(ckpt, tmp_path):
-    straight_out, resumed_out = tmp_path / "straight", tmp_path / "resumed"
-    kw = dict(max_steps_per_epoch=5, epochs=2, save_every_n_steps=2, shuffle=True,
-              optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-3})
-    straight = write_config(tmp_path / "a.yaml", ckpt, straight_out, **kw)
-    resumed = write_config(tmp_path / "b.yaml", ckpt, resumed_out, **kw)
-    tune("run", "full_finetune_single_device", "--config", str(straight))
-
-    proc = subprocess.Popen([sys.executable, "-m", "tuner.cli.main", "run", "full_finetune_single_device", "--config", str(resumed)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not any(p.name.startswith("step_") for p in resumed_out.glob("step_*")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # killed, not returned: mid-step or mid-save
-    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-    from tuner.checkpoint import latest_checkpoint
-
-    assert latest_checkpoint(resumed_out) is not None, "the first checkpoint should exist before the kill"
-    again = tune("run", "full_finetune_single_device", "--config", str(resumed), "resume_from_checkpoint=True")
-    assert "resuming at step" in again.stdout
-
-    a, b = _final_weights(straight_out), _final_weights(resumed_out)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    la, lb = logged_losses(straight_out), logged_losses(resumed_out)
-    assert max(la) == max(lb)
-    for step in lb:
-        assert la[step] == lb[step], (step, la[step], lb[step])
+    assert_kill_and_resume_exact("full_finetune_single_device", ckpt, tmp_path)

@@ -1,0 +1,135 @@
+"""`lora_finetune_single_device` end to end on CPU: only adapters train, the loss falls on real
+data, the saved adapter loads in PEFT (every variant PEFT has) and the merged folder in
+transformers with tuner's logits, QLoRA included, and kill-and-resume is exact."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.recipes.helpers import logged_losses, make_hf_checkpoint, tune, write_config
+from tuner.config import load_config
+from tuner.training.lora import LoRAFinetune
+from tuner.training.trainer import Trainer
+
+LORA = {"lora_attn_modules": ["q_proj", "v_proj", "output_proj"], "apply_lora_to_mlp": True, "lora_rank": 8, "lora_alpha": 16}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_hf_checkpoint(tmp_path_factory.mktemp("hf_tiny"), initializer_range=0.2)
+
+
+def _train(tmp_path: Path, ckpt: Path, lora: dict, **overrides) -> tuple[Trainer, dict[str, torch.Tensor]]:
+    """Run the LoRA recipe's trainer in-process; return it and the weights it started from."""
+    cfg = load_config(write_config(tmp_path / "cfg.yaml", ckpt, tmp_path / "out", lora=lora, **overrides))
+    trainer = Trainer(cfg, LoRAFinetune())
+    trainer.setup()
+    before = {k: v.detach().clone() for k, v in trainer.decoder.state_dict().items()}
+    trainer.train()
+    trainer.close()
+    return trainer, before
+
+
+def _peft_logits(ckpt: Path, adapter_dir: Path, tokens: torch.Tensor, base_state: dict | None = None) -> torch.Tensor:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32)
+    if base_state is not None:
+        base.load_state_dict(base_state, strict=False)
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    model.eval()
+    with torch.no_grad():
+        return model(tokens).logits
+
+
+def test_only_adapters_change_loss_falls_and_outputs_load(ckpt, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    trainer, before = _train(tmp_path, ckpt, LORA, max_steps_per_epoch=25, shuffle=True,
+                             optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2})
+    after = trainer.decoder.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(".lora_" in k for k in changed), sorted(changed)[:5]
+    assert any(k.endswith("lora_b.weight") for k in changed)
+
+    losses = logged_losses(tmp_path / "out")
+    first, last = sum(losses[s] for s in range(1, 6)) / 5, sum(losses[s] for s in range(21, 26)) / 5
+    assert last < first - 0.5, (first, last)
+
+    step = tmp_path / "out" / "step_25"
+    tokens = torch.randint(0, 49152, (2, 19))
+    trainer.decoder.eval()
+    with torch.no_grad():
+        ours = trainer.decoder(tokens)
+    assert torch.allclose(_peft_logits(ckpt, step / "adapter", tokens), ours, atol=1e-4)
+    merged = AutoModelForCausalLM.from_pretrained(step, torch_dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.allclose(merged(tokens).logits, ours, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", [
+    {"use_dora": True},
+    {"use_rslora": True},
+    {"init_lora_weights": "pissa"},
+    {"use_vera": True, "lora_rank": 16},
+])
+def test_variants_train_and_export_to_peft(ckpt, tmp_path, variant):
+    lora = {**LORA, "apply_lora_to_mlp": False, **variant}
+    trainer, _ = _train(tmp_path, ckpt, lora, max_steps_per_epoch=3, save_adapter_weights_only=True,
+                        optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2})
+    tokens = torch.randint(0, 49152, (2, 13))
+    trainer.decoder.eval()
+    with torch.no_grad():
+        ours = trainer.decoder(tokens)
+    step = tmp_path / "out" / "step_3"
+    assert not (step / "model.safetensors").exists()  # save_adapter_weights_only
+    assert torch.allclose(_peft_logits(ckpt, step, tokens), ours, atol=1e-4)
+
+
+def test_lora_fa_trains_only_b(ckpt, tmp_path):
+    trainer, before = _train(tmp_path, ckpt, {**LORA, "lora_fa": True}, max_steps_per_epoch=2)
+    after = trainer.decoder.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in after if k.endswith("lora_a.weight"))
+    assert any(not torch.equal(after[k], before[k]) for k in after if k.endswith("lora_b.weight"))
+
+
+def test_lora_plus_gives_b_a_higher_learning_rate(ckpt, tmp_path):
+    trainer, _ = _train(tmp_path, ckpt, LORA, max_steps_per_epoch=1, lora_plus_ratio=4.0, lr_scheduler=None)
+    names = {id(p): n for n, p in trainer.decoder.named_parameters()}
+    lr_of = {}
+    for group in trainer.optimizer.param_groups:
+        for p in group["params"]:
+            lr_of[names[id(p)].rsplit(".", 2)[-2]] = group["lr"]
+    assert lr_of["lora_a"] == pytest.approx(2e-3) and lr_of["lora_b"] == pytest.approx(8e-3)
+
+
+def test_qlora_trains_and_adapter_loads_in_peft_over_dequantized_base(ckpt, tmp_path):
+    from tuner.models.convert import tuner_to_hf
+    from tuner.quantization import dequantized_state_dict, has_nf4_weight
+
+    trainer, before = _train(tmp_path, ckpt, {**LORA, "quantize_base": True}, max_steps_per_epoch=3,
+                             optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2})
+    assert any(has_nf4_weight(m) for m in trainer.decoder.modules())
+    after = trainer.decoder.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in after if ".lora_" not in k)
+    tokens = torch.randint(0, 49152, (2, 11))
+    trainer.decoder.eval()
+    with torch.no_grad():
+        ours = trainer.decoder(tokens)
+    dense = {k: v for k, v in dequantized_state_dict(trainer.decoder).items() if ".lora_" not in k}
+    import json
+
+    hf_config = json.loads((ckpt / "config.json").read_text())
+    hf_dense = tuner_to_hf(dense, "SMOLLM2", hf_config)
+    peft_logits = _peft_logits(ckpt, tmp_path / "out" / "step_3" / "adapter", tokens, base_state=hf_dense)
+    assert torch.allclose(peft_logits, ours, atol=1e-4)
+
+
+def test_lora_kill_and_resume_is_exact(ckpt, tmp_path):
+    from tests.recipes.helpers import assert_kill_and_resume_exact
+
+    assert_kill_and_resume_exact("lora_finetune_single_device", ckpt, tmp_path, lora=LORA, adapter=True)
