@@ -18,21 +18,14 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import sys
 from pathlib import Path
 from typing import Callable
 
-HERE = Path(__file__).resolve().parent
-TRAIN_FILE = HERE / "train.json"
-EVAL_FILE = HERE / "eval.json"
+from tuner.data.quickstart import ANSWER_PATTERN, ANSWER_RE, DEMO_PROMPT, EVAL_FILE, HERE, TRAIN_FILE  # noqa: F401 (re-exported)
+
 NUM_TRAIN = 320
 SEED = 1234
-# The fixed prompt of the quickstart's before/after demo; never in the training rows.
-DEMO_PROMPT = {"instruction": "What is 23 plus 19?", "input": ""}
-# A response in the trained format (applied to the generated text, surrounding whitespace stripped).
-ANSWER_PATTERN = r"^ANSWER: [^\n]+\nWHY: [^\n]+"
-ANSWER_RE = re.compile(ANSWER_PATTERN)
 
 WORDS = (
     "apple river garden window planet yellow bridge forest music orange pencil rocket summer "
@@ -133,7 +126,7 @@ def _key(row: Row) -> tuple[str, str]:
 def build() -> tuple[list[Row], list[Row]]:
     """(train rows, held-out eval rows): the same lists on every run and every platform."""
     r = random.Random(SEED)
-    eval_rows = [_row(DEMO_PROMPT["instruction"], "42", "23 + 19 = 42.")]
+    eval_rows = [_row(DEMO_PROMPT["instruction"], "12", "3 x 4 = 12.")]
     seen = {_key(eval_rows[0])}
     for task in TASKS:  # two held-out prompts per task
         count = 0
