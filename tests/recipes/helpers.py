@@ -99,7 +99,8 @@ def _final_weights(out: Path, adapter: bool) -> dict[str, torch.Tensor]:
     return load_file(folder / "adapter" / "adapter_model.safetensors" if adapter else folder / "model.safetensors")
 
 
-def assert_kill_and_resume_exact(recipe: str, ckpt: Path, tmp_path: Path, lora: dict | None = None, adapter: bool = False) -> None:
+def assert_kill_and_resume_exact(recipe: str, ckpt: Path, tmp_path: Path, lora: dict | None = None, adapter: bool = False,
+                                 launcher: tuple[str, ...] = (), batch_size: int = 4) -> None:
     """Run straight through; run again, SIGKILL it once its first checkpoint exists, resume:
     the final weights are bitwise equal and the logged losses are the same."""
     import os
@@ -108,22 +109,22 @@ def assert_kill_and_resume_exact(recipe: str, ckpt: Path, tmp_path: Path, lora: 
 
     from tuner.checkpoint import latest_checkpoint
 
-    kw = dict(max_steps_per_epoch=5, epochs=2, save_every_n_steps=2, shuffle=True,
+    kw = dict(max_steps_per_epoch=5, epochs=2, save_every_n_steps=2, shuffle=True, batch_size=batch_size,
               optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-3})
     straight_out, resumed_out = tmp_path / "straight", tmp_path / "resumed"
     straight = write_config(tmp_path / "a.yaml", ckpt, straight_out, lora=lora, **kw)
     resumed = write_config(tmp_path / "b.yaml", ckpt, resumed_out, lora=lora, **kw)
-    tune("run", recipe, "--config", str(straight))
+    tune("run", *launcher, recipe, "--config", str(straight))
 
-    proc = subprocess.Popen([sys.executable, "-m", "tuner.cli.main", "run", recipe, "--config", str(resumed)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "tuner.cli.main", "run", *launcher, recipe, "--config", str(resumed)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while latest_checkpoint(resumed_out) is None and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)  # killed, not returned: mid-step or mid-save
+    os.killpg(proc.pid, signal.SIGKILL)  # killed (with any workers), not returned: mid-step or mid-save
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     assert latest_checkpoint(resumed_out) is not None
-    again = tune("run", recipe, "--config", str(resumed), "resume_from_checkpoint=True")
+    again = tune("run", *launcher, recipe, "--config", str(resumed), "resume_from_checkpoint=True")
     assert "resuming at step" in again.stdout
 
     a, b = _final_weights(straight_out, adapter), _final_weights(resumed_out, adapter)

@@ -1,0 +1,95 @@
+"""Distributed recipes on CPU with gloo, 2 processes (FSDP2): same losses and checkpoint as one
+device with the same global batch, exact kill-and-resume, and a 2-"node" torchrun launch."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.recipes.helpers import ROOT, assert_kill_and_resume_exact, logged_losses, make_hf_checkpoint, tune, write_config
+
+pytestmark = pytest.mark.distributed
+TWO = ("--nproc_per_node", "2", "--standalone")
+LORA = {"lora_attn_modules": ["q_proj", "v_proj"], "apply_lora_to_mlp": True, "lora_rank": 4, "lora_alpha": 8}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_hf_checkpoint(tmp_path_factory.mktemp("hf_tiny"), initializer_range=0.2)
+
+
+def _pair(tmp_path: Path, ckpt: Path, kind: str, lora: dict | None, **kw) -> tuple[Path, Path]:
+    """Train 4 steps on one process (batch 4) and on two (batch 2 each); return both output dirs."""
+    single, dist = tmp_path / "single", tmp_path / "dist"
+    common = {"max_steps_per_epoch": 4, "shuffle": True, **kw}
+    tune("run", f"{kind}_finetune_single_device", "--config", str(write_config(tmp_path / "s.yaml", ckpt, single, lora=lora, batch_size=4, **common)))
+    tune("run", *TWO, f"{kind}_finetune_distributed", "--config", str(write_config(tmp_path / "d.yaml", ckpt, dist, lora=lora, batch_size=2, **common)))
+    return single, dist
+
+
+def _assert_same_run(single: Path, dist: Path, weights: str) -> None:
+    ls, ld = logged_losses(single), logged_losses(dist)
+    assert sorted(ls) == sorted(ld) == [1, 2, 3, 4]
+    for step in ls:
+        assert abs(ls[step] - ld[step]) < 1e-5, (step, ls[step], ld[step])
+    a, b = load_file(single / "step_4" / weights), load_file(dist / "step_4" / weights)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_full_distributed_matches_single_device(ckpt, tmp_path):
+    single, dist = _pair(tmp_path, ckpt, "full", None, gradient_accumulation_steps=1)
+    _assert_same_run(single, dist, "model.safetensors")
+
+
+def test_lora_distributed_matches_single_device_with_accumulation(ckpt, tmp_path):
+    single, dist = _pair(tmp_path, ckpt, "lora", LORA, gradient_accumulation_steps=2, max_steps_per_epoch=2)
+    ls, ld = logged_losses(single), logged_losses(dist)
+    assert sorted(ls) == sorted(ld) == [1, 2]
+    for step in ls:
+        assert abs(ls[step] - ld[step]) < 1e-5, (step, ls[step], ld[step])
+    for name in ("adapter/adapter_model.safetensors", "model.safetensors"):
+        a, b = load_file(single / "step_2" / name), load_file(dist / "step_2" / name)
+        assert a.keys() == b.keys()
+        assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), name
+
+
+def test_distributed_kill_and_resume_is_exact(ckpt, tmp_path):
+    assert_kill_and_resume_exact("full_finetune_distributed", ckpt, tmp_path, launcher=TWO, batch_size=2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_node_launch_on_localhost(ckpt, tmp_path):
+    out = tmp_path / "two_nodes"
+    cfg = write_config(tmp_path / "n.yaml", ckpt, out, batch_size=2, max_steps_per_epoch=2)
+    port = str(_free_port())
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "tuner.cli.main", "run", "--nnodes", "2", "--nproc_per_node", "1",
+                          "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", port,
+                          "full_finetune_distributed", "--config", str(cfg)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (so, se) in zip(procs, results):
+        assert p.returncode == 0, se[-3000:]
+    assert sorted(logged_losses(out)) == [1, 2]
+    assert (out / "step_2" / "model.safetensors").is_file()
+
+
+def test_rank_error_ends_job_with_its_message(ckpt, tmp_path):
+    cfg = write_config(tmp_path / "e.yaml", ckpt, tmp_path / "e", batch_size=2)
+    proc = tune("run", *TWO, "full_finetune_distributed", "--config", str(cfg), "checkpointer.checkpoint_files=[nope.safetensors]", check=False)
+    assert proc.returncode != 0
+    assert "nope.safetensors" in proc.stderr and "error:" in proc.stderr
