@@ -2,7 +2,10 @@
 from tuner.config._instantiate import instantiate, resolve_component
 from tuner.config._loading import apply_overrides, load_config, to_container
 from tuner.config._parse import parse, parse_recipe_args
+from tuner.config._resolvers import register_resolvers
 from tuner.config._validate import find_problems, validate
+
+register_resolvers()
 
 __all__ = [
     "apply_overrides",

@@ -43,7 +43,7 @@ def resolve_component(path: str, key_path: str = "") -> Callable[..., Any]:
         raise ConfigError(f"unknown component {path!r}{where}: no module {parts[0]!r}")
     for j, name in enumerate(parts[i:], start=i):
         if not hasattr(obj, name):
-            choices = [c for c in dir(obj) if not c.startswith("_")]
+            choices = [c for c in {*dir(obj), *getattr(obj, "__all__", ())} if not c.startswith("_")]
             prefix = ".".join(parts[:j])
             hint = _suggest(name, choices)
             if hint:

@@ -17,6 +17,7 @@ _EXPORTS = {
     "TextCompletionDataset": "tuner.datasets._sft",
     "load_hf_dataset": "tuner.datasets._loading",
     "PackedDataset": "tuner.data.packing",
+    "quickstart_dataset": "tuner.datasets._quickstart",
 }
 
 __all__ = sorted(_EXPORTS)

