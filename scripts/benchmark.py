@@ -52,6 +52,7 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         f"dataset={{_component_: tuner.bench.synthetic_dataset, seq_len: {seq_len}, num_samples: {batch * (steps + 1)}, vocab_size: {vocab}}}",
         f"batch_size={batch}", "gradient_accumulation_steps=1", "epochs=1", f"max_steps_per_epoch={steps}",
         "shuffle=False", "log_every_n_steps=1", "progress_bar=False", "save_every_n_steps=null",
+        "save_adapter_weights_only=True",  # nothing is written; skip building a merged copy
         f"metric_logger={{_component_: tuner.training.metric_logging.DiskLogger, log_dir: {out}, filename: log.jsonl}}",
         "device=cuda", "dtype=bf16", "seed=0",
         *extra, *overrides,

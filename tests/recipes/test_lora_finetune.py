@@ -112,6 +112,7 @@ def test_qlora_trains_and_adapter_loads_in_peft_over_dequantized_base(ckpt, tmp_
     from tuner.quantization import dequantized_state_dict, has_nf4_weight
 
     trainer, before = _train(tmp_path, ckpt, {**LORA, "quantize_base": True}, max_steps_per_epoch=3,
+                             enable_activation_checkpointing=True,
                              optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2})
     assert any(has_nf4_weight(m) for m in trainer.decoder.modules())
     after = trainer.decoder.state_dict()
@@ -127,6 +128,12 @@ def test_qlora_trains_and_adapter_loads_in_peft_over_dequantized_base(ckpt, tmp_
     hf_dense = tuner_to_hf(dense, "SMOLLM2", hf_config)
     peft_logits = _peft_logits(ckpt, tmp_path / "out" / "step_3" / "adapter", tokens, base_state=hf_dense)
     assert torch.allclose(peft_logits, ours, atol=1e-4)
+    # The merged model (dequantized base + adapters) loads in transformers with the same logits.
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "step_3", torch_dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.allclose(merged(tokens).logits, ours, atol=1e-4)
 
 
 def test_lora_kill_and_resume_is_exact(ckpt, tmp_path):

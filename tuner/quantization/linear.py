@@ -191,7 +191,9 @@ def dequantized_state_dict(
     as soon as it is made, so the GPU holds one dense weight at a time; `dtype` (default: the
     compute dtype) casts those weights. Other entries are returned as `state_dict()` gives them.
     """
-    modules = {name + "." if name else "": m for name, m in model.named_modules() if has_nf4_weight(m)}
+    # Activation-checkpoint wrappers add a level to module names but not to state-dict keys.
+    modules = {(name + ".").replace("_checkpoint_wrapped_module.", "") if name else "": m
+               for name, m in model.named_modules() if has_nf4_weight(m)}
     out: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
         prefix, _, leaf = key.rpartition(".")
