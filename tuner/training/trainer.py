@@ -18,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
+from tuner.checkpoint import capture_rng_state, restore_rng_state
 from tuner.config import instantiate, to_container, validate
 from tuner.errors import ConfigError, TrainingError
 from tuner.training import memory
@@ -245,11 +246,10 @@ class Trainer:
     def _log_start(self) -> None:
         if not self.placement.is_main:
             return
-        trainable = sum(p.numel() for p in self.decoder.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in self.decoder.parameters())  # DTensor.numel() is the global size
-        pct = 100.0 * trainable / max(1, total)
+        from tuner.peft import trainable_params_summary
+
         where = "resuming at" if self.resuming else "starting at"
-        print(f"[tuner] {self.method.name}: trainable {pct:.2f}% ({_human(trainable)} / {_human(total)}); "
+        print(f"[tuner] {self.method.name}: {trainable_params_summary(self.decoder)}; "
               f"{self.total_steps} steps ({self.steps_per_epoch}/epoch x {self.epochs}); {where} step {self.global_step}; "
               f"device {self.device}, dtype {str(self.dtype).replace('torch.', '')}", flush=True)
 
@@ -265,7 +265,7 @@ class Trainer:
             "optimizer": self.placement.optimizer_state_dict(self.model, self.optimizer),
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else {},
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler else {},
-            "rng": _rng().capture_rng_state(),
+            "rng": capture_rng_state(),
         }
 
     def _restore_training_state(self, state: dict) -> None:
@@ -282,7 +282,7 @@ class Trainer:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if self.grad_scaler and state.get("grad_scaler"):
             self.grad_scaler.load_state_dict(state["grad_scaler"])
-        _rng().restore_rng_state(state["rng"])
+        restore_rng_state(state["rng"])
 
     def save_checkpoint(self, final: bool = False) -> None:
         state = self.method.checkpoint_state(self, self.decoder, final)
@@ -507,16 +507,3 @@ class Trainer:
             print(f"[{label}] {prompt}\n  -> {answers[-1]}", flush=True)
         self.decoder.train(was_training)
         return answers
-
-
-def _rng():
-    import tuner.checkpoint as checkpoint
-
-    return checkpoint
-
-
-def _human(n: int) -> str:
-    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(n)
