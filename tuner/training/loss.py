@@ -1,15 +1,16 @@
 """Next-token cross-entropy that never materialises [batch, seq, vocab] float32 logits.
 
-The loss takes the decoder's final hidden states and its output projection. It projects and
-scores the sequence chunk by chunk, recomputing each chunk's logits in backward
-(activation checkpointing of the projection), so the peak extra memory is one chunk's logits.
+The loss takes the decoder's final hidden states and its output projection and scores the
+sequence chunk by chunk. Each chunk's cross-entropy keeps only its logits in the training dtype
+for backward (the softmax is recomputed from them, in float32, one chunk at a time), so bf16
+training stores bf16 logits and no float32 copy. ``checkpoint_chunks=True`` goes further and keeps
+no logits at all, recomputing each chunk's projection in backward (less memory, one more matmul).
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -21,9 +22,36 @@ def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torc
     return torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), ignore_index)], dim=1)
 
 
+class _CrossEntropySum(torch.autograd.Function):
+    """Summed cross-entropy of ``logits`` [N, V] against ``targets`` [N], computed in float32,
+    saving the logits in their own dtype (not a float32 softmax) for backward."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
+        valid = targets != ignore_index
+        safe = targets.masked_fill(~valid, 0)
+        as_float = logits.float()
+        lse = torch.logsumexp(as_float, dim=-1)
+        picked = as_float.gather(1, safe[:, None]).squeeze(1)
+        ctx.save_for_backward(logits, safe, valid, lse)
+        return ((lse - picked) * valid).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, safe, valid, lse = ctx.saved_tensors
+        g = torch.exp(logits.float() - lse[:, None])  # softmax
+        g.scatter_add_(1, safe[:, None], torch.full_like(lse[:, None], -1.0))  # minus the one-hot target
+        g.mul_((valid.to(g.dtype) * grad)[:, None])
+        return g.to(logits.dtype), None, None
+
+
+def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Summed next-token loss of ``logits`` [..., V] against ``targets`` [...] (no mean)."""
+    return _CrossEntropySum.apply(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index)
+
+
 def _chunk_ce_sum(project: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    logits = project(hidden).float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=ignore_index, reduction="sum")
+    return cross_entropy_sum(project(hidden), targets, ignore_index)
 
 
 class ChunkedCrossEntropyLoss(nn.Module):
@@ -35,7 +63,7 @@ class ChunkedCrossEntropyLoss(nn.Module):
     the token count of the whole accumulation window.
     """
 
-    def __init__(self, num_output_chunks: int = 8, ignore_index: int = IGNORE_INDEX, reduction: str = "mean", checkpoint_chunks: bool = True) -> None:
+    def __init__(self, num_output_chunks: int = 8, ignore_index: int = IGNORE_INDEX, reduction: str = "mean", checkpoint_chunks: bool = False) -> None:
         super().__init__()
         self.num_output_chunks = num_output_chunks
         self.ignore_index = ignore_index
