@@ -1,0 +1,193 @@
+"""What `tune run generate` does: load the model (with adapters), then answer the configured
+prompts, or chat interactively, streaming the text as it is produced. See recipes/generate.py
+for the config keys."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, TextIO
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from tuner.errors import ConfigError
+from tuner.generation.loading import LOADING_KEYS, InferenceModel, cfg_get, check_keys, default_adapter, load_inference_model
+from tuner.generation.text import GenerationResult, generate_text, prompt_tokens
+
+GENERATION_KEYS = LOADING_KEYS | {
+    "prompt", "messages", "system", "chat_format", "max_new_tokens", "temperature", "top_k", "top_p",
+    "chat", "interactive", "output_file", "enable_kv_cache",
+}
+EXIT_WORDS = ("exit", "quit", "/exit", "/quit")
+
+
+@dataclass
+class PromptSpec:
+    """One prompt to answer: plain text or a conversation, with its system message and adapter."""
+
+    prompt: Optional[str] = None
+    messages: Optional[list[dict[str, Any]]] = None
+    system: Optional[str] = None
+    adapter: Optional[str] = None
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+
+
+def prompt_specs(cfg: DictConfig) -> list[PromptSpec]:
+    """The prompts of the config.
+
+    ``prompt`` is a string, torchtune's ``{system, user}``, or a list of those (list items may also
+    be ``{prompt|user, system, adapter}`` or ``{messages, adapter}``); ``messages`` is one whole
+    conversation. ``system`` and ``adapter`` at the top level are the defaults.
+    """
+    system = cfg_get(cfg, "system")
+    adapter = None  # the default adapter (resolved when the model is loaded)
+    node, messages = _plain(cfg_get(cfg, "prompt")), _plain(cfg_get(cfg, "messages"))
+    specs: list[PromptSpec] = []
+    if messages is not None:
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise ConfigError("messages must be a list of {role, content}", fix="write messages: [{role: user, content: Hi}]")
+        specs.append(PromptSpec(messages=messages, system=system, adapter=adapter))
+    items = node if isinstance(node, list) else ([] if node is None else [node])
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            specs.append(PromptSpec(prompt=item, system=system, adapter=adapter))
+            continue
+        if not isinstance(item, dict):
+            raise ConfigError(f"prompt[{i}] is {item!r}", fix="give a string or {user: ..., system: ..., adapter: ...}")
+        unknown = set(item) - {"prompt", "user", "system", "adapter", "messages"}
+        if unknown:
+            raise ConfigError(f"prompt[{i}] has unknown key(s) {sorted(unknown)}", fix="use user (or prompt), system, adapter, messages")
+        text = item.get("user", item.get("prompt"))
+        if text is None and item.get("messages") is None:
+            raise ConfigError(f"prompt[{i}] has no text", fix="give it a user: (or prompt:) or messages: key")
+        specs.append(PromptSpec(prompt=text, messages=item.get("messages"), system=item.get("system", system),
+                                adapter=item.get("adapter", adapter)))
+    return specs
+
+
+class GenerationRun:
+    """The generate recipe's work; `run` answers the prompts or starts the chat loop."""
+
+    def __init__(self, cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | None = None,
+                 stderr: TextIO | None = None) -> None:
+        check_keys(cfg, GENERATION_KEYS, "generate")
+        self.cfg = cfg
+        self.stdin, self.stdout, self.stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+        self.chat_format = bool(cfg_get(cfg, "chat_format", True))
+        self.max_new_tokens = int(cfg_get(cfg, "max_new_tokens", 256))
+        self.temperature = float(cfg_get(cfg, "temperature", 0.0))
+        top_k, top_p = cfg_get(cfg, "top_k"), cfg_get(cfg, "top_p")
+        self.top_k = None if top_k is None else int(top_k)
+        self.top_p = None if top_p is None else float(top_p)
+        self.use_cache = bool(cfg_get(cfg, "enable_kv_cache", True))
+        self.interactive = bool(cfg_get(cfg, "chat", False) or cfg_get(cfg, "interactive", False))
+        self.specs = prompt_specs(cfg)
+        if not self.specs and not self.interactive:
+            raise ConfigError("nothing to generate: no prompt, no messages and chat is off",
+                              fix="set prompt='your question', or chat=True for an interactive session")
+        self.loaded: InferenceModel | None = None
+        self.rng: torch.Generator | None = None
+        self.results: list[GenerationResult] = []
+
+    def setup(self) -> None:
+        self.loaded = load_inference_model(self.cfg)
+        seed = cfg_get(self.cfg, "seed")
+        self.rng = torch.Generator(device=self.loaded.device)
+        self.rng.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item()))
+        switcher = self.loaded.switcher
+        names = ", ".join(switcher.names) if switcher else "none"
+        self._info(f"model loaded on {self.loaded.device} ({str(self.loaded.dtype).replace('torch.', '')}); adapters: {names}")
+
+    def _info(self, line: str) -> None:
+        print(f"[tuner] {line}", file=self.stderr, flush=True)
+
+    def _write(self, piece: str) -> None:
+        self.stdout.write(piece)
+        self.stdout.flush()
+
+    def generate(self, tokens: list[int], adapter: Optional[str]) -> GenerationResult:
+        """Stream one answer to ``tokens`` with ``adapter`` active; record and return it."""
+        assert self.loaded is not None
+        self.loaded.use_adapter(adapter)
+        result = generate_text(self.loaded.model, self.loaded.tokenizer, tokens, self.max_new_tokens,
+                               temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, rng=self.rng,
+                               on_text=self._write, use_cache=self.use_cache)
+        self._write("\n")
+        result.adapter = self.loaded.switcher.active if self.loaded.switcher else None
+        self._info(result.summary())
+        self.results.append(result)
+        return result
+
+    def answer_prompts(self) -> None:
+        assert self.loaded is not None
+        default = default_adapter(self.cfg, self.loaded.switcher.names if self.loaded.switcher else [])
+        for spec in self.specs:
+            tokens = prompt_tokens(self.loaded.tokenizer, spec.prompt, messages=spec.messages, system=spec.system,
+                                   chat_format=self.chat_format)
+            adapter = spec.adapter if spec.adapter is not None else default
+            label = spec.prompt if spec.prompt is not None else (spec.messages or [{}])[-1].get("content", "")
+            self._info(f"[{adapter or 'base'}] {label}")
+            self.generate(tokens, adapter)
+
+    def chat(self) -> None:
+        """Read user turns from stdin until EOF or "exit"; ``/adapter NAME`` switches adapters,
+        ``/reset`` clears the conversation."""
+        assert self.loaded is not None
+        system = cfg_get(self.cfg, "system")
+        adapter = default_adapter(self.cfg, self.loaded.switcher.names if self.loaded.switcher else [])
+        history: list[dict[str, str]] = []
+        self._info("chat: type a message; /adapter NAME switches adapters, /reset clears the history, exit (or EOF) ends")
+        while True:
+            self.stderr.write("> ")
+            self.stderr.flush()
+            line = self.stdin.readline()
+            if not line:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text.lower() in EXIT_WORDS:
+                break
+            if text == "/reset":
+                history = []
+                continue
+            if text.startswith("/adapter"):
+                adapter = text[len("/adapter"):].strip() or None
+                self.loaded.use_adapter(adapter)
+                self._info(f"adapter: {adapter or 'base'}")
+                continue
+            if self.chat_format:
+                history.append({"role": "user", "content": text})
+                tokens = prompt_tokens(self.loaded.tokenizer, messages=history, system=system)
+            else:
+                tokens = prompt_tokens(self.loaded.tokenizer, text, chat_format=False)
+            result = self.generate(tokens, adapter)
+            if self.chat_format:
+                history.append({"role": "assistant", "content": result.text.strip()})
+
+    def write_results(self) -> None:
+        path = cfg_get(self.cfg, "output_file")
+        if path is None:
+            return
+        out = Path(str(path)).expanduser()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", encoding="utf-8") as f:
+            for r in self.results:
+                f.write(json.dumps({"adapter": r.adapter, "prompt_tokens": r.prompt_tokens, "tokens": r.tokens,
+                                    "text": r.text, "stopped": r.stopped, "tokens_per_second": r.tokens_per_second}) + "\n")
+
+    def run(self) -> list[GenerationResult]:
+        self.setup()
+        try:
+            if self.specs:
+                self.answer_prompts()
+            if self.interactive:
+                self.chat()
+        finally:
+            self.write_results()
+        return self.results
