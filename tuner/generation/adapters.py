@@ -87,11 +87,11 @@ def load_adapter(adapter_dir: str | os.PathLike, model_type: str, hf_config: Opt
                                   fix="use an adapter trained on this base model")
     else:
         from tuner.errors import TunerError
-        from tuner.peft import load_peft_adapter, load_peft_adapter_config
+        from tuner.peft import load_peft_adapter
 
         try:
-            config = load_peft_adapter_config(folder)
-            state = load_peft_adapter(folder, model_type, hf_config)
+            state = load_peft_adapter(folder, model_type, hf_config)  # checks the config's PEFT options too
+            config = _peft_merge_settings(folder)
         except CheckpointError:
             raise
         except TunerError as e:
@@ -99,6 +99,14 @@ def load_adapter(adapter_dir: str | os.PathLike, model_type: str, hf_config: Opt
     if not _module_prefixes(state):
         raise CheckpointError(f"adapter {name!r} ({folder}) holds no adapter weights", fix="point adapter_dir at a LoRA adapter folder")
     return Adapter(name=name, path=folder, state=state, config=config, modules=_module_prefixes(state))
+
+
+def _peft_merge_settings(folder: Path) -> dict[str, Any]:
+    """What merging needs from ``adapter_config.json`` (any target modules: merging does not
+    rebuild the adapter layers, so it is not limited to what `apply_lora` can express)."""
+    raw = json.loads((folder / ADAPTER_CONFIG).read_text())
+    return {"lora_rank": raw.get("r"), "lora_alpha": raw.get("lora_alpha"), "use_rslora": bool(raw.get("use_rslora", False)),
+            "use_dora": bool(raw.get("use_dora", False)), "peft_type": raw.get("peft_type")}
 
 
 def check_adapter_fits(model: nn.Module, adapter: Adapter) -> None:
