@@ -22,6 +22,31 @@ def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torc
     return torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), ignore_index)], dim=1)
 
 
+def _ce_forward(logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    as_float = logits.float()
+    lse = torch.logsumexp(as_float, dim=-1)
+    picked = as_float.gather(1, safe[:, None]).squeeze(1)
+    return ((lse - picked) * valid).sum(), lse
+
+
+def _ce_backward(logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, lse: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    g = torch.exp(logits.float() - lse[:, None])  # softmax
+    g = g - torch.nn.functional.one_hot(safe, logits.shape[-1]).to(g.dtype)
+    return (g * (valid.to(g.dtype) * grad)[:, None]).to(logits.dtype)
+
+
+_COMPILED: dict[str, Callable] = {}
+
+
+def _kernel(name: str, fn: Callable, on_cuda: bool) -> Callable:
+    """On CUDA, one fused compiled kernel per pass (read bf16 logits once, write once)."""
+    if not on_cuda:
+        return fn
+    if name not in _COMPILED:
+        _COMPILED[name] = torch.compile(fn, dynamic=True)
+    return _COMPILED[name]
+
+
 class _CrossEntropySum(torch.autograd.Function):
     """Summed cross-entropy of ``logits`` [N, V] against ``targets`` [N], computed in float32,
     saving the logits in their own dtype (not a float32 softmax) for backward."""
@@ -30,19 +55,14 @@ class _CrossEntropySum(torch.autograd.Function):
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
         valid = targets != ignore_index
         safe = targets.masked_fill(~valid, 0)
-        as_float = logits.float()
-        lse = torch.logsumexp(as_float, dim=-1)
-        picked = as_float.gather(1, safe[:, None]).squeeze(1)
+        loss, lse = _kernel("forward", _ce_forward, logits.is_cuda)(logits, safe, valid)
         ctx.save_for_backward(logits, safe, valid, lse)
-        return ((lse - picked) * valid).sum()
+        return loss
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         logits, safe, valid, lse = ctx.saved_tensors
-        g = torch.exp(logits.float() - lse[:, None])  # softmax
-        g.scatter_add_(1, safe[:, None], torch.full_like(lse[:, None], -1.0))  # minus the one-hot target
-        g.mul_((valid.to(g.dtype) * grad)[:, None])
-        return g.to(logits.dtype), None, None
+        return _kernel("backward", _ce_backward, logits.is_cuda)(logits, safe, valid, lse, grad), None, None
 
 
 def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
