@@ -35,7 +35,7 @@ LOADING_KEYS = frozenset({"model", "checkpointer", "tokenizer", "device", "dtype
 
 def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
     """``cfg.key`` or ``default`` when absent or null; a ConfigError when the config marks it ``???``."""
-    if isinstance(cfg, DictConfig) and "." not in key and key in cfg and OmegaConf.is_missing(cfg, key):
+    if isinstance(cfg, DictConfig) and "." not in key and key in cfg.keys() and OmegaConf.is_missing(cfg, key):
         raise ConfigError(f"{key} is required (the config leaves it as ???)", fix=f"pass {key}=<value> on the command line")
     value = OmegaConf.select(cfg, key, default=default) if isinstance(cfg, DictConfig) else cfg.get(key, default)
     return default if value is None else value

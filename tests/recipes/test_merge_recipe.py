@@ -1,0 +1,130 @@
+"""`tune run merge`: base + PEFT adapter (LoRA/DoRA, and a QLoRA run's adapter) -> one HF folder
+that transformers loads with the logits of base + adapter in PEFT; bf16 by default; complete
+folder; bad inputs give clear errors and write nothing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.recipes.helpers import make_hf_checkpoint, model_node, tune, write_config
+from tuner.errors import CheckpointError, ConfigError
+from tuner.generation.export import merge_checkpoint
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_hf_checkpoint(tmp_path_factory.mktemp("merge_tiny"), initializer_range=0.2)
+
+
+def merge_cfg(ckpt: Path, adapter_dir: Path, out: Path, **overrides) -> dict:
+    cfg = {
+        "model": model_node(),
+        "checkpointer": {"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(ckpt),
+                         "checkpoint_files": ["model.safetensors"], "model_type": "SMOLLM2"},
+        "adapter_dir": str(adapter_dir), "output_dir": str(out), "device": "cpu",
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def _hf(path: Path, dtype=torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype).eval()
+
+
+def _peft_logits(ckpt: Path, adapter: Path, tokens: torch.Tensor) -> torch.Tensor:
+    from peft import PeftModel
+
+    with torch.no_grad():
+        return PeftModel.from_pretrained(_hf(ckpt), adapter).eval()(tokens).logits
+
+
+@pytest.fixture(scope="module")
+def dora_adapter(ckpt, tmp_path_factory) -> Path:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("dora") / "adapter"
+    get_peft_model(_hf(ckpt), LoraConfig(r=4, lora_alpha=16, use_dora=True, init_lora_weights=False,
+                                         target_modules=["q_proj", "k_proj", "o_proj", "gate_proj", "down_proj"])).save_pretrained(folder)
+    return folder
+
+
+TOKENS = torch.randint(0, 49152, (2, 13), generator=torch.Generator().manual_seed(0))
+
+
+def test_merge_recipe_fp32_matches_peft(ckpt, dora_adapter, tmp_path):
+    out = tmp_path / "merged"
+    cfg_path = tmp_path / "merge.yaml"
+    cfg_path.write_text(json.dumps(merge_cfg(ckpt, dora_adapter, out, dtype="fp32")))
+    proc = tune("run", "merge", "--config", str(cfg_path))
+    assert str(out) in proc.stdout
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert not any(n.startswith("adapter") for n in names)
+    assert not list(tmp_path.glob(".merged.merge-*"))  # no staging left behind
+    with torch.no_grad():
+        merged = _hf(out)(TOKENS).logits
+    ref = _peft_logits(ckpt, dora_adapter, TOKENS)
+    assert torch.allclose(merged, ref, atol=1e-4), (merged - ref).abs().max()
+    with torch.no_grad():
+        assert not torch.allclose(_hf(ckpt)(TOKENS).logits, ref, atol=1e-2)  # the adapter matters
+
+
+def test_merge_defaults_to_bf16(ckpt, dora_adapter, tmp_path):
+    from safetensors.torch import load_file
+
+    out = merge_checkpoint(OmegaConf.create(merge_cfg(ckpt, dora_adapter, tmp_path / "bf16")))
+    config = json.loads((out / "config.json").read_text())
+    assert "bfloat16" in (config.get("torch_dtype"), config.get("dtype"))
+    assert {v.dtype for v in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
+    with torch.no_grad():
+        merged = _hf(out, torch.bfloat16)(TOKENS).logits.float()
+    ref = _peft_logits(ckpt, dora_adapter, TOKENS)
+    assert (merged - ref).abs().mean() < 0.05 * ref.abs().mean()
+
+
+def test_merge_qlora_run_adapter(ckpt, tmp_path):
+    """A QLoRA run's adapter (trained over the NF4 base) merged into the dense base = PEFT's
+    base + adapter over the dense base."""
+    from tuner.config import load_config
+    from tuner.training.lora import LoRAFinetune
+    from tuner.training.trainer import Trainer
+
+    lora = {"lora_attn_modules": ["q_proj", "v_proj"], "apply_lora_to_mlp": True, "lora_rank": 4, "lora_alpha": 8,
+            "quantize_base": True}
+    cfg = load_config(write_config(tmp_path / "qlora.yaml", ckpt, tmp_path / "run", lora=lora, max_steps_per_epoch=3,
+                                   batch_size=2, save_adapter_weights_only=True,
+                                   optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2}))
+    trainer = Trainer(cfg, LoRAFinetune())
+    trainer.setup()
+    trainer.train()
+    trainer.close()
+    step = tmp_path / "run" / "step_3"
+    out = merge_checkpoint(OmegaConf.create(merge_cfg(ckpt, step, tmp_path / "merged", dtype="fp32")))
+    with torch.no_grad():
+        merged = _hf(out)(TOKENS).logits
+    ref = _peft_logits(ckpt, step, TOKENS)
+    assert torch.allclose(merged, ref, atol=1e-4), (merged - ref).abs().max()
+
+
+def test_merge_errors_write_nothing(ckpt, dora_adapter, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        merge_checkpoint(OmegaConf.create(merge_cfg(ckpt, tmp_path / "missing", tmp_path / "a")))
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        merge_checkpoint(OmegaConf.create(merge_cfg(ckpt, dora_adapter, tmp_path / "full")))
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
+    with pytest.raises(ConfigError, match="one adapter"):
+        merge_checkpoint(OmegaConf.create(merge_cfg(ckpt, dora_adapter, tmp_path / "b", adapters={"x": str(dora_adapter)})))
+    cfg = OmegaConf.create(merge_cfg(ckpt, dora_adapter, tmp_path / "c"))
+    cfg.adapter_dir = "???"
+    with pytest.raises(ConfigError, match="adapter_dir is required"):
+        merge_checkpoint(cfg)
