@@ -15,7 +15,8 @@ Config keys:
 - ``dataset``: a dataset builder node (or a list of them), e.g. ``tuner.datasets.alpaca_dataset``
   with ``source: json`` and ``data_files``; ``batch_size`` (1), ``max_batches`` (all).
 - ``tasks``: lm-eval task names (optional; needs the ``lm-eval`` package); ``num_fewshot``,
-  ``limit`` (examples per task, or a fraction), ``max_gen_toks`` (256) for generation tasks.
+  ``limit`` (examples per task, or a fraction), ``max_gen_toks`` (256) for generation tasks,
+  ``include_path`` (a folder of your own task YAMLs, e.g. over local data files).
 - ``output_file``: optional path for the JSON result.
 """
 import json

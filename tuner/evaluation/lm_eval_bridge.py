@@ -54,7 +54,7 @@ class TunerLMScorer:
         self.max_length = int(max_seq_len or getattr(model, "max_seq_len", 2048))
         self.max_gen_toks = int(max_gen_toks)
         self.add_bos = add_bos
-        self.device = next(model.parameters()).device
+        self._device = next(model.parameters()).device
 
     # -- tokens --------------------------------------------------------------------------------
     def _encode(self, text: str, bos: bool) -> list[int]:
@@ -78,10 +78,10 @@ class TunerLMScorer:
     def _logprobs(self, context: list[int], targets: list[int]) -> tuple[float, bool]:
         """log P(targets | context) and whether every target is the argmax."""
         seq = (context + targets)[-(self.max_length + 1):]
-        inp = torch.tensor([seq[:-1]], dtype=torch.long, device=self.device)
+        inp = torch.tensor([seq[:-1]], dtype=torch.long, device=self._device)
         logits = self.model(inp)[0, -len(targets):].float()
         logp = F.log_softmax(logits, dim=-1)
-        tgt = torch.tensor(targets, dtype=torch.long, device=self.device)
+        tgt = torch.tensor(targets, dtype=torch.long, device=self._device)
         total = float(logp.gather(-1, tgt[:, None]).sum())
         greedy = bool((logits.argmax(-1) == tgt).all())
         return total, greedy
@@ -157,9 +157,17 @@ def make_lm_eval_model(model: torch.nn.Module, tokenizer: Any, **kwargs: Any) ->
 
 
 def run_lm_eval(lm: Any, tasks: Sequence[str], num_fewshot: Optional[int] = None, limit: Optional[float] = None,
-                **kwargs: Any) -> dict[str, Any]:
-    """Run harness ``tasks`` on ``lm``; returns the harness's ``results`` (per-task metrics)."""
+                include_path: Optional[str] = None, **kwargs: Any) -> dict[str, Any]:
+    """Run harness ``tasks`` on ``lm``; returns the harness's ``results`` (per-task metrics).
+
+    ``include_path``: a folder of extra task YAMLs (the harness's ``--include_path``), e.g. tasks
+    over local data files. Checked with lm-eval 0.4.13.
+    """
     lm_eval = import_lm_eval()
+    if include_path is not None:
+        from lm_eval.tasks import TaskManager
+
+        kwargs["task_manager"] = TaskManager(include_path=str(include_path))
     try:
         out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, **kwargs)
     except (KeyError, ValueError) as e:

@@ -14,7 +14,7 @@ from tuner.evaluation.perplexity import build_eval_dataloader, evaluate_loss
 from tuner.generation.loading import LOADING_KEYS, cfg_get, check_keys, load_inference_model
 
 EVAL_KEYS = LOADING_KEYS | {"dataset", "batch_size", "max_batches", "tasks", "num_fewshot", "limit", "max_gen_toks",
-                            "output_file"}
+                            "include_path", "output_file"}
 
 
 def _tasks(cfg: DictConfig) -> list[str]:
@@ -46,9 +46,12 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     if tasks:
         lm = make_lm_eval_model(loaded.model, loaded.tokenizer, max_gen_toks=int(cfg_get(cfg, "max_gen_toks", 256)))
         limit = cfg_get(cfg, "limit")
+        if limit is not None:  # a count (the harness wants an int) or a fraction of each task
+            limit = int(limit) if float(limit) >= 1 and float(limit).is_integer() else float(limit)
         fewshot = cfg_get(cfg, "num_fewshot")
         result["tasks"] = run_lm_eval(lm, tasks, num_fewshot=None if fewshot is None else int(fewshot),
-                                      limit=None if limit is None else float(limit))
+                                      limit=limit,
+                                      include_path=cfg_get(cfg, "include_path"))
     path = cfg_get(cfg, "output_file")
     if path is not None:
         out = Path(str(path)).expanduser()
