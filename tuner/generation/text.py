@@ -54,13 +54,20 @@ class IncrementalDecoder:
         text = self.tokenizer.decode(self.ids)
         if text.endswith("\ufffd"):
             return ""
-        piece = text[len(self.text):] if text.startswith(self.text) else text
-        self.text = text
-        return piece
+        return self._advance(text)
 
     def flush(self) -> str:
-        text = self.tokenizer.decode(self.ids)
-        piece = text[len(self.text):] if text.startswith(self.text) else ""
+        return self._advance(self.tokenizer.decode(self.ids))
+
+    def _advance(self, text: str) -> str:
+        # normally the old text is a prefix of the new; if a tokenizer re-renders earlier text,
+        # only what follows the common prefix is new (printed text cannot be taken back)
+        common = 0
+        for a, b in zip(self.text, text):
+            if a != b:
+                break
+            common += 1
+        piece = text[common:]
         self.text = text
         return piece
 
