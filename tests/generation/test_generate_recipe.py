@@ -153,7 +153,7 @@ def test_adapter_switching_equals_each_merged_model(ckpt, two_adapters):
 
 @pytest.fixture(scope="module")
 def ok_run(ckpt, tmp_path_factory) -> Path:
-    """A 25-step LoRA run on CPU where every answer is exactly "OK"; returns its last step folder."""
+    """A 32-step LoRA run on CPU where every answer is exactly "OK"; returns its last step folder."""
     from tuner.config import load_config
     from tuner.training.lora import LoRAFinetune
     from tuner.training.trainer import Trainer
@@ -167,9 +167,9 @@ def ok_run(ckpt, tmp_path_factory) -> Path:
     lora = {"lora_attn_modules": ["q_proj", "v_proj", "output_proj"], "apply_lora_to_mlp": True, "lora_rank": 8, "lora_alpha": 16}
     dataset = {"_component_": "tuner.datasets.instruct_dataset", "source": "json", "data_files": str(root / "ok.json"),
                "split": "train"}
-    cfg = load_config(write_config(root / "train.yaml", ckpt, root / "out", lora=lora, dataset=dataset, batch_size=8,
-                                   max_steps_per_epoch=25, epochs=4, shuffle=True, lr_scheduler=None,
-                                   optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2}))
+    cfg = load_config(write_config(root / "train.yaml", ckpt, root / "out", lora=lora, dataset=dataset, batch_size=4,
+                                   max_steps_per_epoch=16, epochs=2, shuffle=True,
+                                   optimizer={"_component_": "torch.optim.AdamW", "lr": 2e-2}))
     trainer = Trainer(cfg, LoRAFinetune())
     trainer.setup()
     trainer.train()
