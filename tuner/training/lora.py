@@ -28,7 +28,7 @@ class LoRAFinetune(FinetuneMethod):
 
         base = {k: v for k, v in checkpoint["model"].items() if not is_adapter_key(k)}
         adapter_keys = [k for k in model.state_dict() if is_adapter_key(k)]
-        load_into(model, base, trainer.device, trainer.dtype, may_be_missing=adapter_keys)
+        load_into(model, base, trainer.device, trainer.param_dtype, may_be_missing=adapter_keys)
         initialize_adapters(model)  # after the base: DoRA magnitudes and PiSSA factors depend on it
         if "adapter" in checkpoint:
             adapter = checkpoint["adapter"]

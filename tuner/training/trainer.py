@@ -63,7 +63,7 @@ class FinetuneMethod:
 
     def load_weights(self, trainer: "Trainer", model: nn.Module, checkpoint: dict) -> None:
         """Fill the model (built on the meta device) from the checkpoint's weights."""
-        load_into(model, checkpoint["model"], trainer.device, trainer.dtype)
+        load_into(model, checkpoint["model"], trainer.device, trainer.param_dtype)
 
     def set_trainable(self, trainer: "Trainer", model: nn.Module) -> None:
         """Choose which parameters train (all, for full fine-tuning)."""
@@ -113,6 +113,8 @@ class Trainer:
         else:
             self.placement = SingleDevice(self.device)
         self.dtype = get_dtype(_cfg_get(cfg, "dtype", "bf16"), self.device)
+        # fp16 is mixed precision: float32 weights, float16 autocast, a gradient scaler.
+        self.param_dtype = torch.float32 if self.dtype is torch.float16 else self.dtype
         self.batch_size = int(_cfg_get(cfg, "batch_size", 1))
         self.epochs = int(_cfg_get(cfg, "epochs", 1))
         self.grad_accum = int(_cfg_get(cfg, "gradient_accumulation_steps", 1))
@@ -193,7 +195,7 @@ class Trainer:
 
     def _build_model(self, checkpoint: dict) -> nn.Module:
         cfg = self.cfg
-        model = build_on_meta(cfg.model, self.dtype)
+        model = build_on_meta(cfg.model, self.param_dtype)
         if "model" in checkpoint:
             self.method.load_weights(self, model, checkpoint)
         else:  # a checkpointer without weights: train from a random initialisation
@@ -284,7 +286,18 @@ class Trainer:
             self.grad_scaler.load_state_dict(state["grad_scaler"])
         restore_rng_state(state["rng"])
 
+    def _check_finite_weights(self) -> None:
+        """Refuse to save weights that overflowed (a finite loss can precede them)."""
+        flags = [torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all() for p in self.decoder.parameters() if p.requires_grad]
+        bad = (~torch.stack(flags)).sum() if flags else torch.zeros((), device=self.device)
+        if self.placement.all_reduce_sum(bad.to(self.device, torch.long)).item():
+            raise TrainingError(
+                f"weights became nan/inf by step {self.global_step}; stopped without saving them (the last checkpoint is intact)",
+                "lower the learning rate, enable clip_grad_norm, or use dtype=bf16/fp32",
+            )
+
     def save_checkpoint(self, final: bool = False) -> None:
+        self._check_finite_weights()
         state = self.method.checkpoint_state(self, self.decoder, final)
         state["training_state"] = self.training_state()
         if self.placement.is_main:
@@ -300,7 +313,8 @@ class Trainer:
             mask = mask.to(self.device)
         labels = batch["labels"]
         n_tokens = (labels[:, 1:] != IGNORE_INDEX).sum()
-        with memory.activation_offloading(bool(_cfg_get(self.cfg, "enable_activation_offloading", False))):
+        autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.grad_scaler is not None else nullcontext()
+        with autocast, memory.activation_offloading(bool(_cfg_get(self.cfg, "enable_activation_offloading", False))):
             loss_sum = self.model(batch["tokens"], labels, mask=mask, input_pos=batch.get("input_pos"))
         return loss_sum, n_tokens
 
@@ -326,16 +340,16 @@ class Trainer:
                 self.batches_done += 1
                 if self.batches_done % self.grad_accum != 0:
                     continue
+                total_tokens = self.placement.all_reduce_sum(window_tokens.clone())
+                loss = (self.placement.all_reduce_sum(window_loss.clone()) / total_tokens.clamp(min=1)).item()
+                if not math.isfinite(loss):  # before the step: the bad update is never applied
+                    raise TrainingError(
+                        f"loss is {loss} at step {self.global_step + 1}; stopped without applying or saving it",
+                        "lower the learning rate, enable clip_grad_norm, or use dtype=bf16/fp32",
+                    )
                 grad_norm = self._optimizer_step(window_tokens)
                 self.global_step += 1
                 steps_done_in_epoch += 1
-                total_tokens = self.placement.all_reduce_sum(window_tokens.clone())
-                loss = (self.placement.all_reduce_sum(window_loss.clone()) / total_tokens.clamp(min=1)).item()
-                if not math.isfinite(loss):
-                    raise TrainingError(
-                        f"loss is {loss} at step {self.global_step}; stopped before saving anything from this run's bad weights",
-                        "lower the learning rate, enable clip_grad_norm, or use dtype=bf16/fp32",
-                    )
                 elapsed = time.perf_counter() - t0
                 if self.global_step % self.log_every == 0 or self.global_step == self.total_steps:
                     self._log_step(loss, grad_norm, window_positions / max(elapsed, 1e-9), progress)

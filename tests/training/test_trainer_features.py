@@ -1,0 +1,168 @@
+"""Training-core features on a tiny model on CPU: each optimised or memory-saving path gives the
+plain path's losses and weights; schedulers, validation, NaN stop, loggers and profiler work."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.recipes.helpers import make_hf_checkpoint, tune, write_config
+from tuner.config import load_config
+from tuner.errors import ConfigError, TrainingError
+from tuner.training.trainer import FinetuneMethod, Trainer
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_hf_checkpoint(tmp_path_factory.mktemp("hf_tiny"))
+
+
+def run(tmp_path: Path, ckpt: Path, name: str, **overrides) -> tuple[Trainer, list[dict]]:
+    out = tmp_path / name
+    cfg = load_config(write_config(tmp_path / f"{name}.yaml", ckpt, out, **{"max_steps_per_epoch": 3, **overrides}))
+    trainer = Trainer(cfg, FinetuneMethod())
+    trainer.run()
+    rows = [json.loads(line) for line in (out / "logs" / "log.jsonl").read_text().splitlines()]
+    return trainer, rows
+
+
+def losses(rows: list[dict]) -> list[float]:
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.decoder.state_dict().items()}
+
+
+def assert_same(a: Trainer, b: Trainer, atol: float) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=atol), k
+
+
+def test_gradient_accumulation_equals_one_big_batch(ckpt, tmp_path):
+    big, rows_big = run(tmp_path, ckpt, "big", batch_size=4)
+    acc, rows_acc = run(tmp_path, ckpt, "acc", batch_size=2, gradient_accumulation_steps=2)
+    assert losses(rows_big) == pytest.approx(losses(rows_acc), abs=1e-5)
+    assert_same(big, acc, 1e-5)
+
+
+def test_optimizer_in_backward_equals_a_plain_step(ckpt, tmp_path):
+    plain, rows_plain = run(tmp_path, ckpt, "plain")
+    inbwd, rows_inbwd = run(tmp_path, ckpt, "inbwd", optimizer_in_bwd=True)
+    assert losses(rows_plain) == pytest.approx(losses(rows_inbwd), abs=1e-5)
+    assert_same(plain, inbwd, 1e-5)
+    assert [r["lr"] for r in rows_plain] == pytest.approx([r["lr"] for r in rows_inbwd])
+
+
+def test_activation_checkpointing_and_offloading_change_nothing(ckpt, tmp_path):
+    plain, rows_plain = run(tmp_path, ckpt, "plain")
+    saving, rows_saving = run(tmp_path, ckpt, "saving", enable_activation_checkpointing=True, enable_activation_offloading=True)
+    assert losses(rows_plain) == pytest.approx(losses(rows_saving), abs=1e-6)
+    assert_same(plain, saving, 1e-6)
+
+
+def test_checkpointed_loss_chunks_change_nothing(ckpt, tmp_path):
+    plain, rows_plain = run(tmp_path, ckpt, "plain")
+    recompute, rows_re = run(tmp_path, ckpt, "recompute", loss={"_component_": "tuner.training.loss.ChunkedCrossEntropyLoss",
+                                                                "num_output_chunks": 3, "checkpoint_chunks": True})
+    assert losses(rows_plain) == pytest.approx(losses(rows_re), abs=1e-5)
+
+
+def test_packed_dataset_trains(ckpt, tmp_path):
+    _, rows = run(tmp_path, ckpt, "packed", dataset={"_component_": "tuner.datasets.alpaca_dataset", "source": "json",
+                                                    "data_files": str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alpaca_seed_tasks.json"),
+                                                    "packed": True, "train_on_input": False}, batch_size=2)
+    assert len(losses(rows)) == 3 and all(torch.isfinite(torch.tensor(losses(rows))))
+
+
+def test_fp16_with_grad_scaler_tracks_fp32(ckpt, tmp_path):
+    _, rows32 = run(tmp_path, ckpt, "fp32", max_steps_per_epoch=2, optimizer={"_component_": "torch.optim.SGD", "lr": 0.1})
+    t16, rows16 = run(tmp_path, ckpt, "fp16", max_steps_per_epoch=2, dtype="fp16", optimizer={"_component_": "torch.optim.SGD", "lr": 0.1})
+    assert t16.grad_scaler is not None
+    assert losses(rows16) == pytest.approx(losses(rows32), rel=2e-3)
+
+
+def test_validation_loss_is_logged(ckpt, tmp_path):
+    val = {"_component_": "tuner.datasets.alpaca_dataset", "source": "json",
+           "data_files": str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alpaca_seed_tasks.json"), "split": "train[:8]"}
+    _, rows = run(tmp_path, ckpt, "val", max_steps_per_epoch=4, dataset_val=val, run_val_every_n_steps=2)
+    vals = [r for r in rows if "val_loss" in r]
+    assert [r["step"] for r in vals] == [2, 4] and all(8 < r["val_loss"] < 12 for r in vals)
+
+
+def test_schedulers_warm_up_and_decay():
+    from tuner.training.lr_schedulers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
+
+    def lrs(make) -> list[float]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = make(opt)
+        out = []
+        for _ in range(10):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    cos = lrs(lambda o: get_cosine_schedule_with_warmup(o, 2, 10))
+    lin = lrs(lambda o: get_linear_schedule_with_warmup(o, 2, 10))
+    const = lrs(lambda o: get_constant_schedule_with_warmup(o, 2))
+    assert cos[:3] == pytest.approx([0.0, 0.5, 1.0]) and cos[-1] == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi * 7 / 8)).item()))
+    assert lin[:3] == pytest.approx([0.0, 0.5, 1.0]) and lin[6] == pytest.approx(0.5)
+    assert const == pytest.approx([0.0, 0.5] + [1.0] * 8)
+
+
+def test_nan_stops_the_run_and_nothing_bad_is_saved(ckpt, tmp_path):
+    import re
+
+    from safetensors.torch import load_file
+
+    out = tmp_path / "nan"
+    cfg = write_config(tmp_path / "nan.yaml", ckpt, out, max_steps_per_epoch=6, save_every_n_steps=1,
+                       optimizer={"_component_": "torch.optim.SGD", "lr": 1e30})
+    proc = tune("run", "full_finetune_single_device", "--config", str(cfg), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    match = re.search(r"error: (loss is (nan|inf) at step (\d+)|weights became nan/inf by step (\d+))", proc.stderr)
+    assert match, proc.stderr
+    failed_step = int(match.group(3) or match.group(4))
+    saved = sorted(int(p.name.split("_")[1]) for p in out.glob("step_*"))
+    assert all(step < failed_step for step in saved)
+    for step in saved:
+        assert all(torch.isfinite(t).all() for t in load_file(out / f"step_{step}" / "model.safetensors").values())
+
+
+def test_unknown_top_level_key_is_an_error(ckpt, tmp_path):
+    cfg = write_config(tmp_path / "typo.yaml", ckpt, tmp_path / "typo", batch_sise=4)
+    proc = tune("run", "full_finetune_single_device", "--config", str(cfg), check=False)
+    assert proc.returncode == 2 and "unknown config key(s): 'batch_sise' (did you mean 'batch_size'?)" in proc.stderr
+
+
+def test_optimizer_in_backward_refuses_accumulation(ckpt, tmp_path):
+    cfg = load_config(write_config(tmp_path / "bad.yaml", ckpt, tmp_path / "bad", optimizer_in_bwd=True, gradient_accumulation_steps=2))
+    with pytest.raises(ConfigError, match="optimizer_in_bwd needs gradient_accumulation_steps=1"):
+        Trainer(cfg, FinetuneMethod())
+
+
+def test_tensorboard_wandb_offline_and_profiler(ckpt, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "loggers"
+    loggers = [
+        {"_component_": "tuner.training.metric_logging.DiskLogger", "log_dir": str(out / "logs"), "filename": "log.jsonl"},
+        {"_component_": "tuner.training.metric_logging.TensorBoardLogger", "log_dir": str(out / "tb")},
+        {"_component_": "tuner.training.metric_logging.WandBLogger", "project": "tuner-test", "log_dir": str(out / "wandb")},
+    ]
+    profiler = {"enabled": True, "wait_steps": 0, "warmup_steps": 1, "active_steps": 1, "output_dir": str(out / "prof")}
+    cfg = load_config(write_config(tmp_path / "l.yaml", ckpt, out, max_steps_per_epoch=3, metric_logger=loggers, profiler=profiler))
+    Trainer(cfg, FinetuneMethod()).run()
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    run_dirs = list((out / "wandb").rglob("offline-run-*"))
+    assert run_dirs and any(p.name.endswith(".wandb") for p in run_dirs[0].iterdir())
+    assert list((out / "prof").glob("*.pt.trace.json*"))
