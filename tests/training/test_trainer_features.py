@@ -166,3 +166,26 @@ def test_tensorboard_wandb_offline_and_profiler(ckpt, tmp_path, monkeypatch):
     run_dirs = list((out / "wandb").rglob("offline-run-*"))
     assert run_dirs and any(p.name.endswith(".wandb") for p in run_dirs[0].iterdir())
     assert list((out / "prof").glob("*.pt.trace.json*"))
+
+
+def test_sharded_checkpoint_streams_in_and_a_missing_shard_is_named(tmp_path, monkeypatch):
+    from tuner.checkpoint import HFCheckpointer
+    from tuner.errors import CheckpointError
+    from tuner.training import build
+
+    sharded = make_hf_checkpoint(tmp_path / "sharded", max_shard_size="2MB")
+    shards = sorted(p.name for p in sharded.glob("model-*.safetensors"))
+    assert len(shards) >= 2
+    calls = []
+    original = build.StreamingLoad.__call__
+    monkeypatch.setattr(build.StreamingLoad, "__call__", lambda self, shard: (calls.append(len(shard)), original(self, shard))[1])
+    trainer, rows = run(tmp_path, sharded, "streamed", max_steps_per_epoch=1,
+                        checkpointer={"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(sharded),
+                                      "checkpoint_files": None, "model_type": "SMOLLM2", "output_dir": str(tmp_path / "streamed")})
+    assert len(calls) == len(shards)  # one shard at a time, never one merged state dict
+    assert len(losses(rows)) == 1
+    cfg = load_config(write_config(tmp_path / "partial.yaml", sharded, tmp_path / "partial",
+                                   checkpointer={"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(sharded),
+                                                 "checkpoint_files": shards[:1], "model_type": "SMOLLM2", "output_dir": str(tmp_path / "partial")}))
+    with pytest.raises(CheckpointError, match=r"the checkpoint lacks \d+ weight\(s\) the model needs: .*checkpoint_files"):
+        Trainer(cfg, FinetuneMethod()).setup()

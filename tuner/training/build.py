@@ -40,21 +40,49 @@ def materialize_remaining(model: nn.Module, device: torch.device) -> list[str]:
     return names
 
 
+class StreamingLoad:
+    """Fill a meta-built model from checkpoint shards as they arrive (a checkpointer's ``on_shard``).
+
+    Each shard is checked (unexpected keys, shapes), then its tensors are moved, cast and, for an
+    NF4 base, quantized one at a time, so host memory stays near one weight file and the GPU
+    never holds a dense copy of a quantized model. `finish` reports weights no shard provided.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype, may_be_missing: Iterable[str] = ()) -> None:
+        self.model, self.device, self.dtype = model, device, dtype
+        self.may_be_missing = set(may_be_missing)
+        self.shards = 0
+
+    def __call__(self, shard: Mapping[str, torch.Tensor]) -> None:
+        from tuner.checkpoint import check_state_dict
+        from tuner.quantization import quantize_state_dict_into
+
+        check_state_dict(self.model, shard, strict=True, check_missing=False)
+        quantize_state_dict_into(self.model, shard, device=self.device, dtype=self.dtype, strict=False)
+        self.shards += 1
+
+    def finish(self) -> None:
+        """Raise if a needed weight never arrived; allocate what may be missing; rebuild rope tables."""
+        from tuner.errors import CheckpointError
+
+        missing = [k for k, v in self.model.state_dict().items() if v.is_meta and k not in self.may_be_missing]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+            raise CheckpointError(
+                f"the checkpoint lacks {len(missing)} weight(s) the model needs: {shown}",
+                "check checkpointer.checkpoint_files (a shard left out?) and that the model builder matches the checkpoint",
+            )
+        materialize_remaining(self.model, self.device)
+        if hasattr(self.model, "rope_init"):
+            self.model.rope_init()  # non-persistent rotary tables are not in any checkpoint
+
+
 def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
               may_be_missing: Iterable[str] = ()) -> None:
-    """Fill ``model`` (built on meta) from ``state_dict``: checked, moved, cast, quantized as it loads.
-
-    Keys in ``may_be_missing`` (exact names) may be absent from the checkpoint; everything else
-    must match, or a CheckpointError lists the differences and the likely cause.
-    """
-    from tuner.checkpoint import check_state_dict
-    from tuner.quantization.load import quantize_state_dict_into
-
-    check_state_dict(model, state_dict, strict=True, ignore_missing=tuple(may_be_missing))
-    quantize_state_dict_into(model, state_dict, device=device, dtype=dtype, strict=False)
-    materialize_remaining(model, device)
-    if hasattr(model, "rope_init"):
-        model.rope_init()  # non-persistent rotary tables are not in any checkpoint
+    """Fill ``model`` (built on meta) from one in-memory state dict (see `StreamingLoad`)."""
+    loader = StreamingLoad(model, device, dtype, may_be_missing)
+    loader(state_dict)
+    loader.finish()
 
 
 @torch.no_grad()

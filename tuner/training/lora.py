@@ -22,13 +22,14 @@ ADAPTER_CONFIG_KEYS = (
 class LoRAFinetune(FinetuneMethod):
     name = "LoRA"
 
-    def load_weights(self, trainer: Trainer, model: nn.Module, checkpoint: dict) -> None:
-        from tuner.peft import initialize_adapters, is_adapter_key
-        from tuner.training.build import load_into
+    def may_be_missing(self, model: nn.Module) -> set[str]:
+        from tuner.peft import is_adapter_key
 
-        base = {k: v for k, v in checkpoint["model"].items() if not is_adapter_key(k)}
-        adapter_keys = [k for k in model.state_dict() if is_adapter_key(k)]
-        load_into(model, base, trainer.device, trainer.param_dtype, may_be_missing=adapter_keys)
+        return {k for k in model.state_dict() if is_adapter_key(k)}
+
+    def after_load(self, trainer: Trainer, model: nn.Module, checkpoint: dict) -> None:
+        from tuner.peft import initialize_adapters, is_adapter_key
+
         initialize_adapters(model)  # after the base: DoRA magnitudes and PiSSA factors depend on it
         if "adapter" in checkpoint:
             adapter = checkpoint["adapter"]

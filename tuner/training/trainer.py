@@ -22,7 +22,7 @@ from tuner.checkpoint import capture_rng_state, restore_rng_state
 from tuner.config import instantiate, to_container, validate
 from tuner.errors import ConfigError, TrainingError
 from tuner.training import memory
-from tuner.training.build import build_on_meta, load_into, random_init
+from tuner.training.build import StreamingLoad, build_on_meta, random_init
 from tuner.training.data_order import ResumableSampler
 from tuner.training.loss import IGNORE_INDEX, ChunkedCrossEntropyLoss
 from tuner.training.metric_logging import MetricLogger, StdoutLogger
@@ -61,9 +61,12 @@ class FinetuneMethod:
 
     name = "full"
 
-    def load_weights(self, trainer: "Trainer", model: nn.Module, checkpoint: dict) -> None:
-        """Fill the model (built on the meta device) from the checkpoint's weights."""
-        load_into(model, checkpoint["model"], trainer.device, trainer.param_dtype)
+    def may_be_missing(self, model: nn.Module) -> set[str]:
+        """State-dict keys the checkpoint's model weights need not hold (none, for full fine-tuning)."""
+        return set()
+
+    def after_load(self, trainer: "Trainer", model: nn.Module, checkpoint: dict) -> None:
+        """Anything to do once the weights are in (LoRA: initialise or load the adapters)."""
 
     def set_trainable(self, trainer: "Trainer", model: nn.Module) -> None:
         """Choose which parameters train (all, for full fine-tuning)."""
@@ -144,10 +147,16 @@ class Trainer:
                 logger.log_config(to_container(cfg))
 
         self.checkpointer = instantiate(cfg.checkpointer, resume_from_checkpoint=bool(_cfg_get(cfg, "resume_from_checkpoint", False)))
-        checkpoint = self.checkpointer.load_checkpoint()
+        decoder = build_on_meta(cfg.model, self.param_dtype)
+        loader = StreamingLoad(decoder, self.device, self.param_dtype, self.method.may_be_missing(decoder))
+        checkpoint = self.checkpointer.load_checkpoint(on_shard=loader)
+        if loader.shards:
+            loader.finish()
+        else:  # a checkpointer without weights: train from a random initialisation
+            random_init(decoder, self.device)
         self.resuming = "training_state" in checkpoint
 
-        self.model = self._build_model(checkpoint)
+        self.model = self._build_model(decoder, checkpoint)
         self.tokenizer = instantiate(cfg.tokenizer)
         self.dataloader, self.sampler = self._build_dataloader(cfg.dataset, shuffle=bool(_cfg_get(cfg, "shuffle", True)))
         self.val_dataloader = None
@@ -193,13 +202,10 @@ class Trainer:
         nodes = list(node) if isinstance(node, (list, ListConfig)) else [node]
         return [instantiate(n) for n in nodes]
 
-    def _build_model(self, checkpoint: dict) -> nn.Module:
+    def _build_model(self, model: nn.Module, checkpoint: dict) -> nn.Module:
+        """Finish the loaded decoder (adapters, trainable set, memory features) and place it."""
         cfg = self.cfg
-        model = build_on_meta(cfg.model, self.param_dtype)
-        if "model" in checkpoint:
-            self.method.load_weights(self, model, checkpoint)
-        else:  # a checkpointer without weights: train from a random initialisation
-            random_init(model, self.device)
+        self.method.after_load(self, model, checkpoint)
         self.method.set_trainable(self, model)
         if _cfg_get(cfg, "enable_activation_checkpointing", False):
             memory.apply_activation_checkpointing(model)
