@@ -185,88 +185,94 @@ class AlpacaToMessages:
         }
 
 
+class _ConversationToMessages:
+    """The loop both conversation styles share: a column holding a list of turn objects -> messages.
+
+    A style names its column (``_column``), the keys of a turn's speaker and text
+    (``_speaker_key``, ``_text_key``), the other style to suggest for objects of another shape
+    (``_other_style``) and how a speaker maps to a role (``_role``); the system-prompt and
+    masking rules are the same for both.
+    """
+
+    _column: str
+    _speaker_key: str
+    _text_key: str
+    _other_style: str
+
+    def __init__(
+        self,
+        train_on_input: bool = False,
+        column_map: Optional[Mapping[str, str]] = None,
+        new_system_prompt: Optional[str] = None,
+    ) -> None:
+        self.train_on_input = train_on_input
+        self.column_map = _mapped(column_map, (self._column,))
+        self.new_system_prompt = new_system_prompt
+
+    def _role(self, speaker: Any, col: str, j: int) -> str:
+        raise NotImplementedError
+
+    def __call__(self, row: Mapping[str, Any]) -> dict[str, list[Message]]:
+        col = self.column_map[self._column]
+        turns = _get_list(row, col, self._column)
+        messages = []
+        if self.new_system_prompt is not None:
+            messages.append(Message("system", self.new_system_prompt, masked=True))
+        for j, turn in enumerate(turns):
+            if not isinstance(turn, Mapping) or self._speaker_key not in turn or self._text_key not in turn:
+                raise DataError(
+                    f"turn {j} of column {col!r} is not a {{'{self._speaker_key}', '{self._text_key}'}} object",
+                    self._other_style,
+                )
+            role = self._role(turn[self._speaker_key], col, j)
+            if role == "system" and self.new_system_prompt is not None:
+                continue
+            masked = role != "assistant" and not self.train_on_input
+            messages.append(Message(role, _turn_content(turn[self._text_key], col, j), masked=masked))
+        return {"messages": messages}
+
+
 _SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
-class ShareGPTToMessages:
+class ShareGPTToMessages(_ConversationToMessages):
     """A ShareGPT row, ``conversations: [{"from": "human"|"gpt"|"system", "value": ...}]`` -> messages.
 
     ``column_map`` maps "conversations". ``new_system_prompt`` replaces any system turn.
     ``train_on_input=False`` masks system and user turns.
     """
 
-    def __init__(
-        self,
-        train_on_input: bool = False,
-        column_map: Optional[Mapping[str, str]] = None,
-        new_system_prompt: Optional[str] = None,
-    ) -> None:
-        self.train_on_input = train_on_input
-        self.column_map = _mapped(column_map, ("conversations",))
-        self.new_system_prompt = new_system_prompt
+    _column = "conversations"
+    _speaker_key = "from"
+    _text_key = "value"
+    _other_style = "use conversation_style='openai' for {'role', 'content'} lists"
 
-    def __call__(self, row: Mapping[str, Any]) -> dict[str, list[Message]]:
-        col = self.column_map["conversations"]
-        turns = _get_list(row, col, "conversations")
-        messages = []
-        if self.new_system_prompt is not None:
-            messages.append(Message("system", self.new_system_prompt, masked=True))
-        for j, turn in enumerate(turns):
-            if not isinstance(turn, Mapping) or "from" not in turn or "value" not in turn:
-                raise DataError(
-                    f"turn {j} of column {col!r} is not a {{'from', 'value'}} object",
-                    "use conversation_style='openai' for {'role', 'content'} lists",
-                )
-            role = _SHAREGPT_ROLES.get(turn["from"])
-            if role is None:
-                raise DataError(
-                    f"turn {j} of column {col!r} has unknown speaker {turn['from']!r}",
-                    f"use one of {sorted(_SHAREGPT_ROLES)}",
-                )
-            if role == "system" and self.new_system_prompt is not None:
-                continue
-            masked = role != "assistant" and not self.train_on_input
-            messages.append(Message(role, _turn_content(turn["value"], col, j), masked=masked))
-        return {"messages": messages}
+    def _role(self, speaker: Any, col: str, j: int) -> str:
+        role = _SHAREGPT_ROLES.get(speaker)
+        if role is None:
+            raise DataError(
+                f"turn {j} of column {col!r} has unknown speaker {speaker!r}",
+                f"use one of {sorted(_SHAREGPT_ROLES)}",
+            )
+        return role
 
 
-class OpenAIToMessages:
+class OpenAIToMessages(_ConversationToMessages):
     """An OpenAI-style row, ``messages: [{"role", "content"}]`` -> messages.
 
     ``column_map`` maps "messages". ``new_system_prompt`` replaces any system turn.
     ``train_on_input=False`` masks system and user turns.
     """
 
-    def __init__(
-        self,
-        train_on_input: bool = False,
-        column_map: Optional[Mapping[str, str]] = None,
-        new_system_prompt: Optional[str] = None,
-    ) -> None:
-        self.train_on_input = train_on_input
-        self.column_map = _mapped(column_map, ("messages",))
-        self.new_system_prompt = new_system_prompt
+    _column = "messages"
+    _speaker_key = "role"
+    _text_key = "content"
+    _other_style = "use conversation_style='sharegpt' for {'from', 'value'} lists"
 
-    def __call__(self, row: Mapping[str, Any]) -> dict[str, list[Message]]:
-        col = self.column_map["messages"]
-        turns = _get_list(row, col, "messages")
-        messages = []
-        if self.new_system_prompt is not None:
-            messages.append(Message("system", self.new_system_prompt, masked=True))
-        for j, turn in enumerate(turns):
-            if not isinstance(turn, Mapping) or "role" not in turn or "content" not in turn:
-                raise DataError(
-                    f"turn {j} of column {col!r} is not a {{'role', 'content'}} object",
-                    "use conversation_style='sharegpt' for {'from', 'value'} lists",
-                )
-            role = turn["role"]
-            if role not in ROLES:
-                raise DataError(f"turn {j} of column {col!r} has unknown role {role!r}", f"use one of {', '.join(ROLES)}")
-            if role == "system" and self.new_system_prompt is not None:
-                continue
-            masked = role != "assistant" and not self.train_on_input
-            messages.append(Message(role, _turn_content(turn["content"], col, j), masked=masked))
-        return {"messages": messages}
+    def _role(self, speaker: Any, col: str, j: int) -> str:
+        if speaker not in ROLES:
+            raise DataError(f"turn {j} of column {col!r} has unknown role {speaker!r}", f"use one of {', '.join(ROLES)}")
+        return speaker
 
 
 def _get_list(row: Mapping[str, Any], column: str, expected: str) -> list:
