@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from tuner.data.messages import Message, to_messages, validate_messages
 from tuner.data.prompt_templates import PromptTemplateLike, resolve_prompt_template
+from tuner.data.tokenizers._backends import SentencePieceBackend
 
 # (text, masked): one piece of a rendered conversation. masked=True leaves its tokens out of the loss.
 Piece = tuple[str, bool]
@@ -136,3 +137,31 @@ class ModelTokenizer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name or 'tokenizer'}, vocab_size={self.vocab_size}, max_seq_len={self.max_seq_len})"
+
+
+def sentencepiece_tokenizer(
+    path: str,
+    chat_format: ChatFormat,
+    *,
+    max_seq_len: Optional[int],
+    prompt_template: PromptTemplateLike,
+    name: str,
+) -> ModelTokenizer:
+    """A family tokenizer over a SentencePiece ``tokenizer.model`` whose own ids are the family's.
+
+    BOS and EOS are the model's (``<s>``, ``</s>`` for Llama 2 and Mistral), pad its pad id or 0
+    where it has none, and generation stops at EOS.
+    """
+    backend = SentencePieceBackend(path)
+    sp = backend.sp
+    return ModelTokenizer(
+        backend,
+        chat_format,
+        bos_id=sp.bos_id(),
+        eos_id=sp.eos_id(),
+        pad_id=max(sp.pad_id(), 0),
+        stop_tokens=[sp.eos_id()],
+        max_seq_len=max_seq_len,
+        prompt_template=prompt_template,
+        name=name,
+    )

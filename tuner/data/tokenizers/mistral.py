@@ -5,8 +5,7 @@ from typing import Optional, Sequence
 
 from tuner.data.messages import Message
 from tuner.data.prompt_templates import PromptTemplateLike
-from tuner.data.tokenizers._backends import SentencePieceBackend
-from tuner.data.tokenizers._base import ModelTokenizer, Piece
+from tuner.data.tokenizers._base import ModelTokenizer, Piece, sentencepiece_tokenizer
 
 
 class MistralFormat:
@@ -35,16 +34,6 @@ def mistral_tokenizer(
     path: str, max_seq_len: Optional[int] = None, prompt_template: PromptTemplateLike = None
 ) -> ModelTokenizer:
     """Mistral tokenizer from its SentencePiece ``tokenizer.model`` (BOS ``<s>``, EOS ``</s>``, pad 0)."""
-    backend = SentencePieceBackend(path)
-    sp = backend.sp
-    return ModelTokenizer(
-        backend,
-        MistralFormat(),
-        bos_id=sp.bos_id(),
-        eos_id=sp.eos_id(),
-        pad_id=max(sp.pad_id(), 0),
-        stop_tokens=[sp.eos_id()],
-        max_seq_len=max_seq_len,
-        prompt_template=prompt_template,
-        name="mistral",
+    return sentencepiece_tokenizer(
+        path, MistralFormat(), max_seq_len=max_seq_len, prompt_template=prompt_template, name="mistral"
     )
