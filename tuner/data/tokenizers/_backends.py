@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from tuner.errors import DataError
 
@@ -45,6 +45,23 @@ class _SpecialSplitter:
         if pos < len(text):
             out.append((pos, len(text), None))
         return out
+
+    def encode(
+        self, text: str, encode_segment: Callable[[str], tuple[list[int], list[int]]]
+    ) -> tuple[list[int], list[int]]:
+        """Ids of text and the character offset where each starts: a special token is its id, the
+        text between specials goes through ``encode_segment`` (ids, offsets within the segment)."""
+        ids: list[int] = []
+        starts: list[int] = []
+        for start, end, special in self.split(text):
+            if special is not None:
+                ids.append(special)
+                starts.append(start)
+                continue
+            seg_ids, seg_starts = encode_segment(text[start:end])
+            ids.extend(seg_ids)
+            starts.extend(start + o for o in seg_starts)
+        return ids, starts
 
 
 class SentencePieceBackend:
@@ -83,18 +100,7 @@ class SentencePieceBackend:
         return set(self.special_tokens.values())
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
-        ids: list[int] = []
-        starts: list[int] = []
-        for start, end, special in self._splitter.split(text):
-            if special is not None:
-                ids.append(special)
-                starts.append(start)
-                continue
-            seg = text[start:end]
-            seg_ids, seg_starts = self._encode_segment(seg)
-            ids.extend(seg_ids)
-            starts.extend(start + o for o in seg_starts)
-        return ids, starts
+        return self._splitter.encode(text, self._encode_segment)
 
     def _encode_segment(self, seg: str) -> tuple[list[int], list[int]]:
         """SentencePiece ids of seg and the character offset (in seg) where each piece starts.
@@ -198,18 +204,12 @@ class TikTokenBackend:
         return set(self.special_tokens.values())
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
-        ids: list[int] = []
-        starts: list[int] = []
-        for start, end, special in self._splitter.split(text):
-            if special is not None:
-                ids.append(special)
-                starts.append(start)
-                continue
-            seg_ids = self.enc.encode_ordinary(text[start:end])
-            _, offs = self.enc.decode_with_offsets(seg_ids)
-            ids.extend(seg_ids)
-            starts.extend(start + o for o in offs)
-        return ids, starts
+        return self._splitter.encode(text, self._encode_segment)
+
+    def _encode_segment(self, seg: str) -> tuple[list[int], list[int]]:
+        seg_ids = self.enc.encode_ordinary(seg)
+        _, offs = self.enc.decode_with_offsets(seg_ids)
+        return seg_ids, offs
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         ids = [int(i) for i in ids]
