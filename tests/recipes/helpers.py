@@ -20,7 +20,8 @@ TINY = dict(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_
             tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
 
 
-def make_hf_checkpoint(folder: Path, seed: int = 0, initializer_range: float = 0.02, max_shard_size: str | None = None) -> Path:
+def make_hf_checkpoint(folder: Path, seed: int = 0, initializer_range: float = 0.02, max_shard_size: str | None = None,
+                       with_tokenizer: bool = True) -> Path:
     """A random tiny Llama (SmolLM2 layout: tied embeddings) saved by transformers, with tokenizer files.
 
     A larger ``initializer_range`` gives the frozen (tied) embeddings enough scale for adapters
@@ -31,7 +32,7 @@ def make_hf_checkpoint(folder: Path, seed: int = 0, initializer_range: float = 0
     torch.manual_seed(seed)
     model = LlamaForCausalLM(LlamaConfig(**TINY, initializer_range=initializer_range)).float()
     model.save_pretrained(folder, safe_serialization=True, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
-    for name in ("tokenizer.json", "tokenizer_config.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json") if with_tokenizer else ():
         shutil.copy(TOKENIZER_DIR / name, folder / name)
     return folder
 

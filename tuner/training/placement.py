@@ -26,7 +26,8 @@ class SingleDevice:
         return value
 
     def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in model.state_dict().items()}
+        """The model's state dict on the CPU (as the sharded placement gives it), ready to merge and save."""
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     def optimizer_state_dict(self, model: nn.Module, optimizer) -> dict:
         return optimizer.state_dict()
