@@ -9,6 +9,11 @@ The recipe's own Trainer runs the shipped config with synthetic token data (ever
 ``--seq-len`` tokens), random weights (no download) and no checkpoint saving. Reported: median
 tokens/s over the steps after ``--warmup``, peak allocated / reserved GPU memory over the whole run,
 and MFU against a bf16 matmul rate measured in the same process (ANCHORS.md's method).
+
+``--compare-hf`` then runs the same workload as a plain HF transformers (+ peft) loop in the same
+process (the baseline of ANCHORS.md: sdpa, fused AdamW; LoRA on the same modules with the same
+rank; for QLoRA, a bf16 base with gradient checkpointing, as ANCHORS.md measured it), starting
+from the same weights where they are dense, and prints both results and their ratios.
 """
 from __future__ import annotations
 
@@ -30,7 +35,74 @@ WORKLOADS = {
 }
 
 
-def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | None, overrides: list[str]) -> dict:
+HF_NAMES = {"q_proj": "q_proj", "k_proj": "k_proj", "v_proj": "v_proj", "output_proj": "o_proj"}
+HF_MLP = ["gate_proj", "up_proj", "down_proj"]
+MODEL_TYPES = {"lora_1b": "LLAMA3_2", "full_1b": "LLAMA3_2", "qlora_8b": "LLAMA3"}
+
+
+def _peak_gib(device: str) -> tuple[float | None, float | None]:
+    import torch
+
+    if device != "cuda":
+        return None, None
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2), round(torch.cuda.max_memory_reserved() / 2**30, 2)
+
+
+def run_hf(workload: str, tuner_result: dict, trainer, initial_state: dict | None, device: str) -> dict:
+    """The same workload as a plain transformers (+ peft) training loop over the same batches."""
+    import time
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tuner.models.convert import hf_config_from_model, tuner_to_hf
+
+    model_type = MODEL_TYPES[workload]
+    hf_dict = hf_config_from_model(trainer.decoder, model_type)
+    config = AutoConfig.for_model(**{k: v for k, v in hf_dict.items() if k not in ("architectures", "torch_dtype", "dtype")})
+    config._attn_implementation = "sdpa"
+    dtype = trainer.param_dtype
+    del trainer.model, trainer.optimizer
+    trainer.decoder = None
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config).to(dtype)
+    if initial_state is not None:
+        model.load_state_dict(tuner_to_hf(initial_state, model_type, hf_dict), strict=False)
+    lora = tuner_result["lora"]
+    if lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        if lora["checkpointing"]:
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()
+        targets = [HF_NAMES[m] for m in lora["attn_modules"]] + (HF_MLP if lora["mlp"] else [])
+        model = get_peft_model(model, LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"], target_modules=targets, lora_dropout=0.0))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tuner_result["lr"], fused=device == "cuda")
+    batch, seq = tuner_result["batch_size"], tuner_result["seq_len"]
+    losses, times = [], []
+    for step in range(tuner_result["steps"]):
+        ids = torch.tensor([tuner_result["dataset"][step * batch + i]["tokens"] for i in range(batch)], device=device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        times.append(time.perf_counter() - t)
+    peak_alloc, peak_reserved = _peak_gib(device)
+    tps = statistics.median(batch * seq / t for t in times[tuner_result["warmup_steps"]:])
+    return {"tool": "hf-transformers" + ("+peft" if lora else ""), "tokens_per_s_median": round(tps, 1),
+            "peak_alloc_gib": peak_alloc, "peak_reserved_gib": peak_reserved, "first_loss": losses[0]}
+
+
+def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | None, overrides: list[str],
+        device: str = "cuda", compare_hf: bool = False) -> dict:
     import torch
 
     from tuner.bench import matmul_tflops, training_flops_per_token
@@ -54,18 +126,27 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         "shuffle=False", "log_every_n_steps=1", "progress_bar=False", "save_every_n_steps=null",
         "save_adapter_weights_only=True",  # nothing is written; skip building a merged copy
         f"metric_logger={{_component_: tuner.training.metric_logging.DiskLogger, log_dir: {out}, filename: log.jsonl}}",
-        "device=cuda", "dtype=bf16", "seed=0",
+        f"device={device}", "dtype=bf16", "seed=0",
         *extra, *overrides,
     ])
-    peak_tflops = matmul_tflops()
-    torch.cuda.reset_peak_memory_stats()
+    cfg.dataset.vocab_size = int(cfg.model.get("vocab_size", vocab))  # a shape override may shrink the vocabulary
+    peak_tflops = matmul_tflops() if device == "cuda" else None
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(cfg, LoRAFinetune() if method == "lora" else FinetuneMethod())
-    trainer.run()
+    trainer.setup()
+    dense = not any(n.endswith("weight_nf4") for n, _ in trainer.decoder.named_buffers())
+    initial_state = {k: v.detach().cpu().clone() for k, v in trainer.decoder.state_dict().items()} if compare_hf and dense else None
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steady = [r["tokens_per_second_per_gpu"] for r in rows if r["step"] > warmup]
     tps = statistics.median(steady)
     flops = training_flops_per_token(trainer.decoder, seq_len, full=method == "full")
-    return {
+    peak_alloc, peak_reserved = _peak_gib(device)
+    result = {
         "workload": workload,
         "config": config_name,
         "overrides": overrides,
@@ -74,14 +155,30 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         "steps": steps,
         "warmup_steps": warmup,
         "tokens_per_s_median": round(tps, 1),
-        "peak_alloc_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-        "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
-        "matmul_tflops": round(peak_tflops, 1),
-        "mfu": round(tps * flops / (peak_tflops * 1e12), 4),
+        "peak_alloc_gib": peak_alloc,
+        "peak_reserved_gib": peak_reserved,
+        "matmul_tflops": round(peak_tflops, 1) if peak_tflops else None,
+        "mfu": round(tps * flops / (peak_tflops * 1e12), 4) if peak_tflops else None,
+        "first_loss": rows[0]["loss"],
         "final_loss": rows[-1]["loss"],
-        "device": torch.cuda.get_device_name(),
+        "device": torch.cuda.get_device_name() if device == "cuda" else device,
         "torch": torch.__version__,
     }
+    if not compare_hf:
+        return result
+    model_cfg = cfg.model
+    lora = None if method == "full" else {
+        "attn_modules": list(model_cfg.lora_attn_modules), "mlp": bool(model_cfg.get("apply_lora_to_mlp", False)),
+        "rank": int(model_cfg.lora_rank), "alpha": float(model_cfg.lora_alpha),
+        "checkpointing": bool(cfg.get("enable_activation_checkpointing", False)),
+    }
+    spec = {**result, "lora": lora, "lr": float(cfg.optimizer.lr), "dataset": trainer.dataloader.dataset}
+    hf = run_hf(workload, spec, trainer, initial_state, device)
+    result["hf"] = hf
+    result["ratio_tokens_per_s"] = round(tps / hf["tokens_per_s_median"], 3)
+    if peak_alloc is not None:
+        result["ratio_peak_alloc"] = round(peak_alloc / hf["peak_alloc_gib"], 3)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,9 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--device", default="cuda", help="cuda (numbers to report) or cpu (a quick check of the harness)")
+    parser.add_argument("--compare-hf", action="store_true", help="also run the HF transformers (+ peft) baseline in this process")
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.workload, args.steps, args.warmup, args.seq_len, args.batch_size, args.overrides)))
+    print(json.dumps(run(args.workload, args.steps, args.warmup, args.seq_len, args.batch_size, args.overrides,
+                         device=args.device, compare_hf=args.compare_hf)))
     return 0
 
 
