@@ -11,13 +11,8 @@ import sys
 from omegaconf import DictConfig
 
 from tuner import config
-from tuner.training.trainer import FinetuneMethod, Trainer
-
-
-class FullFinetune(FinetuneMethod):
-    """All parameters train; checkpoints hold the full model (the `FinetuneMethod` defaults)."""
-
-    name = "full fine-tune"
+from tuner.training.full import FullFinetune
+from tuner.training.trainer import Trainer
 
 
 @config.parse

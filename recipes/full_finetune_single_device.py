@@ -2,22 +2,18 @@
 
     tune run full_finetune_single_device --config llama3_2/1B_full_single_device
 
-The loop, checkpoint/resume, logging and memory features live in `tuner.training.Trainer`; this
-recipe only says what full fine-tuning means: all parameters train and each checkpoint is the
-whole model in the format it was loaded from. Copy it with `tune cp` to change that.
+The loop, checkpoint/resume, logging and memory features live in `tuner.training.Trainer`; what
+full fine-tuning means (all parameters train, each checkpoint is the whole model in the format it
+was loaded from) is `tuner.training.full.FullFinetune`. Copy this file with `tune cp` and subclass
+`FullFinetune` here to change either.
 """
 import sys
 
 from omegaconf import DictConfig
 
 from tuner import config
-from tuner.training.trainer import FinetuneMethod, Trainer
-
-
-class FullFinetune(FinetuneMethod):
-    """All parameters train; checkpoints hold the full model (the `FinetuneMethod` defaults)."""
-
-    name = "full fine-tune"
+from tuner.training.full import FullFinetune
+from tuner.training.trainer import Trainer
 
 
 @config.parse

@@ -109,7 +109,8 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
     from tuner.config import apply_overrides, load_config
     from tuner.registry import resolve_config
     from tuner.training.lora import LoRAFinetune
-    from tuner.training.trainer import FinetuneMethod, Trainer
+    from tuner.training.full import FullFinetune
+    from tuner.training.trainer import Trainer
 
     config_name, method, default_batch, extra = WORKLOADS[workload]
     batch = batch_size or default_batch
@@ -133,7 +134,7 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
     peak_tflops = matmul_tflops() if device == "cuda" else None
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    trainer = Trainer(cfg, LoRAFinetune() if method == "lora" else FinetuneMethod())
+    trainer = Trainer(cfg, LoRAFinetune() if method == "lora" else FullFinetune())
     trainer.setup()
     dense = not any(n.endswith("weight_nf4") for n, _ in trainer.decoder.named_buffers())
     initial_state = {k: v.detach().cpu().clone() for k, v in trainer.decoder.state_dict().items()} if compare_hf and dense else None

@@ -29,14 +29,15 @@ def test_cuda_run_saves_a_folder_transformers_loads_with_the_same_logits(tmp_pat
     from transformers import AutoModelForCausalLM
 
     from tuner.training.lora import LoRAFinetune
-    from tuner.training.trainer import FinetuneMethod, Trainer
+    from tuner.training.full import FullFinetune
+    from tuner.training.trainer import Trainer
 
     ckpt = make_hf_checkpoint(tmp_path / "ckpt", initializer_range=0.2, max_shard_size="2MB", with_tokenizer=False)
     lora = None if kind == "full" else {**LORA, "quantize_base": kind == "qlora"}
     cfg, out = _config(tmp_path, ckpt, lora, dtype="fp32", enable_activation_checkpointing=kind == "qlora",
                        checkpointer={"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(ckpt),
                                      "checkpoint_files": None, "model_type": "SMOLLM2", "output_dir": str(tmp_path / "out")})
-    trainer = Trainer(cfg, FinetuneMethod() if kind == "full" else LoRAFinetune())
+    trainer = Trainer(cfg, FullFinetune() if kind == "full" else LoRAFinetune())
     trainer.run()
     tokens = torch.randint(0, 49152, (2, 33), device="cuda")
     trainer.decoder.eval()

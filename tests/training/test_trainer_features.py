@@ -11,7 +11,8 @@ import torch
 from tests.recipes.helpers import make_hf_checkpoint, tune, write_config
 from tuner.config import load_config
 from tuner.errors import ConfigError, TrainingError
-from tuner.training.trainer import FinetuneMethod, Trainer
+from tuner.training.full import FullFinetune
+from tuner.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def ckpt(tmp_path_factory) -> Path:
 def run(tmp_path: Path, ckpt: Path, name: str, **overrides) -> tuple[Trainer, list[dict]]:
     out = tmp_path / name
     cfg = load_config(write_config(tmp_path / f"{name}.yaml", ckpt, out, **{"max_steps_per_epoch": 3, **overrides}))
-    trainer = Trainer(cfg, FinetuneMethod())
+    trainer = Trainer(cfg, FullFinetune())
     trainer.run()
     rows = [json.loads(line) for line in (out / "logs" / "log.jsonl").read_text().splitlines()]
     return trainer, rows
@@ -147,7 +148,7 @@ def test_unknown_top_level_key_is_an_error(ckpt, tmp_path):
 def test_optimizer_in_backward_refuses_accumulation(ckpt, tmp_path):
     cfg = load_config(write_config(tmp_path / "bad.yaml", ckpt, tmp_path / "bad", optimizer_in_bwd=True, gradient_accumulation_steps=2))
     with pytest.raises(ConfigError, match="optimizer_in_bwd needs gradient_accumulation_steps=1"):
-        Trainer(cfg, FinetuneMethod())
+        Trainer(cfg, FullFinetune())
 
 
 def test_tensorboard_wandb_offline_and_profiler(ckpt, tmp_path, monkeypatch):
@@ -161,7 +162,7 @@ def test_tensorboard_wandb_offline_and_profiler(ckpt, tmp_path, monkeypatch):
     ]
     profiler = {"enabled": True, "wait_steps": 0, "warmup_steps": 1, "active_steps": 1, "output_dir": str(out / "prof")}
     cfg = load_config(write_config(tmp_path / "l.yaml", ckpt, out, max_steps_per_epoch=3, metric_logger=loggers, profiler=profiler))
-    Trainer(cfg, FinetuneMethod()).run()
+    Trainer(cfg, FullFinetune()).run()
     assert list((out / "tb").glob("events.out.tfevents.*"))
     run_dirs = list((out / "wandb").rglob("offline-run-*"))
     assert run_dirs and any(p.name.endswith(".wandb") for p in run_dirs[0].iterdir())
@@ -188,4 +189,4 @@ def test_sharded_checkpoint_streams_in_and_a_missing_shard_is_named(tmp_path, mo
                                    checkpointer={"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(sharded),
                                                  "checkpoint_files": shards[:1], "model_type": "SMOLLM2", "output_dir": str(tmp_path / "partial")}))
     with pytest.raises(CheckpointError, match=r"the checkpoint lacks \d+ weight\(s\) the model needs: .*checkpoint_files"):
-        Trainer(cfg, FinetuneMethod()).setup()
+        Trainer(cfg, FullFinetune()).setup()
