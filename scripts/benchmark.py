@@ -102,7 +102,7 @@ def run_hf(workload: str, tuner_result: dict, trainer, initial_state: dict | Non
 
 
 def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | None, overrides: list[str],
-        device: str = "cuda", compare_hf: bool = False) -> dict:
+        device: str = "cuda", compare_hf: bool = False, packed: bool = False) -> dict:
     import torch
 
     from tuner.bench import matmul_tflops, training_flops_per_token
@@ -131,6 +131,11 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         *extra, *overrides,
     ])
     cfg.dataset.vocab_size = int(cfg.model.get("vocab_size", vocab))  # a shape override may shrink the vocabulary
+    if packed:  # documents of 1/8 to all of seq_len tokens, packed with document masks
+        cfg.dataset.packed, cfg.dataset.min_len = True, max(1, seq_len // 8)
+        cfg.dataset.num_samples = int(cfg.dataset.num_samples) * 2
+    if compare_hf and packed:
+        raise SystemExit("--compare-hf compares unpacked workloads only (the HF baseline has no packing)")
     peak_tflops = matmul_tflops() if device == "cuda" else None
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -148,7 +153,7 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
     flops = training_flops_per_token(trainer.decoder, seq_len, full=method == "full")
     peak_alloc, peak_reserved = _peak_gib(device)
     result = {
-        "workload": workload,
+        "workload": workload + ("_packed" if packed else ""),
         "config": config_name,
         "overrides": overrides,
         "batch_size": batch,
@@ -191,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--device", default="cuda", help="cuda (numbers to report) or cpu (a quick check of the harness)")
     parser.add_argument("--compare-hf", action="store_true", help="also run the HF transformers (+ peft) baseline in this process")
+    parser.add_argument("--packed", action="store_true", help="variable-length documents packed into seq_len with document masks")
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = parser.parse_args(argv)
     print(json.dumps(run(args.workload, args.steps, args.warmup, args.seq_len, args.batch_size, args.overrides,
-                         device=args.device, compare_hf=args.compare_hf)))
+                         device=args.device, compare_hf=args.compare_hf, packed=args.packed)))
     return 0
 
 

@@ -32,3 +32,21 @@ def test_side_by_side_starts_from_the_same_model(workload, component):
     # Different random weights give first losses ~2e-3 apart at this size; the same weights agree to ~1e-6.
     assert result["hf"]["first_loss"] == pytest.approx(result["first_loss"], abs=2e-5)
     assert result["tokens_per_s_median"] > 0 and result["ratio_tokens_per_s"] > 0
+
+
+def test_packed_workload_trains_on_packed_documents():
+    bench = _benchmark()
+    result = bench.run("lora_1b", steps=3, warmup=1, seq_len=64, batch_size=2, device="cpu", packed=True,
+                       overrides=["model._component_=tuner.models.llama3_2.lora_llama3_2", "model.vocab_size=1000", *TINY])
+    assert result["workload"] == "lora_1b_packed"
+    assert 6.0 < result["first_loss"] < 7.5  # ~ln(1000) on random tokens: every document is scored
+
+
+def test_synthetic_packing_keeps_documents_apart():
+    from tuner.bench import NullTokenizer, synthetic_dataset
+
+    packs = synthetic_dataset(NullTokenizer(), seq_len=64, num_samples=20, vocab_size=100, packed=True, min_len=8)
+    sample = packs[0]
+    positions = sample["input_pos"] if "input_pos" in sample else None
+    assert len(sample["tokens"]) == 64
+    assert positions is not None and list(positions).count(0) >= 2  # several documents, positions restart

@@ -19,24 +19,34 @@ class NullTokenizer:
 
 
 class _Synthetic(Dataset):
-    def __init__(self, seq_len: int, num_samples: int, vocab_size: int, seed: int) -> None:
+    def __init__(self, seq_len: int, num_samples: int, vocab_size: int, seed: int, min_len: int | None) -> None:
         self.seq_len, self.num_samples, self.vocab_size, self.seed = seq_len, num_samples, vocab_size, seed
+        self.min_len = min_len
 
     def __len__(self) -> int:
         return self.num_samples
 
     def __getitem__(self, i: int) -> dict[str, list[int]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        tokens = torch.randint(0, self.vocab_size, (self.seq_len,), generator=g).tolist()
+        n = self.seq_len if self.min_len is None else int(torch.randint(self.min_len, self.seq_len + 1, (), generator=g))
+        tokens = torch.randint(0, self.vocab_size, (n,), generator=g).tolist()
         return {"tokens": tokens, "labels": list(tokens)}
 
 
-def synthetic_dataset(tokenizer: Any, seq_len: int = 2048, num_samples: int = 1000, vocab_size: int = 32000, seed: int = 0, packed: bool = False) -> Dataset:
-    """``num_samples`` sequences of exactly ``seq_len`` random token ids, every token trained on.
+def synthetic_dataset(tokenizer: Any, seq_len: int = 2048, num_samples: int = 1000, vocab_size: int = 32000, seed: int = 0,
+                      packed: bool = False, min_len: int | None = None) -> Dataset:
+    """``num_samples`` random token sequences, every token trained on.
 
-    ``packed`` is accepted for config compatibility: the sequences are already full length.
+    Each is exactly ``seq_len`` long, or (with ``min_len``) of a random length in
+    [min_len, seq_len], like real documents; ``packed=True`` then packs them into ``seq_len``
+    sequences with per-document positions and masks, as the dataset builders do.
     """
-    return _Synthetic(seq_len, num_samples, vocab_size, seed)
+    data = _Synthetic(seq_len, num_samples, vocab_size, seed, min_len)
+    if not packed:
+        return data
+    from tuner.data.packing import PackedDataset
+
+    return PackedDataset(data, max_seq_len=seq_len, padding_idx=getattr(tokenizer, "pad_id", 0))
 
 
 class RandomInitCheckpointer:
