@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import FAMILIES, make_hf_model, save_hf_model
+from tests.checkpoint.conftest import FAMILIES, make_hf_model, save_hf_model
 
 from tuner.checkpoint import HFCheckpointer, MetaCheckpointer, NativeCheckpointer, load_model_state
 from tuner.checkpoint.files import resolve_files

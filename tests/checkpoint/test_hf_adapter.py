@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import make_hf_model, save_hf_model
+from tests.checkpoint.conftest import make_hf_model, save_hf_model
 
 from tuner.checkpoint import HFCheckpointer
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import FAMILIES, hf_logits, make_hf_model, save_hf_model
+from tests.checkpoint.conftest import FAMILIES, hf_logits, make_hf_model, save_hf_model
 
 from tuner.checkpoint import HFCheckpointer, load_model_state
 from tuner.models.convert import build_model_from_hf_config

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import hf_logits, make_hf_model
+from tests.checkpoint.conftest import hf_logits, make_hf_model
 
 from tuner.checkpoint import MetaCheckpointer, NativeCheckpointer, load_model_state
 from tuner.models.convert import build_model_from_hf_config

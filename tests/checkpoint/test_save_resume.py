@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import hf_logits, make_hf_model, save_hf_model
+from tests.checkpoint.conftest import hf_logits, make_hf_model, save_hf_model
 
 import tuner.checkpoint.weights as weights
 from tuner.checkpoint import (

@@ -93,3 +93,15 @@ def test_rank_error_ends_job_with_its_message(ckpt, tmp_path):
     proc = tune("run", *TWO, "full_finetune_distributed", "--config", str(cfg), "checkpointer.checkpoint_files=[nope.safetensors]", check=False)
     assert proc.returncode != 0
     assert "nope.safetensors" in proc.stderr and "error:" in proc.stderr
+
+
+def test_qlora_distributed_matches_single_device(ckpt, tmp_path):
+    """The NF4 base (replicated buffers) reaches every rank by broadcast from rank 0."""
+    single, dist = _pair(tmp_path, ckpt, "lora", {**LORA, "quantize_base": True}, max_steps_per_epoch=2,
+                         save_adapter_weights_only=True)
+    ls, ld = logged_losses(single), logged_losses(dist)
+    assert sorted(ls) == sorted(ld) == [1, 2]
+    for step in ls:
+        assert abs(ls[step] - ld[step]) < 1e-5, (step, ls[step], ld[step])
+    a, b = load_file(single / "step_2" / "adapter_model.safetensors"), load_file(dist / "step_2" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -55,7 +55,7 @@ class RandomInitCheckpointer:
     def __init__(self, output_dir: str | None = None, model_type: str | None = None, resume_from_checkpoint: bool = False, **_: Any) -> None:
         self.output_dir = output_dir
 
-    def load_checkpoint(self, on_shard: Any = None) -> dict:
+    def load_checkpoint(self, on_shard: Any = None, weights: bool = True) -> dict:
         return {}
 
     def save_checkpoint(self, state: dict, step: int, epoch: int, adapter_only: bool = False) -> None:

@@ -200,15 +200,18 @@ class _Checkpointer:
             yield self._to_tuner(shard, folder)
             del shard
 
-    def load_checkpoint(self, on_shard: ShardCallback | None = None) -> dict[str, Any]:
+    def load_checkpoint(self, on_shard: ShardCallback | None = None, weights: bool = True) -> dict[str, Any]:
         """Load the model (tuner keys), and the adapter and training state when there are any.
 
         Returns ``{"model": sd, "adapter"?: sd, "training_state"?: dict, "resumed_from"?: info}``.
         With ``on_shard`` each file's converted state dict is handed to ``on_shard`` and dropped
         (so a model built on the meta device fills shard by shard); ``"model"`` is then absent.
+        ``weights=False`` reads no weight file at all (ranks that receive the weights by broadcast).
         """
         result: dict[str, Any] = {}
-        if on_shard is not None:
+        if not weights:
+            pass
+        elif on_shard is not None:
             for shard in self.iter_model_shards():
                 on_shard(shard)
         else:

@@ -147,16 +147,13 @@ class Trainer:
                 logger.log_config(to_container(cfg))
 
         self.checkpointer = instantiate(cfg.checkpointer, resume_from_checkpoint=bool(_cfg_get(cfg, "resume_from_checkpoint", False)))
-        decoder = build_on_meta(cfg.model, self.param_dtype)
-        loader = StreamingLoad(decoder, self.device, self.param_dtype, self.method.may_be_missing(decoder))
-        checkpoint = self.checkpointer.load_checkpoint(on_shard=loader)
-        if loader.shards:
-            loader.finish()
-        else:  # a checkpointer without weights: train from a random initialisation
-            random_init(decoder, self.device)
+        if self.placement.world_size > 1:
+            self.model, checkpoint = self._build_sharded_model()
+        else:
+            decoder = build_on_meta(cfg.model, self.param_dtype)
+            checkpoint = self._load_weights(decoder, self.device)
+            self.model = self._build_model(decoder)
         self.resuming = "training_state" in checkpoint
-
-        self.model = self._build_model(decoder, checkpoint)
         self.tokenizer = instantiate(cfg.tokenizer)
         self.dataloader, self.sampler = self._build_dataloader(cfg.dataset, shuffle=bool(_cfg_get(cfg, "shuffle", True)))
         self.val_dataloader = None
@@ -202,10 +199,44 @@ class Trainer:
         nodes = list(node) if isinstance(node, (list, ListConfig)) else [node]
         return [instantiate(n) for n in nodes]
 
-    def _build_model(self, model: nn.Module, checkpoint: dict) -> nn.Module:
-        """Finish the loaded decoder (adapters, trainable set, memory features) and place it."""
+    def _load_weights(self, decoder: nn.Module, device: torch.device) -> dict:
+        """Fill a meta-built decoder on ``device`` shard by shard (or randomly, for a checkpointer
+        without weights), then let the method finish it (LoRA: adapters); return the rest of the
+        checkpoint (adapter, training state)."""
+        loader = StreamingLoad(decoder, device, self.param_dtype, self.method.may_be_missing(decoder))
+        checkpoint = self.checkpointer.load_checkpoint(on_shard=loader)
+        if loader.shards:
+            loader.finish()
+        else:
+            random_init(decoder, device)
+        self.method.after_load(self, decoder, checkpoint)
+        return checkpoint
+
+    def _build_sharded_model(self) -> tuple[nn.Module, dict]:
+        """Several ranks: only rank 0 reads the weights (into host memory); every rank shards an
+        empty model and receives its shards of rank 0's weights by broadcast, so no rank ever
+        holds the whole model on its GPU."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        if self.placement.is_main:
+            full = build_on_meta(self.cfg.model, self.param_dtype)
+            checkpoint = self._load_weights(full, torch.device("cpu"))
+            state = {f"decoder.{k}": v for k, v in full.state_dict().items()}
+            del full
+        else:
+            checkpoint = self.checkpointer.load_checkpoint(weights=False)
+            state = {}
+        decoder = build_on_meta(self.cfg.model, self.param_dtype)
+        model = self._build_model(decoder)
+        model.to_empty(device=self.device)
+        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        if hasattr(decoder, "rope_init"):
+            decoder.rope_init()  # non-persistent rotary tables are not broadcast
+        return model, checkpoint
+
+    def _build_model(self, model: nn.Module) -> nn.Module:
+        """Finish the loaded decoder (trainable set, memory features) and place it."""
         cfg = self.cfg
-        self.method.after_load(self, model, checkpoint)
         self.method.set_trainable(self, model)
         if _cfg_get(cfg, "enable_activation_checkpointing", False):
             memory.apply_activation_checkpointing(model)
