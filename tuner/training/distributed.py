@@ -1,6 +1,8 @@
 """Several processes through torchrun: process group (NCCL on CUDA, gloo on CPU) and FSDP2.
 
 Each decoder layer and then the root are sharded with ``torch.distributed.fsdp.fully_shard``.
+Only rank 0 reads the checkpoint (into host memory); the others receive their shards by
+broadcast (see `Trainer._build_sharded_model`).
 Parameters keep the training dtype; gradients are reduced in float32 for bf16 runs. Checkpoints
 gather a full state dict on rank 0 (HF / PEFT export stays one complete folder), and the
 optimizer state is gathered to full tensors too, so a run can resume on any number of ranks.
