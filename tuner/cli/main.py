@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from tuner import __version__
-from tuner.errors import ConfigError, TunerError, UsageError, run_reporting_errors
+from tuner.errors import ConfigError, UsageError, run_reporting_errors
 
 app = typer.Typer(
     name="tune",

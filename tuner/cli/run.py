@@ -72,7 +72,7 @@ def _process_count(run_args: RunArgs) -> int:
 
 def run_recipe(args: list[str]) -> int:
     """Run a recipe as `tune run` does; returns the exit code."""
-    from tuner.config import apply_overrides, load_config, parse_recipe_args, validate
+    from tuner.config import parse_recipe_args, validate
     from tuner.registry import resolve_config, resolve_recipe
 
     run_args = split_run_args(args)

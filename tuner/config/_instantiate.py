@@ -66,14 +66,14 @@ def _build(node: Any, key_path: str) -> Any:
         if COMPONENT_KEY in node:
             fn = resolve_component(node[COMPONENT_KEY], key_path)
             kwargs = {k: _build(v, f"{key_path}.{k}" if key_path else k) for k, v in node.items() if k != COMPONENT_KEY}
-            return _call(fn, (), kwargs, node[COMPONENT_KEY], key_path)
+            return _call(fn, (), kwargs, key_path)
         return {k: _build(v, f"{key_path}.{k}" if key_path else k) for k, v in node.items()}
     if isinstance(node, list):
         return [_build(v, f"{key_path}[{i}]") for i, v in enumerate(node)]
     return node
 
 
-def _call(fn: Callable, args: tuple, kwargs: dict, path: str, key_path: str) -> Any:
+def _call(fn: Callable, args: tuple, kwargs: dict, key_path: str) -> Any:
     from tuner.config._validate import check_binding
 
     problems = check_binding(fn, kwargs.keys(), key_path, n_positional=len(args))
@@ -93,8 +93,7 @@ def instantiate(node: Any, *args: Any, **kwargs: Any) -> Any:
     plain = _to_plain(node)
     if not isinstance(plain, dict) or COMPONENT_KEY not in plain:
         raise ConfigError(f"cannot instantiate {plain!r}: it has no _component_ key")
-    key_path = ""
     fn = resolve_component(plain[COMPONENT_KEY])
     built = {k: _build(v, k) for k, v in plain.items() if k != COMPONENT_KEY}
     built.update(kwargs)
-    return _call(fn, args, built, plain[COMPONENT_KEY], key_path)
+    return _call(fn, args, built, "")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 from tuner.errors import ConfigError
 from tuner.evaluation.lm_eval_bridge import import_lm_eval, make_lm_eval_model, run_lm_eval

@@ -279,7 +279,7 @@ def load_peft_adapter(
     lambdas; the model built with the same ``projection_prng_key`` regenerates the projections.
     """
     path = Path(adapter_dir)
-    cfg = _read_config(path)
+    _read_config(path)  # validates the adapter config (refuses what tuner cannot load)
     if (path / ADAPTER_WEIGHTS).is_file():
         from safetensors.torch import load_file
 

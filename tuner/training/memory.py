@@ -25,7 +25,7 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
         layers[i] = checkpoint_wrapper(layer, preserve_rng_state=True)
 
 
-def compile_layers(model: nn.Module, loss_fn: nn.Module | None = None) -> None:
+def compile_layers(model: nn.Module) -> None:
     """torch.compile each decoder layer (fast to compile, reused across identical layers)."""
     for layer in decoder_layers(model):
         layer.compile()

@@ -13,7 +13,7 @@ from bisect import bisect_right
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from tuner.data.messages import Message, to_messages, validate_messages
+from tuner.data.messages import to_messages, validate_messages
 from tuner.data.prompt_templates import PromptTemplateLike, resolve_prompt_template
 from tuner.data.tokenizers._backends import SentencePieceBackend
 
