@@ -101,15 +101,36 @@ def run_hf(workload: str, tuner_result: dict, trainer, initial_state: dict | Non
             "peak_alloc_gib": peak_alloc, "peak_reserved_gib": peak_reserved, "first_loss": losses[0]}
 
 
+def kernel_summary(trace_dir: str, top: int = 25) -> dict:
+    """GPU time per kernel name over the traced steps, from the profiler's Chrome trace."""
+    traces = sorted(Path(trace_dir).glob("*.json"))
+    if not traces:
+        return {"error": f"no trace in {trace_dir}"}
+    events = json.loads(traces[-1].read_text()).get("traceEvents", [])
+    kernels = [e for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    steps = [e for e in events if str(e.get("name", "")).startswith("ProfilerStep#")]
+    by_name: dict[str, list[float]] = {}
+    for e in kernels:
+        by_name.setdefault(e["name"][:90], []).append(e.get("dur", 0) / 1e3)
+    rows = sorted(((sum(d), len(d), n) for n, d in by_name.items()), reverse=True)
+    return {
+        "steps_traced": len(steps),
+        "wall_ms": round(sum(e.get("dur", 0) for e in steps) / 1e3, 1),
+        "gpu_busy_ms": round(sum(sum(d) for d in by_name.values()), 1),
+        "kernel_launches": len(kernels),
+        "top_kernels_ms": [[round(ms, 2), n, name] for ms, n, name in rows[:top]],
+    }
+
+
 def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | None, overrides: list[str],
-        device: str = "cuda", compare_hf: bool = False, packed: bool = False) -> dict:
+        device: str = "cuda", compare_hf: bool = False, packed: bool = False, profile: str | None = None) -> dict:
     import torch
 
     from tuner.bench import matmul_tflops, training_flops_per_token
     from tuner.config import apply_overrides, load_config
     from tuner.registry import resolve_config
-    from tuner.training.lora import LoRAFinetune
     from tuner.training.full import FullFinetune
+    from tuner.training.lora import LoRAFinetune
     from tuner.training.trainer import Trainer
 
     config_name, method, default_batch, extra = WORKLOADS[workload]
@@ -134,6 +155,9 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
     if packed:  # documents of 1/8 to all of seq_len tokens, packed with document masks
         cfg.dataset.packed, cfg.dataset.min_len = True, max(1, seq_len // 8)
         cfg.dataset.num_samples = int(cfg.dataset.num_samples) * 2
+    if profile:  # two steps after warm-up, traced; summarised by `kernel_summary`
+        cfg.profiler = {"enabled": True, "output_dir": profile, "wait_steps": warmup, "warmup_steps": 1,
+                        "active_steps": 2, "record_shapes": False}
     if compare_hf and packed:
         raise SystemExit("--compare-hf compares unpacked workloads only (the HF baseline has no packing)")
     peak_tflops = matmul_tflops() if device == "cuda" else None
@@ -170,6 +194,8 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         "device": torch.cuda.get_device_name() if device == "cuda" else device,
         "torch": torch.__version__,
     }
+    if profile:
+        result["profile"] = kernel_summary(profile)
     if not compare_hf:
         return result
     model_cfg = cfg.model
@@ -197,10 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cuda (numbers to report) or cpu (a quick check of the harness)")
     parser.add_argument("--compare-hf", action="store_true", help="also run the HF transformers (+ peft) baseline in this process")
     parser.add_argument("--packed", action="store_true", help="variable-length documents packed into seq_len with document masks")
+    parser.add_argument("--profile", metavar="DIR", help="trace two steps after warm-up into DIR and add a GPU-kernel summary")
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = parser.parse_args(argv)
     print(json.dumps(run(args.workload, args.steps, args.warmup, args.seq_len, args.batch_size, args.overrides,
-                         device=args.device, compare_hf=args.compare_hf, packed=args.packed)))
+                         device=args.device, compare_hf=args.compare_hf, packed=args.packed,
+                         profile=args.profile)))
     return 0
 
 

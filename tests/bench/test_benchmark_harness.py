@@ -47,6 +47,15 @@ def test_synthetic_packing_keeps_documents_apart():
 
     packs = synthetic_dataset(NullTokenizer(), seq_len=64, num_samples=20, vocab_size=100, packed=True, min_len=8)
     sample = packs[0]
-    positions = sample["input_pos"] if "input_pos" in sample else None
+    positions = sample.get("input_pos", None)
     assert len(sample["tokens"]) == 64
     assert positions is not None and list(positions).count(0) >= 2  # several documents, positions restart
+
+
+def test_profile_traces_the_steps_after_warmup(tmp_path):
+    bench = _benchmark()
+    result = bench.run("lora_1b", steps=4, warmup=1, seq_len=32, batch_size=2, device="cpu", profile=str(tmp_path),
+                       overrides=["model._component_=tuner.models.llama3_2.lora_llama3_2", "model.vocab_size=1000", *TINY])
+    summary = result["profile"]
+    assert summary["steps_traced"] == 2 and summary["wall_ms"] > 0
+    assert summary["kernel_launches"] == 0  # CPU: no GPU kernels to list
