@@ -133,3 +133,83 @@ def test_nf4weight_is_a_plain_container():
     assert isinstance(q, NF4Weight) and q.shape == (8, 64) and q.device.type == "cpu"
     state = q.quant_state()
     assert state.nested and state.blocksize == 64 and state.quant_type == "nf4" and state.state2.blocksize == 256
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(64, 128), (37, 129), (300, 256)])  # odd numel; >256 blocks (several scale blocks)
+def test_tensor_op_dequantization_is_bit_identical_to_bitsandbytes(dtype, shape):
+    torch.manual_seed(1)
+    q = quantize_nf4((torch.randn(shape) * 0.05).to(dtype))
+    ours = nf4_module.dequantize_nf4_ops(q, *nf4_module.lookup_tables(q.device))
+    assert ours.dtype == dtype and ours.shape == q.shape
+    assert torch.equal(ours, bnbf.dequantize_4bit(q.packed, q.quant_state()))
+
+
+@pytest.mark.parametrize("save_dense", [False, True])
+def test_compiled_lora_over_nf4_is_one_graph_and_equals_eager(save_dense):
+    from tuner.peft.lora import LoRALinear
+    from tuner.quantization import keep_dense_weights_for_backward
+
+    torch.manual_seed(0)
+    layer = LoRALinear(128, 96, rank=4, alpha=8, quantize_base=True, init_lora_weights=False, dtype=torch.float32)
+    keep_dense_weights_for_backward(layer, save_dense)
+    x = torch.randn(2, 8, 128, requires_grad=True)
+    layer(x).square().sum().backward()
+    eager = (x.grad.clone(), layer.lora_a.weight.grad.clone(), layer.lora_b.weight.grad.clone())
+    x.grad = None
+    layer.zero_grad()
+    compiled = torch.compile(layer, fullgraph=True)  # fullgraph: a graph break here is an error
+    compiled(x).square().sum().backward()
+    for got, want in zip((x.grad, layer.lora_a.weight.grad, layer.lora_b.weight.grad), eager):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+class _TwoLayerNF4(torch.nn.Module):
+    """A stand-in decoder: `layers` of two NF4 linears each, as apply_activation_checkpointing expects."""
+
+    def __init__(self):
+        super().__init__()
+        from tuner.peft.lora import LoRALinear
+
+        self.layers = torch.nn.ModuleList(
+            torch.nn.Sequential(LoRALinear(32, 32, rank=2, alpha=4, quantize_base=True, init_lora_weights=False,
+                                           dtype=torch.float32), torch.nn.GELU(),
+                                LoRALinear(32, 32, rank=2, alpha=4, quantize_base=True, init_lora_weights=False,
+                                           dtype=torch.float32))
+            for _ in range(2))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+@pytest.mark.parametrize("checkpointing,dequantizations_per_weight", [(False, 2), (True, 2)])
+def test_checkpointed_layers_dequantize_twice_per_step_and_give_the_same_grads(
+    monkeypatch, checkpointing, dequantizations_per_weight
+):
+    """Without checkpointing: forward + backward. With it the recompute's dense weight serves the
+    backward too (it used to be forward + recompute + backward = 3)."""
+    from tuner.quantization import keep_dense_weights_for_backward
+    from tuner.training.memory import apply_activation_checkpointing
+
+    torch.manual_seed(0)
+    model = _TwoLayerNF4()
+    x = torch.randn(3, 32, requires_grad=True)  # so every layer's backward needs its input gradient
+    model(x).square().sum().backward()
+    reference = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    if checkpointing:
+        apply_activation_checkpointing(model)
+    calls = []
+    real = nf4_module.dequantize_nf4
+    monkeypatch.setattr(nf4_module, "dequantize_nf4", lambda q: calls.append(q.shape) or real(q))
+    model(x).square().sum().backward()
+    assert len(calls) == 4 * dequantizations_per_weight
+    for got, want in zip([p.grad for p in model.parameters() if p.requires_grad], reference):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    if checkpointing:  # and without the flag it would have been three
+        keep_dense_weights_for_backward(model, False)
+        calls.clear()
+        model(x).square().sum().backward()
+        assert len(calls) == 4 * 3

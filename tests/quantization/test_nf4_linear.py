@@ -189,3 +189,18 @@ def test_cuda_move_and_kernels_match_cpu():
     torch.testing.assert_close(x.grad, gpu.dequantize().sum(0).expand(4, -1), **bf16)
     back = gpu.to("cpu")
     assert torch.equal(back.dequantize(), cpu.dequantize())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tensor_op_dequantization_eager_and_compiled_match_the_kernel():
+    from tuner.quantization import nf4 as nf4_module
+
+    torch.manual_seed(0)
+    q = nf4_module.quantize_nf4(torch.randn(1024, 768, device="cuda", dtype=torch.bfloat16) * 0.02)
+    kernel = nf4_module.dequantize_nf4(q)
+    ops = nf4_module.dequantize_nf4_ops(q, *nf4_module.lookup_tables(q.device))
+    compiled = torch.compile(nf4_module.dequantize_nf4_ops, fullgraph=True)(q, *nf4_module.lookup_tables(q.device))
+    assert torch.equal(ops, kernel)
+    # the compiled kernel may fuse scale * code + offset into one FMA: at most one bf16 step apart
+    torch.testing.assert_close(compiled, kernel, atol=0, rtol=2**-7)

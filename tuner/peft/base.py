@@ -87,8 +87,7 @@ class FrozenBase(nn.Module):
         """``x @ W^T (+ b)`` with the frozen base."""
         bias = self.bias if with_bias else None
         if self.base_is_quantized():
-            q = quantization()
-            return q.linear_nf4(x, q.get_nf4_weight(self), bias)
+            return quantization().nf4_linear(self, x, bias)
         return F.linear(x, self.weight, bias)
 
     def base_numel(self) -> int:

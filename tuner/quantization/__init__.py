@@ -3,7 +3,8 @@
 Public API:
 - `quantize_nf4(weight, dtype=None) -> NF4Weight`, `dequantize_nf4(q) -> Tensor`,
   `linear_nf4(x, q, bias=None) -> Tensor` (nf4.py): the format and the frozen linear op.
-- `NF4Linear` (+ `NF4Linear.from_linear`); `register_nf4_weight`, `get_nf4_weight`,
+- `NF4Linear` (+ `NF4Linear.from_linear`); `nf4_linear(module, x, bias)`;
+  `keep_dense_weights_for_backward(module)` (activation-checkpointed layers); `register_nf4_weight`, `get_nf4_weight`,
   `set_nf4_weight`, `has_nf4_weight`, `nf4_spec` for other modules (LoRA layers with
   ``quantize_base=True``); `dequantized_state_dict(model)` for export (linear.py, whose docstring
   fixes what the state dict holds).
@@ -23,6 +24,8 @@ from tuner.quantization.linear import (
     dequantized_state_dict,
     get_nf4_weight,
     has_nf4_weight,
+    keep_dense_weights_for_backward,
+    nf4_linear,
     nf4_spec,
     register_nf4_weight,
     set_nf4_weight,
@@ -33,5 +36,6 @@ from tuner.quantization.nf4 import NF4Weight, dequantize_nf4, linear_nf4, quanti
 __all__ = [
     "NF4Weight", "quantize_nf4", "dequantize_nf4", "linear_nf4",
     "NF4Linear", "register_nf4_weight", "get_nf4_weight", "set_nf4_weight", "has_nf4_weight", "nf4_spec",
+    "nf4_linear", "keep_dense_weights_for_backward",
     "dequantized_state_dict", "quantize_state_dict_into", "LoadResult",
 ]

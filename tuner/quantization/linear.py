@@ -33,6 +33,7 @@ from tuner.quantization.nf4 import NF4Weight, check_compute_dtype, dequantize_nf
 
 _BUFFERS = ("weight_nf4", "weight_absmax", "weight_absmax_scale", "weight_absmax_offset")
 _SPEC = "_nf4_spec"  # module attribute: (shape, compute dtype) of its NF4 weight
+_SAVE_DENSE = "_nf4_save_dense"  # module attribute: keep the dequantized weight for backward
 
 
 def has_nf4_weight(module: nn.Module) -> bool:
@@ -127,6 +128,27 @@ def get_nf4_weight(module: nn.Module) -> NF4Weight:
     )
 
 
+def keep_dense_weights_for_backward(module: nn.Module, enabled: bool = True) -> int:
+    """Let each NF4 weight under `module` keep its dequantized copy from forward to backward.
+
+    For layers under activation checkpointing: their forward is recomputed right before their
+    backward, so keeping the dense weights costs one layer's worth of bf16 weights for a moment and
+    saves a dequantization per weight and step (see `linear_nf4`'s ``save_dense``). Returns how many
+    weights changed.
+    """
+    count = 0
+    for m in module.modules():
+        if has_nf4_weight(m):
+            setattr(m, _SAVE_DENSE, enabled)
+            count += 1
+    return count
+
+
+def nf4_linear(module: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ W^T (+ bias)`` with `module`'s NF4 weight, honouring `keep_dense_weights_for_backward`."""
+    return linear_nf4(x, get_nf4_weight(module), bias, save_dense=getattr(module, _SAVE_DENSE, False))
+
+
 class NF4Linear(nn.Module):
     """A frozen linear layer whose weight is stored in NF4; drop-in for a frozen `nn.Linear`.
 
@@ -175,7 +197,7 @@ class NF4Linear(nn.Module):
         return dequantize_nf4(get_nf4_weight(self))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear_nf4(x, get_nf4_weight(self), self.bias)
+        return nf4_linear(self, x, self.bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

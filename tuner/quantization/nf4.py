@@ -10,9 +10,15 @@ module can keep it in buffers that move with ``.to()`` and save with ``state_dic
 `NF4Weight.quant_state()` rebuilds bitsandbytes' `QuantState` from them on each call (cheap).
 
 `linear_nf4` dequantizes the weight once per call and runs a plain matmul (what torchtune's
-torchao path does and what is fast on a GPU); backward dequantizes again for the input gradient
-instead of saving the dense weight, so no bf16 copy of the base outlives the call. The weight is
-frozen: it gets no gradient.
+torchao path does and what is fast on a GPU). By default backward dequantizes again for the input
+gradient instead of saving the dense weight, so no bf16 copy of the base outlives the call; with
+``save_dense=True`` (used inside activation-checkpointed layers, whose forward is recomputed right
+before their backward anyway) the dense weight is kept from the recompute to the backward, which
+saves one of the three dequantizations per step. The weight is frozen: it gets no gradient.
+
+Dequantization runs bitsandbytes' CUDA/CPU kernel in eager mode. Inside `torch.compile` it runs as
+plain tensor ops (`dequantize_nf4_ops`, bit-identical to the kernel) that the compiler fuses into
+one kernel next to the layer's other ops, instead of breaking the graph at every linear layer.
 """
 from __future__ import annotations
 
@@ -50,10 +56,25 @@ def bnb_functional() -> ModuleType:
     return bnbf
 
 
-@functools.lru_cache(maxsize=None)
-def _scale_code(device: torch.device) -> torch.Tensor:
-    """The 8-bit dynamic map bitsandbytes uses for the second quantization, on `device`."""
-    return bnb_functional().create_dynamic_map(signed=True).to(device=device, dtype=torch.float32)
+_LOOKUP_TABLES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def lookup_tables(device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the 16 NF4 levels, the 256-entry 8-bit map of the second quantization), float32 on `device`.
+
+    Built once per device from bitsandbytes and kept in a plain dict, which `torch.compile` reads
+    as constants (it would trace through an ``lru_cache`` and rebuild them in every graph).
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    tables = _LOOKUP_TABLES.get(device)
+    if tables is None:
+        bnbf = bnb_functional()
+        tables = (bnbf.get_4bit_type("nf4", device="cpu").to(device=device, dtype=torch.float32),
+                  bnbf.create_dynamic_map(signed=True).to(device=device, dtype=torch.float32))
+        _LOOKUP_TABLES[device] = tables
+    return tables
 
 
 def nf4_sizes(numel: int) -> tuple[int, int, int]:
@@ -104,7 +125,7 @@ class NF4Weight:
         """bitsandbytes' `QuantState` over these tensors (no copies)."""
         bnbf = bnb_functional()
         scales = bnbf.QuantState(
-            absmax=self.absmax_scale, code=_scale_code(self.device), blocksize=SCALE_BLOCKSIZE, dtype=torch.float32
+            absmax=self.absmax_scale, code=lookup_tables(self.device)[1], blocksize=SCALE_BLOCKSIZE, dtype=torch.float32
         )
         return bnbf.QuantState(
             absmax=self.absmax, shape=self.shape, blocksize=BLOCKSIZE, quant_type="nf4",
@@ -134,33 +155,64 @@ def quantize_nf4(weight: torch.Tensor, dtype: torch.dtype | None = None) -> NF4W
 
 def dequantize_nf4(q: NF4Weight) -> torch.Tensor:
     """The dense weight (shape `q.shape`, dtype `q.dtype`) that `q` stands for."""
+    if torch.compiler.is_compiling():
+        return dequantize_nf4_ops(q, *lookup_tables(q.device))
     return bnb_functional().dequantize_4bit(q.packed, q.quant_state())
 
 
+def dequantize_nf4_ops(q: NF4Weight, levels: torch.Tensor, scale_code: torch.Tensor) -> torch.Tensor:
+    """`dequantize_nf4` as plain tensor ops (what `torch.compile` fuses), bit-identical to bitsandbytes.
+
+    Same arithmetic as bitsandbytes' kernels, in float32: block scale = scale_code[absmax] *
+    absmax_scale[block // 256] + absmax_offset; value = levels[code] * block scale, rounded once to
+    the output dtype. The high nibble of each byte holds the earlier value.
+    """
+    n = q.shape.numel()
+    blocks = q.absmax.numel()
+    block_scale = q.absmax_scale.repeat_interleave(SCALE_BLOCKSIZE)[:blocks]
+    absmax = scale_code[q.absmax.long()] * block_scale + q.absmax_offset
+    codes = torch.stack((q.packed >> 4, q.packed & 0xF), dim=-1).reshape(-1)
+    values = levels[codes.long()]
+    values = F.pad(values, (0, blocks * BLOCKSIZE - values.numel())).view(blocks, BLOCKSIZE)
+    return (values * absmax[:, None]).reshape(-1)[:n].view(q.shape).to(q.dtype)
+
+
 class _LinearNF4(torch.autograd.Function):
-    """y = x W^T + b with W dequantized per call; backward returns the input (and bias) gradient."""
+    """y = x W^T + b with W dequantized per call; backward dequantizes again for the input gradient.
+
+    Takes the NF4 payload as separate tensors (not an `NF4Weight`) so `torch.compile` can trace it.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, q: NF4Weight, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.q = q
+    def forward(ctx, x, packed, absmax, absmax_scale, absmax_offset, bias, shape, dtype):
+        q = NF4Weight(packed, absmax, absmax_scale, absmax_offset, shape, dtype)
+        ctx.save_for_backward(packed, absmax, absmax_scale, absmax_offset)
+        ctx.shape, ctx.dtype = shape, dtype
         return F.linear(x, dequantize_nf4(q).to(x.dtype), bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         grad_x = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad @ dequantize_nf4(ctx.q).to(grad.dtype)
-        if ctx.needs_input_grad[2]:
+            q = NF4Weight(*ctx.saved_tensors, ctx.shape, ctx.dtype)
+            grad_x = grad @ dequantize_nf4(q).to(grad.dtype)
+        if ctx.needs_input_grad[5]:
             grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0)
-        return grad_x, None, grad_bias
+        return grad_x, None, None, None, None, grad_bias, None, None
 
 
-def linear_nf4(x: torch.Tensor, q: NF4Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear_nf4(
+    x: torch.Tensor, q: NF4Weight, bias: torch.Tensor | None = None, *, save_dense: bool = False
+) -> torch.Tensor:
     """`F.linear(x, dequantize_nf4(q).to(x.dtype), bias)` with a frozen NF4 weight.
 
-    The dense weight lives only during the matmul: backward dequantizes again (the torchtune /
-    bitsandbytes trade of a fast dequantize kernel for not keeping a bf16 copy per layer).
+    By default the dense weight lives only during the matmul: backward dequantizes again (the
+    torchtune / bitsandbytes trade of a fast dequantize kernel for not keeping a bf16 copy per
+    layer). ``save_dense=True`` lets autograd keep it for backward instead: right for a layer under
+    activation checkpointing, whose recompute runs just before its backward.
     """
     if x.shape[-1] != q.shape[1]:
         raise TunerError(f"linear_nf4: input has {x.shape[-1]} features but the NF4 weight expects {q.shape[1]}")
-    return _LinearNF4.apply(x, q, bias)
+    if save_dense:
+        return F.linear(x, dequantize_nf4(q).to(x.dtype), bias)
+    return _LinearNF4.apply(x, q.packed, q.absmax, q.absmax_scale, q.absmax_offset, bias, q.shape, q.dtype)

@@ -20,8 +20,13 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
     """Recompute each decoder layer's activations in backward instead of storing them."""
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
+    from tuner.quantization import keep_dense_weights_for_backward
+
     layers = decoder_layers(model)
     for i, layer in enumerate(layers):
+        # The recompute runs right before the layer's backward: NF4 weights dequantized there can
+        # serve the backward too, instead of being dequantized a third time.
+        keep_dense_weights_for_backward(layer)
         layers[i] = checkpoint_wrapper(layer, preserve_rng_state=True)
 
 

@@ -1,0 +1,67 @@
+"""Time NF4 dequantization and one frozen NF4 linear layer (forward + input-gradient backward) on CUDA.
+
+    python scripts/bench_nf4.py            # Llama-3.1-8B weight shapes, 4096 tokens, bf16
+
+Prints one JSON line per weight shape, milliseconds per call (mean of 20 after 3 warm-ups):
+dense (bf16 matmul, the floor), bitsandbytes' dequantize kernel, the same dequantization as tensor
+ops eager and compiled (what `torch.compile` runs inside a compiled layer), `linear_nf4` with and
+without the dense weight saved for backward, and torchao's NF4 (torchtune's path) when installed.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from tuner.quantization import nf4  # noqa: E402
+
+
+def mean_ms(fn, n: int = 20) -> float:
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return round((time.perf_counter() - start) / n * 1e3, 3)
+
+
+def main() -> None:
+    tokens = 4096
+    compiled_ops = torch.compile(nf4.dequantize_nf4_ops)
+    for out_f, in_f in [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)]:
+        w = torch.randn(out_f, in_f, device="cuda", dtype=torch.bfloat16) * 0.02
+        q = nf4.quantize_nf4(w)
+        tables = nf4.lookup_tables(q.device)
+        x = torch.randn(tokens, in_f, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        g = torch.randn(tokens, out_f, device="cuda", dtype=torch.bfloat16)
+        row = {
+            "shape": [out_f, in_f],
+            "dense_fwd_bwd": mean_ms(lambda: F.linear(x, w).backward(g)),
+            "dequant_bnb": mean_ms(lambda: nf4.dequantize_nf4(q)),
+            "dequant_ops_eager": mean_ms(lambda: nf4.dequantize_nf4_ops(q, *tables)),
+            "dequant_ops_compiled": mean_ms(lambda: compiled_ops(q, *tables)),
+            "nf4_fwd_bwd": mean_ms(lambda: nf4.linear_nf4(x, q).backward(g)),
+            "nf4_fwd_bwd_save_dense": mean_ms(lambda: nf4.linear_nf4(x, q, save_dense=True).backward(g)),
+        }
+        try:
+            from torchao.dtypes.nf4tensor import linear_nf4 as ao_linear_nf4
+            from torchao.dtypes.nf4tensor import to_nf4
+
+            a = to_nf4(w, 64, 256)
+            row["torchao_fwd_bwd"] = mean_ms(lambda: ao_linear_nf4(x, a).backward(g))
+            row["torchao_dequant"] = mean_ms(lambda: a.to(torch.bfloat16))
+        except ImportError:
+            pass
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
