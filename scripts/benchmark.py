@@ -108,7 +108,9 @@ def kernel_summary(trace_dir: str, top: int = 25) -> dict:
         return {"error": f"no trace in {trace_dir}"}
     events = json.loads(traces[-1].read_text()).get("traceEvents", [])
     kernels = [e for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
-    steps = [e for e in events if str(e.get("name", "")).startswith("ProfilerStep#")]
+    cpu = [e for e in events if e.get("cat") == "user_annotation"]  # the GPU copies of annotations are "gpu_user_annotation"
+    steps = [e for e in cpu if str(e.get("name", "")).startswith("ProfilerStep#")]
+    optimizer = [e for e in cpu if str(e.get("name", "")).startswith("Optimizer.step")]
     by_name: dict[str, list[float]] = {}
     for e in kernels:
         by_name.setdefault(e["name"][:90], []).append(e.get("dur", 0) / 1e3)
@@ -118,6 +120,7 @@ def kernel_summary(trace_dir: str, top: int = 25) -> dict:
         "wall_ms": round(sum(e.get("dur", 0) for e in steps) / 1e3, 1),
         "gpu_busy_ms": round(sum(sum(d) for d in by_name.values()), 1),
         "kernel_launches": len(kernels),
+        "optimizer_step_ms": round(sum(e.get("dur", 0) for e in optimizer) / 1e3, 1),
         "top_kernels_ms": [[round(ms, 2), n, name] for ms, n, name in rows[:top]],
     }
 

@@ -29,7 +29,15 @@ import torch
 from torch import nn
 
 from tuner.errors import TunerError
-from tuner.quantization.nf4 import NF4Weight, check_compute_dtype, dequantize_nf4, linear_nf4, nf4_sizes, quantize_nf4
+from tuner.quantization.nf4 import (
+    NF4Weight,
+    check_compute_dtype,
+    dequantize_nf4,
+    linear_nf4,
+    lookup_tables,
+    nf4_sizes,
+    quantize_nf4,
+)
 
 _BUFFERS = ("weight_nf4", "weight_absmax", "weight_absmax_scale", "weight_absmax_offset")
 _SPEC = "_nf4_spec"  # module attribute: (shape, compute dtype) of its NF4 weight
@@ -92,7 +100,9 @@ def _quantize_for(module: nn.Module, weight: torch.Tensor, name: str) -> tuple[t
     if weight.is_meta:  # a meta state dict (shape checks, dry runs): meta buffers of the right shapes
         return tuple(torch.empty_like(b, device="meta") for b in (getattr(module, n) for n in _BUFFERS))
     target = module.weight_nf4.device
-    return _buffers_of(quantize_nf4(weight if target.type == "meta" else weight.to(target), dtype))
+    q = quantize_nf4(weight if target.type == "meta" else weight.to(target), dtype)
+    lookup_tables(q.device)  # built here, in eager code, so compiled forwards find them ready
+    return _buffers_of(q)
 
 
 def _quantize_dense_weight_on_load(
@@ -117,6 +127,8 @@ def set_nf4_weight(module: nn.Module, weight: torch.Tensor) -> None:
 def get_nf4_weight(module: nn.Module) -> NF4Weight:
     """The `NF4Weight` view of `module`'s buffers (no copies)."""
     shape, dtype = getattr(module, _SPEC)
+    if not torch.compiler.is_compiling() and not module.weight_nf4.is_meta:
+        lookup_tables(module.weight_nf4.device)  # e.g. after .to(device): ready before any compiled forward
     if module.weight_nf4.is_meta:
         raise TunerError(
             f"the NF4 weight of {type(module).__name__} is still on the meta device (never loaded)",
