@@ -162,8 +162,6 @@ def render(m: Model, method: str) -> str:
             optimizer = "optimizer:\n  _component_: bitsandbytes.optim.PagedAdamW8bit\n  lr: " + m.full_lr + "\noptimizer_in_bwd: True\n"
         else:
             optimizer = "optimizer:\n  _component_: torch.optim.AdamW\n  lr: " + m.full_lr + "\n  weight_decay: 0.01\noptimizer_in_bwd: False\n"
-    elif qlora:
-        optimizer = "optimizer:\n  _component_: bitsandbytes.optim.PagedAdamW8bit\n  lr: 3e-4\n  weight_decay: 0.01\n"
     else:
         optimizer = "optimizer:\n  _component_: torch.optim.AdamW\n  lr: 3e-4\n  weight_decay: 0.01\n"
     scheduler = "" if full else (

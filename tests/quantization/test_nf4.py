@@ -200,7 +200,7 @@ def test_checkpointed_layers_dequantize_twice_per_step_and_give_the_same_grads(
     reference = [p.grad.clone() for p in model.parameters() if p.requires_grad]
     model.zero_grad()
     if checkpointing:
-        apply_activation_checkpointing(model)
+        apply_activation_checkpointing(model, keep_nf4_dense=True)
     calls = []
     real = nf4_module.dequantize_nf4
     monkeypatch.setattr(nf4_module, "dequantize_nf4", lambda q: calls.append(q.shape) or real(q))
@@ -208,7 +208,12 @@ def test_checkpointed_layers_dequantize_twice_per_step_and_give_the_same_grads(
     assert len(calls) == 4 * dequantizations_per_weight
     for got, want in zip([p.grad for p in model.parameters() if p.requires_grad], reference):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
-    if checkpointing:  # and without the flag it would have been three
+    if checkpointing:  # checkpointing's default keeps no dense weight: three per weight and step
+        plain = _TwoLayerNF4()
+        apply_activation_checkpointing(plain)
+        calls.clear()
+        plain(x).square().sum().backward()
+        assert len(calls) == 4 * 3
         keep_dense_weights_for_backward(model, False)
         calls.clear()
         model(x).square().sum().backward()

@@ -140,3 +140,18 @@ def test_lora_kill_and_resume_is_exact(ckpt, tmp_path):
     from tests.recipes.helpers import assert_kill_and_resume_exact
 
     assert_kill_and_resume_exact("lora_finetune_single_device", ckpt, tmp_path, lora=LORA, adapter=True)
+
+
+def test_qlora_keeping_dense_weights_for_backward_changes_no_loss(ckpt, tmp_path):
+    from tuner.quantization import has_nf4_weight
+
+    common = {"max_steps_per_epoch": 2, "enable_activation_checkpointing": True,
+              "optimizer": {"_component_": "torch.optim.AdamW", "lr": 1e-2}}
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "kept").mkdir()
+    plain, _ = _train(tmp_path / "plain", ckpt, {**LORA, "quantize_base": True}, **common)
+    kept, _ = _train(tmp_path / "kept", ckpt, {**LORA, "quantize_base": True}, nf4_keep_dense_for_backward=True, **common)
+    flags = lambda t: {getattr(m, "_nf4_save_dense", False) for m in t.decoder.modules() if has_nf4_weight(m)}  # noqa: E731
+    assert flags(plain) == {False} and flags(kept) == {True}
+    for a, b in zip(plain.decoder.parameters(), kept.decoder.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -16,17 +16,20 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def apply_activation_checkpointing(model: nn.Module) -> None:
-    """Recompute each decoder layer's activations in backward instead of storing them."""
+def apply_activation_checkpointing(model: nn.Module, keep_nf4_dense: bool = False) -> None:
+    """Recompute each decoder layer's activations in backward instead of storing them.
+
+    ``keep_nf4_dense``: NF4 weights dequantized by the recompute serve the backward too, instead of
+    being dequantized a third time (measured on the 8B QLoRA shape, compiled: ~3% faster, +0.6 GiB
+    peak, one layer's bf16 weights).
+    """
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
     from tuner.quantization import keep_dense_weights_for_backward
 
     layers = decoder_layers(model)
     for i, layer in enumerate(layers):
-        # The recompute runs right before the layer's backward: NF4 weights dequantized there can
-        # serve the backward too, instead of being dequantized a third time.
-        keep_dense_weights_for_backward(layer)
+        keep_dense_weights_for_backward(layer, keep_nf4_dense)
         layers[i] = checkpoint_wrapper(layer, preserve_rng_state=True)
 
 

@@ -37,7 +37,7 @@ KNOWN_KEYS = frozenset({
     "save_every_n_steps", "dataset", "dataset_val", "run_val_every_n_steps", "max_validation_steps", "seed",
     "shuffle", "batch_size", "optimizer", "optimizer_in_bwd", "lr_scheduler", "loss", "epochs",
     "max_steps_per_epoch", "gradient_accumulation_steps", "clip_grad_norm", "compile", "device", "dtype",
-    "enable_activation_checkpointing", "enable_activation_offloading", "fsdp_cpu_offload",
+    "enable_activation_checkpointing", "enable_activation_offloading", "nf4_keep_dense_for_backward", "fsdp_cpu_offload",
     "fsdp_reshard_after_forward", "metric_logger", "log_every_n_steps", "log_peak_memory_stats", "profiler",
     "collate_fn", "num_workers", "progress_bar", "lora_plus_ratio", "sample_generation",
 })
@@ -239,7 +239,7 @@ class Trainer:
         cfg = self.cfg
         self.method.set_trainable(self, model)
         if _cfg_get(cfg, "enable_activation_checkpointing", False):
-            memory.apply_activation_checkpointing(model)
+            memory.apply_activation_checkpointing(model, bool(_cfg_get(cfg, "nf4_keep_dense_for_backward", False)))
         if _cfg_get(cfg, "compile", False):
             memory.compile_layers(model)
         self.decoder = model
