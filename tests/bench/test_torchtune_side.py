@@ -1,0 +1,174 @@
+"""scripts/benchmark.py --compare-torchtune, without torchtune: the inputs it writes for torchtune
+(HF checkpoint, tiktoken ranks, text data), the command it runs, the parsing of torchtune's log, and
+the one-line error when torchtune cannot be imported."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tuner.bench import torchtune_side as tt
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {"vocab_size": 300, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "embed_dim": 32, "intermediate_dim": 64,
+         "max_seq_len": 64}
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_script_tt", ROOT / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load_hf(folder: Path, files: list[str], model_type: str, tmp_path: Path) -> dict[str, torch.Tensor]:
+    from tuner.checkpoint import HFCheckpointer
+
+    return HFCheckpointer(folder, files, model_type, tmp_path / "unused_out").load_checkpoint()["model"]
+
+
+def test_checkpoint_from_tuner_weights_loads_back_to_the_same_tensors(tmp_path):
+    from tuner.models.convert import hf_config_from_model
+    from tuner.models.llama3_2 import lora_llama3_2
+
+    torch.manual_seed(0)
+    model = lora_llama3_2(["q_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True, lora_rank=4, lora_alpha=8, **SMALL)
+    state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
+    config = hf_config_from_model(model, "LLAMA3_2")
+    files = tt.write_hf_checkpoint(tmp_path / "m", config, "LLAMA3_2", state, max_shard_size="40KB")
+    assert len(files) > 1 and (tmp_path / "m" / "model.safetensors.index.json").is_file()  # sharded like HF
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["tie_word_embeddings"] is True
+    loaded = _load_hf(tmp_path / "m", files, "LLAMA3_2", tmp_path)
+    base = {k: v for k, v in state.items() if ".lora_" not in k}  # adapters are not part of the base checkpoint
+    assert set(loaded) == set(base)
+    for key, value in base.items():
+        assert torch.equal(loaded[key], value), key
+
+
+def test_random_dense_checkpoint_of_a_quantized_models_shape(tmp_path):
+    from tuner.models.convert import hf_config_from_model
+    from tuner.models.llama3_1 import llama3_1
+
+    config = hf_config_from_model(llama3_1(**SMALL, tie_word_embeddings=False), "LLAMA3")
+    files = tt.write_hf_checkpoint(tmp_path / "m", config, "LLAMA3", None, max_shard_size="60KB")
+    loaded = _load_hf(tmp_path / "m", files, "LLAMA3", tmp_path)
+    assert loaded["output.weight"].shape == (300, 32) and loaded["output.weight"].dtype == torch.bfloat16
+    assert torch.equal(loaded["norm.scale"], torch.ones(32, dtype=torch.bfloat16))
+    assert 0.015 < loaded["layers.0.mlp.w1.weight"].float().std().item() < 0.025
+
+
+def test_tiktoken_file_and_text_data_give_full_length_samples(tmp_path):
+    from tuner.models.llama3 import llama3_tokenizer
+
+    ranks = tt.write_tiktoken_ranks(tmp_path / "tokenizer.model")
+    assert len(ranks.read_text().splitlines()) == tt.NUM_BASE_TOKENS == 128_000
+    tok = llama3_tokenizer(str(ranks))
+    assert tok.backend.num_base_tokens == 128_000 and tok.bos_id == 128_000
+    seq_len = 96
+    rows = json.loads(tt.write_text_data(tmp_path / "data.json", seq_len=seq_len, num_samples=6).read_text())
+    assert len(rows) == 6
+    for row in rows:  # torchtune keeps tokenizer.max_seq_len - 1 = seq_len of BOS + text
+        assert len(tok.encode(row["text"], add_bos=True, add_eos=False)) >= seq_len + 1
+
+
+def test_command_runs_torchtunes_recipe_with_tuners_batch_and_steps(tmp_path):
+    assets = tt.Assets(tmp_path / "model", ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"],
+                       tmp_path / "tokenizer.model", tmp_path / "data.json")
+    site = tmp_path / "site"
+    argv = tt.torchtune_command(site, "qlora_8b", assets, tmp_path / "out", seq_len=2048, batch_size=2, steps=30,
+                                compile=True, overrides=["model.lora_rank=16"], python="python3")
+    assert argv[:4] == ["python3", str(site / "recipes" / "lora_finetune_single_device.py"), "--config",
+                        str(site / "recipes" / "configs" / "llama3_1" / "8B_qlora_single_device.yaml")]
+    args = argv[4:]
+    for expected in ["compile=True", "batch_size=2", "max_steps_per_epoch=30", "gradient_accumulation_steps=1",
+                     "tokenizer.max_seq_len=2049", "dataset._component_=torchtune.datasets.text_completion_dataset",
+                     "dataset.source=json", f"dataset.data_files={tmp_path / 'data.json'}", "device=cuda",
+                     "checkpointer.checkpoint_files=[model-00001-of-00002.safetensors,model-00002-of-00002.safetensors]",
+                     f"checkpointer.checkpoint_dir={tmp_path / 'model'}", f"metric_logger.log_dir={tmp_path / 'out' / 'logs'}",
+                     "save_adapter_weights_only=True", "seed=0"]:
+        assert expected in args, expected
+    assert args[-1] == "model.lora_rank=16"  # overrides come last, so they win
+
+    full = tt.torchtune_command(site, "full_1b", assets, tmp_path / "out", seq_len=512, batch_size=4, steps=5,
+                                compile=False, device="cpu")
+    assert full[1].endswith("recipes/full_finetune_single_device.py") and full[3].endswith("llama3_2/1B_full_single_device.yaml")
+    assert "compile=False" in full and "device=cpu" in full and "save_adapter_weights_only=True" not in full
+
+    assert tt.forwarded_overrides(["model._component_=tuner.models.llama3_2.lora_llama3_2", "model.num_layers=2",
+                                   "dtype=fp32", "compile=True", "enable_activation_checkpointing=False"]) == [
+        "model._component_=torchtune.models.llama3_2.lora_llama3_2", "model.num_layers=2", "dtype=fp32"]
+
+
+# DiskLogger lines as torchtune 0.6.1 writes them: a CPU run of lora_finetune_single_device, and the
+# memory keys that `training.get_memory_stats` adds on CUDA (values as the recipe logs them).
+CPU_LOG = """\
+Step 1 | loss:65.30281066894531 lr:2.9999999999999997e-06 tokens_per_second_per_gpu:454.1652526855469 
+Step 2 | loss:63.43115997314453 lr:5.999999999999999e-06 tokens_per_second_per_gpu:697.7056274414062 
+Step 3 | loss:63.12710189819336 lr:8.999999999999999e-06 tokens_per_second_per_gpu:635.2826538085938 
+Step 4 | loss:64.30298614501953 lr:1.1999999999999999e-05 tokens_per_second_per_gpu:86.2060317993164 
+"""
+CUDA_LOG = """\
+Step 1 | loss:11.9 lr:3e-06 tokens_per_second_per_gpu:tensor(1200.5, device='cuda:0') peak_memory_active:15.1 peak_memory_alloc:15.0 peak_memory_reserved:15.5 
+Step 2 | loss:11.8 lr:6e-06 tokens_per_second_per_gpu:63000.25 peak_memory_active:14.2 peak_memory_alloc:14.1 peak_memory_reserved:15.5 
+Step 3 | loss:11.7 lr:9e-06 tokens_per_second_per_gpu:63200.75 peak_memory_active:14.2 peak_memory_alloc:14.1 peak_memory_reserved:15.5 
+"""
+INIT_LINES = ("INFO:torchtune.utils._logging:Memory stats after model init:\n\tGPU peak memory allocation: 2.46 GiB\n"
+              "\tGPU peak memory reserved: 16.02 GiB\n\tGPU peak memory active: 2.46 GiB\n")
+
+
+def test_log_parser_reads_torchtunes_disk_logger_lines():
+    rows = tt.parse_step_lines("Writing logs to x\n" + CPU_LOG)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[0]["tokens_per_second_per_gpu"] == pytest.approx(454.1652526855469)
+    assert rows[1]["lr"] == pytest.approx(6e-06)
+    cpu = tt.summarize(rows, warmup=1)
+    assert cpu["tokens_per_s_median"] == 635.3 and cpu["peak_alloc_gib"] is None and cpu["steps_logged"] == 4
+    assert cpu["first_loss"] == pytest.approx(65.30281066894531) and cpu["final_loss"] == pytest.approx(64.30298614501953)
+
+    rows = tt.parse_step_lines(CUDA_LOG)
+    assert rows[0]["tokens_per_second_per_gpu"] == 1200.5  # printed as a tensor
+    cuda = tt.summarize(rows, warmup=1, stdout=INIT_LINES)
+    assert cuda["tokens_per_s_median"] == 63100.5  # steps 2 and 3
+    assert (cuda["peak_alloc_train_gib"], cuda["peak_reserved_train_gib"]) == (15.0, 15.5)
+    assert (cuda["peak_alloc_gib"], cuda["peak_reserved_gib"]) == (15.0, 16.02)  # model init included
+    with pytest.raises(ValueError, match="no step after warm-up 5"):
+        tt.summarize(rows, warmup=5)
+
+
+def _fake_torchtune(tmp_path: Path, monkeypatch) -> None:
+    pkg = tmp_path / "fake_site" / "torchtune"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'torchao'\")\n")
+    monkeypatch.setenv("PYTHONPATH", str(pkg.parent))
+    monkeypatch.delenv(tt.PATH_VARIABLE, raising=False)
+
+
+def test_missing_torchtune_is_one_clear_error(tmp_path, monkeypatch):
+    _fake_torchtune(tmp_path, monkeypatch)
+    with pytest.raises(tt.TorchtuneUnavailable) as err:
+        tt.find_torchtune()
+    message = str(err.value)
+    assert "torchtune is not importable" in message and "No module named 'torchao'" in message
+    assert "scripts/device_setup.sh" in message and "Traceback" not in message
+
+
+def test_benchmark_stops_before_training_when_torchtune_is_missing(tmp_path, monkeypatch, capsys):
+    _fake_torchtune(tmp_path, monkeypatch)
+    code = _benchmark().main(["--workload", "lora_1b", "--device", "cpu", "--compare-torchtune", "--steps", "2",
+                              "--warmup", "1", "--seq-len", "16", "--batch-size", "1"])
+    captured = capsys.readouterr()
+    assert code != 0 and captured.out == ""  # nothing trained, no JSON
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --compare-torchtune: torchtune is not importable")
+
+
+def test_torchtunes_path_is_for_the_subprocess_alone():
+    env = tt.torchtune_env(None, base={"PYTHONPATH": "/tmp/site", tt.PATH_VARIABLE: "/tmp/site_tt", "X": "1"})
+    assert env["PYTHONPATH"] == "/tmp/site_tt:/tmp/site" and env["X"] == "1"
+    assert tt.torchtune_env("/opt/tt", base={})["PYTHONPATH"] == "/opt/tt"
+    assert "PYTHONPATH" not in tt.torchtune_env(None, base={})

@@ -1,0 +1,336 @@
+"""torchtune 0.6.1 on the same workload, side by side (``scripts/benchmark.py --compare-torchtune``).
+
+torchtune's own recipe runs as a script in a subprocess, as ``../shared/anchor/tt_bench.sh`` runs it
+(``python3 <site>/recipes/<recipe>.py --config <site>/recipes/configs/<cfg>.yaml key=value ...``;
+its ``tune`` CLI imports kagglehub, which needs kagglesdk). Its inputs are written here:
+
+- an HF-format checkpoint of the workload's shape, written from tuner weights through tuner's own
+  HF conversion (``tuner.models.convert``; no transformers needed): the very weights tuner trained
+  from where they are dense, else (QLoRA) a dense random-init bf16 checkpoint, sharded like HF;
+- a synthetic llama3-style tiktoken ranks file with 128,000 entries (256 bytes + random lowercase
+  strings), loaded by ``torchtune.models.llama3.llama3_tokenizer``;
+- synthetic text (JSON) long enough that every sample is truncated to exactly ``seq_len`` tokens,
+  read through ``torchtune.datasets.text_completion_dataset`` with ``source=json``.
+
+torchtune logs each step to its DiskLogger as ``Step N | key:value key:value ...``; the median of
+``tokens_per_second_per_gpu`` over the steps after the warm-up and the peak of
+``peak_memory_alloc`` / ``peak_memory_reserved`` (GiB; each line holds the peak since the line
+before, so their maximum is the peak of training; with the "Memory stats after model init" lines of
+its output, the peak of the whole run, as tuner's figure is) are its result.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuner.errors import TunerError
+
+TORCHTUNE_VERSION = "0.6.1"
+
+# tuner workload -> (torchtune recipe, torchtune config)
+RECIPES = {
+    "lora_1b": ("lora_finetune_single_device", "llama3_2/1B_lora_single_device"),
+    "full_1b": ("full_finetune_single_device", "llama3_2/1B_full_single_device"),
+    "qlora_8b": ("lora_finetune_single_device", "llama3_1/8B_qlora_single_device"),
+}
+LORA_RECIPES = {"lora_finetune_single_device"}
+
+NUM_BASE_TOKENS = 128_000  # Meta's Llama 3 ranks file
+LLAMA3_VOCAB = 128_256  # + 256 special tokens: the ids torchtune's llama3 tokenizer can emit
+
+# torchtune's packages (torchao 0.11 among them) stay off the benchmark's own path: peft refuses to
+# build LoRA layers when it finds a torchao older than 0.16, which would break --compare-hf.
+PATH_VARIABLE = "TORCHTUNE_PYTHONPATH"
+SETUP_HINT = (
+    f"provide torchtune {TORCHTUNE_VERSION} and its runtime packages: on the GPU machine "
+    "`bash scripts/device_setup.sh` (installs the wheels carried in .whl/) and run the export line it prints "
+    f"(PYTHONPATH=/tmp/site {PATH_VARIABLE}=/tmp/site_tt); elsewhere "
+    f"`pip install torchtune=={TORCHTUNE_VERSION} torchao==0.11.0` or set {PATH_VARIABLE} to a folder holding them"
+)
+
+
+def torchtune_env(extra_path: str | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment torchtune runs in: ``base`` (default: this process's) with ``extra_path``
+    (default: $TORCHTUNE_PYTHONPATH) in front of its PYTHONPATH."""
+    env = dict(os.environ if base is None else base)
+    extra = extra_path if extra_path is not None else env.get(PATH_VARIABLE, "")
+    parts = [p for p in (extra, env.get("PYTHONPATH", "")) if p]
+    if parts:
+        env["PYTHONPATH"] = os.pathsep.join(parts)
+    return env
+
+
+class TorchtuneUnavailable(TunerError):
+    """torchtune (or something it imports) cannot be imported by the Python that would run it."""
+
+
+# ---- finding torchtune ---------------------------------------------------------------------------
+_PROBE = (
+    "import sys, torchtune, torchdata.stateful_dataloader\n"
+    "for name in sys.argv[1:]: __import__(name)\n"
+    "print(torchtune.__file__); print(getattr(torchtune, '__version__', '?'))\n"
+)
+
+
+def find_torchtune(python: str = sys.executable, env: Mapping[str, str] | None = None,
+                   also_import: Sequence[str] = (), timeout: float = 300) -> tuple[Path, str]:
+    """``(site, version)`` of the torchtune that ``python`` imports with ``env`` (default: ``torchtune_env()``):
+    ``site`` holds the ``torchtune`` and ``recipes`` packages. Raises TorchtuneUnavailable, naming
+    the failed import and how to provide it, when torchtune or a module it needs is missing."""
+    try:
+        proc = subprocess.run([python, "-c", _PROBE, *also_import], env=dict(env if env is not None else torchtune_env()),
+                              capture_output=True, text=True, timeout=timeout, cwd="/", check=False)
+    except subprocess.TimeoutExpired:
+        raise TorchtuneUnavailable(f"importing torchtune took over {timeout:.0f} s", SETUP_HINT) from None
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        last = next((ln.strip() for ln in reversed(lines) if re.match(r"\s*\w*(Error|Exception)\b", ln)),
+                    lines[-1].strip() if lines else f"exit code {proc.returncode}")
+        raise TorchtuneUnavailable(f"--compare-torchtune: torchtune is not importable here ({last})", SETUP_HINT)
+    init, version = proc.stdout.strip().splitlines()[-2:]
+    site = Path(init).resolve().parent.parent
+    if not (site / "recipes" / "configs").is_dir():
+        raise TorchtuneUnavailable(f"--compare-torchtune: torchtune at {site} has no recipes/ beside it",
+                                   f"install the torchtune {TORCHTUNE_VERSION} wheel (it ships recipes/)")
+    return site, version
+
+
+# ---- assets --------------------------------------------------------------------------------------
+def _random_dense_state_dict(hf_config: Mapping[str, Any], model_type: str, dtype: torch.dtype,
+                             device: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights (normal, std 0.02; norms 1) in tuner keys for the dense model of ``hf_config``."""
+    from tuner.models.convert import build_model_from_hf_config
+
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in build_model_from_hf_config(hf_config, model_type).state_dict().items()}
+    gen = torch.Generator(device).manual_seed(seed)
+    out = {}
+    for key, shape in shapes.items():
+        if len(shape) == 1:
+            out[key] = torch.ones(shape, dtype=dtype)
+        else:
+            t = torch.empty(shape, device=device, dtype=torch.float32).normal_(0.0, 0.02, generator=gen)
+            out[key] = t.to(dtype).cpu()
+    return out
+
+
+def write_hf_checkpoint(folder: str | Path, hf_config: Mapping[str, Any], model_type: str,
+                        state_dict: Mapping[str, torch.Tensor] | None = None, *, dtype: torch.dtype = torch.bfloat16,
+                        device: str = "cpu", max_shard_size: int | str = "5GB") -> list[str]:
+    """An HF model folder (config.json + safetensors, sharded with an index past ``max_shard_size``)
+    from a tuner state dict (adapter weights are left out), or random-init dense weights of
+    ``hf_config``'s shape when ``state_dict`` is None. Returns the weight file names, in order."""
+    from tuner.checkpoint.hf_folder import saved_dtype, write_hf_config
+    from tuner.checkpoint.weights import save_sharded_safetensors
+    from tuner.models.convert import tuner_to_hf
+    from tuner.peft.utils import is_adapter_key
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if state_dict is None:
+        state_dict = _random_dense_state_dict(hf_config, model_type, dtype, device)
+    base = {k: v for k, v in state_dict.items() if not is_adapter_key(k)}
+    hf_sd = tuner_to_hf(base, model_type, hf_config)
+    files = save_sharded_safetensors(hf_sd, folder, max_shard_size=max_shard_size)
+    write_hf_config(dict(hf_config), folder, saved_dtype(hf_sd))
+    return sorted(f for f in files if f.endswith(".safetensors"))
+
+
+def write_tiktoken_ranks(path: str | Path, num_tokens: int = NUM_BASE_TOKENS, seed: int = 0) -> Path:
+    """A llama3-style tiktoken ranks file (``base64(token) rank`` per line): the 256 single bytes,
+    then distinct random lowercase strings of 2 to 5 letters, ``num_tokens`` in all."""
+    rng = random.Random(seed)
+    toks = [bytes([i]) for i in range(256)]
+    seen = set(toks)
+    while len(toks) < num_tokens:
+        t = bytes(rng.randrange(97, 123) for _ in range(rng.randrange(2, 6)))
+        if t not in seen:
+            seen.add(t)
+            toks.append(t)
+    path = Path(path)
+    path.write_text("".join(f"{base64.b64encode(t).decode()} {i}\n" for i, t in enumerate(toks)))
+    return path
+
+
+def write_text_data(path: str | Path, seq_len: int, num_samples: int, seed: int = 0) -> Path:
+    """``[{"text": ...}, ...]``: each text is ``seq_len + 8`` random lowercase words. Each word is
+    its own pre-token of the llama3 pattern (letters after one space), so a text encodes to more
+    than ``seq_len`` tokens and every sample is cut to exactly the tokenizer's limit."""
+    rng = random.Random(seed)
+    words = ["".join(chr(rng.randrange(97, 123)) for _ in range(rng.randrange(2, 9))) for _ in range(5000)]
+    rows = [{"text": " ".join(rng.choice(words) for _ in range(seq_len + 8))} for _ in range(num_samples)]
+    path = Path(path)
+    path.write_text(json.dumps(rows))
+    return path
+
+
+@dataclass
+class Assets:
+    checkpoint_dir: Path
+    checkpoint_files: list[str]
+    tokenizer: Path
+    data: Path
+
+
+def write_assets(folder: str | Path, hf_config: Mapping[str, Any], model_type: str,
+                 state_dict: Mapping[str, torch.Tensor] | None, seq_len: int, num_samples: int,
+                 device: str = "cpu") -> Assets:
+    """Checkpoint, tokenizer and data for one torchtune run, under ``folder``."""
+    folder = Path(folder)
+    if int(hf_config["vocab_size"]) < LLAMA3_VOCAB:
+        raise TunerError(f"--compare-torchtune needs vocab_size >= {LLAMA3_VOCAB} (torchtune's llama3 tokenizer "
+                         f"emits ids up to {LLAMA3_VOCAB - 1}); this model has {hf_config['vocab_size']}",
+                         "drop the model.vocab_size override")
+    files = write_hf_checkpoint(folder / "model", hf_config, model_type, state_dict, device=device)
+    return Assets(folder / "model", files, write_tiktoken_ranks(folder / "tokenizer.model"),
+                  write_text_data(folder / "data.json", seq_len, num_samples))
+
+
+# ---- the command ---------------------------------------------------------------------------------
+def forwarded_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides of a tuner run that describe the workload's shape and precision (``model.*``,
+    ``dtype``), with ``tuner.`` component paths renamed to ``torchtune.``; the rest (``compile``,
+    memory options, ...) stay tuner's own."""
+    out = []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        if sep and (key.startswith("model.") or key == "dtype"):
+            out.append(key + "=" + re.sub(r"^tuner\.", "torchtune.", value))
+    return out
+
+
+def torchtune_command(site: str | Path, workload: str, assets: Assets, out_dir: str | Path, *, seq_len: int,
+                      batch_size: int, steps: int, compile: bool, device: str = "cuda",
+                      overrides: Sequence[str] = (), python: str = sys.executable) -> list[str]:
+    """argv running torchtune's recipe for ``workload`` on ``assets``: the shipped config with the
+    same batch, sequence length (``tokenizer.max_seq_len`` is seq_len + 1 because torchtune's text
+    dataset keeps max_seq_len - 1 tokens), steps and seed as tuner's run, no gradient accumulation;
+    ``overrides`` go last."""
+    recipe, config = RECIPES[workload]
+    site, out_dir = Path(site), Path(out_dir)
+    argv = [
+        python, str(site / "recipes" / f"{recipe}.py"), "--config", str(site / "recipes" / "configs" / f"{config}.yaml"),
+        f"output_dir={out_dir}",
+        f"checkpointer.checkpoint_dir={assets.checkpoint_dir}",
+        f"checkpointer.checkpoint_files=[{','.join(assets.checkpoint_files)}]",
+        f"tokenizer.path={assets.tokenizer}", f"tokenizer.max_seq_len={seq_len + 1}",
+        "dataset._component_=torchtune.datasets.text_completion_dataset", "dataset.source=json",
+        f"dataset.data_files={assets.data}", "dataset.column=text", "dataset.split=train", "dataset.packed=False",
+        f"batch_size={batch_size}", "gradient_accumulation_steps=1", "epochs=1", f"max_steps_per_epoch={steps}",
+        "seed=0", "log_every_n_steps=1", "log_peak_memory_stats=True",
+        "metric_logger._component_=torchtune.training.metric_logging.DiskLogger",
+        f"metric_logger.log_dir={out_dir / 'logs'}", "metric_logger.filename=log.txt",
+        f"compile={compile}", f"device={device}",
+    ]
+    if recipe in LORA_RECIPES:
+        argv.append("save_adapter_weights_only=True")  # the end-of-run save (untimed) skips a merged copy
+    return argv + list(overrides)
+
+
+# ---- the log -------------------------------------------------------------------------------------
+_STEP = re.compile(r"^Step (\d+) \| (.*)$")
+_PAIR = re.compile(r"(\w+):(?:tensor\()?([-+]?(?:[0-9.]+(?:[eE][-+]?\d+)?|nan|inf))")
+_INIT_MEM = re.compile(r"peak memory (allocation|reserved): ([0-9.]+) GiB")
+
+
+def parse_step_lines(text: str) -> list[dict[str, float]]:
+    """Rows ``{"step": N, key: value, ...}`` from torchtune's DiskLogger text (``Step N | k:v k:v``;
+    a value printed as ``tensor(x, device=...)`` reads as x)."""
+    rows = []
+    for line in text.splitlines():
+        m = _STEP.match(line.strip())
+        if m:
+            row = {k: float(v) for k, v in _PAIR.findall(m.group(2))}
+            row["step"] = int(m.group(1))
+            rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict[str, float]], warmup: int, stdout: str = "") -> dict[str, Any]:
+    """Median tokens/s over steps after ``warmup``; peak memory over the step lines and the
+    "Memory stats after model init" lines of the recipe's output (``stdout``)."""
+    steady = [r["tokens_per_second_per_gpu"] for r in rows if r["step"] > warmup and "tokens_per_second_per_gpu" in r]
+    if not steady:
+        raise ValueError(f"no step after warm-up {warmup} logged tokens_per_second_per_gpu ({len(rows)} step lines)")
+    init = {"allocation": [], "reserved": []}
+    for kind, value in _INIT_MEM.findall(stdout):
+        init[kind].append(float(value))
+
+    def peak(key: str, init_kind: str | None = None) -> float | None:
+        values = [r[key] for r in rows if key in r] + (init[init_kind] if init_kind else [])
+        return round(max(values), 2) if values else None
+
+    return {
+        "tokens_per_s_median": round(statistics.median(steady), 1),
+        "peak_alloc_gib": peak("peak_memory_alloc", "allocation"),  # whole run, as tuner's figure
+        "peak_reserved_gib": peak("peak_memory_reserved", "reserved"),
+        "peak_alloc_train_gib": peak("peak_memory_alloc"),  # training steps only (ANCHORS.md's figure)
+        "peak_reserved_train_gib": peak("peak_memory_reserved"),
+        "steps_logged": len(rows),
+        "first_loss": rows[0].get("loss"),
+        "final_loss": rows[-1].get("loss"),
+    }
+
+
+# ---- running it ----------------------------------------------------------------------------------
+def _tail(path: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_torchtune(argv: list[str], out_dir: str | Path, warmup: int, timeout: float,
+                  env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run ``argv`` (from ``torchtune_command``) with a timeout and summarise its log. On a failure
+    the entry has ``error``; the last lines of torchtune's output go to stderr and ``log_tail``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "torchtune_stdout.log"
+    run_env = dict(env if env is not None else torchtune_env())
+    run_env.setdefault("PYTHONUNBUFFERED", "1")
+    run_env.setdefault("HF_HUB_OFFLINE", "1")
+    run_env.setdefault("HF_DATASETS_OFFLINE", "1")
+    run_env.setdefault("HF_DATASETS_CACHE", str(out_dir / "hf_datasets_cache"))
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=run_env, cwd=out_dir,
+                                start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+            error = None if rc == 0 else f"torchtune exited with code {rc}"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the recipe and its compile workers
+            rc = proc.wait()
+            error = f"torchtune ran past the {timeout:.0f} s timeout"
+    wall = round(time.perf_counter() - start, 1)
+    stdout = log.read_text(errors="replace")
+    rows = []
+    for f in sorted((out_dir / "logs").glob("*.txt")):
+        rows += parse_step_lines(f.read_text(errors="replace"))
+    entry: dict[str, Any] = {"wall_s": wall, "log": str(log)}
+    if error is None:
+        try:
+            entry.update(summarize(rows, warmup, stdout))
+        except ValueError as e:
+            error = str(e)
+    if error is not None:
+        tail = _tail(log)
+        print(f"--- torchtune failed: {error}; last lines of {log}:\n{tail}\n--- end of torchtune output",
+              file=sys.stderr, flush=True)
+        entry.update(error=error, rc=rc, steps_logged=len(rows), log_tail=tail.splitlines()[-15:])
+    return entry
