@@ -14,11 +14,23 @@ and MFU against a bf16 matmul rate measured in the same process (ANCHORS.md's me
 process (the baseline of ANCHORS.md: sdpa, fused AdamW; LoRA on the same modules with the same
 rank; for QLoRA, a bf16 base with gradient checkpointing, as ANCHORS.md measured it), starting
 from the same weights where they are dense, and prints both results and their ratios.
+
+``--compare-torchtune`` then runs torchtune 0.6.1's own recipe for the workload (its shipped config,
+``torch.compile`` on by default: ``--torchtune-compile on|off|both``) in a subprocess on an HF
+checkpoint written from the weights tuner started from (QLoRA: dense random bf16 weights of the
+shape), a synthetic llama3 tiktoken file and synthetic text cut to exactly ``--seq-len`` tokens,
+with the same batch size, steps, warm-up and seed (``tuner/bench/torchtune_side.py``). Its median
+tokens/s and peak memory (from its own log lines) and the ratios tuner / torchtune are added.
+torchtune must be importable with $TORCHTUNE_PYTHONPATH (or ``--torchtune-path``) in front of PYTHONPATH,
+a path for the subprocess alone (``scripts/device_setup.sh``): its torchao 0.11 would make peft refuse
+to build the HF baseline's LoRA layers in this process.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -125,8 +137,56 @@ def kernel_summary(trace_dir: str, top: int = 25) -> dict:
     }
 
 
+def _release(trainer) -> None:
+    """Drop what the finished tuner run holds on the GPU, so that a torchtune subprocess has it."""
+    import torch
+
+    for name in ("model", "optimizer", "lr_scheduler", "decoder", "loss_fn"):
+        if hasattr(trainer, name):
+            setattr(trainer, name, None)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_torchtune_side(workload: str, result: dict, hf_config: dict, initial_state: dict | None, device: str,
+                       site: Path, version: str, compile_mode: str, overrides: list[str], tt_overrides: list[str],
+                       timeout: float, workdir: str | None, env: dict) -> None:
+    """torchtune's recipe on the same workload, once per compile mode; adds its entries and the
+    ratios tuner / torchtune to ``result`` (keys ``torchtune`` and, with ``both``, ``torchtune_eager``)."""
+    from tuner.bench import torchtune_side as tt
+
+    recipe, config = tt.RECIPES[workload]
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"bench_tt_{workload}_"))
+    try:
+        assets = tt.write_assets(work / "assets", hf_config, MODEL_TYPES[workload], initial_state, result["seq_len"],
+                                 num_samples=result["batch_size"] * (result["steps"] + 2), device=device)
+        modes = {"on": [True], "off": [False], "both": [True, False]}[compile_mode]
+        for i, compiled in enumerate(modes):
+            key = "torchtune" if i == 0 else "torchtune_eager"
+            out = work / ("run_compile" if compiled else "run_eager")
+            shutil.rmtree(out, ignore_errors=True)
+            argv = tt.torchtune_command(site, workload, assets, out, seq_len=result["seq_len"],
+                                        batch_size=result["batch_size"], steps=result["steps"], compile=compiled,
+                                        device=device, overrides=tt.forwarded_overrides(overrides) + list(tt_overrides))
+            entry = {"tool": f"torchtune-{version}", "recipe": recipe, "config": config, "compile": compiled,
+                     **tt.run_torchtune(argv, out, result["warmup_steps"], timeout, env=env)}
+            if not workdir:
+                entry.pop("log", None)  # the temporary folder goes away
+            result[key] = entry
+            if entry.get("tokens_per_s_median"):
+                result[f"ratio_tokens_per_s_{key}"] = round(result["tokens_per_s_median"] / entry["tokens_per_s_median"], 3)
+            if result["peak_alloc_gib"] is not None and entry.get("peak_alloc_gib"):
+                result[f"ratio_peak_alloc_{key}"] = round(result["peak_alloc_gib"] / entry["peak_alloc_gib"], 3)
+    finally:
+        if not workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | None, overrides: list[str],
-        device: str = "cuda", compare_hf: bool = False, packed: bool = False, profile: str | None = None) -> dict:
+        device: str = "cuda", compare_hf: bool = False, packed: bool = False, profile: str | None = None,
+        compare_torchtune: bool = False, torchtune_compile: str = "on", torchtune_overrides: list[str] | None = None,
+        torchtune_timeout: float = 600, torchtune_dir: str | None = None, torchtune_path: str | None = None) -> dict:
     import torch
 
     from tuner.bench import matmul_tflops, training_flops_per_token
@@ -163,13 +223,25 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
                         "active_steps": 2, "record_shapes": False}
     if compare_hf and packed:
         raise SystemExit("--compare-hf compares unpacked workloads only (the HF baseline has no packing)")
+    if compare_torchtune:  # fail before minutes of tuner training if torchtune cannot run
+        from tuner.bench import torchtune_side as tt
+        from tuner.errors import UsageError
+
+        if packed:
+            raise UsageError("--compare-torchtune compares unpacked workloads only")
+        if int(cfg.model.get("vocab_size", tt.LLAMA3_VOCAB)) < tt.LLAMA3_VOCAB:
+            raise UsageError(f"--compare-torchtune needs vocab_size >= {tt.LLAMA3_VOCAB} (torchtune's llama3 tokenizer "
+                             f"emits ids up to {tt.LLAMA3_VOCAB - 1})", "drop the model.vocab_size override")
+        tt_env = tt.torchtune_env(torchtune_path)
+        tt_site, tt_version = tt.find_torchtune(env=tt_env, also_import=("bitsandbytes",) if workload == "full_1b" else ())
     peak_tflops = matmul_tflops() if device == "cuda" else None
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(cfg, LoRAFinetune() if method == "lora" else FullFinetune())
     trainer.setup()
     dense = not any(n.endswith("weight_nf4") for n, _ in trainer.decoder.named_buffers())
-    initial_state = {k: v.detach().cpu().clone() for k, v in trainer.decoder.state_dict().items()} if compare_hf and dense else None
+    keep_initial = (compare_hf or compare_torchtune) and dense
+    initial_state = {k: v.detach().cpu().clone() for k, v in trainer.decoder.state_dict().items()} if keep_initial else None
     try:
         trainer.train()
     finally:
@@ -199,8 +271,22 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
     }
     if profile:
         result["profile"] = kernel_summary(profile)
-    if not compare_hf:
-        return result
+    if compare_torchtune:
+        from tuner.models.convert import hf_config_from_model
+
+        tt_hf_config = hf_config_from_model(trainer.decoder, MODEL_TYPES[workload])
+    if compare_hf:
+        _compare_hf(workload, result, cfg, method, trainer, initial_state, device)
+    if compare_torchtune:
+        _release(trainer)
+        run_torchtune_side(workload, result, tt_hf_config, initial_state, device, tt_site, tt_version,
+                           torchtune_compile, overrides, list(torchtune_overrides or []), torchtune_timeout, torchtune_dir,
+                           tt_env)
+    return result
+
+
+def _compare_hf(workload: str, result: dict, cfg, method: str, trainer, initial_state: dict | None, device: str) -> None:
+    tps, peak_alloc = result["tokens_per_s_median"], result["peak_alloc_gib"]
     model_cfg = cfg.model
     lora = None if method == "full" else {
         "attn_modules": list(model_cfg.lora_attn_modules), "mlp": bool(model_cfg.get("apply_lora_to_mlp", False)),
@@ -213,7 +299,6 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
     result["ratio_tokens_per_s"] = round(tps / hf["tokens_per_s_median"], 3)
     if peak_alloc is not None:
         result["ratio_peak_alloc"] = round(peak_alloc / hf["peak_alloc_gib"], 3)
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,11 +312,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-hf", action="store_true", help="also run the HF transformers (+ peft) baseline in this process")
     parser.add_argument("--packed", action="store_true", help="variable-length documents packed into seq_len with document masks")
     parser.add_argument("--profile", metavar="DIR", help="trace two steps after warm-up into DIR and add a GPU-kernel summary")
+    parser.add_argument("--compare-torchtune", action="store_true",
+                        help="also run torchtune 0.6.1's recipe on the same workload (subprocess; torchtune on PYTHONPATH)")
+    parser.add_argument("--torchtune-compile", choices=["on", "off", "both"], default="on",
+                        help="torchtune's compile=True (its best setting, default), False, or both runs")
+    parser.add_argument("--torchtune-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override for torchtune's config only (repeatable); model.* and dtype overrides "
+                             "of the tuner run are passed on to torchtune as they are (tuner. -> torchtune.)")
+    parser.add_argument("--torchtune-timeout", type=float, default=600, help="seconds for each torchtune run")
+    parser.add_argument("--torchtune-path", metavar="DIRS",
+                        help="put DIRS in front of PYTHONPATH for torchtune only (default: $TORCHTUNE_PYTHONPATH; "
+                             "scripts/device_setup.sh installs torchtune's wheels into /tmp/site_tt)")
+    parser.add_argument("--torchtune-dir", metavar="DIR",
+                        help="write torchtune's inputs, outputs and logs here and keep them (default: a temporary folder)")
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.workload, args.steps, args.warmup, args.seq_len, args.batch_size, args.overrides,
-                         device=args.device, compare_hf=args.compare_hf, packed=args.packed,
-                         profile=args.profile)))
+    from tuner.errors import TunerError
+
+    try:
+        result = run(args.workload, args.steps, args.warmup, args.seq_len, args.batch_size, args.overrides,
+                     device=args.device, compare_hf=args.compare_hf, packed=args.packed, profile=args.profile,
+                     compare_torchtune=args.compare_torchtune, torchtune_compile=args.torchtune_compile,
+                     torchtune_overrides=args.torchtune_override, torchtune_timeout=args.torchtune_timeout,
+                     torchtune_dir=args.torchtune_dir, torchtune_path=args.torchtune_path)
+    except TunerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(json.dumps(result))
     return 0
 
 
