@@ -95,15 +95,53 @@ def logged_losses(out: Path) -> dict[int, float]:
 def _final_weights(out: Path, adapter: bool) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    step = max(int(p.name.split("_")[1]) for p in out.glob("step_*"))
-    folder = out / f"step_{step}"
+    from tuner.checkpoint import latest_checkpoint
+
+    _, folder = latest_checkpoint(out)  # complete ones only
     return load_file(folder / "adapter" / "adapter_model.safetensors" if adapter else folder / "model.safetensors")
 
 
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
+
+
+def _wait_gone(pids: list[int], timeout: float = 30.0) -> None:
+    """Wait until every pid has exited (gone, or a zombie that can no longer write)."""
+    import time
+
+    deadline = time.time() + timeout
+    for pid in pids:
+        while time.time() < deadline:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                break
+            if state in ("Z", "X"):
+                break
+            time.sleep(0.01)
+    assert time.time() < deadline, f"processes {pids} still run after SIGKILL"
+
+
 def assert_kill_and_resume_exact(recipe: str, ckpt: Path, tmp_path: Path, lora: dict | None = None, adapter: bool = False,
-                                 launcher: tuple[str, ...] = (), batch_size: int = 4) -> None:
+                                 launcher: tuple[str, ...] = (), batch_size: int = 4,
+                                 before_resume=None) -> subprocess.CompletedProcess:
     """Run straight through; run again, SIGKILL it once its first checkpoint exists, resume:
-    the final weights are bitwise equal and the logged losses are the same."""
+    the final weights are bitwise equal and the logged losses are the same.
+
+    ``before_resume(output_dir)`` may alter the killed run's folder first; returns the resume run."""
     import os
     import signal
     import time
@@ -122,11 +160,23 @@ def assert_kill_and_resume_exact(recipe: str, ckpt: Path, tmp_path: Path, lora: 
     deadline = time.time() + 240
     while latest_checkpoint(resumed_out) is None and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # killed (with any workers), not returned: mid-step or mid-save
+    # Killed, not returned: mid-step or mid-save. torchrun starts each worker in a session of its
+    # own, so the whole process tree is killed (as when a machine dies), not only the launcher.
+    tree = _process_tree(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    _wait_gone(tree)
     assert latest_checkpoint(resumed_out) is not None
+    if before_resume is not None:
+        before_resume(resumed_out)
+    killed_at = latest_checkpoint(resumed_out)[0]
     again = tune("run", *launcher, recipe, "--config", str(resumed), "resume_from_checkpoint=True")
-    assert "resuming at step" in again.stdout
+    assert f"resuming at step {killed_at}" in again.stdout, again.stdout[-2000:]
 
     a, b = _final_weights(straight_out, adapter), _final_weights(resumed_out, adapter)
     assert a.keys() == b.keys() and a
@@ -136,3 +186,4 @@ def assert_kill_and_resume_exact(recipe: str, ckpt: Path, tmp_path: Path, lora: 
     assert max(la) == max(lb) == 10
     for step in lb:
         assert la[step] == lb[step], (step, la[step], lb[step])
+    return again
