@@ -59,6 +59,18 @@ def test_optimizer_in_backward_equals_a_plain_step(ckpt, tmp_path):
     assert [r["lr"] for r in rows_plain] == pytest.approx([r["lr"] for r in rows_inbwd])
 
 
+def test_optimizer_in_backward_resumes_exactly(ckpt, tmp_path):
+    """The lr proxy is in no optimizer state: resume sets it from the restored schedule."""
+    import shutil
+
+    straight, rows = run(tmp_path, ckpt, "straight", optimizer_in_bwd=True, save_every_n_steps=1)
+    shutil.copytree(tmp_path / "straight" / "step_1", tmp_path / "resumed" / "step_1")
+    resumed, rows_resumed = run(tmp_path, ckpt, "resumed", optimizer_in_bwd=True, save_every_n_steps=1, resume_from_checkpoint=True)
+    assert losses(rows_resumed) == losses(rows)[1:]
+    wa, wb = weights(straight), weights(resumed)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_activation_checkpointing_and_offloading_change_nothing(ckpt, tmp_path):
     plain, rows_plain = run(tmp_path, ckpt, "plain")
     saving, rows_saving = run(tmp_path, ckpt, "saving", enable_activation_checkpointing=True, enable_activation_offloading=True)

@@ -319,6 +319,11 @@ class Trainer:
         self.placement.load_optimizer_state_dict(self.model, self.optimizer, state["optimizer"])
         if self.lr_scheduler and state.get("lr_scheduler"):
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+            # A scheduler's state does not hold its optimizer's current lr; optimizer_in_bwd's lr
+            # proxy is in no optimizer state either, so set it from the schedule.
+            target = self.optimizer.lr_proxy if self.optimizer_in_bwd else self.optimizer
+            for group, lr in zip(target.param_groups, self.lr_scheduler.get_last_lr()):
+                group["lr"] = lr
         if self.grad_scaler and state.get("grad_scaler"):
             self.grad_scaler.load_state_dict(state["grad_scaler"])
         restore_rng_state(state["rng"])
