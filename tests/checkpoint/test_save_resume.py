@@ -291,3 +291,46 @@ def test_resume_with_another_format_is_refused(native_src, tmp_path):
     src = save_hf_model(hf, tmp_path / "src")
     with pytest.raises(ConfigError, match="written in 'native' format"):
         HFCheckpointer(src, None, "LLAMA3", out, resume_from_checkpoint=True)
+
+
+def test_sharded_training_state_lives_inside_the_atomic_step_folder(native_src, tmp_path):
+    """The distributed trainer writes its DCP shards through ``write_extra`` into the temporary
+    folder; the manifest records them, and resume finds them (no training_state.pt needed)."""
+    out = tmp_path / "out"
+    ckpt = _native(native_src, out)
+
+    def write_shards(tmp: Path) -> None:
+        (tmp / "sharded_state").mkdir()
+        (tmp / "sharded_state" / "__0_0.distcp").write_bytes(b"shard")
+
+    info = {"dir": "sharded_state", "world_size": 2}
+    ckpt.save_checkpoint({"model": _sd(3), "sharded_state": info}, step=3, epoch=0, write_extra=write_shards)
+    marker = json.loads((out / "step_3" / MARKER_NAME).read_text())
+    assert marker["sharded_state"] == info and marker["has_training_state"]
+    assert "sharded_state/__0_0.distcp" in marker["files"]
+
+    # a save that dies while the shards are written leaves no step folder behind
+    def fail(tmp: Path) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(CheckpointError, match="disk full"):
+        ckpt.save_checkpoint({"model": _sd(5), "sharded_state": info}, step=5, epoch=0, write_extra=fail)
+    # an incomplete sharded step (no manifest) is not a checkpoint either
+    (out / "step_7" / "sharded_state").mkdir(parents=True)
+    (out / "step_7" / "sharded_state" / "__0_0.distcp").write_bytes(b"half")
+    assert [s for s, _ in list_checkpoints(out)] == [3]
+
+    resumed = _native(native_src, out, resume_from_checkpoint=True)
+    assert resumed.resume_sharded_state == {"path": out / "step_3" / "sharded_state", "world_size": 2,
+                                            "step_dir": out / "step_3"}
+    state = resumed.load_checkpoint()
+    assert "training_state" not in state and state["resumed_from"]["step"] == 3
+
+
+def test_sharded_state_resumes_only_on_the_same_number_of_ranks(tmp_path):
+    from tuner.checkpoint.sharded import check_world_size
+
+    check_world_size({"world_size": 2}, 2, tmp_path)
+    with pytest.raises(CheckpointError, match="sharded across 2 processes, but this run has one process") as e:
+        check_world_size({"world_size": 2}, 1, tmp_path)
+    assert "--nproc_per_node 2" in str(e.value) and f"checkpointer.checkpoint_dir={tmp_path}" in str(e.value)

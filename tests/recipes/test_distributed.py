@@ -60,8 +60,71 @@ def test_lora_distributed_matches_single_device_with_accumulation(ckpt, tmp_path
         assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), name
 
 
+def _plant_damaged_step(out: Path) -> Path:
+    """Beside the newest complete step, a newer one whose sharded state is cut short and whose
+    manifest is missing (a save killed mid-way, or a copy gone wrong): resume must ignore it."""
+    import shutil
+
+    from tuner.checkpoint import MARKER_NAME, latest_checkpoint
+
+    step, folder = latest_checkpoint(out)
+    bad = out / f"step_{step + 100}"
+    shutil.copytree(folder, bad)
+    (bad / MARKER_NAME).unlink()
+    for shard in (bad / "sharded_state").glob("*.distcp"):
+        shard.write_bytes(shard.read_bytes()[:100])
+    return folder
+
+
 def test_distributed_kill_and_resume_is_exact(ckpt, tmp_path):
-    assert_kill_and_resume_exact("full_finetune_distributed", ckpt, tmp_path, launcher=TWO, batch_size=2)
+    """Full fine-tune: every weight comes back from the sharded (DCP) state, written by both
+    ranks; the exported model of the resumed step is not read (removed here to prove it)."""
+    def prepare(out: Path) -> None:
+        folder = _plant_damaged_step(out)
+        assert sorted(p.name for p in (folder / "sharded_state").iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+        assert not (folder / "training_state.pt").exists()  # no optimizer gathered on rank 0
+        (folder / "model.safetensors").unlink()
+
+    again = assert_kill_and_resume_exact("full_finetune_distributed", ckpt, tmp_path, launcher=TWO, batch_size=2,
+                                         before_resume=prepare)
+    assert "(sharded training state of 2 ranks)" in again.stdout
+
+
+def test_distributed_lora_kill_and_resume_is_exact(ckpt, tmp_path):
+    """LoRA: the base comes from checkpoint_dir as at the start, the adapters and their optimizer
+    state from the sharded state (the exported adapter and merged model are not read)."""
+    import shutil
+
+    def prepare(out: Path) -> None:
+        folder = _plant_damaged_step(out)
+        shutil.rmtree(folder / "adapter")
+        (folder / "model.safetensors").unlink()
+
+    again = assert_kill_and_resume_exact("lora_finetune_distributed", ckpt, tmp_path, lora=LORA, adapter=True,
+                                         launcher=TWO, batch_size=2, before_resume=prepare)
+    assert "(sharded training state of 2 ranks)" in again.stdout
+
+
+def test_sharded_resume_on_another_number_of_ranks_fails_clearly(ckpt, tmp_path):
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "w.yaml", ckpt, out, batch_size=2, max_steps_per_epoch=1)
+    tune("run", *TWO, "full_finetune_distributed", "--config", str(cfg))
+    proc = tune("run", "--nproc_per_node", "1", "--standalone", "full_finetune_distributed", "--config", str(cfg),
+                "resume_from_checkpoint=True", check=False)
+    assert proc.returncode != 0
+    assert "error: the checkpoint" in proc.stderr and "sharded across 2 processes, but this run has one process" in proc.stderr
+    assert "--nproc_per_node 2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gathered_training_state_when_sharded_state_is_off(ckpt, tmp_path):
+    """checkpointer.sharded_state=False: the optimizer is gathered into training_state.pt (resumable
+    on one device too)."""
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "g.yaml", ckpt, out, batch_size=2, max_steps_per_epoch=1)
+    tune("run", *TWO, "full_finetune_distributed", "--config", str(cfg), "checkpointer.sharded_state=False")
+    assert (out / "step_1" / "training_state.pt").is_file() and not (out / "step_1" / "sharded_state").exists()
+    again = tune("run", "full_finetune_single_device", "--config", str(cfg), "resume_from_checkpoint=True", "epochs=2")
+    assert "resuming at step 1" in again.stdout
 
 
 def _free_port() -> int:

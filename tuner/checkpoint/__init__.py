@@ -7,6 +7,7 @@ A saved ``output_dir/step_<N>/`` (HFCheckpointer) holds::
     config.json (dtype = saved dtype), generation_config.json, tokenizer files   (copied)
     adapter/adapter_model.safetensors + adapter/adapter_config.json   (adapter runs; PEFT format)
     training_state.pt                                                  (weights_only-loadable)
+    sharded_state/  instead of training_state.pt in distributed runs  (DCP shards; see sharded.py)
     CHECKPOINT_COMPLETE                                                (manifest, written last)
 
 With ``adapter_only`` the PEFT files sit at the top level and ``adapter_config.json`` names

@@ -21,6 +21,7 @@ from tuner.checkpoint.atomic import atomic_checkpoint_dir, latest_checkpoint, li
 from tuner.checkpoint.files import check_dir, discover_files, resolve_files
 from tuner.checkpoint.model_state import check_state_dict
 from tuner.checkpoint.model_types import normalize_model_type
+from tuner.checkpoint.sharded import SHARDED_STATE_DIR
 from tuner.checkpoint.training_state import TRAINING_STATE_NAME, load_training_state, save_training_state
 from tuner.checkpoint.weights import DEFAULT_MAX_SHARD_SIZE, iter_weight_files, load_weight_file, save_sharded_safetensors
 from tuner.errors import CheckpointError, ConfigError, UsageError
@@ -63,6 +64,7 @@ class _Checkpointer:
         safe_serialization: bool = True,
         keep_last_n_checkpoints: int | None = None,
         max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+        sharded_state: bool = True,
     ) -> None:
         self.checkpoint_dir = check_dir(checkpoint_dir)
         self.model_type = normalize_model_type(model_type)
@@ -77,6 +79,9 @@ class _Checkpointer:
         self.keep_last_n_checkpoints = None if keep_last_n_checkpoints is None else int(keep_last_n_checkpoints)
         self.safe_serialization = bool(safe_serialization)
         self.max_shard_size = max_shard_size
+        # With several ranks: save the training state sharded (DCP, each rank its shards) instead
+        # of gathering the optimizer on rank 0; see tuner/checkpoint/sharded.py. No effect on one device.
+        self.sharded_state = bool(sharded_state)
         self.checkpoint_files = resolve_files(self.checkpoint_dir, checkpoint_files, self.FORMAT)
         self.adapter_checkpoint = self._optional_path(adapter_checkpoint, "adapter_checkpoint")
         self.recipe_checkpoint = self._optional_path(recipe_checkpoint, "recipe_checkpoint")
@@ -90,6 +95,7 @@ class _Checkpointer:
                     f"but this run uses {type(self).__name__} ({self.FORMAT!r})",
                     fix="use the checkpointer of the run that wrote it, or another output_dir to start fresh",
                 )
+        self.resume_sharded_state = self._find_sharded_state()
         self.last_saved: Path | None = None
         self._setup_format()
 
@@ -129,6 +135,17 @@ class _Checkpointer:
                 "to resume another run point checkpointer.output_dir at its output folder",
             )
         return latest[1]
+
+    def _find_sharded_state(self) -> dict[str, Any] | None:
+        """``{"path", "world_size"}`` of the resume folder's sharded training state (written by a
+        distributed run), or None when it has none or ``recipe_checkpoint`` names the state."""
+        if self.resume_dir is None or self.recipe_checkpoint is not None:
+            return None
+        info = (read_marker(self.resume_dir) or {}).get("sharded_state")
+        if not isinstance(info, dict):
+            return None
+        return {"path": self.resume_dir / str(info.get("dir", SHARDED_STATE_DIR)), "world_size": int(info.get("world_size", -1)),
+                "step_dir": self.resume_dir}
 
     # -- format hooks (overridden per format) ---------------------------------------------------
     def _to_tuner(self, state_dict: StateDict, source: Path) -> StateDict:
@@ -175,7 +192,8 @@ class _Checkpointer:
         return self.checkpoint_dir, self.checkpoint_files
 
     def _adapter_source(self) -> Path | None:
-        if self.resume_dir is not None and read_marker(self.resume_dir).get("has_adapter"):
+        # A sharded training state holds the trained adapter itself (the distributed trainer loads it).
+        if self.resume_dir is not None and self.resume_sharded_state is None and read_marker(self.resume_dir).get("has_adapter"):
             return self.resume_dir
         return self.adapter_checkpoint
 
@@ -185,6 +203,8 @@ class _Checkpointer:
         if self.resume_dir is None:
             return None
         path = self.resume_dir / TRAINING_STATE_NAME
+        if not path.is_file() and self.resume_sharded_state is not None:
+            return None  # the training state is sharded; the distributed trainer loads it (resume_sharded_state)
         if not path.is_file():
             raise CheckpointError(
                 f"the checkpoint {str(self.resume_dir)!r} has no {TRAINING_STATE_NAME}, so training cannot resume from it",
@@ -266,7 +286,8 @@ class _Checkpointer:
         return extras
 
     # -- saving ---------------------------------------------------------------------------------
-    def save_checkpoint(self, state: dict[str, Any], step: int, epoch: int, adapter_only: bool = False) -> Path:
+    def save_checkpoint(self, state: dict[str, Any], step: int, epoch: int, adapter_only: bool = False,
+                        write_extra: Callable[[Path], None] | None = None) -> Path:
         """Write ``output_dir/step_<step>/`` atomically and return its path.
 
         ``state`` holds ``model`` (tuner keys; merged, plain tensors on any device), optionally
@@ -275,6 +296,10 @@ class _Checkpointer:
         only the adapter (and training state) is written, at the folder's top level; next to a
         full model the adapter goes to the ``adapter/`` subfolder. Older checkpoints beyond
         ``keep_last_n_checkpoints`` are removed after the save succeeded.
+
+        ``write_extra(tmp)`` runs first inside the temporary folder (the distributed trainer writes
+        the sharded training state there, all ranks together); ``state["sharded_state"]``
+        (``{"dir", "world_size"}``) is then recorded in the manifest.
         """
         if not isinstance(state, dict):
             raise UsageError(f"save_checkpoint expects a dict state, got {type(state).__name__}")
@@ -296,11 +321,15 @@ class _Checkpointer:
             "adapter_only": bool(adapter_only),
             "has_model": write_model,
             "has_adapter": has_adapter,
-            "has_training_state": state.get("training_state") is not None,
+            "has_training_state": state.get("training_state") is not None or state.get("sharded_state") is not None,
             "source_checkpoint_dir": str(self.checkpoint_dir),
         }
+        if state.get("sharded_state") is not None:
+            manifest["sharded_state"] = dict(state["sharded_state"])
         try:
             with atomic_checkpoint_dir(self.output_dir, step, manifest) as tmp:
+                if write_extra is not None:
+                    write_extra(tmp)
                 if write_model:
                     self._write_model(state["model"], tmp)
                 if has_adapter:

@@ -4,8 +4,13 @@ Each decoder layer and then the root are sharded with ``torch.distributed.fsdp.f
 Only rank 0 reads the checkpoint (into host memory); the others receive their shards by
 broadcast (see `Trainer._build_sharded_model`).
 Parameters keep the training dtype; gradients are reduced in float32 for bf16 runs. Checkpoints
-gather a full state dict on rank 0 (HF / PEFT export stays one complete folder), and the
-optimizer state is gathered to full tensors too, so a run can resume on any number of ranks.
+gather a full state dict of the model on rank 0 (HF / PEFT export stays one complete folder).
+The training state (trainable parameters, optimizer, step, RNG) is saved sharded by default:
+every rank writes its own shards with torch.distributed.checkpoint (`sharded_state` below,
+`tuner/checkpoint/sharded.py`), and resume loads them straight into the sharded model and
+optimizer, on the same number of ranks. With ``checkpointer.sharded_state: False`` the optimizer
+state is gathered to full tensors on rank 0 into ``training_state.pt`` instead (slow for large
+models, but resumable on any number of ranks or on one device).
 
 QLoRA: the NF4 base lives in module buffers, which FSDP2 does not shard: every rank holds the
 whole NF4 base (~0.53 bytes per parameter: about 37 GB for 70B) and only the adapters, their
@@ -87,9 +92,37 @@ class FSDP2:
 
         set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
+    def sharded_state(self, model: nn.Module, optimizers) -> dict:
+        """``{"model": trainable parameters, "optimizer": state}`` as this rank's DTensor shards (no
+        gather), keyed by parameter name; the layout DCP saves and loads in place."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_sd, optim_sd = get_state_dict(model, optimizers)
+        trainable = {state_dict_name(n) for n, p in model.named_parameters() if p.requires_grad}
+        return {"model": {k: v for k, v in model_sd.items() if k in trainable}, "optimizer": optim_sd}
+
+    def load_sharded_state(self, model: nn.Module, optimizers, state: dict) -> None:
+        """Put a `sharded_state` (filled by DCP) back into the model and optimizer(s); frozen
+        parameters (a LoRA base) are left as loaded."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        set_state_dict(model, optimizers, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                       options=StateDictOptions(strict=False))
+
+    def broadcast_object(self, obj):
+        """Rank 0's ``obj`` on every rank."""
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self) -> None:
         dist.barrier()
 
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def state_dict_name(name: str) -> str:
+    """A parameter's state-dict name: without the wrappers' prefixes (activation checkpointing, compile)."""
+    return name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")

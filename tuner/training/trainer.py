@@ -11,6 +11,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,14 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
 from tuner.checkpoint import capture_rng_state, restore_rng_state
+from tuner.checkpoint.sharded import (
+    SHARDED_STATE_DIR,
+    blob,
+    check_world_size,
+    load_sharded_state,
+    save_sharded_state,
+    unblob,
+)
 from tuner.config import instantiate, to_container, validate
 from tuner.errors import ConfigError, TrainingError
 from tuner.training import memory
@@ -147,13 +156,18 @@ class Trainer:
                 logger.log_config(to_container(cfg))
 
         self.checkpointer = instantiate(cfg.checkpointer, resume_from_checkpoint=bool(_cfg_get(cfg, "resume_from_checkpoint", False)))
+        # Several ranks save their training state sharded (DCP) unless checkpointer.sharded_state=False.
+        self.sharded_state = self.placement.world_size > 1 and bool(getattr(self.checkpointer, "sharded_state", False))
+        self.resume_sharded = getattr(self.checkpointer, "resume_sharded_state", None)
+        if self.resume_sharded is not None:  # before any weights are read: fail fast
+            check_world_size(self.resume_sharded, self.placement.world_size, self.resume_sharded["step_dir"])
         if self.placement.world_size > 1:
             self.model, checkpoint = self._build_sharded_model()
         else:
             decoder = build_on_meta(cfg.model, self.param_dtype)
             checkpoint = self._load_weights(decoder, self.device)
             self.model = self._build_model(decoder)
-        self.resuming = "training_state" in checkpoint
+        self.resuming = "training_state" in checkpoint or self.resume_sharded is not None
         self.tokenizer = instantiate(cfg.tokenizer)
         self.dataloader, self.sampler = self._build_dataloader(cfg.dataset, shuffle=bool(_cfg_get(cfg, "shuffle", True)))
         self.val_dataloader = None
@@ -179,7 +193,9 @@ class Trainer:
             self.lr_scheduler = instantiate(cfg.lr_scheduler, target, num_training_steps=self.total_steps)
         self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.dtype is torch.float16 else None
 
-        if self.resuming:
+        if self.resume_sharded is not None:
+            self._load_sharded_state(self.resume_sharded["path"])
+        elif self.resuming:
             self._restore_training_state(checkpoint["training_state"])
         self._log_start()
 
@@ -215,10 +231,17 @@ class Trainer:
     def _build_sharded_model(self) -> tuple[nn.Module, dict]:
         """Several ranks: only rank 0 reads the weights (into host memory); every rank shards an
         empty model and receives its shards of rank 0's weights by broadcast, so no rank ever
-        holds the whole model on its GPU."""
+        holds the whole model on its GPU. Resuming from a sharded state that holds every weight
+        (a full fine-tune) reads no weight file at all: `_load_sharded_state` fills the shards."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        if self.placement.is_main:
+        decoder = build_on_meta(self.cfg.model, self.param_dtype)
+        model = self._build_model(decoder)
+        from tuner.training.distributed import state_dict_name
+
+        trainable = {state_dict_name(k) for k, p in decoder.named_parameters() if p.requires_grad}
+        weights_in_sharded_state = self.resume_sharded is not None and set(decoder.state_dict()) == trainable
+        if self.placement.is_main and not weights_in_sharded_state:
             full = build_on_meta(self.cfg.model, self.param_dtype)
             checkpoint = self._load_weights(full, torch.device("cpu"))
             state = {f"decoder.{k}": v for k, v in full.state_dict().items()}
@@ -226,10 +249,9 @@ class Trainer:
         else:
             checkpoint = self.checkpointer.load_checkpoint(weights=False)
             state = {}
-        decoder = build_on_meta(self.cfg.model, self.param_dtype)
-        model = self._build_model(decoder)
         model.to_empty(device=self.device)
-        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        if not weights_in_sharded_state:
+            set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
         if hasattr(decoder, "rope_init"):
             decoder.rope_init()  # non-persistent rotary tables are not broadcast
         return model, checkpoint
@@ -288,12 +310,14 @@ class Trainer:
         from tuner.peft import trainable_params_summary
 
         where = "resuming at" if self.resuming else "starting at"
+        how = f" (sharded training state of {self.placement.world_size} ranks)" if self.resume_sharded is not None else ""
         print(f"[tuner] {self.method.name}: {trainable_params_summary(self.decoder)}; "
-              f"{self.total_steps} steps ({self.steps_per_epoch}/epoch x {self.epochs}); {where} step {self.global_step}; "
+              f"{self.total_steps} steps ({self.steps_per_epoch}/epoch x {self.epochs}); {where} step {self.global_step}{how}; "
               f"device {self.device}, dtype {str(self.dtype).replace('torch.', '')}", flush=True)
 
     # ------------------------------------------------------------- resume
-    def training_state(self) -> dict:
+    def _loop_state(self) -> dict:
+        """Where the loop is (the same on every rank)."""
         return {
             "global_step": self.global_step,
             "epoch": self.epoch,
@@ -301,11 +325,41 @@ class Trainer:
             "seed": int(self.seed),
             "total_epochs": self.epochs,
             "max_steps_per_epoch": -1 if self.max_steps_per_epoch is None else int(self.max_steps_per_epoch),
-            "optimizer": self.placement.optimizer_state_dict(self.model, self.optimizer),
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else {},
-            "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler else {},
-            "rng": capture_rng_state(),
         }
+
+    def _rank_state(self) -> dict:
+        """What may differ between ranks: random generators, the gradient scaler."""
+        return {"grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler else {}, "rng": capture_rng_state()}
+
+    def training_state(self) -> dict:
+        """The whole training state as plain data (``training_state.pt``; the optimizer gathered)."""
+        return {**self._loop_state(), **self._rank_state(),
+                "optimizer": self.placement.optimizer_state_dict(self.model, self.optimizer)}
+
+    def _optimizers(self) -> Any:
+        return list(self.optimizer.optimizers.values()) if self.optimizer_in_bwd else self.optimizer
+
+    def _save_sharded_state(self, tmp: Path | None) -> None:
+        """All ranks: write this rank's shards of the training state into rank 0's temporary step
+        folder ``tmp`` (rank 0 passes it, the others receive it), then wait for every rank."""
+        folder = Path(self.placement.broadcast_object(None if tmp is None else str(tmp)))
+        state = self.placement.sharded_state(self.model, self._optimizers())
+        state["trainer"] = blob(self._loop_state())
+        state["ranks"] = {f"rank_{self.placement.rank}": blob(self._rank_state())}
+        save_sharded_state(folder / SHARDED_STATE_DIR, state)
+        self.placement.barrier()
+
+    def _load_sharded_state(self, folder: Path) -> None:
+        """All ranks: load the sharded training state straight into the sharded model (trainable
+        parameters) and optimizer, and restore the loop's position and this rank's RNG."""
+        rank_key = f"rank_{self.placement.rank}"
+        state = self.placement.sharded_state(self.model, self._optimizers())
+        state["trainer"] = None  # placeholders: filled from the checkpoint
+        state["ranks"] = {rank_key: None}
+        load_sharded_state(folder, state)
+        self.placement.load_sharded_state(self.model, self._optimizers(), state)
+        self._restore_training_state({**unblob(state["trainer"], "trainer"), **unblob(state["ranks"][rank_key], rank_key)})
 
     def _restore_training_state(self, state: dict) -> None:
         if int(state["seed"]) != int(self.seed):
@@ -316,7 +370,8 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.epoch = int(state["epoch"])
         self.batches_done = int(state["batches_done"])
-        self.placement.load_optimizer_state_dict(self.model, self.optimizer, state["optimizer"])
+        if "optimizer" in state:  # a sharded state has loaded it already
+            self.placement.load_optimizer_state_dict(self.model, self.optimizer, state["optimizer"])
         if self.lr_scheduler and state.get("lr_scheduler"):
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
             # A scheduler's state does not hold its optimizer's current lr; optimizer_in_bwd's lr
@@ -339,12 +394,24 @@ class Trainer:
             )
 
     def save_checkpoint(self, final: bool = False) -> None:
+        """Write ``step_<N>/``: the exported model (gathered on rank 0) and the training state, either
+        sharded (several ranks: each writes its shards into the step's temporary folder before rank
+        0 completes it) or whole in ``training_state.pt``."""
         self._check_finite_weights()
         state = self.method.checkpoint_state(self, self.decoder, final)
-        state["training_state"] = self.training_state()
-        if self.placement.is_main:
-            self.checkpointer.save_checkpoint(state, step=self.global_step, epoch=self.epoch,
-                                              adapter_only=bool(_cfg_get(self.cfg, "save_adapter_weights_only", False)))
+        adapter_only = bool(_cfg_get(self.cfg, "save_adapter_weights_only", False))
+        if self.sharded_state:
+            state["sharded_state"] = {"dir": SHARDED_STATE_DIR, "world_size": self.placement.world_size,
+                                      "format": "torch.distributed.checkpoint"}
+            if self.placement.is_main:
+                self.checkpointer.save_checkpoint(state, step=self.global_step, epoch=self.epoch, adapter_only=adapter_only,
+                                                  write_extra=self._save_sharded_state)
+            else:
+                self._save_sharded_state(None)
+        else:
+            state["training_state"] = self.training_state()
+            if self.placement.is_main:
+                self.checkpointer.save_checkpoint(state, step=self.global_step, epoch=self.epoch, adapter_only=adapter_only)
         self.placement.barrier()
 
     # -------------------------------------------------------------- train
