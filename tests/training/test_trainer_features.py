@@ -202,3 +202,19 @@ def test_sharded_checkpoint_streams_in_and_a_missing_shard_is_named(tmp_path, mo
                                                  "checkpoint_files": shards[:1], "model_type": "SMOLLM2", "output_dir": str(tmp_path / "partial")}))
     with pytest.raises(CheckpointError, match=r"the checkpoint lacks \d+ weight\(s\) the model needs: .*checkpoint_files"):
         Trainer(cfg, FullFinetune()).setup()
+
+
+def test_optimizer_in_backward_asks_only_for_optimizers_on_the_training_device(monkeypatch):
+    """A paged bitsandbytes optimizer refuses the CPU: with optimizer_in_bwd on CUDA nothing may
+    build one for the CPU (the lr proxy once did, so every low-memory full config failed on a GPU)."""
+    from omegaconf import OmegaConf
+
+    from tuner.training import optim
+
+    asked = []
+    real = optim.build_optimizer
+    monkeypatch.setattr(optim, "build_optimizer", lambda cfg, params, device: asked.append(device) or real(cfg, params, torch.device("cpu")))
+    model = torch.nn.Linear(3, 2)
+    opt = optim.OptimizerInBackward(OmegaConf.create({"_component_": "torch.optim.AdamW", "lr": 0.02}), model, torch.device("cuda"))
+    assert asked and set(asked) == {torch.device("cuda")}
+    assert opt.lr_proxy.param_groups[0]["lr"] == 0.02

@@ -36,7 +36,10 @@ class OptimizerInBackward:
     def __init__(self, cfg_optimizer: Any, model: nn.Module, device: torch.device) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizers = {p: build_optimizer(cfg_optimizer, [p], device) for p in self.params}
-        self.lr_proxy = build_optimizer(cfg_optimizer, [torch.zeros((), requires_grad=True)], torch.device("cpu"))
+        # The proxy only carries the lr (never steps), so it is a plain CPU optimizer: one of the
+        # configured kind could refuse the CPU (bitsandbytes' paged optimizers do).
+        lr = next(iter(self.optimizers.values())).param_groups[0]["lr"] if self.optimizers else cfg_optimizer.get("lr", 1e-3)
+        self.lr_proxy = torch.optim.SGD([torch.zeros((), requires_grad=True)], lr=float(lr))
         for p in self.params:
             p.register_post_accumulate_grad_hook(self._step_hook)
 
