@@ -202,8 +202,17 @@ def test_checkpointed_layers_dequantize_twice_per_step_and_give_the_same_grads(
     if checkpointing:
         apply_activation_checkpointing(model, keep_nf4_dense=True)
     calls = []
-    real = nf4_module.dequantize_nf4
-    monkeypatch.setattr(nf4_module, "dequantize_nf4", lambda q: calls.append(q.shape) or real(q))
+    real = nf4_module.bnb_functional()
+
+    class CountingBnb:  # every dequantization, forward or backward, runs bitsandbytes' dequantize_4bit
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def dequantize_4bit(self, *args, **kwargs):
+            calls.append(1)
+            return real.dequantize_4bit(*args, **kwargs)
+
+    monkeypatch.setattr(nf4_module, "bnb_functional", CountingBnb)
     model(x).square().sum().backward()
     assert len(calls) == 4 * dequantizations_per_weight
     for got, want in zip([p.grad for p in model.parameters() if p.requires_grad], reference):
@@ -218,3 +227,21 @@ def test_checkpointed_layers_dequantize_twice_per_step_and_give_the_same_grads(
         calls.clear()
         model(x).square().sum().backward()
         assert len(calls) == 4 * 3
+
+
+def test_compiled_nf4_layers_keep_no_dense_weight_for_backward():
+    """Compiled, identical dequantize ops in forward and backward would be merged into one dense
+    weight kept from forward to backward: every layer's bf16 weights (8B QLoRA went to 29.9 GiB)."""
+    from tuner.peft.lora import LoRALinear
+
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(LoRALinear(128, 96, rank=4, alpha=8, quantize_base=True, dtype=torch.float32),
+                                 LoRALinear(96, 128, rank=4, alpha=8, quantize_base=True, dtype=torch.float32))
+    compiled = torch.compile(layers, fullgraph=True)
+    x = torch.randn(4, 128, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        y = compiled(x)
+    y.sum().backward()
+    assert saved and x.grad is not None
+    assert not {(96, 128), (128, 96)} & set(saved), saved
