@@ -145,7 +145,7 @@ def test_tensor_op_dequantization_is_bit_identical_to_bitsandbytes(dtype, shape)
     assert torch.equal(ours, bnbf.dequantize_4bit(q.packed, q.quant_state()))
 
 
-@pytest.mark.parametrize("save_dense", [False, True, "compiled"])
+@pytest.mark.parametrize("save_dense", [False, True])
 def test_compiled_lora_over_nf4_is_one_graph_and_equals_eager(save_dense):
     from tuner.peft.lora import LoRALinear
     from tuner.quantization import keep_dense_weights_for_backward
@@ -246,10 +246,3 @@ def test_compiled_nf4_layers_keep_no_dense_weight_for_backward():
     assert saved and x.grad is not None
     assert not {(96, 128), (128, 96)} & set(saved), saved
 
-
-def test_keep_dense_weights_rejects_an_unknown_mode():
-    from tuner.peft.lora import LoRALinear
-    from tuner.quantization import keep_dense_weights_for_backward
-
-    with pytest.raises(TunerError, match="True, False or 'compiled'"):
-        keep_dense_weights_for_backward(LoRALinear(64, 64, rank=2, alpha=4, quantize_base=True), "always")

@@ -218,3 +218,23 @@ def test_optimizer_in_backward_asks_only_for_optimizers_on_the_training_device(m
     opt = optim.OptimizerInBackward(OmegaConf.create({"_component_": "torch.optim.AdamW", "lr": 0.02}), model, torch.device("cuda"))
     assert asked and set(asked) == {torch.device("cuda")}
     assert opt.lr_proxy.param_groups[0]["lr"] == 0.02
+
+
+def test_checkpointed_layers_are_compiled_inside_their_checkpoint_wrapper():
+    """The eager checkpoint must drop and recompute what the compiled layer saves; compiling the
+    wrapper instead left the recompute to the compiler (8B QLoRA: 8.55 vs 7.96 GiB peak)."""
+    from tuner.training import memory
+
+    class Decoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(2))
+
+    checkpointed, plain = Decoder(), Decoder()
+    memory.apply_activation_checkpointing(checkpointed)
+    for model in (checkpointed, plain):
+        memory.compile_layers(model)
+    for wrapper in checkpointed.layers:
+        assert wrapper._compiled_call_impl is None
+        assert wrapper._checkpoint_wrapped_module._compiled_call_impl is not None
+    assert all(layer._compiled_call_impl is not None for layer in plain.layers)
