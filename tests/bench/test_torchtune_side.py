@@ -3,9 +3,7 @@
 the one-line error when torchtune cannot be imported."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +11,8 @@ import torch
 
 from tuner.bench import torchtune_side as tt
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"vocab_size": 300, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "embed_dim": 32, "intermediate_dim": 64,
          "max_seq_len": 64}
-
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_script_tt", ROOT / "scripts" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _load_hf(folder: Path, files: list[str], model_type: str, tmp_path: Path) -> dict[str, torch.Tensor]:
@@ -157,10 +146,10 @@ def test_missing_torchtune_is_one_clear_error(tmp_path, monkeypatch):
     assert "scripts/device_setup.sh" in message and "Traceback" not in message
 
 
-def test_benchmark_stops_before_training_when_torchtune_is_missing(tmp_path, monkeypatch, capsys):
+def test_benchmark_stops_before_training_when_torchtune_is_missing(tmp_path, monkeypatch, capsys, bench):
     _fake_torchtune(tmp_path, monkeypatch)
-    code = _benchmark().main(["--workload", "lora_1b", "--device", "cpu", "--compare-torchtune", "--steps", "2",
-                              "--warmup", "1", "--seq-len", "16", "--batch-size", "1"])
+    code = bench.main(["--workload", "lora_1b", "--device", "cpu", "--compare-torchtune", "--steps", "2",
+                       "--warmup", "1", "--seq-len", "16", "--batch-size", "1"])
     captured = capsys.readouterr()
     assert code != 0 and captured.out == ""  # nothing trained, no JSON
     lines = captured.err.strip().splitlines()
