@@ -74,10 +74,8 @@ def run_hf(workload: str, tuner_result: dict, trainer, initial_state: dict | Non
     config = AutoConfig.for_model(**{k: v for k, v in hf_dict.items() if k not in ("architectures", "torch_dtype", "dtype")})
     config._attn_implementation = "sdpa"
     dtype = trainer.param_dtype
-    del trainer.model, trainer.optimizer
-    trainer.decoder = None
+    _release(trainer)
     if device == "cuda":
-        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config).to(dtype)
@@ -138,7 +136,7 @@ def kernel_summary(trace_dir: str, top: int = 25) -> dict:
 
 
 def _release(trainer) -> None:
-    """Drop what the finished tuner run holds on the GPU, so that a torchtune subprocess has it."""
+    """Drop what the finished tuner run holds on the GPU, for the HF baseline or a torchtune subprocess."""
     import torch
 
     for name in ("model", "optimizer", "lr_scheduler", "decoder", "loss_fn"):

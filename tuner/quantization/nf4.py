@@ -12,13 +12,14 @@ module can keep it in buffers that move with ``.to()`` and save with ``state_dic
 `linear_nf4` dequantizes the weight once per call and runs a plain matmul (what torchtune's
 torchao path does and what is fast on a GPU). By default backward dequantizes again for the input
 gradient instead of saving the dense weight, so no bf16 copy of the base outlives the call; with
-``save_dense=True`` (used inside activation-checkpointed layers, whose forward is recomputed right
+``save_dense=True`` (opt-in for activation-checkpointed layers, whose forward is recomputed right
 before their backward anyway) the dense weight is kept from the recompute to the backward, which
 saves one of the three dequantizations per step. The weight is frozen: it gets no gradient.
 
-Dequantization runs bitsandbytes' CUDA/CPU kernel in eager mode. Inside `torch.compile` it runs as
-plain tensor ops (`dequantize_nf4_ops`, bit-identical to the kernel) that the compiler fuses into
-one kernel next to the layer's other ops, instead of breaking the graph at every linear layer.
+Dequantization runs bitsandbytes' CUDA/CPU kernel in eager mode and in backward. Inside
+`torch.compile` the forward's runs as plain tensor ops (`dequantize_nf4_ops`, bit-identical to the
+kernel) that the compiler fuses into one kernel next to the layer's other ops, instead of breaking
+the graph at every linear layer.
 """
 from __future__ import annotations
 
