@@ -112,27 +112,16 @@ def run_hf(workload: str, tuner_result: dict, trainer, initial_state: dict | Non
 
 
 def kernel_summary(trace_dir: str, top: int = 25) -> dict:
-    """GPU time per kernel name over the traced steps, from the profiler's Chrome trace."""
+    """GPU time per kernel name and GPU idle time (blamed on CPU ops) over the traced steps,
+    from the profiler's Chrome trace (`tuner.bench.trace`)."""
+    from tuner.bench.trace import idle_gaps
+    from tuner.bench.trace import kernel_summary as summarise
+
     traces = sorted(Path(trace_dir).glob("*.json"))
     if not traces:
         return {"error": f"no trace in {trace_dir}"}
     events = json.loads(traces[-1].read_text()).get("traceEvents", [])
-    kernels = [e for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
-    cpu = [e for e in events if e.get("cat") == "user_annotation"]  # the GPU copies of annotations are "gpu_user_annotation"
-    steps = [e for e in cpu if str(e.get("name", "")).startswith("ProfilerStep#")]
-    optimizer = [e for e in cpu if str(e.get("name", "")).startswith("Optimizer.step")]
-    by_name: dict[str, list[float]] = {}
-    for e in kernels:
-        by_name.setdefault(e["name"][:90], []).append(e.get("dur", 0) / 1e3)
-    rows = sorted(((sum(d), len(d), n) for n, d in by_name.items()), reverse=True)
-    return {
-        "steps_traced": len(steps),
-        "wall_ms": round(sum(e.get("dur", 0) for e in steps) / 1e3, 1),
-        "gpu_busy_ms": round(sum(sum(d) for d in by_name.values()), 1),
-        "kernel_launches": len(kernels),
-        "optimizer_step_ms": round(sum(e.get("dur", 0) for e in optimizer) / 1e3, 1),
-        "top_kernels_ms": [[round(ms, 2), n, name] for ms, n, name in rows[:top]],
-    }
+    return {**summarise(events, top), "idle": idle_gaps(events)}
 
 
 def _release(trainer) -> None:
@@ -237,6 +226,7 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(cfg, LoRAFinetune() if method == "lora" else FullFinetune())
     trainer.setup()
+    setup_alloc = round(torch.cuda.memory_allocated() / 2**30, 2) if device == "cuda" else None
     dense = not any(n.endswith("weight_nf4") for n, _ in trainer.decoder.named_buffers())
     keep_initial = (compare_hf or compare_torchtune) and dense
     initial_state = {k: v.detach().cpu().clone() for k, v in trainer.decoder.state_dict().items()} if keep_initial else None
@@ -260,6 +250,7 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         "tokens_per_s_median": round(tps, 1),
         "peak_alloc_gib": peak_alloc,
         "peak_reserved_gib": peak_reserved,
+        "setup_alloc_gib": setup_alloc,
         "matmul_tflops": round(peak_tflops, 1) if peak_tflops else None,
         "mfu": round(tps * flops / (peak_tflops * 1e12), 4) if peak_tflops else None,
         "first_loss": rows[0]["loss"],
