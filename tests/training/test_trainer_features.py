@@ -78,6 +78,27 @@ def test_activation_checkpointing_and_offloading_change_nothing(ckpt, tmp_path):
     assert_same(plain, saving, 1e-6)
 
 
+def test_selective_activation_checkpointing_wraps_every_nth_layer_and_changes_nothing(ckpt, tmp_path):
+    plain, rows_plain = run(tmp_path, ckpt, "plain")
+    selective, rows_sel = run(tmp_path, ckpt, "selective", ac_mode="selective", ac_option=2)
+    wrapped = [i for i, layer in enumerate(selective.decoder.layers) if hasattr(layer, "_checkpoint_wrapped_module")]
+    assert wrapped == [1]  # torchtune's choice: the 2nd, 4th, ... layer
+    assert losses(rows_plain) == pytest.approx(losses(rows_sel), abs=1e-6)
+    assert_same(plain, selective, 1e-6)
+
+
+@pytest.mark.parametrize("mode, option, message", [
+    ("selective", 0, "ac_mode=selective needs ac_option=N, a whole number >= 1"),
+    ("selective", "op", "ac_mode=selective needs ac_option=N, a whole number >= 1"),
+    ("sometimes", None, "ac_mode='sometimes' is not a mode"),
+])
+def test_bad_selective_checkpointing_is_one_clear_error(ckpt, tmp_path, mode, option, message):
+    cfg = write_config(tmp_path / "ac.yaml", ckpt, tmp_path / "ac", ac_mode=mode, ac_option=option)
+    proc = tune("run", "full_finetune_single_device", "--config", str(cfg), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert message in proc.stderr
+
+
 def test_checkpointed_loss_chunks_change_nothing(ckpt, tmp_path):
     plain, rows_plain = run(tmp_path, ckpt, "plain")
     recompute, rows_re = run(tmp_path, ckpt, "recompute", loss={"_component_": "tuner.training.loss.ChunkedCrossEntropyLoss",

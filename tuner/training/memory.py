@@ -16,20 +16,48 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def apply_activation_checkpointing(model: nn.Module, keep_nf4_dense: bool = False) -> None:
-    """Recompute each decoder layer's activations in backward instead of storing them.
+def apply_activation_checkpointing(model: nn.Module, keep_nf4_dense: bool = False, every_n_layers: int = 1) -> list[int]:
+    """Recompute decoder layers' activations in backward instead of storing them.
 
-    ``keep_nf4_dense``: NF4 weights dequantized by the recompute serve the backward too, instead of
-    being dequantized a third time (see `keep_dense_weights_for_backward`).
+    ``every_n_layers``: checkpoint every n-th layer only (the n-th, 2n-th, ...; torchtune's
+    ``ac_mode: selective``), trading memory for the recompute of the others. ``keep_nf4_dense``:
+    NF4 weights dequantized by the recompute serve the backward too, instead of being dequantized a
+    third time (see `keep_dense_weights_for_backward`). Returns the indices of the checkpointed layers.
     """
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
     from tuner.quantization import keep_dense_weights_for_backward
 
+    if every_n_layers < 1:
+        raise ValueError(f"every_n_layers must be >= 1, got {every_n_layers}")
     layers = decoder_layers(model)
-    for i, layer in enumerate(layers):
-        keep_dense_weights_for_backward(layer, keep_nf4_dense)
-        layers[i] = checkpoint_wrapper(layer, preserve_rng_state=True)
+    chosen = [i for i in range(len(layers)) if (i + 1) % every_n_layers == 0]
+    for i in chosen:
+        keep_dense_weights_for_backward(layers[i], keep_nf4_dense)
+        layers[i] = checkpoint_wrapper(layers[i], preserve_rng_state=True)
+    return chosen
+
+
+def checkpointing_plan(enable: bool, ac_mode: str | None, ac_option: object) -> int | None:
+    """Every how many layers to checkpoint (None: none) from the config keys
+    ``enable_activation_checkpointing``, ``ac_mode`` (full | selective) and ``ac_option`` (n)."""
+    from tuner.errors import ConfigError
+
+    if ac_mode is None or str(ac_mode).lower() == "none":
+        return 1 if enable else None
+    mode = str(ac_mode).lower()
+    if mode == "full":
+        return 1
+    if mode != "selective":
+        raise ConfigError(f"ac_mode={ac_mode!r} is not a mode", "use ac_mode=full, ac_mode=selective (with ac_option=N) or null")
+    try:
+        every = int(ac_option)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        every = 0
+    if every < 1 or str(ac_option).strip() != str(every):
+        raise ConfigError(f"ac_mode=selective needs ac_option=N, a whole number >= 1 (checkpoint every N-th layer); got {ac_option!r}",
+                          "e.g. ac_option=2 checkpoints every second layer")
+    return every
 
 
 def compile_layers(model: nn.Module) -> None:

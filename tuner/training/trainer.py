@@ -46,7 +46,7 @@ KNOWN_KEYS = frozenset({
     "save_every_n_steps", "dataset", "dataset_val", "run_val_every_n_steps", "max_validation_steps", "seed",
     "shuffle", "batch_size", "optimizer", "optimizer_in_bwd", "lr_scheduler", "loss", "epochs",
     "max_steps_per_epoch", "gradient_accumulation_steps", "clip_grad_norm", "compile", "device", "dtype",
-    "enable_activation_checkpointing", "enable_activation_offloading", "nf4_keep_dense_for_backward", "fsdp_cpu_offload",
+    "enable_activation_checkpointing", "ac_mode", "ac_option", "enable_activation_offloading", "nf4_keep_dense_for_backward", "fsdp_cpu_offload",
     "fsdp_reshard_after_forward", "metric_logger", "log_every_n_steps", "log_peak_memory_stats", "profiler",
     "collate_fn", "num_workers", "progress_bar", "lora_plus_ratio", "sample_generation",
 })
@@ -135,6 +135,8 @@ class Trainer:
         self.log_every = int(_cfg_get(cfg, "log_every_n_steps", 1))
         self.save_every = _cfg_get(cfg, "save_every_n_steps")
         self.optimizer_in_bwd = bool(_cfg_get(cfg, "optimizer_in_bwd", False))
+        self.checkpoint_every = memory.checkpointing_plan(bool(_cfg_get(cfg, "enable_activation_checkpointing", False)),
+                                                          _cfg_get(cfg, "ac_mode"), _cfg_get(cfg, "ac_option"))
         self.seed = _cfg_get(cfg, "seed")
         self.global_step = 0
         self.epoch = 0
@@ -260,8 +262,9 @@ class Trainer:
         """Finish the loaded decoder (trainable set, memory features) and place it."""
         cfg = self.cfg
         self.method.set_trainable(self, model)
-        if _cfg_get(cfg, "enable_activation_checkpointing", False):
-            memory.apply_activation_checkpointing(model, bool(_cfg_get(cfg, "nf4_keep_dense_for_backward", False)))
+        if self.checkpoint_every is not None:
+            memory.apply_activation_checkpointing(model, bool(_cfg_get(cfg, "nf4_keep_dense_for_backward", False)),
+                                                  self.checkpoint_every)
         if _cfg_get(cfg, "compile", False):
             memory.compile_layers(model)
         self.decoder = model
