@@ -21,6 +21,9 @@ checkpoint written from the weights tuner started from (QLoRA: dense random bf16
 shape), a synthetic llama3 tiktoken file and synthetic text cut to exactly ``--seq-len`` tokens,
 with the same batch size, steps, warm-up and seed (``tuner/bench/torchtune_side.py``). Its median
 tokens/s and peak memory (from its own log lines) and the ratios tuner / torchtune are added.
+With ``--packed``, torchtune packs (its ``dataset.packed=True``, packs of ``--seq-len``) documents
+of the lengths tuner's packed data has; its tokens/s, which leaves padding out, is converted to
+positions/s as tuner counts (the entry's ``tokens_counted``).
 torchtune must be importable with $TORCHTUNE_PYTHONPATH (or ``--torchtune-path``) in front of PYTHONPATH,
 a path for the subprocess alone (``scripts/device_setup.sh``): its torchao 0.11 would make peft refuse
 to build the HF baseline's LoRA layers in this process.
@@ -138,26 +141,35 @@ def _release(trainer) -> None:
 
 def run_torchtune_side(workload: str, result: dict, hf_config: dict, initial_state: dict | None, device: str,
                        site: Path, version: str, compile_mode: str, overrides: list[str], tt_overrides: list[str],
-                       timeout: float, workdir: str | None, env: dict) -> None:
+                       timeout: float, workdir: str | None, env: dict, packed: dict | None = None) -> None:
     """torchtune's recipe on the same workload, once per compile mode; adds its entries and the
-    ratios tuner / torchtune to ``result`` (keys ``torchtune`` and, with ``both``, ``torchtune_eager``)."""
+    ratios tuner / torchtune to ``result`` (keys ``torchtune`` and, with ``both``, ``torchtune_eager``).
+    ``packed``: ``{"min_len", "seed"}`` of tuner's packed synthetic data; torchtune then packs
+    documents of the same lengths itself, and its tokens/s is converted to tuner's count."""
     from tuner.bench import torchtune_side as tt
 
     recipe, config = tt.RECIPES[workload]
+    seq_len, batch, steps = result["seq_len"], result["batch_size"], result["steps"]
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"bench_tt_{workload}_"))
     try:
-        assets = tt.write_assets(work / "assets", hf_config, MODEL_TYPES[workload], initial_state, result["seq_len"],
-                                 num_samples=result["batch_size"] * (result["steps"] + 2), device=device)
+        doc_lengths = count = None
+        if packed is not None:  # all packs are built before training: steps + 2 batches of them, no more
+            doc_lengths = tt.packed_document_lengths(seq_len, packed["min_len"], batch * (steps + 2), packed["seed"])
+            packs = tt.pack_documents(doc_lengths, seq_len)
+            count = {"positions_per_step": batch * seq_len, "counted_per_step": tt.counted_tokens_per_step(packs, batch)}
+        assets = tt.write_assets(work / "assets", hf_config, MODEL_TYPES[workload], initial_state, seq_len,
+                                 num_samples=batch * (steps + 2), device=device, doc_lengths=doc_lengths)
         modes = {"on": [True], "off": [False], "both": [True, False]}[compile_mode]
         for i, compiled in enumerate(modes):
             key = "torchtune" if i == 0 else "torchtune_eager"
             out = work / ("run_compile" if compiled else "run_eager")
             shutil.rmtree(out, ignore_errors=True)
-            argv = tt.torchtune_command(site, workload, assets, out, seq_len=result["seq_len"],
-                                        batch_size=result["batch_size"], steps=result["steps"], compile=compiled,
-                                        device=device, overrides=tt.forwarded_overrides(overrides) + list(tt_overrides))
+            argv = tt.torchtune_command(site, workload, assets, out, seq_len=seq_len, batch_size=batch, steps=steps,
+                                        compile=compiled, device=device, packed=packed is not None,
+                                        overrides=tt.forwarded_overrides(overrides) + list(tt_overrides))
             entry = {"tool": f"torchtune-{version}", "recipe": recipe, "config": config, "compile": compiled,
-                     **tt.run_torchtune(argv, out, result["warmup_steps"], timeout, env=env)}
+                     **({"documents": len(doc_lengths), "packs": len(packs)} if packed is not None else {}),
+                     **tt.run_torchtune(argv, out, result["warmup_steps"], timeout, env=env, **(count or {}))}
             if not workdir:
                 entry.pop("log", None)  # the temporary folder goes away
             result[key] = entry
@@ -214,8 +226,6 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         from tuner.bench import torchtune_side as tt
         from tuner.errors import UsageError
 
-        if packed:
-            raise UsageError("--compare-torchtune compares unpacked workloads only")
         if int(cfg.model.get("vocab_size", tt.LLAMA3_VOCAB)) < tt.LLAMA3_VOCAB:
             raise UsageError(f"--compare-torchtune needs vocab_size >= {tt.LLAMA3_VOCAB} (torchtune's llama3 tokenizer "
                              f"emits ids up to {tt.LLAMA3_VOCAB - 1})", "drop the model.vocab_size override")
@@ -270,7 +280,8 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         _release(trainer)
         run_torchtune_side(workload, result, tt_hf_config, initial_state, device, tt_site, tt_version,
                            torchtune_compile, overrides, list(torchtune_overrides or []), torchtune_timeout, torchtune_dir,
-                           tt_env)
+                           tt_env, packed={"min_len": int(cfg.dataset.min_len), "seed": int(cfg.dataset.get("seed", 0))}
+                           if packed else None)
     return result
 
 

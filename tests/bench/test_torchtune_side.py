@@ -4,6 +4,9 @@ the one-line error when torchtune cannot be imported."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,7 +82,7 @@ def test_command_runs_torchtunes_recipe_with_tuners_batch_and_steps(tmp_path):
                      "dataset.source=json", f"dataset.data_files={tmp_path / 'data.json'}", "device=cuda",
                      "checkpointer.checkpoint_files=[model-00001-of-00002.safetensors,model-00002-of-00002.safetensors]",
                      f"checkpointer.checkpoint_dir={tmp_path / 'model'}", f"metric_logger.log_dir={tmp_path / 'out' / 'logs'}",
-                     "save_adapter_weights_only=True", "seed=0"]:
+                     "save_adapter_weights_only=True", "seed=0", "shuffle=False", "dataset.packed=False"]:
         assert expected in args, expected
     assert args[-1] == "model.lora_rank=16"  # overrides come last, so they win
 
@@ -161,3 +164,98 @@ def test_torchtunes_path_is_for_the_subprocess_alone():
     assert env["PYTHONPATH"] == "/tmp/site_tt:/tmp/site" and env["X"] == "1"
     assert tt.torchtune_env("/opt/tt", base={})["PYTHONPATH"] == "/opt/tt"
     assert "PYTHONPATH" not in tt.torchtune_env(None, base={})
+
+
+# ---- --packed --compare-torchtune ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> Path:
+    return tt.write_tiktoken_ranks(tmp_path_factory.mktemp("ranks") / "tokenizer.model")
+
+
+def test_documents_encode_to_exactly_the_lengths_asked(tmp_path, ranks):
+    from tuner.models.llama3 import llama3_tokenizer
+
+    lengths = [2, 3, 4, 5, 6, 63, 2047] + tt.packed_document_lengths(64, 8, num_packs=6)
+    data = tt.write_documents(tmp_path / "data.json", lengths, ranks)
+    rows = json.loads(data.read_text())
+    tok = llama3_tokenizer(str(ranks))
+    # torchtune's text_completion_dataset: encode(text, add_bos=True, add_eos=True), then truncation
+    assert [len(tok.encode(r["text"], add_bos=True, add_eos=True)) for r in rows] == lengths
+    assert len({r["text"] for r in rows[7:]}) == len(rows) - 7  # random words, not one text repeated
+    assert tt.write_documents(tmp_path / "again.json", lengths, ranks).read_text() == data.read_text()  # seeded
+
+
+def test_packed_documents_make_tuners_packs(bench):
+    from tuner.bench import NullTokenizer, synthetic_dataset
+
+    seq_len, batch, steps = 64, 2, 3
+    lengths = tt.packed_document_lengths(seq_len, seq_len // 8, num_packs=batch * (steps + 2))
+    assert all(2 <= n <= seq_len - 1 for n in lengths)  # torchtune keeps max_seq_len - 1 = seq_len - 1 tokens
+    packs = tt.pack_documents(lengths, seq_len)
+    assert len(packs) == batch * (steps + 2) and all(sum(p) <= seq_len for p in packs)
+    # tuner's --packed data (run() doubles num_samples) packs documents of the same lengths the same way
+    ours = synthetic_dataset(NullTokenizer(), seq_len=seq_len, num_samples=2 * batch * (steps + 1), vocab_size=100,
+                             packed=True, min_len=seq_len // 8)
+    for i in range(batch * steps):  # tuner's seq_lens: the documents, then the padding if any
+        docs = ours[i]["seq_lens"].tolist()
+        assert [min(n, seq_len - 1) for n in docs[:len(packs[i])]] == packs[i], i  # a 64-token document has 63 here
+        assert len(docs) - len(packs[i]) == (sum(docs[:len(packs[i])]) < seq_len), i
+    # what torchtune counts a step: the documents' tokens of its `batch` packs, not their padding
+    assert tt.counted_tokens_per_step([[61], [15, 20, 21], [51], [55, 9], [10]], 2) == [117, 115]
+
+
+def test_packed_command_packs_into_seq_len(tmp_path):
+    assets = tt.Assets(tmp_path / "model", ["model.safetensors"], tmp_path / "tokenizer.model", tmp_path / "data.json")
+    argv = tt.torchtune_command(tmp_path / "site", "lora_1b", assets, tmp_path / "out", seq_len=2048, batch_size=4,
+                                steps=25, compile=True, packed=True)
+    for expected in ["tokenizer.max_seq_len=2048", "dataset.packed=True", "dataset.split_across_pack=False",
+                     "shuffle=False", "dataset._component_=torchtune.datasets.text_completion_dataset"]:
+        assert expected in argv, expected
+    assert "dataset.packed=False" not in argv and "tokenizer.max_seq_len=2049" not in argv
+
+
+def test_packed_tokens_per_s_is_converted_to_positions():
+    log = "".join(f"Step {s} | loss:1.0 lr:1e-05 tokens_per_second_per_gpu:{v} \n"
+                  for s, v in [(1, 10.0), (2, 90.0), (3, 100.0), (4, 60.0)])
+    rows = tt.parse_step_lines(log)
+    # 2 packs of 64 positions a step; torchtune counted only the non-padding labels of each step
+    packed = tt.summarize(rows, warmup=1, positions_per_step=128, counted_per_step=[128, 96, 100, 64])
+    assert packed["tokens_per_s_median_logged"] == 90.0  # torchtune's own figure (steps 2..4)
+    assert packed["tokens_per_s_median"] == 120.0  # median of 90*128/96, 100*128/100, 60*128/64
+    assert packed["tokens_counted"] == tt.COUNTED_PACKED
+    assert packed["padding_fraction"] == round(1 - 260 / 384, 4)
+    unpacked = tt.summarize(rows, warmup=1)
+    assert unpacked["tokens_per_s_median"] == 90.0 and unpacked["tokens_counted"] == tt.COUNTED_UNPACKED
+    assert "tokens_per_s_median_logged" not in unpacked
+    with pytest.raises(ValueError, match="data has 3 batches"):
+        tt.summarize(rows, warmup=1, positions_per_step=128, counted_per_step=[128, 96, 100])
+
+
+_TT_PACKS = """\
+import json, sys
+from torchtune.datasets import text_completion_dataset
+from torchtune.models.llama3 import llama3_tokenizer
+data, ranks, max_seq_len, split = sys.argv[1:]
+ds = text_completion_dataset(llama3_tokenizer(ranks, max_seq_len=int(max_seq_len)), source="json", data_files=data,
+                             column="text", split="train", packed=True, split_across_pack=split == "True")
+print(json.dumps([[len(p["tokens"]), p["seq_lens"].tolist(), int((p["labels"] != -100).sum())] for p in ds.packs]))
+"""
+
+
+@pytest.mark.skipif(not os.environ.get(tt.PATH_VARIABLE), reason=f"torchtune: set ${tt.PATH_VARIABLE}")
+def test_torchtunes_packed_dataset_builds_the_expected_packs(tmp_path, ranks):
+    seq_len = 64
+    lengths = tt.packed_document_lengths(seq_len, seq_len // 8, num_packs=8)
+    assets = tt.Assets(tmp_path, [], ranks, tt.write_documents(tmp_path / "data.json", lengths, ranks), lengths)
+    argv = tt.torchtune_command(tmp_path, "lora_1b", assets, tmp_path / "out", seq_len=seq_len, batch_size=2, steps=3,
+                                compile=False, packed=True)
+    values = dict(a.split("=", 1) for a in argv[4:])
+    env = {**tt.torchtune_env(), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", _TT_PACKS, str(assets.data), str(ranks), values["tokenizer.max_seq_len"],
+                           values["dataset.split_across_pack"]], env=env, capture_output=True, text=True, check=True)
+    packs = json.loads(proc.stdout.strip().splitlines()[-1])
+    expected = tt.pack_documents(lengths, seq_len)
+    assert [n for n, _, _ in packs] == [seq_len] * len(expected)  # every pack: seq_len positions
+    assert [lens[:len(e)] for (_, lens, _), e in zip(packs, expected)] == expected  # then one padding "document"
+    assert [c for _, _, c in packs] == [sum(e) for e in expected]  # what the recipe counts as tokens

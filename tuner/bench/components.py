@@ -27,10 +27,24 @@ class _Synthetic(Dataset):
         return self.num_samples
 
     def __getitem__(self, i: int) -> dict[str, list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        n = self.seq_len if self.min_len is None else int(torch.randint(self.min_len, self.seq_len + 1, (), generator=g))
+        g = _generator(self.seed, i)
+        n = _length(self.seq_len, self.min_len, g)
         tokens = torch.randint(0, self.vocab_size, (n,), generator=g).tolist()
         return {"tokens": tokens, "labels": list(tokens)}
+
+
+def _generator(seed: int, i: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + i)
+
+
+def _length(seq_len: int, min_len: int | None, g: torch.Generator) -> int:
+    return seq_len if min_len is None else int(torch.randint(min_len, seq_len + 1, (), generator=g))
+
+
+def synthetic_document_length(seq_len: int, min_len: int | None, i: int, seed: int = 0) -> int:
+    """The length of sample ``i`` of ``synthetic_dataset(seq_len=..., min_len=..., seed=...)``, without
+    drawing its tokens (``--compare-torchtune --packed`` gives torchtune documents of these lengths)."""
+    return _length(seq_len, min_len, _generator(seed, i))
 
 
 def synthetic_dataset(tokenizer: Any, seq_len: int = 2048, num_samples: int = 1000, vocab_size: int = 32000, seed: int = 0,

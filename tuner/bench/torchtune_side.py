@@ -10,13 +10,27 @@ its ``tune`` CLI imports kagglehub, which needs kagglesdk). Its inputs are writt
 - a synthetic llama3-style tiktoken ranks file with 128,000 entries (256 bytes + random lowercase
   strings), loaded by ``torchtune.models.llama3.llama3_tokenizer``;
 - synthetic text (JSON) long enough that every sample is truncated to exactly ``seq_len`` tokens,
-  read through ``torchtune.datasets.text_completion_dataset`` with ``source=json``.
+  read through ``torchtune.datasets.text_completion_dataset`` with ``source=json``; with ``--packed``,
+  documents of the lengths tuner's ``--packed`` data draws (``synthetic_document_length``), each
+  text of exactly the tokens that make, with the BOS and EOS torchtune adds, that length, which
+  torchtune packs itself (``dataset.packed=True``) into packs of ``seq_len`` positions.
 
 torchtune logs each step to its DiskLogger as ``Step N | key:value key:value ...``; the median of
 ``tokens_per_second_per_gpu`` over the steps after the warm-up and the peak of
 ``peak_memory_alloc`` / ``peak_memory_reserved`` (GiB; each line holds the peak since the line
 before, so their maximum is the peak of training; with the "Memory stats after model init" lines of
 its output, the peak of the whole run, as tuner's figure is) are its result.
+
+What tokens/s counts. torchtune 0.6.1's recipes (``lora_finetune_single_device.py``,
+``full_finetune_single_device.py``) log ``num_tokens / time_per_step`` where ``num_tokens`` sums
+``(batch["labels"] != loss_fn.ignore_index)`` over the step's batches (labels before the shift by
+one): the positions that are not padding. tuner's benchmark counts ``batch["tokens"].numel()``, every
+position. Unpacked, samples have no padding and the two agree. Packed, torchtune's PackedDataset
+pads each pack to ``max_seq_len`` with labels -100, so its figure leaves the padding out; the entry's
+``tokens_per_s_median`` is then torchtune's per-step figure times positions / its count of that step
+(both known from the documents written: `pack_documents`), so that the ratios compare positions/s
+(equivalently, step times) on both sides; torchtune's own figure is ``tokens_per_s_median_logged``
+and ``tokens_counted`` says which was counted.
 """
 from __future__ import annotations
 
@@ -178,26 +192,143 @@ def write_text_data(path: str | Path, seq_len: int, num_samples: int, seed: int 
     return path
 
 
+def _pools(words: Sequence[str], counts: Sequence[int]) -> dict[int, list[str]]:
+    pools: dict[int, list[str]] = {}
+    for w, c in zip(words, counts):
+        pools.setdefault(c, []).append(w)
+    return pools
+
+
+def _pick(rng: random.Random, words: Sequence[str], count: Mapping[str, int], pools: Mapping[int, list[str]],
+          left: int) -> tuple[str, int]:
+    """A word of ``c`` tokens with ``c == left`` or ``left - c >= 2`` (what is left stays reachable with
+    words of 2 and 3 tokens): a random word when it fits, else one of the smallest count that fits."""
+    for _ in range(4):
+        w = rng.choice(words)
+        if count[w] == left or left - count[w] >= 2:
+            return w, count[w]
+    c = min(c for c in pools if c == left or left - c >= 2)
+    return rng.choice(pools[c]), c
+
+
+def write_documents(path: str | Path, lengths: Sequence[int], tokenizer_path: str | Path, seed: int = 0) -> Path:
+    r"""``[{"text": ...}, ...]`` whose i-th text encodes, with the BOS and EOS torchtune's
+    text_completion_dataset adds, to exactly ``lengths[i]`` tokens of the ranks file ``tokenizer_path``
+    (so ``lengths[i] - 2`` tokens of text; each length >= 2).
+
+    A text is random lowercase words: the first bare, the others after one space. Each is a pre-token
+    of the llama3 pattern (``[^\r\n\p{L}\p{N}]?\p{L}+``) and tiktoken's BPE works within pre-tokens,
+    so a text's token count is the sum of its words' counts, which tuner's tiktoken reading of the
+    same file (``llama3_tokenizer``) gives; the words are picked to make that sum exact, and every
+    text is encoded again to check it. Deterministic for a given ``seed`` and ranks file."""
+    from tuner.models.llama3 import llama3_tokenizer
+
+    lengths = [int(n) for n in lengths]
+    if any(n < 2 for n in lengths):
+        raise TunerError(f"a document needs at least 2 tokens (BOS and EOS), got {min(lengths)}")
+    tok = llama3_tokenizer(str(tokenizer_path))
+    enc = tok.backend.enc
+    rng = random.Random(seed)
+    letters = [chr(c) for c in range(97, 123)]  # single bytes: one token bare, two after a space
+    words = letters + ["".join(rng.choice(letters) for _ in range(rng.randrange(2, 9))) for _ in range(5000)]
+    bare_counts = [len(ids) for ids in enc.encode_ordinary_batch(words)]
+    spaced_counts = [len(ids) for ids in enc.encode_ordinary_batch([" " + w for w in words])]
+    bare, spaced = dict(zip(words, bare_counts)), dict(zip(words, spaced_counts))
+    bare_pools, spaced_pools = _pools(words, bare_counts), _pools(words, spaced_counts)
+    if not ({1, 2} <= set(bare_pools) and {2, 3} <= set(spaced_pools)):
+        raise TunerError(f"{tokenizer_path}: no words of 1 and 2 tokens, or of 2 and 3 after a space, "
+                         "to make texts of any length", "use the ranks file of write_tiktoken_ranks")
+    rows = []
+    for n in lengths:
+        left, parts = n - 2, []
+        if left:
+            w, c = _pick(rng, words, bare, bare_pools, left)
+            parts.append(w)
+            left -= c
+        while left:
+            w, c = _pick(rng, words, spaced, spaced_pools, left)
+            parts.append(" " + w)
+            left -= c
+        rows.append({"text": "".join(parts)})
+    for i, (row, n) in enumerate(zip(rows, lengths)):
+        got = len(tok.encode(row["text"], add_bos=True, add_eos=True))
+        if got != n:
+            raise TunerError(f"document {i} encodes to {got} tokens, not {n}")
+    path = Path(path)
+    path.write_text(json.dumps(rows))
+    return path
+
+
+# ---- packed documents ----------------------------------------------------------------------------
+def pack_documents(lengths: Sequence[int], max_seq_len: int) -> list[list[int]]:
+    """The document lengths of each pack, as torchtune's ``PackedDataset(split_across_pack=False)``
+    (and tuner's) packs documents in order: a document that does not fit in what is left of the pack
+    starts the next one; the rest of a pack is padding."""
+    packs: list[list[int]] = [[]]
+    for n in lengths:
+        if n > max_seq_len:
+            raise ValueError(f"a document of {n} tokens does not fit a pack of {max_seq_len}")
+        if sum(packs[-1]) + n > max_seq_len:
+            packs.append([])
+        packs[-1].append(n)
+    return packs if packs[0] else []
+
+
+def packed_document_lengths(seq_len: int, min_len: int | None, num_packs: int, seed: int = 0) -> list[int]:
+    """Lengths (BOS and EOS included) of the documents torchtune packs for ``--packed``: the lengths of
+    tuner's ``--packed`` documents (``synthetic_document_length``, in order), each kept within
+    [2, seq_len - 1] (torchtune adds BOS and EOS, and its text dataset keeps at most
+    ``tokenizer.max_seq_len - 1`` = seq_len - 1 tokens), as many as fill ``num_packs`` packs of
+    ``seq_len``: torchtune builds every pack before training, so no more are written."""
+    from tuner.bench.components import synthetic_document_length
+
+    if seq_len < 3:
+        raise TunerError(f"--packed --compare-torchtune needs seq_len >= 3, got {seq_len}")
+    lengths: list[int] = []
+    used, packs, i = 0, 1, 0
+    while True:
+        n = min(max(synthetic_document_length(seq_len, min_len, i, seed), 2), seq_len - 1)
+        if used + n > seq_len:
+            if packs == num_packs:
+                return lengths
+            packs, used = packs + 1, 0
+        lengths.append(n)
+        used += n
+        i += 1
+
+
+def counted_tokens_per_step(packs: Sequence[Sequence[int]], batch_size: int) -> list[int]:
+    """What torchtune counts as tokens in each step (``labels != -100``: the document tokens of the
+    step's packs, not their padding), for batches of ``batch_size`` packs in order (``shuffle=False``;
+    its dataloader drops the last, incomplete batch)."""
+    return [sum(sum(p) for p in packs[k:k + batch_size]) for k in range(0, len(packs) - batch_size + 1, batch_size)]
+
+
 @dataclass
 class Assets:
     checkpoint_dir: Path
     checkpoint_files: list[str]
     tokenizer: Path
     data: Path
+    doc_lengths: list[int] | None = None  # packed: each document's tokens, BOS and EOS included
 
 
 def write_assets(folder: str | Path, hf_config: Mapping[str, Any], model_type: str,
                  state_dict: Mapping[str, torch.Tensor] | None, seq_len: int, num_samples: int,
-                 device: str = "cpu") -> Assets:
-    """Checkpoint, tokenizer and data for one torchtune run, under ``folder``."""
+                 device: str = "cpu", doc_lengths: Sequence[int] | None = None) -> Assets:
+    """Checkpoint, tokenizer and data for one torchtune run, under ``folder``: ``num_samples``
+    texts cut to ``seq_len`` tokens, or, given ``doc_lengths``, one document of each length."""
     folder = Path(folder)
     if int(hf_config["vocab_size"]) < LLAMA3_VOCAB:
         raise TunerError(f"--compare-torchtune needs vocab_size >= {LLAMA3_VOCAB} (torchtune's llama3 tokenizer "
                          f"emits ids up to {LLAMA3_VOCAB - 1}); this model has {hf_config['vocab_size']}",
                          "drop the model.vocab_size override")
     files = write_hf_checkpoint(folder / "model", hf_config, model_type, state_dict, device=device)
-    return Assets(folder / "model", files, write_tiktoken_ranks(folder / "tokenizer.model"),
-                  write_text_data(folder / "data.json", seq_len, num_samples))
+    ranks = write_tiktoken_ranks(folder / "tokenizer.model")
+    if doc_lengths is None:
+        return Assets(folder / "model", files, ranks, write_text_data(folder / "data.json", seq_len, num_samples))
+    return Assets(folder / "model", files, ranks, write_documents(folder / "data.json", doc_lengths, ranks),
+                  list(doc_lengths))
 
 
 # ---- the command ---------------------------------------------------------------------------------
@@ -214,12 +345,17 @@ def forwarded_overrides(overrides: Sequence[str]) -> list[str]:
 
 
 def torchtune_command(site: str | Path, workload: str, assets: Assets, out_dir: str | Path, *, seq_len: int,
-                      batch_size: int, steps: int, compile: bool, device: str = "cuda",
+                      batch_size: int, steps: int, compile: bool, device: str = "cuda", packed: bool = False,
                       overrides: Sequence[str] = (), python: str = sys.executable) -> list[str]:
     """argv running torchtune's recipe for ``workload`` on ``assets``: the shipped config with the
-    same batch, sequence length (``tokenizer.max_seq_len`` is seq_len + 1 because torchtune's text
-    dataset keeps max_seq_len - 1 tokens), steps and seed as tuner's run, no gradient accumulation;
-    ``overrides`` go last."""
+    same batch, sequence length, steps, seed and data order (``shuffle=False``) as tuner's run, no
+    gradient accumulation; ``overrides`` go last.
+
+    Unpacked, ``tokenizer.max_seq_len`` is seq_len + 1 because torchtune's text dataset keeps
+    max_seq_len - 1 tokens. Packed (``dataset.packed=True``), its PackedDataset packs into
+    ``tokenizer.max_seq_len`` positions, so that is seq_len (documents keep at most seq_len - 1
+    tokens, which `packed_document_lengths` respects); ``split_across_pack=False`` packs as tuner's
+    ``--packed`` data does (a document that does not fit starts the next pack; the rest is padding)."""
     recipe, config = RECIPES[workload]
     site, out_dir = Path(site), Path(out_dir)
     argv = [
@@ -227,11 +363,12 @@ def torchtune_command(site: str | Path, workload: str, assets: Assets, out_dir: 
         f"output_dir={out_dir}",
         f"checkpointer.checkpoint_dir={assets.checkpoint_dir}",
         f"checkpointer.checkpoint_files=[{','.join(assets.checkpoint_files)}]",
-        f"tokenizer.path={assets.tokenizer}", f"tokenizer.max_seq_len={seq_len + 1}",
+        f"tokenizer.path={assets.tokenizer}", f"tokenizer.max_seq_len={seq_len if packed else seq_len + 1}",
         "dataset._component_=torchtune.datasets.text_completion_dataset", "dataset.source=json",
-        f"dataset.data_files={assets.data}", "dataset.column=text", "dataset.split=train", "dataset.packed=False",
+        f"dataset.data_files={assets.data}", "dataset.column=text", "dataset.split=train",
+        *(["dataset.packed=True", "dataset.split_across_pack=False"] if packed else ["dataset.packed=False"]),
         f"batch_size={batch_size}", "gradient_accumulation_steps=1", "epochs=1", f"max_steps_per_epoch={steps}",
-        "seed=0", "log_every_n_steps=1", "log_peak_memory_stats=True",
+        "shuffle=False", "seed=0", "log_every_n_steps=1", "log_peak_memory_stats=True",
         "metric_logger._component_=torchtune.training.metric_logging.DiskLogger",
         f"metric_logger.log_dir={out_dir / 'logs'}", "metric_logger.filename=log.txt",
         f"compile={compile}", f"device={device}",
@@ -260,12 +397,37 @@ def parse_step_lines(text: str) -> list[dict[str, float]]:
     return rows
 
 
-def summarize(rows: list[dict[str, float]], warmup: int, stdout: str = "") -> dict[str, Any]:
+COUNTED_UNPACKED = ("positions: torchtune counts labels != -100, which is every position of unpacked samples "
+                    "(batch_size x seq_len a step), as tuner counts")
+COUNTED_PACKED = ("positions, padding included, as tuner counts: torchtune's own figure "
+                  "(tokens_per_s_median_logged) counts labels != -100, its packs' padding left out; "
+                  "each step's figure x batch_size*seq_len / its count of that step")
+
+
+def summarize(rows: list[dict[str, float]], warmup: int, stdout: str = "", positions_per_step: int | None = None,
+              counted_per_step: Sequence[int] | None = None) -> dict[str, Any]:
     """Median tokens/s over steps after ``warmup``; peak memory over the step lines and the
-    "Memory stats after model init" lines of the recipe's output (``stdout``)."""
-    steady = [r["tokens_per_second_per_gpu"] for r in rows if r["step"] > warmup and "tokens_per_second_per_gpu" in r]
-    if not steady:
+    "Memory stats after model init" lines of the recipe's output (``stdout``).
+
+    With ``counted_per_step`` (what torchtune counted in step 1, 2, ...: `counted_tokens_per_step`)
+    and ``positions_per_step`` (batch_size x seq_len), each step's figure is converted to positions/s,
+    tuner's count; torchtune's own median is kept as ``tokens_per_s_median_logged``."""
+    logged = [(int(r["step"]), r["tokens_per_second_per_gpu"]) for r in rows
+              if r["step"] > warmup and "tokens_per_second_per_gpu" in r]
+    if not logged:
         raise ValueError(f"no step after warm-up {warmup} logged tokens_per_second_per_gpu ({len(rows)} step lines)")
+    counts: dict[str, Any] = {"tokens_counted": COUNTED_UNPACKED}
+    steady = [v for _, v in logged]
+    if counted_per_step is not None:
+        if positions_per_step is None:
+            raise ValueError("counted_per_step needs positions_per_step")
+        if max(s for s, _ in logged) > len(counted_per_step):
+            raise ValueError(f"torchtune logged step {max(s for s, _ in logged)}; its data has {len(counted_per_step)} batches")
+        counted = [counted_per_step[s - 1] for s, _ in logged]
+        steady = [v * positions_per_step / c for (_, v), c in zip(logged, counted)]
+        counts = {"tokens_counted": COUNTED_PACKED,
+                  "tokens_per_s_median_logged": round(statistics.median(v for _, v in logged), 1),
+                  "padding_fraction": round(1 - sum(counted) / (positions_per_step * len(counted)), 4)}
     init = {"allocation": [], "reserved": []}
     for kind, value in _INIT_MEM.findall(stdout):
         init[kind].append(float(value))
@@ -276,6 +438,7 @@ def summarize(rows: list[dict[str, float]], warmup: int, stdout: str = "") -> di
 
     return {
         "tokens_per_s_median": round(statistics.median(steady), 1),
+        **counts,
         "peak_alloc_gib": peak("peak_memory_alloc", "allocation"),  # whole run, as tuner's figure
         "peak_reserved_gib": peak("peak_memory_reserved", "reserved"),
         "peak_alloc_train_gib": peak("peak_memory_alloc"),  # training steps only (ANCHORS.md's figure)
@@ -295,9 +458,11 @@ def _tail(path: Path, lines: int = 60) -> str:
 
 
 def run_torchtune(argv: list[str], out_dir: str | Path, warmup: int, timeout: float,
-                  env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Run ``argv`` (from ``torchtune_command``) with a timeout and summarise its log. On a failure
-    the entry has ``error``; the last lines of torchtune's output go to stderr and ``log_tail``."""
+                  env: Mapping[str, str] | None = None, positions_per_step: int | None = None,
+                  counted_per_step: Sequence[int] | None = None) -> dict[str, Any]:
+    """Run ``argv`` (from ``torchtune_command``) with a timeout and summarise its log (`summarize`,
+    which the last two arguments go to). On a failure the entry has ``error``; the last lines of
+    torchtune's output go to stderr and ``log_tail``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "torchtune_stdout.log"
@@ -325,7 +490,7 @@ def run_torchtune(argv: list[str], out_dir: str | Path, warmup: int, timeout: fl
     entry: dict[str, Any] = {"wall_s": wall, "log": str(log)}
     if error is None:
         try:
-            entry.update(summarize(rows, warmup, stdout))
+            entry.update(summarize(rows, warmup, stdout, positions_per_step, counted_per_step))
         except ValueError as e:
             error = str(e)
     if error is not None:
