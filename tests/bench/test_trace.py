@@ -18,7 +18,7 @@ def _trace():
         _x("cuda_runtime", "cudaLaunchKernel", 5, 1, correlation=1),
         _x("cuda_runtime", "cudaLaunchKernel", 6, 1, correlation=2),
         _x("cuda_runtime", "cudaLaunchKernel", 410, 5, correlation=3),
-        _x("cuda_runtime", "cudaLaunchKernel", 625, 3, correlation=4),
+        _x("cuda_driver", "cuLaunchKernelEx", 625, 3, correlation=4),  # Triton launches go through the driver
         _x("kernel", "k_a", 0, 100, correlation=1),
         _x("kernel", "k_b", 100, 100, correlation=2),
         _x("kernel", "gemm", 500, 100, correlation=3),

@@ -13,6 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
+RUNTIME_CATEGORIES = ("cuda_runtime", "cuda_driver")  # Triton kernels are launched through the driver API
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 
 
@@ -61,10 +62,10 @@ def idle_gaps(events: list[dict], min_gap_us: float = 20.0, top: int = 15) -> di
     if not gpu:
         return {"error": "no GPU activity in the traced steps"}
     launches = {e["args"]["correlation"]: e for e in events
-                if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
+                if e.get("cat") in RUNTIME_CATEGORIES and "correlation" in e.get("args", {})}
     ops = sorted((e for e in events if e.get("cat") == "cpu_op" and e.get("ph") == "X"), key=lambda e: e["ts"])
     op_starts = [e["ts"] for e in ops]
-    syncs = sorted((e for e in events if e.get("cat") == "cuda_runtime" and e.get("name") in SYNC_CALLS), key=lambda e: e["ts"])
+    syncs = sorted((e for e in events if e.get("cat") in RUNTIME_CATEGORIES and e.get("name") in SYNC_CALLS), key=lambda e: e["ts"])
     sync_starts = [e["ts"] for e in syncs]
 
     gaps: list[tuple[float, float, dict]] = []  # (start, length, kernel after the gap)
