@@ -37,6 +37,7 @@ from tuner.training.loss import IGNORE_INDEX, ChunkedCrossEntropyLoss
 from tuner.training.metric_logging import MetricLogger, StdoutLogger
 from tuner.training.optim import OptimizerInBackward, build_optimizer
 from tuner.training.placement import SingleDevice
+from tuner.training.step_numbers import StepNumbers
 from tuner.training.precision import get_device, get_dtype
 
 
@@ -444,6 +445,7 @@ class Trainer:
             window_loss = torch.zeros((), device=self.device)
             window_tokens = torch.zeros((), device=self.device, dtype=torch.long)
             window_positions, t0 = 0, time.perf_counter()
+            pending: StepNumbers | None = None  # the last step's numbers, still on their way from the GPU
             for batch in self.dataloader:
                 loss_sum, n_tokens = self._forward_backward_step(batch)
                 window_loss += loss_sum.detach()
@@ -453,31 +455,31 @@ class Trainer:
                 if self.batches_done % self.grad_accum != 0:
                     continue
                 total_tokens = self.placement.all_reduce_sum(window_tokens.clone())
-                loss = (self.placement.all_reduce_sum(window_loss.clone()) / total_tokens.clamp(min=1)).item()
-                if not math.isfinite(loss):  # before the step: the bad update is never applied
-                    raise TrainingError(
-                        f"loss is {loss} at step {self.global_step + 1}; stopped without applying or saving it",
-                        "lower the learning rate, enable clip_grad_norm, or use dtype=bf16/fp32",
-                    )
+                window_mean = self.placement.all_reduce_sum(window_loss.clone()) / total_tokens.clamp(min=1)
+                if pending is not None:  # this step is queued on the GPU by now: reading the last one costs no idle time
+                    self._report(pending, progress)
                 grad_norm = self._optimizer_step(window_tokens)
                 self.global_step += 1
                 steps_done_in_epoch += 1
                 elapsed = time.perf_counter() - t0
-                if self.global_step % self.log_every == 0 or self.global_step == self.total_steps:
-                    self._log_step(loss, grad_norm, window_positions / max(elapsed, 1e-9), progress)
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr():.2e}", tok_s=f"{window_positions / max(elapsed, 1e-9):.0f}")
+                pending = StepNumbers(self.global_step, {"loss": window_mean, "grad_norm": grad_norm, "lr": self._lr(),
+                                                         "tokens_per_second": window_positions / max(elapsed, 1e-9)})
                 if profiler is not None:
                     profiler.step()
-                self._maybe_validate()
                 last_of_epoch = steps_done_in_epoch >= self.steps_per_epoch
-                if self.save_every and self.global_step % int(self.save_every) == 0 and not last_of_epoch:
+                save_now = bool(self.save_every) and self.global_step % int(self.save_every) == 0 and not last_of_epoch
+                if last_of_epoch or save_now or self._validation_due():
+                    self._report(pending, progress)  # a non-finite loss must stop the run before anything is saved
+                    pending = None
+                self._maybe_validate()
+                if save_now:
                     self.save_checkpoint()
                 window_loss.zero_(); window_tokens.zero_()
                 window_positions, t0 = 0, time.perf_counter()
                 if last_of_epoch:
                     break
+            if pending is not None:
+                self._report(pending, progress)
             self._end_epoch()
         if progress is not None:
             progress.close()
@@ -502,7 +504,7 @@ class Trainer:
         scaled.backward()
         return loss_sum, n_tokens
 
-    def _optimizer_step(self, window_tokens: torch.Tensor) -> float | None:
+    def _optimizer_step(self, window_tokens: torch.Tensor) -> torch.Tensor | None:
         if self.optimizer_in_bwd:
             if self.lr_scheduler:
                 self.lr_scheduler.step()
@@ -517,7 +519,8 @@ class Trainer:
         grad_norm = None
         if self.clip_grad_norm is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm=float(self.clip_grad_norm))
-            grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            if hasattr(grad_norm, "full_tensor"):
+                grad_norm = grad_norm.full_tensor()
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
@@ -532,10 +535,27 @@ class Trainer:
         opt = self.optimizer.lr_proxy if self.optimizer_in_bwd else self.optimizer
         return float(opt.param_groups[0]["lr"])
 
-    def _log_step(self, loss: float, grad_norm: float | None, tokens_per_second: float, progress: Any) -> None:
+    def _report(self, numbers: StepNumbers, progress: Any) -> None:
+        """Check, log and show a finished step's numbers (see `StepNumbers`: they arrive a step late)."""
+        values = numbers.read()
+        loss = values["loss"]
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"loss is {loss} at step {numbers.step}; stopped without saving it (the last checkpoint is intact)",
+                "lower the learning rate, enable clip_grad_norm, or use dtype=bf16/fp32",
+            )
+        tokens_per_second = values["tokens_per_second"]
+        if numbers.step % self.log_every == 0 or numbers.step == self.total_steps:
+            self._log_step(numbers.step, loss, values["grad_norm"], values["lr"], tokens_per_second, progress)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss:.4f}", lr=f"{values['lr']:.2e}", tok_s=f"{tokens_per_second:.0f}")
+
+    def _log_step(self, step: int, loss: float, grad_norm: float | None, lr: float, tokens_per_second: float,
+                  progress: Any) -> None:
         if not self.placement.is_main:
             return
-        metrics: dict[str, Any] = {"loss": loss, "lr": self._lr(), "tokens_per_second_per_gpu": tokens_per_second}
+        metrics: dict[str, Any] = {"loss": loss, "lr": lr, "tokens_per_second_per_gpu": tokens_per_second}
         if grad_norm is not None:
             metrics["grad_norm"] = grad_norm
         if _cfg_get(self.cfg, "log_peak_memory_stats", True):
@@ -543,11 +563,14 @@ class Trainer:
         for logger in self.loggers:
             if progress is not None and isinstance(logger, StdoutLogger):
                 continue  # the progress bar shows these
-            logger.log_dict(metrics, step=self.global_step)
+            logger.log_dict(metrics, step=step)
+
+    def _validation_due(self) -> bool:
+        every = _cfg_get(self.cfg, "run_val_every_n_steps")
+        return self.val_dataloader is not None and bool(every) and self.global_step % int(every) == 0
 
     def _maybe_validate(self) -> None:
-        every = _cfg_get(self.cfg, "run_val_every_n_steps")
-        if self.val_dataloader is None or not every or self.global_step % int(every) != 0:
+        if not self._validation_due():
             return
         val_loss = self.evaluate(self.val_dataloader, max_batches=_cfg_get(self.cfg, "max_validation_steps"))
         if self.placement.is_main:
