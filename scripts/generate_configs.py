@@ -34,6 +34,7 @@ class Model:
     tokenizer_extra: str = ""
     full_lr: str = "2e-5"
     big: bool = False    # memory-saving defaults for the single-device full config
+    full_ac_every: int | None = None  # single-device full config: checkpoint every n-th layer (measured, docs/benchmarks.md)
     tied: bool = False   # tied embeddings: no LoRA on the output projection
 
 
@@ -64,7 +65,8 @@ MODELS: tuple[Model, ...] = (
           "original/tokenizer.model", _sharded(191), ("qlora",), batch_size=1),
     Model("llama3_2", "1B", "llama3_2_1b", "Llama 3.2 1B Instruct", "meta-llama/Llama-3.2-1B-Instruct", "LLAMA3_2", "tuner.models.llama3.llama3_tokenizer",
           "original/tokenizer.model", SINGLE,
-          ("full_single_device", "lora_single_device", "qlora_single_device", "dora_single_device", "full", "lora"), tied=True),
+          ("full_single_device", "lora_single_device", "qlora_single_device", "dora_single_device", "full", "lora"), tied=True,
+          full_ac_every=2),
     Model("llama3_2", "3B", "llama3_2_3b", "Llama 3.2 3B Instruct", "meta-llama/Llama-3.2-3B-Instruct", "LLAMA3_2", "tuner.models.llama3.llama3_tokenizer",
           "original/tokenizer.model", "[model-00001-of-00002.safetensors, model-00002-of-00002.safetensors]",
           ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"), tied=True),
@@ -170,6 +172,11 @@ def render(m: Model, method: str) -> str:
     act_ckpt = "True" if (qlora or low_memory or (distributed and m.size in ("70B", "72B", "405B", "32B"))) else "False"
     accum = 1 if low_memory else 8 if not full else 1
     adapter = "save_adapter_weights_only: False\n" if not full else ""
+    selective = ""
+    if full and not distributed and m.full_ac_every:
+        act_ckpt = "True"
+        selective = (f"ac_mode: selective  # checkpoint every ac_option-th layer only: less memory than none, "
+                     f"faster than all\nac_option: {m.full_ac_every}\n")
     dist = "fsdp_cpu_offload: False\nfsdp_reshard_after_forward: True\n" if distributed else ""
     if distributed and m.size == "405B":
         dist = "fsdp_cpu_offload: True\nfsdp_reshard_after_forward: True\n"
@@ -212,7 +219,7 @@ compile: False
 device: cuda
 dtype: bf16
 enable_activation_checkpointing: {act_ckpt}
-enable_activation_offloading: False
+{selective}enable_activation_offloading: False
 {dist}
 metric_logger:
   _component_: tuner.training.metric_logging.DiskLogger
