@@ -3,8 +3,9 @@
     python scripts/bench_nf4.py            # Llama-3.1-8B weight shapes, 4096 tokens, bf16
 
 Prints one JSON line per weight shape, milliseconds per call (mean of 20 after 3 warm-ups):
-dense (bf16 matmul, the floor), bitsandbytes' dequantize kernel, the same dequantization as tensor
-ops eager and compiled (what `torch.compile` runs inside a compiled layer), `linear_nf4` with and
+dense (bf16 matmul, the floor), bitsandbytes' dequantize kernels, tuner's Triton kernel (what
+`dequantize_nf4` runs on CUDA, eager and compiled), the same dequantization as tensor
+ops eager and compiled (what a compiled layer runs where Triton is missing), `linear_nf4` with and
 without the dense weight saved for backward, and torchao's NF4 (torchtune's path) when installed.
 """
 from __future__ import annotations
@@ -45,7 +46,8 @@ def main() -> None:
         row = {
             "shape": [out_f, in_f],
             "dense_fwd_bwd": mean_ms(lambda: F.linear(x, w).backward(g)),
-            "dequant_bnb": mean_ms(lambda: nf4.dequantize_nf4(q)),
+            "dequant_bnb": mean_ms(lambda: nf4.bnb_functional().dequantize_4bit(q.packed, q.quant_state())),
+            "dequant_triton": mean_ms(lambda: nf4.dequantize_nf4(q)),
             "dequant_ops_eager": mean_ms(lambda: nf4.dequantize_nf4_ops(q, *tables)),
             "dequant_ops_compiled": mean_ms(lambda: compiled_ops(q, *tables)),
             "nf4_fwd_bwd": mean_ms(lambda: nf4.linear_nf4(x, q).backward(g)),

@@ -16,10 +16,11 @@ gradient instead of saving the dense weight, so no bf16 copy of the base outlive
 before their backward anyway) the dense weight is kept from the recompute to the backward, which
 saves one of the three dequantizations per step. The weight is frozen: it gets no gradient.
 
-Dequantization runs bitsandbytes' CUDA/CPU kernel in eager mode and in backward. Inside
-`torch.compile` the forward's runs as plain tensor ops (`dequantize_nf4_ops`, bit-identical to the
-kernel) that the compiler fuses into one kernel next to the layer's other ops, instead of breaking
-the graph at every linear layer.
+Dequantization runs one Triton kernel on CUDA (`nf4_triton`, bit-identical to bitsandbytes' and
+about twice as fast as the alternatives below), called whole from compiled graphs through a custom
+op, and bitsandbytes' kernels elsewhere. Without Triton, `torch.compile` runs the forward's as plain
+tensor ops (`dequantize_nf4_ops`, also bit-identical) instead of breaking the graph at every
+linear layer.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from tuner.errors import TunerError
+from tuner.quantization import nf4_triton
 
 BLOCKSIZE = 64          # values per absmax block (QLoRA's choice)
 SCALE_BLOCKSIZE = 256   # absmax values per block of the second quantization (bitsandbytes' fixed size)
@@ -157,7 +159,18 @@ def quantize_nf4(weight: torch.Tensor, dtype: torch.dtype | None = None) -> NF4W
 def dequantize_nf4(q: NF4Weight) -> torch.Tensor:
     """The dense weight (shape `q.shape`, dtype `q.dtype`) that `q` stands for."""
     if torch.compiler.is_compiling():
+        if nf4_triton.available(q.device):
+            return torch.ops.tuner.dequantize_nf4(q.packed, q.absmax, q.absmax_scale, q.absmax_offset,
+                                                  q.shape[0], q.shape[1], q.dtype)
         return dequantize_nf4_ops(q, *lookup_tables(q.device))
+    return _dequantize_eager(q)
+
+
+def _dequantize_eager(q: NF4Weight) -> torch.Tensor:
+    """One Triton kernel where it can run (`nf4_triton`), else bitsandbytes' kernels."""
+    if nf4_triton.available(q.device):
+        return nf4_triton.dequantize_nf4_triton(q.packed, q.absmax, q.absmax_scale, q.absmax_offset,
+                                                *lookup_tables(q.device), q.shape, q.dtype)
     return bnb_functional().dequantize_4bit(q.packed, q.quant_state())
 
 
@@ -178,16 +191,26 @@ def dequantize_nf4_ops(q: NF4Weight, levels: torch.Tensor, scale_code: torch.Ten
     return (values * absmax[:, None]).reshape(-1)[:n].view(q.shape).to(q.dtype)
 
 
+@torch.library.custom_op("tuner::dequantize_nf4", mutates_args=())
+def _dequantize_nf4_forward(
+    packed: torch.Tensor, absmax: torch.Tensor, absmax_scale: torch.Tensor, absmax_offset: torch.Tensor,
+    out_features: int, in_features: int, dtype: torch.dtype,
+) -> torch.Tensor:
+    """The dequantize kernel as an op a compiled forward calls whole (Triton devices only)."""
+    return _dequantize_eager(NF4Weight(packed, absmax, absmax_scale, absmax_offset, torch.Size((out_features, in_features)), dtype))
+
+
 @torch.library.custom_op("tuner::dequantize_nf4_kernel", mutates_args=())
 def _dequantize_nf4_kernel(
     packed: torch.Tensor, absmax: torch.Tensor, absmax_scale: torch.Tensor, absmax_offset: torch.Tensor,
     out_features: int, in_features: int, dtype: torch.dtype,
 ) -> torch.Tensor:
-    """bitsandbytes' dequantize kernel as an op the compiler keeps whole (see `_LinearNF4`)."""
-    q = NF4Weight(packed, absmax, absmax_scale, absmax_offset, torch.Size((out_features, in_features)), dtype)
-    return bnb_functional().dequantize_4bit(q.packed, q.quant_state())
+    """The dequantize kernel as an op the compiler keeps whole, for backward (see `_LinearNF4`). A
+    separate op from the forward's so that a compiled graph never merges the two calls."""
+    return _dequantize_eager(NF4Weight(packed, absmax, absmax_scale, absmax_offset, torch.Size((out_features, in_features)), dtype))
 
 
+@_dequantize_nf4_forward.register_fake
 @_dequantize_nf4_kernel.register_fake
 def _(packed, absmax, absmax_scale, absmax_offset, out_features, in_features, dtype):
     return packed.new_empty((out_features, in_features), dtype=dtype)

@@ -1,0 +1,72 @@
+"""The Triton NF4 dequantization kernel (`tuner.quantization.nf4_triton`): bit-identical to
+bitsandbytes, used by eager and compiled NF4 layers on CUDA. On the CPU it runs under Triton's
+interpreter (the dev extra installs Triton); on the GPU machine the `gpu` tests run it for real."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tuner.quantization import nf4 as nf4_module
+from tuner.quantization import nf4_triton
+
+pytest.importorskip("triton", reason="the dev extra installs triton (Linux x86_64)")
+bnbf = nf4_module.bnb_functional()
+SHAPES = [(256, 4096), (33, 100), (1, 1), (64, 96)]
+
+
+def _kernel_of(q):
+    return nf4_triton.dequantize_nf4_triton(q.packed, q.absmax, q.absmax_scale, q.absmax_offset,
+                                            *nf4_module.lookup_tables(q.device), q.shape, q.dtype)
+
+
+def test_kernel_under_the_interpreter_is_bit_identical_to_bitsandbytes_and_serves_linear_nf4():
+    """Every dtype and odd shapes, and `linear_nf4` forward + backward dequantize through it
+    (`_nf4_triton_interpreted.py`, in a subprocess: Triton's interpreter is chosen at import)."""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("_nf4_triton_interpreted.py"))],
+                          env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)},
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "interpreted NF4 kernel checks passed" in proc.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("shape", [(14336, 4096), (1024, 4096), (4096, 14336), (64, 96), (33, 100), (1, 1)])
+def test_cuda_kernel_is_bit_identical_to_bitsandbytes(dtype, shape):
+    torch.manual_seed(0)
+    q = nf4_module.quantize_nf4(torch.randn(shape, device="cuda") * 0.05, dtype)
+    assert torch.equal(_kernel_of(q), bnbf.dequantize_4bit(q.packed, q.quant_state()))
+
+
+@pytest.mark.gpu
+def test_cuda_compiled_lora_over_nf4_calls_the_kernel_keeps_no_dense_weight_and_equals_eager(monkeypatch):
+    from tuner.peft.lora import LoRALinear
+
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(
+        LoRALinear(256, 192, rank=4, alpha=8, quantize_base=True, init_lora_weights=False, dtype=torch.bfloat16),
+        LoRALinear(192, 256, rank=4, alpha=8, quantize_base=True, init_lora_weights=False, dtype=torch.bfloat16)).cuda()
+    x = torch.randn(4, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    layers(x).float().square().sum().backward()
+    eager = [t.clone() for t in (x.grad, *(p.grad for p in layers.parameters() if p.requires_grad))]
+    x.grad = None
+    layers.zero_grad()
+    calls = []
+    real = nf4_triton.dequantize_nf4_triton
+    monkeypatch.setattr(nf4_triton, "dequantize_nf4_triton", lambda *a, **k: calls.append(1) or real(*a, **k))
+    compiled = torch.compile(layers, fullgraph=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        y = compiled(x)
+    y.float().square().sum().backward()
+    assert len(calls) == 4  # two weights, forward and backward
+    assert not {(192, 256), (256, 192)} & set(saved), saved
+    got = [x.grad, *(p.grad for p in layers.parameters() if p.requires_grad)]
+    for g, want in zip(got, eager):
+        torch.testing.assert_close(g, want, rtol=2e-2, atol=2e-2)
