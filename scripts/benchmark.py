@@ -265,6 +265,9 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         "mfu": round(tps * flops / (peak_tflops * 1e12), 4) if peak_tflops else None,
         "first_loss": rows[0]["loss"],
         "final_loss": rows[-1]["loss"],
+        "tokens_per_s_steps": [round(r["tokens_per_second_per_gpu"]) for r in rows],
+        # seconds the loop waited for each step's GPU work, read a step later: ~0 means launch-bound
+        "wait_for_gpu_s_steps": [round(r["wait_for_gpu_s"], 4) for r in rows if "wait_for_gpu_s" in r],
         "device": torch.cuda.get_device_name() if device == "cuda" else device,
         "torch": torch.__version__,
     }

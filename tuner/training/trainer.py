@@ -537,7 +537,9 @@ class Trainer:
 
     def _report(self, numbers: StepNumbers, progress: Any) -> None:
         """Check, log and show a finished step's numbers (see `StepNumbers`: they arrive a step late)."""
+        start = time.perf_counter()
         values = numbers.read()
+        values["wait_for_gpu_s"] = time.perf_counter() - start
         loss = values["loss"]
         if not math.isfinite(loss):
             raise TrainingError(
@@ -546,16 +548,21 @@ class Trainer:
             )
         tokens_per_second = values["tokens_per_second"]
         if numbers.step % self.log_every == 0 or numbers.step == self.total_steps:
-            self._log_step(numbers.step, loss, values["grad_norm"], values["lr"], tokens_per_second, progress)
+            self._log_step(numbers.step, loss, values["grad_norm"], values["lr"], tokens_per_second, progress,
+                           wait_for_gpu_s=values["wait_for_gpu_s"])
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{loss:.4f}", lr=f"{values['lr']:.2e}", tok_s=f"{tokens_per_second:.0f}")
 
     def _log_step(self, step: int, loss: float, grad_norm: float | None, lr: float, tokens_per_second: float,
-                  progress: Any) -> None:
+                  progress: Any, wait_for_gpu_s: float | None = None) -> None:
+        """``wait_for_gpu_s``: how long the loop waited for this step's numbers, a step later; near
+        zero means the GPU was waiting for the CPU instead (launch-bound), not the other way round."""
         if not self.placement.is_main:
             return
         metrics: dict[str, Any] = {"loss": loss, "lr": lr, "tokens_per_second_per_gpu": tokens_per_second}
+        if wait_for_gpu_s is not None and self.device.type == "cuda":
+            metrics["wait_for_gpu_s"] = wait_for_gpu_s
         if grad_norm is not None:
             metrics["grad_norm"] = grad_norm
         if _cfg_get(self.cfg, "log_peak_memory_stats", True):
