@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from tuner.cli.main import main
 from tuner.registry import RECIPES, all_configs, recipe_for_config

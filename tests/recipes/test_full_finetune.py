@@ -2,18 +2,12 @@
 HF transformers model; saving, reloading in transformers, and exact kill-and-resume."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from tests.recipes.helpers import ROOT, assert_kill_and_resume_exact, logged_losses, make_hf_checkpoint, tune, write_config
+from tests.recipes.helpers import assert_kill_and_resume_exact, logged_losses, make_hf_checkpoint, tune, write_config
 
 
 @pytest.fixture(scope="module")

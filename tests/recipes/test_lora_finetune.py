@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from tests.recipes.helpers import logged_losses, make_hf_checkpoint, tune, write_config
+from tests.recipes.helpers import logged_losses, make_hf_checkpoint, write_config
 from tuner.config import load_config
 from tuner.training.lora import LoRAFinetune
 from tuner.training.trainer import Trainer

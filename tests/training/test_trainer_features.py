@@ -10,7 +10,7 @@ import torch
 
 from tests.recipes.helpers import make_hf_checkpoint, tune, write_config
 from tuner.config import load_config
-from tuner.errors import ConfigError, TrainingError
+from tuner.errors import ConfigError
 from tuner.training.full import FullFinetune
 from tuner.training.trainer import Trainer
 
@@ -203,7 +203,6 @@ def test_tensorboard_wandb_offline_and_profiler(ckpt, tmp_path, monkeypatch):
 
 
 def test_sharded_checkpoint_streams_in_and_a_missing_shard_is_named(tmp_path, monkeypatch):
-    from tuner.checkpoint import HFCheckpointer
     from tuner.errors import CheckpointError
     from tuner.training import build
 
