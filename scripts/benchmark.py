@@ -226,6 +226,12 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         from tuner.bench import torchtune_side as tt
         from tuner.errors import UsageError
 
+        order_keys = {"shuffle", "gradient_accumulation_steps", "batch_size", "dataset.packed", "dataset.split_across_pack"}
+        fixed = sorted({o.split("=", 1)[0].strip() for o in torchtune_overrides or []} & order_keys)
+        if packed and fixed:
+            raise UsageError(f"--packed --compare-torchtune sets torchtune's {', '.join(fixed)} itself: its packed tokens/s "
+                             "is converted step by step, assuming step k trains on tuner's packs of step k",
+                             f"drop --torchtune-override {' '.join(f + '=...' for f in fixed)}")
         if int(cfg.model.get("vocab_size", tt.LLAMA3_VOCAB)) < tt.LLAMA3_VOCAB:
             raise UsageError(f"--compare-torchtune needs vocab_size >= {tt.LLAMA3_VOCAB} (torchtune's llama3 tokenizer "
                              f"emits ids up to {tt.LLAMA3_VOCAB - 1})", "drop the model.vocab_size override")

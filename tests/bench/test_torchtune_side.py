@@ -159,6 +159,15 @@ def test_benchmark_stops_before_training_when_torchtune_is_missing(tmp_path, mon
     assert len(lines) == 1 and lines[0].startswith("error: --compare-torchtune: torchtune is not importable")
 
 
+def test_packed_comparison_refuses_overrides_that_reorder_torchtunes_packs(capsys, bench):
+    code = bench.main(["--workload", "lora_1b", "--device", "cpu", "--packed", "--compare-torchtune", "--steps", "2",
+                       "--torchtune-override", "shuffle=True", "--warmup", "1", "--seq-len", "16", "--batch-size", "1"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "sets torchtune's shuffle itself" in lines[0] and "drop --torchtune-override shuffle=..." in lines[0]
+
+
 def test_torchtunes_path_is_for_the_subprocess_alone():
     env = tt.torchtune_env(None, base={"PYTHONPATH": "/tmp/site", tt.PATH_VARIABLE: "/tmp/site_tt", "X": "1"})
     assert env["PYTHONPATH"] == "/tmp/site_tt:/tmp/site" and env["X"] == "1"
