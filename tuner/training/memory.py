@@ -8,6 +8,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from tuner.errors import ConfigError
+
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     layers = getattr(model, "layers", None)
@@ -41,8 +43,6 @@ def apply_activation_checkpointing(model: nn.Module, keep_nf4_dense: bool = Fals
 def checkpointing_plan(enable: bool, ac_mode: str | None, ac_option: object) -> int | None:
     """Every how many layers to checkpoint (None: none) from the config keys
     ``enable_activation_checkpointing``, ``ac_mode`` (full | selective) and ``ac_option`` (n)."""
-    from tuner.errors import ConfigError
-
     if ac_mode is None or str(ac_mode).lower() == "none":
         return 1 if enable else None
     mode = str(ac_mode).lower()
