@@ -232,9 +232,7 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
             raise UsageError(f"--packed --compare-torchtune sets torchtune's {', '.join(fixed)} itself: its packed tokens/s "
                              "is converted step by step, assuming step k trains on tuner's packs of step k",
                              f"drop --torchtune-override {' '.join(f + '=...' for f in fixed)}")
-        if int(cfg.model.get("vocab_size", tt.LLAMA3_VOCAB)) < tt.LLAMA3_VOCAB:
-            raise UsageError(f"--compare-torchtune needs vocab_size >= {tt.LLAMA3_VOCAB} (torchtune's llama3 tokenizer "
-                             f"emits ids up to {tt.LLAMA3_VOCAB - 1})", "drop the model.vocab_size override")
+        tt.check_vocab_size(int(cfg.model.get("vocab_size", tt.LLAMA3_VOCAB)))
         tt_env = tt.torchtune_env(torchtune_path)
         tt_site, tt_version = tt.find_torchtune(env=tt_env, also_import=("bitsandbytes",) if workload == "full_1b" else ())
     peak_tflops = matmul_tflops() if device == "cuda" else None

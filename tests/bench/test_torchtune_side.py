@@ -168,6 +168,16 @@ def test_packed_comparison_refuses_overrides_that_reorder_torchtunes_packs(capsy
     assert len(lines) == 1 and "sets torchtune's shuffle itself" in lines[0] and "drop --torchtune-override shuffle=..." in lines[0]
 
 
+def test_a_vocabulary_smaller_than_llama3s_is_refused_before_training(capsys, bench):
+    code = bench.main(["--workload", "lora_1b", "--device", "cpu", "--compare-torchtune", "--steps", "2", "--warmup", "1",
+                       "--seq-len", "16", "--batch-size", "1", "model.vocab_size=1000"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "needs vocab_size >= 128256" in lines[0] and "this model has 1000" in lines[0]
+    assert "drop the model.vocab_size override" in lines[0]
+
+
 def test_torchtunes_path_is_for_the_subprocess_alone():
     env = tt.torchtune_env(None, base={"PYTHONPATH": "/tmp/site", tt.PATH_VARIABLE: "/tmp/site_tt", "X": "1"})
     assert env["PYTHONPATH"] == "/tmp/site_tt:/tmp/site" and env["X"] == "1"

@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from tuner.errors import TunerError
+from tuner.errors import TunerError, UsageError
 
 TORCHTUNE_VERSION = "0.6.1"
 
@@ -304,6 +304,14 @@ def counted_tokens_per_step(packs: Sequence[Sequence[int]], batch_size: int) -> 
     return [sum(sum(p) for p in packs[k:k + batch_size]) for k in range(0, len(packs) - batch_size + 1, batch_size)]
 
 
+def check_vocab_size(vocab_size: int) -> None:
+    """Refuse a model whose vocabulary cannot hold every id torchtune's llama3 tokenizer emits."""
+    if vocab_size < LLAMA3_VOCAB:
+        raise UsageError(f"--compare-torchtune needs vocab_size >= {LLAMA3_VOCAB} (torchtune's llama3 tokenizer "
+                         f"emits ids up to {LLAMA3_VOCAB - 1}); this model has {vocab_size}",
+                         "drop the model.vocab_size override")
+
+
 @dataclass
 class Assets:
     checkpoint_dir: Path
@@ -319,10 +327,7 @@ def write_assets(folder: str | Path, hf_config: Mapping[str, Any], model_type: s
     """Checkpoint, tokenizer and data for one torchtune run, under ``folder``: ``num_samples``
     texts cut to ``seq_len`` tokens, or, given ``doc_lengths``, one document of each length."""
     folder = Path(folder)
-    if int(hf_config["vocab_size"]) < LLAMA3_VOCAB:
-        raise TunerError(f"--compare-torchtune needs vocab_size >= {LLAMA3_VOCAB} (torchtune's llama3 tokenizer "
-                         f"emits ids up to {LLAMA3_VOCAB - 1}); this model has {hf_config['vocab_size']}",
-                         "drop the model.vocab_size override")
+    check_vocab_size(int(hf_config["vocab_size"]))
     files = write_hf_checkpoint(folder / "model", hf_config, model_type, state_dict, device=device)
     ranks = write_tiktoken_ranks(folder / "tokenizer.model")
     if doc_lengths is None:
