@@ -98,7 +98,9 @@ class FSDP2:
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
         model_sd, optim_sd = get_state_dict(model, optimizers)
-        trainable = {state_dict_name(n) for n, p in model.named_parameters() if p.requires_grad}
+        from tuner.models.convert import clean_tuner_key
+
+        trainable = {clean_tuner_key(n) for n, p in model.named_parameters() if p.requires_grad}
         return {"model": {k: v for k, v in model_sd.items() if k in trainable}, "optimizer": optim_sd}
 
     def load_sharded_state(self, model: nn.Module, optimizers, state: dict) -> None:
@@ -121,8 +123,3 @@ class FSDP2:
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def state_dict_name(name: str) -> str:
-    """A parameter's state-dict name: without the wrappers' prefixes (activation checkpointing, compile)."""
-    return name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")

@@ -238,11 +238,11 @@ class Trainer:
         (a full fine-tune) reads no weight file at all: `_load_sharded_state` fills the shards."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
+        from tuner.models.convert import clean_tuner_key
+
         decoder = build_on_meta(self.cfg.model, self.param_dtype)
         model = self._build_model(decoder)
-        from tuner.training.distributed import state_dict_name
-
-        trainable = {state_dict_name(k) for k, p in decoder.named_parameters() if p.requires_grad}
+        trainable = {clean_tuner_key(k) for k, p in decoder.named_parameters() if p.requires_grad}
         weights_in_sharded_state = self.resume_sharded is not None and set(decoder.state_dict()) == trainable
         if self.placement.is_main and not weights_in_sharded_state:
             full = build_on_meta(self.cfg.model, self.param_dtype)
