@@ -229,12 +229,10 @@ class _Checkpointer:
         ``weights=False`` reads no weight file at all (ranks that receive the weights by broadcast).
         """
         result: dict[str, Any] = {}
-        if not weights:
-            pass
-        elif on_shard is not None:
+        if weights and on_shard is not None:
             for shard in self.iter_model_shards():
                 on_shard(shard)
-        else:
+        elif weights:
             folder, files = self._model_source()
             merged: StateDict = {}
             for _, shard in iter_weight_files(files):
