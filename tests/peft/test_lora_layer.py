@@ -222,3 +222,33 @@ def test_lora_plus_param_groups():
     assert ref_counts == sorted((g["lr"], len(g["params"])) for g in groups)
     with pytest.raises(TunerError, match="lora_plus_ratio"):
         lora_plus_param_groups(toy, 1e-3, 0)
+
+
+class _RecordOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records (op name, output shape) of every aten op run under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor):
+            self.ops.append((func.overloadpacket.__name__, tuple(out.shape)))
+        return out
+
+
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_backward_scales_on_the_rank_side(use_dora):
+    """The LoRA scaling multiplies the [tokens, r] product, so backward never makes a scaled copy of
+    the [tokens, out] output gradient (one full extra pass per adapted layer, ~4% of a LoRA 1B step)."""
+    _, ours = _pair(use_dora=use_dora)
+    x = torch.randn(3, 5, IN, requires_grad=True)
+    out = ours(x)
+    grad = torch.randn_like(out)
+    with _RecordOps() as rec:
+        out.backward(grad)
+    scaled_grads = [(op, shape) for op, shape in rec.ops if op in ("mul", "div") and shape[-1] == OUT and len(shape) > 1]
+    if not use_dora:  # DoRA rescales [tokens, out] rows by magnitude / norm: a mul it needs
+        assert scaled_grads == [], scaled_grads
+    assert any(shape[-1] == R for op, shape in rec.ops if op == "mul")  # the scaling is applied, at rank r

@@ -208,7 +208,9 @@ class LoRALinear(FrozenBase):
         if self.disabled:
             return out
         xd = self.dropout(x)
-        lora_out = self.lora_b(self.lora_a(xd)) * self.scaling
+        # Scaled on the rank-r side: scaling the [tokens, out] product instead makes backward write
+        # a scaled copy of the output gradient for every adapted layer (a full extra pass).
+        lora_out = self.lora_b(self.lora_a(xd) * self.scaling)
         if not self.use_dora:
             return out + lora_out
         # PEFT's DoRA forward: the norm of W + s*BA is detached (DoRA paper, section 4.3).
