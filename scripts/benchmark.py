@@ -127,6 +127,22 @@ def kernel_summary(trace_dir: str, top: int = 25) -> dict:
     return {**summarise(events, top), "idle": idle_gaps(events)}
 
 
+def _memory_peak(path: str) -> dict:
+    """Stop recording allocations, keep the snapshot at `path` (for PyTorch's memory viz) and say
+    what was alive at the peak (`tuner.bench.memory_peak`)."""
+    import pickle
+
+    import torch
+
+    from tuner.bench.memory_peak import peak_composition
+
+    snapshot = torch.cuda.memory._snapshot()
+    torch.cuda.memory._record_memory_history(enabled=None)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(pickle.dumps(snapshot))
+    return peak_composition(snapshot, device=torch.cuda.current_device())
+
+
 def _release(trainer) -> None:
     """Drop what the finished tuner run holds on the GPU, for the HF baseline or a torchtune subprocess."""
     import torch
@@ -184,7 +200,7 @@ def run_torchtune_side(workload: str, result: dict, hf_config: dict, initial_sta
 
 def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | None, overrides: list[str],
         device: str = "cuda", compare_hf: bool = False, packed: bool = False, profile: str | None = None,
-        compare_torchtune: bool = False, torchtune_compile: str = "on", torchtune_overrides: list[str] | None = None,
+        memory_snapshot: str | None = None, compare_torchtune: bool = False, torchtune_compile: str = "on", torchtune_overrides: list[str] | None = None,
         torchtune_timeout: float = 600, torchtune_dir: str | None = None, torchtune_path: str | None = None) -> dict:
     import torch
 
@@ -238,6 +254,9 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
     peak_tflops = matmul_tflops() if device == "cuda" else None
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    if memory_snapshot and device == "cuda":  # from before the model exists, so the peak's blocks are all named
+        # context="alloc": recording free-time stacks as well crashed a compiled QLoRA step (torch 2.11)
+        torch.cuda.memory._record_memory_history(max_entries=2_000_000, context="alloc", stacks="python")
     trainer = Trainer(cfg, LoRAFinetune() if method == "lora" else FullFinetune())
     trainer.setup()
     setup_alloc = round(torch.cuda.memory_allocated() / 2**30, 2) if device == "cuda" else None
@@ -248,6 +267,7 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         trainer.train()
     finally:
         trainer.close()
+    memory_at_peak = _memory_peak(memory_snapshot) if memory_snapshot and device == "cuda" else None
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steady = [r["tokens_per_second_per_gpu"] for r in rows if r["step"] > warmup]
     tps = statistics.median(steady)
@@ -277,6 +297,8 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
     }
     if profile:
         result["profile"] = kernel_summary(profile)
+    if memory_at_peak:
+        result["memory_at_peak"] = memory_at_peak
     if compare_torchtune:
         from tuner.models.convert import hf_config_from_model
 
@@ -319,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-hf", action="store_true", help="also run the HF transformers (+ peft) baseline in this process")
     parser.add_argument("--packed", action="store_true", help="variable-length documents packed into seq_len with document masks")
     parser.add_argument("--profile", metavar="DIR", help="trace two steps after warm-up into DIR and add a GPU-kernel summary")
+    parser.add_argument("--memory-snapshot", metavar="FILE",
+                        help="record every GPU allocation of the run, keep the snapshot in FILE (pytorch.org/memory_viz) "
+                             "and add what was alive at the peak, by call site (slows the run: not for timing)")
     parser.add_argument("--compare-torchtune", action="store_true",
                         help="also run torchtune 0.6.1's recipe on the same workload (subprocess; torchtune on PYTHONPATH)")
     parser.add_argument("--torchtune-compile", choices=["on", "off", "both"], default="on",
@@ -339,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run(args.workload, args.steps, args.warmup, args.seq_len, args.batch_size, args.overrides,
                      device=args.device, compare_hf=args.compare_hf, packed=args.packed, profile=args.profile,
+                     memory_snapshot=args.memory_snapshot,
                      compare_torchtune=args.compare_torchtune, torchtune_compile=args.torchtune_compile,
                      torchtune_overrides=args.torchtune_override, torchtune_timeout=args.torchtune_timeout,
                      torchtune_dir=args.torchtune_dir, torchtune_path=args.torchtune_path)
