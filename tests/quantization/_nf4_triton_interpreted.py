@@ -37,6 +37,18 @@ def check_bit_identical() -> None:
             assert torch.equal(kernel_of(q), nf4_module.dequantize_nf4_ops(q, *nf4_module.lookup_tables(q.device))), (shape, dtype)
 
 
+def check_the_op_that_compiled_graphs_call() -> None:
+    """`torch.ops.tuner.dequantize_nf4` (the triton_op inductor launches directly) gives the same
+    weight as the direct call, for the forward's and the backward's variant."""
+    torch.manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float32):
+        q = nf4_module.quantize_nf4(torch.randn(37, 129) * 0.05, dtype)
+        for backward in (False, True):
+            out = torch.ops.tuner.dequantize_nf4(q.packed, q.absmax, q.absmax_scale, q.absmax_offset,
+                                                 *nf4_module.lookup_tables(q.device), 37, 129, dtype, backward)
+            assert out.dtype == dtype and torch.equal(out, kernel_of(q)), (dtype, backward)
+
+
 def check_linear_nf4_uses_the_kernel() -> None:
     torch.manual_seed(0)
     q = nf4_module.quantize_nf4(torch.randn(48, 64) * 0.05, torch.float32)
@@ -58,5 +70,6 @@ def check_linear_nf4_uses_the_kernel() -> None:
 if __name__ == "__main__":
     assert os.environ.get("TRITON_INTERPRET") == "1" and nf4_triton.available(torch.device("cpu"))
     check_bit_identical()
+    check_the_op_that_compiled_graphs_call()
     check_linear_nf4_uses_the_kernel()
     print("interpreted NF4 kernel checks passed")

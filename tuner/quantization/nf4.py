@@ -18,9 +18,10 @@ saves one of the three dequantizations per step. The weight is frozen: it gets n
 
 Dequantization runs one Triton kernel on CUDA (`nf4_triton`, bit-identical to bitsandbytes'; on
 the 8B QLoRA shape 22.6 ms of GPU time a step against 35.7 ms for the two below, docs/benchmarks.md),
-called whole from compiled graphs through a custom op, and bitsandbytes' kernels elsewhere. Without Triton, `torch.compile` runs the forward's as plain
-tensor ops (`dequantize_nf4_ops`, also bit-identical) instead of breaking the graph at every
-linear layer.
+launched by compiled graphs directly (a ``triton_op``), and bitsandbytes' kernels elsewhere.
+Without Triton, `torch.compile` runs the forward's as plain tensor ops (`dequantize_nf4_ops`, also
+bit-identical) instead of breaking the graph at every linear layer, and the backward's as an opaque
+bitsandbytes op.
 """
 from __future__ import annotations
 
@@ -158,17 +159,23 @@ def quantize_nf4(weight: torch.Tensor, dtype: torch.dtype | None = None) -> NF4W
 
 def dequantize_nf4(q: NF4Weight) -> torch.Tensor:
     """The dense weight (shape `q.shape`, dtype `q.dtype`) that `q` stands for."""
+    return _dequantize(q)
+
+
+def _dequantize(q: NF4Weight, backward: bool = False) -> torch.Tensor:
+    """Compiled: the Triton kernel through its op, else tensor ops that inductor fuses. Eager: the
+    Triton kernel where it can run, else bitsandbytes' kernels. ``backward``: for a backward pass
+    (only the compiled op tells the two apart; see `nf4_triton`)."""
+    triton_ok = nf4_triton.available(q.device)
     if torch.compiler.is_compiling():
-        if nf4_triton.available(q.device):
+        if triton_ok:
             return torch.ops.tuner.dequantize_nf4(q.packed, q.absmax, q.absmax_scale, q.absmax_offset,
-                                                  q.shape[0], q.shape[1], q.dtype)
+                                                  *lookup_tables(q.device), q.shape[0], q.shape[1], q.dtype, backward)
+        if backward:  # opaque, so that the compiler cannot merge it with the forward's tensor ops
+            return torch.ops.tuner.dequantize_nf4_bitsandbytes(q.packed, q.absmax, q.absmax_scale, q.absmax_offset,
+                                                               q.shape[0], q.shape[1], q.dtype)
         return dequantize_nf4_ops(q, *lookup_tables(q.device))
-    return _dequantize_eager(q)
-
-
-def _dequantize_eager(q: NF4Weight) -> torch.Tensor:
-    """One Triton kernel where it can run (`nf4_triton`), else bitsandbytes' kernels."""
-    if nf4_triton.available(q.device):
+    if triton_ok:
         return nf4_triton.dequantize_nf4_triton(q.packed, q.absmax, q.absmax_scale, q.absmax_offset,
                                                 *lookup_tables(q.device), q.shape, q.dtype)
     return bnb_functional().dequantize_4bit(q.packed, q.quant_state())
@@ -191,27 +198,17 @@ def dequantize_nf4_ops(q: NF4Weight, levels: torch.Tensor, scale_code: torch.Ten
     return (values * absmax[:, None]).reshape(-1)[:n].view(q.shape).to(q.dtype)
 
 
-@torch.library.custom_op("tuner::dequantize_nf4", mutates_args=())
-def _dequantize_nf4_forward(
+@torch.library.custom_op("tuner::dequantize_nf4_bitsandbytes", mutates_args=())
+def _dequantize_nf4_bitsandbytes(
     packed: torch.Tensor, absmax: torch.Tensor, absmax_scale: torch.Tensor, absmax_offset: torch.Tensor,
     out_features: int, in_features: int, dtype: torch.dtype,
 ) -> torch.Tensor:
-    """The dequantize kernel as an op a compiled forward calls whole (Triton devices only)."""
-    return _dequantize_eager(NF4Weight(packed, absmax, absmax_scale, absmax_offset, torch.Size((out_features, in_features)), dtype))
+    """bitsandbytes' dequantization as an op a compiled backward keeps whole (where Triton is missing)."""
+    q = NF4Weight(packed, absmax, absmax_scale, absmax_offset, torch.Size((out_features, in_features)), dtype)
+    return bnb_functional().dequantize_4bit(q.packed, q.quant_state())
 
 
-@torch.library.custom_op("tuner::dequantize_nf4_kernel", mutates_args=())
-def _dequantize_nf4_kernel(
-    packed: torch.Tensor, absmax: torch.Tensor, absmax_scale: torch.Tensor, absmax_offset: torch.Tensor,
-    out_features: int, in_features: int, dtype: torch.dtype,
-) -> torch.Tensor:
-    """The dequantize kernel as an op the compiler keeps whole, for backward (see `_LinearNF4`). A
-    separate op from the forward's so that a compiled graph never merges the two calls."""
-    return _dequantize_eager(NF4Weight(packed, absmax, absmax_scale, absmax_offset, torch.Size((out_features, in_features)), dtype))
-
-
-@_dequantize_nf4_forward.register_fake
-@_dequantize_nf4_kernel.register_fake
+@_dequantize_nf4_bitsandbytes.register_fake
 def _(packed, absmax, absmax_scale, absmax_offset, out_features, in_features, dtype):
     return packed.new_empty((out_features, in_features), dtype=dtype)
 
@@ -220,10 +217,9 @@ class _LinearNF4(torch.autograd.Function):
     """y = x W^T + b with W dequantized per call; backward dequantizes again for the input gradient.
 
     Takes the NF4 payload as separate tensors (not an `NF4Weight`) so `torch.compile` can trace it.
-    Backward dequantizes through an opaque op, not the forward's tensor ops: inside a compiled
-    graph identical ops would be merged into one dense weight that forward then keeps for backward,
-    which for a whole model is every layer's bf16 weights (measured: 8B QLoRA at 29.9 instead of
-    ~8 GiB).
+    Backward's dequantization must never be identical to the forward's: inside a compiled graph
+    identical ops would be merged into one dense weight that forward then keeps for backward, which
+    for a whole model is every layer's bf16 weights (measured: 8B QLoRA at 29.9 instead of ~8 GiB).
     """
 
     @staticmethod
@@ -237,7 +233,7 @@ class _LinearNF4(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         grad_x = grad_bias = None
         if ctx.needs_input_grad[0]:
-            weight = _dequantize_nf4_kernel(*ctx.saved_tensors, ctx.shape[0], ctx.shape[1], ctx.dtype)
+            weight = _dequantize(NF4Weight(*ctx.saved_tensors, ctx.shape, ctx.dtype), backward=True)
             grad_x = grad @ weight.to(grad.dtype)
         if ctx.needs_input_grad[5]:
             grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0)
