@@ -51,3 +51,61 @@ def test_all_ignored_gives_zero_loss_and_gradient():
     loss = ChunkedCrossEntropyLoss(reduction="mean")(hidden, torch.full((1, 5), -100), proj)
     loss.backward()
     assert loss.item() == 0.0 and torch.count_nonzero(hidden.grad) == 0
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("chunks", [1, 3, 8])
+def test_frozen_projection_loss_matches_full_cross_entropy_and_keeps_no_logits(reduction, chunks):
+    """With the projection's weight frozen and passed as ``frozen_weight``, the hidden-state gradient
+    is made in forward: same loss and gradient as plain cross-entropy, and nothing of the vocabulary's
+    width is saved for backward (the plain path saves every chunk's logits)."""
+    torch.manual_seed(0)
+    b, s, d, v = 2, 13, 16, 50
+    hidden = torch.randn(b, s, d, requires_grad=True)
+    proj = torch.nn.Linear(d, v, bias=False).requires_grad_(False)
+    labels = torch.randint(0, v, (b, s))
+    labels[0, :4] = -100
+    labels[1, -3:] = -100
+    loss_fn = ChunkedCrossEntropyLoss(num_output_chunks=chunks, reduction=reduction)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        ours = loss_fn(hidden * 1.0, labels, proj, frozen_weight=proj.weight)
+    (ours * 3.0).backward()  # an upstream factor, as gradient accumulation applies
+    g_hidden = hidden.grad.clone()
+    hidden.grad = None
+    ref = F.cross_entropy(proj(hidden).reshape(-1, v), shift_labels(labels).reshape(-1), ignore_index=-100, reduction=reduction)
+    (ref * 3.0).backward()
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(g_hidden, hidden.grad, atol=1e-6, rtol=1e-5)
+    assert not [shape for shape in saved if shape and shape[-1] == v], saved
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        loss_fn(hidden * 1.0, labels, proj)
+    assert [shape for shape in saved if shape and shape[-1] == v]  # the plain path does keep logits
+
+
+def test_frozen_projection_loss_without_grad_gives_the_loss_only():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 9, 8)
+    proj = torch.nn.Linear(8, 20, bias=False).requires_grad_(False)
+    labels = torch.randint(0, 20, (2, 9))
+    loss_fn = ChunkedCrossEntropyLoss(num_output_chunks=4)
+    with torch.no_grad():
+        got = loss_fn(hidden, labels, proj, frozen_weight=proj.weight)
+    torch.testing.assert_close(got, loss_fn(hidden, labels, proj))
+
+
+def test_decoder_offers_its_output_weight_only_when_plain_and_frozen():
+    from tuner.models.llama3_2 import llama3_2, lora_llama3_2
+    from tuner.peft import get_adapter_params, set_trainable_params
+
+    shape = dict(vocab_size=64, num_layers=1, num_heads=2, num_kv_heads=1, embed_dim=16, intermediate_dim=32, max_seq_len=32)
+    full = llama3_2(**shape)  # tied, trainable: the loss must keep its own backward (the weight gets a gradient)
+    assert full.frozen_output_weight() is None
+    lora = lora_llama3_2(**shape, lora_attn_modules=["q_proj"], lora_rank=2, lora_alpha=4)
+    set_trainable_params(lora, get_adapter_params(lora))
+    assert lora.frozen_output_weight() is lora.tok_embeddings.weight
+    adapted = lora_llama3_2(**shape, lora_attn_modules=["q_proj"], lora_rank=2, lora_alpha=4, apply_lora_to_output=True,
+                            tie_word_embeddings=False)
+    set_trainable_params(adapted, get_adapter_params(adapted))
+    assert adapted.frozen_output_weight() is None  # a LoRA output projection is not a plain matmul

@@ -202,6 +202,20 @@ class TransformerDecoder(nn.Module):
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
         return logits
 
+    def frozen_output_weight(self) -> torch.Tensor | None:
+        """W when the logits are exactly ``hidden @ W^T`` with W frozen and held whole on this
+        device (no bias, no soft-capping, no adapter, not sharded), else None. The loss can then
+        take the gradient of the hidden states chunk by chunk in its forward and keep no logits
+        (`tuner.training.loss`)."""
+        out = self.output
+        plain = isinstance(out, TiedLinear) or (type(out) is nn.Linear and out.bias is None)
+        if not plain or self.final_softcap is not None:
+            return None
+        weight = out.weight
+        if weight.requires_grad or type(weight) not in (torch.Tensor, nn.Parameter):  # e.g. a DTensor shard
+            return None
+        return weight
+
     def forward(
         self,
         tokens: torch.Tensor,

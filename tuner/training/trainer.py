@@ -102,6 +102,8 @@ class CausalLMWithLoss(nn.Module):
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor, mask: Any = None, input_pos: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.decoder.hidden(tokens, mask=mask, input_pos=input_pos)
+        if isinstance(self.loss_fn, ChunkedCrossEntropyLoss):
+            return self.loss_fn(hidden, labels, self.decoder.project, frozen_weight=self.decoder.frozen_output_weight())
         return self.loss_fn(hidden, labels, self.decoder.project)
 
 
