@@ -258,3 +258,16 @@ def test_checkpointed_layers_are_compiled_inside_their_checkpoint_wrapper():
         assert wrapper._compiled_call_impl is None
         assert wrapper._checkpoint_wrapped_module._compiled_call_impl is not None
     assert all(layer._compiled_call_impl is not None for layer in plain.layers)
+
+
+def test_cuda_allocator_gets_expandable_segments_unless_the_user_chose(monkeypatch):
+    from tuner.training import memory
+
+    calls = []
+    monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", calls.append, raising=False)
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    assert memory.use_expandable_segments(torch.device("cpu")) is False and calls == []
+    assert memory.use_expandable_segments(torch.device("cuda", 0)) is True
+    assert calls == ["expandable_segments:True"]
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:False")  # the user's choice stands
+    assert memory.use_expandable_segments(torch.device("cuda", 0)) is False and len(calls) == 1

@@ -154,6 +154,7 @@ class Trainer:
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
         cfg = self.cfg
+        memory.use_expandable_segments(self.device)
         self._seed_everything()
         self.loggers = self._build_loggers()
         if self.placement.is_main:
