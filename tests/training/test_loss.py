@@ -105,6 +105,8 @@ def test_decoder_offers_its_output_weight_only_when_plain_and_frozen():
     lora = lora_llama3_2(**shape, lora_attn_modules=["q_proj"], lora_rank=2, lora_alpha=4)
     set_trainable_params(lora, get_adapter_params(lora))
     assert lora.frozen_output_weight() is lora.tok_embeddings.weight
+    lora.final_softcap = 30.0  # Gemma 2: logits are tanh-capped, not a plain matmul
+    assert lora.frozen_output_weight() is None
     adapted = lora_llama3_2(**shape, lora_attn_modules=["q_proj"], lora_rank=2, lora_alpha=4, apply_lora_to_output=True,
                             tie_word_embeddings=False)
     set_trainable_params(adapted, get_adapter_params(adapted))
