@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.autograd_helpers import saved_tensor_shapes
 from tuner.errors import TunerError
 from tuner.quantization import NF4Weight, dequantize_nf4, linear_nf4, quantize_nf4
 from tuner.quantization import nf4 as nf4_module
@@ -239,8 +240,7 @@ def test_compiled_nf4_layers_keep_no_dense_weight_for_backward():
                                  LoRALinear(96, 128, rank=4, alpha=8, quantize_base=True, dtype=torch.float32))
     compiled = torch.compile(layers, fullgraph=True)
     x = torch.randn(4, 128, requires_grad=True)
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+    with saved_tensor_shapes() as saved:
         y = compiled(x)
     y.sum().backward()
     assert saved and x.grad is not None

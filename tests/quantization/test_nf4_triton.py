@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.autograd_helpers import saved_tensor_shapes
 from tuner.quantization import nf4 as nf4_module
 from tuner.quantization import nf4_triton
 
@@ -66,9 +67,8 @@ def test_cuda_compiled_lora_over_nf4_launches_the_kernel_directly_keeps_no_dense
     calls = []
     real = nf4_triton.dequantize_nf4_triton
     monkeypatch.setattr(nf4_triton, "dequantize_nf4_triton", lambda *a, **k: calls.append(1) or real(*a, **k))
-    saved = []
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        with saved_tensor_shapes() as saved:
             y = compiled(x)
         y.float().square().sum().backward()
         torch.cuda.synchronize()

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.autograd_helpers import saved_tensor_shapes
 from tuner.training.loss import ChunkedCrossEntropyLoss, cross_entropy_sum, shift_labels
 
 
@@ -67,8 +68,7 @@ def test_frozen_projection_loss_matches_full_cross_entropy_and_keeps_no_logits(r
     labels[0, :4] = -100
     labels[1, -3:] = -100
     loss_fn = ChunkedCrossEntropyLoss(num_output_chunks=chunks, reduction=reduction)
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+    with saved_tensor_shapes() as saved:
         ours = loss_fn(hidden * 1.0, labels, proj, frozen_weight=proj.weight)
     (ours * 3.0).backward()  # an upstream factor, as gradient accumulation applies
     g_hidden = hidden.grad.clone()
@@ -78,8 +78,7 @@ def test_frozen_projection_loss_matches_full_cross_entropy_and_keeps_no_logits(r
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-6)
     torch.testing.assert_close(g_hidden, hidden.grad, atol=1e-6, rtol=1e-5)
     assert not [shape for shape in saved if shape and shape[-1] == v], saved
-    saved.clear()
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+    with saved_tensor_shapes() as saved:
         loss_fn(hidden * 1.0, labels, proj)
     assert [shape for shape in saved if shape and shape[-1] == v]  # the plain path does keep logits
 
