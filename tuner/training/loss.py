@@ -96,7 +96,7 @@ class _FrozenLinearCrossEntropySum(torch.autograd.Function):
                 loss, _ = _kernel("forward", _ce_forward, logits.is_cuda)(logits, safe, valid)
             else:
                 loss, grad_logits = _kernel("forward_backward", _ce_forward_backward, logits.is_cuda)(logits, safe, valid)
-                torch.mm(grad_logits, weight.to(grad_logits.dtype), out=grad_hidden[rows])
+                torch.mm(grad_logits, weight, out=grad_hidden[rows])
             total = total + loss
         ctx.save_for_backward(grad_hidden)
         return total
