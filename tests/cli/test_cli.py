@@ -131,6 +131,27 @@ def test_single_device_recipe_refuses_several_processes(capsys):
     assert "runs on a single device only" in err and "full_finetune_distributed" in err
 
 
+def test_torchrun_workers_get_the_launchers_tuner_on_pythonpath(tmp_path):
+    """torchrun's workers run the recipe file as a script: the launcher appends the folder that holds
+    its own `tuner` to their PYTHONPATH (an uninstalled checkout failed in every worker with "No
+    module named 'tuner'"), after what the user had there."""
+    import os
+
+    import tuner
+
+    probe = tmp_path / "probe.py"
+    probe.write_text("import os, sys\nfrom pathlib import Path\n"
+                     "Path(sys.argv[sys.argv.index('--config') + 1]).with_suffix('.out').write_text(os.environ['PYTHONPATH'])\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("x: 1\n")
+    env = {**os.environ, "PYTHONPATH": "/users/own/path"}
+    proc = subprocess.run([sys.executable, "-m", "tuner.cli.main", "run", "--nproc_per_node", "1", "--standalone", str(probe),
+                           "--config", str(cfg)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    root = str(Path(tuner.__file__).resolve().parent.parent)
+    assert cfg.with_suffix(".out").read_text().split(os.pathsep) == ["/users/own/path", root]
+
+
 def test_debug_shows_traceback(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("a: [1, 2\n")

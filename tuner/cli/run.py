@@ -2,6 +2,7 @@
 hand everything to ``torch.distributed.run``."""
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 from dataclasses import dataclass, field
@@ -110,6 +111,18 @@ def _run_in_process(recipe_path: Path, recipe_args: list[str]) -> int:
     return 0
 
 
+def worker_pythonpath(current: str | None) -> str:
+    """PYTHONPATH for torchrun's workers: ``current`` with the folder that holds this ``tuner``
+    package appended. The workers run the recipe file as a script, so without it a source checkout
+    that is not pip-installed fails in every worker with "No module named 'tuner'" while the
+    launcher itself ran fine; appended, it never shadows what the user put on PYTHONPATH."""
+    import tuner
+
+    root = str(Path(tuner.__file__).resolve().parent.parent)
+    paths = [p for p in (current or "").split(os.pathsep) if p]
+    return os.pathsep.join(paths if root in paths else [*paths, root])
+
+
 def _launch_torchrun(launcher: list[str], recipe_path: Path, recipe_args: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
@@ -118,6 +131,7 @@ def _launch_torchrun(launcher: list[str], recipe_path: Path, recipe_args: list[s
         parsed = get_args_parser().parse_args([*launcher, str(recipe_path), *recipe_args])
     except SystemExit:
         raise UsageError(f"bad torchrun options: {' '.join(launcher)}", "see `torchrun --help`") from None
+    os.environ["PYTHONPATH"] = worker_pythonpath(os.environ.get("PYTHONPATH"))  # the workers inherit it
     try:
         run(parsed)
     except ChildFailedError as e:
