@@ -188,7 +188,9 @@ def run_variant(name: str, shape: Shape, batch: int, seq: int, reference: dict |
         for p in params:
             p.grad = None
         x.grad = None
-        layer(x, rope=rope).backward(grad)
+        out = layer(x, rope=rope)
+        out.backward(grad)
+        return out
 
     t0 = time.perf_counter()
     step()
@@ -197,10 +199,8 @@ def run_variant(name: str, shape: Shape, batch: int, seq: int, reference: dict |
     ms = cuda_ms(step)
     per_kernel = kernel_times(step)
     torch.cuda.reset_peak_memory_stats()
-    step()
+    out = step()
     peak = torch.cuda.max_memory_allocated() / 2**30
-    out = layer(x, rope=rope)
-    out.backward(grad)
     values = {"out": out.detach().float(), "dx": x.grad.float(),
               **{n: p.grad.float() for n, p in layer.named_parameters() if p.requires_grad}}
     result = {"variant": name, "ms_fwd_bwd": round(ms, 3), "gpu_kernel_ms": round(sum(t for t, _ in per_kernel.values()), 3),
