@@ -26,6 +26,9 @@ from omegaconf import DictConfig
 
 from tuner import config
 from tuner.evaluation import run_evaluation
+from tuner.generation.settings import EvalSettings, InferenceSettings
+
+SETTINGS = (InferenceSettings, EvalSettings)  # the top-level keys this recipe reads
 
 
 @config.parse

@@ -15,10 +15,13 @@ from tuner import config
 from tuner.training.full import FullFinetune
 from tuner.training.trainer import Trainer
 
+METHOD = FullFinetune()
+SETTINGS = Trainer.settings_classes(METHOD)  # the top-level keys this recipe reads (`tune validate` checks them)
+
 
 @config.parse
 def recipe_main(cfg: DictConfig) -> None:
-    Trainer(cfg, FullFinetune()).run()
+    Trainer(cfg, METHOD).run()
 
 
 if __name__ == "__main__":

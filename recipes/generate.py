@@ -36,6 +36,9 @@ from omegaconf import DictConfig
 
 from tuner import config
 from tuner.generation.runner import GenerationRun
+from tuner.generation.settings import GenerationSettings, InferenceSettings
+
+SETTINGS = (InferenceSettings, GenerationSettings)  # the top-level keys this recipe reads
 
 
 @config.parse

@@ -15,10 +15,13 @@ from tuner import config
 from tuner.training.lora import LoRAFinetune
 from tuner.training.trainer import Trainer
 
+METHOD = LoRAFinetune()
+SETTINGS = Trainer.settings_classes(METHOD)  # the top-level keys this recipe reads (`tune validate` checks them)
+
 
 @config.parse
 def recipe_main(cfg: DictConfig) -> None:
-    Trainer(cfg, LoRAFinetune(), distributed=True).run()
+    Trainer(cfg, METHOD, distributed=True).run()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ from omegaconf import DictConfig
 
 from tuner import config
 from tuner.generation.export import merge_checkpoint, merged_summary
+from tuner.generation.settings import InferenceSettings, MergeSettings
+
+SETTINGS = (InferenceSettings, MergeSettings)  # the top-level keys this recipe reads
 
 
 @config.parse

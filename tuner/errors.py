@@ -19,7 +19,7 @@ class TunerError(Exception):
         super().__init__(message if not fix else f"{message} ({fix})")
 
     def __str__(self) -> str:
-        return self.message if not self.fix else f"{self.message}. Fix: {self.fix}"
+        return self.message if not self.fix else f"{self.message.rstrip('.')}. Fix: {self.fix}"
 
 
 class UsageError(TunerError):
@@ -44,6 +44,30 @@ class DataError(TunerError):
 
 class TrainingError(TunerError):
     """Training cannot go on (NaN loss, out of memory, ...)."""
+
+
+def did_you_mean(name: str, choices, cutoff: float = 0.6) -> str:
+    """``"; did you mean 'x'?"`` for the choice closest to ``name``, or ``""`` when none is close.
+
+    The one place error messages get their suggestion from."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=cutoff)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def warn(message: str) -> None:
+    """Print one ``[tuner] warning: ...`` line on stderr: something the user should know, not an error."""
+    import sys
+
+    print(f"[tuner] warning: {message}", file=sys.stderr, flush=True)
+
+
+def note(message: str) -> None:
+    """Print one ``[tuner] note: ...`` line on stderr."""
+    import sys
+
+    print(f"[tuner] note: {message}", file=sys.stderr, flush=True)
 
 
 def debug_enabled() -> bool:

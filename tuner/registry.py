@@ -6,12 +6,13 @@ full_finetune_distributed, ...), so adding a config file is all it takes to list
 """
 from __future__ import annotations
 
-import difflib
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
-from tuner.errors import ConfigError, UsageError
+from tuner.errors import ConfigError, UsageError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -26,13 +27,17 @@ class Recipe:
         return recipes_dir() / self.file
 
 
+#: The adapter methods a config name can say (``1B_<method>_single_device``, ``135M_<method>_cpu``).
+ADAPTER_METHODS = ("lora", "qlora", "dora", "rslora", "lora_plus", "lora_fa", "pissa", "vera")
+
 RECIPES: tuple[Recipe, ...] = (
-    Recipe("full_finetune_single_device", "full_finetune_single_device.py", False, ("_full_single_device",)),
+    Recipe("full_finetune_single_device", "full_finetune_single_device.py", False, ("_full_single_device", "_full_cpu")),
     Recipe("full_finetune_distributed", "full_finetune_distributed.py", True, ("_full",)),
     Recipe("lora_finetune_single_device", "lora_finetune_single_device.py", False,
-           ("_lora_single_device", "_qlora_single_device", "_dora_single_device", "_lora_cpu")),
-    Recipe("lora_finetune_distributed", "lora_finetune_distributed.py", True, ("_lora", "_qlora", "_dora")),
+           tuple(f"_{m}_{where}" for m in ADAPTER_METHODS for where in ("single_device", "cpu"))),
+    Recipe("lora_finetune_distributed", "lora_finetune_distributed.py", True, tuple(f"_{m}" for m in ADAPTER_METHODS)),
     Recipe("generate", "generate.py", False, ("generation",)),
+    Recipe("chat", "chat.py", False, ("generation",)),
     Recipe("eval", "eval.py", False, ("evaluation",)),
     Recipe("merge", "merge.py", False, ("merge",)),
 )
@@ -85,11 +90,6 @@ def get_recipe(name: str) -> Recipe | None:
     return next((r for r in RECIPES if r.name == name), None)
 
 
-def _did_you_mean(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def resolve_recipe(name_or_path: str) -> tuple[Path, Recipe | None]:
     """The recipe script to run: a built-in name or a path to a .py file."""
     recipe = get_recipe(name_or_path)
@@ -102,7 +102,7 @@ def resolve_recipe(name_or_path: str) -> tuple[Path, Recipe | None]:
         raise UsageError(f"recipe file not found: {path}", "check the path, or run `tune ls` for built-in recipes")
     names = [r.name for r in available_recipes()]
     raise UsageError(
-        f"unknown recipe {name_or_path!r}{_did_you_mean(name_or_path, names)}",
+        f"unknown recipe {name_or_path!r}{did_you_mean(name_or_path, names, cutoff=0.5)}",
         "run `tune ls` to list recipes, or pass a path to a .py file",
     )
 
@@ -119,6 +119,56 @@ def resolve_config(name_or_path: str) -> Path:
     if builtin.is_file():
         return builtin
     raise ConfigError(
-        f"unknown config {name_or_path!r}{_did_you_mean(name, all_configs())}",
+        f"unknown config {name_or_path!r}{did_you_mean(name, all_configs(), cutoff=0.5)}",
         "run `tune ls` to list configs, or pass a path to a .yaml file",
     )
+
+
+def recipe_settings(recipe_path: str | Path) -> tuple[type, ...]:
+    """The settings classes a recipe file declares (its module-level ``SETTINGS``): the top-level keys
+    it reads, which `tune validate` checks a config against. Empty when the file declares none."""
+    path = Path(recipe_path)
+    spec = importlib.util.spec_from_file_location(f"tuner_recipe_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot load recipe file {path}", "pass a Python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # recipes run their work only under __main__
+    return tuple(getattr(module, "SETTINGS", ()))
+
+
+_RUN_LINE = re.compile(r"tune\s+run\s+(?:--\S+\s+\S+\s+)*([A-Za-z0-9_./-]+)\s+--config")
+
+
+def infer_recipe(config_path: str | Path, cfg: Mapping[str, Any]) -> Recipe | None:
+    """The built-in recipe a config is for: by its built-in name, by the ``tune run <recipe> --config``
+    line in its comments (built-in and torchtune configs have one, and `tune cp` keeps it), or else by
+    its keys. None when nothing tells."""
+    path = Path(config_path).resolve()
+    root = configs_dir().resolve()
+    if path.is_relative_to(root):
+        found = recipe_for_config(str(path.relative_to(root).with_suffix("")))
+        if found is not None:
+            return found
+    for line in path.read_text(errors="replace").splitlines():
+        if line.lstrip().startswith("#"):
+            match = _RUN_LINE.search(line)
+            if match and get_recipe(match.group(1)) is not None:
+                return get_recipe(match.group(1))
+    return _recipe_by_keys(cfg)
+
+
+_TRAINING_KEYS = ("optimizer", "epochs", "max_steps_per_epoch", "gradient_accumulation_steps", "lr_scheduler", "loss")
+
+
+def _recipe_by_keys(cfg: Mapping[str, Any]) -> Recipe | None:
+    if any(k in cfg for k in _TRAINING_KEYS):
+        component = str((cfg.get("model") or {}).get("_component_", ""))
+        lora = ".lora_" in component or ".qlora_" in component or component.rsplit(".", 1)[-1].startswith(("lora_", "qlora_"))
+        return get_recipe("lora_finetune_single_device" if lora else "full_finetune_single_device")
+    if any(k in cfg for k in ("prompt", "messages", "chat", "max_new_tokens")):
+        return get_recipe("generate")
+    if any(k in cfg for k in ("tasks", "dataset", "max_batches")):
+        return get_recipe("eval")
+    if "adapter_dir" in cfg and "output_dir" in cfg and "tokenizer" not in cfg:
+        return get_recipe("merge")
+    return None

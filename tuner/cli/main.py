@@ -105,16 +105,31 @@ def cat_cmd(config: str = typer.Argument(..., help="Built-in config name or path
 def validate_cmd(
     config: str = typer.Argument(..., help="Built-in config name or path to a .yaml file."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value or ~key overrides to apply first."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe the config is for (name or .py file); "
+                                         "default: from the config's name, its `tune run` comment, or its keys."),
 ) -> None:
-    """Check a config without building anything: every _component_ imports and its keys bind."""
-    from tuner.config import apply_overrides, find_problems, load_config
-    from tuner.registry import resolve_config
+    """Check a config as `tune run` does before building anything: every key known to the recipe,
+    every value of the right type and range, every _component_ importable with arguments that bind."""
+    from tuner.config import apply_overrides, load_config
+    from tuner.config.settings import FIX, check_config
+    from tuner.registry import infer_recipe, recipe_settings, resolve_config, resolve_recipe
 
-    cfg = apply_overrides(load_config(resolve_config(config)), overrides or [])
-    problems = find_problems(cfg)
+    path = resolve_config(config)
+    cfg = apply_overrides(load_config(path), overrides or [])
+    if recipe is not None:
+        recipe_path, _ = resolve_recipe(recipe)
+        name = recipe
+    else:
+        found = infer_recipe(path, cfg)
+        recipe_path, name = (found.path, found.name) if found is not None else (None, None)
+    classes = recipe_settings(recipe_path) if recipe_path is not None else ()
+    problems = check_config(cfg, classes)
     if problems:
-        raise ConfigError(f"config {config} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
-    typer.echo("Config is well-formed!")
+        raise ConfigError(f"config {config} has {len(problems)} problem(s):\n  " + "\n  ".join(problems), FIX)
+    if name is None:
+        typer.echo("Config is well-formed! (components only: pass --recipe to also check the top-level keys)")
+    else:
+        typer.echo(f"Config is well-formed for recipe {name}!")
 
 
 @app.command(
@@ -148,9 +163,24 @@ def download_cmd(
     typer.echo(f"Downloaded {repo_id} to {path}")
 
 
+def _click_exceptions(name: str) -> tuple[type, ...]:
+    """Click's exception class ``name``, from typer's own copy of click and from click itself."""
+    import importlib
+
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the `tune` console script."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if not args:
+        args = ["--help"]  # bare `tune` shows the help and succeeds
     if "--debug" in args[: args.index("run") if "run" in args else len(args)]:
         os.environ["TUNER_DEBUG"] = "1"
 
@@ -162,12 +192,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         except typer.Exit as e:
             return e.exit_code
         except Exception as e:
-            import click
-
-            if isinstance(e, click.exceptions.Abort):
+            if isinstance(e, _click_exceptions("Abort")):
                 raise KeyboardInterrupt from None
-            if isinstance(e, click.ClickException):
-                raise UsageError(e.format_message()) from None
+            if isinstance(e, _click_exceptions("ClickException")):
+                raise UsageError(e.format_message(), "run `tune --help` (or `tune <command> --help`) for the usage") from None
             raise
 
     return run_reporting_errors(invoke)

@@ -73,8 +73,9 @@ def _process_count(run_args: RunArgs) -> int:
 
 def run_recipe(args: list[str]) -> int:
     """Run a recipe as `tune run` does; returns the exit code."""
-    from tuner.config import parse_recipe_args, validate
-    from tuner.registry import resolve_config, resolve_recipe
+    from tuner.config import parse_recipe_args
+    from tuner.config.settings import check_config, raise_problems
+    from tuner.registry import recipe_settings, resolve_config, resolve_recipe
 
     run_args = split_run_args(args)
     recipe_path, recipe = resolve_recipe(run_args.recipe)
@@ -95,7 +96,7 @@ def run_recipe(args: list[str]) -> int:
         twin = recipe.name.replace("single_device", "distributed")
         fix = f"use {twin!r} for several processes" if "single_device" in recipe.name else "run it without --nproc_per_node/--nnodes"
         raise UsageError(f"recipe {recipe.name!r} runs on a single device only", fix)
-    validate(parse_recipe_args(rest))  # fail before starting any worker
+    raise_problems(check_config(parse_recipe_args(rest), recipe_settings(recipe_path)))  # fail before starting any worker
     return _launch_torchrun(run_args.launcher, recipe_path, rest)
 
 

@@ -61,11 +61,16 @@ def load_config(path: str | Path) -> DictConfig:
         raise ConfigError(f"config {path} cannot be read: {e}") from None
 
 
-def _parse_value(text: str):
-    """Values on the command line are YAML scalars or flow collections: 1e-4, true, [a, b], null."""
+def _parse_value(key: str, text: str):
+    """Values on the command line are YAML scalars or flow collections: 1e-4, true, [a, b], null.
+    A value that opens a list or mapping must close it; any other text YAML cannot read is a string."""
     try:
         return _yaml_load(text) if text != "" else ""
-    except yaml.YAMLError:
+    except yaml.YAMLError as e:
+        if text.lstrip().startswith(("[", "{")):
+            problem = getattr(e, "problem", None) or "not valid YAML"
+            raise UsageError(f"override {key}={text}: the value is not a valid YAML list or mapping ({problem})",
+                             f"close the brackets and quote the whole override, e.g. '{key}=[0.9, 0.95]'") from None
         return text
 
 
@@ -94,7 +99,7 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
                 "overrides are key=value (nested keys with dots, e.g. optimizer.lr=1e-4) or ~key to delete",
             )
         try:
-            OmegaConf.update(cfg, key, _parse_value(value), merge=True, force_add=True)
+            OmegaConf.update(cfg, key, _parse_value(key, value), merge=True, force_add=True)
         except OmegaConfBaseException as e:
             raise UsageError(f"cannot apply override {item!r}: {e}") from None
     return cfg

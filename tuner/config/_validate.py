@@ -1,18 +1,77 @@
-"""Check a config without building anything: every component imports and its keys bind."""
+"""Check a config without building anything: every component imports, its keys bind, and each
+value fits the type its parameter is annotated with."""
 from __future__ import annotations
 
-import difflib
 import inspect
-from typing import Any, Callable, Iterable
+import os
+import types
+import typing
+from collections.abc import Iterable as IterableABC, Mapping as MappingABC, Sequence as SequenceABC
+from pathlib import PurePath
+from typing import Any, Callable, Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.config._instantiate import COMPONENT_KEY, resolve_component
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, did_you_mean
 
 
-def check_binding(fn: Callable, keys: Iterable[str], key_path: str, n_positional: int = 0) -> list[str]:
-    """Problems with calling ``fn(**keys)``: keys it does not take (with a "did you mean").
+def _type_hints(fn: Callable) -> dict[str, Any]:
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references: judge nothing
+        return {}
+
+
+def value_fits(hint: Any, value: Any) -> bool | None:
+    """Whether a config value fits a parameter annotation: True, False, or None when the annotation
+    is not one this check understands (then nothing is reported)."""
+    if isinstance(value, Mapping) and COMPONENT_KEY in value:
+        return None  # built into an object first
+    if hint is Any or hint is object:
+        return True
+    if getattr(hint, "__module__", "") == "torch" and getattr(hint, "__name__", "") == "Tensor":
+        return False  # no YAML value is a tensor (a Union with float still accepts numbers)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        verdicts = [value_fits(a, value) for a in args]
+        return True if any(v is True for v in verdicts) else (False if all(v is False for v in verdicts) else None)
+    if origin is typing.Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (os.PathLike, PurePath) or (inspect.isclass(hint) and issubclass(hint, PurePath)):
+        return isinstance(value, str)
+    if origin in (list, tuple, SequenceABC, IterableABC, set, frozenset) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                return False
+            verdicts = [value_fits(a, v) for a, v in zip(args, value)]
+        elif args:
+            verdicts = [value_fits(args[0], v) for v in value]
+        else:
+            return True
+        return False if any(v is False for v in verdicts) else (True if all(verdicts) else None)
+    if origin in (dict, MappingABC) or hint is dict:
+        return isinstance(value, Mapping)
+    return None
+
+
+def check_binding(fn: Callable, keys: Iterable[str], key_path: str, n_positional: int = 0,
+                  values: Mapping[str, Any] | None = None) -> list[str]:
+    """Problems with calling ``fn(**keys)``: keys it does not take (with a "did you mean") and, when
+    ``values`` are given, values that do not fit their parameter's annotation.
 
     Missing required arguments are not reported: recipes pass some positionally (the tokenizer
     to a dataset, the parameters to an optimizer).
@@ -22,18 +81,27 @@ def check_binding(fn: Callable, keys: Iterable[str], key_path: str, n_positional
     except (TypeError, ValueError):
         return []
     params = sig.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return []
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     name = getattr(fn, "__qualname__", repr(fn))
     problems = []
+    hints = _type_hints(fn) if values else {}
     for key in keys:
+        where = f"{key_path}.{key}" if key_path else key
         if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; it takes: {', '.join(accepted) or 'no arguments'}"
-            where = f"{key_path}.{key}" if key_path else key
+            if open_ended:
+                continue
+            hint = did_you_mean(key, accepted) or f"; it takes: {', '.join(accepted) or 'no arguments'}"
             problems.append(f"{where}: {name}() got an unexpected argument {key!r}{hint}")
+        elif values is not None and key in hints and key in values and value_fits(hints[key], values[key]) is False:
+            shown = repr(values[key]) if isinstance(values[key], str) else values[key]
+            problems.append(f"{where}={shown} does not fit {name}()'s parameter {key}: {_hint_name(hints[key])}")
     return problems
+
+
+def _hint_name(hint: Any) -> str:
+    text = getattr(hint, "__name__", None) if typing.get_origin(hint) is None else None
+    return text or str(hint).replace("typing.", "")
 
 
 def _walk(node: Any, key_path: str, problems: list[str]) -> None:
@@ -45,7 +113,7 @@ def _walk(node: Any, key_path: str, problems: list[str]) -> None:
                 problems.append(f"{key_path or '<root>'}: {e.message}")
                 fn = None
             if fn is not None:
-                problems.extend(check_binding(fn, [k for k in node if k != COMPONENT_KEY], key_path))
+                problems.extend(check_binding(fn, [k for k in node if k != COMPONENT_KEY], key_path, values=node))
         for k, v in node.items():
             if k != COMPONENT_KEY:
                 _walk(v, f"{key_path}.{k}" if key_path else str(k), problems)

@@ -12,14 +12,12 @@ from typing import Any, Optional, TextIO
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from tuner.config.settings import read_settings
 from tuner.errors import ConfigError
-from tuner.generation.loading import LOADING_KEYS, InferenceModel, cfg_get, check_keys, default_adapter, load_inference_model
+from tuner.generation.loading import InferenceModel, default_adapter, load_inference_model
+from tuner.generation.settings import GenerationSettings, InferenceSettings
 from tuner.generation.text import GenerationResult, generate_text, prompt_tokens
 
-GENERATION_KEYS = LOADING_KEYS | {
-    "prompt", "messages", "system", "chat_format", "max_new_tokens", "temperature", "top_k", "top_p",
-    "chat", "interactive", "output_file", "enable_kv_cache",
-}
 EXIT_WORDS = ("exit", "quit", "/exit", "/quit")
 
 
@@ -37,16 +35,16 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
 
 
-def prompt_specs(cfg: DictConfig) -> list[PromptSpec]:
+def prompt_specs(settings: GenerationSettings) -> list[PromptSpec]:
     """The prompts of the config.
 
     ``prompt`` is a string, torchtune's ``{system, user}``, or a list of those (list items may also
     be ``{prompt|user, system, adapter}`` or ``{messages, adapter}``); ``messages`` is one whole
     conversation. ``system`` and ``adapter`` at the top level are the defaults.
     """
-    system = cfg_get(cfg, "system")
+    system = settings.system
     adapter = None  # the default adapter (resolved when the model is loaded)
-    node, messages = _plain(cfg_get(cfg, "prompt")), _plain(cfg_get(cfg, "messages"))
+    node, messages = _plain(settings.prompt), _plain(settings.messages)
     specs: list[PromptSpec] = []
     if messages is not None:
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
@@ -74,19 +72,19 @@ class GenerationRun:
     """The generate recipe's work; `run` answers the prompts or starts the chat loop."""
 
     def __init__(self, cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | None = None,
-                 stderr: TextIO | None = None) -> None:
-        check_keys(cfg, GENERATION_KEYS, "generate")
+                 stderr: TextIO | None = None, force_chat: bool = False) -> None:
+        self.settings: InferenceSettings
+        self.settings, self.options = read_settings(cfg, InferenceSettings, GenerationSettings)
+        o: GenerationSettings = self.options
         self.cfg = cfg
         self.stdin, self.stdout, self.stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-        self.chat_format = bool(cfg_get(cfg, "chat_format", True))
-        self.max_new_tokens = int(cfg_get(cfg, "max_new_tokens", 256))
-        self.temperature = float(cfg_get(cfg, "temperature", 0.0))
-        top_k, top_p = cfg_get(cfg, "top_k"), cfg_get(cfg, "top_p")
-        self.top_k = None if top_k is None else int(top_k)
-        self.top_p = None if top_p is None else float(top_p)
-        self.use_cache = bool(cfg_get(cfg, "enable_kv_cache", True))
-        self.interactive = bool(cfg_get(cfg, "chat", False) or cfg_get(cfg, "interactive", False))
-        self.specs = prompt_specs(cfg)
+        self.chat_format = o.chat_format
+        self.max_new_tokens = o.max_new_tokens
+        self.temperature = o.temperature
+        self.top_k, self.top_p = o.top_k, o.top_p
+        self.use_cache = o.enable_kv_cache
+        self.interactive = o.chat or o.interactive or force_chat
+        self.specs = [] if force_chat else prompt_specs(o)
         if not self.specs and not self.interactive:
             raise ConfigError("nothing to generate: no prompt, no messages and chat is off",
                               fix="set prompt='your question', or chat=True for an interactive session")
@@ -95,13 +93,15 @@ class GenerationRun:
         self.results: list[GenerationResult] = []
 
     def setup(self) -> None:
-        self.loaded = load_inference_model(self.cfg)
-        seed = cfg_get(self.cfg, "seed")
+        self.loaded = load_inference_model(self.settings)
+        seed = self.settings.seed
         self.rng = torch.Generator(device=self.loaded.device)
         self.rng.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item()))
         switcher = self.loaded.switcher
-        names = ", ".join(switcher.names) if switcher else "none"
-        self._info(f"model loaded on {self.loaded.device} ({str(self.loaded.dtype).replace('torch.', '')}); adapters: {names}")
+        names = ", ".join(self.loaded.describe(n).removeprefix("adapter ") for n in switcher.adapters) if switcher else "none"
+        dtype = str(self.loaded.dtype).replace("torch.", "")
+        self._info(f"model {self.loaded.checkpointer.checkpoint_dir} loaded on {self.loaded.device} in {dtype} "
+                   f"({self.loaded.dtype_source}); adapters: {names}")
 
     def _info(self, line: str) -> None:
         print(f"[tuner] {line}", file=self.stderr, flush=True)
@@ -125,21 +125,21 @@ class GenerationRun:
 
     def answer_prompts(self) -> None:
         assert self.loaded is not None
-        default = default_adapter(self.cfg, self.loaded.switcher.names if self.loaded.switcher else [])
+        default = default_adapter(self.settings, self.loaded.switcher.names if self.loaded.switcher else [])
         for spec in self.specs:
             tokens = prompt_tokens(self.loaded.tokenizer, spec.prompt, messages=spec.messages, system=spec.system,
                                    chat_format=self.chat_format)
             adapter = spec.adapter if spec.adapter is not None else default
             label = spec.prompt if spec.prompt is not None else (spec.messages or [{}])[-1].get("content", "")
-            self._info(f"[{adapter or 'base'}] {label}")
+            self._info(f"[{self.loaded.describe(adapter)}] {label}")
             self.generate(tokens, adapter)
 
     def chat(self) -> None:
         """Read user turns from stdin until EOF or "exit"; ``/adapter NAME`` switches adapters,
         ``/reset`` clears the conversation."""
         assert self.loaded is not None
-        system = cfg_get(self.cfg, "system")
-        adapter = default_adapter(self.cfg, self.loaded.switcher.names if self.loaded.switcher else [])
+        system = self.options.system
+        adapter = default_adapter(self.settings, self.loaded.switcher.names if self.loaded.switcher else [])
         history: list[dict[str, str]] = []
         self._info("chat: type a message; /adapter NAME switches adapters, /reset clears the history, exit (or EOF) ends")
         while True:
@@ -171,7 +171,7 @@ class GenerationRun:
                 history.append({"role": "assistant", "content": result.text.strip()})
 
     def write_results(self) -> None:
-        path = cfg_get(self.cfg, "output_file")
+        path = self.options.output_file
         if path is None:
             return
         out = Path(str(path)).expanduser()

@@ -6,6 +6,7 @@ else about the architecture lives in the family modules.
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any, Callable
 
 from torch import nn
@@ -15,6 +16,7 @@ from tuner.models.mlp import FeedForward
 from tuner.models.norms import RMSNorm
 from tuner.models.rope import RotaryPositionalEmbeddings
 from tuner.models.transformer import TransformerDecoder, TransformerSelfAttentionLayer
+from tuner.peft.apply import apply_lora
 
 
 def scale_hidden_dim_for_mlp(dim: int, multiple_of: int = 256) -> int:
@@ -129,8 +131,6 @@ def make_lora_builder(
     lora_names = list(defaults)
 
     def builder(lora_attn_modules, *args, **kwargs):
-        from tuner.peft import apply_lora  # lazy: tuner.peft depends on tuner.models
-
         if len(args) > len(lora_names):
             raise TypeError(f"{builder.__name__} takes at most {len(lora_names) + 1} positional arguments")
         lora_kwargs = dict(defaults)
@@ -145,11 +145,19 @@ def make_lora_builder(
         model = base(**base_kwargs)
         return apply_lora(model, lora_attn_modules=list(lora_attn_modules), **lora_kwargs, **kwargs)
 
-    params = [inspect.Parameter("lora_attn_modules", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v) for n, v in defaults.items()]
+    lora_sig = inspect.signature(apply_lora).parameters
+    hints = typing.get_type_hints(apply_lora)
+    params = [inspect.Parameter("lora_attn_modules", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                annotation=hints.get("lora_attn_modules", inspect.Parameter.empty))]
+    params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v,
+                                 annotation=hints.get(n, inspect.Parameter.empty)) for n, v in defaults.items()]
     params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in base_sig.parameters.values()]
-    params.append(inspect.Parameter("variant_kwargs", inspect.Parameter.VAR_KEYWORD))
+    # The variant options (use_rslora, lora_fa, use_vera, ...) are apply_lora's keyword-only parameters;
+    # listing them (instead of **kwargs) lets config checks catch a misspelt one before anything is built.
+    params += [p.replace(annotation=hints.get(n, inspect.Parameter.empty)) for n, p in lora_sig.items()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in base_names]
     builder.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    builder.__annotations__ = {p.name: p.annotation for p in params if p.annotation is not inspect.Parameter.empty}
     builder.__name__ = builder.__qualname__ = ("qlora_" if quantize_base else "lora_") + base.__name__
     builder.__module__ = base.__module__
     builder.__doc__ = (

@@ -5,22 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import OmegaConf
 from torch import nn
 
-from tuner.errors import CheckpointError
+from tuner.checkpoint.model_state import check_state_dict
+from tuner.training.settings import LoRASettings
 from tuner.training.trainer import FinetuneMethod, Trainer
-
-# The model-builder keys that describe the adapter (saved into adapter_config.json).
-ADAPTER_CONFIG_KEYS = (
-    "lora_attn_modules", "apply_lora_to_mlp", "apply_lora_to_output", "lora_rank", "lora_alpha",
-    "lora_dropout", "use_dora", "use_rslora", "lora_fa", "init_lora_weights", "use_vera",
-    "vera_d_initial", "projection_prng_key", "quantize_base",
-)
 
 
 class LoRAFinetune(FinetuneMethod):
     name = "LoRA"
+    settings = LoRASettings
 
     def may_be_missing(self, model: nn.Module) -> set[str]:
         from tuner.peft import is_adapter_key
@@ -33,13 +27,10 @@ class LoRAFinetune(FinetuneMethod):
         initialize_adapters(model)  # after the base: DoRA magnitudes and PiSSA factors depend on it
         if "adapter" in checkpoint:
             adapter = checkpoint["adapter"]
-            expected = {k for k in model.state_dict() if is_adapter_key(k)}
-            missing, unexpected = sorted(expected - set(adapter)), sorted(set(adapter) - expected)
-            if missing or unexpected:
-                raise CheckpointError(
-                    f"the adapter checkpoint does not fit the model: missing {missing[:4]}, unexpected {unexpected[:4]}",
-                    "use the same lora_* settings as the run that saved it",
-                )
+            expected = {k: v for k, v in model.state_dict().items() if is_adapter_key(k)}
+            check_state_dict(expected, adapter, subject="adapter checkpoint", cause=_adapter_mismatch_cause(expected, adapter),
+                             fix="resume with the lora_* settings of the run that saved the adapter, or start a new run "
+                                 "in another output_dir")
             model.load_state_dict({k: v.to(trainer.device) for k, v in adapter.items()}, strict=False)
 
     def set_trainable(self, trainer: Trainer, model: nn.Module) -> None:
@@ -48,29 +39,35 @@ class LoRAFinetune(FinetuneMethod):
         set_trainable_params(model, get_adapter_params(model))
 
     def param_groups(self, trainer: Trainer, model: nn.Module) -> list[Any]:
-        ratio = OmegaConf.select(trainer.cfg, "lora_plus_ratio", default=None)
+        ratio = trainer.method_settings.lora_plus_ratio
         if ratio is None:
             return super().param_groups(trainer, model)
         from tuner.peft import lora_plus_param_groups
 
-        return lora_plus_param_groups(model, lr=float(trainer.cfg.optimizer.lr), lora_plus_ratio=float(ratio))
-
-    def adapter_config(self, trainer: Trainer) -> dict:
-        model_cfg = OmegaConf.to_container(trainer.cfg.model, resolve=True)
-        return {k: model_cfg[k] for k in ADAPTER_CONFIG_KEYS if k in model_cfg}
+        return lora_plus_param_groups(model, lr=float(trainer.cfg.optimizer.lr), lora_plus_ratio=ratio)
 
     def checkpoint_state(self, trainer: Trainer, model: nn.Module, final: bool) -> dict:
-        from tuner.peft import get_adapter_state_dict, get_merged_lora_ckpt
+        from tuner.peft import get_adapter_state_dict, get_merged_lora_ckpt, lora_config_from_model
 
         full = trainer.placement.full_state_dict(model)
-        state: dict[str, Any] = {"adapter": get_adapter_state_dict(full), "adapter_config": self.adapter_config(trainer)}
-        if not OmegaConf.select(trainer.cfg, "save_adapter_weights_only", default=False) and full:
-            cfg = state["adapter_config"]
-            state["model"] = get_merged_lora_ckpt(
-                _with_dense_base(model, full), rank=int(cfg.get("lora_rank", 8)), alpha=float(cfg.get("lora_alpha", 16)),
-                use_rslora=bool(cfg.get("use_rslora", False)),
-            )
+        config = lora_config_from_model(model)  # the settings the modules were built with
+        state: dict[str, Any] = {"adapter": get_adapter_state_dict(full), "adapter_config": config}
+        if not trainer.method_settings.save_adapter_weights_only and full:
+            state["model"] = get_merged_lora_ckpt(_with_dense_base(model, full), rank=config["lora_rank"],
+                                                  alpha=config.get("lora_alpha"), use_rslora=bool(config.get("use_rslora")))
         return state
+
+
+def _adapter_mismatch_cause(expected: dict, saved: dict) -> str:
+    """What differs between the adapter the model was built with and the saved one, in config words."""
+    for key, value in saved.items():
+        if key.endswith("lora_a.weight") and key in expected and tuple(value.shape) != tuple(expected[key].shape):
+            return f"the adapter was trained with lora_rank={value.shape[0]}; this run builds lora_rank={expected[key].shape[0]}"
+    if set(saved) - set(expected):
+        return "the adapter covers modules this run does not adapt (lora_attn_modules / apply_lora_to_mlp / apply_lora_to_output differ)"
+    if set(expected) - set(saved):
+        return "this run adapts modules the saved adapter does not cover, or uses another variant (use_dora, use_vera)"
+    return "the adapter settings differ from the run that saved it"
 
 
 def _with_dense_base(model: nn.Module, state_dict: dict) -> dict:

@@ -28,48 +28,28 @@ from tuner.checkpoint.sharded import (
     save_sharded_state,
     unblob,
 )
-from tuner.config import instantiate, to_container, validate
+from tuner.config import instantiate, to_container
+from tuner.config.settings import read_settings
 from tuner.errors import ConfigError, TrainingError
 from tuner.training import memory
 from tuner.training.build import StreamingLoad, build_on_meta, random_init
 from tuner.training.data_order import ResumableSampler
 from tuner.training.loss import IGNORE_INDEX, ChunkedCrossEntropyLoss
 from tuner.training.metric_logging import MetricLogger, StdoutLogger
+from tuner.training.next_steps import next_steps
 from tuner.training.optim import OptimizerInBackward, build_optimizer
 from tuner.training.placement import SingleDevice
 from tuner.training.step_numbers import StepNumbers
-from tuner.training.precision import get_device, get_dtype
-
-
-# Top-level keys the loop (and the recipes built on it) read; anything else is a typo.
-KNOWN_KEYS = frozenset({
-    "output_dir", "model", "tokenizer", "checkpointer", "resume_from_checkpoint", "save_adapter_weights_only",
-    "save_every_n_steps", "dataset", "dataset_val", "run_val_every_n_steps", "max_validation_steps", "seed",
-    "shuffle", "batch_size", "optimizer", "optimizer_in_bwd", "lr_scheduler", "loss", "epochs",
-    "max_steps_per_epoch", "gradient_accumulation_steps", "clip_grad_norm", "compile", "device", "dtype",
-    "enable_activation_checkpointing", "ac_mode", "ac_option", "enable_activation_offloading", "nf4_keep_dense_for_backward", "fsdp_cpu_offload",
-    "fsdp_reshard_after_forward", "metric_logger", "log_every_n_steps", "log_peak_memory_stats", "profiler",
-    "collate_fn", "num_workers", "progress_bar", "lora_plus_ratio", "sample_generation",
-})
-
-
-def check_top_level_keys(cfg: DictConfig) -> None:
-    """Unknown top-level keys are errors, with a "did you mean" (a typo must not be ignored)."""
-    import difflib
-
-    unknown = [k for k in cfg.keys() if k not in KNOWN_KEYS]
-    if unknown:
-        hints = []
-        for k in unknown:
-            close = difflib.get_close_matches(str(k), KNOWN_KEYS, n=1, cutoff=0.6)
-            hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(f"unknown config key(s): {', '.join(hints)}", "fix the spelling or remove the key")
+from tuner.training.precision import dtype_name, get_device, get_dtype
+from tuner.training.settings import FullSettings, TrainingSettings
 
 
 class FinetuneMethod:
     """What differs between full fine-tuning and LoRA; recipes subclass it."""
 
     name = "full"
+    #: The method's own top-level config keys (a settings dataclass; see tuner.training.settings).
+    settings: type = FullSettings
 
     def may_be_missing(self, model: nn.Module) -> set[str]:
         """State-dict keys the checkpoint's model weights need not hold (none, for full fine-tuning)."""
@@ -116,40 +96,41 @@ class Trainer:
     """Builds a run from its config and trains it. See the module docstring."""
 
     def __init__(self, cfg: DictConfig, method: FinetuneMethod, distributed: bool = False) -> None:
-        check_top_level_keys(cfg)
-        validate(cfg)
+        self.settings: TrainingSettings
+        self.settings, self.method_settings = read_settings(cfg, *self.settings_classes(method))
         self.cfg = cfg
         self.method = method
-        self.device = get_device(_cfg_get(cfg, "device"))
+        s = self.settings
+        self.device = get_device(s.device)
         if distributed:
             from tuner.training.distributed import FSDP2
 
             self.placement: Any = FSDP2(self.device)
         else:
             self.placement = SingleDevice(self.device)
-        self.dtype = get_dtype(_cfg_get(cfg, "dtype", "bf16"), self.device)
+        self.dtype = get_dtype(s.dtype, self.device)
         # fp16 is mixed precision: float32 weights, float16 autocast, a gradient scaler.
         self.param_dtype = torch.float32 if self.dtype is torch.float16 else self.dtype
-        self.batch_size = int(_cfg_get(cfg, "batch_size", 1))
-        self.epochs = int(_cfg_get(cfg, "epochs", 1))
-        self.grad_accum = int(_cfg_get(cfg, "gradient_accumulation_steps", 1))
-        self.max_steps_per_epoch = _cfg_get(cfg, "max_steps_per_epoch")
-        self.clip_grad_norm = _cfg_get(cfg, "clip_grad_norm")
-        self.log_every = int(_cfg_get(cfg, "log_every_n_steps", 1))
-        self.save_every = _cfg_get(cfg, "save_every_n_steps")
-        self.optimizer_in_bwd = bool(_cfg_get(cfg, "optimizer_in_bwd", False))
-        self.checkpoint_every = memory.checkpointing_plan(bool(_cfg_get(cfg, "enable_activation_checkpointing", False)),
-                                                          _cfg_get(cfg, "ac_mode"), _cfg_get(cfg, "ac_option"))
-        self.seed = _cfg_get(cfg, "seed")
+        self.batch_size = s.batch_size
+        self.epochs = s.epochs
+        self.grad_accum = s.gradient_accumulation_steps
+        self.max_steps_per_epoch = s.max_steps_per_epoch
+        self.clip_grad_norm = s.clip_grad_norm
+        self.log_every = s.log_every_n_steps
+        self.save_every = s.save_every_n_steps
+        self.optimizer_in_bwd = s.optimizer_in_bwd
+        self.checkpoint_every = memory.checkpointing_plan(s.enable_activation_checkpointing, s.ac_mode, s.ac_option)
+        self.seed = s.seed
         self.global_step = 0
         self.epoch = 0
         self.batches_done = 0  # micro-batches already consumed in the current epoch
-        if self.optimizer_in_bwd and self.grad_accum != 1:
-            raise ConfigError("optimizer_in_bwd needs gradient_accumulation_steps=1", "set one of them differently")
-        if self.optimizer_in_bwd and self.clip_grad_norm:
-            raise ConfigError("optimizer_in_bwd cannot clip gradients (each is applied as it is computed)", "set clip_grad_norm=null")
-        if self.dtype is torch.float16 and self.optimizer_in_bwd:
-            raise ConfigError("dtype=fp16 (gradient scaler) does not work with optimizer_in_bwd", "use bf16 or fp32")
+        self.last_epoch_steps = 0  # optimizer steps the last finished epoch took (it may have been cut short)
+        self.resumed_from: int | None = None  # the step a resumed run started from
+
+    @staticmethod
+    def settings_classes(method: FinetuneMethod) -> tuple[type, ...]:
+        """The settings classes a config for ``method`` is checked against (its top-level keys)."""
+        return (TrainingSettings, method.settings)
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -161,7 +142,7 @@ class Trainer:
             for logger in self.loggers:
                 logger.log_config(to_container(cfg))
 
-        self.checkpointer = instantiate(cfg.checkpointer, resume_from_checkpoint=bool(_cfg_get(cfg, "resume_from_checkpoint", False)))
+        self.checkpointer = instantiate(cfg.checkpointer, resume_from_checkpoint=self.settings.resume_from_checkpoint)
         # Several ranks save their training state sharded (DCP) unless checkpointer.sharded_state=False.
         self.sharded_state = self.placement.world_size > 1 and bool(getattr(self.checkpointer, "sharded_state", False))
         self.resume_sharded = getattr(self.checkpointer, "resume_sharded_state", None)
@@ -175,9 +156,9 @@ class Trainer:
             self.model = self._build_model(decoder)
         self.resuming = "training_state" in checkpoint or self.resume_sharded is not None
         self.tokenizer = instantiate(cfg.tokenizer)
-        self.dataloader, self.sampler = self._build_dataloader(cfg.dataset, shuffle=bool(_cfg_get(cfg, "shuffle", True)))
+        self.dataloader, self.sampler = self._build_dataloader(cfg.dataset, shuffle=self.settings.shuffle)
         self.val_dataloader = None
-        if _cfg_get(cfg, "dataset_val") is not None:
+        if self.settings.dataset_val is not None:
             self.val_dataloader, _ = self._build_dataloader(cfg.dataset_val, shuffle=False)
 
         steps_per_epoch = len(self.sampler) // self.grad_accum
@@ -194,7 +175,7 @@ class Trainer:
 
         self.optimizer = self._build_optimizer()
         self.lr_scheduler = None
-        if _cfg_get(cfg, "lr_scheduler") is not None:
+        if self.settings.lr_scheduler is not None:
             target = self.optimizer.lr_proxy if self.optimizer_in_bwd else self.optimizer
             self.lr_scheduler = instantiate(cfg.lr_scheduler, target, num_training_steps=self.total_steps)
         self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.dtype is torch.float16 else None
@@ -213,7 +194,7 @@ class Trainer:
         torch.manual_seed(seed)
 
     def _build_loggers(self) -> list[MetricLogger]:
-        node = _cfg_get(self.cfg, "metric_logger")
+        node = self.settings.metric_logger
         if not self.placement.is_main:
             return []
         if node is None:
@@ -267,13 +248,13 @@ class Trainer:
         cfg = self.cfg
         self.method.set_trainable(self, model)
         if self.checkpoint_every is not None:
-            memory.apply_activation_checkpointing(model, bool(_cfg_get(cfg, "nf4_keep_dense_for_backward", False)),
+            memory.apply_activation_checkpointing(model, self.settings.nf4_keep_dense_for_backward,
                                                   self.checkpoint_every)
-        if _cfg_get(cfg, "compile", False):
+        if self.settings.compile:
             memory.compile_layers(model)
         self.decoder = model
         # The loop normalises by the token count of the whole accumulation window, so it needs sums.
-        loss_fn = instantiate(cfg.loss, reduction="sum") if _cfg_get(cfg, "loss") is not None else ChunkedCrossEntropyLoss(reduction="sum")
+        loss_fn = instantiate(cfg.loss, reduction="sum") if self.settings.loss is not None else ChunkedCrossEntropyLoss(reduction="sum")
         self.loss_fn = loss_fn
         wrapped = CausalLMWithLoss(model, loss_fn)
         return self.placement.shard(wrapped, cfg)
@@ -282,11 +263,11 @@ class Trainer:
         nodes = list(ds_cfg) if isinstance(ds_cfg, (list, ListConfig)) else [ds_cfg]
         datasets = [instantiate(n, self.tokenizer) for n in nodes]
         dataset = datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
-        packed = any(bool(_cfg_get(n, "packed", False)) for n in nodes)
+        packed = any(bool(OmegaConf.select(n, "packed", default=False)) for n in nodes)
         sampler = ResumableSampler(len(dataset), self.batch_size, shuffle=shuffle, seed=int(self.seed),
                                    rank=self.placement.rank, world_size=self.placement.world_size)
         collate = self._collate_fn(packed)
-        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=int(_cfg_get(self.cfg, "num_workers", 0)),
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.settings.num_workers,
                             pin_memory=self.device.type == "cuda")
         return loader, sampler
 
@@ -297,7 +278,7 @@ class Trainer:
 
         if packed:
             return partial(padded_collate_packed, use_flex=self.device.type == "cuda")
-        node = _cfg_get(self.cfg, "collate_fn")
+        node = self.settings.collate_fn
         if node is not None:
             from tuner.config import resolve_component
 
@@ -321,6 +302,9 @@ class Trainer:
         print(f"[tuner] {self.method.name}: {trainable_params_summary(self.decoder)}; "
               f"{self.total_steps} steps ({self.steps_per_epoch}/epoch x {self.epochs}); {where} step {self.global_step}{how}; "
               f"device {self.device}, dtype {str(self.dtype).replace('torch.', '')}", flush=True)
+        logs = [loc for logger in self.loggers if (loc := logger.location())]
+        print(f"[tuner] outputs: checkpoints go to {self.checkpointer.output_dir}/step_<N>"
+              + (f"; metrics to {', '.join(logs)}" if logs else ""), flush=True)
 
     # ------------------------------------------------------------- resume
     def _loop_state(self) -> dict:
@@ -329,6 +313,7 @@ class Trainer:
             "global_step": self.global_step,
             "epoch": self.epoch,
             "batches_done": self.batches_done,
+            "last_epoch_steps": self.last_epoch_steps,
             "seed": int(self.seed),
             "total_epochs": self.epochs,
             "max_steps_per_epoch": -1 if self.max_steps_per_epoch is None else int(self.max_steps_per_epoch),
@@ -375,8 +360,14 @@ class Trainer:
                 f"set seed={state['seed']} to resume exactly",
             )
         self.global_step = int(state["global_step"])
+        self.resumed_from = self.global_step
         self.epoch = int(state["epoch"])
         self.batches_done = int(state["batches_done"])
+        self.last_epoch_steps = int(state.get("last_epoch_steps", 0))
+        if self.batches_done == 0 and self.epoch > 0 and 0 < self.last_epoch_steps < self.steps_per_epoch:
+            # The last epoch was cut short by a smaller max_steps_per_epoch: continue it where it stopped.
+            self.epoch -= 1
+            self.batches_done = self.last_epoch_steps * self.grad_accum
         if "optimizer" in state:  # a sharded state has loaded it already
             self.placement.load_optimizer_state_dict(self.model, self.optimizer, state["optimizer"])
         if self.lr_scheduler and state.get("lr_scheduler"):
@@ -406,7 +397,8 @@ class Trainer:
         0 completes it) or whole in ``training_state.pt``."""
         self._check_finite_weights()
         state = self.method.checkpoint_state(self, self.decoder, final)
-        adapter_only = bool(_cfg_get(self.cfg, "save_adapter_weights_only", False))
+        state["training_dtype"] = dtype_name(self.dtype)
+        adapter_only = bool(getattr(self.method_settings, "save_adapter_weights_only", False))
         if self.sharded_state:
             state["sharded_state"] = {"dir": SHARDED_STATE_DIR, "world_size": self.placement.world_size,
                                       "format": "torch.distributed.checkpoint"}
@@ -430,7 +422,7 @@ class Trainer:
         labels = batch["labels"]
         n_tokens = (labels[:, 1:] != IGNORE_INDEX).sum()
         autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.grad_scaler is not None else nullcontext()
-        with autocast, memory.activation_offloading(bool(_cfg_get(self.cfg, "enable_activation_offloading", False))):
+        with autocast, memory.activation_offloading(self.settings.enable_activation_offloading):
             loss_sum = self.model(batch["tokens"], labels, mask=mask, input_pos=batch.get("input_pos"))
         return loss_sum, n_tokens
 
@@ -490,6 +482,7 @@ class Trainer:
             profiler.stop()
 
     def _end_epoch(self) -> None:
+        self.last_epoch_steps = self.batches_done // self.grad_accum
         self.epoch += 1
         self.batches_done = 0
         self.save_checkpoint(final=self.epoch >= self.epochs)
@@ -568,7 +561,7 @@ class Trainer:
             metrics["wait_for_gpu_s"] = wait_for_gpu_s
         if grad_norm is not None:
             metrics["grad_norm"] = grad_norm
-        if _cfg_get(self.cfg, "log_peak_memory_stats", True):
+        if self.settings.log_peak_memory_stats:
             metrics.update(memory.memory_stats(self.device))
         for logger in self.loggers:
             if progress is not None and isinstance(logger, StdoutLogger):
@@ -576,13 +569,13 @@ class Trainer:
             logger.log_dict(metrics, step=step)
 
     def _validation_due(self) -> bool:
-        every = _cfg_get(self.cfg, "run_val_every_n_steps")
+        every = self.settings.run_val_every_n_steps
         return self.val_dataloader is not None and bool(every) and self.global_step % int(every) == 0
 
     def _maybe_validate(self) -> None:
         if not self._validation_due():
             return
-        val_loss = self.evaluate(self.val_dataloader, max_batches=_cfg_get(self.cfg, "max_validation_steps"))
+        val_loss = self.evaluate(self.val_dataloader, max_batches=self.settings.max_validation_steps)
         if self.placement.is_main:
             for logger in self.loggers:
                 logger.log_dict({"val_loss": val_loss}, step=self.global_step)
@@ -603,7 +596,7 @@ class Trainer:
         return (self.placement.all_reduce_sum(total) / self.placement.all_reduce_sum(count).clamp(min=1)).item()
 
     def _progress(self):
-        if not self.placement.is_main or not _cfg_get(self.cfg, "progress_bar", True):
+        if not self.placement.is_main or not self.settings.progress_bar:
             return None
         from tqdm import tqdm
 
@@ -635,14 +628,29 @@ class Trainer:
         self.placement.close()
 
     def run(self) -> None:
-        """setup(), train(), close(); with ``sample_generation`` set, answers before and after."""
+        """setup(), train(), close(); with ``sample_generation`` set, answers before and after.
+        A resumed run that has no step left says so and trains nothing."""
         try:
             self.setup()
-            self.sample("before fine-tuning")
+            if self.epoch >= self.epochs:
+                if self.placement.is_main:
+                    print(f"[tuner] nothing to train: the checkpoint at step {self.global_step} already finished this run "
+                          f"({self.epochs} epoch(s) of {self.steps_per_epoch} step(s)); to train more, resume with a larger "
+                          "epochs or max_steps_per_epoch", flush=True)
+                    self._print_next_steps()
+                return
+            self.sample("before fine-tuning" if self.resumed_from is None else f"resumed from step {self.resumed_from}")
             self.train()
             self.sample("after fine-tuning")
+            if self.placement.is_main:
+                self._print_next_steps()
         finally:
             self.close()
+
+    def _print_next_steps(self) -> None:
+        """Where the last checkpoint is and how to use it (rank 0, at the end of a run)."""
+        for line in next_steps(self.cfg, self.checkpointer):
+            print(f"[tuner] {line}", flush=True)
 
     @torch.no_grad()
     def sample(self, label: str) -> list[str]:
@@ -650,7 +658,7 @@ class Trainer:
 
         Config: ``sample_generation: {prompts: [...], max_new_tokens: 64, system: null}``.
         """
-        node = _cfg_get(self.cfg, "sample_generation")
+        node = self.settings.sample_generation
         if node is None or not self.placement.is_main or self.placement.world_size > 1:
             return []
         from tuner.generation import generate
