@@ -290,7 +290,8 @@ class _Checkpointer:
 
         ``state`` holds ``model`` (tuner keys; merged, plain tensors on any device), optionally
         ``adapter`` (tuner keys) with ``adapter_config`` (rank, alpha, target modules, variant
-        flags) and ``training_state`` (plain data; see `capture_rng_state`). With ``adapter_only``
+        flags), ``training_state`` (plain data; see `capture_rng_state`) and ``training_dtype``
+        (``bf16`` / ``fp32`` / ``fp16``, recorded in the manifest for generation and merge). With ``adapter_only``
         only the adapter (and training state) is written, at the folder's top level; next to a
         full model the adapter goes to the ``adapter/`` subfolder. Older checkpoints beyond
         ``keep_last_n_checkpoints`` are removed after the save succeeded.
@@ -324,6 +325,8 @@ class _Checkpointer:
         }
         if state.get("sharded_state") is not None:
             manifest["sharded_state"] = dict(state["sharded_state"])
+        if state.get("training_dtype") is not None:  # generation and merge default to it
+            manifest["training_dtype"] = str(state["training_dtype"])
         try:
             with atomic_checkpoint_dir(self.output_dir, step, manifest) as tmp:
                 if write_extra is not None:
@@ -339,11 +342,10 @@ class _Checkpointer:
                     save_training_state(tmp / TRAINING_STATE_NAME, state["training_state"])
                 self._copy_side_files(tmp, adapter_only)
                 manifest["files"] = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-        except OSError as e:
-            raise CheckpointError(
-                f"could not write checkpoint step_{step} in {str(self.output_dir)!r}: {e}; earlier checkpoints are untouched",
-                fix="free disk space or fix the folder's permissions, then resume from the last checkpoint",
-            ) from e
+        except (CheckpointError, UsageError):
+            raise
+        except Exception as e:  # OSError, or a writer's own error (torch.save's RuntimeError, SafetensorError)
+            raise write_failure(e, self.output_dir, step) from e
         final = self.output_dir / f"step_{int(step)}"
         self.last_saved = final
         if self.keep_last_n_checkpoints is not None:
@@ -353,6 +355,36 @@ class _Checkpointer:
     def list_checkpoints(self) -> list[tuple[int, Path]]:
         """Complete checkpoints in ``output_dir`` as ``(step, folder)``, oldest first."""
         return list_checkpoints(self.output_dir)
+
+
+_DISK_FULL_SIGNS = ("no space left", "storagefull", "file write failed", "disk quota")
+
+
+def write_failure(error: BaseException, output_dir: Path, step: int) -> CheckpointError:
+    """A save of ``step_<step>`` failed: say why in words (disk full, no permission, ...) and which
+    checkpoint is intact to resume from. The failed step's temporary folder is already gone."""
+    import errno
+    import shutil
+
+    text = str(error)
+    code = getattr(error, "errno", None)
+    try:
+        free = shutil.disk_usage(output_dir if Path(output_dir).exists() else Path(output_dir).parent).free
+    except OSError:
+        free = None
+    if code in (errno.ENOSPC, errno.EDQUOT) or any(sign in text.lower() for sign in _DISK_FULL_SIGNS):
+        why = "the disk is full" + (f" ({free / 2**20:.0f} MiB free)" if free is not None else "")
+        fix = "free disk space (or set output_dir on a larger disk)"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = f"no permission to write there ({text.splitlines()[0] if text else type(error).__name__})"
+        fix = "fix the folder's permissions or choose another output_dir"
+    else:
+        why = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+        fix = "check the disk and the folder"
+    latest = latest_checkpoint(output_dir)
+    safe = (f"step_{latest[0]} ({latest[1]}) is intact: resume from it with resume_from_checkpoint=True"
+            if latest is not None else "no earlier checkpoint exists, so the run has to start again")
+    return CheckpointError(f"could not save checkpoint step_{step} in {str(output_dir)!r}: {why}; {safe}", fix=fix)
 
 
 def _materialize_derived_buffers(model: nn.Module) -> None:

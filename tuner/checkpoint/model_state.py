@@ -53,6 +53,9 @@ def check_state_dict(
     strict: bool = True,
     ignore_missing: Iterable[str] = (),
     check_missing: bool = True,
+    subject: str = "checkpoint",
+    cause: str | None = None,
+    fix: str | None = None,
 ) -> LoadResult:
     """Compare ``state_dict`` to ``model``'s (a module or its state dict); raise a CheckpointError
     on a mismatch.
@@ -60,6 +63,7 @@ def check_state_dict(
     Shape mismatches always raise; missing / unexpected keys raise when ``strict``. Keys that
     contain any of the ``ignore_missing`` substrings may be missing (e.g. ``"lora_"`` when loading a
     base checkpoint into a LoRA model). ``check_missing=False`` checks one shard of many.
+    ``subject``, ``cause`` and ``fix`` replace the message's wording for other state (an adapter).
     """
     own = model.state_dict() if isinstance(model, nn.Module) else model
     ignore = tuple(ignore_missing)
@@ -78,19 +82,19 @@ def check_state_dict(
         if k in own:
             a, b = _plain_shape(v), _plain_shape(own[k])
             if a is not None and b is not None and a != b:
-                shapes.append(f"{k}: checkpoint {list(a)} vs model {list(b)}")
+                shapes.append(f"{k}: {subject} {list(a)} vs model {list(b)}")
     problems = []
     if shapes:
         problems.append(f"{len(shapes)} shape mismatch(es): {_few(shapes)}")
     if strict and missing:
-        problems.append(f"{len(missing)} key(s) the model needs are missing from the checkpoint: {_few(missing)}")
+        problems.append(f"{len(missing)} key(s) the model needs are missing from the {subject}: {_few(missing)}")
     if strict and unexpected:
-        problems.append(f"{len(unexpected)} checkpoint key(s) the model does not have: {_few(unexpected)}")
+        problems.append(f"{len(unexpected)} {subject} key(s) the model does not have: {_few(unexpected)}")
     if problems:
-        cause = _likely_cause(missing, unexpected, shapes, len(own), len(state_dict))
+        cause = cause or _likely_cause(missing, unexpected, shapes, len(own), len(state_dict))
         raise CheckpointError(
-            f"the checkpoint does not fit the model: {'; '.join(problems)}. Likely cause: {cause}",
-            fix="use the model builder for the checkpoint's size and family, the matching checkpointer.model_type, "
+            f"the {subject} does not fit the model: {'; '.join(problems)}. Likely cause: {cause}",
+            fix=fix or "use the model builder for the checkpoint's size and family, the matching checkpointer.model_type, "
             "and a checkpointer.checkpoint_dir that holds that model",
         )
     return LoadResult(missing, unexpected)

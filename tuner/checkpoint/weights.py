@@ -74,6 +74,19 @@ def load_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
     return _unwrap(load_torch_file(path), path)
 
 
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The ``__metadata__`` strings of a safetensors file (a CheckpointError naming the file when it
+    cannot be read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read {str(path)!r}: {e}",
+                              fix="the file is truncated or not a safetensors file; save or download it again") from e
+
+
 def iter_weight_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
     """Yield ``(path, state_dict)`` file by file; drop each before reading the next."""
     for p in paths:

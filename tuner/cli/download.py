@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from tuner.errors import TunerError
+from tuner.hub import hub_reachable
 
 
 def download(repo_id: str, output_dir: Optional[Path], ignore_patterns: Optional[Sequence[str]], hf_token: Optional[str]) -> Path:
@@ -15,6 +16,12 @@ def download(repo_id: str, output_dir: Optional[Path], ignore_patterns: Optional
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
         raise TunerError("tune download needs huggingface_hub", "pip install huggingface_hub") from None
     target = output_dir or Path("/tmp") / repo_id.split("/")[-1]
+    if not hub_reachable():
+        raise TunerError(
+            f"cannot download {repo_id}: the Hugging Face Hub cannot be reached from here (offline, or HF_HUB_OFFLINE=1)",
+            "connect to the network, or copy the model folder here and point checkpointer.checkpoint_dir at it; "
+            "offline, the built-in model works: tune run lora_finetune_single_device --config smollm2/135M_lora_cpu",
+        )
     try:
         path = snapshot_download(
             repo_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, note
 
 
 def builtin_model(name: str) -> str:
@@ -12,7 +12,9 @@ def builtin_model(name: str) -> str:
     if name == "smollm2-135m-instruct":
         from tuner.models.gguf_convert import default_smollm2_checkpoint
 
-        return str(default_smollm2_checkpoint())
+        path = default_smollm2_checkpoint()
+        note(f"model: the built-in SmolLM2-135M-Instruct, cached in {path}")
+        return str(path)
     raise ConfigError(f"unknown built-in model {name!r}", "the built-in models are: smollm2-135m-instruct")
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tuner.errors import DataError
+from tuner.hub import hub_reachable, use_local_cache_only
 
 # Local formats datasets can read, by file extension.
 _FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text", ".arrow": "arrow"}
@@ -39,6 +40,9 @@ def load_hf_dataset(source: str, data_files: Any = None, split: str = "train", *
         if "://" not in p and not any(ch in p for ch in "*?[") and not Path(p).exists():
             raise DataError(f"data file not found: {p}", "check dataset.data_files in the config")
     is_local = source in _BUILDERS or Path(source).exists()
+    hub_offline = not is_local and not hub_reachable()
+    if hub_offline:
+        use_local_cache_only()  # a dataset already in the local cache still loads, without a minute of retries
     import datasets
 
     try:
@@ -50,6 +54,12 @@ def load_hf_dataset(source: str, data_files: Any = None, split: str = "train", *
             raise DataError(f"dataset {source!r} has no split {split!r} ({e})", "set dataset.split") from None
         raise DataError(f"cannot load dataset {source!r}: {e}", _fix(source, is_local, data_files)) from None
     except Exception as e:  # network failures, missing hub datasets, malformed files, ...
+        if hub_offline:
+            raise DataError(
+                f"dataset {source!r} comes from the Hugging Face Hub, which cannot be reached from here, "
+                "and it is not in the local datasets cache",
+                "use local data (dataset.source=json dataset.data_files=<file.json>), or run once with network access",
+            ) from None
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         cause = e.__cause__ or e.__context__
         if cause is not None and str(cause):

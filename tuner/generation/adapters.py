@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
+from tuner.checkpoint.weights import load_weight_file, read_safetensors_metadata
 from tuner.errors import CheckpointError, ConfigError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -75,11 +76,8 @@ def load_adapter(adapter_dir: str | os.PathLike, model_type: str, hf_config: Opt
     """Read an adapter folder (HF PEFT format, or tuner's ``adapter.safetensors``) in tuner keys."""
     folder = find_adapter_folder(adapter_dir)
     if (folder / TUNER_ADAPTER).is_file() and not any((folder / n).is_file() for n in PEFT_WEIGHTS):
-        from safetensors import safe_open
-
-        with safe_open(str(folder / TUNER_ADAPTER), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        meta = read_safetensors_metadata(folder / TUNER_ADAPTER)
+        state = load_weight_file(folder / TUNER_ADAPTER)
         config = json.loads(meta.get("tuner_adapter_config", "{}"))
         saved_type = meta.get("tuner_model_type")
         if saved_type and model_type and saved_type != model_type:

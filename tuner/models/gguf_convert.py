@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tuner.errors import CheckpointError, TunerError
+from tuner.errors import CheckpointError, TunerError, note
 
 __all__ = [
     "convert_gguf_to_hf",
@@ -394,6 +394,8 @@ def default_smollm2_checkpoint(cache_dir: str | os.PathLike | None = None) -> Pa
     except OSError as e:
         raise TunerError(f"cannot create the cache folder '{root}': {e}", "set TUNER_CACHE to a writable folder") from e
     staging = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_CACHE_NAME}.convert-", dir=root))
+    note(f"converting the built-in model {source.name} (from the {SMOLLM2_PIP_PACKAGE} package) into {target}; "
+         "later runs reuse it (TUNER_CACHE moves the cache)")
     try:
         fresh = convert_gguf_to_hf(source, staging / "model")
         if target.exists():  # stale (older converter or another source): move aside, then replace

@@ -30,6 +30,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from tuner.checkpoint.weights import load_weight_file
 from tuner.errors import TunerError
 from tuner.peft.lora import LoRALinear
 from tuner.peft.utils import get_adapter_state_dict, is_adapter_key
@@ -82,7 +83,8 @@ def lora_config_from_model(model: nn.Module) -> dict[str, Any]:
         return {"use_vera": True, "lora_rank": first.rank, "lora_dropout": dropout, "vera_d_initial": first.d_initial,
                 "projection_prng_key": proj.projection_prng_key}
     return {"lora_rank": first.rank, "lora_alpha": first.alpha, "lora_dropout": dropout, "use_dora": first.use_dora,
-            "use_rslora": first.use_rslora, "init_lora_weights": first.init_lora_weights}
+            "use_rslora": first.use_rslora, "lora_fa": first.lora_fa, "init_lora_weights": first.init_lora_weights,
+            "quantize_base": first.quantize_base}
 
 
 def _peft_config(lora_config: Mapping[str, Any], target_modules: list[str], pissa_converted: bool) -> dict[str, Any]:
@@ -281,11 +283,9 @@ def load_peft_adapter(
     path = Path(adapter_dir)
     _read_config(path)  # validates the adapter config (refuses what tuner cannot load)
     if (path / ADAPTER_WEIGHTS).is_file():
-        from safetensors.torch import load_file
-
-        raw = load_file(str(path / ADAPTER_WEIGHTS))
+        raw = load_weight_file(path / ADAPTER_WEIGHTS)
     elif (path / ADAPTER_WEIGHTS_BIN).is_file():
-        raw = torch.load(path / ADAPTER_WEIGHTS_BIN, map_location="cpu", weights_only=True)
+        raw = load_weight_file(path / ADAPTER_WEIGHTS_BIN)
     else:
         raise TunerError(f"no {ADAPTER_WEIGHTS} in {path}", fix="point adapter_dir at a folder saved by PEFT's save_pretrained")
     out: dict[str, torch.Tensor] = {}

@@ -37,6 +37,10 @@ class MetricLogger:
     def log_config(self, config: Mapping[str, Any]) -> None:
         pass
 
+    def location(self) -> str | None:
+        """Where the metrics go, for the run's start message (None: nowhere worth naming)."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -58,16 +62,26 @@ class DiskLogger(MetricLogger):
     def __init__(self, log_dir: str, filename: str | None = None, **_: Any) -> None:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         self.path = Path(log_dir) / (filename or f"log_{int(time.time())}.jsonl")
-        self._file = open(self.path, "a", buffering=1)
+        # Written at the first step, so a run that fails or trains nothing leaves the folder as it was.
+        self._file: Any = None
+        self._config: Mapping[str, Any] | None = None
 
     def log_dict(self, metrics: Mapping[str, Any], step: int) -> None:
+        if self._file is None:
+            if self._config is not None:
+                (self.path.parent / "config.json").write_text(json.dumps(self._config, indent=2, default=str))
+            self._file = open(self.path, "a", buffering=1)
         self._file.write(json.dumps({"step": step, **{k: (float(v) if hasattr(v, "item") else v) for k, v in metrics.items()}}) + "\n")
 
     def log_config(self, config: Mapping[str, Any]) -> None:
-        (self.path.parent / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        self._config = config
+
+    def location(self) -> str | None:
+        return str(self.path)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 class TensorBoardLogger(MetricLogger):
@@ -79,6 +93,9 @@ class TensorBoardLogger(MetricLogger):
         except ImportError:
             raise TunerError("TensorBoardLogger needs tensorboard", "pip install 'tuner[tensorboard]'") from None
         self._writer = SummaryWriter(log_dir=log_dir, **kwargs)
+
+    def location(self) -> str | None:
+        return f"TensorBoard events in {self._writer.log_dir}"
 
     def log_dict(self, metrics: Mapping[str, Any], step: int) -> None:
         for k, v in metrics.items():
@@ -104,6 +121,9 @@ class WandBLogger(MetricLogger):
 
     def log_dict(self, metrics: Mapping[str, Any], step: int) -> None:
         self._run.log(dict(metrics), step=step)
+
+    def location(self) -> str | None:
+        return f"Weights & Biases run {getattr(self._run, 'url', None) or getattr(self._run, 'dir', '')}".strip()
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         self._run.config.update(dict(config), allow_val_change=True)

@@ -29,6 +29,11 @@ def get_dtype(name: str | torch.dtype | None, device: torch.device | None = None
     return dtype
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The config name of a dtype (``torch.bfloat16`` -> ``bf16``)."""
+    return {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
+
+
 @contextlib.contextmanager
 def set_default_dtype(dtype: torch.dtype) -> Iterator[None]:
     """Create parameters in ``dtype`` inside the block."""
