@@ -1,6 +1,6 @@
 """`tune run merge`: base + PEFT adapter (LoRA/DoRA, and a QLoRA run's adapter) -> one HF folder
-that transformers loads with the logits of base + adapter in PEFT; bf16 by default; complete
-folder; bad inputs give clear errors and write nothing."""
+that transformers loads with the logits of base + adapter in PEFT; in the saved dtype by default, a
+lower one measured; complete folder; bad inputs give clear errors and write nothing."""
 from __future__ import annotations
 
 import json
@@ -76,10 +76,19 @@ def test_merge_recipe_fp32_matches_peft(ckpt, dora_adapter, tmp_path):
         assert not torch.allclose(_hf(ckpt)(TOKENS).logits, ref, atol=1e-2)  # the adapter matters
 
 
-def test_merge_defaults_to_bf16(ckpt, dora_adapter, tmp_path):
+def test_merge_keeps_the_saved_dtype_and_measures_a_lower_one(ckpt, dora_adapter, tmp_path, capsys):
+    """With no dtype the merge keeps the precision the weights have (here the base's float32: the
+    adapter was not trained by tuner); dtype=bf16 casts and says how much the logits moved."""
     from safetensors.torch import load_file
 
-    out = merge_checkpoint(OmegaConf.create(merge_cfg(ckpt, dora_adapter, tmp_path / "bf16")))
+    same = merge_checkpoint(OmegaConf.create(merge_cfg(ckpt, dora_adapter, tmp_path / "same")))
+    assert {v.dtype for v in load_file(same / "model.safetensors").values()} == {torch.float32}
+    assert "warning" not in capsys.readouterr().err
+
+    out = merge_checkpoint(OmegaConf.create(merge_cfg(ckpt, dora_adapter, tmp_path / "bf16", dtype="bf16")))
+    err = capsys.readouterr().err
+    assert "[tuner] warning: merging into bfloat16, a lower precision than the float32" in err, err
+    assert "changes the logits on a probe sequence by up to" in err and "set dtype=fp32" in err, err
     config = json.loads((out / "config.json").read_text())
     assert "bfloat16" in (config.get("torch_dtype"), config.get("dtype"))
     assert {v.dtype for v in load_file(out / "model.safetensors").values()} == {torch.bfloat16}
@@ -87,6 +96,24 @@ def test_merge_defaults_to_bf16(ckpt, dora_adapter, tmp_path):
         merged = _hf(out, torch.bfloat16)(TOKENS).logits.float()
     ref = _peft_logits(ckpt, dora_adapter, TOKENS)
     assert (merged - ref).abs().mean() < 0.05 * ref.abs().mean()
+
+
+def test_cast_and_measure_reports_the_logit_change():
+    """The measured change is the difference of the model's own logits before and after the cast."""
+    from tuner.generation.export import cast_and_measure
+    from tuner.models.smollm2 import smollm2
+
+    torch.manual_seed(0)
+    model = smollm2(vocab_size=64, num_layers=1, num_heads=2, num_kv_heads=1, embed_dim=32, intermediate_dim=48,
+                    max_seq_len=64).eval()
+    probe = torch.randint(0, 64, (1, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(probe)
+        change = cast_and_measure(model, torch.bfloat16)
+        after = model(probe).float()
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert change.positions == 32 and 0 < change.max_abs == pytest.approx(float((after - before).abs().max()), rel=1e-6)
+    assert change.top1_changed == int((after.argmax(-1) != before.argmax(-1)).sum())
 
 
 def test_merge_qlora_run_adapter(ckpt, tmp_path):
