@@ -25,6 +25,7 @@ def _kernel_of(q):
                                             *nf4_module.lookup_tables(q.device), q.shape, q.dtype)
 
 
+@pytest.mark.slow
 def test_kernel_under_the_interpreter_is_bit_identical_to_bitsandbytes_and_serves_linear_nf4():
     """Every dtype and odd shapes, and `linear_nf4` forward + backward dequantize through it
     (`_nf4_triton_interpreted.py`, in a subprocess: Triton's interpreter is chosen at import)."""

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from tests.recipes.helpers import ROOT, assert_kill_and_resume_exact, logged_losses, make_hf_checkpoint, tune, write_config
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 TWO = ("--nproc_per_node", "2", "--standalone")
 LORA = {"lora_attn_modules": ["q_proj", "v_proj"], "apply_lora_to_mlp": True, "lora_rank": 4, "lora_alpha": 8}
 

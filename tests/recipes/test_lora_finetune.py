@@ -3,13 +3,16 @@ data, the saved adapter loads in PEFT (every variant PEFT has) and the merged fo
 transformers with tuner's logits, QLoRA included, and kill-and-resume is exact."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.recipes.helpers import logged_losses, make_hf_checkpoint, write_config
-from tuner.config import load_config
+from omegaconf import OmegaConf
+
+from tuner.config import instantiate, load_config
 from tuner.training.lora import LoRAFinetune
 from tuner.training.trainer import Trainer
 
@@ -154,3 +157,48 @@ def test_qlora_keeping_dense_weights_for_backward_changes_no_loss(ckpt, tmp_path
     assert flags(plain) == {False} and flags(kept) == {True}
     for a, b in zip(plain.decoder.parameters(), kept.decoder.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+VARIANT_SIGNS = {  # what the saved adapter_config.json says for each variant config
+    "lora": {"peft_type": "LORA", "use_dora": False, "use_rslora": False},
+    "dora": {"use_dora": True},
+    "rslora": {"use_rslora": True},
+    "lora_plus": {"peft_type": "LORA"},
+    "lora_fa": {"peft_type": "LORA"},
+    "pissa": {"peft_type": "LORA"},
+    "vera": {"peft_type": "VERA"},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANT_SIGNS))
+def test_every_variant_config_trains_and_saves_its_variant(variant, ckpt, tmp_path, capsys):
+    """`smollm2/135M_<variant>_cpu` as shipped, with only the model's size, the checkpoint, the data
+    and the step count overridden, trains two steps and saves an adapter of that variant."""
+    from tests.recipes.helpers import ALPACA, model_node
+    from tuner.cli.main import main
+
+    dims = {k: v for k, v in model_node().items() if k != "_component_"}
+    out = tmp_path / "out"
+    args = ["run", "lora_finetune_single_device", "--config", f"smollm2/135M_{variant}_cpu",
+            "model._component_=tuner.models.smollm2.lora_smollm2", *(f"model.{k}={v}" for k, v in dims.items()),
+            f"checkpointer.checkpoint_dir={ckpt}", f"tokenizer.path={ckpt / 'tokenizer.json'}",
+            "dataset._component_=tuner.datasets.alpaca_dataset", "dataset.source=json", f"dataset.data_files={ALPACA}",
+            f"output_dir={out}", "max_steps_per_epoch=2", "batch_size=2", "~sample_generation", "progress_bar=False"]
+    assert main(args) == 0, capsys.readouterr().err
+    config = json.loads((out / "step_2" / "adapter" / "adapter_config.json").read_text())
+    for key, value in VARIANT_SIGNS[variant].items():
+        assert config.get(key) == value, (variant, key, config.get(key))
+    shipped = load_config(Path(__file__).resolve().parents[2] / "configs" / "smollm2" / f"135M_{variant}_cpu.yaml")
+    layer = _first_adapter_layer(instantiate({**OmegaConf.to_container(shipped.model), **dims,
+                                              "_component_": "tuner.models.smollm2.lora_smollm2"}))
+    expected = {"lora_fa": ("lora_fa", True), "pissa": ("init_lora_weights", "pissa"), "dora": ("use_dora", True),
+                "rslora": ("use_rslora", True)}.get(variant)
+    if expected is not None:
+        assert getattr(layer, expected[0]) == expected[1]
+    assert (shipped.get("lora_plus_ratio") == 16) == (variant == "lora_plus")
+
+
+def _first_adapter_layer(model):
+    from tuner.peft import LoRALinear, VeRALinear
+
+    return next(m for m in model.modules() if isinstance(m, (LoRALinear, VeRALinear)))
