@@ -166,7 +166,7 @@ def test_hub_name_offline_is_clear(tok, monkeypatch):
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(TunerError, match=r"cannot load dataset 'tatsu-lab/alpaca'.*source=json data_files"):
+    with pytest.raises(TunerError, match=r"dataset 'tatsu-lab/alpaca' comes from the Hugging Face Hub, which cannot be reached.*dataset.source=json dataset.data_files"):
         alpaca_dataset(tok)
 
 

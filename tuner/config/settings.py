@@ -229,8 +229,10 @@ def find_setting_problems(cfg: Any, classes: Iterable[type], notes: Mapping[str,
         if key not in known:
             problems.append(f"unknown config key {key!r}{did_you_mean(key, sorted(known))}")
     for cls in classes:
-        values = _read(cls, cfg, plain, problems, "")
-        if not any(v is _REQUIRED for v in values.values()) and hasattr(cls, "problems"):
+        own: list[str] = []
+        values = _read(cls, cfg, plain, own, "")
+        problems.extend(own)
+        if not own and hasattr(cls, "problems"):  # combinations only once each key is fine on its own
             problems.extend(cls(**values).problems())
     for dotted, spec in _argument_specs(classes).items():
         present, value = _select(plain, dotted)
