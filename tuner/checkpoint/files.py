@@ -43,7 +43,8 @@ def check_dir(checkpoint_dir: str | Path, what: str = "checkpointer.checkpoint_d
         hint = (
             "it is a file; point at the folder that holds it"
             if path.is_file()
-            else "download the model first (e.g. `tune download <repo> --output-dir <dir>`) or fix the path"
+            else "download the model first (`tune download <repo> --output-dir <dir>`, which needs the Hugging Face Hub) "
+            "or fix the path; offline, the quickstart's built-in model needs no download (smollm2/135M_lora_cpu)"
         )
         raise CheckpointError(f"{what} {str(path)!r} does not exist or is not a folder", fix=hint)
     return path
