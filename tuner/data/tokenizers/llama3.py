@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 from tuner.data.messages import Message
 from tuner.data.prompt_templates import PromptTemplateLike
 from tuner.data.tokenizers._backends import TikTokenBackend
-from tuner.data.tokenizers._base import ModelTokenizer, Piece
+from tuner.data.tokenizers._base import FamilyTokenizer, Piece
 from tuner.errors import ConfigError
 
 # Meta's pre-tokenizer regex for Llama 3 (llama/tokenizer.py pat_str).
@@ -61,7 +61,7 @@ class Llama3Format:
             text = (
                 "<|start_header_id|>system<|end_header_id|>\n\n"
                 f"Cutting Knowledge Date: December 2023\nToday Date: {self.date_string}\n\n"
-                + (system.content.strip() if system else "")
+                + (system.text_content.strip() if system else "")
             )
             if system is None or system.eot:
                 text += "<|eot_id|>"
@@ -69,9 +69,9 @@ class Llama3Format:
         for m in msgs:
             if self.variant == "llama3_1" and m.role in ("tool", "ipython"):
                 # The template's `content is iterable` holds for strings too, so it writes `content | tojson`.
-                text = "<|start_header_id|>ipython<|end_header_id|>\n\n" + json.dumps(m.content, ensure_ascii=False)
+                text = "<|start_header_id|>ipython<|end_header_id|>\n\n" + json.dumps(m.text_content, ensure_ascii=False)
             else:
-                text = f"<|start_header_id|>{m.role}<|end_header_id|>\n\n{m.content.strip()}"
+                text = f"<|start_header_id|>{m.role}<|end_header_id|>\n\n{m.text_content.strip()}"
             if m.eot:
                 text += "<|eot_id|>"
             pieces.append((text, m.masked))
@@ -87,7 +87,7 @@ def llama3_tokenizer(
     chat_format: str = "llama3",
     date_string: str = "26 Jul 2024",
     special_tokens: Optional[dict[str, int]] = None,
-) -> ModelTokenizer:
+) -> FamilyTokenizer:
     """Llama 3.x tokenizer from Meta's ``original/tokenizer.model`` (a tiktoken ranks file).
 
     Special tokens follow the base ranks (ids 128000-128255 for the real file):
@@ -101,7 +101,7 @@ def llama3_tokenizer(
         path, name="llama3", pattern=LLAMA3_PATTERN, special_tokens=special_tokens or llama3_special_tokens
     )
     st = backend.special_tokens
-    return ModelTokenizer(
+    return FamilyTokenizer(
         backend,
         Llama3Format(chat_format, date_string),
         bos_id=st["<|begin_of_text|>"],
