@@ -22,7 +22,7 @@ class TunerError(Exception):
         return self.message if not self.fix else f"{self.message}. Fix: {self.fix}"
 
 
-class UsageError(TunerError):
+class UsageError(TunerError, ValueError):
     """The command line itself is wrong (unknown recipe, bad override syntax, ...)."""
 
     exit_code = 2
@@ -32,7 +32,12 @@ class ConfigError(TunerError, ValueError):
     """The config is wrong (bad YAML, unknown component or key, signature mismatch, ...).
 
     A ValueError too, as the bad-argument errors of torchtune's code that this replaces.
+    ``errors``: the individual problems, one exception each, when it reports several (validate).
     """
+
+    def __init__(self, message: str, fix: str | None = None, errors: list[Exception] | None = None) -> None:
+        super().__init__(message, fix)
+        self.errors = list(errors or [])
 
     exit_code = 2
 

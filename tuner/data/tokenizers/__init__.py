@@ -12,9 +12,10 @@ from tuner.data.tokenizers._base import (
     ModelTokenizer,
     tokenize_messages_no_special_tokens,
 )
+from tuner.data.tokenizers.gemma import gemma_tokenizer
 from tuner.data.tokenizers.gemma2 import Gemma2Format, gemma2_tokenizer
 from tuner.data.tokenizers.llama2 import Llama2ChatTemplate, Llama2Format, llama2_tokenizer
-from tuner.data.tokenizers.llama3 import Llama3Format, llama3_special_tokens, llama3_tokenizer
+from tuner.data.tokenizers.llama3 import Llama3Format, Llama3Tokenizer, llama3_special_tokens, llama3_tokenizer
 from tuner.data.tokenizers.mistral import MistralChatTemplate, MistralFormat, mistral_tokenizer
 from tuner.data.tokenizers.phi3 import Phi3Format, phi3_mini_tokenizer
 from tuner.data.tokenizers.qwen2_5 import qwen2_5_tokenizer
@@ -26,6 +27,7 @@ __all__ = [
     "FamilyTokenizer",
     "HuggingFaceBaseTokenizer",
     "Llama2ChatTemplate",
+    "Llama3Tokenizer",
     "MistralChatTemplate",
     "ModelTokenizer",
     "tokenize_messages_no_special_tokens",
@@ -38,6 +40,7 @@ __all__ = [
     "Llama3Format",
     "MistralFormat",
     "Phi3Format",
+    "gemma_tokenizer",
     "gemma2_tokenizer",
     "llama2_tokenizer",
     "llama3_special_tokens",
