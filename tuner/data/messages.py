@@ -119,7 +119,9 @@ def _text_parts(content: Content, ipython: bool) -> list[dict[str, str]]:
             parts.append({"type": "text", "content": part["content"]})
         elif kind in ("image", "image_url", "video", "audio"):
             if ipython:
-                raise DataError("Media tokens in tool calls are not supported. Both are set in message.")
+                text = "".join(p["content"] for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+                raise DataError(f"Media tokens in tool calls are not supported. Both are set in message: {text}",
+                                "a tool call holds text only")
             raise DataError(
                 f"message content has a {kind!r} part; tuner fine-tunes text-only models",
                 "drop the image columns (or rows) from the dataset",
