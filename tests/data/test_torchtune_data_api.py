@@ -84,6 +84,8 @@ def test_chat_keywords_with_a_chat_format(sp_model):
     assert tokens[0] == tok.bos_id and tokens[-1] == tok.eos_id
     assert tok.tokenize_messages(CONVERSATION, add_start_tokens=False) == (tokens[1:], mask[1:])
     assert tok.tokenize_messages(CONVERSATION, add_eos=False)[0][-1] != tok.eos_id
+    cut = llama2_tokenizer(sp_model, max_seq_len=8).tokenize_messages(CONVERSATION)
+    assert cut[0] == tokens[:7] + [tok.eos_id] and cut[1][-1] is True  # cut as torchtune cuts: EOS last, masked
 
 
 def test_templates_as_text():

@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 SUITE = HERE / "suite"
 MIRROR = Path("/work/.mirror/pytorch+torchtune/repo")  # a torchtune clone, where one exists
 
-MIN_PASSING = 0
+MIN_PASSING = 189  # of 210 (90.0%) on 2026-12-01; the issue asks for at least 80%
 
 
 def _vendor():

@@ -5,8 +5,7 @@ sentencepiece or tiktoken until needed).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tuner._lazy import lazy_exports
 
 _EXPORTS = {
     # messages
@@ -48,13 +47,4 @@ _EXPORTS = {
     "Transform": "tuner.data.transforms",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tuner.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

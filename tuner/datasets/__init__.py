@@ -4,8 +4,7 @@
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tuner._lazy import lazy_exports
 
 _EXPORTS = {
     "alpaca_dataset": "tuner.datasets._instruct",
@@ -26,13 +25,4 @@ _EXPORTS = {
     "quickstart_dataset": "tuner.datasets._quickstart",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tuner.datasets' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -54,19 +54,7 @@ def chat_dataset(
     return maybe_pack(ds, tokenizer, packed)
 
 
-def slimorca_dataset(
-    tokenizer: Any,
-    *,
-    source: str = "Open-Orca/SlimOrca-Dedup",
-    column_map: Optional[Mapping[str, str]] = None,
-    train_on_input: bool = False,
-    new_system_prompt: Optional[str] = None,
-    packed: bool = False,
-    filter_fn: Optional[Callable[[Mapping[str, Any]], bool]] = None,
-    split: str = "train",
-    **load_dataset_kwargs: Any,
-):
-    """SlimOrca (deduplicated): ShareGPT ``conversations`` in the tokenizer's chat format."""
-    return chat_dataset(tokenizer, source=source, conversation_style="sharegpt", column_map=column_map,
-                        train_on_input=train_on_input, new_system_prompt=new_system_prompt, packed=packed, split=split,
-                        filter_fn=filter_fn, **load_dataset_kwargs)
+def slimorca_dataset(tokenizer: Any, *, source: str = "Open-Orca/SlimOrca-Dedup", **kwargs: Any):
+    """SlimOrca (deduplicated): ShareGPT ``conversations`` in the tokenizer's chat format. Other
+    arguments as `chat_dataset`'s."""
+    return chat_dataset(tokenizer, source=source, conversation_style="sharegpt", **kwargs)

@@ -81,39 +81,13 @@ def instruct_dataset(
     return maybe_pack(ds, tokenizer, packed)
 
 
-def samsum_dataset(
-    tokenizer: Any,
-    *,
-    source: str = "Samsung/samsum",
-    column_map: Optional[Mapping[str, str]] = None,
-    train_on_input: bool = False,
-    new_system_prompt: Optional[str] = None,
-    packed: bool = False,
-    filter_fn: Optional[Callable[[Mapping[str, Any]], bool]] = None,
-    split: str = "train",
-    **load_dataset_kwargs: Any,
-):
+def samsum_dataset(tokenizer: Any, *, source: str = "Samsung/samsum", column_map: Optional[Mapping[str, str]] = None, **kwargs: Any):
     """SAMSum dialogue summarization: ``dialogue`` -> ``summary`` (pair it with the tokenizer's
-    ``prompt_template: tuner.data.SummarizeTemplate`` for the task prompt)."""
-    return instruct_dataset(tokenizer, source=source, column_map=column_map or {"input": "dialogue", "output": "summary"},
-                            train_on_input=train_on_input, new_system_prompt=new_system_prompt, packed=packed,
-                            split=split, filter_fn=filter_fn, **load_dataset_kwargs)
+    ``prompt_template: tuner.data.SummarizeTemplate``). Other arguments as `instruct_dataset`'s."""
+    return instruct_dataset(tokenizer, source=source, column_map=column_map or {"input": "dialogue", "output": "summary"}, **kwargs)
 
 
-def grammar_dataset(
-    tokenizer: Any,
-    *,
-    source: str = "liweili/c4_200m",
-    column_map: Optional[Mapping[str, str]] = None,
-    train_on_input: bool = False,
-    new_system_prompt: Optional[str] = None,
-    packed: bool = False,
-    filter_fn: Optional[Callable[[Mapping[str, Any]], bool]] = None,
-    split: str = "train",
-    **load_dataset_kwargs: Any,
-):
-    """Grammar correction (C4 200M): ``input`` -> ``output`` (pair it with
-    ``prompt_template: tuner.data.GrammarErrorCorrectionTemplate``)."""
-    return instruct_dataset(tokenizer, source=source, column_map=column_map, train_on_input=train_on_input,
-                            new_system_prompt=new_system_prompt, packed=packed, split=split, filter_fn=filter_fn,
-                            **load_dataset_kwargs)
+def grammar_dataset(tokenizer: Any, *, source: str = "liweili/c4_200m", **kwargs: Any):
+    """Grammar correction (C4 200M): ``input`` -> ``output`` (pair it with ``prompt_template:
+    tuner.data.GrammarErrorCorrectionTemplate``). Other arguments as `instruct_dataset`'s."""
+    return instruct_dataset(tokenizer, source=source, **kwargs)

@@ -8,8 +8,7 @@ torchtune's ``torchtune.training`` names are here too (imported on first use): `
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tuner._lazy import lazy_exports
 
 _EXPORTS = {
     "PRECISION_STR_TO_DTYPE": "tuner.training.precision",
@@ -42,13 +41,4 @@ _EXPORTS = {
     "get_quantizer_mode": "tuner.training.quantization",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tuner.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -196,7 +196,9 @@ class FamilyTokenizer(ModelTokenizer):
         With a chat format the ids equal those of the family's HF chat template for the same
         conversation; each message's tokens (role header, content, end-of-turn) take the message's
         ``masked`` flag; BOS, a default system prompt the template inserts, and the generation
-        prompt are masked. ``add_start_tokens=False`` leaves out the leading BOS;
+        prompt are masked. A conversation cut at ``max_seq_len`` ends with EOS (not trained on)
+        when it had its end tokens, as torchtune's tokenizers cut it. ``add_start_tokens=False``
+        leaves out the leading BOS;
         ``add_end_tokens=False`` (torchtune's ``add_eos=False`` for some families) leaves the last
         message open, for generation.
         """
@@ -213,8 +215,10 @@ class FamilyTokenizer(ModelTokenizer):
         tokens, mask = self.encode_pieces(pieces)
         if not add_start_tokens and self.bos_id is not None and tokens[:1] == [self.bos_id]:
             tokens, mask = tokens[1:], mask[1:]
-        if self.max_seq_len is not None:
+        if self.max_seq_len is not None and len(tokens) > self.max_seq_len:
             tokens, mask = tokens[: self.max_seq_len], mask[: self.max_seq_len]
+            if add_end_tokens and not add_generation_prompt:  # cut as torchtune cuts: EOS last, not trained on
+                tokens[-1], mask[-1] = self.eos_id, True
         return tokens, mask
 
     def encode_pieces(self, pieces: Sequence[Piece]) -> tuple[list[int], list[bool]]:
