@@ -162,3 +162,34 @@ def test_concat_dataset():
     assert ConcatDataset([packed, packed]).packed
     with pytest.raises(DataError, match="mix of packed and non-packed"):
         ConcatDataset([packed, [{"i": 0}]])
+
+
+def test_base_tokenizers_have_torchtunes_api(sp_model, tiktoken_file, qwen_files, tmp_path):
+    import json
+
+    from tuner.data.tokenizers import Llama3Tokenizer
+    from tuner.data.tokenizers._backends import parse_hf_tokenizer_json
+    from tuner.data.tokenizers.llama3 import CL100K_PATTERN
+    from tuner.modules.transforms.tokenizers import HuggingFaceBaseTokenizer, SentencePieceBaseTokenizer, TikTokenBaseTokenizer
+
+    sp = SentencePieceBaseTokenizer(sp_model)
+    ids = sp.encode("Hello world", add_bos=True, add_eos=True)
+    assert ids[0] == sp.bos_id and ids[-1] == sp.eos_id and sp.decode(ids) == "Hello world"
+    assert sp.encodes_whitespace
+    # A continuation without the space SentencePiece puts before the first piece.
+    plain, trimmed = sp.encode("world", False, False), sp.encode("world", False, False, trim_leading_whitespace=True)
+    assert sp.spm_model.id_to_piece(plain[0]).startswith("\u2581") and not sp.spm_model.id_to_piece(trimmed[0]).startswith("\u2581")
+    assert sp.decode(trimmed) == "world"
+    tt = TikTokenBaseTokenizer(tiktoken_file, "t", CL100K_PATTERN, bos_id=0, eos_id=1, special_tokens={"<|x|>": 5000})
+    assert tt.base_vocab_size == tt.num_base_tokens and tt.encode("hi <|x|>", add_eos=False)[-1] == 5000
+    assert tt.decode(tt.encode("hi there", add_bos=False)) == "hi there"  # stops at EOS
+    with pytest.raises(DataError, match="<\\|begin_of_text\\|> missing from special_tokens"):
+        Llama3Tokenizer(tiktoken_file, special_tokens={"<|end_of_text|>": 1})
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text(json.dumps({"bos_token": "<|im_start|>", "eos_token": {"content": "<|im_end|>"}}))
+    hf = HuggingFaceBaseTokenizer(qwen_files["json"], tokenizer_config_json_path=str(config))
+    specials = parse_hf_tokenizer_json(qwen_files["json"])
+    assert (hf.bos_id, hf.eos_id) == (specials["<|im_start|>"], specials["<|im_end|>"])
+    assert hf.encode("hi")[0] == hf.bos_id and hf.encode("hi", add_bos=False, add_eos=False) == hf.encode("hi")[1:-1]
+    with pytest.raises(DataError, match="At least one of tokenizer_config_json_path or generation_config_path"):
+        HuggingFaceBaseTokenizer(qwen_files["json"])
