@@ -22,14 +22,22 @@ class TunerError(Exception):
         return self.message if not self.fix else f"{self.message.rstrip('.')}. Fix: {self.fix}"
 
 
-class UsageError(TunerError):
+class UsageError(TunerError, ValueError):
     """The command line itself is wrong (unknown recipe, bad override syntax, ...)."""
 
     exit_code = 2
 
 
-class ConfigError(TunerError):
-    """The config is wrong (bad YAML, unknown component or key, signature mismatch, ...)."""
+class ConfigError(TunerError, ValueError):
+    """The config is wrong (bad YAML, unknown component or key, signature mismatch, ...).
+
+    A ValueError too, as the bad-argument errors of torchtune's code that this replaces.
+    ``errors``: the individual problems, one exception each, when it reports several (validate).
+    """
+
+    def __init__(self, message: str, fix: str | None = None, errors: list[Exception] | None = None) -> None:
+        super().__init__(message, fix)
+        self.errors = list(errors or [])
 
     exit_code = 2
 
@@ -38,12 +46,12 @@ class CheckpointError(TunerError):
     """A checkpoint is missing, incomplete or does not fit the model."""
 
 
-class DataError(TunerError):
-    """A dataset file or row is malformed."""
+class DataError(TunerError, ValueError):
+    """A dataset file or row is malformed (a ValueError too, as torchtune's data errors are)."""
 
 
-class TrainingError(TunerError):
-    """Training cannot go on (NaN loss, out of memory, ...)."""
+class TrainingError(TunerError, RuntimeError):
+    """Training cannot go on (NaN loss, out of memory, ...); a RuntimeError too, as torchtune's."""
 
 
 def did_you_mean(name: str, choices, cutoff: float = 0.6) -> str:
@@ -106,3 +114,18 @@ def run_reporting_errors(fn, *args, **kwargs) -> int:
             print(f"error: {type(e).__name__}: {e}\n(run with --debug or TUNER_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
+
+
+def unsupported(name: str, reason: str, fix: str):
+    """A stand-in for a torchtune name that tuner does not implement (multimodal, QAT, ...).
+
+    Importing it works, so code (and torchtune's tests) that import it next to names tuner has keep
+    working; calling it raises a ConfigError that says why and what to do instead.
+    """
+
+    def stand_in(*args, **kwargs):
+        raise ConfigError(f"{name} is not supported by tuner: {reason}", fix)
+
+    stand_in.__name__ = stand_in.__qualname__ = name.rpartition(".")[2]
+    stand_in.__doc__ = f"Not supported by tuner ({reason}); calling it raises ConfigError."
+    return stand_in

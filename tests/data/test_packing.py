@@ -30,7 +30,8 @@ def test_pack_layout():
     assert len(packed) == 2
     p0, p1 = packed[0], packed[1]
     assert p0["seq_lens"].tolist() == [5, 4, 1] and p1["seq_lens"].tolist() == [6, 3, 1]
-    assert p0["input_pos"].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 0]
+    # Padding positions continue after the last document's (torchtune's layout; never scored).
+    assert p0["input_pos"].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]
     assert p0["tokens"].tolist() == ds[0]["tokens"] + ds[1]["tokens"] + [0]
     # Every document's first label is -100; the rest are the sample's labels; padding is -100.
     want = [-100] + ds[0]["labels"][1:] + [-100] + ds[1]["labels"][1:] + [-100]
@@ -42,7 +43,10 @@ def test_split_across_pack_and_too_long():
     packed = PackedDataset(ds, max_seq_len=5, split_across_pack=True)
     assert [p["seq_lens"].tolist() for p in packed] == [[5], [2, 3], [4, 1]]
     assert packed[1]["tokens"].tolist()[:2] == ds[0]["tokens"][5:]
-    with pytest.raises(TunerError, match="sample 0 has 7 tokens, more than the packed max_seq_len 5"):
+    # A split sample keeps its positions: its continuation starts where the first part stopped.
+    assert [p["input_pos"].tolist() for p in packed] == [[0, 1, 2, 3, 4], [5, 6, 0, 1, 2], [3, 4, 5, 6, 4]]
+    assert packed[1]["labels"].tolist()[0] == -100  # no context for it in this pack
+    with pytest.raises(TunerError, match="Dataset sample is too long: sample 0 has 7 tokens, more than the packed max_seq_len 5"):
         PackedDataset(ds, max_seq_len=5)
     assert len(PackedDataset(_samples([3] * 10), max_seq_len=6, max_packs=2)) == 2
 

@@ -197,7 +197,7 @@ def test_tensorboard_wandb_offline_and_profiler(ckpt, tmp_path, monkeypatch):
     profiler = {"enabled": True, "wait_steps": 0, "warmup_steps": 1, "active_steps": 1, "output_dir": str(out / "prof")}
     cfg = load_config(write_config(tmp_path / "l.yaml", ckpt, out, max_steps_per_epoch=3, metric_logger=loggers, profiler=profiler))
     Trainer(cfg, FullFinetune()).run()
-    assert list((out / "tb").glob("events.out.tfevents.*"))
+    assert list((out / "tb").rglob("events.out.tfevents.*"))  # in run_<rank>_<time>/ (organize_logs)
     run_dirs = list((out / "wandb").rglob("offline-run-*"))
     assert run_dirs and any(p.name.endswith(".wandb") for p in run_dirs[0].iterdir())
     assert list((out / "prof").glob("*.pt.trace.json*"))

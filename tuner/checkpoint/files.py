@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,22 +113,44 @@ def discover_files(checkpoint_dir: Path, fmt: str) -> list[Path]:
     return candidates
 
 
-def _expand_pattern(spec: Mapping[str, Any]) -> list[str]:
-    fmt = spec.get("filename_format")
-    max_name = spec.get("max_filename")
-    if not fmt or max_name is None or fmt.count("{}") != 2:
+@dataclass(frozen=True)
+class FormattedCheckpointFiles:
+    """Shard file names from a pattern (torchtune's class): ``filename_format`` with two ``{}``
+    (shard number, shard count) and ``max_filename``, the shard count as written in the names
+    (a string such as "00004": a YAML number would lose its zeros)."""
+
+    filename_format: str
+    max_filename: str
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FormattedCheckpointFiles":
+        fix = 'use {filename_format: "model-{}-of-{}.safetensors", max_filename: "00004"}'
+        if "filename_format" not in d or "max_filename" not in d:
+            raise ConfigError(f"Must pass 'filename_format' and 'max_filename' keys to generate checkpoint filenames, got {dict(d)!r}", fix)
+        fmt, max_name = d["filename_format"], d["max_filename"]
+        if not isinstance(max_name, str):
+            raise ConfigError(f"`max_filename` must be a string, but found {type(max_name).__name__} {max_name!r}",
+                              'quote it in the YAML, e.g. max_filename: "00004"')
+        if not isinstance(fmt, str) or fmt.count("{}") != 2:
+            raise ConfigError(f"{fmt!r} is not a valid pattern: filename_format must have exactly two placeholders (shard number, shard count)", fix)
+        if not max_name.isdigit() or int(max_name) < 1:
+            raise ConfigError(f"max_filename {max_name!r} is not a positive number",
+                              'write the number of shards as it appears in the file names, e.g. "00004"')
+        return cls(fmt, max_name)
+
+    def build_checkpoint_filenames(self) -> list[str]:
+        width = len(self.max_filename)
+        return [self.filename_format.format(str(i).zfill(width), self.max_filename) for i in range(1, int(self.max_filename) + 1)]
+
+
+def check_outdir_not_in_ckptdir(ckpt_dir: Path, out_dir: Path) -> None:
+    """Refuse an output folder equal to or inside the checkpoint folder (torchtune's check)."""
+    ckpt, out = Path(ckpt_dir).resolve(), Path(out_dir).resolve()
+    if out == ckpt or ckpt in out.parents:
         raise ConfigError(
-            f"checkpointer.checkpoint_files {dict(spec)!r} is not a valid pattern",
-            fix='use {filename_format: "model-{}-of-{}.safetensors", max_filename: "00004"}',
+            f"The output directory cannot be the same as or a subdirectory of the checkpoint directory. Found {ckpt} and {out}",
+            "set output_dir outside checkpointer.checkpoint_dir",
         )
-    max_name = str(max_name)
-    if not max_name.isdigit() or int(max_name) < 1:
-        raise ConfigError(
-            f"checkpointer.checkpoint_files.max_filename {max_name!r} is not a positive number",
-            fix='write the number of shards as it appears in the file names, e.g. "00004"',
-        )
-    width = len(max_name)
-    return [fmt.format(str(i).zfill(width), max_name) for i in range(1, int(max_name) + 1)]
 
 
 def resolve_files(checkpoint_dir: Path, checkpoint_files: Any, fmt: str) -> list[Path]:
@@ -140,7 +163,7 @@ def resolve_files(checkpoint_dir: Path, checkpoint_files: Any, fmt: str) -> list
     if checkpoint_files is None or (isinstance(checkpoint_files, str) and checkpoint_files.strip().lower() in ("", "auto")):
         return discover_files(checkpoint_dir, fmt)
     if isinstance(checkpoint_files, Mapping):
-        names = _expand_pattern(checkpoint_files)
+        names = FormattedCheckpointFiles.from_dict(checkpoint_files).build_checkpoint_filenames()
     elif isinstance(checkpoint_files, (str, Path)):
         names = [str(checkpoint_files)]
     else:

@@ -9,7 +9,6 @@ ALIASES: dict[str, str] = {
     "tuner.training.checkpointing.FullModelHFCheckpointer": "tuner.checkpoint.HFCheckpointer",
     "tuner.training.checkpointing.FullModelMetaCheckpointer": "tuner.checkpoint.MetaCheckpointer",
     "tuner.training.checkpointing.FullModelTorchTuneCheckpointer": "tuner.checkpoint.NativeCheckpointer",
-    "tuner.modules.loss.CEWithChunkedOutputLoss": "tuner.training.loss.ChunkedCrossEntropyLoss",
     "tuner.modules.loss.LinearCrossEntropyLoss": "tuner.training.loss.ChunkedCrossEntropyLoss",
     "tuner.training.lr_schedulers.get_cosine_schedule_with_warmup": "tuner.training.lr_schedulers.get_cosine_schedule_with_warmup",
     "tuner.data.padded_collate_sft": "tuner.data.collate.padded_collate_sft",

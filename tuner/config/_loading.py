@@ -77,8 +77,9 @@ def _parse_value(key: str, text: str):
 def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """Apply ``key=value`` (set; dotted keys nest) and ``~key`` (delete) overrides in order.
 
-    Swapping a component (``model._component_=x.y``) keeps the node's other keys; `validate`
-    later reports keys the new component does not take.
+    Swapping a component (``model._component_=x.y``, or torchtune's shorthand ``model=x.y`` for a
+    node that has a ``_component_``) keeps the node's other keys; `validate` later reports keys the
+    new component does not take.
     """
     for item in overrides:
         if item.startswith("~"):
@@ -99,7 +100,14 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
                 "overrides are key=value (nested keys with dots, e.g. optimizer.lr=1e-4) or ~key to delete",
             )
         try:
-            OmegaConf.update(cfg, key, _parse_value(key, value), merge=True, force_add=True)
+            current = OmegaConf.select(cfg, key, default=None)
+        except OmegaConfBaseException:
+            current = None  # the update below reports the bad key
+        parsed = _parse_value(key, value)
+        if isinstance(current, DictConfig) and "_component_" in current and isinstance(parsed, str):
+            key = f"{key}._component_"
+        try:
+            OmegaConf.update(cfg, key, parsed, merge=True, force_add=True)
         except OmegaConfBaseException as e:
             raise UsageError(f"cannot apply override {item!r}: {e}") from None
     return cfg

@@ -7,13 +7,24 @@ import os
 import types
 import typing
 from collections.abc import Iterable as IterableABC, Mapping as MappingABC, Sequence as SequenceABC
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Callable, Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.config._instantiate import COMPONENT_KEY, resolve_component
+from tuner.config._utils import _has_component
 from tuner.errors import ConfigError, did_you_mean
+
+
+@dataclass
+class Problem:
+    """One problem: the message shown to the user (with its key path) and the exception it is
+    (a TypeError worded as Python's for a bad keyword, as torchtune's validate reports it)."""
+
+    message: str
+    error: Exception
 
 
 def _type_hints(fn: Callable) -> dict[str, Any]:
@@ -69,7 +80,7 @@ def value_fits(hint: Any, value: Any) -> bool | None:
 
 
 def check_binding(fn: Callable, keys: Iterable[str], key_path: str, n_positional: int = 0,
-                  values: Mapping[str, Any] | None = None) -> list[str]:
+                  values: Mapping[str, Any] | None = None) -> list[Problem]:
     """Problems with calling ``fn(**keys)``: keys it does not take (with a "did you mean") and, when
     ``values`` are given, values that do not fit their parameter's annotation.
 
@@ -92,10 +103,12 @@ def check_binding(fn: Callable, keys: Iterable[str], key_path: str, n_positional
             if open_ended:
                 continue
             hint = did_you_mean(key, accepted) or f"; it takes: {', '.join(accepted) or 'no arguments'}"
-            problems.append(f"{where}: {name}() got an unexpected argument {key!r}{hint}")
+            error = TypeError(f"{getattr(fn, '__name__', name)} got an unexpected keyword argument '{key}'")
+            problems.append(Problem(f"{where}: {name}() got an unexpected argument {key!r}{hint}", error))
         elif values is not None and key in hints and key in values and value_fits(hints[key], values[key]) is False:
             shown = repr(values[key]) if isinstance(values[key], str) else values[key]
-            problems.append(f"{where}={shown} does not fit {name}()'s parameter {key}: {_hint_name(hints[key])}")
+            message = f"{where}={shown} does not fit {name}()'s parameter {key}: {_hint_name(hints[key])}"
+            problems.append(Problem(message, TypeError(message)))
     return problems
 
 
@@ -104,13 +117,13 @@ def _hint_name(hint: Any) -> str:
     return text or str(hint).replace("typing.", "")
 
 
-def _walk(node: Any, key_path: str, problems: list[str]) -> None:
+def _walk(node: Any, key_path: str, problems: list[Problem]) -> None:
     if isinstance(node, dict):
-        if COMPONENT_KEY in node:
+        if _has_component(node):
             try:
                 fn = resolve_component(node[COMPONENT_KEY], key_path or "<root>")
             except ConfigError as e:
-                problems.append(f"{key_path or '<root>'}: {e.message}")
+                problems.append(Problem(f"{key_path or '<root>'}: {e.message}", e))
                 fn = None
             if fn is not None:
                 problems.extend(check_binding(fn, [k for k in node if k != COMPONENT_KEY], key_path, values=node))
@@ -122,20 +135,28 @@ def _walk(node: Any, key_path: str, problems: list[str]) -> None:
             _walk(v, f"{key_path}[{i}]", problems)
 
 
-def find_problems(cfg: DictConfig | dict) -> list[str]:
-    """Every problem in the config, each prefixed with its dotted key path."""
+def _problems(cfg: DictConfig | dict) -> list[Problem]:
     if isinstance(cfg, DictConfig):
         try:
             cfg = OmegaConf.to_container(cfg, resolve=True)
         except Exception as e:  # interpolation errors are config errors too
-            return [f"interpolation: {str(e).splitlines()[0]}"]
-    problems: list[str] = []
+            return [Problem(f"interpolation: {str(e).splitlines()[0]}", e)]
+    problems: list[Problem] = []
     _walk(cfg, "", problems)
     return problems
 
 
+def find_problems(cfg: DictConfig | dict) -> list[str]:
+    """Every problem in the config, each prefixed with its dotted key path."""
+    return [p.message for p in _problems(cfg)]
+
+
 def validate(cfg: DictConfig | dict) -> None:
-    """Raise one ConfigError that lists every problem, or return if the config is sound."""
-    problems = find_problems(cfg)
+    """Raise one ConfigError that lists every problem (``errors``: one exception each), or return
+    if the config is sound."""
+    problems = _problems(cfg)
     if problems:
-        raise ConfigError(f"config has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+        raise ConfigError(
+            f"config has {len(problems)} problem(s):\n  " + "\n  ".join(p.message for p in problems),
+            errors=[p.error for p in problems],
+        )

@@ -5,8 +5,7 @@ sentencepiece or tiktoken until needed).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tuner._lazy import lazy_exports
 
 _EXPORTS = {
     # messages
@@ -14,7 +13,9 @@ _EXPORTS = {
     "ROLES": "tuner.data.messages",
     "CROSS_ENTROPY_IGNORE_IDX": "tuner.data.messages",
     "validate_messages": "tuner.data.messages",
+    "Role": "tuner.data.messages",
     "InputOutputToMessages": "tuner.data.messages",
+    "ChosenRejectedToMessages": "tuner.data.messages",
     "AlpacaToMessages": "tuner.data.messages",
     "ShareGPTToMessages": "tuner.data.messages",
     "OpenAIToMessages": "tuner.data.messages",
@@ -23,25 +24,27 @@ _EXPORTS = {
     "ALPACA_PROMPT_NO_INPUT": "tuner.data.messages",
     # prompt templates
     "PromptTemplate": "tuner.data.prompt_templates",
+    "PromptTemplateInterface": "tuner.data.prompt_templates",
+    "ChatMLTemplate": "tuner.data.prompt_templates",
     "QuestionAnswerTemplate": "tuner.data.prompt_templates",
     "SummarizeTemplate": "tuner.data.prompt_templates",
     "GrammarErrorCorrectionTemplate": "tuner.data.prompt_templates",
     # collate and packing
+    "left_pad_sequence": "tuner.data.collate",
+    "padded_collate": "tuner.data.collate",
+    "padded_collate_dpo": "tuner.data.collate",
+    "padded_collate_tiled_images_and_mask": "tuner.data.collate",
     "padded_collate_sft": "tuner.data.collate",
     "padded_collate_packed": "tuner.data.collate",
     "PackedDataset": "tuner.data.packing",
     "packed_block_causal_mask": "tuner.data.packing",
     "packed_flex_block_mask": "tuner.data.packing",
     "document_ids": "tuner.data.packing",
+    # helpers
+    "truncate": "tuner.data.utils",
+    "load_image": "tuner.data.utils",
+    "format_content_with_images": "tuner.data.utils",
+    "Transform": "tuner.data.transforms",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tuner.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -1,16 +1,21 @@
 """Messages and the transforms that turn dataset rows into them.
 
 A conversation is a list of `Message`s. Every dataset row, whatever its layout (alpaca
-instruction/input/output, ShareGPT ``conversations``, OpenAI ``messages``, plain text), goes
-through one of the transforms below, and the tokenizer's ``tokenize_messages`` turns the messages
-into token ids and a loss mask. ``Message.masked`` says whether the message's tokens are left out
-of the loss (True = masked, not trained on).
+instruction/input/output, ShareGPT ``conversations``, OpenAI ``messages``, chosen/rejected pairs,
+plain text), goes through one of the transforms below, and the tokenizer's ``tokenize_messages``
+turns the messages into token ids and a loss mask. ``Message.masked`` says whether the message's
+tokens are left out of the loss (True = masked, not trained on).
+
+The classes keep torchtune's names, arguments and content layout, so transforms and tokenizers
+written for torchtune work on them: ``Message.content`` is a list of parts
+``[{"type": "text", "content": "..."}]`` (a string is accepted and becomes one text part) and
+``text_content`` is the text. tuner trains text-only models: an image part is refused with an error.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Optional, Sequence
+from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
+from tuner.data.transforms import Transform
 from tuner.errors import DataError
 
 Role = Literal["system", "user", "assistant", "ipython", "tool"]
@@ -19,80 +24,157 @@ ROLES: tuple[str, ...] = ("system", "user", "assistant", "ipython", "tool")
 # The loss ignores labels with this value (torch.nn.CrossEntropyLoss's default ignore_index).
 CROSS_ENTROPY_IGNORE_IDX = -100
 
+Content = Union[str, Sequence[Mapping[str, Any]]]
 
-@dataclass
+
 class Message:
     """One turn of a conversation.
 
-    ``masked``: True leaves the message's tokens out of the loss. ``eot``: whether the turn ends
-    with the end-of-turn marker (False continues the turn, as an unfinished assistant message).
+    Args:
+        role: "system", "user", "assistant", "ipython" or "tool" (a tool's answer).
+        content: the text, or torchtune's list of parts ``[{"type": "text", "content": str}]``.
+        masked: True leaves the message's tokens out of the loss.
+        ipython: the message is a tool call (assistant messages only).
+        eot: whether the turn ends with the end-of-turn marker (False continues the turn, as an
+            unfinished assistant message or a tool call followed by its result).
     """
 
-    role: str
-    content: str
-    masked: bool = False
-    eot: bool = True
-    ipython: bool = False
-
-    def __post_init__(self) -> None:
-        if self.role not in ROLES:
+    def __init__(self, role: Role, content: Content, masked: bool = False, ipython: bool = False, eot: bool = True) -> None:
+        if role not in ROLES:
             raise DataError(
-                f"unknown message role {self.role!r}",
+                f"unknown message role {role!r}",
                 f"use one of {', '.join(ROLES)} (map other names with a conversation transform)",
             )
-        if not isinstance(self.content, str):
+        self.role = role
+        self.content = _text_parts(content, ipython)
+        self.masked = bool(masked)
+        self.ipython = bool(ipython)
+        self.eot = bool(eot)
+        if self.ipython and role != "assistant":
             raise DataError(
-                f"message content must be a string, got {type(self.content).__name__}",
-                "check the dataset's content column",
+                f"Only assistant messages can be tool calls. Found role {role} in message: {self.text_content}",
+                "set ipython only on assistant messages",
             )
 
     @property
     def text_content(self) -> str:
-        """The text of the message (torchtune's name for it)."""
-        return self.content
+        """The message's text (its text parts joined)."""
+        return "".join(part["content"] for part in self.content)
+
+    @property
+    def contains_media(self) -> bool:
+        """Always False: tuner messages hold text only (torchtune's API)."""
+        return False
+
+    def get_media(self) -> list:
+        """No media: tuner messages hold text only (torchtune's API)."""
+        return []
+
+    def replace(self, **changes: Any) -> "Message":
+        """A copy with the given fields (role, content, masked, ipython, eot) changed."""
+        fields = dict(role=self.role, content=self.content, masked=self.masked, ipython=self.ipython, eot=self.eot)
+        fields.update(changes)
+        return Message(**fields)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Message":
-        """Build from ``{"role", "content", "masked"?, "eot"?}``."""
+        """Build from ``{"role", "content", "masked"?, "ipython"?, "eot"?}``."""
         return cls(
             role=d["role"],
             content=d["content"],
             masked=bool(d.get("masked", False)),
-            eot=bool(d.get("eot", True)),
             ipython=bool(d.get("ipython", False)),
+            eot=bool(d.get("eot", True)),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"role", "content"}``, the form chat templates take."""
-        return {"role": self.role, "content": self.content}
+        """``{"role", "content"}`` with the text as content: the form chat templates take."""
+        return {"role": self.role, "content": self.text_content}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return (self.role, self.content, self.masked, self.ipython, self.eot) == (
+            other.role, other.content, other.masked, other.ipython, other.eot)
+
+    __hash__ = None  # mutable, like torchtune's
+
+    def __repr__(self) -> str:
+        return f"Message(role='{self.role}', content={[part['content'] for part in self.content]!r})"
 
 
-def validate_messages(messages: Sequence[Message]) -> None:
-    """Check the turn order: at most one system message, first; no two user turns in a row.
-
-    Raises DataError naming the offending position.
-    """
-    if not messages:
-        raise DataError("conversation has no messages", "drop empty rows with filter_fn")
-    last_role = None
-    for i, m in enumerate(messages):
-        if m.role == "system" and i > 0:
-            raise DataError(f"system message at position {i}; it must come first", "move it to the start")
-        if m.role == "user" and last_role == "user":
-            raise DataError(f"two user messages in a row at positions {i - 1} and {i}", "merge them into one")
-        last_role = m.role
-
-
-def _mapped(column_map: Optional[Mapping[str, str]], defaults: Sequence[str]) -> dict[str, str]:
-    """Expected column name -> actual column name, defaults where column_map says nothing."""
-    cm = dict(column_map or {})
-    unknown = set(cm) - set(defaults)
-    if unknown:
+def _text_parts(content: Content, ipython: bool) -> list[dict[str, str]]:
+    """A string or a list of parts -> a list of text parts; media parts are refused."""
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    if not isinstance(content, (list, tuple)):
         raise DataError(
-            f"column_map has unknown key(s) {sorted(unknown)}",
-            f"column_map maps the expected columns {list(defaults)} to your dataset's column names",
+            f"message content must be a string or a list of parts, got {type(content).__name__}",
+            "check the dataset's content column",
         )
-    return {k: cm.get(k, k) for k in defaults}
+    parts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text" and isinstance(part.get("content"), str):
+            parts.append({"type": "text", "content": part["content"]})
+        elif kind in ("image", "image_url", "video", "audio"):
+            if ipython:
+                text = "".join(p["content"] for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+                raise DataError(f"Media tokens in tool calls are not supported. Both are set in message: {text}",
+                                "a tool call holds text only")
+            raise DataError(
+                f"message content has a {kind!r} part; tuner fine-tunes text-only models",
+                "drop the image columns (or rows) from the dataset",
+            )
+        else:
+            raise DataError(
+                f"message content part {part!r} is not a text part",
+                'write parts as {"type": "text", "content": "..."}',
+            )
+    return parts
+
+
+def validate_messages(messages: Sequence[Message], *, min_messages: int = 2, assistant_needs_prompt: bool = True) -> None:
+    """Check that messages form a conversation (torchtune's rules).
+
+    At least ``min_messages`` messages; a system message only first; no two user messages in a
+    row; with ``assistant_needs_prompt``, an assistant message only after a user (or tool) message.
+    Tokenizers pass ``min_messages=1, assistant_needs_prompt=False`` (a lone text or a prompt is
+    fine there). Raises `DataError` (a ValueError) naming the position.
+    """
+    if len(messages) < min_messages:
+        raise DataError(
+            f"Messages must be at least length {min_messages}, but got {len(messages)} messages",
+            "drop such rows with filter_fn",
+        )
+    last_turn = None
+    for i, message in enumerate(messages):
+        if assistant_needs_prompt and message.role == "assistant" and last_turn not in ("user", "tool", "ipython", "assistant"):
+            raise DataError(f"Assistant message before expected user message at index {i} in messages")
+        if message.role == "user" and last_turn == "user":
+            raise DataError(f"Two consecutive user messages at index {i} and {i - 1} in messages", "merge them into one")
+        if message.role == "system" and i > 0:
+            raise DataError(
+                f"System message at index {i} in messages, but system messages must come first", "move it to the start"
+            )
+        last_turn = message.role
+
+
+def _mapped(column_map: Optional[Mapping[str, str]], expected: Sequence[str], optional: Sequence[str] = ()) -> dict[str, str]:
+    """Expected column name -> the dataset's column name (a key column_map leaves out keeps its name).
+
+    A key that is not one of ``expected`` (or ``optional``) is refused, naming the expected key it
+    most likely stands for (the first one column_map does not give).
+    """
+    cm = dict(column_map or {})
+    unknown = sorted(set(cm) - set(expected) - set(optional))
+    if unknown:
+        missing = [k for k in expected if k not in cm] or list(expected)
+        raise DataError(
+            f"Expected a key of {missing[0]!r} in column_map but found {sorted(cm)} (unknown key(s) {unknown})",
+            f"column_map maps the columns {list(expected)} to your dataset's column names",
+        )
+    return {k: cm.get(k, k) for k in (*expected, *optional)}
 
 
 def _get_field(row: Mapping[str, Any], column: str, expected: str, *, allow_empty: bool = False) -> str:
@@ -116,11 +198,15 @@ def _get_field(row: Mapping[str, Any], column: str, expected: str, *, allow_empt
     return value
 
 
-class InputOutputToMessages:
+def _system(prompt: Optional[str]) -> list[Message]:
+    return [] if prompt is None else [Message("system", prompt, masked=True, eot=True)]
+
+
+class InputOutputToMessages(Transform):
     """A row with an input column and an output column -> [user, assistant].
 
-    ``column_map`` maps "input"/"output" (and "system" if ``new_system_prompt`` is unset and the
-    data has one) to the dataset's names. ``train_on_input=False`` masks the user turn.
+    ``column_map`` maps "input"/"output" to the dataset's names. ``train_on_input=False`` masks the
+    user turn; ``new_system_prompt`` adds a system turn first.
     """
 
     def __init__(
@@ -128,15 +214,16 @@ class InputOutputToMessages:
         train_on_input: bool = False,
         column_map: Optional[Mapping[str, str]] = None,
         new_system_prompt: Optional[str] = None,
+        image_dir: Any = None,
     ) -> None:
+        if image_dir is not None:
+            raise DataError("image_dir is for image datasets; tuner fine-tunes text-only models", "remove image_dir")
         self.train_on_input = train_on_input
         self.column_map = _mapped(column_map, ("input", "output"))
         self.new_system_prompt = new_system_prompt
 
     def __call__(self, row: Mapping[str, Any]) -> dict[str, list[Message]]:
-        messages = []
-        if self.new_system_prompt is not None:
-            messages.append(Message("system", self.new_system_prompt, masked=True))
+        messages = _system(self.new_system_prompt)
         messages.append(
             Message("user", _get_field(row, self.column_map["input"], "input"), masked=not self.train_on_input)
         )
@@ -157,7 +244,7 @@ ALPACA_PROMPT_NO_INPUT = (
 )
 
 
-class AlpacaToMessages:
+class AlpacaToMessages(Transform):
     """An alpaca row (instruction, input, output) -> [user (the Alpaca prompt), assistant].
 
     The user turn is the standard Alpaca prompt, with or without the "### Input:" block depending on
@@ -185,13 +272,13 @@ class AlpacaToMessages:
         }
 
 
-class _ConversationToMessages:
-    """The loop both conversation styles share: a column holding a list of turn objects -> messages.
+class _ConversationToMessages(Transform):
+    """The loop the conversation styles share: a column holding a list of turn objects -> messages.
 
     A style names its column (``_column``), the keys of a turn's speaker and text
     (``_speaker_key``, ``_text_key``), the other style to suggest for objects of another shape
     (``_other_style``) and how a speaker maps to a role (``_role``); the system-prompt and
-    masking rules are the same for both.
+    masking rules are the same for all.
     """
 
     _column: str
@@ -204,20 +291,23 @@ class _ConversationToMessages:
         train_on_input: bool = False,
         column_map: Optional[Mapping[str, str]] = None,
         new_system_prompt: Optional[str] = None,
+        image_dir: Any = None,
+        **image_options: Any,
     ) -> None:
+        if image_dir is not None:
+            raise DataError("image_dir is for image datasets; tuner fine-tunes text-only models", "remove image_dir")
         self.train_on_input = train_on_input
-        self.column_map = _mapped(column_map, (self._column,))
+        self.column_map = _mapped(column_map, (self._column,), optional=("image",))
         self.new_system_prompt = new_system_prompt
 
     def _role(self, speaker: Any, col: str, j: int) -> str:
         raise NotImplementedError
 
-    def __call__(self, row: Mapping[str, Any]) -> dict[str, list[Message]]:
-        col = self.column_map[self._column]
-        turns = _get_list(row, col, self._column)
-        messages = []
-        if self.new_system_prompt is not None:
-            messages.append(Message("system", self.new_system_prompt, masked=True))
+    def to_messages(self, turns: Any, col: str) -> list[Message]:
+        """The messages of one conversation (a list of turn objects read from column ``col``)."""
+        if not isinstance(turns, list) or not turns:
+            raise DataError(f"column {col!r} must be a non-empty list of turns", "drop such rows with filter_fn")
+        messages = _system(self.new_system_prompt)
         for j, turn in enumerate(turns):
             if not isinstance(turn, Mapping) or self._speaker_key not in turn or self._text_key not in turn:
                 raise DataError(
@@ -229,7 +319,16 @@ class _ConversationToMessages:
                 continue
             masked = role != "assistant" and not self.train_on_input
             messages.append(Message(role, _turn_content(turn[self._text_key], col, j), masked=masked))
-        return {"messages": messages}
+        return messages
+
+    def __call__(self, row: Mapping[str, Any]) -> dict[str, list[Message]]:
+        col = self.column_map[self._column]
+        if col not in row:
+            raise DataError(
+                f"row has no column {col!r} (columns: {sorted(row.keys())})",
+                f"rename the column in the data or pass column_map={{'{self._column}': '<your column>'}}",
+            )
+        return {"messages": self.to_messages(row[col], col)}
 
 
 _SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -261,7 +360,8 @@ class OpenAIToMessages(_ConversationToMessages):
     """An OpenAI-style row, ``messages: [{"role", "content"}]`` -> messages.
 
     ``column_map`` maps "messages". ``new_system_prompt`` replaces any system turn.
-    ``train_on_input=False`` masks system and user turns.
+    ``train_on_input=False`` masks system and user turns. Content may be OpenAI's list of
+    ``{"type": "text", "text": ...}`` parts.
     """
 
     _column = "messages"
@@ -275,16 +375,34 @@ class OpenAIToMessages(_ConversationToMessages):
         return speaker
 
 
-def _get_list(row: Mapping[str, Any], column: str, expected: str) -> list:
-    if column not in row:
-        raise DataError(
-            f"row has no column {column!r} (columns: {sorted(row.keys())})",
-            f"rename the column in the data or pass column_map={{'{expected}': '<your column>'}}",
-        )
-    value = row[column]
-    if not isinstance(value, list) or not value:
-        raise DataError(f"column {column!r} must be a non-empty list of turns", "drop such rows with filter_fn")
-    return value
+class ChosenRejectedToMessages(Transform):
+    """A preference row, ``chosen`` and ``rejected`` conversations of ``{"role", "content"}`` turns,
+    -> ``{"chosen": [...], "rejected": [...]}`` messages (as torchtune's, for preference data).
+
+    ``column_map`` maps "chosen"/"rejected". ``new_system_prompt`` replaces any system turn;
+    ``train_on_input=False`` masks every non-assistant turn.
+    """
+
+    def __init__(
+        self,
+        train_on_input: bool = False,
+        column_map: Optional[Mapping[str, str]] = None,
+        new_system_prompt: Optional[str] = None,
+    ) -> None:
+        self.column_map = _mapped(column_map, ("chosen", "rejected"))
+        self._conversation = OpenAIToMessages(train_on_input=train_on_input, new_system_prompt=new_system_prompt)
+
+    def __call__(self, row: Mapping[str, Any]) -> dict[str, list[Message]]:
+        out = {}
+        for key in ("chosen", "rejected"):
+            col = self.column_map[key]
+            if col not in row:
+                raise DataError(
+                    f"row has no column {col!r} (columns: {sorted(row.keys())})",
+                    f"rename the column in the data or pass column_map={{'{key}': '<your column>'}}",
+                )
+            out[key] = self._conversation.to_messages(row[col], col)
+        return out
 
 
 def _turn_content(content: Any, column: str, j: int) -> str:
@@ -295,7 +413,10 @@ def _turn_content(content: Any, column: str, j: int) -> str:
             if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str):
                 parts.append(part["text"])
             else:
-                raise DataError(f"turn {j} of column {column!r} has a non-text content part", "only text is supported")
+                raise DataError(
+                    f"turn {j} of column {column!r} has a non-text content part",
+                    "tuner fine-tunes text-only models: drop rows with images",
+                )
         content = "".join(parts)
     if not isinstance(content, str):
         raise DataError(
@@ -305,7 +426,7 @@ def _turn_content(content: Any, column: str, j: int) -> str:
     return content
 
 
-class TextToMessages:
+class TextToMessages(Transform):
     """A plain-text row -> one unmasked assistant message (for text completion)."""
 
     def __init__(self, column: str = "text") -> None:

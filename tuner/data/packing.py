@@ -4,6 +4,9 @@ A pack is ``{"tokens", "labels", "input_pos", "seq_lens"}`` of length ``max_seq_
 one after another, then padding (tokens ``padding_idx``, labels -100), which counts as one more
 document. ``input_pos`` restarts at 0 for every document, and the attention mask lets a token see
 only earlier tokens of its own document, so each document is computed exactly as if it were alone.
+A sample split across packs (``split_across_pack``) keeps its positions: its continuation in the
+next pack starts at the position where the first part stopped, as in torchtune. Padding positions
+continue after the last document's, capped at ``max_seq_len - 1`` (they are never scored).
 
 Labels at document boundaries. Labels are aligned with tokens and the loss shifts them by one
 (logits at position i are scored against labels[i + 1]). Unpacked, a sample's first label is
@@ -55,6 +58,7 @@ class PackedDataset(Dataset):
         tokens: list[int] = []
         labels: list[int] = []
         seq_lens: list[int] = []
+        starts: list[int] = []  # first position of each document in the pack
         for idx in range(len(self.ds)):
             sample = self.ds[idx]
             t, l = list(sample["tokens"]), list(sample["labels"])
@@ -64,46 +68,48 @@ class PackedDataset(Dataset):
                 continue
             if len(t) > self.max_seq_len and not self.split_across_pack:
                 raise DataError(
-                    f"sample {idx} has {len(t)} tokens, more than the packed max_seq_len {self.max_seq_len}",
+                    f"Dataset sample is too long: sample {idx} has {len(t)} tokens, more than the packed max_seq_len {self.max_seq_len}",
                     "set tokenizer.max_seq_len to at most the pack length (samples are truncated), or split_across_pack=True",
                 )
+            first_pos = 0  # position of t[0] within its sample (non-zero for a split sample's continuation)
             while t:
                 room = self.max_seq_len - len(tokens)
                 if len(t) > room and not self.split_across_pack:
-                    self._flush(tokens, labels, seq_lens)
-                    tokens, labels, seq_lens = [], [], []
+                    self._flush(tokens, labels, seq_lens, starts)
+                    tokens, labels, seq_lens, starts = [], [], [], []
                     room = self.max_seq_len
                 take = min(room, len(t))
                 tokens += t[:take]
                 labels += l[:take]
                 seq_lens.append(take)
-                t, l = t[take:], l[take:]
+                starts.append(first_pos)
+                t, l, first_pos = t[take:], l[take:], first_pos + take
                 if len(tokens) == self.max_seq_len:
-                    self._flush(tokens, labels, seq_lens)
-                    tokens, labels, seq_lens = [], [], []
+                    self._flush(tokens, labels, seq_lens, starts)
+                    tokens, labels, seq_lens, starts = [], [], [], []
                 if self.max_packs is not None and len(self.packs) >= self.max_packs:
                     return
         if tokens:
-            self._flush(tokens, labels, seq_lens)
+            self._flush(tokens, labels, seq_lens, starts)
         if not self.packs:
             raise DataError("nothing to pack: the dataset is empty", "check the data source and filter_fn")
 
-    def _flush(self, tokens: list[int], labels: list[int], seq_lens: list[int]) -> None:
+    def _flush(self, tokens: list[int], labels: list[int], seq_lens: list[int], starts: list[int]) -> None:
         if not tokens or (self.max_packs is not None and len(self.packs) >= self.max_packs):
             return
         labels = list(labels)
         input_pos: list[int] = []
-        start = 0
-        for n in seq_lens:
-            labels[start] = CROSS_ENTROPY_IGNORE_IDX  # see the module docstring
-            input_pos += range(n)
-            start += n
+        offset = 0
+        for n, first in zip(seq_lens, starts):
+            labels[offset] = CROSS_ENTROPY_IGNORE_IDX  # see the module docstring
+            input_pos += range(first, first + n)
+            offset += n
         pad = self.max_seq_len - len(tokens)
         lens = list(seq_lens)
         if pad:
             tokens = tokens + [self.padding_idx] * pad
             labels = labels + [CROSS_ENTROPY_IGNORE_IDX] * pad
-            input_pos += range(pad)
+            input_pos += [min(p, self.max_seq_len - 1) for p in range(input_pos[-1] + 1, input_pos[-1] + 1 + pad)]
             lens.append(pad)
         self.packs.append(
             {

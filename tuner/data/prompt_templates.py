@@ -1,23 +1,41 @@
 """Prompt templates: text wrapped around message contents before tokenization.
 
-A prompt template is not the chat format (the special tokens of a model family, which the
-tokenizer adds); it adds task text around contents, e.g. "Summarize this dialogue:\n{content}\n---\n".
-A tokenizer built with ``prompt_template=`` applies it in ``tokenize_messages``.
+A prompt template adds task text around contents, e.g. "Summarize this dialogue:\\n{content}\\n---\\n".
+A tokenizer built with ``prompt_template=`` applies it in ``tokenize_messages``. The added text goes
+in as separate text parts of the message (torchtune's layout), so a tokenizer that encodes part by
+part sees the template text and the content apart, as torchtune's do.
+
+The chat templates of families whose format is plain text (Llama 2's ``Llama2ChatTemplate``,
+Mistral's ``MistralChatTemplate``) live with their tokenizers in ``tuner.data.tokenizers``; given to
+their own family's tokenizer they select its exact chat format (see ``llama2_tokenizer``).
 """
 from __future__ import annotations
 
 import importlib
-from dataclasses import replace
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Protocol, Sequence, Union
 
-from tuner.errors import ConfigError
 from tuner.data.messages import Message
+from tuner.errors import ConfigError
 
 
-class PromptTemplate:
+class PromptTemplateInterface(Protocol):
+    """A callable that takes messages and returns them with template text added (torchtune's)."""
+
+    def __call__(self, messages: Sequence[Message], inference: bool = False) -> list[Message]:
+        ...
+
+
+def wrap(message: Message, prepend: str, append: str) -> Message:
+    """``message`` with ``prepend`` and ``append`` as text parts around its content."""
+    parts = ([{"type": "text", "content": prepend}] if prepend else []) + message.content
+    parts += [{"type": "text", "content": append}] if append else []
+    return message.replace(content=parts)
+
+
+class PromptTemplate(PromptTemplateInterface):
     """Wrap each message of a role in ``(prepend, append)`` text.
 
-    ``template``: role -> (prepend, append), e.g. ``{"user": ("Question: ", "\n\nAnswer: ")}``.
+    ``template``: role -> (prepend, append), e.g. ``{"user": ("Question: ", "\\n\\nAnswer: ")}``.
     Roles not in the template are left as they are.
     """
 
@@ -30,13 +48,29 @@ class PromptTemplate:
                 )
         self.template = {role: (pair[0], pair[1]) for role, pair in template.items()}
 
-    def __call__(self, messages: Sequence[Message]) -> list[Message]:
+    def __call__(self, messages: Sequence[Message], inference: bool = False) -> list[Message]:
+        return [wrap(m, *self.template[m.role]) if m.role in self.template else m for m in messages]
+
+
+class ChatMLTemplate(PromptTemplateInterface):
+    """OpenAI's ChatML as text: ``<|im_start|>role\\ncontent<|im_end|>\\n`` per message; a final empty
+    assistant message becomes the generation prompt ``<|im_start|>assistant\\n``."""
+
+    template = {
+        "system": ("<|im_start|>system\n", "<|im_end|>\n"),
+        "user": ("<|im_start|>user\n", "<|im_end|>\n"),
+        "assistant": ("<|im_start|>assistant\n", "<|im_end|>\n"),
+        "ipython": ("", ""),
+        "tool": ("<|im_start|>tool\n", "<|im_end|>\n"),
+    }
+
+    def __call__(self, messages: Sequence[Message], inference: bool = False) -> list[Message]:
         out = []
-        for m in messages:
-            if m.role in self.template:
-                pre, post = self.template[m.role]
-                m = replace(m, content=pre + m.content + post)
-            out.append(m)
+        for i, m in enumerate(messages):
+            prepend, append = self.template[m.role]
+            if m.role == "assistant" and i == len(messages) - 1 and not m.text_content:
+                append = ""
+            out.append(wrap(m, prepend, append))
         return out
 
 
@@ -56,25 +90,33 @@ class QuestionAnswerTemplate(PromptTemplate):
         super().__init__({"user": ("Question: ", "\n\nAnswer: ")})
 
 
-PromptTemplateLike = Union[None, str, Mapping[str, Sequence[str]], Callable[[Sequence[Message]], list]]
+PromptTemplateLike = Union[None, str, Mapping[str, Sequence[str]], type, Callable[[Sequence[Message]], list]]
 
 
 def resolve_prompt_template(spec: PromptTemplateLike) -> Optional[Callable[[Sequence[Message]], list]]:
-    """None, a callable, a role -> (prepend, append) mapping, or a dotted path to a template class/factory."""
+    """None, a template (instance or class), a role -> (prepend, append) mapping, or a dotted path to
+    a template class or factory (torchtune's paths and the ``torchtune.`` prefix resolve too)."""
     if spec is None:
         return None
     if isinstance(spec, str):
-        module, _, name = spec.rpartition(".")
+        from tuner.config._aliases import canonical_path
+
+        module, _, name = canonical_path(spec).rpartition(".")
         try:
             obj = getattr(importlib.import_module(module), name) if module else globals()[name]
         except (ImportError, AttributeError, KeyError, ValueError):
             raise ConfigError(
                 f"prompt template {spec!r} not found",
-                "give a dotted path such as tuner.data.prompt_templates.QuestionAnswerTemplate, or a role -> [prepend, append] mapping",
+                "give a dotted path such as tuner.data.QuestionAnswerTemplate, or a role -> [prepend, append] mapping",
             ) from None
         return obj() if isinstance(obj, type) else obj
+    if isinstance(spec, type):
+        return spec()
     if isinstance(spec, Mapping):
         return PromptTemplate(spec)
     if callable(spec):
         return spec
-    raise ConfigError(f"prompt_template must be a mapping, a dotted path or a callable, got {type(spec).__name__}")
+    raise ConfigError(
+        f"Prompt template must be a dotpath string or dictionary with custom template, got {type(spec).__name__}",
+        "give a dotted path such as tuner.data.QuestionAnswerTemplate, or a role -> [prepend, append] mapping",
+    )

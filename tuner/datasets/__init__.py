@@ -4,29 +4,25 @@
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tuner._lazy import lazy_exports
 
 _EXPORTS = {
     "alpaca_dataset": "tuner.datasets._instruct",
     "alpaca_cleaned_dataset": "tuner.datasets._instruct",
     "instruct_dataset": "tuner.datasets._instruct",
+    "samsum_dataset": "tuner.datasets._instruct",
+    "grammar_dataset": "tuner.datasets._instruct",
+    "slimorca_dataset": "tuner.datasets._chat",
+    "wikitext_dataset": "tuner.datasets._text_completion",
+    "cnn_dailymail_articles_dataset": "tuner.datasets._text_completion",
+    "ConcatDataset": "tuner.datasets._concat",
     "chat_dataset": "tuner.datasets._chat",
     "text_completion_dataset": "tuner.datasets._text_completion",
     "SFTDataset": "tuner.datasets._sft",
-    "TextCompletionDataset": "tuner.datasets._sft",
+    "TextCompletionDataset": "tuner.datasets._text_completion",
     "load_hf_dataset": "tuner.datasets._loading",
     "PackedDataset": "tuner.data.packing",
     "quickstart_dataset": "tuner.datasets._quickstart",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tuner.datasets' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

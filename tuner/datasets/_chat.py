@@ -52,3 +52,9 @@ def chat_dataset(
         **load_dataset_kwargs,
     )
     return maybe_pack(ds, tokenizer, packed)
+
+
+def slimorca_dataset(tokenizer: Any, *, source: str = "Open-Orca/SlimOrca-Dedup", **kwargs: Any):
+    """SlimOrca (deduplicated): ShareGPT ``conversations`` in the tokenizer's chat format. Other
+    arguments as `chat_dataset`'s."""
+    return chat_dataset(tokenizer, source=source, conversation_style="sharegpt", **kwargs)

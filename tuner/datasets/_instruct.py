@@ -79,3 +79,15 @@ def instruct_dataset(
         **load_dataset_kwargs,
     )
     return maybe_pack(ds, tokenizer, packed)
+
+
+def samsum_dataset(tokenizer: Any, *, source: str = "Samsung/samsum", column_map: Optional[Mapping[str, str]] = None, **kwargs: Any):
+    """SAMSum dialogue summarization: ``dialogue`` -> ``summary`` (pair it with the tokenizer's
+    ``prompt_template: tuner.data.SummarizeTemplate``). Other arguments as `instruct_dataset`'s."""
+    return instruct_dataset(tokenizer, source=source, column_map=column_map or {"input": "dialogue", "output": "summary"}, **kwargs)
+
+
+def grammar_dataset(tokenizer: Any, *, source: str = "liweili/c4_200m", **kwargs: Any):
+    """Grammar correction (C4 200M): ``input`` -> ``output`` (pair it with ``prompt_template:
+    tuner.data.GrammarErrorCorrectionTemplate``). Other arguments as `instruct_dataset`'s."""
+    return instruct_dataset(tokenizer, source=source, **kwargs)

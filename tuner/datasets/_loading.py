@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from tuner.errors import DataError
 from tuner.hub import hub_reachable, use_local_cache_only
@@ -69,6 +69,21 @@ def load_hf_dataset(source: str, data_files: Any = None, split: str = "train", *
     if len(ds) == 0:
         raise DataError(f"dataset {source!r} (split {split!r}) is empty", "check the data file and the split")
     return ds
+
+
+def where(source: str, data_files: Any = None) -> str:
+    """The data file(s) when local, else the dataset name: what error messages point at."""
+    if data_files is not None:
+        return f"data file {data_files}" if isinstance(data_files, str) else f"data files {data_files}"
+    return f"dataset {source!r}"
+
+
+def filter_rows(data: Any, filter_fn: Callable[[Mapping[str, Any]], bool], source: str) -> Any:
+    """The rows ``filter_fn`` keeps (a HF dataset's own ``filter``, or a list); an error if none."""
+    kept = data.filter(filter_fn) if hasattr(data, "filter") else [row for row in data if filter_fn(row)]
+    if len(kept) == 0:
+        raise DataError(f"filter_fn removed every row of {source!r}", "loosen filter_fn")
+    return kept
 
 
 def _fix(source: str, is_local: bool, data_files: Optional[Any]) -> str:

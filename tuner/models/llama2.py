@@ -55,4 +55,8 @@ lora_llama2_70b = make_lora_builder(llama2_70b)
 qlora_llama2_70b = make_lora_builder(llama2_70b, quantize_base=True)
 
 
-from tuner.data.tokenizers import llama2_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.llama2.llama2_tokenizer)
+from tuner.data.tokenizers import Llama2ChatTemplate, llama2_tokenizer  # noqa: E402,F401  (torchtune paths: tuner.models.llama2.*)
+from tuner.errors import unsupported  # noqa: E402
+
+llama2_classifier = unsupported("tuner.models.llama2.llama2_classifier", "classifier (reward-model) heads are outside tuner's scope",
+                                "fine-tune the language model (llama2 / lora_llama2)")

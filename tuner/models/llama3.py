@@ -47,4 +47,11 @@ lora_llama3_70b = make_lora_builder(llama3_70b)
 qlora_llama3_70b = make_lora_builder(llama3_70b, quantize_base=True)
 
 
-from tuner.data.tokenizers import llama3_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.llama3.llama3_tokenizer)
+from tuner.data.tokenizers import Llama3Tokenizer, llama3_tokenizer  # noqa: E402,F401  (torchtune paths: tuner.models.llama3.*)
+import sys as _sys  # noqa: E402
+
+from tuner.data.tokenizers import llama3 as _tokenizer  # noqa: E402
+
+# torchtune's module path tuner.models.llama3._tokenizer (CL100K_PATTERN, ...): this module is a
+# file, not a package, so the tokenizer module is registered under that name.
+_sys.modules[__name__ + "._tokenizer"] = _tokenizer

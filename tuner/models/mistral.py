@@ -50,4 +50,4 @@ lora_mistral_7b_v0_3 = make_lora_builder(mistral_7b_v0_3)
 qlora_mistral_7b_v0_3 = make_lora_builder(mistral_7b_v0_3, quantize_base=True)
 
 
-from tuner.data.tokenizers import mistral_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.mistral.mistral_tokenizer)
+from tuner.data.tokenizers import MistralChatTemplate, mistral_tokenizer  # noqa: E402,F401  (torchtune paths: tuner.models.mistral.*)

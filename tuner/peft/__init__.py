@@ -4,13 +4,17 @@
 (`tuner.models.convert`) only when called, so `tuner.models` may import this package.
 """
 from tuner.peft.apply import LORA_ATTN_MODULES, LORA_MLP_MODULES, apply_lora, initialize_adapters
-from tuner.peft.lora import LoRALinear, lora_scaling
+from tuner.peft.base import AdapterModule
+from tuner.peft.lora import DoRALinear, LoRALinear, lora_scaling
 from tuner.peft.peft_format import lora_config_from_model, load_peft_adapter, load_peft_adapter_config, save_peft_adapter
 from tuner.peft.utils import (
+    LoRAStateDictError,
     clone_merged,
+    disable_adapter,
     disable_adapters,
     get_adapter_params,
     get_adapter_state_dict,
+    get_lora_module_names,
     get_merged_lora_ckpt,
     is_adapter_key,
     lora_plus_param_groups,
@@ -22,8 +26,9 @@ from tuner.peft.utils import (
 from tuner.peft.vera import VeRALinear, VeRAProjections
 
 __all__ = [
-    "LORA_ATTN_MODULES", "LORA_MLP_MODULES", "LoRALinear", "VeRALinear", "VeRAProjections",
-    "apply_lora", "clone_merged", "disable_adapters", "get_adapter_params", "get_adapter_state_dict",
+    "LORA_ATTN_MODULES", "LORA_MLP_MODULES", "AdapterModule", "DoRALinear", "LoRALinear", "LoRAStateDictError",
+    "VeRALinear", "VeRAProjections", "apply_lora", "clone_merged", "disable_adapter", "disable_adapters",
+    "get_lora_module_names", "get_adapter_params", "get_adapter_state_dict",
     "get_merged_lora_ckpt", "initialize_adapters", "is_adapter_key", "lora_plus_param_groups",
     "lora_scaling", "merge_lora_weights", "set_trainable_params", "trainable_params_summary",
     "validate_missing_and_unexpected_for_lora", "save_peft_adapter", "load_peft_adapter",

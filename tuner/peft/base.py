@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from types import ModuleType
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +30,20 @@ def quantization() -> ModuleType:
     return q
 
 
+class AdapterModule(Protocol):
+    """A module with adapter parameters (torchtune's protocol): ``adapter_params()`` names them,
+    relative to the module. `tuner.peft.get_adapter_params` collects them from every such module."""
+
+    def adapter_params(self) -> list[str]:
+        ...
+
+
 class FrozenBase(nn.Module):
-    """Holds a frozen linear base and computes with it; subclasses add the adapter."""
+    """Holds a frozen linear base and computes with it; subclasses add the adapter (an `AdapterModule`:
+    every parameter but ``weight`` and ``bias`` is an adapter parameter)."""
+
+    def adapter_params(self) -> list[str]:
+        return [name for name, _ in self.named_parameters() if name not in ("weight", "bias")]
 
     in_dim: int
     out_dim: int

@@ -25,8 +25,11 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from tuner.errors import TunerError
+from tuner.errors import ConfigError, TrainingError, TunerError
 from tuner.peft.base import FrozenBase
+
+# torchao's NF4 options that torchtune's LoRALinear takes; tuner's NF4 (bitsandbytes) has them fixed.
+NF4_BLOCK_SIZES = {"block_size": 64, "scaler_block_size": 256}
 
 InitLoRAWeights = Union[bool, str]
 
@@ -67,6 +70,8 @@ class LoRALinear(FrozenBase):
         weight, bias: an existing base weight/bias to wrap (no copy), e.g. from the replaced
             ``nn.Linear``; created like ``nn.Linear``'s when not given.
         device, dtype: where and how to create new tensors (defaults: those of ``weight``).
+        quantization_kwargs: torchtune's NF4 options ``block_size`` / ``scaler_block_size``; only
+            with ``quantize_base``, and only at the values tuner's NF4 uses (64 / 256).
     """
 
     def __init__(
@@ -86,8 +91,10 @@ class LoRALinear(FrozenBase):
         bias: Optional[torch.Tensor] = None,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
+        **quantization_kwargs: int,
     ) -> None:
         super().__init__()
+        _check_quantization_kwargs(quantize_base, quantization_kwargs)
         if not isinstance(rank, int) or rank <= 0:
             raise TunerError(f"lora_rank must be a positive integer, got {rank!r}", fix="set lora_rank: 8 (or 16, 32, ...)")
         if not 0.0 <= float(dropout) < 1.0:
@@ -180,6 +187,13 @@ class LoRALinear(FrozenBase):
 
     def initialize_dora_magnitude(self) -> None:
         """DoRA's magnitude: the row norm of ``W + s B A`` (PEFT's ``DoraLinearLayer.update_layer``)."""
+        if any(t.is_meta for t in (self.lora_a.weight, self.lora_b.weight, self.magnitude)) or (
+            not self.base_is_quantized() and self.weight.is_meta
+        ):
+            raise TrainingError(
+                "Cannot initialize DoRA magnitude if base or LoRA parameters are still on meta device",
+                fix="load the base weights first, then call tuner.peft.initialize_adapters(model)",
+            )
         with torch.no_grad():
             self.magnitude.copy_(self._weight_norm(self._lora_weight()))
 
@@ -228,6 +242,32 @@ class LoRALinear(FrozenBase):
         return (
             f"in_dim={self.in_dim}, out_dim={self.out_dim}, rank={self.rank}, alpha={self.alpha}, "
             f"init={self.init_lora_weights!r}" + (f", {', '.join(variant)}" if variant else "")
+        )
+
+
+class DoRALinear(LoRALinear):
+    """torchtune's ``DoRALinear``: `LoRALinear` with ``use_dora=True`` (a trainable ``magnitude``)."""
+
+    def __init__(self, in_dim: int, out_dim: int, rank: int, alpha: float, dropout: float = 0.0,
+                 use_bias: bool = False, quantize_base: bool = False, **kwargs) -> None:
+        super().__init__(in_dim, out_dim, rank, alpha, dropout=dropout, use_bias=use_bias, use_dora=True,
+                         quantize_base=quantize_base, **kwargs)
+
+
+def _check_quantization_kwargs(quantize_base: bool, kwargs: dict) -> None:
+    if kwargs and not quantize_base:
+        raise ConfigError(
+            f"``quantize_base`` is False, but received the following quantization arguments: {kwargs}",
+            "set quantize_base=True or drop those arguments",
+        )
+    unknown = sorted(set(kwargs) - set(NF4_BLOCK_SIZES))
+    if unknown:
+        raise ConfigError(f"LoRALinear got unknown argument(s) {unknown}", f"NF4 options are {sorted(NF4_BLOCK_SIZES)}")
+    other = {k: v for k, v in kwargs.items() if v != NF4_BLOCK_SIZES[k]}
+    if other:
+        raise ConfigError(
+            f"tuner's NF4 (bitsandbytes) uses block_size=64 and scaler_block_size=256, got {other}",
+            "drop block_size / scaler_block_size",
         )
 
 

@@ -6,13 +6,15 @@ Adapter state-dict keys are recognised by name: ``<module>.lora_a.weight``, ``<m
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional
 
 import torch
 from torch import nn
 
-from tuner.errors import TunerError
+from tuner.errors import CheckpointError, TunerError
+from tuner.peft.apply import LORA_MLP_MODULES
 from tuner.peft.lora import LoRALinear, dora_merged_weight, lora_delta, lora_scaling
 from tuner.peft.vera import VERA_PROJECTIONS_NAME, VeRALinear, VeRAProjections, vera_delta
 
@@ -30,13 +32,22 @@ def is_adapter_key(key: str) -> bool:
 
 
 def get_adapter_params(model: nn.Module) -> dict[str, nn.Parameter]:
-    """All adapter parameters of ``model`` by their full name (LoRA-FA's frozen ``A`` included)."""
+    """All adapter parameters of ``model`` by their full name (LoRA-FA's frozen ``A`` included).
+
+    Every module with an ``adapter_params()`` method (torchtune's `AdapterModule` protocol, which
+    tuner's adapter layers follow) contributes the parameters it names.
+    """
     params: dict[str, nn.Parameter] = {}
     for mname, module in model.named_modules():
-        if isinstance(module, ADAPTER_MODULES):
-            for pname, param in module.named_parameters():
-                if pname not in ("weight", "bias"):
-                    params[f"{mname}.{pname}" if mname else pname] = param
+        if not callable(getattr(module, "adapter_params", None)):
+            continue
+        wanted = list(module.adapter_params())
+        for pname, param in module.named_parameters():
+            if pname in wanted:
+                params[f"{mname}.{pname}" if mname else pname] = param
+                wanted.remove(pname)
+        if wanted:
+            raise TunerError(f"{type(module).__name__}.adapter_params() names parameters it does not have: {wanted}")
     return params
 
 
@@ -59,9 +70,11 @@ def set_trainable_params(model: nn.Module, adapter_params: Mapping[str, Any] | I
 
 
 def get_adapter_state_dict(state_dict: Mapping[str, Any], device: Optional[str | torch.device] = "cpu") -> dict[str, Any]:
-    """The adapter entries of a model state dict (moved to ``device`` unless it is None)."""
+    """The adapter entries of a model state dict (moved to ``device`` unless it is None): tuner's
+    adapter keys, and any key naming a ``lora`` or ``magnitude`` tensor (torchtune's rule, for
+    adapter modules of one's own)."""
     return {k: (v.to(device) if device is not None and isinstance(v, torch.Tensor) else v)
-            for k, v in state_dict.items() if is_adapter_key(k)}
+            for k, v in state_dict.items() if is_adapter_key(k) or "lora" in k or "magnitude" in k}
 
 
 def _human(n: float) -> str:
@@ -204,6 +217,20 @@ def _vera_projection_keys(sd: Mapping[str, Any]) -> tuple[str, str]:
     return keys[0], keys[0][: -len("vera_A")] + "vera_B"
 
 
+class LoRAStateDictError(CheckpointError, AssertionError):
+    """Base or adapter weights do not fit the LoRA model (an AssertionError too, as torchtune's)."""
+
+
+def get_lora_module_names(lora_attn_modules: Iterable[str], apply_lora_to_mlp: bool, apply_lora_to_output: bool) -> list[str]:
+    """Names of the layers LoRA adapts under these settings (``q_proj``, ..., ``w1``, ``output``)."""
+    names = list(lora_attn_modules)
+    if apply_lora_to_mlp:
+        names += list(LORA_MLP_MODULES)
+    if apply_lora_to_output:
+        names.append("output")
+    return names
+
+
 def validate_missing_and_unexpected_for_lora(
     lora_attn_modules: Optional[Iterable[str]] = None,
     apply_lora_to_mlp: Optional[bool] = None,
@@ -216,30 +243,53 @@ def validate_missing_and_unexpected_for_lora(
     """Check the results of loading base weights and then an adapter with ``strict=False``.
 
     Loading the base may miss only adapter keys; loading the adapter may miss only base keys;
-    neither may bring unexpected keys. The first three arguments are accepted for torchtune
-    compatibility and not needed (keys are classified by name). Raises `TunerError` naming the keys.
+    neither may bring unexpected keys. With the LoRA settings (``lora_attn_modules``, ...) a key is
+    an adapter key only if it belongs to a layer those settings adapt; without them, by name.
+    Raises `LoRAStateDictError` naming the key and the fix.
     """
-    def _fail(what: str, keys: list[str], fix: str) -> None:
-        shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-        raise TunerError(f"{what}: {shown}", fix=fix)
-
-    bad = [k for k in (base_missing or []) if not is_adapter_key(k)]
-    if bad:
-        _fail("the base checkpoint lacks model weights", bad, "check checkpoint_files and model_type against the model")
+    if lora_attn_modules is None:
+        is_lora = is_adapter_key
+    else:
+        modules = get_lora_module_names(lora_attn_modules, bool(apply_lora_to_mlp), bool(apply_lora_to_output))
+        tags = ("lora", "magnitude", "pissa_init", "vera_lambda")
+        is_lora = lambda key: f".{VERA_PROJECTIONS_NAME}." in "." + key or any(  # noqa: E731
+            f"{m}.{tag}" in key for m in modules for tag in tags)
+    for key in base_missing or []:
+        if not is_lora(key):
+            raise LoRAStateDictError(f"Missing non-LoRA key {key} from base model dict: the base checkpoint lacks model weights",
+                                     "check checkpoint_files and model_type against the model")
     if base_unexpected:
-        _fail("the base checkpoint has keys the model does not", list(base_unexpected), "check that the model builder matches the checkpoint")
-    bad = [k for k in (lora_missing or []) if is_adapter_key(k)]
-    if bad:
-        _fail("the adapter checkpoint lacks adapter weights", bad, "use an adapter trained with the same lora_attn_modules / apply_lora_to_mlp / rank settings")
+        raise LoRAStateDictError(f"Unexpected key loading base model (the base checkpoint has keys the model does not): {_some(base_unexpected)}",
+                                 "check that the model builder matches the checkpoint")
+    for key in lora_missing or []:
+        if is_lora(key):
+            raise LoRAStateDictError(f"Missing LoRA key {key} from adapter state dict: the adapter checkpoint lacks adapter weights",
+                                     "use an adapter trained with the same lora_attn_modules / apply_lora_to_mlp / rank settings")
     if lora_unexpected:
-        _fail("the adapter checkpoint has keys the model does not", list(lora_unexpected), "use an adapter trained with the same LoRA settings")
+        raise LoRAStateDictError(f"Unexpected key loading adapter (the adapter checkpoint has keys the model does not): {_some(lora_unexpected)}",
+                                 "use an adapter trained with the same LoRA settings")
+
+
+def _some(keys: Iterable[str]) -> str:
+    keys = list(keys)
+    return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
 
 
 def disable_adapters(model: nn.Module, disabled: bool = True) -> None:
     """Switch every adapter off (base-model outputs, e.g. a DPO reference pass) or back on."""
     for module in model.modules():
-        if isinstance(module, ADAPTER_MODULES):
+        if callable(getattr(module, "adapter_params", None)) and hasattr(module, "disabled"):
             module.disabled = disabled
+
+
+@contextlib.contextmanager
+def disable_adapter(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the ``with`` block the model computes without its adapters (torchtune's name)."""
+    disable_adapters(model, True)
+    try:
+        yield model
+    finally:
+        disable_adapters(model, False)
 
 
 def clone_merged(model: nn.Module) -> nn.Module:

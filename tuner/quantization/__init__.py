@@ -7,7 +7,8 @@ Public API:
   `keep_dense_weights_for_backward(module)` (activation-checkpointed layers); `register_nf4_weight`, `get_nf4_weight`,
   `set_nf4_weight`, `has_nf4_weight`, `nf4_spec` for other modules (LoRA layers with
   ``quantize_base=True``); `dequantized_state_dict(model)` for export (linear.py, whose docstring
-  fixes what the state dict holds).
+  fixes what the state dict holds); `reparametrize_as_dtype_state_dict_post_hook` (torchtune's
+  state-dict hook giving dense weights).
 - `quantize_state_dict_into(model, tensors, device=..., strict=...)` (load.py): quantize-as-load
   into a model built on the meta device.
 
@@ -28,6 +29,7 @@ from tuner.quantization.linear import (
     nf4_linear,
     nf4_spec,
     register_nf4_weight,
+    reparametrize_as_dtype_state_dict_post_hook,
     set_nf4_weight,
 )
 from tuner.quantization.load import LoadResult, quantize_state_dict_into
@@ -37,5 +39,5 @@ __all__ = [
     "NF4Weight", "quantize_nf4", "dequantize_nf4", "linear_nf4",
     "NF4Linear", "register_nf4_weight", "get_nf4_weight", "set_nf4_weight", "has_nf4_weight", "nf4_spec",
     "nf4_linear", "keep_dense_weights_for_backward",
-    "dequantized_state_dict", "quantize_state_dict_into", "LoadResult",
+    "dequantized_state_dict", "reparametrize_as_dtype_state_dict_post_hook", "quantize_state_dict_into", "LoadResult",
 ]

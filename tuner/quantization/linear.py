@@ -227,11 +227,33 @@ def dequantized_state_dict(
     as soon as it is made, so the GPU holds one dense weight at a time; `dtype` (default: the
     compute dtype) casts those weights. Other entries are returned as `state_dict()` gives them.
     """
+    return _dequantize_entries(model, model.state_dict(), device=device, dtype=dtype)
+
+
+def reparametrize_as_dtype_state_dict_post_hook(
+    model: nn.Module, state_dict: dict[str, Any], *args: Any, dtype: torch.dtype = torch.bfloat16,
+    offload_to_cpu: bool = True, **kwargs: Any,
+) -> None:
+    """A state-dict hook (torchtune's name) that gives each NF4 weight as a dense ``weight`` of
+    ``dtype`` (on CPU with ``offload_to_cpu``), in place: register it on the model with
+    ``model._register_state_dict_hook(partial(reparametrize_as_dtype_state_dict_post_hook, dtype=...))``."""
+    prefix = args[0] if args and isinstance(args[0], str) else ""  # state_dict's hook arguments: prefix, metadata
+    dense = _dequantize_entries(model, state_dict, device="cpu" if offload_to_cpu else None, dtype=dtype, prefix=prefix)
+    state_dict.clear()
+    state_dict.update(dense)
+
+
+def _dequantize_entries(
+    model: nn.Module, state_dict: dict[str, Any], *, device: torch.device | str | None, dtype: torch.dtype | None,
+    prefix: str = "",
+) -> dict[str, Any]:
+    """``state_dict`` (of ``model``, its keys under ``prefix``) with each NF4 weight's buffers
+    replaced by the dense ``weight``."""
     # Activation-checkpoint wrappers add a level to module names but not to state-dict keys.
-    modules = {(name + ".").replace("_checkpoint_wrapped_module.", "") if name else "": m
+    modules = {prefix + ((name + ".").replace("_checkpoint_wrapped_module.", "") if name else ""): m
                for name, m in model.named_modules() if has_nf4_weight(m)}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
+    out: dict[str, Any] = {}
+    for key, value in state_dict.items():
         prefix, _, leaf = key.rpartition(".")
         prefix = prefix + "." if prefix else ""
         if prefix in modules and leaf in _BUFFERS:

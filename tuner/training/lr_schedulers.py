@@ -37,3 +37,11 @@ def get_constant_schedule_with_warmup(optimizer: Optimizer, num_warmup_steps: in
         return min(1.0, step / max(1, num_warmup_steps)) if num_warmup_steps else 1.0
 
     return LambdaLR(optimizer, factor, last_epoch)
+
+
+def get_lr(optimizer) -> float:
+    """The learning rate of the optimizer's first parameter group (what recipes log), also for an
+    optimizer-in-backward wrapper."""
+    if hasattr(optimizer, "get_optim_key"):
+        return optimizer.get_optim_key("lr")
+    return optimizer.param_groups[0]["lr"]

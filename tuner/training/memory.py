@@ -41,6 +41,17 @@ def apply_activation_checkpointing(model: nn.Module, keep_nf4_dense: bool = Fals
     return chosen
 
 
+def set_activation_checkpointing(model: nn.Module, auto_wrap_policy, **kwargs) -> None:
+    """Checkpoint the submodules ``auto_wrap_policy`` picks (torchtune's function): a set of module
+    classes, or a callable ``(module, recurse, **kwargs) -> bool`` as FSDP's wrap policies."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    if isinstance(auto_wrap_policy, (set, frozenset, list, tuple)):
+        auto_wrap_policy = ModuleWrapPolicy(set(auto_wrap_policy))
+    apply_activation_checkpointing(model, auto_wrap_policy=auto_wrap_policy, **kwargs)
+
+
 def checkpointing_plan(enable: bool, ac_mode: str | None, ac_option: object) -> int | None:
     """Every how many layers to checkpoint (None: none) from the config keys
     ``enable_activation_checkpointing``, ``ac_mode`` (full | selective) and ``ac_option`` (n)."""

@@ -64,6 +64,10 @@ class _SpecialSplitter:
         return ids, starts
 
 
+# Characters whose encoding tells whether a SentencePiece vocabulary spells out whitespace.
+WHITESPACE_CHARS = (" ", "\n", "\t", "\r", "\v")
+
+
 class SentencePieceBackend:
     """A SentencePiece ``tokenizer.model`` (Llama 2, Mistral, Gemma's .model).
 
@@ -71,6 +75,11 @@ class SentencePieceBackend:
     recognised in text as special tokens; the text between them is encoded by SentencePiece
     piece by piece, each with SentencePiece's own dummy-prefix handling (Meta's semantics, equal
     to HF's ``legacy=True`` Llama tokenizer).
+
+    It is also torchtune's ``SentencePieceBaseTokenizer`` (that name is exported by
+    ``tuner.modules.transforms.tokenizers``): ``encode(text, add_bos, add_eos,
+    trim_leading_whitespace, prefix)``, ``decode``, ``bos_id``, ``eos_id``, ``pad_id`` (the model's
+    own, -1 when it has none), ``vocab_size``, ``encodes_whitespace``, ``spm_model``.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -87,10 +96,30 @@ class SentencePieceBackend:
             self.sp.id_to_piece(i): i for i in range(n) if self.sp.is_control(i) or self.sp.is_unknown(i)
         }
         self._splitter = _SpecialSplitter(self.special_tokens)
+        self.bos_id, self.eos_id, self.pad_id = self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()
+        self.encodes_whitespace = any(self.sp.encode(c) for c in WHITESPACE_CHARS)
+
+    @property
+    def spm_model(self):
+        """The ``SentencePieceProcessor`` (torchtune's attribute name)."""
+        return self.sp
 
     @property
     def vocab_size(self) -> int:
         return self.sp.get_piece_size()
+
+    def encode(
+        self, text: str, add_bos: bool = True, add_eos: bool = True, trim_leading_whitespace: bool = False,
+        prefix: Optional[str] = None,
+    ) -> list[int]:
+        """Text -> ids (special-token strings recognised), with the model's BOS/EOS if asked.
+
+        ``trim_leading_whitespace``: encode ``text`` as the continuation of earlier text, without
+        the space SentencePiece puts before the first piece (when the vocabulary spells out
+        whitespace): ``prefix`` (default newline) is encoded in front and its pieces dropped.
+        """
+        ids, _ = self.encode_with_offsets(text, trim_leading_whitespace=trim_leading_whitespace, prefix=prefix)
+        return [self.bos_id] * add_bos + ids + [self.eos_id] * add_eos
 
     def token_to_id(self, token: str) -> Optional[int]:
         i = self.sp.piece_to_id(token)
@@ -99,8 +128,15 @@ class SentencePieceBackend:
     def special_ids(self) -> set[int]:
         return set(self.special_tokens.values())
 
-    def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
-        return self._splitter.encode(text, self._encode_segment)
+    def encode_with_offsets(
+        self, text: str, trim_leading_whitespace: bool = False, prefix: Optional[str] = None
+    ) -> tuple[list[int], list[int]]:
+        if not (trim_leading_whitespace and self.encodes_whitespace):
+            return self._splitter.encode(text, self._encode_segment)
+        prefix = prefix or "\n"
+        n_prefix = len(self.sp.encode(prefix))
+        ids, starts = self._splitter.encode(prefix + text, self._encode_segment)
+        return ids[n_prefix:], [max(s - len(prefix), 0) for s in starts[n_prefix:]]
 
     def _encode_segment(self, seg: str) -> tuple[list[int], list[int]]:
         """SentencePiece ids of seg and the character offset (in seg) where each piece starts.
@@ -165,9 +201,16 @@ class TikTokenBackend:
 
     ``special_tokens``: name -> id, or a function of the number of base tokens returning it
     (special tokens follow the base ranks); ``pattern`` is the pre-tokenizer regex.
+
+    It is also torchtune's ``TikTokenBaseTokenizer(path, name, pattern, bos_id, eos_id,
+    special_tokens)``: ``encode(text, add_bos, add_eos)`` (special-token strings recognised, as in
+    HF), ``decode(ids, truncate_at_eos, skip_special_tokens)``, ``base_vocab_size``, ``vocab_size``.
     """
 
-    def __init__(self, path: str | os.PathLike, *, name: str, pattern: str, special_tokens) -> None:
+    def __init__(
+        self, path: str | os.PathLike, name: str, pattern: str, bos_id: Optional[int] = None,
+        eos_id: Optional[int] = None, special_tokens=None,
+    ) -> None:
         path = _check_file(path, "tiktoken ranks")
         import tiktoken
         from tiktoken.load import load_tiktoken_bpe
@@ -187,10 +230,23 @@ class TikTokenBackend:
         self.enc = tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=self.special_tokens)
         self._splitter = _SpecialSplitter(self.special_tokens)
         self._id_to_special = {v: k for k, v in self.special_tokens.items()}
+        self.bos_id, self.eos_id = bos_id, eos_id
 
     @property
     def vocab_size(self) -> int:
         return self.enc.n_vocab
+
+    @property
+    def base_vocab_size(self) -> int:
+        """Number of ranks in the file (the ids below the special tokens)."""
+        return self.num_base_tokens
+
+    def encode(self, text: str, add_bos: bool = True, add_eos: bool = True) -> list[int]:
+        """Text -> ids (special-token strings recognised), with BOS/EOS if asked and known."""
+        ids, _ = self.encode_with_offsets(text)
+        bos = [self.bos_id] if add_bos and self.bos_id is not None else []
+        eos = [self.eos_id] if add_eos and self.eos_id is not None else []
+        return bos + ids + eos
 
     def token_to_id(self, token: str) -> Optional[int]:
         if token in self.special_tokens:
@@ -211,8 +267,11 @@ class TikTokenBackend:
         _, offs = self.enc.decode_with_offsets(seg_ids)
         return seg_ids, offs
 
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+    def decode(self, ids: Sequence[int], truncate_at_eos: bool = True, skip_special_tokens: bool = True) -> str:
+        """Ids -> text; stops at ``eos_id`` when it is set and ``truncate_at_eos``."""
         ids = [int(i) for i in ids]
+        if truncate_at_eos and self.eos_id is not None and self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
         if skip_special_tokens:
             ids = [i for i in ids if i not in self._id_to_special]
         return self.enc.decode(ids)
@@ -270,6 +329,82 @@ class HFBackend:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
 
+class HuggingFaceBaseTokenizer(HFBackend):
+    """torchtune's ``HuggingFaceBaseTokenizer``: a ``tokenizer.json`` whose BOS and EOS come from the
+    model's ``tokenizer_config.json`` and/or ``generation_config.json`` (at least one is needed).
+
+    ``encode(text, add_bos=True, add_eos=True)`` runs the tokenizer's post-processor and adds BOS /
+    EOS only where it does not already (``hf_adds_bos`` / ``hf_adds_eos``); ``tokenizer`` is the
+    ``tokenizers.Tokenizer``.
+    """
+
+    def __init__(
+        self,
+        tokenizer_json_path: str | os.PathLike,
+        *,
+        tokenizer_config_json_path: Optional[str | os.PathLike] = None,
+        generation_config_path: Optional[str | os.PathLike] = None,
+    ) -> None:
+        super().__init__(tokenizer_json_path)
+        if not (tokenizer_config_json_path or generation_config_path):
+            raise DataError(
+                "At least one of tokenizer_config_json_path or generation_config_path must be specified",
+                "pass the model's tokenizer_config.json and/or generation_config.json",
+            )
+        self.config = _read_json(tokenizer_config_json_path) if tokenizer_config_json_path else None
+        self.generation_config = _read_json(generation_config_path) if generation_config_path else None
+        self.bos_id, self.eos_id = self._bos_eos_ids()
+        self._infer_should_add_bos_eos()
+
+    @property
+    def tokenizer(self):
+        return self.tok
+
+    def _bos_eos_ids(self) -> tuple[int, int]:
+        ids = {}
+        for key in ("bos", "eos"):
+            token = (self.config or {}).get(f"{key}_token")
+            if isinstance(token, Mapping):
+                token = token.get("content")
+            ids[key] = self.tok.token_to_id(token) if isinstance(token, str) else None
+            if ids[key] is None and self.generation_config:
+                ids[key] = self.generation_config.get(f"{key}_token_id")
+        if ids["bos"] is None or ids["eos"] is None:
+            raise DataError(
+                "Could not infer BOS and EOS token IDs from config",
+                "give a tokenizer_config.json with bos_token/eos_token or a generation_config.json with their ids",
+            )
+        return ids["bos"], ids["eos"]
+
+    def _infer_should_add_bos_eos(self) -> None:
+        """Whether the tokenizer's post-processor already adds BOS / EOS (what it does to "")."""
+        empty = self.tok.encode("").ids
+        self.hf_adds_bos, self.hf_adds_eos = self.bos_id in empty, self.eos_id in empty
+
+    def encode(self, text: str, add_bos: bool = True, add_eos: bool = True) -> list[int]:
+        ids = list(self.tok.encode(text).ids)
+        if self.hf_adds_bos and not add_bos and ids[:1] == [self.bos_id]:
+            ids = ids[1:]
+        if self.hf_adds_eos and not add_eos and ids[-1:] == [self.eos_id]:
+            ids = ids[:-1]
+        if add_bos and not self.hf_adds_bos:
+            ids.insert(0, self.bos_id)
+        if add_eos and not self.hf_adds_eos:
+            ids.append(self.eos_id)
+        return ids
+
+
+def _read_json(path: str | os.PathLike) -> dict:
+    import json
+
+    path = _check_file(path, "tokenizer config")
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except ValueError as e:
+        raise DataError(f"{path} is not valid JSON ({e})", "give the model's config file") from None
+
+
 def load_backend(path: str | os.PathLike):
     """tokenizer.json or a folder holding one -> HFBackend; a ``.model`` file -> SentencePieceBackend."""
     p = Path(path)
@@ -278,6 +413,11 @@ def load_backend(path: str | os.PathLike):
     if not p.exists():
         raise DataError(f"tokenizer file not found: {p}", "check the tokenizer path in the config")
     return SentencePieceBackend(p)
+
+
+def parse_hf_tokenizer_json(tokenizer_json_path: str | os.PathLike) -> dict[str, int]:
+    """The added tokens of a HF ``tokenizer.json``, content -> id (torchtune's helper)."""
+    return {t["content"]: t["id"] for t in _read_json(tokenizer_json_path).get("added_tokens", [])}
 
 
 def iter_required(backend, names: Iterable[str], family: str) -> dict[str, int]:

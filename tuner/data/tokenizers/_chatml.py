@@ -29,12 +29,12 @@ class ChatMLFormat:
             if m.role == "tool" and self.qwen_tools:
                 first = i == 0 or messages[i - 1].role != "tool"
                 last = i == n - 1 or messages[i + 1].role != "tool"
-                text = ("<|im_start|>user" if first else "") + f"\n<tool_response>\n{m.content}\n</tool_response>"
+                text = ("<|im_start|>user" if first else "") + f"\n<tool_response>\n{m.text_content}\n</tool_response>"
                 if last and m.eot:
                     text += "<|im_end|>\n"
                 pieces.append((text, m.masked))
                 continue
-            text = f"<|im_start|>{m.role}\n{m.content}"
+            text = f"<|im_start|>{m.role}\n{m.text_content}"
             if m.eot:
                 text += "<|im_end|>\n"
             pieces.append((text, m.masked))

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 from tuner.data.messages import Message
 from tuner.data.prompt_templates import PromptTemplateLike
 from tuner.data.tokenizers._backends import iter_required, load_backend
-from tuner.data.tokenizers._base import ModelTokenizer, Piece
+from tuner.data.tokenizers._base import FamilyTokenizer, Piece
 
 
 class Gemma2Format:
@@ -19,10 +19,10 @@ class Gemma2Format:
 
     def __call__(self, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> list[Piece]:
         msgs = list(messages)
-        system = msgs.pop(0).content if msgs and msgs[0].role == "system" else None
+        system = msgs.pop(0).text_content if msgs and msgs[0].role == "system" else None
         pieces: list[Piece] = [("<bos>", True)]
         for i, m in enumerate(msgs):
-            content = m.content
+            content = m.text_content
             if system is not None and i == 0:
                 content = f"{system}\n\n{content}"
             role = "model" if m.role == "assistant" else m.role
@@ -37,14 +37,14 @@ class Gemma2Format:
 
 def gemma2_tokenizer(
     path: str, max_seq_len: Optional[int] = None, prompt_template: PromptTemplateLike = None
-) -> ModelTokenizer:
+) -> FamilyTokenizer:
     """Gemma 2 tokenizer from tokenizer.json, its folder, or tokenizer.model.
 
     BOS ``<bos>``, EOS ``<eos>``, pad ``<pad>``; generation also stops at ``<end_of_turn>``.
     """
     backend = load_backend(path)
     ids = iter_required(backend, ["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"], "Gemma 2")
-    return ModelTokenizer(
+    return FamilyTokenizer(
         backend,
         Gemma2Format(),
         bos_id=ids["<bos>"],

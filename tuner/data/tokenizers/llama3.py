@@ -7,14 +7,15 @@ from typing import Optional, Sequence
 from tuner.data.messages import Message
 from tuner.data.prompt_templates import PromptTemplateLike
 from tuner.data.tokenizers._backends import TikTokenBackend
-from tuner.data.tokenizers._base import ModelTokenizer, Piece
-from tuner.errors import ConfigError
+from tuner.data.tokenizers._base import FamilyTokenizer, Piece
+from tuner.errors import ConfigError, DataError
 
 # Meta's pre-tokenizer regex for Llama 3 (llama/tokenizer.py pat_str).
 LLAMA3_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 NUM_RESERVED_SPECIAL_TOKENS = 256
+CL100K_PATTERN = LLAMA3_PATTERN  # torchtune's name for it: tiktoken's cl100k_base pre-tokenizer
 
 
 def llama3_special_tokens(num_base_tokens: int) -> dict[str, int]:
@@ -61,7 +62,7 @@ class Llama3Format:
             text = (
                 "<|start_header_id|>system<|end_header_id|>\n\n"
                 f"Cutting Knowledge Date: December 2023\nToday Date: {self.date_string}\n\n"
-                + (system.content.strip() if system else "")
+                + (system.text_content.strip() if system else "")
             )
             if system is None or system.eot:
                 text += "<|eot_id|>"
@@ -69,15 +70,59 @@ class Llama3Format:
         for m in msgs:
             if self.variant == "llama3_1" and m.role in ("tool", "ipython"):
                 # The template's `content is iterable` holds for strings too, so it writes `content | tojson`.
-                text = "<|start_header_id|>ipython<|end_header_id|>\n\n" + json.dumps(m.content, ensure_ascii=False)
+                text = "<|start_header_id|>ipython<|end_header_id|>\n\n" + json.dumps(m.text_content, ensure_ascii=False)
             else:
-                text = f"<|start_header_id|>{m.role}<|end_header_id|>\n\n{m.content.strip()}"
+                text = f"<|start_header_id|>{m.role}<|end_header_id|>\n\n{m.text_content.strip()}"
             if m.eot:
                 text += "<|eot_id|>"
             pieces.append((text, m.masked))
         if add_generation_prompt:
             pieces.append(("<|start_header_id|>assistant<|end_header_id|>\n\n", True))
         return pieces
+
+
+class Llama3Tokenizer(FamilyTokenizer):
+    """The Llama 3.x tokenizer (torchtune's class and constructor; `llama3_tokenizer` builds one).
+
+    ``special_tokens``: name -> id; by default the 256 special tokens follow the file's base ranks
+    (ids 128000-128255 for the real file). Those the chat format needs must be present.
+    """
+
+    REQUIRED_SPECIAL_TOKENS = (
+        "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+        "<|eom_id|>", "<|python_tag|>",
+    )
+
+    def __init__(
+        self,
+        path: str,
+        special_tokens: Optional[dict[str, int]] = None,
+        max_seq_len: Optional[int] = None,
+        prompt_template: PromptTemplateLike = None,
+        chat_format: str = "llama3",
+        date_string: str = "26 Jul 2024",
+    ) -> None:
+        if special_tokens is not None:
+            missing = [t for t in self.REQUIRED_SPECIAL_TOKENS if t not in special_tokens]
+            if missing:
+                raise DataError(f"{missing[0]} missing from special_tokens", f"special_tokens needs {list(self.REQUIRED_SPECIAL_TOKENS)}")
+        backend = TikTokenBackend(path, name="llama3", pattern=LLAMA3_PATTERN, special_tokens=special_tokens or llama3_special_tokens)
+        st = backend.special_tokens
+        super().__init__(
+            backend,
+            Llama3Format(chat_format, date_string),
+            bos_id=st["<|begin_of_text|>"],
+            eos_id=st["<|end_of_text|>"],
+            pad_id=st.get("<|finetune_right_pad_id|>", 0),
+            stop_tokens=[st["<|end_of_text|>"], st["<|eot_id|>"], st["<|eom_id|>"]],
+            max_seq_len=max_seq_len,
+            prompt_template=prompt_template,
+            name="llama3",
+        )
+
+    @property
+    def base_vocab_size(self) -> int:
+        return self.backend.base_vocab_size
 
 
 def llama3_tokenizer(
@@ -87,7 +132,7 @@ def llama3_tokenizer(
     chat_format: str = "llama3",
     date_string: str = "26 Jul 2024",
     special_tokens: Optional[dict[str, int]] = None,
-) -> ModelTokenizer:
+) -> Llama3Tokenizer:
     """Llama 3.x tokenizer from Meta's ``original/tokenizer.model`` (a tiktoken ranks file).
 
     Special tokens follow the base ranks (ids 128000-128255 for the real file):
@@ -97,18 +142,5 @@ def llama3_tokenizer(
     "llama3" (Llama 3 template, as torchtune) or "llama3_1" (Llama 3.1/3.2 template with its
     knowledge-date system header, ``date_string`` as in the template's default).
     """
-    backend = TikTokenBackend(
-        path, name="llama3", pattern=LLAMA3_PATTERN, special_tokens=special_tokens or llama3_special_tokens
-    )
-    st = backend.special_tokens
-    return ModelTokenizer(
-        backend,
-        Llama3Format(chat_format, date_string),
-        bos_id=st["<|begin_of_text|>"],
-        eos_id=st["<|end_of_text|>"],
-        pad_id=st.get("<|finetune_right_pad_id|>", 0),
-        stop_tokens=[st["<|end_of_text|>"], st["<|eot_id|>"], st["<|eom_id|>"]],
-        max_seq_len=max_seq_len,
-        prompt_template=prompt_template,
-        name="llama3",
-    )
+    return Llama3Tokenizer(path, special_tokens=special_tokens, max_seq_len=max_seq_len, prompt_template=prompt_template,
+                           chat_format=chat_format, date_string=date_string)

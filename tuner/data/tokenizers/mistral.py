@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from tuner.data.messages import Message
-from tuner.data.prompt_templates import PromptTemplateLike
-from tuner.data.tokenizers._base import ModelTokenizer, Piece, sentencepiece_tokenizer
+from tuner.data.prompt_templates import PromptTemplateInterface, PromptTemplateLike, wrap
+from tuner.data.tokenizers._base import FamilyTokenizer, Piece, select_chat_format, sentencepiece_tokenizer
+from tuner.errors import DataError
 
 
 class MistralFormat:
@@ -17,10 +18,10 @@ class MistralFormat:
 
     def __call__(self, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> list[Piece]:
         msgs = list(messages)
-        system = msgs.pop(0).content if msgs and msgs[0].role == "system" else None
+        system = msgs.pop(0).text_content if msgs and msgs[0].role == "system" else None
         pieces: list[Piece] = [("<s>", True)]
         for i, m in enumerate(msgs):
-            content = m.content
+            content = m.text_content
             if m.role == "user":
                 if system is not None and not any(p.role == "user" for p in msgs[:i]):
                     content = f"{system}\n\n{content}"
@@ -30,10 +31,32 @@ class MistralFormat:
         return pieces
 
 
+class MistralChatTemplate(PromptTemplateInterface):
+    """torchtune's Mistral chat template as text: ``[INST] user [/INST] `` (no system prompt).
+
+    Given to `mistral_tokenizer` (its default) it selects `MistralFormat`, the exact HF chat
+    format; applied on its own it wraps user texts as torchtune's template does.
+    """
+
+    template = {"system": None, "user": ("[INST] ", " [/INST] "), "assistant": ("", ""), "ipython": ("", "")}
+
+    def __call__(self, messages: Sequence[Message], inference: bool = False) -> list[Message]:
+        out = []
+        for m in messages:
+            if m.role == "system":
+                raise DataError("System prompts are not supported in MistralChatTemplate", "drop the system message")
+            out.append(wrap(m, *self.template.get(m.role, ("", ""))))
+        return out
+
+
 def mistral_tokenizer(
-    path: str, max_seq_len: Optional[int] = None, prompt_template: PromptTemplateLike = None
-) -> ModelTokenizer:
-    """Mistral tokenizer from its SentencePiece ``tokenizer.model`` (BOS ``<s>``, EOS ``</s>``, pad 0)."""
-    return sentencepiece_tokenizer(
-        path, MistralFormat(), max_seq_len=max_seq_len, prompt_template=prompt_template, name="mistral"
-    )
+    path: str, max_seq_len: Optional[int] = None, prompt_template: PromptTemplateLike = MistralChatTemplate
+) -> FamilyTokenizer:
+    """Mistral tokenizer from its SentencePiece ``tokenizer.model`` (BOS ``<s>``, EOS ``</s>``, pad 0).
+
+    ``prompt_template``: `MistralChatTemplate` (default) gives the Mistral-Instruct format; None
+    gives the raw texts, each turn between BOS and EOS (torchtune's ``prompt_template: null``); any
+    other template is applied to the texts, which are then tokenized that raw way.
+    """
+    chat_format, template = select_chat_format(prompt_template, MistralChatTemplate, MistralFormat())
+    return sentencepiece_tokenizer(path, chat_format, max_seq_len=max_seq_len, prompt_template=template, name="mistral")

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 from tuner.data.messages import Message
 from tuner.data.prompt_templates import PromptTemplateLike
 from tuner.data.tokenizers._backends import iter_required, load_backend
-from tuner.data.tokenizers._base import ModelTokenizer, Piece
+from tuner.data.tokenizers._base import FamilyTokenizer, Piece
 
 
 class Phi3Format:
@@ -19,7 +19,7 @@ class Phi3Format:
     def __call__(self, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> list[Piece]:
         pieces: list[Piece] = []
         for m in messages:
-            text = f"<|{m.role}|>\n{m.content}"
+            text = f"<|{m.role}|>\n{m.text_content}"
             if m.eot:
                 text += "<|end|>\n"
             pieces.append((text, m.masked))
@@ -32,7 +32,7 @@ class Phi3Format:
 
 def phi3_mini_tokenizer(
     path: str, max_seq_len: Optional[int] = None, prompt_template: PromptTemplateLike = None
-) -> ModelTokenizer:
+) -> FamilyTokenizer:
     """Phi-3-mini tokenizer from tokenizer.json or its folder.
 
     BOS ``<s>`` (only for ``encode``; the chat template adds none), EOS ``<|endoftext|>``, pad
@@ -41,7 +41,7 @@ def phi3_mini_tokenizer(
     backend = load_backend(path)
     names = ["<s>", "<|endoftext|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
     ids = iter_required(backend, names, "Phi-3")
-    return ModelTokenizer(
+    return FamilyTokenizer(
         backend,
         Phi3Format(),
         bos_id=ids["<s>"],

@@ -7,7 +7,7 @@ from typing import Optional
 
 from tuner.data.prompt_templates import PromptTemplateLike
 from tuner.data.tokenizers._backends import HFBackend, iter_required
-from tuner.data.tokenizers._base import ModelTokenizer
+from tuner.data.tokenizers._base import FamilyTokenizer
 from tuner.data.tokenizers._chatml import ChatMLFormat
 from tuner.errors import DataError
 
@@ -55,7 +55,7 @@ def qwen2_5_tokenizer(
     max_seq_len: Optional[int] = None,
     prompt_template: PromptTemplateLike = None,
     default_system: Optional[str] = QWEN2_5_DEFAULT_SYSTEM,
-) -> ModelTokenizer:
+) -> FamilyTokenizer:
     """Qwen2.5 (Instruct) tokenizer.
 
     ``path``: tokenizer.json, a folder holding it, or vocab.json when ``merges_file`` is given.
@@ -68,7 +68,7 @@ def qwen2_5_tokenizer(
     else:
         backend = HFBackend(Path(path))
     ids = iter_required(backend, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], "Qwen2.5")
-    return ModelTokenizer(
+    return FamilyTokenizer(
         backend,
         ChatMLFormat(default_system, qwen_tools=True),
         bos_id=None,

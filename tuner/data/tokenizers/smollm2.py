@@ -6,7 +6,7 @@ from typing import Optional
 
 from tuner.data.prompt_templates import PromptTemplateLike
 from tuner.data.tokenizers._backends import HFBackend, iter_required
-from tuner.data.tokenizers._base import ModelTokenizer
+from tuner.data.tokenizers._base import FamilyTokenizer
 from tuner.data.tokenizers._chatml import ChatMLFormat
 
 SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
@@ -17,7 +17,7 @@ def smollm2_tokenizer(
     max_seq_len: Optional[int] = None,
     prompt_template: PromptTemplateLike = None,
     default_system: Optional[str] = SMOLLM2_DEFAULT_SYSTEM,
-) -> ModelTokenizer:
+) -> FamilyTokenizer:
     """SmolLM2 (Instruct) tokenizer from tokenizer.json or its folder.
 
     Chat format: SmolLM2-Instruct's ChatML template, which inserts its default system prompt when
@@ -26,7 +26,7 @@ def smollm2_tokenizer(
     """
     backend = HFBackend(Path(path))
     ids = iter_required(backend, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], "SmolLM2")
-    return ModelTokenizer(
+    return FamilyTokenizer(
         backend,
         ChatMLFormat(default_system),
         bos_id=None,
