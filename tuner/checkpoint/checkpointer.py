@@ -65,6 +65,7 @@ class _Checkpointer:
         keep_last_n_checkpoints: int | None = None,
         max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
         sharded_state: bool = True,
+        should_load_recipe_state: bool = False,
     ) -> None:
         self.checkpoint_dir = check_dir(checkpoint_dir)
         self.model_type = normalize_model_type(model_type)
@@ -85,7 +86,8 @@ class _Checkpointer:
         self.checkpoint_files = resolve_files(self.checkpoint_dir, checkpoint_files, self.FORMAT)
         self.adapter_checkpoint = self._optional_path(adapter_checkpoint, "adapter_checkpoint")
         self.recipe_checkpoint = self._optional_path(recipe_checkpoint, "recipe_checkpoint")
-        self.resume_dir = self._find_resume_dir(resume_from_checkpoint)
+        # torchtune 0.6.1's name for resuming; either one asks for it.
+        self.resume_dir = self._find_resume_dir(resume_from_checkpoint or bool(should_load_recipe_state))
         self.resume_from_checkpoint = self.resume_dir is not None
         if self.resume_dir is not None:
             saved_format = (read_marker(self.resume_dir) or {}).get("format", self.FORMAT)

@@ -14,7 +14,7 @@ from tuner.evaluation.perplexity import build_eval_dataloader, evaluate_loss
 from tuner.generation.loading import LOADING_KEYS, cfg_get, check_keys, load_inference_model
 
 EVAL_KEYS = LOADING_KEYS | {"dataset", "batch_size", "max_batches", "tasks", "num_fewshot", "limit", "max_gen_toks",
-                            "include_path", "output_file"}
+                            "include_path", "output_file", "max_seq_length"}
 
 
 def _tasks(cfg: DictConfig) -> list[str]:
@@ -44,7 +44,9 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         max_batches = cfg_get(cfg, "max_batches")
         result.update(evaluate_loss(loaded.model, loader, None if max_batches is None else int(max_batches), loaded.device))
     if tasks:
-        lm = make_lm_eval_model(loaded.model, loaded.tokenizer, max_gen_toks=int(cfg_get(cfg, "max_gen_toks", 256)))
+        max_len = cfg_get(cfg, "max_seq_length")  # torchtune's key: the longest context lm-eval may give
+        lm = make_lm_eval_model(loaded.model, loaded.tokenizer, max_gen_toks=int(cfg_get(cfg, "max_gen_toks", 256)),
+                                max_seq_len=None if max_len is None else int(max_len))
         limit = cfg_get(cfg, "limit")
         if limit is not None:  # a count (the harness wants an int) or a fraction of each task
             limit = int(limit) if float(limit) >= 1 and float(limit).is_integer() else float(limit)

@@ -43,8 +43,10 @@ def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
 
 def check_keys(cfg: DictConfig, known: Iterable[str], recipe: str) -> None:
     """Unknown top-level keys are ConfigErrors with a "did you mean" (a typo must not be ignored)."""
+    from tuner.config.torchtune_keys import accept_torchtune_keys
+
     known = sorted(set(known))
-    unknown = [str(k) for k in cfg.keys() if k not in known]
+    unknown = accept_torchtune_keys(cfg, [str(k) for k in cfg.keys() if k not in known])
     if unknown:
         hints = []
         for k in unknown:

@@ -48,3 +48,25 @@ qlora_llama3_70b = make_lora_builder(llama3_70b, quantize_base=True)
 
 
 from tuner.data.tokenizers import llama3_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.llama3.llama3_tokenizer)
+
+
+def base_llama_tp_plan() -> dict:
+    """torchtune's tensor-parallel plan for Llama 3 / 3.1 / 3.2 / 3.3 (module pattern -> ``ParallelStyle``).
+
+    tuner shards with FSDP2 only and never applies it: configs that name it (``tensor_parallel_plan``)
+    run with ``tensor_parallel_dim: 1``; a larger ``tensor_parallel_dim`` is refused (see
+    `tuner.config.torchtune_keys`)."""
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+    return {
+        "tok_embeddings": RowwiseParallel(input_layouts=Replicate()),
+        "output": ColwiseParallel(output_layouts=Replicate()),
+        "layers.*.attn.q_proj": ColwiseParallel(),
+        "layers.*.attn.k_proj": ColwiseParallel(),
+        "layers.*.attn.v_proj": ColwiseParallel(),
+        "layers.*.attn.output_proj": RowwiseParallel(),
+        "layers.*.mlp.w1": ColwiseParallel(),
+        "layers.*.mlp.w2": RowwiseParallel(),
+        "layers.*.mlp.w3": ColwiseParallel(),
+    }

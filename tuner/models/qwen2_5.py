@@ -33,9 +33,9 @@ qwen2 = qwen2_5  # torchtune's name of the component builder
 
 
 def _qwen(vocab: int, layers: int, heads: int, kv: int, dim: int, inter: int, tied: bool,
-          eps: float) -> TransformerDecoder:
+          eps: float, max_seq_len: int = 32_768) -> TransformerDecoder:
     return qwen2_5(vocab_size=vocab, num_layers=layers, num_heads=heads, num_kv_heads=kv, embed_dim=dim,
-                   intermediate_dim=inter, max_seq_len=32_768, norm_eps=eps, tie_word_embeddings=tied)
+                   intermediate_dim=inter, max_seq_len=max_seq_len, norm_eps=eps, tie_word_embeddings=tied)
 
 
 def qwen2_5_0_5b() -> TransformerDecoder:
@@ -73,6 +73,59 @@ def qwen2_5_72b() -> TransformerDecoder:
     return _qwen(152_064, 80, 64, 8, 8192, 29568, False, 1e-5)
 
 
+# torchtune's per-checkpoint names. The base and instruct checkpoints of a size share the weights'
+# shapes; as in their HF config.json files, the base ones have a 131,072-token context and, from 14B
+# on, RMSNorm eps 1e-5, the instruct ones 32,768 tokens and eps 1e-6.
+def qwen2_5_1_5b_base() -> TransformerDecoder:
+    """Qwen2.5-1.5B (base checkpoint)."""
+    return _qwen(151_936, 28, 12, 2, 1536, 8960, True, 1e-6, 131_072)
+
+
+def qwen2_5_1_5b_instruct() -> TransformerDecoder:
+    """Qwen2.5-1.5B-Instruct."""
+    return _qwen(151_936, 28, 12, 2, 1536, 8960, True, 1e-6)
+
+
+def qwen2_5_7b_base() -> TransformerDecoder:
+    """Qwen2.5-7B (base checkpoint)."""
+    return _qwen(152_064, 28, 28, 4, 3584, 18944, False, 1e-6, 131_072)
+
+
+def qwen2_5_7b_instruct() -> TransformerDecoder:
+    """Qwen2.5-7B-Instruct."""
+    return _qwen(152_064, 28, 28, 4, 3584, 18944, False, 1e-6)
+
+
+def qwen2_5_14b_base() -> TransformerDecoder:
+    """Qwen2.5-14B (base checkpoint)."""
+    return _qwen(152_064, 48, 40, 8, 5120, 13824, False, 1e-5, 131_072)
+
+
+def qwen2_5_14b_instruct() -> TransformerDecoder:
+    """Qwen2.5-14B-Instruct."""
+    return _qwen(152_064, 48, 40, 8, 5120, 13824, False, 1e-6)
+
+
+def qwen2_5_32b_base() -> TransformerDecoder:
+    """Qwen2.5-32B (base checkpoint)."""
+    return _qwen(152_064, 64, 40, 8, 5120, 27648, False, 1e-5, 131_072)
+
+
+def qwen2_5_32b_instruct() -> TransformerDecoder:
+    """Qwen2.5-32B-Instruct."""
+    return _qwen(152_064, 64, 40, 8, 5120, 27648, False, 1e-6)
+
+
+def qwen2_5_72b_base() -> TransformerDecoder:
+    """Qwen2.5-72B (base checkpoint)."""
+    return _qwen(152_064, 80, 64, 8, 8192, 29568, False, 1e-5, 131_072)
+
+
+def qwen2_5_72b_instruct() -> TransformerDecoder:
+    """Qwen2.5-72B-Instruct."""
+    return _qwen(152_064, 80, 64, 8, 8192, 29568, False, 1e-6)
+
+
 lora_qwen2_5 = make_lora_builder(qwen2_5)
 qlora_qwen2_5 = make_lora_builder(qwen2_5, quantize_base=True)
 lora_qwen2 = lora_qwen2_5
@@ -91,6 +144,26 @@ lora_qwen2_5_32b = make_lora_builder(qwen2_5_32b)
 qlora_qwen2_5_32b = make_lora_builder(qwen2_5_32b, quantize_base=True)
 lora_qwen2_5_72b = make_lora_builder(qwen2_5_72b)
 qlora_qwen2_5_72b = make_lora_builder(qwen2_5_72b, quantize_base=True)
+lora_qwen2_5_1_5b_base = make_lora_builder(qwen2_5_1_5b_base)
+qlora_qwen2_5_1_5b_base = make_lora_builder(qwen2_5_1_5b_base, quantize_base=True)
+lora_qwen2_5_1_5b_instruct = make_lora_builder(qwen2_5_1_5b_instruct)
+qlora_qwen2_5_1_5b_instruct = make_lora_builder(qwen2_5_1_5b_instruct, quantize_base=True)
+lora_qwen2_5_7b_base = make_lora_builder(qwen2_5_7b_base)
+qlora_qwen2_5_7b_base = make_lora_builder(qwen2_5_7b_base, quantize_base=True)
+lora_qwen2_5_7b_instruct = make_lora_builder(qwen2_5_7b_instruct)
+qlora_qwen2_5_7b_instruct = make_lora_builder(qwen2_5_7b_instruct, quantize_base=True)
+lora_qwen2_5_14b_base = make_lora_builder(qwen2_5_14b_base)
+qlora_qwen2_5_14b_base = make_lora_builder(qwen2_5_14b_base, quantize_base=True)
+lora_qwen2_5_14b_instruct = make_lora_builder(qwen2_5_14b_instruct)
+qlora_qwen2_5_14b_instruct = make_lora_builder(qwen2_5_14b_instruct, quantize_base=True)
+lora_qwen2_5_32b_base = make_lora_builder(qwen2_5_32b_base)
+qlora_qwen2_5_32b_base = make_lora_builder(qwen2_5_32b_base, quantize_base=True)
+lora_qwen2_5_32b_instruct = make_lora_builder(qwen2_5_32b_instruct)
+qlora_qwen2_5_32b_instruct = make_lora_builder(qwen2_5_32b_instruct, quantize_base=True)
+lora_qwen2_5_72b_base = make_lora_builder(qwen2_5_72b_base)
+qlora_qwen2_5_72b_base = make_lora_builder(qwen2_5_72b_base, quantize_base=True)
+lora_qwen2_5_72b_instruct = make_lora_builder(qwen2_5_72b_instruct)
+qlora_qwen2_5_72b_instruct = make_lora_builder(qwen2_5_72b_instruct, quantize_base=True)
 
 
 from tuner.data.tokenizers import qwen2_5_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.qwen2_5.qwen2_5_tokenizer)

@@ -33,7 +33,7 @@ from tuner.errors import ConfigError, TrainingError
 from tuner.training import memory
 from tuner.training.build import StreamingLoad, build_on_meta, random_init
 from tuner.training.data_order import ResumableSampler
-from tuner.training.loss import IGNORE_INDEX, ChunkedCrossEntropyLoss
+from tuner.training.loss import IGNORE_INDEX, build_loss
 from tuner.training.metric_logging import MetricLogger, StdoutLogger
 from tuner.training.optim import OptimizerInBackward, build_optimizer
 from tuner.training.placement import SingleDevice
@@ -57,7 +57,9 @@ def check_top_level_keys(cfg: DictConfig) -> None:
     """Unknown top-level keys are errors, with a "did you mean" (a typo must not be ignored)."""
     import difflib
 
-    unknown = [k for k in cfg.keys() if k not in KNOWN_KEYS]
+    from tuner.config.torchtune_keys import accept_torchtune_keys
+
+    unknown = accept_torchtune_keys(cfg, [k for k in cfg.keys() if k not in KNOWN_KEYS])
     if unknown:
         hints = []
         for k in unknown:
@@ -102,9 +104,7 @@ class CausalLMWithLoss(nn.Module):
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor, mask: Any = None, input_pos: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.decoder.hidden(tokens, mask=mask, input_pos=input_pos)
-        if isinstance(self.loss_fn, ChunkedCrossEntropyLoss):
-            return self.loss_fn(hidden, labels, self.decoder.project, frozen_weight=self.decoder.frozen_output_weight())
-        return self.loss_fn(hidden, labels, self.decoder.project)
+        return self.loss_fn(hidden, labels, self.decoder.project, frozen_weight=self.decoder.frozen_output_weight())
 
 
 def _cfg_get(cfg: DictConfig, key: str, default: Any = None) -> Any:
@@ -273,7 +273,7 @@ class Trainer:
             memory.compile_layers(model)
         self.decoder = model
         # The loop normalises by the token count of the whole accumulation window, so it needs sums.
-        loss_fn = instantiate(cfg.loss, reduction="sum") if _cfg_get(cfg, "loss") is not None else ChunkedCrossEntropyLoss(reduction="sum")
+        loss_fn = build_loss(_cfg_get(cfg, "loss"))
         self.loss_fn = loss_fn
         wrapped = CausalLMWithLoss(model, loss_fn)
         return self.placement.shard(wrapped, cfg)
@@ -610,22 +610,17 @@ class Trainer:
         return tqdm(total=self.total_steps, initial=self.global_step, desc="train", dynamic_ncols=True, leave=True)
 
     def _profiler(self):
+        """The ``profiler`` node (torchtune's keys, `tuner.training.profiler`), started; None when off."""
         node = _cfg_get(self.cfg, "profiler")
         if node is None or not _cfg_get(node, "enabled", False):
             return None
-        from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+        from tuner.training.profiler import setup_torch_profiler
 
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
-        out = _cfg_get(node, "output_dir", f"{self.cfg.output_dir}/profiler")
-        prof = profile(
-            activities=activities,
-            schedule=schedule(wait=int(_cfg_get(node, "wait_steps", 1)), warmup=int(_cfg_get(node, "warmup_steps", 1)),
-                              active=int(_cfg_get(node, "active_steps", 2)), repeat=1),
-            on_trace_ready=tensorboard_trace_handler(out),
-            profile_memory=bool(_cfg_get(node, "profile_memory", False)),
-            with_stack=bool(_cfg_get(node, "with_stack", False)),
-            record_shapes=bool(_cfg_get(node, "record_shapes", True)),
-        )
+        settings = to_container(node)
+        settings.setdefault("output_dir", f"{self.cfg.output_dir}/profiling_outputs")
+        component = settings.pop("_component_", None)
+        built = instantiate({"_component_": component, **settings}) if component else setup_torch_profiler(**settings)
+        prof = built[0] if isinstance(built, tuple) else built
         prof.start()
         return prof
 

@@ -1,0 +1,77 @@
+"""Top-level keys that torchtune 0.6.1's configs and recipes use and tuner does not need.
+
+A torchtune config runs unchanged: each such key is accepted with one printed note saying why
+tuner does without it, never an error. The one exception is a value tuner cannot honour (it would
+change what is trained, or how): that is a ConfigError with the fix. The recipes' key checks
+(`tuner.training.trainer.check_top_level_keys`, `tuner.generation.loading.check_keys`) consult
+this table, the only one.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+from tuner.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TorchtuneKey:
+    """Why tuner does without a key; ``refuse(value)`` is true for values it cannot honour, with ``fix``."""
+
+    note: str
+    refuse: Callable[[Any], bool] | None = None
+    fix: str = ""
+
+
+def _above_one(value: Any) -> bool:
+    return value is not None and int(value) > 1
+
+
+def _not_null(value: Any) -> bool:
+    return value is not None
+
+
+TORCHTUNE_KEYS: dict[str, TorchtuneKey] = {
+    "custom_sharded_layers": TorchtuneKey(
+        "tuner's FSDP2 shards every decoder layer and the rest of the model as one unit; this only moves memory between units"),
+    "tensor_parallel_dim": TorchtuneKey(
+        "tuner shards with FSDP2 only (data parallel); 1 means no tensor parallelism", _above_one,
+        "set tensor_parallel_dim=1 (tuner has no tensor parallelism: FSDP2 shards the model across all ranks)"),
+    "tensor_parallel_plan": TorchtuneKey("only used with tensor_parallel_dim > 1, which tuner does not do"),
+    "low_cpu_ram": TorchtuneKey("tuner always fills the model shard by shard from a meta-device build"),
+    "fsdp": TorchtuneKey("torchtune 0.6.1's recipes do not read it either; tuner's key is fsdp_cpu_offload"),
+    "cudnn_deterministic_mode": TorchtuneKey(
+        "tuner leaves torch.use_deterministic_algorithms as it is (seed fixes the data order and initialisation)"),
+    "enable_async_checkpointing": TorchtuneKey(
+        "tuner writes each checkpoint atomically (temporary folder, then rename); the files are the same"),
+    "log_level": TorchtuneKey("tuner prints its own progress lines; errors are one line"),
+    "enable_kv_cache": TorchtuneKey("the eval recipe scores each sequence in one forward and generates with a KV cache"),
+    "quantizer": TorchtuneKey(
+        "null means no quantization, tuner's only mode for generation and evaluation", _not_null,
+        "set quantizer=null (tuner generates and evaluates the model in dtype; QLoRA adapters merge into a dense base)"),
+}
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def accept_torchtune_keys(cfg: DictConfig, keys: Iterable[str]) -> list[str]:
+    """Of ``keys`` (top-level keys a recipe does not read), note and drop torchtune's harmless ones
+    (one ``[tuner] note:`` line each), raise a ConfigError for a value tuner cannot honour, and
+    return the others, which are the caller's to report."""
+    rest = []
+    for key in keys:
+        entry = TORCHTUNE_KEYS.get(str(key))
+        if entry is None:
+            rest.append(str(key))
+            continue
+        value = OmegaConf.select(cfg, str(key), default=None)
+        if entry.refuse is not None and entry.refuse(value):
+            raise ConfigError(f"{key}={value!r} asks for what tuner cannot do ({entry.note})", fix=entry.fix)
+        if _is_main_process():
+            print(f"[tuner] note: {key} is a torchtune key tuner does not need: {entry.note}", flush=True)
+    return rest
