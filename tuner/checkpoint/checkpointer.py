@@ -432,6 +432,13 @@ class HFCheckpointer(_Checkpointer):
     def _write_adapter(self, adapter: StateDict, adapter_config: dict[str, Any] | None, folder: Path) -> None:
         from tuner.peft.peft_format import save_peft_adapter
 
+        fused = sorted({k.rsplit(".", 2)[0] for k in adapter if _convert().fused_in_hf(k, self.model_type)})
+        if fused:  # e.g. torchtune's Phi-3 configs: LoRA on q_proj and v_proj, which HF fuses into qkv_proj
+            print(f"[tuner] note: {self.model_type}'s HF checkpoints fuse {fused[0].rsplit('.', 1)[-1]} and its siblings, "
+                  f"so a PEFT adapter cannot hold this one; it is saved in tuner's keys as {TUNER_ADAPTER_NAME} "
+                  "(resume and `tune run generate adapter_dir=...` read it; the merged model beside it loads in transformers)",
+                  flush=True)
+            return super()._write_adapter(adapter, adapter_config, folder)
         config = dict(adapter_config or {})
         config.setdefault("base_model_name_or_path", str(self.checkpoint_dir))
         save_peft_adapter(_plain(adapter), folder, self.model_type, self.hf_config, config)

@@ -47,6 +47,7 @@ TORCHTUNE_KEYS: dict[str, TorchtuneKey] = {
         "tuner leaves torch.use_deterministic_algorithms as it is (seed fixes the data order and initialisation)"),
     "enable_async_checkpointing": TorchtuneKey(
         "tuner writes each checkpoint atomically (temporary folder, then rename); the files are the same"),
+    "resume_from_checkpoint": TorchtuneKey("generation and evaluation load weights only, never a training state"),
     "log_level": TorchtuneKey("tuner prints its own progress lines; errors are one line"),
     "enable_kv_cache": TorchtuneKey("the eval recipe scores each sequence in one forward and generates with a KV cache"),
     "quantizer": TorchtuneKey(
