@@ -43,14 +43,14 @@ def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
 
 def check_keys(cfg: DictConfig, known: Iterable[str], recipe: str) -> None:
     """Unknown top-level keys are ConfigErrors with a "did you mean" (a typo must not be ignored)."""
-    from tuner.config.torchtune_keys import accept_torchtune_keys
+    from tuner.config.torchtune_keys import TORCHTUNE_KEYS, accept_torchtune_keys
 
     known = sorted(set(known))
     unknown = accept_torchtune_keys(cfg, [str(k) for k in cfg.keys() if k not in known])
     if unknown:
         hints = []
         for k in unknown:
-            close = difflib.get_close_matches(k, known, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(k, [*known, *TORCHTUNE_KEYS], n=1, cutoff=0.6)
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(f"unknown config key(s) for the {recipe} recipe: {', '.join(hints)}",
                           fix=f"fix the spelling or remove the key; the {recipe} recipe reads: {', '.join(known)}")

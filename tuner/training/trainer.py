@@ -57,13 +57,13 @@ def check_top_level_keys(cfg: DictConfig) -> None:
     """Unknown top-level keys are errors, with a "did you mean" (a typo must not be ignored)."""
     import difflib
 
-    from tuner.config.torchtune_keys import accept_torchtune_keys
+    from tuner.config.torchtune_keys import TORCHTUNE_KEYS, accept_torchtune_keys
 
     unknown = accept_torchtune_keys(cfg, [k for k in cfg.keys() if k not in KNOWN_KEYS])
     if unknown:
         hints = []
         for k in unknown:
-            close = difflib.get_close_matches(str(k), KNOWN_KEYS, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(str(k), [*KNOWN_KEYS, *TORCHTUNE_KEYS], n=1, cutoff=0.6)
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(f"unknown config key(s): {', '.join(hints)}", "fix the spelling or remove the key")
 

@@ -1,0 +1,144 @@
+"""What a torchtune user's config meets in tuner besides the shipped configs: any (logits, labels)
+loss, torchtune's profiler node, torchtune-only keys (a note, or an error with the fix for a value
+tuner cannot honour), torchtune's recipe and config names, ``should_load_recipe_state``."""
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.recipes.helpers import logged_losses, make_hf_checkpoint, write_config
+from tuner.cli.run import run_recipe
+from tuner.errors import CheckpointError, ConfigError
+
+LORA = {"lora_attn_modules": ["q_proj", "v_proj"], "apply_lora_to_mlp": True, "lora_rank": 4, "lora_alpha": 8}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_hf_checkpoint(tmp_path_factory.mktemp("hf_tiny"), initializer_range=0.2)
+
+
+def _run(recipe: str, ckpt: Path, out: Path, capsys, **overrides) -> tuple[int, str]:
+    lora = LORA if recipe.startswith("lora") else None
+    path = write_config(out.parent / f"{out.name}.yaml", ckpt, out, lora=lora, **{"max_steps_per_epoch": 2, **overrides})
+    code = run_recipe([recipe, "--config", str(path)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+# ---- losses -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("recipe", ["full_finetune_single_device", "lora_finetune_single_device"])
+def test_any_logits_labels_loss_trains_with_the_default_losses_numbers(recipe, ckpt, tmp_path, capsys):
+    """torch.nn.CrossEntropyLoss and a torchtune-style chunked loss (list of chunks, a mean, no
+    ``reduction``) train through the recipe and give the memory-lean default's losses."""
+    losses = {}
+    for name, node in {
+        "default": {"_component_": "tuner.training.loss.ChunkedCrossEntropyLoss", "num_output_chunks": 4},
+        "torch_ce": {"_component_": "torch.nn.CrossEntropyLoss", "ignore_index": -100},
+        "chunked_mean": {"_component_": "tests.torchtune_configs.losses_for_tests.ChunkedOutputCE", "num_output_chunks": 4},
+    }.items():
+        code, text = _run(recipe, ckpt, tmp_path / name, capsys, loss=node)
+        assert code == 0, text[-3000:]
+        losses[name] = logged_losses(tmp_path / name)
+    assert sorted(losses["default"]) == [1, 2]
+    for name in ("torch_ce", "chunked_mean"):
+        assert losses[name][1] == pytest.approx(losses["default"][1], abs=1e-5), name
+        assert losses[name][2] == pytest.approx(losses["default"][2], abs=1e-4), name
+    assert losses["default"][2] != losses["default"][1]  # the step trained
+
+
+@pytest.mark.parametrize("node, message", [
+    ({"_component_": "torch.nn.TripletMarginLoss"},
+     r"loss\._component_ torch\.nn\.TripletMarginLoss cannot be called as loss\(logits, labels\)"),
+    ({"_component_": "tests.torchtune_configs.losses_for_tests.PerTokenCE"},
+     r"loss\._component_ tests\.torchtune_configs\.losses_for_tests\.PerTokenCE returned \(\d+,\), not one number"),
+])
+def test_a_loss_tuner_cannot_use_is_one_error_naming_it(node, message, ckpt, tmp_path, capsys):
+    code, text = _run("full_finetune_single_device", ckpt, tmp_path / "bad", capsys, loss=node, batch_size=2)
+    assert code == 2
+    assert re.search("error: " + message, text) and "Traceback" not in text, text[-2000:]
+
+
+# ---- profiler -----------------------------------------------------------------------------------
+def test_torchtune_profiler_node_writes_a_chrome_trace(ckpt, tmp_path, capsys):
+    profiler = {"_component_": "torchtune.training.setup_torch_profiler", "enabled": True, "output_dir": str(tmp_path / "prof"),
+                "cpu": True, "cuda": True, "profile_memory": False, "with_stack": False, "record_shapes": True,
+                "with_flops": False, "wait_steps": 0, "warmup_steps": 1, "active_steps": 1, "num_cycles": 1}
+    code, text = _run("full_finetune_single_device", ckpt, tmp_path / "out", capsys, profiler=profiler)
+    assert code == 0, text[-3000:]
+    traces = list((tmp_path / "prof" / "iteration_2").glob("*.pt.trace.json.gz"))
+    assert len(traces) == 1, list((tmp_path / "prof").rglob("*"))
+    trace = json.loads(gzip.decompress(traces[0].read_bytes()))  # what Perfetto and TensorBoard read
+    names = {e.get("name", "") for e in trace["traceEvents"] if e.get("ph") == "X"}
+    assert any("linear" in n or "addmm" in n or "mm" == n.split("::")[-1] for n in names), sorted(names)[:20]
+    assert (tmp_path / "prof" / "iteration_2" / "rank0_key_averages.txt").read_text().strip()
+
+
+def test_disabled_profiler_is_a_dummy_and_settings_come_back():
+    from tuner.training import setup_torch_profiler
+    from tuner.training.profiler import DummyProfiler
+
+    prof, settings = setup_torch_profiler(enabled=False)
+    assert isinstance(prof, DummyProfiler) and settings == {"enabled": False}
+
+
+# ---- keys ---------------------------------------------------------------------------------------
+def test_torchtune_only_keys_are_noted_once_each(capsys):
+    from tuner.training.trainer import check_top_level_keys
+
+    check_top_level_keys(OmegaConf.create({"output_dir": "/tmp/x", "low_cpu_ram": False, "tensor_parallel_dim": 1,
+                                           "custom_sharded_layers": ["tok_embeddings", "output"]}))
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split(" is a ")[0] for line in lines) == [
+        "[tuner] note: custom_sharded_layers", "[tuner] note: low_cpu_ram", "[tuner] note: tensor_parallel_dim"]
+    assert all(" is a torchtune key tuner does not need: " in line for line in lines)
+
+
+@pytest.mark.parametrize("key, value, fix", [("tensor_parallel_dim", 2, "set tensor_parallel_dim=1"),
+                                             ("quantizer", {"_component_": "x"}, "set quantizer=null")])
+def test_a_torchtune_value_tuner_cannot_honour_is_an_error_with_the_fix(key, value, fix):
+    from tuner.generation.loading import check_keys
+
+    with pytest.raises(ConfigError) as e:
+        check_keys(OmegaConf.create({"model": {}, key: value}), {"model"}, "generate")
+    assert e.value.fix.startswith(fix)
+
+
+def test_a_typo_is_still_an_error():
+    from tuner.training.trainer import check_top_level_keys
+
+    with pytest.raises(ConfigError, match="'low_cpu_rams' \\(did you mean 'low_cpu_ram'"):
+        check_top_level_keys(OmegaConf.create({"low_cpu_rams": True}))
+
+
+# ---- names --------------------------------------------------------------------------------------
+def test_torchtunes_recipe_and_config_names_resolve():
+    from tuner.registry import resolve_config, resolve_recipe
+
+    path, recipe = resolve_recipe("eleuther_eval")
+    assert recipe.name == "eval" and path.name == "eval.py"
+    assert resolve_config("generation").name == "generation.yaml"
+    assert resolve_config("eleuther_evaluation").name == "eleuther_evaluation.yaml"
+
+
+def test_torchtune_builder_names_build_the_same_shapes():
+    from tuner.models import llama3_1, llama3_3, qwen2_5
+
+    with torch.device("meta"):
+        assert llama3_3.llama3_3_70b().state_dict().keys() == llama3_1.llama3_1_70b().state_dict().keys()
+        base, instruct = qwen2_5.qwen2_5_14b_base(), qwen2_5.qwen2_5_14b_instruct()
+    assert {k: v.shape for k, v in base.state_dict().items()} == {k: v.shape for k, v in instruct.state_dict().items()}
+    assert base.norm.eps == 1e-5 and instruct.norm.eps == 1e-6  # as in their config.json files
+
+
+def test_should_load_recipe_state_resumes(tmp_path, ckpt):
+    from tuner.checkpoint import HFCheckpointer
+
+    with pytest.raises(CheckpointError, match="holds no complete checkpoint"):
+        HFCheckpointer(ckpt, ["model.safetensors"], "SMOLLM2", tmp_path / "empty", should_load_recipe_state=True)
