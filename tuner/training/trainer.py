@@ -69,7 +69,9 @@ def check_top_level_keys(cfg: DictConfig) -> None:
 
 
 class FinetuneMethod:
-    """What differs between full fine-tuning and LoRA; recipes subclass it."""
+    """What differs between full fine-tuning and LoRA; recipes subclass it. Its methods are the
+    hooks the loop calls; `tune cp <recipe> my_recipe.py` writes a recipe's subclass out with every
+    hook's source, to edit (tuner/cli/recipe_copy.py)."""
 
     name = "full"
 
@@ -92,6 +94,20 @@ class FinetuneMethod:
     def checkpoint_state(self, trainer: "Trainer", model: nn.Module, final: bool) -> dict:
         """The weights part of a checkpoint: ``{"model": full state dict}``."""
         return {"model": trainer.placement.full_state_dict(model)}
+
+    def loss_step(self, trainer: "Trainer", batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """One micro-batch's summed loss and its number of loss tokens (the loop divides the sum of
+        a step's losses by the step's token count, across ranks, and calls backward)."""
+        batch = {k: (v.to(trainer.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        mask = batch.get("mask")
+        if mask is not None and hasattr(mask, "to") and not isinstance(mask, torch.Tensor):
+            mask = mask.to(trainer.device)  # a FlexAttention BlockMask
+        labels = batch["labels"]
+        n_tokens = (labels[:, 1:] != IGNORE_INDEX).sum()
+        autocast = torch.autocast(trainer.device.type, dtype=torch.float16) if trainer.grad_scaler is not None else nullcontext()
+        with autocast, memory.activation_offloading(bool(_cfg_get(trainer.cfg, "enable_activation_offloading", False))):
+            loss_sum = trainer.model(batch["tokens"], labels, mask=mask, input_pos=batch.get("input_pos"))
+        return loss_sum, n_tokens
 
 
 class CausalLMWithLoss(nn.Module):
@@ -423,16 +439,7 @@ class Trainer:
 
     # -------------------------------------------------------------- train
     def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        mask = batch.get("mask")
-        if mask is not None and hasattr(mask, "to") and not isinstance(mask, torch.Tensor):
-            mask = mask.to(self.device)
-        labels = batch["labels"]
-        n_tokens = (labels[:, 1:] != IGNORE_INDEX).sum()
-        autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.grad_scaler is not None else nullcontext()
-        with autocast, memory.activation_offloading(bool(_cfg_get(self.cfg, "enable_activation_offloading", False))):
-            loss_sum = self.model(batch["tokens"], labels, mask=mask, input_pos=batch.get("input_pos"))
-        return loss_sum, n_tokens
+        return self.method.loss_step(self, batch)
 
     def train(self) -> None:
         self.model.train()
