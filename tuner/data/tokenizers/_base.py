@@ -109,11 +109,15 @@ class ModelTokenizer:
         The ids equal those of the family's HF chat template for the same conversation. Each
         message's tokens (role header, content, end-of-turn) take the message's ``masked`` flag;
         BOS, a default system prompt the template inserts, and the generation prompt are masked.
+        A conversation cut at ``max_seq_len`` ends with EOS (not trained on) when it had its end
+        tokens, as torchtune's tokenizers cut it, so the same config gives the same samples.
         """
         pieces = self.render(messages, add_end_tokens=add_end_tokens, add_generation_prompt=add_generation_prompt)
         tokens, mask = self.encode_pieces(pieces)
-        if self.max_seq_len is not None:
+        if self.max_seq_len is not None and len(tokens) > self.max_seq_len:
             tokens, mask = tokens[: self.max_seq_len], mask[: self.max_seq_len]
+            if add_end_tokens and not add_generation_prompt:
+                tokens[-1], mask[-1] = self.eos_id, True
         return tokens, mask
 
     def encode_pieces(self, pieces: Sequence[Piece]) -> tuple[list[int], list[bool]]:
