@@ -142,3 +142,64 @@ def test_should_load_recipe_state_resumes(tmp_path, ckpt):
 
     with pytest.raises(CheckpointError, match="holds no complete checkpoint"):
         HFCheckpointer(ckpt, ["model.safetensors"], "SMOLLM2", tmp_path / "empty", should_load_recipe_state=True)
+
+
+def test_named_datasets_map_their_columns(tmp_path):
+    """torchtune's named datasets read their columns; a local file stands in for the hub dataset."""
+    from tests.data.tiny_tokenizers import write_qwen_files
+    from tuner.datasets import samsum_dataset, slimorca_dataset, wikitext_dataset
+    from tuner.models.qwen2_5 import qwen2_5_tokenizer
+
+    files = write_qwen_files(tmp_path)
+    tok = qwen2_5_tokenizer(files["json"])
+    (tmp_path / "samsum.json").write_text(json.dumps([{"dialogue": "A: hi\nB: hello", "summary": "They greet."}] * 2))
+    (tmp_path / "orca.json").write_text(json.dumps([{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]))
+    (tmp_path / "wiki.json").write_text(json.dumps([{"page": "Some page text."}]))
+    summary = samsum_dataset(tok, source="json", data_files=str(tmp_path / "samsum.json"))[0]
+    assert tok.decode([t for t, lb in zip(summary["tokens"], summary["labels"]) if lb != -100]).split() == ["assistant", "They", "greet."]
+    chat = slimorca_dataset(tok, source="json", data_files=str(tmp_path / "orca.json"))[0]
+    assert tok.decode([t for t, lb in zip(chat["tokens"], chat["labels"]) if lb != -100]).split() == ["assistant", "Hello"]
+    page = wikitext_dataset(tok, source="json", data_files=str(tmp_path / "wiki.json"), subset=None)[0]
+    assert tok.decode(page["tokens"]).strip() == "Some page text."
+    with pytest.raises(ConfigError, match="set tokenizer.max_seq_len=32"):
+        wikitext_dataset(tok, source="json", data_files=str(tmp_path / "wiki.json"), max_seq_len=32)
+
+
+def test_mlflow_and_comet_loggers_drive_their_packages(monkeypatch):
+    """Against stand-ins for the mlflow and comet_ml interfaces (neither is a test dependency)."""
+    import sys
+    import types
+
+    from tuner.training.metric_logging import CometLogger, MLFlowLogger
+
+    calls = []
+    mlflow = types.ModuleType("mlflow")
+    mlflow.is_tracking_uri_set = lambda: False
+    mlflow.set_tracking_uri = lambda uri: calls.append(("uri", uri))
+    mlflow.active_run = lambda: None if not any(c[0] == "start" for c in calls) or any(c[0] == "end" for c in calls) else "run"
+    mlflow.set_experiment = lambda name: calls.append(("experiment", name))
+    mlflow.start_run = lambda run_id=None, run_name=None: calls.append(("start", run_name)) or types.SimpleNamespace(
+        info=types.SimpleNamespace(run_id="r1"))
+    mlflow.log_metrics = lambda metrics, step, run_id: calls.append(("metrics", metrics, step, run_id))
+    mlflow.log_params = lambda params, run_id: calls.append(("params", params))
+    mlflow.end_run = lambda: calls.append(("end",))
+    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
+    logger = MLFlowLogger(experiment_name="exp", tracking_uri="file:/tmp/mlruns", run_name="run")
+    logger.log_config({"optimizer": {"lr": 1e-4}})
+    logger.log_dict({"loss": 1.5}, step=3)
+    logger.close()
+    assert calls == [("uri", "file:/tmp/mlruns"), ("experiment", "exp"), ("start", "run"), ("params", {"optimizer.lr": 1e-4}),
+                     ("metrics", {"loss": 1.5}, 3, "r1"), ("end",)]
+
+    comet = types.ModuleType("comet_ml")
+    experiment = types.SimpleNamespace(log_metrics=lambda m, step: calls.append(("comet", m, step)),
+                                       log_parameters=lambda p: calls.append(("comet_params", p)),
+                                       end=lambda: calls.append(("comet_end",)))
+    comet.ExperimentConfig = lambda **kw: kw
+    comet.start = lambda **kw: calls.append(("comet_start", kw["project"], kw["experiment_config"]["name"])) or experiment
+    monkeypatch.setitem(sys.modules, "comet_ml", comet)
+    calls.clear()
+    logger = CometLogger(project="p", experiment_name="e", log_dir="/ignored")
+    logger.log_dict({"loss": 2.0}, step=1)
+    logger.close()
+    assert calls == [("comet_start", "p", "e"), ("comet", {"loss": 2.0}, 1), ("comet_end",)]

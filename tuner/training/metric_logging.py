@@ -1,4 +1,4 @@
-"""Metric loggers: stdout, disk (JSON lines), TensorBoard, Weights & Biases.
+"""Metric loggers: stdout, disk (JSON lines), TensorBoard, Weights & Biases, Comet, MLflow.
 
 Each takes ``log_dict(metrics, step)``, ``log_config(cfg)`` and ``close()``. Recipes log from
 rank 0 only (see `is_logging_rank`).
@@ -110,3 +110,72 @@ class WandBLogger(MetricLogger):
 
     def close(self) -> None:
         self._run.finish()
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(_flatten(v, key) if isinstance(v, Mapping) else {key: v})
+    return out
+
+
+class CometLogger(MetricLogger):
+    """A Comet experiment (``pip install comet_ml``), with torchtune's arguments: ``api_key``,
+    ``workspace``, ``project``, ``experiment_key``, ``mode``, ``online``, ``experiment_name``,
+    ``tags``, ``log_code``; other keys go to ``comet_ml.ExperimentConfig``."""
+
+    def __init__(self, api_key: str | None = None, workspace: str | None = None, project: str | None = None,
+                 experiment_key: str | None = None, mode: str | None = None, online: bool | None = None,
+                 experiment_name: str | None = None, tags: list[str] | None = None, log_code: bool = True,
+                 **kwargs: Any) -> None:
+        try:
+            import comet_ml
+        except ImportError:
+            raise TunerError("CometLogger needs comet_ml", "pip install comet_ml") from None
+        kwargs.pop("log_dir", None)
+        self._experiment = comet_ml.start(
+            api_key=api_key, workspace=workspace, project=project, experiment_key=experiment_key, mode=mode, online=online,
+            experiment_config=comet_ml.ExperimentConfig(log_code=log_code, tags=tags, name=experiment_name, **kwargs))
+
+    def log_dict(self, metrics: Mapping[str, Any], step: int) -> None:
+        self._experiment.log_metrics(dict(metrics), step=step)
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        self._experiment.log_parameters(dict(config))
+
+    def close(self) -> None:
+        self._experiment.end()
+
+
+class MLFlowLogger(MetricLogger):
+    """An MLflow run (``pip install mlflow``), with torchtune's arguments: ``experiment_name``,
+    ``tracking_uri``, ``run_id`` (each defaulting to its ``MLFLOW_*`` environment variable) and
+    ``run_name``. The config is logged as flat parameters (``optimizer.lr``, ...)."""
+
+    def __init__(self, experiment_name: str | None = None, tracking_uri: str | None = None, run_id: str | None = None,
+                 run_name: str | None = None, **_: Any) -> None:
+        try:
+            import mlflow
+        except ImportError:
+            raise TunerError("MLFlowLogger needs mlflow", "pip install mlflow") from None
+        self._mlflow = mlflow
+        tracking_uri = tracking_uri or os.getenv("MLFLOW_TRACKING_URI")
+        experiment_name = experiment_name or os.getenv("MLFLOW_EXPERIMENT_NAME")
+        self._run_id = run_id or os.getenv("MLFLOW_RUN_ID")
+        if tracking_uri is not None and not mlflow.is_tracking_uri_set():
+            mlflow.set_tracking_uri(tracking_uri)
+        if mlflow.active_run() is None or self._run_id:
+            if experiment_name is not None:
+                mlflow.set_experiment(experiment_name)  # creates it if needed
+            self._run_id = mlflow.start_run(run_id=self._run_id, run_name=run_name).info.run_id
+
+    def log_dict(self, metrics: Mapping[str, Any], step: int) -> None:
+        self._mlflow.log_metrics(dict(metrics), step=step, run_id=self._run_id)
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        self._mlflow.log_params(_flatten(config), run_id=self._run_id)
+
+    def close(self) -> None:
+        if self._mlflow.active_run():
+            self._mlflow.end_run()
