@@ -203,3 +203,10 @@ def test_mlflow_and_comet_loggers_drive_their_packages(monkeypatch):
     logger.log_dict({"loss": 2.0}, step=1)
     logger.close()
     assert calls == [("comet_start", "p", "e"), ("comet", {"loss": 2.0}, 1), ("comet_end",)]
+
+
+def test_the_migration_page_lists_every_torchtune_only_key():
+    from tuner.config.torchtune_keys import TORCHTUNE_KEYS
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "torchtune.md").read_text()
+    assert [k for k in TORCHTUNE_KEYS if f"| `{k}`" not in page] == []

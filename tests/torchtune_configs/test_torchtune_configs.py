@@ -81,11 +81,11 @@ def family_of(cfg) -> str:
 
 
 # ---- tiny assets, built once per kind ---------------------------------------------------------------
-@lru_cache(maxsize=None)
-def _assets_root() -> Path:
-    import tempfile
+_ROOT: list[Path] = []  # the module's asset folder (tmp_path_factory), set by the `assets` fixture
 
-    return Path(tempfile.mkdtemp(prefix="tuner_tt_configs_"))
+
+def _assets_root() -> Path:
+    return _ROOT[0]
 
 
 @lru_cache(maxsize=None)
@@ -190,6 +190,15 @@ def dataset_overrides() -> list[str]:
 
 
 @pytest.fixture(scope="module", autouse=True)
+def assets(tmp_path_factory):
+    """Tiny tokenizers and checkpoints, each built on first use and shared by the module's tests."""
+    _ROOT[:] = [tmp_path_factory.mktemp("assets")]
+    yield
+    for cached in (tokenizer_files, vocab_size, hf_checkpoint, meta_checkpoint):
+        cached.cache_clear()
+
+
+@pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One intra-op thread: at these shapes a second thread only adds synchronisation (6x slower per
     matmul on a busy 2-core machine)."""
@@ -267,3 +276,11 @@ def test_torchtune_config_validates_and_runs(name, tmp_path, capsys, one_rank):
         out = _run(recipe, path, overrides + ["~tasks", f"dataset={json.dumps(dataset)}", "max_batches=2"], capsys)
         result = json.loads(out.strip().splitlines()[-1])
         assert result["tokens"] > 0 and torch.isfinite(torch.tensor(result["loss"])), result
+
+
+def test_tune_validate_accepts_a_renamed_torchtune_config(tmp_path, capsys):
+    """The CLI command itself, on one of them (the test above runs its checks on every one)."""
+    from tuner.cli.main import main
+
+    assert main(["validate", str(renamed_config("qwen2_5/7B_lora.yaml", tmp_path))]) == 0
+    assert "Config is well-formed!" in capsys.readouterr().out
