@@ -98,19 +98,20 @@ def method_source(cls: type) -> str:
 def copied_recipe(recipe_path: Path) -> str:
     """The text `tune cp` writes for the recipe at ``recipe_path`` (see the module docstring)."""
     text = recipe_path.read_text()
-    match = _METHOD_IMPORT.search(text)
-    if match is None:  # generate, eval, merge: no method to write out
-        return text
-    module, name = match.groups()
-    cls = getattr(importlib.import_module(module), name)
-    if not (isinstance(cls, type) and issubclass(cls, FinetuneMethod)):
+    for match in _METHOD_IMPORT.finditer(text):
+        module, name = match.groups()
+        cls = getattr(importlib.import_module(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, FinetuneMethod):
+            break
+    else:  # generate, eval, merge: no method to write out
         return text
     block = _HEADER.format(where=f"{module}.{name}") + method_source(cls) + "\n"
     text = text[:match.start()] + text[match.end():]
     # Everything written out uses postponed annotations, as tuner's own modules do.
     doc_end = re.match(r'\s*(""".*?"""|\'\'\'.*?\'\'\')\n', text, re.S)
     at = doc_end.end() if doc_end else 0
-    text = text[:at] + "from __future__ import annotations\n\n" + text[at:]
+    if "from __future__ import annotations" not in text:
+        text = text[:at] + "from __future__ import annotations\n\n" + text[at:]
     anchor = text.find("\n\n@config.parse")
     if anchor < 0:
         return text.rstrip("\n") + "\n\n\n" + block
