@@ -9,7 +9,7 @@ import io
 import json
 from pathlib import Path
 
-ALPACA_JSON = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alpaca_seed_tasks.json"
+from tests.data.tests_data_helpers import ALPACA_JSON
 
 
 def training_texts() -> list[str]:
