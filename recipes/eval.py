@@ -3,6 +3,7 @@
     tune run eval --config llama3_2/evaluation
     tune run eval --config llama3_2/evaluation adapter_dir=/tmp/tuner/llama3_2_1B/lora_single_device/step_100
     tune run eval --config llama3_2/evaluation tasks=[hellaswag] limit=100    # needs: pip install lm-eval
+    tune run eleuther_eval --config eleuther_evaluation                       # torchtune's names for both
 
 Prints one JSON object: ``{"loss": mean next-token loss, "perplexity": exp(loss), "tokens": n}``
 over the dataset's trained-on tokens (the labels a fine-tune would learn), plus ``"tasks"`` with
@@ -16,7 +17,8 @@ Config keys:
   with ``source: json`` and ``data_files``; ``batch_size`` (1), ``max_batches`` (all).
 - ``tasks``: lm-eval task names (optional; needs the ``lm-eval`` package); ``num_fewshot``,
   ``limit`` (examples per task, or a fraction), ``max_gen_toks`` (256) for generation tasks,
-  ``include_path`` (a folder of your own task YAMLs, e.g. over local data files).
+  ``include_path`` (a folder of your own task YAMLs, e.g. over local data files),
+  ``max_seq_length`` (the longest context the harness gives the model; default: the model's).
 - ``output_file``: optional path for the JSON result.
 """
 import json

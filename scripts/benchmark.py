@@ -120,10 +120,14 @@ def kernel_summary(trace_dir: str, top: int = 25) -> dict:
     from tuner.bench.trace import idle_gaps
     from tuner.bench.trace import kernel_summary as summarise
 
-    traces = sorted(Path(trace_dir).glob("*.json"))
+    import gzip
+
+    # The profiler writes iteration_<step>/<worker>.pt.trace.json.gz (tuner.training.profiler).
+    traces = sorted(Path(trace_dir).rglob("*.pt.trace.json*"), key=lambda p: p.stat().st_mtime)
     if not traces:
         return {"error": f"no trace in {trace_dir}"}
-    events = json.loads(traces[-1].read_text()).get("traceEvents", [])
+    raw = traces[-1].read_bytes()
+    events = json.loads(gzip.decompress(raw) if traces[-1].suffix == ".gz" else raw).get("traceEvents", [])
     return {**summarise(events, top), "idle": idle_gaps(events)}
 
 

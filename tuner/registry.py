@@ -43,6 +43,10 @@ RECIPES: tuple[Recipe, ...] = (
 )
 
 
+# torchtune's recipe names that are tuner recipes under another name.
+RECIPE_ALIASES: dict[str, str] = {"eleuther_eval": "eval"}
+
+
 def _package_dir(package: str, fallback: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is not None and spec.submodule_search_locations:
@@ -87,6 +91,8 @@ def configs_of(recipe: Recipe) -> list[str]:
 
 
 def get_recipe(name: str) -> Recipe | None:
+    """The recipe called ``name`` (or, through `RECIPE_ALIASES`, by torchtune's name for it)."""
+    name = RECIPE_ALIASES.get(name, name)
     return next((r for r in RECIPES if r.name == name), None)
 
 
@@ -100,7 +106,7 @@ def resolve_recipe(name_or_path: str) -> tuple[Path, Recipe | None]:
         if path.is_file():
             return path.resolve(), None
         raise UsageError(f"recipe file not found: {path}", "check the path, or run `tune ls` for built-in recipes")
-    names = [r.name for r in available_recipes()]
+    names = [r.name for r in available_recipes()] + list(RECIPE_ALIASES)
     raise UsageError(
         f"unknown recipe {name_or_path!r}{did_you_mean(name_or_path, names, cutoff=0.5)}",
         "run `tune ls` to list recipes, or pass a path to a .py file",

@@ -226,9 +226,13 @@ def test_phi3_matches_hf(phi3_json):
 
 # ---------------------------------------------------------------- behaviour and errors
 def test_max_seq_len_truncates(qwen_files):
+    """Cut as torchtune cuts: the last kept token becomes EOS, not trained on."""
     tok = qwen2_5_tokenizer(qwen_files["json"], max_seq_len=10)
+    full, full_mask = qwen2_5_tokenizer(qwen_files["json"]).tokenize_messages(CONVERSATIONS[1][0])
     tokens, mask = tok.tokenize_messages(CONVERSATIONS[1][0])
     assert len(tokens) == len(mask) == 10
+    assert tokens[:9] == full[:9] and mask[:9] == full_mask[:9]
+    assert tokens[9] == tok.eos_id and mask[9] is True
 
 
 def test_prompt_template_applied(qwen_files):

@@ -33,10 +33,11 @@ FAMILIES = {
 }
 
 
-def tiny_hf_model(family: str, seed: int = 0):
-    """(HF model in eval mode with random weights, its config dict, model_type)."""
+def tiny_hf_model(family: str, seed: int = 0, **config_overrides):
+    """(HF model in eval mode with random weights, its config dict, model_type); ``config_overrides``
+    change the config (e.g. a ``vocab_size`` that fits a test tokenizer)."""
     cfg_cls, model_cls, model_type, extra = FAMILIES[family]
-    config = getattr(transformers, cfg_cls)(**{**_COMMON, **extra}, attn_implementation="eager")
+    config = getattr(transformers, cfg_cls)(**{**_COMMON, **extra, **config_overrides}, attn_implementation="eager")
     torch.manual_seed(seed)
     model = getattr(transformers, model_cls)(config).eval()
     gen = torch.Generator().manual_seed(seed)

@@ -200,7 +200,7 @@ def test_tensorboard_wandb_offline_and_profiler(ckpt, tmp_path, monkeypatch):
     assert list((out / "tb").rglob("events.out.tfevents.*"))  # in run_<rank>_<time>/ (organize_logs)
     run_dirs = list((out / "wandb").rglob("offline-run-*"))
     assert run_dirs and any(p.name.endswith(".wandb") for p in run_dirs[0].iterdir())
-    assert list((out / "prof").glob("*.pt.trace.json*"))
+    assert list((out / "prof").rglob("*.pt.trace.json*"))
 
 
 def test_sharded_checkpoint_streams_in_and_a_missing_shard_is_named(tmp_path, monkeypatch):

@@ -65,6 +65,7 @@ class _Checkpointer:
         keep_last_n_checkpoints: int | None = None,
         max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
         sharded_state: bool = True,
+        should_load_recipe_state: bool = False,
     ) -> None:
         self.checkpoint_dir = check_dir(checkpoint_dir)
         self.model_type = normalize_model_type(model_type)
@@ -85,7 +86,8 @@ class _Checkpointer:
         self.checkpoint_files = resolve_files(self.checkpoint_dir, checkpoint_files, self.FORMAT)
         self.adapter_checkpoint = self._optional_path(adapter_checkpoint, "adapter_checkpoint")
         self.recipe_checkpoint = self._optional_path(recipe_checkpoint, "recipe_checkpoint")
-        self.resume_dir = self._find_resume_dir(resume_from_checkpoint)
+        # torchtune 0.6.1's name for resuming; either one asks for it.
+        self.resume_dir = self._find_resume_dir(resume_from_checkpoint or bool(should_load_recipe_state))
         self.resume_from_checkpoint = self.resume_dir is not None
         if self.resume_dir is not None:
             saved_format = (read_marker(self.resume_dir) or {}).get("format", self.FORMAT)
@@ -462,6 +464,13 @@ class HFCheckpointer(_Checkpointer):
     def _write_adapter(self, adapter: StateDict, adapter_config: dict[str, Any] | None, folder: Path) -> None:
         from tuner.peft.peft_format import save_peft_adapter
 
+        fused = sorted({k.rsplit(".", 2)[0] for k in adapter if _convert().fused_in_hf(k, self.model_type)})
+        if fused:  # e.g. torchtune's Phi-3 configs: LoRA on q_proj and v_proj, which HF fuses into qkv_proj
+            print(f"[tuner] note: {self.model_type}'s HF checkpoints fuse {fused[0].rsplit('.', 1)[-1]} and its siblings, "
+                  f"so a PEFT adapter cannot hold this one; it is saved in tuner's keys as {TUNER_ADAPTER_NAME} "
+                  "(resume and `tune run generate adapter_dir=...` read it; the merged model beside it loads in transformers)",
+                  flush=True)
+            return super()._write_adapter(adapter, adapter_config, folder)
         config = dict(adapter_config or {})
         config.setdefault("base_model_name_or_path", str(self.checkpoint_dir))
         save_peft_adapter(_plain(adapter), folder, self.model_type, self.hf_config, config)

@@ -61,7 +61,7 @@ def cp_cmd(
     make_parents: bool = typer.Option(False, "--make-parents", help="Create missing parent folders."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing file."),
 ) -> None:
-    """Copy a built-in recipe (.py) or config (.yaml) to edit it."""
+    """Copy a built-in recipe (.py, with its fine-tuning method written out) or config (.yaml) to edit it."""
     from tuner.registry import all_configs, available_recipes, configs_dir, get_recipe
 
     recipe = get_recipe(source)
@@ -86,7 +86,12 @@ def cp_cmd(
         if not make_parents:
             raise UsageError(f"folder {dest.parent} does not exist", "pass --make-parents to create it")
         dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
+    if ext == ".py":
+        from tuner.cli.recipe_copy import copied_recipe
+
+        dest.write_text(copied_recipe(src))  # with its fine-tuning method written out to edit
+    else:
+        shutil.copyfile(src, dest)
     typer.echo(f"Copied {src.name} to {dest}")
 
 

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, TypeVar
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from tuner.config._validate import find_problems
+from tuner.config.torchtune_keys import TORCHTUNE_KEYS, note_torchtune_keys, torchtune_key_refusals
 from tuner.errors import ConfigError, did_you_mean
 
 _REQUIRED = dataclasses.MISSING
@@ -218,16 +219,21 @@ def _is_component_tree(value: Any) -> bool:
     return False
 
 
-def find_setting_problems(cfg: Any, classes: Iterable[type], notes: Mapping[str, str] | None = None) -> list[str]:
+def find_setting_problems(cfg: Any, classes: Iterable[type]) -> list[str]:
     """Problems with the top-level keys and declared scalars of ``cfg`` against ``classes``, each one
-    line naming the dotted key. ``notes``: keys accepted though no class declares them (torchtune's)."""
+    line naming the dotted key. A torchtune key the classes do not declare is accepted with a note
+    (`tuner.config.torchtune_keys`), unless its value asks for what tuner cannot do."""
     classes = list(classes)
     plain = _plain(cfg)
     problems: list[str] = []
-    known = settings_keys(*classes) | set(notes or {})
-    for key in plain:
-        if key not in known:
-            problems.append(f"unknown config key {key!r}{did_you_mean(key, sorted(known))}")
+    known = settings_keys(*classes)
+    unknown = [key for key in plain if key not in known]
+    for key, refusal in torchtune_key_refusals(plain, unknown).items():
+        if refusal is not None:
+            problems.append(refusal)
+    for key in unknown:
+        if key not in TORCHTUNE_KEYS:
+            problems.append(f"unknown config key {key!r}{did_you_mean(key, sorted(known | set(TORCHTUNE_KEYS)))}")
     for cls in classes:
         own: list[str] = []
         values = _read(cls, cfg, plain, own, "")
@@ -243,14 +249,14 @@ def find_setting_problems(cfg: Any, classes: Iterable[type], notes: Mapping[str,
     return problems
 
 
-def check_config(cfg: Any, classes: Iterable[type] = (), notes: Mapping[str, str] | None = None) -> list[str]:
+def check_config(cfg: Any, classes: Iterable[type] = ()) -> list[str]:
     """Every problem `tune run` would report before building anything: the settings of ``classes``
     (keys, types, ranges) and the components (imports, argument names and types). Empty when sound."""
     try:
         plain = _plain(cfg)
     except Exception as e:  # a bad ${...} interpolation
         return [f"interpolation: {str(e).splitlines()[0]}"]
-    problems = find_setting_problems(plain, classes, notes) if classes else []
+    problems = find_setting_problems(plain, classes) if classes else []
     reported = {_problem_key(p) for p in problems}
     return problems + [p for p in find_problems(plain) if _problem_key(p) not in reported]
 
@@ -269,9 +275,11 @@ def raise_problems(problems: list[str], what: str = "config") -> None:
     raise ConfigError(f"{what} has {len(problems)} problems:\n  " + "\n  ".join(problems), FIX)
 
 
-def read_settings(cfg: Any, *classes: type, notes: Mapping[str, str] | None = None) -> tuple[Any, ...]:
+def read_settings(cfg: Any, *classes: type) -> tuple[Any, ...]:
     """Check ``cfg`` against ``classes`` (see `check_config`) and return one instance of each, filled
-    from it, in the order given; a ConfigError listing every problem otherwise."""
-    raise_problems(check_config(cfg, classes, notes))
+    from it, in the order given; a ConfigError listing every problem otherwise. torchtune keys the
+    classes do not read get their one-line note here."""
+    raise_problems(check_config(cfg, classes))
     plain = _plain(cfg)
+    note_torchtune_keys([key for key in plain if key not in settings_keys(*classes)])
     return tuple(cls(**_read(cls, cfg, plain, [], "")) for cls in classes)

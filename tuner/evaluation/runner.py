@@ -42,7 +42,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         loader = build_eval_dataloader(options.dataset, loaded.tokenizer, options.batch_size, loaded.device)
         result.update(evaluate_loss(loaded.model, loader, options.max_batches, loaded.device))
     if tasks:
-        lm = make_lm_eval_model(loaded.model, loaded.tokenizer, max_gen_toks=options.max_gen_toks)
+        lm = make_lm_eval_model(loaded.model, loaded.tokenizer, max_gen_toks=options.max_gen_toks,
+                                max_seq_len=options.max_seq_length)
         limit = options.limit
         if limit is not None:  # a count (the harness wants an int) or a fraction of each task
             limit = int(limit) if limit >= 1 and float(limit).is_integer() else float(limit)

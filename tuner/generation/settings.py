@@ -64,5 +64,6 @@ class EvalSettings:
     num_fewshot: int | None = setting(None, int, min=0)
     limit: float | None = setting(None, float, min=0, min_exclusive=True)
     max_gen_toks: int = setting(256, int, min=1)
+    max_seq_length: int | None = setting(None, int, min=1, doc="torchtune's key: the longest context lm-eval may give")
     include_path: str | None = setting(None, str)
     output_file: str | None = setting(None, str)

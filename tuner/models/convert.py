@@ -175,6 +175,15 @@ def _refuse_phi3_fused(tuner_module: str, name: str) -> None:
         )
 
 
+def fused_in_hf(tuner_key: str, model_type: str) -> bool:
+    """Whether the module of ``tuner_key`` has no HF module of its own (Phi-3 fuses q/k/v into
+    ``qkv_proj`` and w1/w3 into ``gate_up_proj``), so an adapter on it has no PEFT form."""
+    if normalize_model_type(model_type) != "PHI3_MINI":
+        return False
+    parts = clean_tuner_key(tuner_key).split(".")
+    return any(".".join(parts[i:i + 2]) in _PHI3_FUSED for i in range(len(parts) - 1))
+
+
 def _tied(mt: str, hf_config: Mapping[str, Any] | None) -> bool:
     default = mt == "GEMMA2"
     return bool((hf_config or {}).get("tie_word_embeddings", default))

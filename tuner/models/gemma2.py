@@ -69,3 +69,4 @@ qlora_gemma2_27b = make_lora_builder(gemma2_27b, quantize_base=True)
 
 
 from tuner.data.tokenizers import gemma2_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.gemma2.gemma2_tokenizer)
+gemma_tokenizer = gemma2_tokenizer  # torchtune's Gemma 2 configs name tuner.models.gemma.gemma_tokenizer, also exported here

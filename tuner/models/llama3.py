@@ -55,3 +55,25 @@ from tuner.data.tokenizers import llama3 as _tokenizer  # noqa: E402
 # torchtune's module path tuner.models.llama3._tokenizer (CL100K_PATTERN, ...): this module is a
 # file, not a package, so the tokenizer module is registered under that name.
 _sys.modules[__name__ + "._tokenizer"] = _tokenizer
+
+
+def base_llama_tp_plan() -> dict:
+    """torchtune's tensor-parallel plan for Llama 3 / 3.1 / 3.2 / 3.3 (module pattern -> ``ParallelStyle``).
+
+    tuner shards with FSDP2 only and never applies it: configs that name it (``tensor_parallel_plan``)
+    run with ``tensor_parallel_dim: 1``; a larger ``tensor_parallel_dim`` is refused (see
+    `tuner.config.torchtune_keys`)."""
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+    return {
+        "tok_embeddings": RowwiseParallel(input_layouts=Replicate()),
+        "output": ColwiseParallel(output_layouts=Replicate()),
+        "layers.*.attn.q_proj": ColwiseParallel(),
+        "layers.*.attn.k_proj": ColwiseParallel(),
+        "layers.*.attn.v_proj": ColwiseParallel(),
+        "layers.*.attn.output_proj": RowwiseParallel(),
+        "layers.*.mlp.w1": ColwiseParallel(),
+        "layers.*.mlp.w2": RowwiseParallel(),
+        "layers.*.mlp.w3": ColwiseParallel(),
+    }

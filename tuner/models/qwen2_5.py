@@ -1,6 +1,8 @@
 """Qwen2.5 (0.5B ... 72B): Llama-like with q/k/v biases, rope theta 1e6; tied embeddings up to 3B."""
 from __future__ import annotations
 
+from typing import Callable
+
 from tuner.models._builder import make_lora_builder, transformer_decoder
 from tuner.models.transformer import TransformerDecoder
 
@@ -33,9 +35,9 @@ qwen2 = qwen2_5  # torchtune's name of the component builder
 
 
 def _qwen(vocab: int, layers: int, heads: int, kv: int, dim: int, inter: int, tied: bool,
-          eps: float) -> TransformerDecoder:
+          eps: float, max_seq_len: int = 32_768) -> TransformerDecoder:
     return qwen2_5(vocab_size=vocab, num_layers=layers, num_heads=heads, num_kv_heads=kv, embed_dim=dim,
-                   intermediate_dim=inter, max_seq_len=32_768, norm_eps=eps, tie_word_embeddings=tied)
+                   intermediate_dim=inter, max_seq_len=max_seq_len, norm_eps=eps, tie_word_embeddings=tied)
 
 
 def qwen2_5_0_5b() -> TransformerDecoder:
@@ -73,6 +75,30 @@ def qwen2_5_72b() -> TransformerDecoder:
     return _qwen(152_064, 80, 64, 8, 8192, 29568, False, 1e-5)
 
 
+def _checkpoint(name: str, title: str, *dims: object) -> Callable[[], TransformerDecoder]:
+    def build() -> TransformerDecoder:
+        return _qwen(*dims)  # type: ignore[arg-type]
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"{title}."
+    return build
+
+
+# torchtune's per-checkpoint names. A size's base and instruct checkpoints have the same weight
+# shapes; as in their HF config.json files, the base ones have a 131,072-token context and, from 14B
+# on, RMSNorm eps 1e-5, the instruct ones 32,768 tokens and eps 1e-6.
+qwen2_5_1_5b_base = _checkpoint("qwen2_5_1_5b_base", "Qwen2.5-1.5B", 151_936, 28, 12, 2, 1536, 8960, True, 1e-6, 131_072)
+qwen2_5_1_5b_instruct = _checkpoint("qwen2_5_1_5b_instruct", "Qwen2.5-1.5B-Instruct", 151_936, 28, 12, 2, 1536, 8960, True, 1e-6)
+qwen2_5_7b_base = _checkpoint("qwen2_5_7b_base", "Qwen2.5-7B", 152_064, 28, 28, 4, 3584, 18944, False, 1e-6, 131_072)
+qwen2_5_7b_instruct = _checkpoint("qwen2_5_7b_instruct", "Qwen2.5-7B-Instruct", 152_064, 28, 28, 4, 3584, 18944, False, 1e-6)
+qwen2_5_14b_base = _checkpoint("qwen2_5_14b_base", "Qwen2.5-14B", 152_064, 48, 40, 8, 5120, 13824, False, 1e-5, 131_072)
+qwen2_5_14b_instruct = _checkpoint("qwen2_5_14b_instruct", "Qwen2.5-14B-Instruct", 152_064, 48, 40, 8, 5120, 13824, False, 1e-6)
+qwen2_5_32b_base = _checkpoint("qwen2_5_32b_base", "Qwen2.5-32B", 152_064, 64, 40, 8, 5120, 27648, False, 1e-5, 131_072)
+qwen2_5_32b_instruct = _checkpoint("qwen2_5_32b_instruct", "Qwen2.5-32B-Instruct", 152_064, 64, 40, 8, 5120, 27648, False, 1e-6)
+qwen2_5_72b_base = _checkpoint("qwen2_5_72b_base", "Qwen2.5-72B", 152_064, 80, 64, 8, 8192, 29568, False, 1e-5, 131_072)
+qwen2_5_72b_instruct = _checkpoint("qwen2_5_72b_instruct", "Qwen2.5-72B-Instruct", 152_064, 80, 64, 8, 8192, 29568, False, 1e-6)
+
+
 lora_qwen2_5 = make_lora_builder(qwen2_5)
 qlora_qwen2_5 = make_lora_builder(qwen2_5, quantize_base=True)
 lora_qwen2 = lora_qwen2_5
@@ -91,6 +117,12 @@ lora_qwen2_5_32b = make_lora_builder(qwen2_5_32b)
 qlora_qwen2_5_32b = make_lora_builder(qwen2_5_32b, quantize_base=True)
 lora_qwen2_5_72b = make_lora_builder(qwen2_5_72b)
 qlora_qwen2_5_72b = make_lora_builder(qwen2_5_72b, quantize_base=True)
+for _size in ("1_5b", "7b", "14b", "32b", "72b"):
+    for _kind in ("base", "instruct"):
+        _base = globals()[f"qwen2_5_{_size}_{_kind}"]
+        globals()[f"lora_{_base.__name__}"] = make_lora_builder(_base)
+        globals()[f"qlora_{_base.__name__}"] = make_lora_builder(_base, quantize_base=True)
+del _size, _kind, _base
 
 
 from tuner.data.tokenizers import qwen2_5_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.qwen2_5.qwen2_5_tokenizer)

@@ -14,7 +14,7 @@ the 8B QLoRA shape, the 0.98 GiB of bf16 logits were the run's peak).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -156,3 +156,93 @@ class ChunkedCrossEntropyLoss(nn.Module):
 def count_loss_tokens(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Number of positions that contribute to the loss (after the shift)."""
     return (labels[:, 1:] != ignore_index).sum()
+
+
+class LogitsLoss(nn.Module):
+    """Any ``loss(logits, labels)`` module (``torch.nn.CrossEntropyLoss``, torchtune's chunked
+    losses, your own) behind the trainer's call ``(hidden, labels, project, frozen_weight)``.
+
+    The logits are made whole (``project(hidden)``, in float32 as torchtune's decoder returns them)
+    and handed over as torchtune's recipes hand them: a list of ``num_output_chunks`` chunks along
+    the sequence with labels ``[b, s]`` when the loss has a ``num_output_chunks`` attribute
+    (torchtune's ``CEWithChunkedOutputLoss`` convention), else flattened to ``[b*s, vocab]`` and
+    ``[b*s]``; the labels are shifted to the next token, padded with the loss's ``ignore_index``.
+    A loss built with ``reduction="sum"`` is returned as it is; any other result is taken as the
+    mean over the labels that are not ``ignore_index`` (torchtune's contract) and multiplied back
+    into a sum. This path keeps the ``[b, s, vocab]`` logits; `ChunkedCrossEntropyLoss` does not.
+    """
+
+    def __init__(self, loss: nn.Module, component: str, sums: bool) -> None:
+        super().__init__()
+        self.loss = loss
+        self.component = component
+        self.sums = sums
+        self.ignore_index = int(getattr(loss, "ignore_index", IGNORE_INDEX))
+        self._checked = False
+
+    def forward(self, hidden: torch.Tensor, labels: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor],
+                frozen_weight: torch.Tensor | None = None) -> torch.Tensor:
+        from tuner.errors import ConfigError
+
+        targets = shift_labels(labels, self.ignore_index)
+        logits = project(hidden).float()
+        chunks = getattr(self.loss, "num_output_chunks", None)
+        if chunks is not None:
+            args = (list(logits.chunk(int(chunks), dim=1)), targets)
+        else:
+            args = (logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        try:
+            value = self.loss(*args)
+        except (TypeError, ValueError, RuntimeError) as e:
+            if self._checked or isinstance(e, torch.OutOfMemoryError):
+                raise
+            raise ConfigError(f"loss._component_ {self.component} failed on (logits, labels): {str(e).splitlines()[0]}",
+                              fix="use a loss called as loss(logits, labels), e.g. torch.nn.CrossEntropyLoss or "
+                                  "tuner.training.loss.ChunkedCrossEntropyLoss") from None
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ConfigError(f"loss._component_ {self.component} returned {shape}, not one number",
+                              fix="set its reduction to 'mean' or 'sum' (tuner sums over tokens itself)")
+        self._checked = True
+        value = value.reshape(())
+        return value if self.sums else value * (targets != self.ignore_index).sum()
+
+
+def build_loss(node: Any) -> nn.Module:
+    """The trainer's loss from the config's ``loss`` node (None: `ChunkedCrossEntropyLoss`), called
+    as ``loss(hidden, labels, project, frozen_weight)`` and returning the sum over tokens.
+
+    `ChunkedCrossEntropyLoss` and its subclasses keep their memory-lean path; any other loss is
+    wrapped in `LogitsLoss`, built with ``reduction="sum"`` when it takes a ``reduction``
+    argument. A loss that cannot be called with ``(logits, labels)`` is a ConfigError naming it.
+    """
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from tuner.config import instantiate, resolve_component
+    from tuner.errors import ConfigError
+
+    if node is None:
+        return ChunkedCrossEntropyLoss(reduction="sum")
+    component = str(OmegaConf.select(node, "_component_", default="")) if OmegaConf.is_config(node) else str(node.get("_component_", ""))
+    cls = resolve_component(component, "loss")
+    if isinstance(cls, type) and issubclass(cls, ChunkedCrossEntropyLoss):
+        return instantiate(node, reduction="sum")
+    try:
+        takes_reduction = "reduction" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        takes_reduction = False
+    loss = instantiate(node, reduction="sum") if takes_reduction else instantiate(node)
+    forward = getattr(loss, "forward", loss)
+    try:
+        required = [p for p in inspect.signature(forward).parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        required = []
+    if len(required) > 2 or not callable(loss):
+        raise ConfigError(f"loss._component_ {component} cannot be called as loss(logits, labels)"
+                          + (f": it needs {', '.join(p.name for p in required)}" if required else ""),
+                          fix="use a loss of (logits, labels), e.g. torch.nn.CrossEntropyLoss or "
+                              "tuner.training.loss.ChunkedCrossEntropyLoss")
+    return LogitsLoss(loss, component, sums=takes_reduction)

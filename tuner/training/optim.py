@@ -21,8 +21,6 @@ def build_optimizer(cfg_optimizer: Any, params: Iterable, device: torch.device) 
     extra: dict[str, Any] = {}
     if device.type == "cuda" and fn in (torch.optim.AdamW, torch.optim.Adam) and "fused" not in cfg_optimizer:
         extra["fused"] = True
-    if component.startswith("bitsandbytes") and device.type != "cuda" and "paged" in component.lower():
-        raise ConfigError(f"optimizer: {component} needs a CUDA GPU", "use torch.optim.AdamW on CPU")
     return instantiate(cfg_optimizer, params, **extra)
 
 
@@ -37,7 +35,7 @@ class OptimizerInBackward:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizers = {p: build_optimizer(cfg_optimizer, [p], device) for p in self.params}
         # The proxy only carries the lr (never steps), so it is a plain CPU optimizer: one of the
-        # configured kind could refuse the CPU (bitsandbytes' paged optimizers do).
+        # configured kind could refuse the CPU (older bitsandbytes' paged optimizers did).
         lr = next(iter(self.optimizers.values())).param_groups[0]["lr"] if self.optimizers else cfg_optimizer.get("lr", 1e-3)
         self.lr_proxy = torch.optim.SGD([torch.zeros((), requires_grad=True)], lr=float(lr))
         for p in self.params:

@@ -34,8 +34,9 @@ from tuner.errors import ConfigError, TrainingError
 from tuner.training import memory
 from tuner.training.build import StreamingLoad, build_on_meta, random_init
 from tuner.training.data_order import ResumableSampler
-from tuner.training.loss import IGNORE_INDEX, ChunkedCrossEntropyLoss
+from tuner.training.loss import IGNORE_INDEX, build_loss
 from tuner.training.metric_logging import MetricLogger, StdoutLogger
+from tuner.training.profiler import setup_torch_profiler
 from tuner.training.next_steps import next_steps
 from tuner.training.optim import OptimizerInBackward, build_optimizer
 from tuner.training.placement import SingleDevice
@@ -45,7 +46,9 @@ from tuner.training.settings import FullSettings, TrainingSettings
 
 
 class FinetuneMethod:
-    """What differs between full fine-tuning and LoRA; recipes subclass it."""
+    """What differs between full fine-tuning and LoRA; recipes subclass it. Its methods are the
+    hooks the loop calls; `tune cp <recipe> my_recipe.py` writes a recipe's subclass out with every
+    hook's source, to edit (tuner/cli/recipe_copy.py)."""
 
     name = "full"
     #: The method's own top-level config keys (a settings dataclass; see tuner.training.settings).
@@ -71,6 +74,20 @@ class FinetuneMethod:
         """The weights part of a checkpoint: ``{"model": full state dict}``."""
         return {"model": trainer.placement.full_state_dict(model)}
 
+    def loss_step(self, trainer: "Trainer", batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """One micro-batch's summed loss and its number of loss tokens (the loop divides the sum of
+        a step's losses by the step's token count, across ranks, and calls backward)."""
+        batch = {k: (v.to(trainer.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        mask = batch.get("mask")
+        if mask is not None and hasattr(mask, "to") and not isinstance(mask, torch.Tensor):
+            mask = mask.to(trainer.device)  # a FlexAttention BlockMask
+        labels = batch["labels"]
+        n_tokens = (labels[:, 1:] != IGNORE_INDEX).sum()
+        autocast = torch.autocast(trainer.device.type, dtype=torch.float16) if trainer.grad_scaler is not None else nullcontext()
+        with autocast, memory.activation_offloading(trainer.settings.enable_activation_offloading):
+            loss_sum = trainer.model(batch["tokens"], labels, mask=mask, input_pos=batch.get("input_pos"))
+        return loss_sum, n_tokens
+
 
 class CausalLMWithLoss(nn.Module):
     """Decoder + loss in one forward, so sharding wrappers see the output projection used."""
@@ -82,14 +99,7 @@ class CausalLMWithLoss(nn.Module):
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor, mask: Any = None, input_pos: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.decoder.hidden(tokens, mask=mask, input_pos=input_pos)
-        if isinstance(self.loss_fn, ChunkedCrossEntropyLoss):
-            return self.loss_fn(hidden, labels, self.decoder.project, frozen_weight=self.decoder.frozen_output_weight())
-        return self.loss_fn(hidden, labels, self.decoder.project)
-
-
-def _cfg_get(cfg: DictConfig, key: str, default: Any = None) -> Any:
-    value = OmegaConf.select(cfg, key, default=default)
-    return default if value is None else value
+        return self.loss_fn(hidden, labels, self.decoder.project, frozen_weight=self.decoder.frozen_output_weight())
 
 
 class Trainer:
@@ -254,7 +264,7 @@ class Trainer:
             memory.compile_layers(model)
         self.decoder = model
         # The loop normalises by the token count of the whole accumulation window, so it needs sums.
-        loss_fn = instantiate(cfg.loss, reduction="sum") if self.settings.loss is not None else ChunkedCrossEntropyLoss(reduction="sum")
+        loss_fn = build_loss(self.settings.loss)
         self.loss_fn = loss_fn
         wrapped = CausalLMWithLoss(model, loss_fn)
         return self.placement.shard(wrapped, cfg)
@@ -415,16 +425,7 @@ class Trainer:
 
     # -------------------------------------------------------------- train
     def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        mask = batch.get("mask")
-        if mask is not None and hasattr(mask, "to") and not isinstance(mask, torch.Tensor):
-            mask = mask.to(self.device)
-        labels = batch["labels"]
-        n_tokens = (labels[:, 1:] != IGNORE_INDEX).sum()
-        autocast = torch.autocast(self.device.type, dtype=torch.float16) if self.grad_scaler is not None else nullcontext()
-        with autocast, memory.activation_offloading(self.settings.enable_activation_offloading):
-            loss_sum = self.model(batch["tokens"], labels, mask=mask, input_pos=batch.get("input_pos"))
-        return loss_sum, n_tokens
+        return self.method.loss_step(self, batch)
 
     def train(self) -> None:
         self.model.train()
@@ -603,22 +604,15 @@ class Trainer:
         return tqdm(total=self.total_steps, initial=self.global_step, desc="train", dynamic_ncols=True, leave=True)
 
     def _profiler(self):
-        node = _cfg_get(self.cfg, "profiler")
-        if node is None or not _cfg_get(node, "enabled", False):
+        """The ``profiler`` node (torchtune's keys, `tuner.training.profiler`), started; None when off."""
+        node = self.settings.profiler
+        if node is None or not node.get("enabled", False):
             return None
-        from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
-
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
-        out = _cfg_get(node, "output_dir", f"{self.cfg.output_dir}/profiler")
-        prof = profile(
-            activities=activities,
-            schedule=schedule(wait=int(_cfg_get(node, "wait_steps", 1)), warmup=int(_cfg_get(node, "warmup_steps", 1)),
-                              active=int(_cfg_get(node, "active_steps", 2)), repeat=1),
-            on_trace_ready=tensorboard_trace_handler(out),
-            profile_memory=bool(_cfg_get(node, "profile_memory", False)),
-            with_stack=bool(_cfg_get(node, "with_stack", False)),
-            record_shapes=bool(_cfg_get(node, "record_shapes", True)),
-        )
+        settings = to_container(node)
+        settings.setdefault("output_dir", f"{self.cfg.output_dir}/profiling_outputs")
+        component = settings.pop("_component_", None)
+        built = instantiate({"_component_": component, **settings}) if component else setup_torch_profiler(**settings)
+        prof = built[0] if isinstance(built, tuple) else built
         prof.start()
         return prof
 
@@ -667,9 +661,10 @@ class Trainer:
         was_training = self.decoder.training
         self.decoder.eval()
         for prompt in node.prompts:
-            messages = ([{"role": "system", "content": node.system}] if _cfg_get(node, "system") else []) + [{"role": "user", "content": prompt}]
+            system = node.get("system")
+            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
             tokens, _ = self.tokenizer.tokenize_messages(messages, add_generation_prompt=True)
-            out = generate(self.decoder, tokens, int(_cfg_get(node, "max_new_tokens", 64)), stop_tokens=self.tokenizer.stop_tokens)
+            out = generate(self.decoder, tokens, int(node.get("max_new_tokens") or 64), stop_tokens=self.tokenizer.stop_tokens)
             answers.append(self.tokenizer.decode(out[len(tokens):].tolist()).strip())
             print(f"[{label}] {prompt}\n  -> {answers[-1]}", flush=True)
         self.decoder.train(was_training)

@@ -1,6 +1,7 @@
 """Phi-3-mini tokenizer: tokenizer.json (Llama-style SentencePiece BPE plus chat tokens)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional, Sequence
 
 from tuner.data.messages import Message
@@ -36,8 +37,13 @@ def phi3_mini_tokenizer(
     """Phi-3-mini tokenizer from tokenizer.json or its folder.
 
     BOS ``<s>`` (only for ``encode``; the chat template adds none), EOS ``<|endoftext|>``, pad
-    ``<|endoftext|>``; generation also stops at ``<|end|>``.
+    ``<|endoftext|>``; generation also stops at ``<|end|>``. Given the folder's ``tokenizer.model``
+    (as torchtune's configs do), whose SentencePiece vocabulary lacks the chat tokens, the
+    ``tokenizer.json`` beside it is read: the same vocabulary with those tokens added.
     """
+    beside = Path(path).with_name("tokenizer.json")
+    if Path(path).suffix == ".model" and beside.is_file():
+        path = str(beside)
     backend = load_backend(path)
     names = ["<s>", "<|endoftext|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
     ids = iter_required(backend, names, "Phi-3")
