@@ -142,24 +142,29 @@ def recipe_settings(recipe_path: str | Path) -> tuple[type, ...]:
     return tuple(getattr(module, "SETTINGS", ()))
 
 
+_RECIPE_FILE = re.compile(r"\b([a-z0-9_]+)\.py\b")
 _RUN_LINE = re.compile(r"tune\s+run\s+(?:--\S+\s+\S+\s+)*([A-Za-z0-9_./-]+)\s+--config")
 
 
 def infer_recipe(config_path: str | Path, cfg: Mapping[str, Any]) -> Recipe | None:
     """The built-in recipe a config is for: by its built-in name, by the ``tune run <recipe> --config``
-    line in its comments (built-in and torchtune configs have one, and `tune cp` keeps it), or else by
-    its keys. None when nothing tells."""
+    line in its comments (built-in and torchtune configs have one, and `tune cp` keeps it), by a
+    ``<recipe>.py`` its comments name, or else by its keys. None when nothing tells."""
     path = Path(config_path).resolve()
     root = configs_dir().resolve()
     if path.is_relative_to(root):
         found = recipe_for_config(str(path.relative_to(root).with_suffix("")))
         if found is not None:
             return found
-    for line in path.read_text(errors="replace").splitlines():
-        if line.lstrip().startswith("#"):
-            match = _RUN_LINE.search(line)
-            if match and get_recipe(match.group(1)) is not None:
-                return get_recipe(match.group(1))
+    comments = [line for line in path.read_text(errors="replace").splitlines() if line.lstrip().startswith("#")]
+    for line in comments:
+        match = _RUN_LINE.search(line)
+        if match and get_recipe(match.group(1)) is not None:
+            return get_recipe(match.group(1))
+    for line in comments:  # torchtune's headers: "# Config for ... in full_finetune_distributed.py"
+        for name in _RECIPE_FILE.findall(line):
+            if get_recipe(name) is not None:
+                return get_recipe(name)
     return _recipe_by_keys(cfg)
 
 

@@ -166,7 +166,7 @@ def test_download_offline_fails_clearly(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, _, err = run_tune(capsys, "download", "meta-llama/Llama-3.2-1B", "--output-dir", str(tmp_path / "m"))
     assert code == 1
-    assert "not reachable" in err and "Traceback" not in err
+    assert "the Hugging Face Hub cannot be reached" in err and "Traceback" not in err
 
 
 def test_registry_recipe_files_exist_for_listed_recipes():

@@ -16,7 +16,7 @@ from tuner.registry import get_recipe
 from tuner.training.trainer import FinetuneMethod
 
 LORA = {"lora_attn_modules": ["q_proj", "v_proj"], "apply_lora_to_mlp": False, "lora_rank": 4, "lora_alpha": 8}
-HOOKS = [n for n, v in vars(FinetuneMethod).items() if callable(v) and not n.startswith("_")]
+HOOKS = [n for n, v in vars(FinetuneMethod).items() if callable(v) and not isinstance(v, type) and not n.startswith("_")]
 
 
 @pytest.mark.parametrize("recipe", ["full_finetune_single_device", "full_finetune_distributed",
@@ -27,6 +27,8 @@ def test_the_copy_holds_every_hook_and_not_the_loop(recipe):
     method = "LoRAFinetune" if recipe.startswith("lora") else "FullFinetune"
     assert f"class {method}(FinetuneMethod):" in text and f"import {method}" not in text
     assert all(f"    def {hook}(self" in text for hook in HOOKS), HOOKS
+    settings = "LoRASettings" if recipe.startswith("lora") else "FullSettings"
+    assert f"    settings = {settings}" in text  # the method's own config keys travel with it
     assert "def train(" not in text and "from tuner.training.trainer import" in text
 
 

@@ -88,6 +88,11 @@ def method_source(cls: type) -> str:
     attrs = {n: v for klass in reversed(cls.__mro__) for n, v in vars(klass).items()
              if not n.startswith("_") and isinstance(v, (str, int, float, bool))}
     body += [f"    {n} = {json.dumps(v)}" for n, v in attrs.items()]
+    classes = {n: v for klass in reversed(cls.__mro__) for n, v in vars(klass).items()
+               if not n.startswith("_") and isinstance(v, type)}  # e.g. settings = LoRASettings (the method's keys)
+    for n, v in classes.items():
+        body.append(f"    {n} = {v.__name__}")
+        imports.add((v.__module__, v.__name__))
     for name in _hooks(cls):
         fn = getattr(cls, name)
         body.append(textwrap.indent(textwrap.dedent(inspect.getsource(fn)), "    ").rstrip())
@@ -112,7 +117,8 @@ def copied_recipe(recipe_path: Path) -> str:
     at = doc_end.end() if doc_end else 0
     if "from __future__ import annotations" not in text:
         text = text[:at] + "from __future__ import annotations\n\n" + text[at:]
-    anchor = text.find("\n\n@config.parse")
+    anchor = text.find("\n\nMETHOD = ")  # the recipe's instance of its method, which needs the class
+    anchor = anchor if anchor >= 0 else text.find("\n\n@config.parse")
     if anchor < 0:
         return text.rstrip("\n") + "\n\n\n" + block
     return text[:anchor].rstrip("\n") + "\n\n\n" + block.rstrip("\n") + "\n\n\n" + text[anchor:].lstrip("\n")
