@@ -228,11 +228,12 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         f"dataset={{_component_: tuner.bench.synthetic_dataset, seq_len: {seq_len}, num_samples: {batch * (steps + 1)}, vocab_size: {vocab}}}",
         f"batch_size={batch}", "gradient_accumulation_steps=1", "epochs=1", f"max_steps_per_epoch={steps}",
         "shuffle=False", "log_every_n_steps=1", "progress_bar=False", "save_every_n_steps=null",
-        "save_adapter_weights_only=True",  # nothing is written; skip building a merged copy
         f"metric_logger={{_component_: tuner.training.metric_logging.DiskLogger, log_dir: {out}, filename: log.jsonl}}",
         f"device={device}", "dtype=bf16", "seed=0",
         *extra, *overrides,
     ])
+    if "lora" in workload:
+        cfg.save_adapter_weights_only = True  # nothing is written; skip building a merged copy
     cfg.dataset.vocab_size = int(cfg.model.get("vocab_size", vocab))  # a shape override may shrink the vocabulary
     if packed:  # documents of 1/8 to all of seq_len tokens, packed with document masks
         cfg.dataset.packed, cfg.dataset.min_len = True, max(1, seq_len // 8)

@@ -118,14 +118,14 @@ class Variant:
     top_keys: str = ""     # YAML lines at the top level
     rank: int | None = None  # instead of the config's LoRA rank
     lr_factor: float = 1.0
-    alpha_factor: float = 1.0  # times the config's lora_alpha (rsLoRA: the same scaling at rank 64 as LoRA's)
+    rs_alpha: bool = False  # lora_alpha / sqrt(rank): rsLoRA's alpha/sqrt(rank) scaling starts where LoRA's alpha/rank is
 
 
 VARIANTS: dict[str, Variant] = {
     "lora": Variant("LoRA"),
     "qlora": Variant("QLoRA"),
     "dora": Variant("DoRA", "  use_dora: True\n"),
-    "rslora": Variant("rsLoRA", "  use_rslora: True  # scaling alpha/sqrt(rank) instead of alpha/rank\n", alpha_factor=0.125),
+    "rslora": Variant("rsLoRA", "  use_rslora: True  # scaling alpha/sqrt(rank) instead of alpha/rank\n", rs_alpha=True),
     "lora_plus": Variant("LoRA+", top_keys="lora_plus_ratio: 16  # LoRA+: B's learning rate is 16x A's\n"),
     "lora_fa": Variant("LoRA-FA", "  lora_fa: True  # A stays frozen at its random init; only B trains\n", lr_factor=2.0),
     "pissa": Variant("PiSSA", "  init_lora_weights: pissa  # A, B from the base's top singular vectors; base keeps the rest\n",
@@ -149,6 +149,10 @@ def _variant(method: str) -> tuple[str, Variant]:
     return name, VARIANTS[name]
 
 
+def _alpha(variant: Variant, rank: int, alpha: float) -> str:
+    return _num(round(alpha / rank**0.5, 2)) if variant.rs_alpha else _num(alpha)
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
@@ -163,7 +167,8 @@ def _model_block(m: Model, method: str) -> str:
     prefix = "qlora_" if method.startswith("qlora") else "lora_"
     rank, alpha = (8, 16) if method.startswith("qlora") else (64, 128) if m.size in ("1B", "135M", "360M", "0.5B") else (8, 16)
     variant = _variant(method)[1] if not method in ("lora", "qlora") else VARIANTS[method]
-    rank, alpha = variant.rank or rank, _num(alpha * variant.alpha_factor)
+    rank = variant.rank or rank
+    alpha = _alpha(variant, rank, alpha)
     mlp = "True"
     lines = [
         "model:",
@@ -313,7 +318,7 @@ model:
   lora_attn_modules: ['q_proj', 'v_proj']
   apply_lora_to_mlp: False
   lora_rank: {rank}
-  lora_alpha: {_num(16 * v.alpha_factor)}
+  lora_alpha: {_alpha(v, rank, 16)}
   lora_dropout: 0.0
 {v.model_keys}
 tokenizer:

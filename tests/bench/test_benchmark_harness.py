@@ -29,13 +29,19 @@ def test_packed_workload_trains_on_packed_documents(bench):
 
 
 def test_synthetic_packing_keeps_documents_apart():
+    """Packs of several documents; each document's positions start at 0 (padding continues the last)."""
     from tuner.bench import NullTokenizer, synthetic_dataset
 
     packs = synthetic_dataset(NullTokenizer(), seq_len=64, num_samples=20, vocab_size=100, packed=True, min_len=8)
-    sample = packs[0]
-    positions = sample.get("input_pos", None)
-    assert len(sample["tokens"]) == 64
-    assert positions is not None and list(positions).count(0) >= 2  # several documents, positions restart
+    several = 0
+    for sample in packs:
+        assert len(sample["tokens"]) == 64
+        lens, pos = sample["seq_lens"].tolist(), sample["input_pos"].tolist()
+        documents = lens if sum(lens) == 64 and pos[-1] < lens[-1] else lens[:-1]  # a last entry may be padding
+        starts = [sum(lens[:i]) for i in range(len(documents))]
+        assert [pos[s] for s in starts] == [0] * len(starts)
+        several += len(documents) >= 2
+    assert several > 0
 
 
 def test_profile_traces_the_steps_after_warmup(tmp_path, bench):

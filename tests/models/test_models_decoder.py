@@ -128,8 +128,9 @@ def test_lora_builders_pass_arguments_to_apply_lora(monkeypatch):
         calls.append((model, kwargs))
         return model
 
-    monkeypatch.setitem(sys.modules, "tuner.peft", types.SimpleNamespace(apply_lora=fake_apply_lora))
-    from tuner.models import llama3_2
+    from tuner.models import _builder, llama3_2
+
+    monkeypatch.setattr(_builder, "apply_lora", fake_apply_lora)
 
     dims = dict(vocab_size=VOCAB, num_layers=1, num_heads=4, num_kv_heads=2, embed_dim=32, max_seq_len=16,
                 intermediate_dim=48)
@@ -146,7 +147,7 @@ def test_lora_builders_pass_arguments_to_apply_lora(monkeypatch):
     with pytest.raises(TypeError, match="multiple values"):
         llama3_2.lora_llama3_2_1b(["q_proj"], True, apply_lora_to_mlp=True)
     sig = inspect.signature(llama3_2.lora_llama3_2)
-    assert {"lora_attn_modules", "lora_rank", "vocab_size", "variant_kwargs"} <= set(sig.parameters)
+    assert {"lora_attn_modules", "lora_rank", "vocab_size", "use_rslora", "use_vera"} <= set(sig.parameters)
     assert llama3_2.qlora_llama3_2_3b.__name__ == "qlora_llama3_2_3b"
 
 

@@ -23,11 +23,6 @@ _EXPORTS = {
     "load_hf_dataset": "tuner.datasets._loading",
     "PackedDataset": "tuner.data.packing",
     "quickstart_dataset": "tuner.datasets._quickstart",
-    "grammar_dataset": "tuner.datasets._named",
-    "samsum_dataset": "tuner.datasets._named",
-    "slimorca_dataset": "tuner.datasets._named",
-    "cnn_dailymail_articles_dataset": "tuner.datasets._named",
-    "wikitext_dataset": "tuner.datasets._named",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
