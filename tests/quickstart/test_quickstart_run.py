@@ -31,7 +31,7 @@ def readme_commands() -> tuple[str, list[str]]:
     """The quickstart's `tune run` (the end of README command 1) and the `tune ...` lines of the
     "After the quickstart" block, comments removed."""
     text = (ROOT / "README.md").read_text()
-    setup = re.search(r"```bash\n(python3 -m venv[^\n]*\[quickstart\][^\n]*)\n", text).group(1)
+    setup = re.search(r"```bash\n\s*(python3 -m venv[^\n]*\[quickstart\][^\n]*)\n", text).group(1)
     quickstart = setup.rsplit("&&", 1)[1].strip()
     block = text.split("### After the quickstart", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
     follow_ups = [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.startswith("tune ")]
@@ -43,8 +43,9 @@ def tune(command: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     args = command.split()
     assert args[0] == "tune", command
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "tuner.cli.main", *args[1:]], capture_output=True, text=True,
-                          input=stdin, env=env, cwd="/tmp")
+    tune_script = Path(sys.executable).parent / "tune"  # the console script pip installed, as a user runs it
+    proc = subprocess.run([str(tune_script), *args[1:]], capture_output=True, text=True, input=stdin, env=env,
+                          cwd=Path.home())
     assert proc.returncode == 0, f"{command} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
