@@ -19,7 +19,7 @@ from the same weights where they are dense, and prints both results and their ra
 ``torch.compile`` on by default: ``--torchtune-compile on|off|both``) in a subprocess on an HF
 checkpoint written from the weights tuner started from (QLoRA: dense random bf16 weights of the
 shape), a synthetic llama3 tiktoken file and synthetic text cut to exactly ``--seq-len`` tokens,
-with the same batch size, steps, warm-up and seed (``tuner/bench/torchtune_side.py``). Its median
+with the same batch size, steps, warm-up and seed (``benchmarks/torchtune_side.py``). Its median
 tokens/s and peak memory (from its own log lines) and the ratios tuner / torchtune are added.
 With ``--packed``, torchtune packs (its ``dataset.packed=True``, packs of ``--seq-len``) documents
 of the lengths tuner's packed data has; its tokens/s, which leaves padding out, is converted to
@@ -116,9 +116,9 @@ def run_hf(workload: str, tuner_result: dict, trainer, initial_state: dict | Non
 
 def kernel_summary(trace_dir: str, top: int = 25) -> dict:
     """GPU time per kernel name and GPU idle time (blamed on CPU ops) over the traced steps,
-    from the profiler's Chrome trace (`tuner.bench.trace`)."""
-    from tuner.bench.trace import idle_gaps
-    from tuner.bench.trace import kernel_summary as summarise
+    from the profiler's Chrome trace (`benchmarks.trace`)."""
+    from benchmarks.trace import idle_gaps
+    from benchmarks.trace import kernel_summary as summarise
 
     import gzip
 
@@ -133,12 +133,12 @@ def kernel_summary(trace_dir: str, top: int = 25) -> dict:
 
 def _memory_peak(path: str) -> dict:
     """Stop recording allocations, keep the snapshot at `path` (for PyTorch's memory viz) and say
-    what was alive at the peak (`tuner.bench.memory_peak`)."""
+    what was alive at the peak (`benchmarks.memory_peak`)."""
     import pickle
 
     import torch
 
-    from tuner.bench.memory_peak import peak_composition
+    from benchmarks.memory_peak import peak_composition
 
     snapshot = torch.cuda.memory._snapshot()
     torch.cuda.memory._record_memory_history(enabled=None)
@@ -166,7 +166,7 @@ def run_torchtune_side(workload: str, result: dict, hf_config: dict, initial_sta
     ratios tuner / torchtune to ``result`` (keys ``torchtune`` and, with ``both``, ``torchtune_eager``).
     ``packed``: ``{"min_len", "seed"}`` of tuner's packed synthetic data; torchtune then packs
     documents of the same lengths itself, and its tokens/s is converted to tuner's count."""
-    from tuner.bench import torchtune_side as tt
+    from benchmarks import torchtune_side as tt
 
     recipe, config = tt.RECIPES[workload]
     seq_len, batch, steps = result["seq_len"], result["batch_size"], result["steps"]
@@ -208,7 +208,7 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         torchtune_timeout: float = 600, torchtune_dir: str | None = None, torchtune_path: str | None = None) -> dict:
     import torch
 
-    from tuner.bench import matmul_tflops, training_flops_per_token
+    from benchmarks import matmul_tflops, training_flops_per_token
     from tuner.config import apply_overrides, load_config
     from tuner.registry import resolve_config
     from tuner.training.full import FullFinetune
@@ -223,9 +223,9 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
     apply_overrides(cfg, [
         f"output_dir={out}",
         "~checkpointer", "~tokenizer", "~dataset", "~metric_logger",
-        "checkpointer={_component_: tuner.bench.RandomInitCheckpointer}",
-        "tokenizer={_component_: tuner.bench.NullTokenizer}",
-        f"dataset={{_component_: tuner.bench.synthetic_dataset, seq_len: {seq_len}, num_samples: {batch * (steps + 1)}, vocab_size: {vocab}}}",
+        "checkpointer={_component_: benchmarks.RandomInitCheckpointer}",
+        "tokenizer={_component_: benchmarks.NullTokenizer}",
+        f"dataset={{_component_: benchmarks.synthetic_dataset, seq_len: {seq_len}, num_samples: {batch * (steps + 1)}, vocab_size: {vocab}}}",
         f"batch_size={batch}", "gradient_accumulation_steps=1", "epochs=1", f"max_steps_per_epoch={steps}",
         "shuffle=False", "log_every_n_steps=1", "progress_bar=False", "save_every_n_steps=null",
         f"metric_logger={{_component_: tuner.training.metric_logging.DiskLogger, log_dir: {out}, filename: log.jsonl}}",
@@ -244,7 +244,7 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
     if compare_hf and packed:
         raise SystemExit("--compare-hf compares unpacked workloads only (the HF baseline has no packing)")
     if compare_torchtune:  # fail before minutes of tuner training if torchtune cannot run
-        from tuner.bench import torchtune_side as tt
+        from benchmarks import torchtune_side as tt
         from tuner.errors import UsageError
 
         order_keys = {"shuffle", "gradient_accumulation_steps", "batch_size", "dataset.packed", "dataset.split_across_pack"}

@@ -10,7 +10,7 @@ to ``tuner.`` (``tune run`` in this process). Both get the same overrides, which
 - the model: ``lora_llama3_2`` with 2 layers, dim 64 (the config's LoRA keys kept), filled from one
   random HF checkpoint written here (weights drawn with std 0.2, so the loss depends on them and on
   the tokens; torchtune's LoRA B starts at zero, so the first loss is the base model's);
-- the tokenizer: a llama3-style tiktoken ranks file of 128,000 entries (tuner.bench.torchtune_side),
+- the tokenizer: a llama3-style tiktoken ranks file of 128,000 entries (benchmarks.torchtune_side),
   ``max_seq_len=128``;
 - the data: the Alpaca seed tasks (../shared/data) through the config's own alpaca dataset builder
   with ``source=json``; the config's shuffle and gradient accumulation (8) kept, ``batch_size=2``,
@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tuner.bench.torchtune_side import find_torchtune, parse_step_lines, write_hf_checkpoint, write_tiktoken_ranks  # noqa: E402
+from benchmarks.torchtune_side import find_torchtune, parse_step_lines, write_hf_checkpoint, write_tiktoken_ranks  # noqa: E402
 
 ALPACA = ROOT.parent / "shared" / "data" / "alpaca_seed_tasks.json"
 CONFIG = "llama3_2/1B_lora_single_device"

@@ -30,7 +30,7 @@ def test_packed_workload_trains_on_packed_documents(bench):
 
 def test_synthetic_packing_keeps_documents_apart():
     """Packs of several documents; each document's positions start at 0 (padding continues the last)."""
-    from tuner.bench import NullTokenizer, synthetic_dataset
+    from benchmarks import NullTokenizer, synthetic_dataset
 
     packs = synthetic_dataset(NullTokenizer(), seq_len=64, num_samples=20, vocab_size=100, packed=True, min_len=8)
     several = 0

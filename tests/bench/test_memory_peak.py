@@ -1,5 +1,5 @@
-"""Peak accounting of `tuner.bench.memory_peak` on a hand-made allocator history."""
-from tuner.bench.memory_peak import peak_composition
+"""Peak accounting of `benchmarks.memory_peak` on a hand-made allocator history."""
+from benchmarks.memory_peak import peak_composition
 
 GIB = 2**30
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tuner.bench import torchtune_side as tt
+from benchmarks import torchtune_side as tt
 
 SMALL = {"vocab_size": 300, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "embed_dim": 32, "intermediate_dim": 64,
          "max_seq_len": 64}
@@ -205,7 +205,7 @@ def test_documents_encode_to_exactly_the_lengths_asked(tmp_path, ranks):
 
 
 def test_packed_documents_make_tuners_packs(bench):
-    from tuner.bench import NullTokenizer, synthetic_dataset
+    from benchmarks import NullTokenizer, synthetic_dataset
 
     seq_len, batch, steps = 64, 2, 3
     lengths = tt.packed_document_lengths(seq_len, seq_len // 8, num_packs=batch * (steps + 2))

@@ -1,5 +1,5 @@
-"""GPU idle-gap accounting of `tuner.bench.trace` on a hand-made trace."""
-from tuner.bench.trace import idle_gaps, kernel_summary
+"""GPU idle-gap accounting of `benchmarks.trace` on a hand-made trace."""
+from benchmarks.trace import idle_gaps, kernel_summary
 
 
 def _x(cat, name, ts, dur, **args):

@@ -19,7 +19,7 @@ from tests.recipes.helpers import logged_losses, make_hf_checkpoint, tune, write
 pytestmark = [pytest.mark.gpu, pytest.mark.distributed,
               pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")]
 LORA = {"lora_attn_modules": ["q_proj", "v_proj", "output_proj"], "apply_lora_to_mlp": True, "lora_rank": 8, "lora_alpha": 16}
-SYNTHETIC = {"_component_": "tuner.bench.synthetic_dataset", "seq_len": 64, "num_samples": 64, "vocab_size": 49152}
+SYNTHETIC = {"_component_": "benchmarks.synthetic_dataset", "seq_len": 64, "num_samples": 64, "vocab_size": 49152}
 
 
 @pytest.mark.parametrize("kind", ["full", "lora", "qlora"])
@@ -27,7 +27,7 @@ def test_two_gpus_match_one_gpu(tmp_path, kind):
     ckpt = make_hf_checkpoint(tmp_path / "ckpt", initializer_range=0.2, with_tokenizer=False)
     lora = None if kind == "full" else {**LORA, "quantize_base": kind == "qlora"}
     recipe = "full" if kind == "full" else "lora"
-    common = {"device": "cuda", "dtype": "fp32", "dataset": SYNTHETIC, "tokenizer": {"_component_": "tuner.bench.NullTokenizer"},
+    common = {"device": "cuda", "dtype": "fp32", "dataset": SYNTHETIC, "tokenizer": {"_component_": "benchmarks.NullTokenizer"},
               "max_steps_per_epoch": 4, "shuffle": True, "enable_activation_checkpointing": kind == "qlora"}
     runs = {}
     for name, procs, batch in (("one", (), 4), ("two", ("--nproc_per_node", "2", "--standalone"), 2)):

@@ -13,12 +13,12 @@ from tests.recipes.helpers import make_hf_checkpoint, write_config
 
 pytestmark = pytest.mark.gpu
 LORA = {"lora_attn_modules": ["q_proj", "v_proj", "output_proj"], "apply_lora_to_mlp": True, "lora_rank": 8, "lora_alpha": 16}
-SYNTHETIC = {"_component_": "tuner.bench.synthetic_dataset", "seq_len": 64, "num_samples": 64, "vocab_size": 49152}
+SYNTHETIC = {"_component_": "benchmarks.synthetic_dataset", "seq_len": 64, "num_samples": 64, "vocab_size": 49152}
 
 
 def _config(tmp_path, ckpt, lora, **overrides):
     out = tmp_path / "out"
-    settings = {"device": "cuda", "dataset": SYNTHETIC, "tokenizer": {"_component_": "tuner.bench.NullTokenizer"},
+    settings = {"device": "cuda", "dataset": SYNTHETIC, "tokenizer": {"_component_": "benchmarks.NullTokenizer"},
                 "max_steps_per_epoch": 3, **overrides}
     path = write_config(tmp_path / "cfg.yaml", ckpt, out, lora=lora, **settings)
     return OmegaConf.load(path), out

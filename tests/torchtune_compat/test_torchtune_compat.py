@@ -1,6 +1,6 @@
 """torchtune 0.6.1's own unit tests, run against tuner with only the rename torchtune -> tuner.
 
-``suite/`` holds the vendored tests (vendor.py; README.md says how to refresh them). They run here
+``vendor/`` holds the vendored tests (vendor.py; README.md says how to refresh them). They run here
 in a pytest session of their own, because their ``tests`` package is torchtune's. A vendored test
 that fails does not fail this file: what must hold is that the copy is upstream's, that the
 denominator is what EXCLUDED.md says, and that at least ``MIN_PASSING`` of its tests pass (the
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-SUITE = HERE / "suite"
+SUITE = HERE / "vendor"
 MIRROR = Path("/work/.mirror/pytorch+torchtune/repo")  # a torchtune clone, where one exists
 
 MIN_PASSING = 189  # of 210 (90.0%) on 2026-12-01; the issue asks for at least 80%

@@ -1,4 +1,4 @@
-"""Vendor torchtune 0.6.1's unit tests into ``suite/`` with the rename ``torchtune`` -> ``tuner``.
+"""Vendor torchtune 0.6.1's unit tests into ``vendor/`` with the rename ``torchtune`` -> ``tuner``.
 
 Write (needs a git clone of pytorch/torchtune that has the tag):
 
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUITE = HERE / "suite"
+SUITE = HERE / "vendor"
 MANIFEST = HERE / "manifest.json"
 TAG = "v0.6.1"
 OLD, NEW = "torchtune", "tuner"
@@ -33,7 +33,7 @@ RENAMED_SUFFIXES = (".py", ".yaml")
 # Other text files must not mention torchtune (binary assets, e.g. a SentencePiece model trained on
 # text that does, are copied as they are).
 TEXT_SUFFIXES = (".json", ".txt", ".md")
-# Files of ours inside suite/ (not upstream): the pytest config of the vendored run.
+# Files of ours inside vendor/ (not upstream): the pytest config of the vendored run.
 HARNESS_FILES = ("pytest.ini",)
 
 # Test files with at least one test in the compatibility denominator (EXCLUDED.md lists the rest).

@@ -280,7 +280,7 @@ def packed_document_lengths(seq_len: int, min_len: int | None, num_packs: int, s
     [2, seq_len - 1] (torchtune adds BOS and EOS, and its text dataset keeps at most
     ``tokenizer.max_seq_len - 1`` = seq_len - 1 tokens), as many as fill ``num_packs`` packs of
     ``seq_len``: torchtune builds every pack before training, so no more are written."""
-    from tuner.bench.components import synthetic_document_length
+    from benchmarks.components import synthetic_document_length
 
     if seq_len < 3:
         raise TunerError(f"--packed --compare-torchtune needs seq_len >= 3, got {seq_len}")
