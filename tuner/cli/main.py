@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from tuner import __version__
-from tuner.errors import ConfigError, UsageError, run_reporting_errors
+from tuner.errors import ConfigError, UsageError, did_you_mean, run_reporting_errors
 
 app = typer.Typer(
     name="tune",
@@ -71,11 +71,8 @@ def cp_cmd(
     elif name in all_configs():
         src, ext = configs_dir() / f"{name}.yaml", ".yaml"
     else:
-        import difflib
-
         choices = [r.name for r in available_recipes()] + all_configs()
-        close = difflib.get_close_matches(source, choices, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(source, choices, cutoff=0.5)
         raise UsageError(f"no built-in recipe or config named {source!r}{hint}", "run `tune ls` to list them")
     dest = destination if destination.suffix else destination.with_suffix(ext)
     if dest.exists() and dest.is_dir():

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from tuner.config._instantiate import COMPONENT_KEY, resolve_component
+from tuner.config._components import COMPONENT_KEY, resolve_component
 from tuner.config._utils import _has_component
 from tuner.errors import ConfigError, did_you_mean
 

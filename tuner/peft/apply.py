@@ -13,7 +13,7 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
-from tuner.errors import TunerError
+from tuner.errors import TunerError, did_you_mean
 from tuner.peft.lora import InitLoRAWeights, LoRALinear
 from tuner.peft.vera import VERA_PROJECTIONS_NAME, VeRALinear, VeRAProjections
 
@@ -100,11 +100,8 @@ def apply_lora(
         the same ``model``, modified in place.
     """
     if unknown:
-        import difflib
-
         valid = ["use_rslora", "lora_fa", "init_lora_weights", "use_vera", "vera_d_initial", "projection_prng_key"]
-        hints = {k: difflib.get_close_matches(k, valid, n=1) for k in unknown}
-        said = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
+        said = ", ".join(f"{k!r}{did_you_mean(k, valid)}" for k in unknown)
         raise TunerError(f"unknown LoRA option(s) {said}", fix=f"LoRA variant options are {valid}")
     attn = _validate_attn_modules(lora_attn_modules)
     if not attn and not apply_lora_to_mlp and not apply_lora_to_output:
