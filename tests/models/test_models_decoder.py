@@ -13,7 +13,8 @@ from torch.nn.attention.flex_attention import create_block_mask
 from hf_tiny import VOCAB, tiny_hf_model
 from tuner.errors import ConfigError, UsageError
 from tuner.models import TiedLinear, TransformerDecoder
-from tuner.models.convert import build_model_from_hf_config, hf_to_tuner
+from tuner.checkpoint.hf_config import build_model_from_hf_config
+from tuner.checkpoint.hf_keys import hf_to_tuner
 
 
 def _model(family):
@@ -173,7 +174,7 @@ def test_every_family_exports_builders(module, names):
 
 
 def test_lora_builder_with_real_apply_lora_starts_at_base_and_converts_to_hf():
-    from tuner.models.convert import hf_to_tuner, tuner_to_hf
+    from tuner.checkpoint.hf_keys import hf_to_tuner, tuner_to_hf
     from tuner.models.llama3_2 import llama3_2, lora_llama3_2
 
     dims = dict(vocab_size=VOCAB, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, max_seq_len=16,

@@ -6,7 +6,8 @@ import torch
 
 from hf_tiny import VOCAB, tiny_hf_model
 from tuner.generation import generate
-from tuner.models.convert import build_model_from_hf_config, hf_to_tuner
+from tuner.checkpoint.hf_config import build_model_from_hf_config
+from tuner.checkpoint.hf_keys import hf_to_tuner
 
 pytestmark = pytest.mark.gpu
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from tuner.models.convert import build_model_from_hf_config
+from tuner.checkpoint.hf_config import build_model_from_hf_config
 
 PUBLISHED = {
     "llama2.llama2_7b": 6_738_415_616,
