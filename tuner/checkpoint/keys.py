@@ -42,35 +42,25 @@ class Renamer:
                 return mod, rest[len(mod) + 1:]
         return None
 
-    def to_external(self, key: str) -> tuple[str, str, str] | None:
-        """tuner key -> (external module path, tail, tuner module path), or None if unknown."""
-        m = re.match(r"layers\.(\d+)\.(.*)$", key)
-        if m:
-            hit = self._split(m.group(2), self.layer)
-            if hit is None:
-                return None
-            mod, tail = hit
-            return f"{self.layer_prefix}{m.group(1)}.{self.layer[mod]}", tail, f"layers.{m.group(1)}.{mod}"
-        hit = self._split(key, self.top)
+    def _rename(self, key: str, layers_in: str, layers_out: str, layer: Mapping[str, str],
+                top: Mapping[str, str]) -> tuple[str, str, str] | None:
+        m = re.match(rf"{re.escape(layers_in)}(\d+)\.(.*)$", key)
+        prefix_in, prefix_out, table, rest = (
+            (f"{layers_in}{m.group(1)}.", f"{layers_out}{m.group(1)}.", layer, m.group(2)) if m else ("", "", top, key))
+        hit = self._split(rest, table)
         if hit is None:
             return None
         mod, tail = hit
-        return self.top[mod], tail, mod
+        return prefix_out + table[mod], tail, prefix_in + mod
+
+    def to_external(self, key: str) -> tuple[str, str, str] | None:
+        """tuner key -> (external module path, tail, tuner module path), or None if unknown."""
+        return self._rename(key, "layers.", self.layer_prefix, self.layer, self.top)
 
     def to_tuner(self, key: str) -> tuple[str, str] | None:
         """external key -> (tuner module path, tail), or None if unknown."""
-        m = re.match(rf"{re.escape(self.layer_prefix)}(\d+)\.(.*)$", key)
-        if m:
-            hit = self._split(m.group(2), self.layer_inv)
-            if hit is None:
-                return None
-            mod, tail = hit
-            return f"layers.{m.group(1)}.{self.layer_inv[mod]}", tail
-        hit = self._split(key, self.top_inv)
-        if hit is None:
-            return None
-        mod, tail = hit
-        return self.top_inv[mod], tail
+        hit = self._rename(key, self.layer_prefix, "layers.", self.layer_inv, self.top_inv)
+        return None if hit is None else hit[:2]
 
 
 def _is_norm(tuner_module: str) -> bool:

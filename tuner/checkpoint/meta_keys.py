@@ -56,31 +56,32 @@ def _permute_heads(mod: str, tail: str, value: torch.Tensor, num_heads: int, num
 def meta_to_tuner(state_dict: Mapping[str, torch.Tensor], num_heads: int, num_kv_heads: int, dim: int,
                   head_dim: int | None = None) -> dict[str, torch.Tensor]:
     """Convert a Meta (``consolidated.00.pth``) Llama state dict to tuner keys, permuting q/k rows."""
-    head_dim = head_dim or dim // num_heads
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        if key == "rope.freqs":
-            continue
-        hit = _META_RENAMER.to_tuner(key)
-        if hit is None:
-            raise TunerError(f"unexpected key {key!r} in a Meta Llama checkpoint", "use a Meta-format checkpoint")
-        mod, tail = hit
-        value = _permute_heads(mod, tail, value, num_heads, num_kv_heads, head_dim, _meta_to_half)
-        out[join(mod, tail_to_tuner(mod, tail))] = value
-    return out
+    return _convert(state_dict, False, num_heads, num_kv_heads, head_dim or dim // num_heads)
 
 
 def tuner_to_meta(state_dict: Mapping[str, torch.Tensor], num_heads: int, num_kv_heads: int, dim: int,
                   head_dim: int | None = None) -> dict[str, torch.Tensor]:
     """Convert a tuner Llama state dict to Meta's keys and interleaved rotary layout."""
-    head_dim = head_dim or dim // num_heads
+    return _convert(state_dict, True, num_heads, num_kv_heads, head_dim or dim // num_heads)
+
+
+def _convert(state_dict: Mapping[str, torch.Tensor], to_meta: bool, num_heads: int, num_kv_heads: int,
+             head_dim: int) -> dict[str, torch.Tensor]:
+    permute, tail_out = (_half_to_meta, tail_to_external) if to_meta else (_meta_to_half, tail_to_tuner)
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
-        key = clean_tuner_key(key)
-        hit = _META_RENAMER.to_external(key)
+        if not to_meta and key == "rope.freqs":
+            continue
+        if to_meta:
+            key = clean_tuner_key(key)
+            hit = _META_RENAMER.to_external(key)  # (Meta module, tail, tuner module)
+        else:
+            back = _META_RENAMER.to_tuner(key)  # (tuner module, tail)
+            hit = None if back is None else (back[0], back[1], back[0])
         if hit is None:
-            raise TunerError(f"unexpected key {key!r} in a tuner Llama state dict", "convert a Llama model")
-        meta_mod, tail, mod = hit
-        value = _permute_heads(mod, tail, value, num_heads, num_kv_heads, head_dim, _half_to_meta)
-        out[join(meta_mod, tail_to_external(mod, tail))] = value
+            what, fix = ("tuner Llama state dict", "convert a Llama model") if to_meta else \
+                ("Meta Llama checkpoint", "use a Meta-format checkpoint")
+            raise TunerError(f"unexpected key {key!r} in a {what}", fix)
+        out_mod, tail, mod = hit
+        out[join(out_mod, tail_out(mod, tail))] = _permute_heads(mod, tail, value, num_heads, num_kv_heads, head_dim, permute)
     return out

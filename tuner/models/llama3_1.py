@@ -1,18 +1,17 @@
 """Llama 3.1 (8B, 70B, 405B): Llama 3 with "llama3" rope scaling (factor 8) and 128k context."""
 from __future__ import annotations
 
-from tuner.data.tokenizers import Llama3Format
-from tuner.models._builder import llama3_rope_scaling, llama_mlp_width
-from tuner.models.spec import FamilySpec, Size
+from dataclasses import replace
 
-FAMILY = FamilySpec(
-    name="llama3_1", title="Llama 3.1", model_type="LLAMA3", aliases=("LLAMA3_1",), hf_model_type="llama",
-    hf_architecture="LlamaForCausalLM", meta_format=True,
-    required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "max_seq_len"),
+from tuner.models import llama3
+from tuner.models._builder import llama3_rope_scaling, llama_mlp_width
+from tuner.models.spec import Size
+
+FAMILY = replace(
+    llama3.FAMILY, name="llama3_1", title="Llama 3.1", aliases=("LLAMA3_1",), module="",
     defaults=dict(attn_dropout=0.0, rope_base=500_000.0, intermediate_dim=None, norm_eps=1e-5, scale_factor=8.0,
                   low_freq_factor=1.0, high_freq_factor=4.0, old_context_len=8192, tie_word_embeddings=False),
     derive=(llama_mlp_width, llama3_rope_scaling),
-    tokenizer="tuner.models.llama3.llama3_tokenizer", tokenizer_file="original/tokenizer.model", chat_format=Llama3Format,
     sizes=(
         Size("8b", "Llama 3.1 8B Instruct", dict(vocab_size=128_256, num_layers=32, num_heads=32, num_kv_heads=8,
                                                  embed_dim=4096, max_seq_len=131_072, intermediate_dim=14336),
