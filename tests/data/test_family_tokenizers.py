@@ -10,7 +10,7 @@ from tuner.models.families import families
 # tokenizer file fixture of each tokenizer builder (tiny files trained at test time)
 FILES = {"llama2_tokenizer": "sp_model", "mistral_tokenizer": "sp_model", "llama3_tokenizer": "tiktoken_file",
          "gemma2_tokenizer": "gemma_json", "phi3_mini_tokenizer": "phi3_json", "qwen2_5_tokenizer": "qwen_files",
-         "smollm2_tokenizer": "qwen_files"}
+         "qwen3_tokenizer": "qwen_files", "smollm2_tokenizer": "qwen_files"}
 
 
 @pytest.mark.parametrize("spec", families(), ids=lambda f: f.name)

@@ -19,13 +19,13 @@ def _sizes():
 
 
 def test_lookups():
-    assert [normalize_model_type(n) for n in ("llama3_1", "LLAMA3_3", "qwen2_5", "PHI3")] == \
-        ["LLAMA3", "LLAMA3", "QWEN2", "PHI3_MINI"]
+    assert [normalize_model_type(n) for n in ("llama3_1", "LLAMA3_3", "qwen2_5", "PHI3", "qwen3")] == \
+        ["LLAMA3", "LLAMA3", "QWEN2", "PHI3_MINI", "QWEN3"]
     assert family("LLAMA3").name == "llama3" and family("LLAMA3_1").name == "llama3_1"  # model type -> its namesake
     assert family("QWEN2").name == "qwen2_5"
-    assert len(model_types()) == len(set(model_types())) == 8
-    with pytest.raises(ConfigError, match="did you mean 'QWEN2'"):
-        family("QWEN_2")
+    assert len(model_types()) == len(set(model_types())) == 9
+    with pytest.raises(ConfigError, match="did you mean 'QWEN3'"):
+        family("QWEN_3")
     with pytest.raises(ConfigError, match="model_type is not set"):
         family("")
 
