@@ -61,6 +61,16 @@ def test_unknown_model_type_lists_valid_ones():
         assert mt in str(e.value)
 
 
+@pytest.mark.parametrize("family, name", [("llama3_1", "LLAMA3_1"), ("llama3_1", "llama3_3"), ("qwen2_5", "QWEN2_5"),
+                                          ("phi3", "PHI3"), ("smollm2", "smollm2"), ("qwen3", "Qwen3")])
+def test_conversions_accept_every_name_the_checkpointer_accepts(family, name):
+    hf, cfg, _ = tiny_hf_model(family)
+    model = build_model_from_hf_config(cfg, name)
+    model.load_state_dict(hf_to_tuner(hf.state_dict(), name, cfg))
+    assert set(tuner_to_hf(model.state_dict(), name, cfg)) == set(hf.state_dict()) - (
+        {"lm_head.weight"} if cfg.get("tie_word_embeddings") else set())
+
+
 def test_unexpected_keys_raise():
     with pytest.raises(TunerError, match="vision_tower"):
         hf_to_tuner({"model.vision_tower.weight": torch.zeros(1)}, "LLAMA3", {})

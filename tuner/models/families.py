@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import tuner.models as _package
 from tuner.errors import ConfigError, did_you_mean
 from tuner.models.spec import FamilySpec
 
@@ -45,12 +46,10 @@ def _discover() -> None:
     if _discovered:
         return
     _discovered = True
-    import tuner.models as package
-
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+    for info in sorted(pkgutil.iter_modules(_package.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        spec = getattr(importlib.import_module(f"{package.__name__}.{info.name}"), "FAMILY", None)
+        spec = getattr(importlib.import_module(f"{_package.__name__}.{info.name}"), "FAMILY", None)
         if isinstance(spec, FamilySpec):
             register(spec)
 
