@@ -19,7 +19,7 @@ def _model(family):
     return model
 
 
-@pytest.mark.parametrize("family", ["llama3_1", "gemma2", "qwen2_5", "mistral"])  # mistral: 8-token window
+@pytest.mark.parametrize("family", ["llama3_1", "gemma2", "qwen2_5", "mistral", "qwen3"])  # mistral: 8-token window
 @torch.no_grad()
 def test_cuda_logits_match_cpu(family):
     model = _model(family)
