@@ -45,7 +45,8 @@ def hf(files):
 def test_encode_decode_match_hf(files, hf):
     tok = qwen3_tokenizer(str(files))
     for text in ["Hello world, fine-tuning!", "  leading and trailing  ", "Line one\nLine two\n\n\tTab 12345",
-                 "héllo wörld 你好 😀 — unicode", "<think>\nreasoning\n</think>\n\nanswer", "<|im_start|>user\nhi<|im_end|>"]:
+                 "héllo wörld 你好 😀 — unicode", "<think>\nreasoning\n</think>\n\nanswer",
+                 "<|im_start|>user\nhi<|im_end|>"]:
         ids = tok.encode(text, add_bos=False, add_eos=False)
         assert ids == hf(text, add_special_tokens=False)["input_ids"], text
         assert tok.decode(ids) == hf.decode(ids, skip_special_tokens=True)
@@ -75,7 +76,8 @@ def test_mask_trains_the_answer_and_its_end(files):
                 {"role": "assistant", "content": "<think>\nsmall sum\n</think>\n\nFour."}]
     tokens, mask = tok.tokenize_messages(messages)
     trained = tok.decode([t for t, m in zip(tokens, mask) if not m], skip_special_tokens=False)
-    assert trained.startswith("<|im_start|>assistant\n<think>\nsmall sum\n</think>") and trained.endswith("Four.<|im_end|>\n")
+    assert trained.startswith("<|im_start|>assistant\n<think>\nsmall sum\n</think>")
+    assert trained.endswith("Four.<|im_end|>\n")
     assert "two plus" in tok.decode([t for t, m in zip(tokens, mask) if m])
 
 

@@ -160,7 +160,8 @@ def test_lora_builders_pass_arguments_to_apply_lora(monkeypatch):
     ("llama3_3", ["llama3_3_70b"]),
     ("mistral", ["mistral_7b", "mistral_7b_v0_3"]),
     ("qwen2_5", ["qwen2_5_0_5b", "qwen2_5_1_5b", "qwen2_5_3b", "qwen2_5_7b", "qwen2_5_14b", "qwen2_5_32b",
-                 "qwen2_5_72b"] + [f"qwen2_5_{s}_{k}" for s in ("1_5b", "7b", "14b", "32b", "72b") for k in ("base", "instruct")]),
+                 "qwen2_5_72b"]
+     + [f"qwen2_5_{s}_{k}" for s in ("1_5b", "7b", "14b", "32b", "72b") for k in ("base", "instruct")]),
     ("qwen3", [f"qwen3_{s}_{k}" for s in ("0_6b", "1_7b", "4b", "8b") for k in ("base", "instruct")]),
     ("gemma2", ["gemma2_2b", "gemma2_9b", "gemma2_27b"]),
     ("phi3", ["phi3_mini"]),

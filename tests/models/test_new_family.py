@@ -45,8 +45,10 @@ def test_unregistered_family_is_unknown():
 def test_a_spec_is_all_a_llama_shaped_family_needs(registered, tmp_path):
     assert family("tlt") is family("tiny_llama_test") is FAMILY and normalize_model_type("Tlt") == "TINY_LLAMA_TEST"
     assert "TINY_LLAMA_TEST" in model_types()
-    assert tiny_llama_test_2l().layers[0].attn.num_heads == 4  # type: ignore[name-defined]  # noqa: F821
-    lora = lora_tiny_llama_test_2l(["q_proj", "v_proj"], lora_rank=2, lora_alpha=4)  # type: ignore[name-defined]  # noqa: F821
+    builders = FAMILY.builders
+    assert builders["tiny_llama_test_2l"]().layers[0].attn.num_heads == 4
+    assert globals()["lora_tiny_llama_test_2l"] is builders["lora_tiny_llama_test_2l"]
+    lora = builders["lora_tiny_llama_test_2l"](["q_proj", "v_proj"], lora_rank=2, lora_alpha=4)
     assert {n for n, p in lora.named_parameters() if p.requires_grad} >= {"layers.0.attn.q_proj.lora_a.weight"}
 
     hf, config, _ = tiny_hf_model("llama2")  # a LlamaForCausalLM checkpoint
@@ -67,7 +69,7 @@ def test_a_spec_is_all_a_llama_shaped_family_needs(registered, tmp_path):
     hf.save_pretrained(tmp_path / "src")
     ckpt = HFCheckpointer(tmp_path / "src", None, "tlt", tmp_path / "out")
     assert ckpt.model_type == "TINY_LLAMA_TEST"
-    loaded = instantiate({"_component_": f"{__name__}.tiny_llama_test", **{k: v for k, v in kwargs.items() if k != "_component_"}})
+    loaded = instantiate(kwargs)
     loaded.load_state_dict(ckpt.load_checkpoint()["model"])
     saved = ckpt.save_checkpoint({"model": loaded.state_dict()}, step=1, epoch=0)
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(saved).eval()

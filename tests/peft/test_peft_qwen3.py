@@ -33,8 +33,8 @@ def _randomize(params):
 @torch.no_grad()
 def test_tuner_qwen3_adapter_loads_in_peft(tmp_path):
     hf, config, mt = tiny_hf_model("qwen3")
-    model = apply_lora(_tuner_base(hf, config, mt), ["q_proj", "k_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True,
-                       apply_lora_to_output=True, lora_rank=4, lora_alpha=8)
+    model = apply_lora(_tuner_base(hf, config, mt), ["q_proj", "k_proj", "v_proj", "output_proj"],
+                       apply_lora_to_mlp=True, apply_lora_to_output=True, lora_rank=4, lora_alpha=8)
     _randomize(get_adapter_params(model).values())
     logits = model(TOKENS)
     assert (logits - hf(TOKENS).logits).abs().max() > 1e-2  # the adapter changes the output

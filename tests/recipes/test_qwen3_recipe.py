@@ -42,6 +42,7 @@ def test_qwen3_lora_config_trains_and_its_adapter_loads_in_peft(tmp_path, capsys
     with torch.no_grad():
         assert (peft(tokens).logits - merged(tokens).logits).abs().max() <= 1e-4
     adapter_config = json.loads((step / "adapter" / "adapter_config.json").read_text())
-    assert sorted(adapter_config["target_modules"]) == ["down_proj", "gate_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    assert sorted(adapter_config["target_modules"]) == \
+        ["down_proj", "gate_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
     trained_b = [p for n, p in peft.named_parameters() if "lora_B" in n]
     assert trained_b and all(p.abs().sum() > 0 for p in trained_b)  # two steps moved B away from its zero init

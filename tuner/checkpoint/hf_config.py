@@ -54,7 +54,8 @@ def _with_rope_scaling(spec: FamilySpec, scaling: bool) -> FamilySpec:
     if scaling:
         raise ConfigError(f"{spec.model_type} checkpoints with rope scaling are not supported",
                           "use a checkpoint without rope_scaling")
-    plain = sorted({f.model_type for f in families() if f.hf_model_type == spec.hf_model_type and not _takes_rope_scaling(f)})
+    plain = sorted({f.model_type for f in families()
+                    if f.hf_model_type == spec.hf_model_type and not _takes_rope_scaling(f)})
     raise ConfigError(f"{spec.model_type} checkpoints without 'llama3' rope scaling are not supported",
                       f"use model_type {' / '.join(plain) or 'of another family'} for such a checkpoint")
 
@@ -76,7 +77,8 @@ def _builder_kwargs(hf_config: Mapping[str, Any], model_type: str) -> tuple[Fami
     want_act = spec.decoder.get("activation", "silu")
     act = c.get("hidden_activation") or c.get("hidden_act") or want_act
     if act != want_act:
-        raise ConfigError(f"{spec.model_type} checkpoints with hidden_act {act!r} are not supported", f"expected {want_act!r}")
+        raise ConfigError(f"{spec.model_type} checkpoints with hidden_act {act!r} are not supported",
+                          f"expected {want_act!r}")
     spec = _with_rope_scaling(spec, bool(scaling))
     if spec.check_hf_config is not None:
         spec.check_hf_config(c)
@@ -90,7 +92,8 @@ def _builder_kwargs(hf_config: Mapping[str, Any], model_type: str) -> tuple[Fami
             kw[exposed[setting]] = read[setting] if setting in read else c.get(key)
     if scaling:
         if "factor" not in scaling:
-            raise ConfigError("the config's 'llama3' rope_scaling has no factor", "use the checkpoint's own config.json")
+            raise ConfigError("the config's 'llama3' rope_scaling has no factor",
+                              "use the checkpoint's own config.json")
         kw.update({arg: type(spec.defaults[arg])(scaling.get(key, spec.defaults[arg]))
                    for arg, key in LLAMA3_SCALING.items()})
     return spec, kw

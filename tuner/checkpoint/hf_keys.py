@@ -34,8 +34,8 @@ HF_LAYER = {
 }
 HF_TOP = {"tok_embeddings": "model.embed_tokens", "norm": "model.norm", "output": "lm_head"}
 #: tuner module name -> HF module name of the linear layers adapters go on (PEFT's target_modules)
-HF_LINEAR_NAMES = {**{k.rsplit(".", 1)[-1]: v.rsplit(".", 1)[-1] for k, v in HF_LAYER.items() if k.startswith(("attn.", "mlp."))
-                      and not k.endswith("_norm")}, "output": "lm_head"}
+HF_LINEAR_NAMES = {**{k.rsplit(".", 1)[-1]: v.rsplit(".", 1)[-1] for k, v in HF_LAYER.items()
+                      if k.startswith(("attn.", "mlp.")) and not k.endswith("_norm")}, "output": "lm_head"}
 
 
 def hf_renamer(spec: FamilySpec) -> Renamer:

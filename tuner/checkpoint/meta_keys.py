@@ -83,5 +83,6 @@ def _convert(state_dict: Mapping[str, torch.Tensor], to_meta: bool, num_heads: i
                 ("Meta Llama checkpoint", "use a Meta-format checkpoint")
             raise TunerError(f"unexpected key {key!r} in a {what}", fix)
         out_mod, tail, mod = hit
-        out[join(out_mod, tail_out(mod, tail))] = _permute_heads(mod, tail, value, num_heads, num_kv_heads, head_dim, permute)
+        value = _permute_heads(mod, tail, value, num_heads, num_kv_heads, head_dim, permute)
+        out[join(out_mod, tail_out(mod, tail))] = value
     return out

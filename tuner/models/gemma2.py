@@ -14,7 +14,7 @@ from tuner.data.tokenizers import Gemma2Format, gemma2_tokenizer
 from tuner.errors import ConfigError
 from tuner.models.spec import FamilySpec, Size
 
-gemma_tokenizer = gemma2_tokenizer  # torchtune's Gemma 2 configs name tuner.models.gemma.gemma_tokenizer, also exported here
+gemma_tokenizer = gemma2_tokenizer  # torchtune's Gemma 2 configs name tuner.models.gemma.gemma_tokenizer, also here
 
 
 def _scale_and_query_scalar(kw: dict[str, Any]) -> dict[str, Any]:
@@ -52,10 +52,12 @@ FAMILY = FamilySpec(
     tokenizer="tuner.models.gemma2.gemma2_tokenizer", chat_format=Gemma2Format,
     sizes=(
         Size("2b", "Gemma 2 2B", dict(vocab_size=256_000, num_layers=26, num_heads=8, head_dim=256, num_kv_heads=4,
-                                      embed_dim=2304, intermediate_dim=9216, max_seq_len=8192, query_pre_attn_scalar=256),
+                                      embed_dim=2304, intermediate_dim=9216, max_seq_len=8192,
+                                      query_pre_attn_scalar=256),
              params=2_614_341_888, hf_repo="google/gemma-2-2b", shards=2),
         Size("9b", "Gemma 2 9B", dict(vocab_size=256_000, num_layers=42, num_heads=16, head_dim=256, num_kv_heads=8,
-                                      embed_dim=3584, intermediate_dim=14336, max_seq_len=8192, query_pre_attn_scalar=256),
+                                      embed_dim=3584, intermediate_dim=14336, max_seq_len=8192,
+                                      query_pre_attn_scalar=256),
              params=9_241_705_984, hf_repo="google/gemma-2-9b", shards=4),
         Size("27b", "Gemma 2 27B", dict(vocab_size=256_000, num_layers=46, num_heads=32, head_dim=128, num_kv_heads=16,
                                         embed_dim=4608, intermediate_dim=36864, max_seq_len=8192,

@@ -10,7 +10,8 @@ FAMILY = FamilySpec(
     name="llama2", title="Llama 2", model_type="LLAMA2", hf_model_type="llama", hf_architecture="LlamaForCausalLM",
     meta_format=True,
     required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "max_seq_len"),
-    defaults=dict(intermediate_dim=None, attn_dropout=0.0, norm_eps=1e-5, rope_base=10_000.0, tie_word_embeddings=False),
+    defaults=dict(intermediate_dim=None, attn_dropout=0.0, norm_eps=1e-5, rope_base=10_000.0,
+                  tie_word_embeddings=False),
     derive=(llama_mlp_width,),
     tokenizer="tuner.models.llama2.llama2_tokenizer", tokenizer_file="tokenizer.model", chat_format=Llama2Format,
     sizes=(

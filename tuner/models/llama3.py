@@ -12,9 +12,11 @@ FAMILY = FamilySpec(
     name="llama3", title="Llama 3", model_type="LLAMA3", hf_model_type="llama", hf_architecture="LlamaForCausalLM",
     meta_format=True,
     required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "max_seq_len"),
-    defaults=dict(attn_dropout=0.0, rope_base=500_000.0, intermediate_dim=None, norm_eps=1e-5, tie_word_embeddings=False),
+    defaults=dict(attn_dropout=0.0, rope_base=500_000.0, intermediate_dim=None, norm_eps=1e-5,
+                  tie_word_embeddings=False),
     derive=(llama_mlp_width,),
-    tokenizer="tuner.models.llama3.llama3_tokenizer", tokenizer_file="original/tokenizer.model", chat_format=Llama3Format,
+    tokenizer="tuner.models.llama3.llama3_tokenizer", tokenizer_file="original/tokenizer.model",
+    chat_format=Llama3Format,
     sizes=(
         Size("8b", "Llama 3 8B Instruct", dict(vocab_size=128_256, num_layers=32, num_heads=32, num_kv_heads=8,
                                                embed_dim=4096, max_seq_len=8192, intermediate_dim=14336),

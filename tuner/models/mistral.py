@@ -13,12 +13,13 @@ FAMILY = FamilySpec(
                   tie_word_embeddings=False),
     tokenizer="tuner.models.mistral.mistral_tokenizer", tokenizer_file="tokenizer.model", chat_format=MistralFormat,
     sizes=(
-        Size("7b", "Mistral 7B v0.1", dict(vocab_size=32_000, num_layers=32, num_heads=32, num_kv_heads=8, embed_dim=4096,
-                                           intermediate_dim=14336, max_seq_len=32_768, sliding_window=4096),
+        Size("7b", "Mistral 7B v0.1", dict(vocab_size=32_000, num_layers=32, num_heads=32, num_kv_heads=8,
+                                           embed_dim=4096, intermediate_dim=14336, max_seq_len=32_768,
+                                           sliding_window=4096),
              params=7_241_732_096, hf_repo="mistralai/Mistral-7B-v0.1", shards=2),
         Size("7b_v0_3", "Mistral 7B Instruct v0.3",
-             dict(vocab_size=32_768, num_layers=32, num_heads=32, num_kv_heads=8, embed_dim=4096, intermediate_dim=14336,
-                  max_seq_len=32_768, rope_base=1_000_000.0),
+             dict(vocab_size=32_768, num_layers=32, num_heads=32, num_kv_heads=8, embed_dim=4096,
+                  intermediate_dim=14336, max_seq_len=32_768, rope_base=1_000_000.0),
              params=7_248_023_552, hf_repo="mistralai/Mistral-7B-Instruct-v0.3", shards=3),
     ),
 )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from tuner.data.tokenizers import ChatMLFormat, qwen2_5_tokenizer  # noqa: F401  (torchtune path: tuner.models.qwen2_5.*)
+from tuner.data.tokenizers import ChatMLFormat, qwen2_5_tokenizer  # noqa: F401  (torchtune path)
 from tuner.errors import ConfigError
 from tuner.models.spec import FamilySpec, Size
 

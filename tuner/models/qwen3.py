@@ -13,7 +13,8 @@ from tuner.models.spec import FamilySpec, Size
 def _check_hf_config(c: Mapping[str, Any]) -> None:
     check_no_sliding_window(c)
     if c.get("attention_bias"):
-        raise ConfigError("Qwen3 with attention_bias=true is not supported", "use a checkpoint without attention biases")
+        raise ConfigError("Qwen3 with attention_bias=true is not supported",
+                          "use a checkpoint without attention biases")
 
 
 def _dims(layers: int, heads: int, dim: int, inter: int, tied: bool, max_seq_len: int) -> dict[str, Any]:

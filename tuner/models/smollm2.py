@@ -1,7 +1,7 @@
 """SmolLM2 (135M, 360M, 1.7B): the Llama architecture with tied embeddings."""
 from __future__ import annotations
 
-from tuner.data.tokenizers import ChatMLFormat, smollm2_tokenizer  # noqa: F401  (torchtune path: tuner.models.smollm2.*)
+from tuner.data.tokenizers import ChatMLFormat, smollm2_tokenizer  # noqa: F401  (torchtune path)
 from tuner.models.spec import FamilySpec, Size
 
 FAMILY = FamilySpec(

@@ -40,7 +40,7 @@ ARG_TYPES: dict[str, type] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Size:
     """One released size of a family (a litgpt-style row): the component builder's arguments plus
     what a config needs to download it."""
@@ -53,9 +53,10 @@ class Size:
     shards: int = 1                # safetensors files in that repo
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FamilySpec:
-    """Everything about one model family; see the module docstring."""
+    """Everything about one model family; see the module docstring. Specs compare by identity (the
+    registry holds each once)."""
 
     name: str                                  # module name, component builder and builder prefix
     title: str                                 # e.g. "Llama 3.2" (messages and docstrings)
@@ -153,7 +154,8 @@ class FamilySpec:
         return _named(build, self.name, self.module, sig,
                       f"{self.title} decoder of the given dimensions" + (f" (fixed: {fixed})." if fixed else "."))
 
-    def _size_builder(self, component: Callable[..., TransformerDecoder], size: Size) -> Callable[[], TransformerDecoder]:
+    def _size_builder(self, component: Callable[..., TransformerDecoder],
+                      size: Size) -> Callable[[], TransformerDecoder]:
         def build() -> TransformerDecoder:
             return component(**size.dims)
 

@@ -301,7 +301,8 @@ def lora_config_from_model(model: nn.Module) -> dict[str, Any]:
     """The adapter settings of a model that went through `apply_lora` (what an adapter file records)."""
     layers = [m for m in model.modules() if isinstance(m, (LoRALinear, VeRALinear))]
     if not layers:
-        raise TunerError("the model has no LoRA/VeRA layers", fix="build it with a lora_* builder or tuner.peft.apply_lora")
+        raise TunerError("the model has no LoRA/VeRA layers",
+                         fix="build it with a lora_* builder or tuner.peft.apply_lora")
     first = layers[0]
     dropout = first.dropout.p if isinstance(first.dropout, nn.Dropout) else 0.0
     if isinstance(first, VeRALinear):

@@ -43,7 +43,8 @@ def _from_vocab_merges(vocab_file: str, merges_file: str, added_tokens: list[tup
 
     for f, what in ((vocab_file, "vocab.json"), (merges_file, "merges.txt")):
         if not os.path.isfile(f):
-            raise DataError(f"Qwen {what} not found: {f}", "give path=<vocab.json> and merges_file=<merges.txt>, or the tokenizer.json")
+            raise DataError(f"Qwen {what} not found: {f}",
+                            "give path=<vocab.json> and merges_file=<merges.txt>, or the tokenizer.json")
     tok = Tokenizer(models.BPE.from_file(vocab_file, merges_file, unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(

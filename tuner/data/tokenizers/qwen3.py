@@ -44,7 +44,8 @@ class Qwen3Format:
                 text += texts[i]
             pieces.append((text + ("<|im_end|>\n" if m.eot else ""), m.masked))
         if add_generation_prompt:
-            pieces.append(("<|im_start|>assistant\n" + ("" if self.enable_thinking else "<think>\n\n</think>\n\n"), True))
+            no_thinking = "" if self.enable_thinking else "<think>\n\n</think>\n\n"
+            pieces.append(("<|im_start|>assistant\n" + no_thinking, True))
         return pieces
 
     @staticmethod
