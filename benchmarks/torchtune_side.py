@@ -5,7 +5,7 @@ torchtune's own recipe runs as a script in a subprocess, as ``../shared/anchor/t
 its ``tune`` CLI imports kagglehub, which needs kagglesdk). Its inputs are written here:
 
 - an HF-format checkpoint of the workload's shape, written from tuner weights through tuner's own
-  HF conversion (``tuner.models.convert``; no transformers needed): the very weights tuner trained
+  HF conversion (``tuner.checkpoint.hf_keys``; no transformers needed): the very weights tuner trained
   from where they are dense, else (QLoRA) a dense random-init bf16 checkpoint, sharded like HF;
 - a synthetic llama3-style tiktoken ranks file with 128,000 entries (256 bytes + random lowercase
   strings), loaded by ``torchtune.models.llama3.llama3_tokenizer``;
@@ -127,7 +127,7 @@ def find_torchtune(python: str = sys.executable, env: Mapping[str, str] | None =
 def _random_dense_state_dict(hf_config: Mapping[str, Any], model_type: str, dtype: torch.dtype,
                              device: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights (normal, std 0.02; norms 1) in tuner keys for the dense model of ``hf_config``."""
-    from tuner.models.convert import build_model_from_hf_config
+    from tuner.checkpoint.hf_config import build_model_from_hf_config
 
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in build_model_from_hf_config(hf_config, model_type).state_dict().items()}
@@ -150,7 +150,7 @@ def write_hf_checkpoint(folder: str | Path, hf_config: Mapping[str, Any], model_
     ``hf_config``'s shape when ``state_dict`` is None. Returns the weight file names, in order."""
     from tuner.checkpoint.hf_folder import saved_dtype, write_hf_config
     from tuner.checkpoint.weights import save_sharded_safetensors
-    from tuner.models.convert import tuner_to_hf
+    from tuner.checkpoint.hf_keys import tuner_to_hf
     from tuner.peft.utils import is_adapter_key
 
     folder = Path(folder)

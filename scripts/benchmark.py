@@ -70,7 +70,9 @@ def run_hf(workload: str, tuner_result: dict, trainer, initial_state: dict | Non
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from tuner.models.convert import hf_config_from_model, tuner_to_hf
+    from tuner.checkpoint.hf_config import hf_config_from_model
+
+    from tuner.checkpoint.hf_keys import tuner_to_hf
 
     model_type = MODEL_TYPES[workload]
     hf_dict = hf_config_from_model(trainer.decoder, model_type)
@@ -305,7 +307,7 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
     if memory_at_peak:
         result["memory_at_peak"] = memory_at_peak
     if compare_torchtune:
-        from tuner.models.convert import hf_config_from_model
+        from tuner.checkpoint.hf_config import hf_config_from_model
 
         tt_hf_config = hf_config_from_model(trainer.decoder, MODEL_TYPES[workload])
     if compare_hf:

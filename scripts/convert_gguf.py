@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tuner.errors import UsageError, run_reporting_errors  # noqa: E402
-from tuner.models.gguf_convert import convert_gguf_to_hf, default_smollm2_checkpoint  # noqa: E402
+from tuner.checkpoint.gguf import convert_gguf_to_hf, default_smollm2_checkpoint  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

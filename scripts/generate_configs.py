@@ -3,15 +3,20 @@
     python scripts/generate_configs.py            # rewrite configs/
     python scripts/generate_configs.py --check    # exit 1 if configs/ differs (a test runs this)
 
-One template per method keeps all configs consistent; a model's row says only what is its own
-(builder names, checkpoint folder and files, tokenizer, model_type) and which configs it gets.
+One template per method keeps all configs consistent; a model's row names a size of a family and
+which configs it gets (plus the few settings that are the configs' own); builder names, checkpoint
+repo and files, tokenizer, model_type and tied embeddings come from the family's spec.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from tuner.models.families import family
+from tuner.models.spec import FamilySpec
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -19,93 +24,109 @@ CONFIGS = ROOT / "configs"
 
 @dataclass(frozen=True)
 class Model:
+    """A config row: which configs one size of a family gets, and the settings that are the configs' own.
+    Everything about the model itself (builder, checkpoint repo and files, tokenizer, model_type, tied
+    embeddings) comes from the family's spec (`tuner.models.families`)."""
+
     family: str          # tuner.models.<family>
-    size: str            # the config name's size part: 1B, 8B, 0.5B, mini, 135M
-    builder: str         # base builder name, e.g. llama3_2_1b
-    title: str           # human name, e.g. "Llama 3.2 1B Instruct"
-    hf_repo: str         # for `tune download`
-    model_type: str
-    tokenizer: str       # dotted tokenizer builder
-    tokenizer_file: str  # relative to the checkpoint folder
-    checkpoint_files: str  # YAML for checkpoint_files
+    size_name: str       # the spec's size (builder suffix): 1b, 0_5b, mini, 7b_v0_3
     methods: tuple[str, ...]  # config kinds to emit, see TEMPLATES
+    label: str = ""      # the config name's size part when it is not the size's (1B, 0.5B, 135M are)
     lora_modules: str = "['q_proj', 'v_proj', 'output_proj']"
     batch_size: int = 4
     tokenizer_extra: str = ""
     full_lr: str = "2e-5"
     big: bool = False    # memory-saving defaults for the single-device full config
     full_ac_every: int | None = None  # single-device full config: checkpoint every n-th layer (measured, docs/benchmarks.md)
-    tied: bool = False   # tied embeddings: no LoRA on the output projection
 
+    @property
+    def spec(self) -> FamilySpec:
+        return family(self.family)
 
-def _sharded(n: int) -> str:
-    return f'\n    filename_format: model-{{}}-of-{{}}.safetensors\n    max_filename: "{n:05d}"'
+    @property
+    def size(self) -> str:
+        """The config name's size part: 1B, 0.5B, mini, 135M."""
+        name = self.size_name
+        return self.label or (name.replace("_", ".").upper() if re.fullmatch(r"[\d_]+[bm]", name) else name)
 
+    @property
+    def builder(self) -> str:
+        return f"{self.family}_{self.size_name}"
 
-SINGLE = "[model.safetensors]"
+    @property
+    def title(self) -> str:
+        return self.spec.size(self.size_name).title
+
+    @property
+    def hf_repo(self) -> str:
+        return str(self.spec.size(self.size_name).hf_repo)
+
+    @property
+    def model_type(self) -> str:
+        return self.spec.model_type
+
+    @property
+    def tokenizer(self) -> str:
+        return str(self.spec.tokenizer)
+
+    @property
+    def tokenizer_file(self) -> str:
+        return self.spec.tokenizer_file
+
+    @property
+    def checkpoint_files(self) -> str:
+        """YAML for checkpoint_files: the file, a list of two, or the shard pattern."""
+        n = self.spec.size(self.size_name).shards
+        if n == 1:
+            return "[model.safetensors]"
+        if n == 2:
+            return "[model-00001-of-00002.safetensors, model-00002-of-00002.safetensors]"
+        return f'\n    filename_format: model-{{}}-of-{{}}.safetensors\n    max_filename: "{n:05d}"'
+
+    @property
+    def tied(self) -> bool:
+        """Tied embeddings: no LoRA on the output projection."""
+        spec = self.spec
+        return bool(spec.decoder_arguments(spec.size_arguments(spec.size(self.size_name)))["tie_word_embeddings"])
+
 
 MODELS: tuple[Model, ...] = (
-    Model("llama2", "7B", "llama2_7b", "Llama 2 7B", "meta-llama/Llama-2-7b-hf", "LLAMA2", "tuner.models.llama2.llama2_tokenizer",
-          "tokenizer.model", "[model-00001-of-00002.safetensors, model-00002-of-00002.safetensors]",
-          ("lora_single_device", "qlora_single_device", "full", "lora")),
-    Model("llama2", "13B", "llama2_13b", "Llama 2 13B", "meta-llama/Llama-2-13b-hf", "LLAMA2", "tuner.models.llama2.llama2_tokenizer",
-          "tokenizer.model", _sharded(3), ("qlora_single_device", "lora")),
-    Model("llama2", "70B", "llama2_70b", "Llama 2 70B", "meta-llama/Llama-2-70b-hf", "LLAMA2", "tuner.models.llama2.llama2_tokenizer",
-          "tokenizer.model", _sharded(15), ("lora", "qlora")),
-    Model("llama3", "8B", "llama3_8b", "Llama 3 8B Instruct", "meta-llama/Meta-Llama-3-8B-Instruct", "LLAMA3", "tuner.models.llama3.llama3_tokenizer",
-          "original/tokenizer.model", _sharded(4), ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"), big=True),
-    Model("llama3", "70B", "llama3_70b", "Llama 3 70B Instruct", "meta-llama/Meta-Llama-3-70B-Instruct", "LLAMA3", "tuner.models.llama3.llama3_tokenizer",
-          "original/tokenizer.model", _sharded(30), ("lora", "qlora")),
-    Model("llama3_1", "8B", "llama3_1_8b", "Llama 3.1 8B Instruct", "meta-llama/Llama-3.1-8B-Instruct", "LLAMA3", "tuner.models.llama3.llama3_tokenizer",
-          "original/tokenizer.model", _sharded(4),
-          ("full_single_device", "lora_single_device", "qlora_single_device", "dora_single_device", "full", "lora", "qlora"), big=True),
-    Model("llama3_1", "70B", "llama3_1_70b", "Llama 3.1 70B Instruct", "meta-llama/Llama-3.1-70B-Instruct", "LLAMA3", "tuner.models.llama3.llama3_tokenizer",
-          "original/tokenizer.model", _sharded(30), ("lora", "qlora", "full"), batch_size=2),
-    Model("llama3_1", "405B", "llama3_1_405b", "Llama 3.1 405B Instruct", "meta-llama/Llama-3.1-405B-Instruct", "LLAMA3", "tuner.models.llama3.llama3_tokenizer",
-          "original/tokenizer.model", _sharded(191), ("qlora",), batch_size=1),
-    Model("llama3_2", "1B", "llama3_2_1b", "Llama 3.2 1B Instruct", "meta-llama/Llama-3.2-1B-Instruct", "LLAMA3_2", "tuner.models.llama3.llama3_tokenizer",
-          "original/tokenizer.model", SINGLE,
-          ("full_single_device", "lora_single_device", "qlora_single_device", "dora_single_device", "rslora_single_device",
-           "lora_plus_single_device", "lora_fa_single_device", "pissa_single_device", "vera_single_device", "full", "lora"),
-          tied=True, full_ac_every=2),
-    Model("llama3_2", "3B", "llama3_2_3b", "Llama 3.2 3B Instruct", "meta-llama/Llama-3.2-3B-Instruct", "LLAMA3_2", "tuner.models.llama3.llama3_tokenizer",
-          "original/tokenizer.model", "[model-00001-of-00002.safetensors, model-00002-of-00002.safetensors]",
-          ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"), tied=True),
-    Model("mistral", "7B", "mistral_7b", "Mistral 7B Instruct v0.3", "mistralai/Mistral-7B-Instruct-v0.3", "MISTRAL", "tuner.models.mistral.mistral_tokenizer",
-          "tokenizer.model", "[model-00001-of-00003.safetensors, model-00002-of-00003.safetensors, model-00003-of-00003.safetensors]",
-          ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"), big=True, full_lr="5e-6"),
-    Model("qwen2_5", "0.5B", "qwen2_5_0_5b", "Qwen2.5 0.5B Instruct", "Qwen/Qwen2.5-0.5B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
-          "tokenizer.json", SINGLE, ("full_single_device", "lora_single_device"), tied=True),
-    Model("qwen2_5", "1.5B", "qwen2_5_1_5b", "Qwen2.5 1.5B Instruct", "Qwen/Qwen2.5-1.5B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
-          "tokenizer.json", SINGLE, ("full_single_device", "lora_single_device"), tied=True),
-    Model("qwen2_5", "3B", "qwen2_5_3b", "Qwen2.5 3B Instruct", "Qwen/Qwen2.5-3B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
-          "tokenizer.json", "[model-00001-of-00002.safetensors, model-00002-of-00002.safetensors]",
-          ("full_single_device", "lora_single_device", "lora"), tied=True),
-    Model("qwen2_5", "7B", "qwen2_5_7b", "Qwen2.5 7B Instruct", "Qwen/Qwen2.5-7B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
-          "tokenizer.json", _sharded(4), ("lora_single_device", "qlora_single_device", "full", "lora")),
-    Model("qwen2_5", "14B", "qwen2_5_14b", "Qwen2.5 14B Instruct", "Qwen/Qwen2.5-14B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
-          "tokenizer.json", _sharded(8), ("qlora_single_device", "lora")),
-    Model("qwen2_5", "32B", "qwen2_5_32b", "Qwen2.5 32B Instruct", "Qwen/Qwen2.5-32B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
-          "tokenizer.json", _sharded(17), ("lora", "qlora"), batch_size=2),
-    Model("qwen2_5", "72B", "qwen2_5_72b", "Qwen2.5 72B Instruct", "Qwen/Qwen2.5-72B-Instruct", "QWEN2", "tuner.models.qwen2_5.qwen2_5_tokenizer",
-          "tokenizer.json", _sharded(37), ("lora", "qlora"), batch_size=2),
-    Model("gemma2", "2B", "gemma2_2b", "Gemma 2 2B", "google/gemma-2-2b", "GEMMA2", "tuner.models.gemma2.gemma2_tokenizer",
-          "tokenizer.json", "[model-00001-of-00002.safetensors, model-00002-of-00002.safetensors]",
-          ("full_single_device", "lora_single_device", "qlora_single_device", "lora"), tied=True),
-    Model("gemma2", "9B", "gemma2_9b", "Gemma 2 9B", "google/gemma-2-9b", "GEMMA2", "tuner.models.gemma2.gemma2_tokenizer",
-          "tokenizer.json", _sharded(4), ("lora_single_device", "qlora_single_device", "full", "lora"), tied=True),
-    Model("gemma2", "27B", "gemma2_27b", "Gemma 2 27B", "google/gemma-2-27b", "GEMMA2", "tuner.models.gemma2.gemma2_tokenizer",
-          "tokenizer.json", _sharded(12), ("qlora_single_device", "lora"), tied=True, batch_size=2),
-    Model("phi3", "mini", "phi3_mini", "Phi-3 mini 4k Instruct", "microsoft/Phi-3-mini-4k-instruct", "PHI3_MINI", "tuner.models.phi3.phi3_mini_tokenizer",
-          "tokenizer.json", "[model-00001-of-00002.safetensors, model-00002-of-00002.safetensors]",
-          ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"),
+    Model("llama2", "7b", ("lora_single_device", "qlora_single_device", "full", "lora")),
+    Model("llama2", "13b", ("qlora_single_device", "lora")),
+    Model("llama2", "70b", ("lora", "qlora")),
+    Model("llama3", "8b", ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"),
+          big=True),
+    Model("llama3", "70b", ("lora", "qlora")),
+    Model("llama3_1", "8b", ("full_single_device", "lora_single_device", "qlora_single_device", "dora_single_device",
+                             "full", "lora", "qlora"), big=True),
+    Model("llama3_1", "70b", ("lora", "qlora", "full"), batch_size=2),
+    Model("llama3_1", "405b", ("qlora",), batch_size=1),
+    Model("llama3_2", "1b", ("full_single_device", "lora_single_device", "qlora_single_device", "dora_single_device",
+                             "rslora_single_device", "lora_plus_single_device", "lora_fa_single_device",
+                             "pissa_single_device", "vera_single_device", "full", "lora"), full_ac_every=2),
+    Model("llama3_2", "3b", ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora")),
+    Model("mistral", "7b_v0_3", ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"),
+          label="7B", big=True, full_lr="5e-6"),
+    Model("qwen2_5", "0_5b", ("full_single_device", "lora_single_device")),
+    Model("qwen2_5", "1_5b", ("full_single_device", "lora_single_device")),
+    Model("qwen2_5", "3b", ("full_single_device", "lora_single_device", "lora")),
+    Model("qwen2_5", "7b", ("lora_single_device", "qlora_single_device", "full", "lora")),
+    Model("qwen2_5", "14b", ("qlora_single_device", "lora")),
+    Model("qwen2_5", "32b", ("lora", "qlora"), batch_size=2),
+    Model("qwen2_5", "72b", ("lora", "qlora"), batch_size=2),
+    Model("qwen3", "0_6b_instruct", ("full_single_device", "lora_single_device"), label="0.6B"),
+    Model("qwen3", "1_7b_instruct", ("full_single_device", "lora_single_device"), label="1.7B"),
+    Model("qwen3", "4b_instruct", ("full_single_device", "lora_single_device", "qlora_single_device", "lora"),
+          label="4B"),
+    Model("qwen3", "8b_instruct", ("lora_single_device", "qlora_single_device", "full", "lora"), label="8B"),
+    Model("gemma2", "2b", ("full_single_device", "lora_single_device", "qlora_single_device", "lora")),
+    Model("gemma2", "9b", ("lora_single_device", "qlora_single_device", "full", "lora")),
+    Model("gemma2", "27b", ("qlora_single_device", "lora"), batch_size=2),
+    Model("phi3", "mini", ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"),
           lora_modules="['q_proj', 'k_proj', 'v_proj', 'output_proj']"),
-    Model("smollm2", "135M", "smollm2_135m", "SmolLM2 135M Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "SMOLLM2", "tuner.models.smollm2.smollm2_tokenizer",
-          "tokenizer.json", SINGLE, ("full_single_device", "lora_single_device"), tied=True, batch_size=8),
-    Model("smollm2", "360M", "smollm2_360m", "SmolLM2 360M Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", "SMOLLM2", "tuner.models.smollm2.smollm2_tokenizer",
-          "tokenizer.json", SINGLE, ("full_single_device", "lora_single_device"), tied=True, batch_size=8),
-    Model("smollm2", "1.7B", "smollm2_1_7b", "SmolLM2 1.7B Instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct", "SMOLLM2", "tuner.models.smollm2.smollm2_tokenizer",
-          "tokenizer.json", SINGLE, ("full_single_device", "lora_single_device", "qlora_single_device"), tied=True),
+    Model("smollm2", "135m", ("full_single_device", "lora_single_device"), batch_size=8),
+    Model("smollm2", "360m", ("full_single_device", "lora_single_device"), batch_size=8),
+    Model("smollm2", "1_7b", ("full_single_device", "lora_single_device", "qlora_single_device")),
 )
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ DIMS = dict(vocab_size=128_256, num_layers=2, num_heads=4, num_kv_heads=2, embed
 
 def write_checkpoint(folder: Path, seed: int = 0) -> None:
     """A random Llama 3.2-shaped HF checkpoint of DIMS (tied embeddings), through tuner's HF writer."""
-    from tuner.models.convert import hf_config_from_model
+    from tuner.checkpoint.hf_config import hf_config_from_model
     from tuner.models.llama3_2 import llama3_2
 
     torch.manual_seed(seed)

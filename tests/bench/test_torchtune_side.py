@@ -25,7 +25,7 @@ def _load_hf(folder: Path, files: list[str], model_type: str, tmp_path: Path) ->
 
 
 def test_checkpoint_from_tuner_weights_loads_back_to_the_same_tensors(tmp_path):
-    from tuner.models.convert import hf_config_from_model
+    from tuner.checkpoint.hf_config import hf_config_from_model
     from tuner.models.llama3_2 import lora_llama3_2
 
     torch.manual_seed(0)
@@ -43,7 +43,7 @@ def test_checkpoint_from_tuner_weights_loads_back_to_the_same_tensors(tmp_path):
 
 
 def test_random_dense_checkpoint_of_a_quantized_models_shape(tmp_path):
-    from tuner.models.convert import hf_config_from_model
+    from tuner.checkpoint.hf_config import hf_config_from_model
     from tuner.models.llama3_1 import llama3_1
 
     config = hf_config_from_model(llama3_1(**SMALL, tie_word_embeddings=False), "LLAMA3")

@@ -28,6 +28,7 @@ FAMILIES: dict[str, tuple[str, str, dict]] = {
                                           "hidden_activation": "gelu_pytorch_tanh"}),
     "phi3": ("PHI3_MINI", "Phi3Config", {"tie_word_embeddings": False, "pad_token_id": 0}),
     "smollm2": ("SMOLLM2", "LlamaConfig", {"tie_word_embeddings": True, "rope_theta": 100000.0}),
+    "qwen3": ("QWEN3", "Qwen3Config", {"tie_word_embeddings": True, "head_dim": 16}),
 }
 
 

@@ -10,7 +10,7 @@ from tests.checkpoint.conftest import FAMILIES, make_hf_model, save_hf_model
 from tuner.checkpoint import HFCheckpointer, MetaCheckpointer, NativeCheckpointer, load_model_state
 from tuner.checkpoint.files import resolve_files
 from tuner.errors import CheckpointError, ConfigError
-from tuner.models.convert import build_model_from_hf_config
+from tuner.checkpoint.hf_config import build_model_from_hf_config
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_wrong_family_model_type_against_config(llama_src, tmp_path):
 def test_unknown_model_type_suggests(llama_src, tmp_path):
     with pytest.raises(ConfigError, match="unknown checkpointer.model_type 'LLAMA_3'") as e:
         HFCheckpointer(llama_src, None, "LLAMA_3", tmp_path / "o")
-    assert "did you mean LLAMA3" in str(e.value)
+    assert "did you mean 'LLAMA3'" in str(e.value)
     with pytest.raises(ConfigError, match="model_type is not set"):
         HFCheckpointer(llama_src, None, None, tmp_path / "o")
 

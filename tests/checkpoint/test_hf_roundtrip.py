@@ -8,7 +8,7 @@ import torch
 from tests.checkpoint.conftest import FAMILIES, hf_logits, make_hf_model, save_hf_model
 
 from tuner.checkpoint import HFCheckpointer, load_model_state
-from tuner.models.convert import build_model_from_hf_config
+from tuner.checkpoint.hf_config import build_model_from_hf_config
 
 
 @pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])

@@ -7,7 +7,7 @@ import torch
 from tests.checkpoint.conftest import hf_logits, make_hf_model
 
 from tuner.checkpoint import MetaCheckpointer, NativeCheckpointer, load_model_state
-from tuner.models.convert import build_model_from_hf_config
+from tuner.checkpoint.hf_config import build_model_from_hf_config
 
 
 def _hf_to_meta_permute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -60,7 +60,7 @@ def test_meta_round_trip(tmp_path, tokens):
 def test_native_round_trip_and_torchtune_pt(tmp_path, tokens):
     hf = make_hf_model("qwen2")
     model = build_model_from_hf_config(hf.config.to_dict(), "QWEN2").eval()
-    from tuner.models.convert import hf_to_tuner
+    from tuner.checkpoint.hf_keys import hf_to_tuner
 
     sd = hf_to_tuner(hf.state_dict(), "QWEN2", hf.config.to_dict())
     src = tmp_path / "native"

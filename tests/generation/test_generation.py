@@ -8,7 +8,8 @@ from transformers import GenerationConfig
 from hf_tiny import VOCAB, tiny_hf_model
 from tuner.errors import UsageError
 from tuner.generation import generate, sample_next_token, stream
-from tuner.models.convert import build_model_from_hf_config, hf_to_tuner
+from tuner.checkpoint.hf_config import build_model_from_hf_config
+from tuner.checkpoint.hf_keys import hf_to_tuner
 
 
 def _pair(family):

@@ -30,6 +30,8 @@ FAMILIES = {
     "phi3": ("Phi3Config", "Phi3ForCausalLM", "PHI3_MINI", dict(num_key_value_heads=4, sliding_window=8,
                                                                 original_max_position_embeddings=64)),
     "smollm2": ("LlamaConfig", "LlamaForCausalLM", "SMOLLM2", dict(tie_word_embeddings=True, rope_theta=100_000.0)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", "QWEN3", dict(head_dim=24, rope_theta=1e6, rms_norm_eps=1e-6,
+                                                               tie_word_embeddings=False)),
 }
 
 

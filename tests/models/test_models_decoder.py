@@ -13,7 +13,8 @@ from torch.nn.attention.flex_attention import create_block_mask
 from hf_tiny import VOCAB, tiny_hf_model
 from tuner.errors import ConfigError, UsageError
 from tuner.models import TiedLinear, TransformerDecoder
-from tuner.models.convert import build_model_from_hf_config, hf_to_tuner
+from tuner.checkpoint.hf_config import build_model_from_hf_config
+from tuner.checkpoint.hf_keys import hf_to_tuner
 
 
 def _model(family):
@@ -156,9 +157,12 @@ def test_lora_builders_pass_arguments_to_apply_lora(monkeypatch):
     ("llama3", ["llama3_8b", "llama3_70b"]),
     ("llama3_1", ["llama3_1_8b", "llama3_1_70b", "llama3_1_405b"]),
     ("llama3_2", ["llama3_2_1b", "llama3_2_3b"]),
-    ("mistral", ["mistral_7b"]),
+    ("llama3_3", ["llama3_3_70b"]),
+    ("mistral", ["mistral_7b", "mistral_7b_v0_3"]),
     ("qwen2_5", ["qwen2_5_0_5b", "qwen2_5_1_5b", "qwen2_5_3b", "qwen2_5_7b", "qwen2_5_14b", "qwen2_5_32b",
-                 "qwen2_5_72b"]),
+                 "qwen2_5_72b"]
+     + [f"qwen2_5_{s}_{k}" for s in ("1_5b", "7b", "14b", "32b", "72b") for k in ("base", "instruct")]),
+    ("qwen3", [f"qwen3_{s}_{k}" for s in ("0_6b", "1_7b", "4b", "8b") for k in ("base", "instruct")]),
     ("gemma2", ["gemma2_2b", "gemma2_9b", "gemma2_27b"]),
     ("phi3", ["phi3_mini"]),
     ("smollm2", ["smollm2_135m", "smollm2_360m", "smollm2_1_7b"]),
@@ -170,10 +174,11 @@ def test_every_family_exports_builders(module, names):
     for n in [module, f"lora_{module}", f"qlora_{module}"] + names + [f"lora_{n}" for n in names] + \
             [f"qlora_{n}" for n in names]:
         assert callable(getattr(mod, n)), n
+        assert getattr(mod, n).__name__ == n and getattr(mod, n).__module__ == mod.__name__, n
 
 
 def test_lora_builder_with_real_apply_lora_starts_at_base_and_converts_to_hf():
-    from tuner.models.convert import hf_to_tuner, tuner_to_hf
+    from tuner.checkpoint.hf_keys import hf_to_tuner, tuner_to_hf
     from tuner.models.llama3_2 import llama3_2, lora_llama3_2
 
     dims = dict(vocab_size=VOCAB, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, max_seq_len=16,

@@ -6,7 +6,8 @@ import torch
 
 from hf_tiny import VOCAB, tiny_hf_model
 from tuner.generation import generate
-from tuner.models.convert import build_model_from_hf_config, hf_to_tuner
+from tuner.checkpoint.hf_config import build_model_from_hf_config
+from tuner.checkpoint.hf_keys import hf_to_tuner
 
 pytestmark = pytest.mark.gpu
 
@@ -18,7 +19,7 @@ def _model(family):
     return model
 
 
-@pytest.mark.parametrize("family", ["llama3_1", "gemma2", "qwen2_5", "mistral"])  # mistral: 8-token window
+@pytest.mark.parametrize("family", ["llama3_1", "gemma2", "qwen2_5", "mistral", "qwen3"])  # mistral: 8-token window
 @torch.no_grad()
 def test_cuda_logits_match_cpu(family):
     model = _model(family)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from hf_tiny import FAMILIES, VOCAB, hf_model_from, tiny_hf_model
-from tuner.models.convert import build_model_from_hf_config, hf_to_tuner, tuner_to_hf
+from tuner.checkpoint.hf_config import build_model_from_hf_config
+from tuner.checkpoint.hf_keys import hf_to_tuner, tuner_to_hf
 
 TOL = 1e-4
 
@@ -81,7 +82,7 @@ def test_input_pos_matches_default_positions(pair):
 def test_hf_config_from_model_builds_the_same_hf_model(pair):
     import transformers
 
-    from tuner.models.convert import hf_config_from_model
+    from tuner.checkpoint.hf_config import hf_config_from_model
 
     family, hf, cfg, mt, model = pair
     out_cfg = hf_config_from_model(model, mt, pad_token_id=0, bos_token_id=1, eos_token_id=2)

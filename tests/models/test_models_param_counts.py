@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from tuner.models.convert import build_model_from_hf_config
+from tuner.checkpoint.hf_config import build_model_from_hf_config
 
 PUBLISHED = {
     "llama2.llama2_7b": 6_738_415_616,
@@ -41,6 +41,10 @@ PUBLISHED = {
     "smollm2.smollm2_135m": 134_515_008,
     "smollm2.smollm2_360m": 361_821_120,
     "smollm2.smollm2_1_7b": 1_711_376_384,
+    "qwen3.qwen3_0_6b_instruct": 596_049_920,
+    "qwen3.qwen3_1_7b_base": 1_720_574_976,
+    "qwen3.qwen3_4b_instruct": 4_022_468_096,
+    "qwen3.qwen3_8b_instruct": 8_190_735_360,
 }
 
 _LLAMA31 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -88,6 +92,14 @@ RELEASED_CONFIGS = {
         vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32,
         num_key_value_heads=32, max_position_embeddings=4096, original_max_position_embeddings=4096,
         rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None, sliding_window=2047, pad_token_id=32000)),
+    "qwen3.qwen3_0_6b_instruct": ("QWEN3", "Qwen3Config", dict(
+        vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0,
+        tie_word_embeddings=True, attention_bias=False, use_sliding_window=False)),
+    "qwen3.qwen3_8b_instruct": ("QWEN3", "Qwen3Config", dict(
+        vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0,
+        tie_word_embeddings=False, attention_bias=False, use_sliding_window=False)),
     "smollm2.smollm2_135m": ("SMOLLM2", "LlamaConfig", dict(
         vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
         num_key_value_heads=3, max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0,

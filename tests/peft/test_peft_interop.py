@@ -14,12 +14,13 @@ from peft import LoraConfig, PeftModel, VeraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from tuner.errors import TunerError
-from tuner.models.convert import build_model_from_hf_config, hf_to_tuner, tuner_to_hf
+from tuner.checkpoint.hf_config import build_model_from_hf_config
+from tuner.checkpoint.hf_keys import hf_to_tuner, tuner_to_hf
 from tuner.peft import (
     apply_lora, clone_merged, get_adapter_params, get_adapter_state_dict, get_merged_lora_ckpt, is_adapter_key,
     validate_missing_and_unexpected_for_lora,
 )
-from tuner.peft.peft_format import load_peft_adapter, load_peft_adapter_config, save_peft_adapter
+from tuner.checkpoint.peft_format import load_peft_adapter, load_peft_adapter_config, save_peft_adapter
 
 MT, R, ALPHA, ATOL = "LLAMA3", 4, 8, 1e-4
 ATTN = ["q_proj", "k_proj", "v_proj", "output_proj"]

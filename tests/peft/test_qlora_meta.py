@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from tuner.errors import TunerError
-from tuner.models.convert import build_model_from_hf_config
+from tuner.checkpoint.hf_config import build_model_from_hf_config
 from tuner.peft import (
     LoRALinear, apply_lora, get_adapter_params, get_merged_lora_ckpt, initialize_adapters, merge_lora_weights,
     set_trainable_params, trainable_params_summary,

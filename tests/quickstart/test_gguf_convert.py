@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tuner.errors import CheckpointError, TunerError
-from tuner.models import gguf_convert
-from tuner.models.gguf_convert import convert_gguf_to_hf, default_smollm2_checkpoint
+from tuner.checkpoint import gguf as gguf_convert
+from tuner.checkpoint.gguf import convert_gguf_to_hf, default_smollm2_checkpoint
 
 gguf = pytest.importorskip("gguf")
 transformers = pytest.importorskip("transformers")

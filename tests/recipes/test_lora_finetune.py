@@ -110,7 +110,7 @@ def test_lora_plus_gives_b_a_higher_learning_rate(ckpt, tmp_path):
 
 
 def test_qlora_trains_and_adapter_loads_in_peft_over_dequantized_base(ckpt, tmp_path):
-    from tuner.models.convert import tuner_to_hf
+    from tuner.checkpoint.hf_keys import tuner_to_hf
     from tuner.quantization import dequantized_state_dict, has_nf4_weight
 
     trainer, before = _train(tmp_path, ckpt, {**LORA, "quantize_base": True}, max_steps_per_epoch=3,

@@ -142,7 +142,9 @@ def meta_checkpoint(family: str, vocab: int) -> Path:
     """The same weights in Meta's format (consolidated.00.pth + params.json), through tuner's conversion."""
     from safetensors.torch import load_file
 
-    from tuner.models.convert import hf_to_tuner, tuner_to_meta
+    from tuner.checkpoint.hf_keys import hf_to_tuner
+
+    from tuner.checkpoint.meta_keys import tuner_to_meta
 
     hf_folder, config = hf_checkpoint(family, vocab)
     model_type = "LLAMA3"
@@ -161,7 +163,7 @@ def meta_checkpoint(family: str, vocab: int) -> Path:
 # ---- the overrides ------------------------------------------------------------------------------------
 def model_overrides(cfg) -> list[str]:
     """The family's component builder (keeping lora_/qlora_) with the tiny checkpoint's dimensions."""
-    from tuner.models.convert import builder_kwargs_from_hf_config
+    from tuner.checkpoint.hf_config import builder_kwargs_from_hf_config
 
     family = family_of(cfg)
     builder = str(cfg.model._component_).rsplit(".", 1)[1]

@@ -23,7 +23,6 @@ plus the folder's adapter (its full model has the adapter merged in).
 from tuner.checkpoint.atomic import MARKER_NAME, latest_checkpoint, list_checkpoints, prune_checkpoints
 from tuner.checkpoint.checkpointer import HFCheckpointer, MetaCheckpointer, NativeCheckpointer
 from tuner.checkpoint.model_state import check_state_dict, load_model_state
-from tuner.checkpoint.model_types import KNOWN_MODEL_TYPES, normalize_model_type
 from tuner.checkpoint.training_state import (
     TRAINING_STATE_NAME,
     capture_rng_state,
@@ -32,6 +31,7 @@ from tuner.checkpoint.training_state import (
     save_training_state,
     to_weights_only,
 )
+from tuner.models.families import normalize_model_type
 
 FullModelHFCheckpointer = HFCheckpointer
 FullModelMetaCheckpointer = MetaCheckpointer
@@ -55,7 +55,6 @@ __all__ = [
     "latest_checkpoint",
     "prune_checkpoints",
     "normalize_model_type",
-    "KNOWN_MODEL_TYPES",
     "MARKER_NAME",
     "TRAINING_STATE_NAME",
 ]

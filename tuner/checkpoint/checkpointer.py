@@ -19,12 +19,15 @@ from torch import nn
 from tuner.checkpoint import hf_folder
 from tuner.checkpoint.atomic import atomic_checkpoint_dir, latest_checkpoint, list_checkpoints, prune_checkpoints, read_marker
 from tuner.checkpoint.files import check_dir, discover_files, resolve_files
+from tuner.checkpoint.hf_keys import fused_in_hf, hf_to_tuner, tuner_to_hf
+from tuner.checkpoint.meta_keys import meta_to_tuner, tuner_to_meta
 from tuner.checkpoint.model_state import check_state_dict
-from tuner.checkpoint.model_types import normalize_model_type
+from tuner.checkpoint.peft_format import load_peft_adapter, save_peft_adapter
 from tuner.checkpoint.sharded import SHARDED_STATE_DIR
 from tuner.checkpoint.training_state import TRAINING_STATE_NAME, load_training_state, save_training_state
 from tuner.checkpoint.weights import DEFAULT_MAX_SHARD_SIZE, iter_weight_files, load_weight_file, save_sharded_safetensors
 from tuner.errors import CheckpointError, ConfigError, UsageError
+from tuner.models.families import families, family
 
 StateDict = dict[str, torch.Tensor]
 ShardCallback = Callable[[StateDict], None]
@@ -38,13 +41,6 @@ TUNER_ADAPTER_NAME = "adapter.safetensors"
 #: on top of the merged weights (applying it twice).
 ADAPTER_SUBDIR = "adapter"
 PEFT_ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
-
-
-def _convert():
-    """The model zoo's key conversions (imported lazily: the zoo may import this package)."""
-    from tuner.models import convert
-
-    return convert
 
 
 class _Checkpointer:
@@ -68,7 +64,8 @@ class _Checkpointer:
         should_load_recipe_state: bool = False,
     ) -> None:
         self.checkpoint_dir = check_dir(checkpoint_dir)
-        self.model_type = normalize_model_type(model_type)
+        self.family = family(model_type, "checkpointer.model_type")
+        self.model_type = self.family.model_type
         if output_dir is None or str(output_dir).strip() == "":
             raise ConfigError("checkpointer.output_dir is not set", fix="set it to the folder where checkpoints go")
         self.output_dir = Path(str(output_dir)).expanduser()
@@ -451,10 +448,10 @@ class HFCheckpointer(_Checkpointer):
         return self.hf_config if folder == self.checkpoint_dir else hf_folder.read_hf_config(folder)
 
     def _to_tuner(self, state_dict: StateDict, source: Path) -> StateDict:
-        return _convert().hf_to_tuner(state_dict, self.model_type, self._config_for(source))
+        return hf_to_tuner(state_dict, self.model_type, self._config_for(source))
 
     def _write_model(self, state_dict: StateDict, folder: Path) -> list[str]:
-        hf_sd = _convert().tuner_to_hf(state_dict, self.model_type, self.hf_config)
+        hf_sd = tuner_to_hf(state_dict, self.model_type, self.hf_config)
         files = save_sharded_safetensors(
             hf_sd, folder, max_shard_size=self.max_shard_size, safe_serialization=self.safe_serialization
         )
@@ -462,9 +459,7 @@ class HFCheckpointer(_Checkpointer):
         return files + [hf_folder.CONFIG_NAME]
 
     def _write_adapter(self, adapter: StateDict, adapter_config: dict[str, Any] | None, folder: Path) -> None:
-        from tuner.peft.peft_format import save_peft_adapter
-
-        fused = sorted({k.rsplit(".", 2)[0] for k in adapter if _convert().fused_in_hf(k, self.model_type)})
+        fused = sorted({k.rsplit(".", 2)[0] for k in adapter if fused_in_hf(k, self.model_type)})
         if fused:  # e.g. torchtune's Phi-3 configs: LoRA on q_proj and v_proj, which HF fuses into qkv_proj
             print(f"[tuner] note: {self.model_type}'s HF checkpoints fuse {fused[0].rsplit('.', 1)[-1]} and its siblings, "
                   f"so a PEFT adapter cannot hold this one; it is saved in tuner's keys as {TUNER_ADAPTER_NAME} "
@@ -476,8 +471,6 @@ class HFCheckpointer(_Checkpointer):
         save_peft_adapter(_plain(adapter), folder, self.model_type, self.hf_config, config)
 
     def _read_peft_adapter(self, file: Path) -> StateDict:
-        from tuner.peft.peft_format import load_peft_adapter
-
         return load_peft_adapter(file.parent, self.model_type, self.hf_config)
 
     def _copy_side_files(self, folder: Path, adapter_only: bool) -> None:
@@ -510,10 +503,11 @@ class MetaCheckpointer(_Checkpointer):
     PARAMS_NAME = "params.json"
 
     def _setup_format(self) -> None:
-        if self.model_type not in ("LLAMA2", "LLAMA3", "LLAMA3_2"):
+        if not self.family.meta_format:
+            meta = " / ".join(dict.fromkeys(f.model_type for f in families() if f.meta_format))
             raise ConfigError(
                 f"MetaCheckpointer reads Meta's original Llama checkpoints, not model_type {self.model_type}",
-                fix="use HFCheckpointer for this model, or model_type LLAMA2 / LLAMA3 / LLAMA3_2",
+                fix=f"use HFCheckpointer for this model, or model_type {meta}",
             )
         if len(self.checkpoint_files) > 1:
             raise CheckpointError(
@@ -542,12 +536,12 @@ class MetaCheckpointer(_Checkpointer):
             ) from e
 
     def _to_tuner(self, state_dict: StateDict, source: Path) -> StateDict:
-        return _convert().meta_to_tuner(state_dict, **self._dims)
+        return meta_to_tuner(state_dict, **self._dims)
 
     def _write_model(self, state_dict: StateDict, folder: Path) -> list[str]:
         from tuner.checkpoint.weights import _untie, write_torch_file
 
-        meta_sd = _convert().tuner_to_meta(state_dict, **self._dims)
+        meta_sd = tuner_to_meta(state_dict, **self._dims)
         write_torch_file(_untie(meta_sd), folder / "consolidated.00.pth")
         return ["consolidated.00.pth"]
 

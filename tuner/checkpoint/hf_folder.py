@@ -13,6 +13,7 @@ import torch
 
 from tuner.checkpoint.atomic import write_text
 from tuner.errors import CheckpointError, ConfigError
+from tuner.models.families import families, family, hf_model_types
 
 CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
@@ -27,19 +28,6 @@ TOKENIZER_FILES = (
     "merges.txt",
     "vocab.json",
 )
-
-#: Which ``config.json`` ``model_type`` values each checkpointer ``model_type`` can convert.
-_HF_FAMILIES: dict[str, tuple[str, ...]] = {
-    "LLAMA2": ("llama",),
-    "LLAMA3": ("llama",),
-    "LLAMA3_2": ("llama",),
-    "SMOLLM2": ("llama",),
-    "MISTRAL": ("mistral", "llama"),
-    "QWEN2": ("qwen2",),
-    "GEMMA2": ("gemma2",),
-    "PHI3_MINI": ("phi3",),
-}
-
 
 def read_hf_config(folder: Path) -> dict[str, Any]:
     """``folder/config.json`` as a dict; a CheckpointError when it is missing or malformed."""
@@ -63,10 +51,10 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
 def check_family(model_type: str, hf_config: dict[str, Any], where: Path) -> None:
     """Raise when ``config.json`` names a known architecture other than ``model_type``'s."""
     hf_type = str(hf_config.get("model_type", "")).lower()
-    known = {t for types in _HF_FAMILIES.values() for t in types}
-    allowed = _HF_FAMILIES.get(model_type)
-    if allowed and hf_type in known and hf_type not in allowed:
-        fitting = sorted(k for k, v in _HF_FAMILIES.items() if hf_type in v)
+    readable = {f.model_type: hf_model_types(f) for f in families()}
+    known = {t for types in readable.values() for t in types}
+    if hf_type in known and hf_type not in hf_model_types(family(model_type)):
+        fitting = sorted(k for k, v in readable.items() if hf_type in v)
         raise ConfigError(
             f"checkpointer.model_type {model_type} does not match the checkpoint in {str(where)!r}, "
             f"whose config.json says model_type {hf_type!r}",

@@ -10,7 +10,7 @@ from tuner.errors import ConfigError, note
 def builtin_model(name: str) -> str:
     """Path of a built-in model's HF folder, converting it on first use."""
     if name == "smollm2-135m-instruct":
-        from tuner.models.gguf_convert import default_smollm2_checkpoint
+        from tuner.checkpoint.gguf import default_smollm2_checkpoint
 
         path = default_smollm2_checkpoint()
         note(f"model: the built-in SmolLM2-135M-Instruct, cached in {path}")

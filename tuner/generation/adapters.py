@@ -21,10 +21,10 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
+from tuner.checkpoint.peft_format import ADAPTER_CONFIG, load_peft_adapter, read_peft_config
 from tuner.checkpoint.weights import load_weight_file, read_safetensors_metadata
-from tuner.errors import CheckpointError, ConfigError
+from tuner.errors import CheckpointError, ConfigError, TunerError
 
-ADAPTER_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 TUNER_ADAPTER = "adapter.safetensors"
 BASE_NAME = "base"  # the name that selects no adapter
@@ -84,9 +84,6 @@ def load_adapter(adapter_dir: str | os.PathLike, model_type: str, hf_config: Opt
             raise CheckpointError(f"adapter {name!r} ({folder}) was saved for model_type {saved_type}, not {model_type}",
                                   fix="use an adapter trained on this base model")
     else:
-        from tuner.errors import TunerError
-        from tuner.peft import load_peft_adapter
-
         try:
             state = load_peft_adapter(folder, model_type, hf_config)  # checks the config's PEFT options too
             config = _peft_merge_settings(folder)
@@ -102,7 +99,7 @@ def load_adapter(adapter_dir: str | os.PathLike, model_type: str, hf_config: Opt
 def _peft_merge_settings(folder: Path) -> dict[str, Any]:
     """What merging needs from ``adapter_config.json`` (any target modules: merging does not
     rebuild the adapter layers, so it is not limited to what `apply_lora` can express)."""
-    raw = json.loads((folder / ADAPTER_CONFIG).read_text())
+    raw = read_peft_config(folder)
     return {"lora_rank": raw.get("r"), "lora_alpha": raw.get("lora_alpha"), "use_rslora": bool(raw.get("use_rslora", False)),
             "use_dora": bool(raw.get("use_dora", False)), "peft_type": raw.get("peft_type")}
 

@@ -1,9 +1,10 @@
 """Model zoo: one generic decoder (``TransformerDecoder``) and one small module per family.
 
-Families (``tuner.models.<family>``): llama2, llama3, llama3_1, llama3_2, mistral, qwen2_5, gemma2,
-phi3, smollm2. Each has a component builder taking the dimensions (``llama3_2(vocab_size, ...)``),
+Families (``tuner.models.<family>``): llama2, llama3, llama3_1, llama3_2, llama3_3, mistral, qwen2_5,
+gemma2, phi3, smollm2. Each module declares one ``FAMILY`` spec (`tuner.models.spec`), from which
+its builders are generated: a component builder taking the dimensions (``llama3_2(vocab_size, ...)``),
 builders per size (``llama3_2_1b()``), and ``lora_*`` / ``qlora_*`` versions of both, which build
-the base model and call ``tuner.peft.apply_lora``.
+the base model and call ``tuner.peft.apply_lora``. `tuner.models.families` looks families up.
 
 Using a model:
 
@@ -18,8 +19,8 @@ Using a model:
 * Generation: ``setup_caches(batch_size, dtype, max_seq_len)``, ``reset_caches()``,
   ``remove_caches()``, ``caches_are_enabled()``; or just ``tuner.generation.generate``.
 
-Checkpoint keys: ``tuner.models.convert`` (HF and Meta layouts, adapters included, Phi-3 fusing,
-and building a model from / describing a model as an HF ``config.json``).
+Checkpoint formats live in `tuner.checkpoint`: ``hf_keys`` / ``meta_keys`` (HF and Meta layouts,
+adapters included, Phi-3 fusing) and ``hf_config`` (a model from / as an HF ``config.json``).
 """
 from tuner.models.attention import MultiHeadAttention
 from tuner.models.kv_cache import KVCache

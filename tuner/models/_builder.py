@@ -1,7 +1,8 @@
 """Build a ``TransformerDecoder`` from data, and generate the LoRA/QLoRA builders of a family.
 
-Every family module calls ``transformer_decoder`` with its own dimensions and switches; nothing
-else about the architecture lives in the family modules.
+``transformer_decoder`` is the one builder; a family's spec (`tuner.models.spec`) says which of its
+switches the family fixes and which it exposes. ``llama_mlp_width`` and ``llama3_rope_scaling`` turn
+torchtune's builder arguments into decoder arguments for the families that take them.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def transformer_decoder(
     gemma_norm: bool = False,
     post_norms: bool = False,
     qkv_bias: bool = False,
+    qk_norm: bool = False,
     tie_word_embeddings: bool = False,
     activation: str = "silu",
     attn_dropout: float = 0.0,
@@ -54,7 +56,8 @@ def transformer_decoder(
     """The generic decoder.
 
     ``gemma_norm``: RMSNorm in Gemma's ``(1 + w)`` form. ``post_norms``: extra norms after attention
-    and MLP (Gemma 2's ``sa_scale``/``mlp_scale``). ``sliding_window_pattern``: ``"all"`` layers, or
+    and MLP (Gemma 2's ``sa_scale``/``mlp_scale``). ``qk_norm``: RMSNorm over each head's queries and
+    keys before RoPE (Qwen3's ``q_norm``/``k_norm``). ``sliding_window_pattern``: ``"all"`` layers, or
     ``"even"`` (layers 0, 2, 4, ... as Gemma 2) use ``sliding_window`` when it is set.
     """
     head_dim = head_dim or embed_dim // num_heads
@@ -80,6 +83,8 @@ def transformer_decoder(
             softcap=attn_softcap,
             sliding_window=window,
             attn_dropout=attn_dropout,
+            q_norm=RMSNorm(head_dim, eps=norm_eps, offset=gemma_norm) if qk_norm else None,
+            k_norm=RMSNorm(head_dim, eps=norm_eps, offset=gemma_norm) if qk_norm else None,
         )
         mlp = FeedForward(
             gate_proj=nn.Linear(embed_dim, intermediate_dim, bias=False),
@@ -107,6 +112,25 @@ def transformer_decoder(
         embed_scale=embed_scale,
         final_softcap=final_softcap,
     )
+
+
+# ---- torchtune's builder arguments that are not decoder arguments ------------------------------------
+#: Llama 3.1's rope-scaling builder arguments -> the keys of HF's ``rope_scaling`` ("llama3" type).
+LLAMA3_SCALING = {"scale_factor": "factor", "low_freq_factor": "low_freq_factor",
+                  "high_freq_factor": "high_freq_factor", "old_context_len": "original_max_position_embeddings"}
+
+
+def llama_mlp_width(kw: dict[str, Any]) -> dict[str, Any]:
+    """``intermediate_dim=None`` means Llama's rule (``scale_hidden_dim_for_mlp(embed_dim)``)."""
+    if kw.get("intermediate_dim") is None:
+        kw["intermediate_dim"] = scale_hidden_dim_for_mlp(kw["embed_dim"])
+    return kw
+
+
+def llama3_rope_scaling(kw: dict[str, Any]) -> dict[str, Any]:
+    """``scale_factor``, ``low_freq_factor``, ... -> the decoder's ``rope_scaling`` dict."""
+    kw["rope_scaling"] = {"rope_type": "llama3", **{LLAMA3_SCALING[k]: kw.pop(k) for k in LLAMA3_SCALING}}
+    return kw
 
 
 # ---- LoRA / QLoRA builders ---------------------------------------------------------------------

@@ -79,6 +79,8 @@ class MultiHeadAttention(nn.Module):
         sliding_window: this layer attends to at most the last ``sliding_window`` positions
             (``q - k < sliding_window``), or None. The decoder turns it into a mask.
         attn_dropout: dropout on attention probabilities while training.
+        q_norm, k_norm: norms over each head's query / key (``head_dim``), applied before the rotary
+            embedding (Qwen3's q/k RMSNorm), or None.
     """
 
     def __init__(
@@ -96,6 +98,8 @@ class MultiHeadAttention(nn.Module):
         softcap: float | None = None,
         sliding_window: int | None = None,
         attn_dropout: float = 0.0,
+        q_norm: nn.Module | None = None,
+        k_norm: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if num_heads % num_kv_heads:
@@ -113,6 +117,8 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = k_proj
         self.v_proj = v_proj
         self.output_proj = output_proj
+        self.q_norm = q_norm
+        self.k_norm = k_norm
         self.scale = scale if scale is not None else head_dim**-0.5
         self.softcap = softcap
         self.sliding_window = sliding_window
@@ -140,8 +146,13 @@ class MultiHeadAttention(nn.Module):
         dtype. ``cache_pos``: ``[s]`` cache slots to write when the KV cache is on.
         """
         b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
         if rope is not None:
             cos, sin = rope

@@ -8,65 +8,61 @@ embeddings.
 """
 from __future__ import annotations
 
-from tuner.models._builder import make_lora_builder, transformer_decoder
-from tuner.models.transformer import TransformerDecoder
+from typing import Any, Mapping
+
+from tuner.data.tokenizers import Gemma2Format, gemma2_tokenizer
+from tuner.errors import ConfigError
+from tuner.models.spec import FamilySpec, Size
+
+gemma_tokenizer = gemma2_tokenizer  # torchtune's Gemma 2 configs name tuner.models.gemma.gemma_tokenizer, also here
 
 
-def gemma2(
-    vocab_size: int,
-    num_layers: int,
-    num_heads: int,
-    head_dim: int,
-    num_kv_heads: int,
-    embed_dim: int,
-    intermediate_dim: int,
-    max_seq_len: int,
-    attn_dropout: float = 0.0,
-    norm_eps: float = 1e-6,
-    rope_base: float = 10_000.0,
-    hidden_capping_value: float | None = 50.0,
-    final_capping_value: float | None = 30.0,
-    sliding_window_size: int | None = 4096,
-    query_pre_attn_scalar: float | None = None,
-) -> TransformerDecoder:
-    """Gemma 2 decoder (``query_pre_attn_scalar`` defaults to ``head_dim``)."""
-    return transformer_decoder(
-        vocab_size=vocab_size, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads,
-        embed_dim=embed_dim, intermediate_dim=intermediate_dim, max_seq_len=max_seq_len, head_dim=head_dim,
-        attn_dropout=attn_dropout, norm_eps=norm_eps, rope_base=rope_base, gemma_norm=True, post_norms=True,
-        activation="gelu_pytorch_tanh", attn_softcap=hidden_capping_value, final_softcap=final_capping_value,
-        query_pre_attn_scalar=query_pre_attn_scalar or head_dim, embed_scale=embed_dim**0.5,
-        sliding_window=sliding_window_size, sliding_window_pattern="even", tie_word_embeddings=True,
-    )
+def _scale_and_query_scalar(kw: dict[str, Any]) -> dict[str, Any]:
+    """Embeddings scaled by sqrt(embed_dim); ``query_pre_attn_scalar`` defaults to ``head_dim``."""
+    kw["query_pre_attn_scalar"] = kw.get("query_pre_attn_scalar") or kw["head_dim"]
+    kw["embed_scale"] = kw["embed_dim"] ** 0.5
+    return kw
 
 
-def gemma2_2b() -> TransformerDecoder:
-    """gemma-2-2b (2,614,341,888 parameters)."""
-    return gemma2(vocab_size=256_000, num_layers=26, num_heads=8, head_dim=256, num_kv_heads=4, embed_dim=2304,
-                  intermediate_dim=9216, max_seq_len=8192, query_pre_attn_scalar=256)
+def _check_hf_config(c: Mapping[str, Any]) -> None:
+    layer_types = c.get("layer_types")
+    expected = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(int(c["num_hidden_layers"]))]
+    if layer_types is not None and list(layer_types) != expected:
+        raise ConfigError("Gemma 2 config with a non-alternating layer_types is not supported",
+                          "use sliding attention on even layers, as released Gemma 2 models do")
+    if not c.get("tie_word_embeddings", True):
+        raise ConfigError("Gemma 2 with untied embeddings is not supported", "set tie_word_embeddings true")
 
 
-def gemma2_9b() -> TransformerDecoder:
-    """gemma-2-9b (9,241,705,984 parameters)."""
-    return gemma2(vocab_size=256_000, num_layers=42, num_heads=16, head_dim=256, num_kv_heads=8, embed_dim=3584,
-                  intermediate_dim=14336, max_seq_len=8192, query_pre_attn_scalar=256)
-
-
-def gemma2_27b() -> TransformerDecoder:
-    """gemma-2-27b (27,227,128,320 parameters)."""
-    return gemma2(vocab_size=256_000, num_layers=46, num_heads=32, head_dim=128, num_kv_heads=16, embed_dim=4608,
-                  intermediate_dim=36864, max_seq_len=8192, query_pre_attn_scalar=144)
-
-
-lora_gemma2 = make_lora_builder(gemma2)
-qlora_gemma2 = make_lora_builder(gemma2, quantize_base=True)
-lora_gemma2_2b = make_lora_builder(gemma2_2b)
-qlora_gemma2_2b = make_lora_builder(gemma2_2b, quantize_base=True)
-lora_gemma2_9b = make_lora_builder(gemma2_9b)
-qlora_gemma2_9b = make_lora_builder(gemma2_9b, quantize_base=True)
-lora_gemma2_27b = make_lora_builder(gemma2_27b)
-qlora_gemma2_27b = make_lora_builder(gemma2_27b, quantize_base=True)
-
-
-from tuner.data.tokenizers import gemma2_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.gemma2.gemma2_tokenizer)
-gemma_tokenizer = gemma2_tokenizer  # torchtune's Gemma 2 configs name tuner.models.gemma.gemma_tokenizer, also exported here
+FAMILY = FamilySpec(
+    name="gemma2", title="Gemma 2", model_type="GEMMA2", hf_model_type="gemma2", hf_architecture="Gemma2ForCausalLM",
+    required=("vocab_size", "num_layers", "num_heads", "head_dim", "num_kv_heads", "embed_dim", "intermediate_dim",
+              "max_seq_len"),
+    defaults=dict(attn_dropout=0.0, norm_eps=1e-6, rope_base=10_000.0, hidden_capping_value=50.0,
+                  final_capping_value=30.0, sliding_window_size=4096, query_pre_attn_scalar=None),
+    renames=dict(hidden_capping_value="attn_softcap", final_capping_value="final_softcap",
+                 sliding_window_size="sliding_window"),
+    derive=(_scale_and_query_scalar,),
+    decoder=dict(gemma_norm=True, post_norms=True, activation="gelu_pytorch_tanh", sliding_window_pattern="even",
+                 tie_word_embeddings=True),
+    hf_layer_keys={"sa_scale": "post_attention_layernorm", "mlp_norm": "pre_feedforward_layernorm",
+                   "mlp_scale": "post_feedforward_layernorm"},
+    hf_extra={"hidden_activation": "gelu_pytorch_tanh"},
+    check_hf_config=_check_hf_config,
+    tokenizer="tuner.models.gemma2.gemma2_tokenizer", chat_format=Gemma2Format,
+    sizes=(
+        Size("2b", "Gemma 2 2B", dict(vocab_size=256_000, num_layers=26, num_heads=8, head_dim=256, num_kv_heads=4,
+                                      embed_dim=2304, intermediate_dim=9216, max_seq_len=8192,
+                                      query_pre_attn_scalar=256),
+             params=2_614_341_888, hf_repo="google/gemma-2-2b", shards=2),
+        Size("9b", "Gemma 2 9B", dict(vocab_size=256_000, num_layers=42, num_heads=16, head_dim=256, num_kv_heads=8,
+                                      embed_dim=3584, intermediate_dim=14336, max_seq_len=8192,
+                                      query_pre_attn_scalar=256),
+             params=9_241_705_984, hf_repo="google/gemma-2-9b", shards=4),
+        Size("27b", "Gemma 2 27B", dict(vocab_size=256_000, num_layers=46, num_heads=32, head_dim=128, num_kv_heads=16,
+                                        embed_dim=4608, intermediate_dim=36864, max_seq_len=8192,
+                                        query_pre_attn_scalar=144),
+             params=27_227_128_320, hf_repo="google/gemma-2-27b", shards=12),
+    ),
+)
+globals().update(FAMILY.builders)

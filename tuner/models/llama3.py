@@ -1,56 +1,32 @@
 """Llama 3 (8B, 70B): plain RoPE with theta 5e5, GQA, vocab 128256, untied output."""
 from __future__ import annotations
 
-from tuner.models._builder import make_lora_builder, scale_hidden_dim_for_mlp, transformer_decoder
-from tuner.models.transformer import TransformerDecoder
+import sys as _sys
 
+from tuner.data.tokenizers import Llama3Format, Llama3Tokenizer, llama3_tokenizer  # noqa: F401  (torchtune paths)
+from tuner.data.tokenizers import llama3 as _tokenizer
+from tuner.models._builder import llama_mlp_width
+from tuner.models.spec import FamilySpec, Size
 
-def llama3(
-    vocab_size: int,
-    num_layers: int,
-    num_heads: int,
-    num_kv_heads: int,
-    embed_dim: int,
-    max_seq_len: int,
-    attn_dropout: float = 0.0,
-    rope_base: float = 500_000.0,
-    intermediate_dim: int | None = None,
-    norm_eps: float = 1e-5,
-    tie_word_embeddings: bool = False,
-) -> TransformerDecoder:
-    """Llama 3 decoder of the given dimensions."""
-    return transformer_decoder(
-        vocab_size=vocab_size, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads,
-        embed_dim=embed_dim, intermediate_dim=intermediate_dim or scale_hidden_dim_for_mlp(embed_dim),
-        max_seq_len=max_seq_len, attn_dropout=attn_dropout, norm_eps=norm_eps, rope_base=rope_base,
-        tie_word_embeddings=tie_word_embeddings,
-    )
-
-
-def llama3_8b() -> TransformerDecoder:
-    """Meta-Llama-3-8B (8,030,261,248 parameters)."""
-    return llama3(vocab_size=128_256, num_layers=32, num_heads=32, num_kv_heads=8, embed_dim=4096,
-                  max_seq_len=8192, intermediate_dim=14336)
-
-
-def llama3_70b() -> TransformerDecoder:
-    """Meta-Llama-3-70B (70,553,706,496 parameters)."""
-    return llama3(vocab_size=128_256, num_layers=80, num_heads=64, num_kv_heads=8, embed_dim=8192,
-                  max_seq_len=8192, intermediate_dim=28672)
-
-
-lora_llama3 = make_lora_builder(llama3)
-qlora_llama3 = make_lora_builder(llama3, quantize_base=True)
-lora_llama3_8b = make_lora_builder(llama3_8b)
-qlora_llama3_8b = make_lora_builder(llama3_8b, quantize_base=True)
-lora_llama3_70b = make_lora_builder(llama3_70b)
-qlora_llama3_70b = make_lora_builder(llama3_70b, quantize_base=True)
-
-
-from tuner.data.tokenizers import Llama3Tokenizer, llama3_tokenizer  # noqa: E402,F401  (torchtune paths: tuner.models.llama3.*)
-import sys as _sys  # noqa: E402
-
-from tuner.data.tokenizers import llama3 as _tokenizer  # noqa: E402
+FAMILY = FamilySpec(
+    name="llama3", title="Llama 3", model_type="LLAMA3", hf_model_type="llama", hf_architecture="LlamaForCausalLM",
+    meta_format=True,
+    required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "max_seq_len"),
+    defaults=dict(attn_dropout=0.0, rope_base=500_000.0, intermediate_dim=None, norm_eps=1e-5,
+                  tie_word_embeddings=False),
+    derive=(llama_mlp_width,),
+    tokenizer="tuner.models.llama3.llama3_tokenizer", tokenizer_file="original/tokenizer.model",
+    chat_format=Llama3Format,
+    sizes=(
+        Size("8b", "Llama 3 8B Instruct", dict(vocab_size=128_256, num_layers=32, num_heads=32, num_kv_heads=8,
+                                               embed_dim=4096, max_seq_len=8192, intermediate_dim=14336),
+             params=8_030_261_248, hf_repo="meta-llama/Meta-Llama-3-8B-Instruct", shards=4),
+        Size("70b", "Llama 3 70B Instruct", dict(vocab_size=128_256, num_layers=80, num_heads=64, num_kv_heads=8,
+                                                 embed_dim=8192, max_seq_len=8192, intermediate_dim=28672),
+             params=70_553_706_496, hf_repo="meta-llama/Meta-Llama-3-70B-Instruct", shards=30),
+    ),
+)
+globals().update(FAMILY.builders)
 
 # torchtune's module path tuner.models.llama3._tokenizer (CL100K_PATTERN, ...): this module is a
 # file, not a package, so the tokenizer module is registered under that name.

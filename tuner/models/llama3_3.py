@@ -1,13 +1,14 @@
-"""Llama 3.3 (70B): the Llama 3.1 70B architecture with new weights, under torchtune's names."""
+"""Llama 3.3 (70B): the Llama 3.1 architecture with new weights, under torchtune's names."""
 from __future__ import annotations
 
-from tuner.models.llama3_1 import llama3_1, llama3_1_70b, lora_llama3_1, lora_llama3_1_70b, qlora_llama3_1, qlora_llama3_1_70b
+from dataclasses import replace
 
-llama3_3 = llama3_1
-lora_llama3_3 = lora_llama3_1
-qlora_llama3_3 = qlora_llama3_1
-llama3_3_70b = llama3_1_70b
-lora_llama3_3_70b = lora_llama3_1_70b
-qlora_llama3_3_70b = qlora_llama3_1_70b
+from tuner.models import llama3_1
+from tuner.models.spec import Size
 
-__all__ = ["llama3_3", "llama3_3_70b", "lora_llama3_3", "lora_llama3_3_70b", "qlora_llama3_3", "qlora_llama3_3_70b"]
+FAMILY = replace(
+    llama3_1.FAMILY, name="llama3_3", title="Llama 3.3", aliases=("LLAMA3_3",), module="",
+    sizes=(Size("70b", "Llama 3.3 70B Instruct", llama3_1.FAMILY.size("70b").dims, params=70_553_706_496,
+                hf_repo="meta-llama/Llama-3.3-70B-Instruct", shards=30),),
+)
+globals().update(FAMILY.builders)

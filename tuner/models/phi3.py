@@ -1,45 +1,35 @@
 """Phi-3-mini (4k): Llama architecture with fused qkv / gate-up projections in its checkpoints
-(split on load, fused on save by ``tuner.models.convert``), plain RoPE, and a 2047-token sliding
+(split on load, fused on save by ``tuner.checkpoint.hf_keys``), plain RoPE, and a 2047-token sliding
 window as its HF config declares (only matters for sequences longer than 2047)."""
 from __future__ import annotations
 
-from tuner.models._builder import make_lora_builder, transformer_decoder
-from tuner.models.transformer import TransformerDecoder
+from typing import Any, Mapping
+
+from tuner.data.tokenizers import Phi3Format, phi3_mini_tokenizer  # noqa: F401  (torchtune path: tuner.models.phi3.*)
+from tuner.errors import ConfigError
+from tuner.models.spec import FamilySpec, Size
 
 
-def phi3(
-    vocab_size: int,
-    num_layers: int,
-    num_heads: int,
-    num_kv_heads: int,
-    embed_dim: int,
-    intermediate_dim: int,
-    max_seq_len: int,
-    attn_dropout: float = 0.0,
-    norm_eps: float = 1e-5,
-    rope_base: float = 10_000.0,
-    sliding_window: int | None = None,
-    tie_word_embeddings: bool = False,
-) -> TransformerDecoder:
-    """Phi-3 decoder of the given dimensions."""
-    return transformer_decoder(
-        vocab_size=vocab_size, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads,
-        embed_dim=embed_dim, intermediate_dim=intermediate_dim, max_seq_len=max_seq_len,
-        attn_dropout=attn_dropout, norm_eps=norm_eps, rope_base=rope_base, sliding_window=sliding_window,
-        tie_word_embeddings=tie_word_embeddings,
-    )
+def _check_hf_config(c: Mapping[str, Any]) -> None:
+    if c.get("partial_rotary_factor", (c.get("rope_parameters") or {}).get("partial_rotary_factor", 1.0)) != 1.0:
+        raise ConfigError("Phi-3 with partial_rotary_factor != 1 is not supported", "use Phi-3-mini")
 
 
-def phi3_mini() -> TransformerDecoder:
-    """Phi-3-mini-4k-instruct (3,821,079,552 parameters)."""
-    return phi3(vocab_size=32_064, num_layers=32, num_heads=32, num_kv_heads=32, embed_dim=3072,
-                intermediate_dim=8192, max_seq_len=4096, sliding_window=2047)
-
-
-lora_phi3 = make_lora_builder(phi3)
-qlora_phi3 = make_lora_builder(phi3, quantize_base=True)
-lora_phi3_mini = make_lora_builder(phi3_mini)
-qlora_phi3_mini = make_lora_builder(phi3_mini, quantize_base=True)
-
-
-from tuner.data.tokenizers import phi3_mini_tokenizer  # noqa: E402,F401  (torchtune path: tuner.models.phi3.phi3_mini_tokenizer)
+FAMILY = FamilySpec(
+    name="phi3", title="Phi-3", model_type="PHI3_MINI", aliases=("PHI3",), hf_model_type="phi3",
+    hf_architecture="Phi3ForCausalLM",
+    required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "intermediate_dim", "max_seq_len"),
+    defaults=dict(attn_dropout=0.0, norm_eps=1e-5, rope_base=10_000.0, sliding_window=None, tie_word_embeddings=False),
+    hf_fused={"attn.q_proj": "self_attn.qkv_proj", "attn.k_proj": "self_attn.qkv_proj",
+              "attn.v_proj": "self_attn.qkv_proj", "mlp.w1": "mlp.gate_up_proj", "mlp.w3": "mlp.gate_up_proj"},
+    hf_extra={"original_max_position_embeddings": lambda config: config["max_position_embeddings"]},
+    check_hf_config=_check_hf_config,
+    tokenizer="tuner.models.phi3.phi3_mini_tokenizer", chat_format=Phi3Format,
+    sizes=(
+        Size("mini", "Phi-3 mini 4k Instruct", dict(vocab_size=32_064, num_layers=32, num_heads=32, num_kv_heads=32,
+                                                    embed_dim=3072, intermediate_dim=8192, max_seq_len=4096,
+                                                    sliding_window=2047),
+             params=3_821_079_552, hf_repo="microsoft/Phi-3-mini-4k-instruct", shards=2),
+    ),
+)
+globals().update(FAMILY.builders)

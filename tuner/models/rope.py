@@ -2,7 +2,7 @@
 
 HF checkpoints store q/k projections for the rotate-half layout, so they load without any
 permutation; Meta's original checkpoints use the interleaved layout and are permuted on load
-(see ``tuner.models.convert.meta_to_tuner``).
+(see ``tuner.checkpoint.meta_keys.meta_to_tuner``).
 
 The cos/sin tables for every position up to ``max_seq_len`` are computed once, in float32, and
 kept as non-persistent buffers. After building a model on the meta device and materialising it

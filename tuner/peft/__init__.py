@@ -1,12 +1,10 @@
-"""LoRA family adapters: layers, `apply_lora`, adapter utilities, PEFT-format import/export.
+"""LoRA family adapters: layers, `apply_lora`, adapter utilities.
 
-`tuner.peft.peft_format` (adapter files in HF PEFT's format) imports the model zoo's key maps
-(`tuner.models.convert`) only when called, so `tuner.models` may import this package.
+Adapter files in HF PEFT's format are a checkpoint format: `tuner.checkpoint.peft_format`.
 """
 from tuner.peft.apply import LORA_ATTN_MODULES, LORA_MLP_MODULES, apply_lora, initialize_adapters
 from tuner.peft.base import AdapterModule
 from tuner.peft.lora import DoRALinear, LoRALinear, lora_scaling
-from tuner.peft.peft_format import lora_config_from_model, load_peft_adapter, load_peft_adapter_config, save_peft_adapter
 from tuner.peft.utils import (
     LoRAStateDictError,
     clone_merged,
@@ -17,6 +15,7 @@ from tuner.peft.utils import (
     get_lora_module_names,
     get_merged_lora_ckpt,
     is_adapter_key,
+    lora_config_from_model,
     lora_plus_param_groups,
     merge_lora_weights,
     set_trainable_params,
@@ -31,6 +30,5 @@ __all__ = [
     "get_lora_module_names", "get_adapter_params", "get_adapter_state_dict",
     "get_merged_lora_ckpt", "initialize_adapters", "is_adapter_key", "lora_plus_param_groups",
     "lora_scaling", "merge_lora_weights", "set_trainable_params", "trainable_params_summary",
-    "validate_missing_and_unexpected_for_lora", "save_peft_adapter", "load_peft_adapter",
-    "load_peft_adapter_config", "lora_config_from_model",
+    "validate_missing_and_unexpected_for_lora", "lora_config_from_model",
 ]

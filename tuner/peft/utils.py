@@ -295,3 +295,20 @@ def disable_adapter(model: nn.Module) -> Iterator[nn.Module]:
 def clone_merged(model: nn.Module) -> nn.Module:
     """A merged deep copy of ``model``; the original keeps its adapters."""
     return merge_lora_weights(copy.deepcopy(model))
+
+
+def lora_config_from_model(model: nn.Module) -> dict[str, Any]:
+    """The adapter settings of a model that went through `apply_lora` (what an adapter file records)."""
+    layers = [m for m in model.modules() if isinstance(m, (LoRALinear, VeRALinear))]
+    if not layers:
+        raise TunerError("the model has no LoRA/VeRA layers",
+                         fix="build it with a lora_* builder or tuner.peft.apply_lora")
+    first = layers[0]
+    dropout = first.dropout.p if isinstance(first.dropout, nn.Dropout) else 0.0
+    if isinstance(first, VeRALinear):
+        proj = next(m for m in model.modules() if isinstance(m, VeRAProjections))
+        return {"use_vera": True, "lora_rank": first.rank, "lora_dropout": dropout, "vera_d_initial": first.d_initial,
+                "projection_prng_key": proj.projection_prng_key}
+    return {"lora_rank": first.rank, "lora_alpha": first.alpha, "lora_dropout": dropout, "use_dora": first.use_dora,
+            "use_rslora": first.use_rslora, "lora_fa": first.lora_fa, "init_lora_weights": first.init_lora_weights,
+            "quantize_base": first.quantize_base}

@@ -98,7 +98,7 @@ class FSDP2:
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
         model_sd, optim_sd = get_state_dict(model, optimizers)
-        from tuner.models.convert import clean_tuner_key
+        from tuner.checkpoint.keys import clean_tuner_key
 
         trainable = {clean_tuner_key(n) for n, p in model.named_parameters() if p.requires_grad}
         return {"model": {k: v for k, v in model_sd.items() if k in trainable}, "optimizer": optim_sd}

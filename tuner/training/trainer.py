@@ -232,7 +232,7 @@ class Trainer:
         (a full fine-tune) reads no weight file at all: `_load_sharded_state` fills the shards."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        from tuner.models.convert import clean_tuner_key
+        from tuner.checkpoint.keys import clean_tuner_key
 
         decoder = build_on_meta(self.cfg.model, self.param_dtype)
         model = self._build_model(decoder)

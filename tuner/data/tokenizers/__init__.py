@@ -1,7 +1,7 @@
 """Tokenizer builders, one per model family, and the engines under them.
 
 ``llama2_tokenizer``, ``mistral_tokenizer`` (SentencePiece), ``llama3_tokenizer`` (tiktoken, for
-Llama 3, 3.1, 3.2), ``qwen2_5_tokenizer``, ``smollm2_tokenizer``, ``gemma2_tokenizer``,
+Llama 3, 3.1, 3.2), ``qwen2_5_tokenizer``, ``qwen3_tokenizer``, ``smollm2_tokenizer``, ``gemma2_tokenizer``,
 ``phi3_mini_tokenizer`` (HF tokenizer.json). Each returns a `FamilyTokenizer` whose
 ``tokenize_messages`` gives the ids of the family's HF chat template plus a loss mask.
 """
@@ -19,6 +19,7 @@ from tuner.data.tokenizers.llama3 import Llama3Format, Llama3Tokenizer, llama3_s
 from tuner.data.tokenizers.mistral import MistralChatTemplate, MistralFormat, mistral_tokenizer
 from tuner.data.tokenizers.phi3 import Phi3Format, phi3_mini_tokenizer
 from tuner.data.tokenizers.qwen2_5 import qwen2_5_tokenizer
+from tuner.data.tokenizers.qwen3 import Qwen3Format, qwen3_tokenizer
 from tuner.data.tokenizers.smollm2 import smollm2_tokenizer
 from tuner.data.tokenizers._chatml import ChatMLFormat
 
@@ -40,6 +41,7 @@ __all__ = [
     "Llama3Format",
     "MistralFormat",
     "Phi3Format",
+    "Qwen3Format",
     "gemma_tokenizer",
     "gemma2_tokenizer",
     "llama2_tokenizer",
@@ -48,5 +50,6 @@ __all__ = [
     "mistral_tokenizer",
     "phi3_mini_tokenizer",
     "qwen2_5_tokenizer",
+    "qwen3_tokenizer",
     "smollm2_tokenizer",
 ]

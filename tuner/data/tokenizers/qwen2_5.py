@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 from tuner.data.prompt_templates import PromptTemplateLike
-from tuner.data.tokenizers._backends import HFBackend, iter_required
+from tuner.data.tokenizers._backends import HFBackend
 from tuner.data.tokenizers._base import FamilyTokenizer
-from tuner.data.tokenizers._chatml import ChatMLFormat
+from tuner.data.tokenizers._chatml import ChatMLFormat, chatml_tokenizer
 from tuner.errors import DataError
 
 QWEN2_5_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -27,13 +27,24 @@ QWEN2_5_ADDED_TOKENS = [
 ]
 
 
-def _from_vocab_merges(vocab_file: str, merges_file: str):
+def qwen_backend(path: str | os.PathLike, merges_file: Optional[str | os.PathLike],
+                 added_tokens: list[tuple[str, bool]] = QWEN2_5_ADDED_TOKENS) -> HFBackend:
+    """The backend of a Qwen tokenizer: ``path`` is tokenizer.json or its folder, or vocab.json when
+    ``merges_file`` is given (then ``added_tokens`` follow the base vocabulary, in id order)."""
+    if merges_file is None:
+        return HFBackend(Path(path))
+    tok = _from_vocab_merges(os.fspath(path), os.fspath(merges_file), added_tokens)
+    return HFBackend.from_tokenizer(tok, os.fspath(path))
+
+
+def _from_vocab_merges(vocab_file: str, merges_file: str, added_tokens: list[tuple[str, bool]]):
     """Build the Qwen2 tokenizer from vocab.json + merges.txt, as transformers' Qwen2Tokenizer does."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     for f, what in ((vocab_file, "vocab.json"), (merges_file, "merges.txt")):
         if not os.path.isfile(f):
-            raise DataError(f"Qwen2.5 {what} not found: {f}", "give path=<vocab.json> and merges_file=<merges.txt>, or the tokenizer.json")
+            raise DataError(f"Qwen {what} not found: {f}",
+                            "give path=<vocab.json> and merges_file=<merges.txt>, or the tokenizer.json")
     tok = Tokenizer(models.BPE.from_file(vocab_file, merges_file, unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -43,7 +54,7 @@ def _from_vocab_merges(vocab_file: str, merges_file: str):
         ]
     )
     tok.decoder = decoders.ByteLevel()
-    for content, special in QWEN2_5_ADDED_TOKENS:
+    for content, special in added_tokens:
         t = AddedToken(content, special=special, normalized=not special)
         (tok.add_special_tokens if special else tok.add_tokens)([t])
     return tok
@@ -63,19 +74,6 @@ def qwen2_5_tokenizer(
     ``default_system=None`` for the base models' plain ChatML). EOS is ``<|im_end|>``, padding and
     the document separator ``<|endoftext|>``; no BOS.
     """
-    if merges_file is not None:
-        backend = HFBackend.from_tokenizer(_from_vocab_merges(os.fspath(path), os.fspath(merges_file)), os.fspath(path))
-    else:
-        backend = HFBackend(Path(path))
-    ids = iter_required(backend, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], "Qwen2.5")
-    return FamilyTokenizer(
-        backend,
-        ChatMLFormat(default_system, qwen_tools=True),
-        bos_id=None,
-        eos_id=ids["<|im_end|>"],
-        pad_id=ids["<|endoftext|>"],
-        stop_tokens=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        max_seq_len=max_seq_len,
-        prompt_template=prompt_template,
-        name="qwen2_5",
-    )
+    return chatml_tokenizer(qwen_backend(path, merges_file), ChatMLFormat(default_system, qwen_tools=True),
+                            pad_token="<|endoftext|>", max_seq_len=max_seq_len, prompt_template=prompt_template,
+                            name="qwen2_5", title="Qwen2.5")

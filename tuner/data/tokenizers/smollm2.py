@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Optional
 
 from tuner.data.prompt_templates import PromptTemplateLike
-from tuner.data.tokenizers._backends import HFBackend, iter_required
+from tuner.data.tokenizers._backends import HFBackend
 from tuner.data.tokenizers._base import FamilyTokenizer
-from tuner.data.tokenizers._chatml import ChatMLFormat
+from tuner.data.tokenizers._chatml import ChatMLFormat, chatml_tokenizer
 
 SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -24,16 +24,5 @@ def smollm2_tokenizer(
     the conversation has none. EOS and padding are ``<|im_end|>``; stops also at
     ``<|endoftext|>``; no BOS (the HF tokenizer adds none).
     """
-    backend = HFBackend(Path(path))
-    ids = iter_required(backend, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], "SmolLM2")
-    return FamilyTokenizer(
-        backend,
-        ChatMLFormat(default_system),
-        bos_id=None,
-        eos_id=ids["<|im_end|>"],
-        pad_id=ids["<|im_end|>"],
-        stop_tokens=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        max_seq_len=max_seq_len,
-        prompt_template=prompt_template,
-        name="smollm2",
-    )
+    return chatml_tokenizer(HFBackend(Path(path)), ChatMLFormat(default_system), pad_token="<|im_end|>",
+                            max_seq_len=max_seq_len, prompt_template=prompt_template, name="smollm2", title="SmolLM2")

@@ -3,19 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.models.hf_tiny import tiny_hf_model
 
-from hf_tiny import tiny_hf_model
+from tuner.checkpoint.hf_config import build_model_from_hf_config, builder_kwargs_from_hf_config
+from tuner.checkpoint.hf_keys import hf_to_tuner, tuner_module_path_to_hf, tuner_to_hf
+from tuner.checkpoint.meta_keys import meta_to_tuner, tuner_to_meta
 from tuner.errors import ConfigError, TunerError
-from tuner.models.convert import (
-    MODEL_TYPES,
-    build_model_from_hf_config,
-    builder_kwargs_from_hf_config,
-    hf_to_tuner,
-    meta_to_tuner,
-    tuner_module_path_to_hf,
-    tuner_to_hf,
-    tuner_to_meta,
-)
+from tuner.models.families import model_types
 from tuner.models.rope import RotaryPositionalEmbeddings, apply_rope
 
 
@@ -63,8 +57,18 @@ def test_module_paths():
 def test_unknown_model_type_lists_valid_ones():
     with pytest.raises(TunerError) as e:
         hf_to_tuner({}, "llama9", {})
-    for mt in MODEL_TYPES:
+    for mt in model_types():
         assert mt in str(e.value)
+
+
+@pytest.mark.parametrize("family, name", [("llama3_1", "LLAMA3_1"), ("llama3_1", "llama3_3"), ("qwen2_5", "QWEN2_5"),
+                                          ("phi3", "PHI3"), ("smollm2", "smollm2"), ("qwen3", "Qwen3")])
+def test_conversions_accept_every_name_the_checkpointer_accepts(family, name):
+    hf, cfg, _ = tiny_hf_model(family)
+    model = build_model_from_hf_config(cfg, name)
+    model.load_state_dict(hf_to_tuner(hf.state_dict(), name, cfg))
+    assert set(tuner_to_hf(model.state_dict(), name, cfg)) == set(hf.state_dict()) - (
+        {"lm_head.weight"} if cfg.get("tie_word_embeddings") else set())
 
 
 def test_unexpected_keys_raise():

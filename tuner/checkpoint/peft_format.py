@@ -6,7 +6,7 @@ as is; `load_peft_adapter` reads a PEFT-trained adapter back into tuner's keys, 
 
 Keys: tuner ``layers.0.attn.q_proj.lora_a.weight`` <->
 PEFT ``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``. The module path goes
-through the model zoo's `tuner.models.convert` (``tuner_to_hf`` / ``hf_to_tuner``); the adapter
+through the HF key maps (`tuner.checkpoint.hf_keys`: ``tuner_to_hf`` / ``hf_to_tuner``); the adapter
 tails are renamed here (``lora_a/lora_b`` <-> ``lora_A/lora_B``, ``magnitude`` <->
 ``lora_magnitude_vector``, VeRA's ``vera_lambda_b/d`` unchanged, the shared
 ``vera_projections.vera_A/B`` <-> ``base_model.vera_A/B``).
@@ -30,11 +30,13 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from safetensors.torch import save_file
+
+from tuner.checkpoint.hf_keys import HF_LINEAR_NAMES, hf_to_tuner, tuner_to_hf
 from tuner.checkpoint.weights import load_weight_file
 from tuner.errors import TunerError
-from tuner.peft.lora import LoRALinear
-from tuner.peft.utils import get_adapter_state_dict, is_adapter_key
-from tuner.peft.vera import VERA_PROJECTIONS_NAME, VeRALinear, VeRAProjections
+from tuner.peft.utils import get_adapter_state_dict, is_adapter_key, lora_config_from_model
+from tuner.peft.vera import VERA_PROJECTIONS_NAME
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_WEIGHTS_BIN = "adapter_model.bin"
@@ -52,17 +54,6 @@ _TAILS = {
 _TAILS_INV = {v: k for k, v in _TAILS.items()}
 _TAILS_INV["lora_magnitude_vector.weight"] = "magnitude"  # older PEFT releases
 
-# tuner module name -> HF module name (target_modules), for the families tuner supports
-_HF_MODULE_NAMES = {"q_proj": "q_proj", "k_proj": "k_proj", "v_proj": "v_proj", "output_proj": "o_proj",
-                    "w1": "gate_proj", "w2": "down_proj", "w3": "up_proj", "output": "lm_head"}
-
-
-def _convert():
-    from tuner.models import convert  # the model zoo's key maps (imported lazily: no import cycle)
-
-    return convert
-
-
 def _split_tail(key: str, tails: Mapping[str, str]) -> tuple[str, str]:
     for tail in sorted(tails, key=len, reverse=True):
         if key.endswith("." + tail):
@@ -71,22 +62,6 @@ def _split_tail(key: str, tails: Mapping[str, str]) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------ config
-def lora_config_from_model(model: nn.Module) -> dict[str, Any]:
-    """The adapter settings of a model that went through `apply_lora` (for `save_peft_adapter`)."""
-    layers = [m for m in model.modules() if isinstance(m, (LoRALinear, VeRALinear))]
-    if not layers:
-        raise TunerError("the model has no LoRA/VeRA layers", fix="build it with a lora_* builder or tuner.peft.apply_lora")
-    first = layers[0]
-    dropout = first.dropout.p if isinstance(first.dropout, nn.Dropout) else 0.0
-    if isinstance(first, VeRALinear):
-        proj = next(m for m in model.modules() if isinstance(m, VeRAProjections))
-        return {"use_vera": True, "lora_rank": first.rank, "lora_dropout": dropout, "vera_d_initial": first.d_initial,
-                "projection_prng_key": proj.projection_prng_key}
-    return {"lora_rank": first.rank, "lora_alpha": first.alpha, "lora_dropout": dropout, "use_dora": first.use_dora,
-            "use_rslora": first.use_rslora, "lora_fa": first.lora_fa, "init_lora_weights": first.init_lora_weights,
-            "quantize_base": first.quantize_base}
-
-
 def _peft_config(lora_config: Mapping[str, Any], target_modules: list[str], pissa_converted: bool) -> dict[str, Any]:
     cfg = dict(lora_config)
     rank = cfg.get("lora_rank", cfg.get("r"))
@@ -148,7 +123,7 @@ def save_peft_adapter(
         model_or_adapter_sd: a model with adapters, or a tuner adapter state dict
             (`tuner.peft.get_adapter_state_dict`); extra base keys are ignored.
         output_dir: folder to write into (created).
-        model_type: the model zoo's model type (LLAMA3, QWEN2, ...).
+        model_type: the family's model type (LLAMA3, QWEN2, ...) or alias.
         hf_config: the checkpoint's config.json dict (the key maps need it for some families).
         lora_config: ``lora_rank``, ``lora_alpha``, ``lora_dropout``, ``use_dora``, ``use_rslora``,
             ``use_vera``, ``vera_d_initial``, ``projection_prng_key``, ``base_model_name_or_path``
@@ -198,15 +173,12 @@ def save_peft_adapter(
             continue
         module, tail = _split_tail(key, _TAILS)
         modules.setdefault(tail, {})[module + ".weight"] = value
-    convert = _convert()
     target_modules: set[str] = set()
     for tail, by_module in modules.items():
-        for hf_key, value in convert.tuner_to_hf(by_module, model_type, hf_config).items():
+        for hf_key, value in tuner_to_hf(by_module, model_type, hf_config).items():
             hf_module = hf_key[: -len(".weight")]
             target_modules.add(hf_module.rsplit(".", 1)[-1])
             out[f"{_PEFT_PREFIX}{hf_module}.{_TAILS[tail]}"] = value
-
-    from safetensors.torch import save_file
 
     path = Path(output_dir)
     path.mkdir(parents=True, exist_ok=True)
@@ -217,7 +189,8 @@ def save_peft_adapter(
 
 
 # ------------------------------------------------------------------------------------ import
-def _read_config(adapter_dir: Path) -> dict[str, Any]:
+def read_peft_config(adapter_dir: Path) -> dict[str, Any]:
+    """``adapter_config.json`` of a PEFT adapter folder; TunerError for what tuner cannot load."""
     path = adapter_dir / ADAPTER_CONFIG
     if not path.is_file():
         raise TunerError(f"no {ADAPTER_CONFIG} in {adapter_dir}", fix="point adapter_dir at a folder saved by PEFT's save_pretrained")
@@ -242,11 +215,11 @@ def _read_config(adapter_dir: Path) -> dict[str, Any]:
 
 def load_peft_adapter_config(adapter_dir: Union[str, os.PathLike]) -> dict[str, Any]:
     """The `apply_lora` settings matching a PEFT adapter folder (``lora_attn_modules``, ranks, variant)."""
-    cfg = _read_config(Path(adapter_dir))
+    cfg = read_peft_config(Path(adapter_dir))
     targets = cfg.get("target_modules") or []
     if isinstance(targets, str):
         raise TunerError(f"target_modules is the regex {targets!r}; tuner needs a list of module names")
-    inv = {v: k for k, v in _HF_MODULE_NAMES.items()}
+    inv = {v: k for k, v in HF_LINEAR_NAMES.items()}
     unknown = [t for t in targets if t not in inv]
     if unknown:
         raise TunerError(f"PEFT target_modules {unknown} have no tuner equivalent", fix=f"use modules from {sorted(inv)}")
@@ -281,7 +254,7 @@ def load_peft_adapter(
     lambdas; the model built with the same ``projection_prng_key`` regenerates the projections.
     """
     path = Path(adapter_dir)
-    _read_config(path)  # validates the adapter config (refuses what tuner cannot load)
+    read_peft_config(path)  # validates the adapter config (refuses what tuner cannot load)
     if (path / ADAPTER_WEIGHTS).is_file():
         raw = load_weight_file(path / ADAPTER_WEIGHTS)
     elif (path / ADAPTER_WEIGHTS_BIN).is_file():
@@ -302,9 +275,8 @@ def load_peft_adapter(
             continue
         module, tail = _split_tail(hf_key, _TAILS_INV)
         by_tail.setdefault(_TAILS_INV[tail], {})[module + ".weight"] = value
-    convert = _convert()
     for tail, by_module in by_tail.items():
-        converted = convert.hf_to_tuner(by_module, model_type, hf_config)
+        converted = hf_to_tuner(by_module, model_type, hf_config)
         if len(converted) != len(by_module):
             raise TunerError(
                 f"{path}: some adapted modules have no tuner counterpart (e.g. lm_head of a model with tied embeddings)",
