@@ -166,8 +166,9 @@ def test_named_datasets_map_their_columns(tmp_path):
     assert tok.decode([t for t, lb in zip(chat["tokens"], chat["labels"]) if lb != -100]).split() == ["assistant", "Hello"]
     page = wikitext_dataset(tok, source="json", data_files=str(tmp_path / "wiki.json"), subset=None)[0]
     assert tok.decode(page["tokens"]).strip() == "Some page text."
-    with pytest.raises(ConfigError, match="set tokenizer.max_seq_len=32"):
-        wikitext_dataset(tok, source="json", data_files=str(tmp_path / "wiki.json"), max_seq_len=32)
+    (tmp_path / "long.json").write_text(json.dumps([{"page": " ".join(["word"] * 200)}]))
+    cut = wikitext_dataset(tok, source="json", data_files=str(tmp_path / "long.json"), subset=None, max_seq_len=32)[0]
+    assert len(cut["tokens"]) == 32  # torchtune's max_seq_len: each page is cut to it
 
 
 def test_mlflow_and_comet_loggers_drive_their_packages(monkeypatch):
