@@ -22,7 +22,7 @@ from tuner.config.settings import read_settings
 from tuner.errors import ConfigError, warn
 from tuner.generation.loading import load_inference_model
 from tuner.generation.settings import InferenceSettings, MergeSettings
-from tuner.training.precision import get_dtype
+from tuner.devices import get_dtype
 
 
 def _target(settings: InferenceSettings) -> Path:

@@ -36,7 +36,7 @@ from tuner.config.settings import read_settings
 from tuner.generation.settings import EvalSettings, GenerationSettings, InferenceSettings, MergeSettings
 from tuner.peft.utils import ADAPTER_MODULES
 from tuner.training.build import build_on_meta, load_into
-from tuner.training.precision import get_device, get_dtype
+from tuner.devices import get_device, get_dtype
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tuner.config import instantiate
-from tuner.training.precision import set_default_dtype
+from tuner.devices import set_default_dtype
 
 
 def build_on_meta(model_cfg: Any, dtype: torch.dtype) -> nn.Module:

@@ -41,7 +41,7 @@ from tuner.training.next_steps import next_steps
 from tuner.training.optim import OptimizerInBackward, build_optimizer
 from tuner.training.placement import SingleDevice
 from tuner.training.step_numbers import StepNumbers
-from tuner.training.precision import dtype_name, get_device, get_dtype
+from tuner.devices import dtype_name, get_device, get_dtype
 from tuner.training.settings import FullSettings, TrainingSettings
 
 
