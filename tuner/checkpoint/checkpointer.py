@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from tuner.checkpoint import hf_folder
 from tuner.checkpoint.atomic import atomic_checkpoint_dir, latest_checkpoint, list_checkpoints, prune_checkpoints, read_marker
 from tuner.checkpoint.files import check_dir, discover_files, resolve_files
-from tuner.checkpoint.model_state import check_state_dict
 from tuner.checkpoint.model_types import normalize_model_type
 from tuner.checkpoint.sharded import SHARDED_STATE_DIR
 from tuner.checkpoint.training_state import TRAINING_STATE_NAME, load_training_state, save_training_state
@@ -29,9 +27,6 @@ from tuner.errors import CheckpointError, ConfigError, UsageError
 StateDict = dict[str, torch.Tensor]
 ShardCallback = Callable[[StateDict], None]
 
-#: Substrings of adapter parameter names, allowed to be missing from a base checkpoint
-#: (the same names as `tuner.peft.utils.is_adapter_key`).
-ADAPTER_KEY_MARKERS = (".lora_a.", ".lora_b.", ".magnitude", ".pissa_init_", ".vera_lambda_", "vera_projections.")
 TUNER_ADAPTER_NAME = "adapter.safetensors"
 #: Where the adapter goes when the folder also holds the (merged) model: a subfolder, because
 #: transformers' ``from_pretrained`` would apply an ``adapter_config.json`` next to ``config.json``
@@ -257,34 +252,6 @@ class _Checkpointer:
             out["resumed_from"] = {"path": str(self.resume_dir), "step": marker.get("step"), "epoch": marker.get("epoch")}
         return out
 
-    def load_into(self, model: nn.Module, strict: bool = True) -> dict[str, Any]:
-        """Load the checkpoint straight into ``model``, one weight file at a time.
-
-        Peak host memory stays near one weight file, and a model built on the meta device gets
-        the checkpoint's tensors assigned. Adapter parameters may be missing from the base
-        weights; the adapter, when there is one, is loaded too. Returns the rest of
-        `load_checkpoint`'s result (``adapter``, ``training_state``, ``resumed_from``).
-        """
-        own = model.state_dict()
-        assign = any(p.is_meta for p in model.parameters()) or any(b.is_meta for b in model.buffers())
-        seen: set[str] = set()
-
-        def fill(shard: StateDict) -> None:
-            check_state_dict(own, shard, strict=strict, check_missing=False)
-            model.load_state_dict(shard, strict=False, assign=assign)
-            seen.update(shard)
-
-        for shard in self.iter_model_shards():
-            fill(shard)
-        extras = self._load_extras()
-        if "adapter" in extras:
-            fill(extras["adapter"])
-        if strict:
-            check_state_dict(own, dict.fromkeys(seen), strict=True, ignore_missing=ADAPTER_KEY_MARKERS)
-        if assign:
-            _materialize_derived_buffers(model)
-        return extras
-
     # -- saving ---------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], step: int, epoch: int, adapter_only: bool = False,
                         write_extra: Callable[[Path], None] | None = None) -> Path:
@@ -387,22 +354,6 @@ def write_failure(error: BaseException, output_dir: Path, step: int) -> Checkpoi
     safe = (f"step_{latest[0]} ({latest[1]}) is intact: resume from it with resume_from_checkpoint=True"
             if latest is not None else "no earlier checkpoint exists, so the run has to start again")
     return CheckpointError(f"could not save checkpoint step_{step} in {str(output_dir)!r}: {why}; {safe}", fix=fix)
-
-
-def _materialize_derived_buffers(model: nn.Module) -> None:
-    """After a meta-device model was filled: allocate the buffers still on meta (non-persistent
-    ones such as rope tables, which no checkpoint holds) on the parameters' device and recompute
-    them through the module's ``rope_init()`` (torchtune's convention)."""
-    device = next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
-    for module in model.modules():
-        metas = [n for n, b in module.named_buffers(recurse=False) if b is not None and b.is_meta]
-        if not metas:
-            continue
-        for name in metas:
-            buf = getattr(module, name)
-            setattr(module, name, torch.empty(buf.shape, dtype=buf.dtype, device=device))
-        if hasattr(module, "rope_init"):
-            module.rope_init()
 
 
 def _plain(sd: StateDict) -> StateDict:

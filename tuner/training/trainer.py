@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
 from tuner.checkpoint import capture_rng_state, restore_rng_state
+from tuner.checkpoint.fill import build_on_meta, fill_model
 from tuner.checkpoint.sharded import (
     SHARDED_STATE_DIR,
     blob,
@@ -32,7 +33,6 @@ from tuner.config import instantiate, to_container
 from tuner.config.settings import read_settings
 from tuner.errors import ConfigError, TrainingError
 from tuner.training import memory
-from tuner.training.build import StreamingLoad, build_on_meta, random_init
 from tuner.training.data_order import ResumableSampler
 from tuner.training.loss import IGNORE_INDEX, build_loss
 from tuner.training.metric_logging import MetricLogger, StdoutLogger
@@ -216,12 +216,8 @@ class Trainer:
         """Fill a meta-built decoder on ``device`` shard by shard (or randomly, for a checkpointer
         without weights), then let the method finish it (LoRA: adapters); return the rest of the
         checkpoint (adapter, training state)."""
-        loader = StreamingLoad(decoder, device, self.param_dtype, self.method.may_be_missing(decoder))
-        checkpoint = self.checkpointer.load_checkpoint(on_shard=loader)
-        if loader.shards:
-            loader.finish()
-        else:
-            random_init(decoder, device)
+        checkpoint = fill_model(decoder, self.checkpointer, device, self.param_dtype, self.method.may_be_missing(decoder),
+                                random_if_no_weights=True)
         self.method.after_load(self, decoder, checkpoint)
         return checkpoint
 
