@@ -8,7 +8,9 @@ weights; the shared flow lives in `_Checkpointer`.
 """
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -280,17 +282,13 @@ class _Checkpointer:
         write_model = not adapter_only
         if write_model and state.get("model") is None:
             raise UsageError("save_checkpoint got no state['model']", fix="pass the model state dict, or adapter_only=True")
-        if write_model:
-            _check_no_adapter_keys(state["model"])
         manifest: dict[str, Any] = {
-            "format": self.FORMAT,
-            "model_type": self.model_type,
+            **self.describe(),
             "epoch": int(epoch),
             "adapter_only": bool(adapter_only),
             "has_model": write_model,
             "has_adapter": has_adapter,
             "has_training_state": state.get("training_state") is not None or state.get("sharded_state") is not None,
-            "source_checkpoint_dir": str(self.checkpoint_dir),
         }
         if state.get("sharded_state") is not None:
             manifest["sharded_state"] = dict(state["sharded_state"])
@@ -301,7 +299,9 @@ class _Checkpointer:
                 if write_extra is not None:
                     write_extra(tmp)
                 if write_model:
-                    self._write_model(state["model"], tmp)
+                    self.write_model_folder(state["model"], tmp)
+                else:
+                    self._copy_side_files(tmp, adapter_only=True)
                 if has_adapter:
                     adapter_dir = tmp if adapter_only else tmp / ADAPTER_SUBDIR
                     adapter_dir.mkdir(exist_ok=True)
@@ -309,8 +309,6 @@ class _Checkpointer:
                     manifest["adapter_dir"] = "." if adapter_only else ADAPTER_SUBDIR
                 if state.get("training_state") is not None:
                     save_training_state(tmp / TRAINING_STATE_NAME, state["training_state"])
-                self._copy_side_files(tmp, adapter_only)
-                manifest["files"] = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         except (CheckpointError, UsageError):
             raise
         except Exception as e:  # OSError, or a writer's own error (torch.save's RuntimeError, SafetensorError)
@@ -321,6 +319,19 @@ class _Checkpointer:
             prune_checkpoints(self.output_dir, self.keep_last_n_checkpoints, protect=final)
         return final
 
+    def write_model_folder(self, state_dict: StateDict, folder: Path) -> None:
+        """Write a complete model folder's files into ``folder`` in this checkpointer's format: the
+        weights (merged; tuner keys in), the config with the saved dtype, and the tokenizer and other
+        side files of ``checkpoint_dir``. Training checkpoints and `save_model_folder` (merge) both
+        write their model through it."""
+        _check_no_adapter_keys(state_dict)
+        self._write_model(state_dict, folder)
+        self._copy_side_files(folder, adapter_only=False)
+
+    def describe(self) -> dict[str, Any]:
+        """What every manifest this checkpointer writes says about the model's source."""
+        return {"format": self.FORMAT, "model_type": self.model_type, "source_checkpoint_dir": str(self.checkpoint_dir)}
+
     def list_checkpoints(self) -> list[tuple[int, Path]]:
         """Complete checkpoints in ``output_dir`` as ``(step, folder)``, oldest first."""
         return list_checkpoints(self.output_dir)
@@ -329,27 +340,27 @@ class _Checkpointer:
 _DISK_FULL_SIGNS = ("no space left", "storagefull", "file write failed", "disk quota")
 
 
-def write_failure(error: BaseException, output_dir: Path, step: int) -> CheckpointError:
-    """A save of ``step_<step>`` failed: say why in words (disk full, no permission, ...) and which
-    checkpoint is intact to resume from. The failed step's temporary folder is already gone."""
-    import errno
-    import shutil
-
+def failure_reason(error: BaseException, where: Path) -> tuple[str, str]:
+    """Why writing into ``where`` failed, in words (disk full, no permission, ...), and the fix."""
     text = str(error)
     code = getattr(error, "errno", None)
     try:
-        free = shutil.disk_usage(output_dir if Path(output_dir).exists() else Path(output_dir).parent).free
+        free = shutil.disk_usage(where if Path(where).exists() else Path(where).parent).free
     except OSError:
         free = None
     if code in (errno.ENOSPC, errno.EDQUOT) or any(sign in text.lower() for sign in _DISK_FULL_SIGNS):
         why = "the disk is full" + (f" ({free / 2**20:.0f} MiB free)" if free is not None else "")
-        fix = "free disk space (or set output_dir on a larger disk)"
-    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = f"no permission to write there ({text.splitlines()[0] if text else type(error).__name__})"
-        fix = "fix the folder's permissions or choose another output_dir"
-    else:
-        why = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-        fix = "check the disk and the folder"
+        return why, "free disk space (or set output_dir on a larger disk)"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"no permission to write there ({text.splitlines()[0] if text else type(error).__name__})",
+                "fix the folder's permissions or choose another output_dir")
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": "), "check the disk and the folder"
+
+
+def write_failure(error: BaseException, output_dir: Path, step: int) -> CheckpointError:
+    """A save of ``step_<step>`` failed: say why in words (disk full, no permission, ...) and which
+    checkpoint is intact to resume from. The failed step's temporary folder is already gone."""
+    why, fix = failure_reason(error, output_dir)
     latest = latest_checkpoint(output_dir)
     safe = (f"step_{latest[0]} ({latest[1]}) is intact: resume from it with resume_from_checkpoint=True"
             if latest is not None else "no earlier checkpoint exists, so the run has to start again")

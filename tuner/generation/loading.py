@@ -31,12 +31,12 @@ from torch import nn
 from tuner.checkpoint.atomic import latest_checkpoint, read_marker
 from tuner.checkpoint.fill import build_on_meta, fill_model
 from tuner.config import instantiate
+from tuner.devices import get_device, get_dtype
 from tuner.errors import CheckpointError, ConfigError
 from tuner.generation.adapters import Adapter, AdapterSwitcher, load_adapter, merge_adapter_into
 from tuner.config.settings import read_settings
 from tuner.generation.settings import EvalSettings, GenerationSettings, InferenceSettings, MergeSettings
 from tuner.peft.utils import ADAPTER_MODULES
-from tuner.devices import get_device, get_dtype
 
 
 @dataclass
