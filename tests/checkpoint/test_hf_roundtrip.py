@@ -100,7 +100,8 @@ def test_fill_model_streams_a_meta_model_shard_by_shard(tmp_path, tokens, monkey
 
     shards = []
     original = fill.StreamingLoad.__call__
-    monkeypatch.setattr(fill.StreamingLoad, "__call__", lambda self, sd: (shards.append(len(sd)), original(self, sd))[1])
+    monkeypatch.setattr(fill.StreamingLoad, "__call__",
+                        lambda self, sd: (shards.append(len(sd)), original(self, sd))[1])
     with torch.device("meta"):
         model = build_model_from_hf_config(ckpt.hf_config, "SMOLLM2")
     extras = fill.fill_model(model, ckpt, torch.device("cpu"), torch.float32)

@@ -29,7 +29,8 @@ def test_model_folder_is_a_training_checkpoints_model_part(hf_ckpt, tmp_path, to
 
     names = {p.name for p in folder.iterdir()}
     assert names == {p.name for p in step.iterdir()}  # the same writer: weights, config, side files, manifest
-    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"} < names
+    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json",
+            "chat_template.jinja"} < names
     a, b = load_file(folder / "model.safetensors"), load_file(step / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     config = json.loads((folder / "config.json").read_text())

@@ -25,7 +25,8 @@ def test_the_trainer_has_no_distributed_code_of_its_own():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not [m for m in imported if "distributed" in m or "sharded" in m], imported
-    names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} | {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     assert not names & {"FSDP2", "dist", "dcp", "fully_shard", "DTensor", "full_tensor", "to_local"}, names
     for node in ast.walk(tree):  # world_size may scale numbers, never choose a path
         if isinstance(node, (ast.If, ast.IfExp, ast.While)):
@@ -51,14 +52,16 @@ def test_single_device_keeps_the_training_state_whole_and_reads_it_back():
     optimizer.step()
     ckpt = _Recorder()
     training = TrainingState(model, optimizer, loop={"global_step": 7}, rank={"rng": {"cpu": torch.get_rng_state()}})
-    placement.save_checkpoint(ckpt, {"model": placement.full_state_dict(model)}, training, step=7, epoch=0, adapter_only=False)
+    state = {"model": placement.full_state_dict(model)}
+    placement.save_checkpoint(ckpt, state, training, step=7, epoch=0, adapter_only=False)
     [(state, step, _, _)] = ckpt.saved
     assert step == 7 and set(state) == {"model", "training_state"}
     assert state["training_state"]["global_step"] == 7 and "rng" in state["training_state"]
 
     fresh = torch.optim.AdamW(model.parameters(), lr=0.1)
     assert placement.load_training_state(ckpt, {}, TrainingState(model, fresh)) is None  # nothing to resume
-    resumed = placement.load_training_state(ckpt, {"training_state": state["training_state"]}, TrainingState(model, fresh))
+    checkpoint = {"training_state": state["training_state"]}
+    resumed = placement.load_training_state(ckpt, checkpoint, TrainingState(model, fresh))
     assert resumed.state["global_step"] == 7 and resumed.source == ""
     before, after = optimizer.state_dict()["state"][0], fresh.state_dict()["state"][0]
     assert torch.equal(before["exp_avg"], after["exp_avg"]) and torch.equal(before["step"], after["step"])

@@ -212,7 +212,8 @@ def test_sharded_checkpoint_streams_in_and_a_missing_shard_is_named(tmp_path, mo
     assert len(shards) >= 2
     calls = []
     original = fill.StreamingLoad.__call__
-    monkeypatch.setattr(fill.StreamingLoad, "__call__", lambda self, shard: (calls.append(len(shard)), original(self, shard))[1])
+    monkeypatch.setattr(fill.StreamingLoad, "__call__",
+                        lambda self, shard: (calls.append(len(shard)), original(self, shard))[1])
     trainer, rows = run(tmp_path, sharded, "streamed", max_steps_per_epoch=1,
                         checkpointer={"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(sharded),
                                       "checkpoint_files": None, "model_type": "SMOLLM2", "output_dir": str(tmp_path / "streamed")})

@@ -191,7 +191,7 @@ class _Checkpointer:
         return self.checkpoint_dir, self.checkpoint_files
 
     def _adapter_source(self) -> Path | None:
-        # A sharded training state holds the trained adapter itself (the distributed trainer loads it).
+        # A sharded training state holds the trained adapter itself (the FSDP2 placement loads it).
         if self.resume_dir is not None and self.resume_sharded_state is None and read_marker(self.resume_dir).get("has_adapter"):
             return self.resume_dir
         return self.adapter_checkpoint
@@ -203,7 +203,7 @@ class _Checkpointer:
             return None
         path = self.resume_dir / TRAINING_STATE_NAME
         if not path.is_file() and self.resume_sharded_state is not None:
-            return None  # the training state is sharded; the distributed trainer loads it (resume_sharded_state)
+            return None  # the training state is sharded; the FSDP2 placement loads it (resume_sharded_state)
         if not path.is_file():
             raise CheckpointError(
                 f"the checkpoint {str(self.resume_dir)!r} has no {TRAINING_STATE_NAME}, so training cannot resume from it",
@@ -267,7 +267,7 @@ class _Checkpointer:
         full model the adapter goes to the ``adapter/`` subfolder. Older checkpoints beyond
         ``keep_last_n_checkpoints`` are removed after the save succeeded.
 
-        ``write_extra(tmp)`` runs first inside the temporary folder (the distributed trainer writes
+        ``write_extra(tmp)`` runs first inside the temporary folder (the FSDP2 placement writes
         the sharded training state there, all ranks together); ``state["sharded_state"]``
         (``{"dir", "world_size"}``) is then recorded in the manifest.
         """
@@ -354,7 +354,8 @@ def failure_reason(error: BaseException, where: Path) -> tuple[str, str]:
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return (f"no permission to write there ({text.splitlines()[0] if text else type(error).__name__})",
                 "fix the folder's permissions or choose another output_dir")
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": "), "check the disk and the folder"
+    why = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    return why, "check the disk and the folder"
 
 
 def write_failure(error: BaseException, output_dir: Path, step: int) -> CheckpointError:

@@ -97,7 +97,8 @@ class FSDP2(Placement):
             state = {}
         model.to_empty(device=self.device)
         if not weights_in_state:
-            set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+            options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+            set_model_state_dict(model, state, options=options)
         if hasattr(decoder, "rope_init"):
             decoder.rope_init()  # non-persistent rotary tables are not broadcast
         return model, checkpoint
@@ -153,7 +154,8 @@ class FSDP2(Placement):
         return get_optimizer_state_dict(model, _torch_optimizers(optimizer), options=options)
 
     def load_optimizer_state_dict(self, model: nn.Module, optimizer: Any, state: dict) -> None:
-        set_optimizer_state_dict(model, _torch_optimizers(optimizer), state, options=StateDictOptions(full_state_dict=True))
+        options = StateDictOptions(full_state_dict=True)
+        set_optimizer_state_dict(model, _torch_optimizers(optimizer), state, options=options)
 
     def save_checkpoint(self, checkpointer: Any, state: dict, training: TrainingState, *, step: int, epoch: int,
                         adapter_only: bool) -> None:
@@ -161,7 +163,8 @@ class FSDP2(Placement):
         False: then gathered, as the base class does): each rank writes its shards into the step's
         temporary folder, then rank 0 writes the exported model and the manifest."""
         if not (self.world_size > 1 and getattr(checkpointer, "sharded_state", False)):
-            return super().save_checkpoint(checkpointer, state, training, step=step, epoch=epoch, adapter_only=adapter_only)
+            super().save_checkpoint(checkpointer, state, training, step=step, epoch=epoch, adapter_only=adapter_only)
+            return
         state["sharded_state"] = {"dir": SHARDED_STATE_DIR, "world_size": self.world_size,
                                   "format": "torch.distributed.checkpoint"}
         if self.is_main:

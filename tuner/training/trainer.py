@@ -174,7 +174,8 @@ class Trainer:
             self.lr_scheduler = instantiate(cfg.lr_scheduler, target, num_training_steps=self.total_steps)
         self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.dtype is torch.float16 else None
 
-        resumed = self.placement.load_training_state(self.checkpointer, checkpoint, TrainingState(self.model, self.optimizer))
+        training = TrainingState(self.model, self.optimizer)
+        resumed = self.placement.load_training_state(self.checkpointer, checkpoint, training)
         if resumed is not None:
             self._restore_training_state(resumed.state)
         self._log_start(resumed.source if resumed is not None else None)
@@ -199,7 +200,8 @@ class Trainer:
         """Fill a meta-built decoder on ``device`` shard by shard (or randomly, for a checkpointer
         without weights), then let the method finish it (LoRA: adapters); return the rest of the
         checkpoint (adapter, training state)."""
-        checkpoint = fill_model(decoder, self.checkpointer, device, self.param_dtype, self.method.may_be_missing(decoder),
+        missing = self.method.may_be_missing(decoder)
+        checkpoint = fill_model(decoder, self.checkpointer, device, self.param_dtype, missing,
                                 random_if_no_weights=True)
         self.method.after_load(self, decoder, checkpoint)
         return checkpoint
