@@ -27,6 +27,7 @@ from tuner.config.settings import read_settings
 from tuner.data.collate import padded_collate_packed, padded_collate_sft
 from tuner.devices import dtype_name, get_dtype
 from tuner.errors import ConfigError, TrainingError
+from tuner.models.decoding import generate
 from tuner.peft import trainable_params_summary
 from tuner.training import memory
 from tuner.training.data_order import ResumableSampler
@@ -551,8 +552,6 @@ class Trainer:
         node = self.settings.sample_generation
         if node is None or not self.placement.whole_model:
             return []
-        from tuner.generation import generate
-
         answers = []
         was_training = self.decoder.training
         self.decoder.eval()
