@@ -11,6 +11,7 @@ import sys
 from omegaconf import DictConfig
 
 from tuner import config
+from tuner.training.distributed import FSDP2
 from tuner.training.full import FullFinetune
 from tuner.training.trainer import Trainer
 
@@ -20,7 +21,7 @@ SETTINGS = Trainer.settings_classes(METHOD)  # the top-level keys this recipe re
 
 @config.parse
 def recipe_main(cfg: DictConfig) -> None:
-    Trainer(cfg, METHOD, distributed=True).run()
+    Trainer(cfg, METHOD, placement=FSDP2).run()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from tuner import config
 from tuner.training.full import FullFinetune
+from tuner.training.placement import SingleDevice
 from tuner.training.trainer import Trainer
 
 METHOD = FullFinetune()
@@ -21,7 +22,7 @@ SETTINGS = Trainer.settings_classes(METHOD)  # the top-level keys this recipe re
 
 @config.parse
 def recipe_main(cfg: DictConfig) -> None:
-    Trainer(cfg, METHOD).run()
+    Trainer(cfg, METHOD, placement=SingleDevice).run()
 
 
 if __name__ == "__main__":

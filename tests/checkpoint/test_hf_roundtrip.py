@@ -81,50 +81,42 @@ def test_legacy_bin_loads(tmp_path, tokens):
     torch.testing.assert_close(hf_logits(out, tokens), hf_logits(hf, tokens), atol=1e-5, rtol=1e-5)
 
 
-def test_load_into_meta_model_shard_by_shard(tmp_path, tokens):
+def test_fill_model_streams_a_meta_model_shard_by_shard(tmp_path, tokens, monkeypatch):
+    """The one fill path (training, generation, eval, merge): each weight file is handed over and
+    dropped, never one merged state dict; the model ends with no meta tensor and HF's logits."""
+    from tuner.checkpoint import fill
+    from tuner.errors import CheckpointError
+
     hf = make_hf_model("smollm2")
     src = save_hf_model(hf, tmp_path / "src", sharded=True)
-    ckpt = HFCheckpointer(src, {"filename_format": "model-{}-of-{}.safetensors",
-                                "max_filename": f"{len(list(src.glob('model-*.safetensors'))):05d}"},
+    n_files = len(list(src.glob("model-*.safetensors")))
+    ckpt = HFCheckpointer(src, {"filename_format": "model-{}-of-{}.safetensors", "max_filename": f"{n_files:05d}"},
                           "SMOLLM2", tmp_path / "out")
-    assert len(ckpt.checkpoint_files) > 1
+    assert n_files > 1 and len(ckpt.checkpoint_files) == n_files
     seen = []
     result = ckpt.load_checkpoint(on_shard=lambda sd: seen.append(set(sd)))
-    assert "model" not in result and len(seen) == len(ckpt.checkpoint_files)
+    assert "model" not in result and len(seen) == n_files
     assert set().union(*seen) == set(build_model_from_hf_config(ckpt.hf_config, "SMOLLM2").state_dict())
+
+    shards = []
+    original = fill.StreamingLoad.__call__
+    monkeypatch.setattr(fill.StreamingLoad, "__call__",
+                        lambda self, sd: (shards.append(len(sd)), original(self, sd))[1])
     with torch.device("meta"):
         model = build_model_from_hf_config(ckpt.hf_config, "SMOLLM2")
-    shards = []
-    extras = ckpt.load_into(_Counting(model, shards))
-    assert extras == {}
-    assert len(shards) == len(ckpt.checkpoint_files)
+    extras = fill.fill_model(model, ckpt, torch.device("cpu"), torch.float32)
+    assert extras == {} and len(shards) == n_files
     assert not any(p.is_meta for p in model.parameters())
     assert not any(b.is_meta for b in model.buffers())  # rope tables recomputed
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), hf_logits(hf, tokens), atol=1e-4, rtol=1e-4)
 
-
-class _Counting(torch.nn.Module):
-    """Wraps a model to count load_state_dict calls (one per shard)."""
-
-    def __init__(self, model, calls):
-        super().__init__()
-        self.inner = model
-        self.calls = calls
-
-    def state_dict(self, *a, **k):
-        return self.inner.state_dict(*a, **k)
-
-    def parameters(self, recurse=True):
-        return self.inner.parameters(recurse)
-
-    def buffers(self, recurse=True):
-        return self.inner.buffers(recurse)
-
-    def load_state_dict(self, sd, strict=True, assign=False):
-        self.calls.append(len(sd))
-        return self.inner.load_state_dict(sd, strict=strict, assign=assign)
+    partial = HFCheckpointer(src, [p.name for p in ckpt.checkpoint_files[:1]], "SMOLLM2", tmp_path / "out")
+    with torch.device("meta"):
+        model = build_model_from_hf_config(ckpt.hf_config, "SMOLLM2")
+    with pytest.raises(CheckpointError, match=r"the checkpoint lacks \d+ weight\(s\) the model needs"):
+        fill.fill_model(model, partial, torch.device("cpu"), torch.float32)
 
 
 def test_safe_serialization_false_writes_bin(tmp_path, tokens):

@@ -67,7 +67,9 @@ def test_merge_recipe_fp32_matches_peft(ckpt, dora_adapter, tmp_path):
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
     assert not any(n.startswith("adapter") for n in names)
-    assert not list(tmp_path.glob(".merged.merge-*"))  # no staging left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merge.yaml", "merged"]  # no staging left behind
+    manifest = json.loads((out / "CHECKPOINT_COMPLETE").read_text())  # written last: the folder is complete
+    assert manifest["format"] == "hf" and manifest["has_model"] and "model.safetensors" in manifest["files"]
     with torch.no_grad():
         merged = _hf(out)(TOKENS).logits
     ref = _peft_logits(ckpt, dora_adapter, TOKENS)

@@ -205,14 +205,15 @@ def test_tensorboard_wandb_offline_and_profiler(ckpt, tmp_path, monkeypatch):
 
 def test_sharded_checkpoint_streams_in_and_a_missing_shard_is_named(tmp_path, monkeypatch):
     from tuner.errors import CheckpointError
-    from tuner.training import build
+    from tuner.checkpoint import fill
 
     sharded = make_hf_checkpoint(tmp_path / "sharded", max_shard_size="2MB")
     shards = sorted(p.name for p in sharded.glob("model-*.safetensors"))
     assert len(shards) >= 2
     calls = []
-    original = build.StreamingLoad.__call__
-    monkeypatch.setattr(build.StreamingLoad, "__call__", lambda self, shard: (calls.append(len(shard)), original(self, shard))[1])
+    original = fill.StreamingLoad.__call__
+    monkeypatch.setattr(fill.StreamingLoad, "__call__",
+                        lambda self, shard: (calls.append(len(shard)), original(self, shard))[1])
     trainer, rows = run(tmp_path, sharded, "streamed", max_steps_per_epoch=1,
                         checkpointer={"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(sharded),
                                       "checkpoint_files": None, "model_type": "SMOLLM2", "output_dir": str(tmp_path / "streamed")})

@@ -22,6 +22,8 @@ plus the folder's adapter (its full model has the adapter merged in).
 """
 from tuner.checkpoint.atomic import MARKER_NAME, latest_checkpoint, list_checkpoints, prune_checkpoints
 from tuner.checkpoint.checkpointer import HFCheckpointer, MetaCheckpointer, NativeCheckpointer
+from tuner.checkpoint.fill import build_on_meta, fill_model
+from tuner.checkpoint.model_folder import save_model_folder
 from tuner.checkpoint.model_state import check_state_dict, load_model_state
 from tuner.checkpoint.training_state import (
     TRAINING_STATE_NAME,
@@ -41,6 +43,9 @@ __all__ = [
     "HFCheckpointer",
     "MetaCheckpointer",
     "NativeCheckpointer",
+    "build_on_meta",
+    "fill_model",
+    "save_model_folder",
     "FullModelHFCheckpointer",
     "FullModelMetaCheckpointer",
     "FullModelTorchTuneCheckpointer",

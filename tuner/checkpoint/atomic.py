@@ -5,7 +5,8 @@ A checkpoint is the folder ``output_dir/step_<N>/``. It is written as
 (`MARKER_NAME`, a small JSON manifest) is written last, the folder is fsynced and then renamed to
 its final name (one ``rename`` system call, atomic on POSIX file systems). Discovery only counts
 ``step_<N>`` folders that hold the marker, so a kill at any moment leaves every earlier checkpoint
-intact and never makes a half-written folder look like a checkpoint.
+intact and never makes a half-written folder look like a checkpoint. A model folder outside a run
+(`save_model_folder`, which merge uses) is published the same way (`atomic_folder`).
 """
 from __future__ import annotations
 
@@ -160,42 +161,48 @@ def prune_checkpoints(output_dir: str | Path, keep_last_n: int, protect: Path | 
     return removed
 
 
-@contextmanager
-def atomic_checkpoint_dir(output_dir: str | Path, step: int, manifest: dict[str, Any]) -> Iterator[Path]:
-    """Yield a temporary folder to write checkpoint ``step`` into; publish it on success.
-
-    On normal exit: fsync every file, write the marker (``manifest`` plus step and time), fsync the
-    folder, rename it to ``step_<N>`` (replacing an existing ``step_<N>`` safely) and fsync
-    ``output_dir``. On an exception the temporary folder is removed and nothing else is touched.
-    """
-    out = Path(output_dir)
+def _make_parent(folder: Path, key: str) -> None:
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise CheckpointError(
-            f"cannot create the checkpoint output folder {str(out)!r}: {e}",
-            fix="set checkpointer.output_dir to a writable folder",
-        ) from e
-    remove_stale_temporaries(out)
-    final = out / step_dir_name(step)
-    tmp = out / f".tmp-{step_dir_name(step)}-{os.getpid()}"
+        raise CheckpointError(f"cannot create the output folder {str(folder)!r}: {e}",
+                              fix=f"set {key} to a writable folder") from e
+
+
+@contextmanager
+def atomic_folder(final: str | Path, manifest: dict[str, Any], key: str = "output_dir") -> Iterator[Path]:
+    """Yield a temporary folder beside ``final`` (``.tmp-<name>-<pid>``) to write into; publish it
+    as ``final`` on success.
+
+    On normal exit: fsync every file, write the marker (``manifest`` as it is then, plus the files
+    written and the time), fsync the folder, rename it to ``final`` (an existing ``final`` is moved
+    aside first and removed after, so a kill in between leaves a complete copy) and fsync the
+    parent. On an exception the temporary folder is removed and nothing else is touched. ``key``
+    names the config key of the parent folder in the error when it cannot be created.
+    """
+    final = Path(final)
+    out = final.parent
+    _make_parent(out, key)
+    tmp = out / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
         yield tmp
+        files = []
         for child in tmp.rglob("*"):
             if child.is_file():
                 fsync_file(child)
+                files.append(child.relative_to(tmp).as_posix())
             elif child.is_dir():
                 fsync_dir(child)
-        marker = {**manifest, "step": int(step), "time": time.time()}
+        marker = {**manifest, "files": sorted(files), "time": time.time()}
         write_text(tmp / MARKER_NAME, json.dumps(marker, indent=2, sort_keys=True) + "\n")
         fsync_dir(tmp)
         if final.exists():
-            # Replacing a step (e.g. the epoch-end save of a step that was just saved): move the
+            # Replacing a folder (e.g. the epoch-end save of a step that was just saved): move the
             # old copy aside first; discovery still finds it under .old-* should we die here.
-            old = out / f".old-{step_dir_name(step)}-{os.getpid()}"
+            old = out / f".old-{final.name}-{os.getpid()}"
             if old.exists():
                 shutil.rmtree(old)
             os.replace(final, old)
@@ -208,3 +215,15 @@ def atomic_checkpoint_dir(output_dir: str | Path, step: int, manifest: dict[str,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def atomic_checkpoint_dir(output_dir: str | Path, step: int, manifest: dict[str, Any]) -> Iterator[Path]:
+    """`atomic_folder` for checkpoint ``step`` (``output_dir/step_<N>``, the step recorded in the
+    marker), after removing what interrupted saves left in ``output_dir``."""
+    out = Path(output_dir)
+    _make_parent(out, "checkpointer.output_dir")
+    remove_stale_temporaries(out)
+    manifest["step"] = int(step)
+    with atomic_folder(out / step_dir_name(step), manifest, key="checkpointer.output_dir") as tmp:
+        yield tmp

@@ -8,13 +8,14 @@ weights; the shared flow lives in `_Checkpointer`.
 """
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from tuner.checkpoint import hf_folder
 from tuner.checkpoint.atomic import atomic_checkpoint_dir, latest_checkpoint, list_checkpoints, prune_checkpoints, read_marker
@@ -32,9 +33,6 @@ from tuner.models.families import families, family
 StateDict = dict[str, torch.Tensor]
 ShardCallback = Callable[[StateDict], None]
 
-#: Substrings of adapter parameter names, allowed to be missing from a base checkpoint
-#: (the same names as `tuner.peft.utils.is_adapter_key`).
-ADAPTER_KEY_MARKERS = (".lora_a.", ".lora_b.", ".magnitude", ".pissa_init_", ".vera_lambda_", "vera_projections.")
 TUNER_ADAPTER_NAME = "adapter.safetensors"
 #: Where the adapter goes when the folder also holds the (merged) model: a subfolder, because
 #: transformers' ``from_pretrained`` would apply an ``adapter_config.json`` next to ``config.json``
@@ -191,7 +189,7 @@ class _Checkpointer:
         return self.checkpoint_dir, self.checkpoint_files
 
     def _adapter_source(self) -> Path | None:
-        # A sharded training state holds the trained adapter itself (the distributed trainer loads it).
+        # A sharded training state holds the trained adapter itself (the FSDP2 placement loads it).
         if self.resume_dir is not None and self.resume_sharded_state is None and read_marker(self.resume_dir).get("has_adapter"):
             return self.resume_dir
         return self.adapter_checkpoint
@@ -203,7 +201,7 @@ class _Checkpointer:
             return None
         path = self.resume_dir / TRAINING_STATE_NAME
         if not path.is_file() and self.resume_sharded_state is not None:
-            return None  # the training state is sharded; the distributed trainer loads it (resume_sharded_state)
+            return None  # the training state is sharded; the FSDP2 placement loads it (resume_sharded_state)
         if not path.is_file():
             raise CheckpointError(
                 f"the checkpoint {str(self.resume_dir)!r} has no {TRAINING_STATE_NAME}, so training cannot resume from it",
@@ -254,34 +252,6 @@ class _Checkpointer:
             out["resumed_from"] = {"path": str(self.resume_dir), "step": marker.get("step"), "epoch": marker.get("epoch")}
         return out
 
-    def load_into(self, model: nn.Module, strict: bool = True) -> dict[str, Any]:
-        """Load the checkpoint straight into ``model``, one weight file at a time.
-
-        Peak host memory stays near one weight file, and a model built on the meta device gets
-        the checkpoint's tensors assigned. Adapter parameters may be missing from the base
-        weights; the adapter, when there is one, is loaded too. Returns the rest of
-        `load_checkpoint`'s result (``adapter``, ``training_state``, ``resumed_from``).
-        """
-        own = model.state_dict()
-        assign = any(p.is_meta for p in model.parameters()) or any(b.is_meta for b in model.buffers())
-        seen: set[str] = set()
-
-        def fill(shard: StateDict) -> None:
-            check_state_dict(own, shard, strict=strict, check_missing=False)
-            model.load_state_dict(shard, strict=False, assign=assign)
-            seen.update(shard)
-
-        for shard in self.iter_model_shards():
-            fill(shard)
-        extras = self._load_extras()
-        if "adapter" in extras:
-            fill(extras["adapter"])
-        if strict:
-            check_state_dict(own, dict.fromkeys(seen), strict=True, ignore_missing=ADAPTER_KEY_MARKERS)
-        if assign:
-            _materialize_derived_buffers(model)
-        return extras
-
     # -- saving ---------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], step: int, epoch: int, adapter_only: bool = False,
                         write_extra: Callable[[Path], None] | None = None) -> Path:
@@ -295,7 +265,7 @@ class _Checkpointer:
         full model the adapter goes to the ``adapter/`` subfolder. Older checkpoints beyond
         ``keep_last_n_checkpoints`` are removed after the save succeeded.
 
-        ``write_extra(tmp)`` runs first inside the temporary folder (the distributed trainer writes
+        ``write_extra(tmp)`` runs first inside the temporary folder (the FSDP2 placement writes
         the sharded training state there, all ranks together); ``state["sharded_state"]``
         (``{"dir", "world_size"}``) is then recorded in the manifest.
         """
@@ -310,17 +280,13 @@ class _Checkpointer:
         write_model = not adapter_only
         if write_model and state.get("model") is None:
             raise UsageError("save_checkpoint got no state['model']", fix="pass the model state dict, or adapter_only=True")
-        if write_model:
-            _check_no_adapter_keys(state["model"])
         manifest: dict[str, Any] = {
-            "format": self.FORMAT,
-            "model_type": self.model_type,
+            **self.describe(),
             "epoch": int(epoch),
             "adapter_only": bool(adapter_only),
             "has_model": write_model,
             "has_adapter": has_adapter,
             "has_training_state": state.get("training_state") is not None or state.get("sharded_state") is not None,
-            "source_checkpoint_dir": str(self.checkpoint_dir),
         }
         if state.get("sharded_state") is not None:
             manifest["sharded_state"] = dict(state["sharded_state"])
@@ -331,7 +297,9 @@ class _Checkpointer:
                 if write_extra is not None:
                     write_extra(tmp)
                 if write_model:
-                    self._write_model(state["model"], tmp)
+                    self.write_model_folder(state["model"], tmp)
+                else:
+                    self._copy_side_files(tmp, adapter_only=True)
                 if has_adapter:
                     adapter_dir = tmp if adapter_only else tmp / ADAPTER_SUBDIR
                     adapter_dir.mkdir(exist_ok=True)
@@ -339,8 +307,6 @@ class _Checkpointer:
                     manifest["adapter_dir"] = "." if adapter_only else ADAPTER_SUBDIR
                 if state.get("training_state") is not None:
                     save_training_state(tmp / TRAINING_STATE_NAME, state["training_state"])
-                self._copy_side_files(tmp, adapter_only)
-                manifest["files"] = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         except (CheckpointError, UsageError):
             raise
         except Exception as e:  # OSError, or a writer's own error (torch.save's RuntimeError, SafetensorError)
@@ -351,6 +317,19 @@ class _Checkpointer:
             prune_checkpoints(self.output_dir, self.keep_last_n_checkpoints, protect=final)
         return final
 
+    def write_model_folder(self, state_dict: StateDict, folder: Path) -> None:
+        """Write a complete model folder's files into ``folder`` in this checkpointer's format: the
+        weights (merged; tuner keys in), the config with the saved dtype, and the tokenizer and other
+        side files of ``checkpoint_dir``. Training checkpoints and `save_model_folder` (merge) both
+        write their model through it."""
+        _check_no_adapter_keys(state_dict)
+        self._write_model(state_dict, folder)
+        self._copy_side_files(folder, adapter_only=False)
+
+    def describe(self) -> dict[str, Any]:
+        """What every manifest this checkpointer writes says about the model's source."""
+        return {"format": self.FORMAT, "model_type": self.model_type, "source_checkpoint_dir": str(self.checkpoint_dir)}
+
     def list_checkpoints(self) -> list[tuple[int, Path]]:
         """Complete checkpoints in ``output_dir`` as ``(step, folder)``, oldest first."""
         return list_checkpoints(self.output_dir)
@@ -359,47 +338,32 @@ class _Checkpointer:
 _DISK_FULL_SIGNS = ("no space left", "storagefull", "file write failed", "disk quota")
 
 
-def write_failure(error: BaseException, output_dir: Path, step: int) -> CheckpointError:
-    """A save of ``step_<step>`` failed: say why in words (disk full, no permission, ...) and which
-    checkpoint is intact to resume from. The failed step's temporary folder is already gone."""
-    import errno
-    import shutil
-
+def failure_reason(error: BaseException, where: Path) -> tuple[str, str]:
+    """Why writing into ``where`` failed, in words (disk full, no permission, ...), and the fix."""
     text = str(error)
     code = getattr(error, "errno", None)
     try:
-        free = shutil.disk_usage(output_dir if Path(output_dir).exists() else Path(output_dir).parent).free
+        free = shutil.disk_usage(where if Path(where).exists() else Path(where).parent).free
     except OSError:
         free = None
     if code in (errno.ENOSPC, errno.EDQUOT) or any(sign in text.lower() for sign in _DISK_FULL_SIGNS):
         why = "the disk is full" + (f" ({free / 2**20:.0f} MiB free)" if free is not None else "")
-        fix = "free disk space (or set output_dir on a larger disk)"
-    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = f"no permission to write there ({text.splitlines()[0] if text else type(error).__name__})"
-        fix = "fix the folder's permissions or choose another output_dir"
-    else:
-        why = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-        fix = "check the disk and the folder"
+        return why, "free disk space (or set output_dir on a larger disk)"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"no permission to write there ({text.splitlines()[0] if text else type(error).__name__})",
+                "fix the folder's permissions or choose another output_dir")
+    why = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    return why, "check the disk and the folder"
+
+
+def write_failure(error: BaseException, output_dir: Path, step: int) -> CheckpointError:
+    """A save of ``step_<step>`` failed: say why in words (disk full, no permission, ...) and which
+    checkpoint is intact to resume from. The failed step's temporary folder is already gone."""
+    why, fix = failure_reason(error, output_dir)
     latest = latest_checkpoint(output_dir)
     safe = (f"step_{latest[0]} ({latest[1]}) is intact: resume from it with resume_from_checkpoint=True"
             if latest is not None else "no earlier checkpoint exists, so the run has to start again")
     return CheckpointError(f"could not save checkpoint step_{step} in {str(output_dir)!r}: {why}; {safe}", fix=fix)
-
-
-def _materialize_derived_buffers(model: nn.Module) -> None:
-    """After a meta-device model was filled: allocate the buffers still on meta (non-persistent
-    ones such as rope tables, which no checkpoint holds) on the parameters' device and recompute
-    them through the module's ``rope_init()`` (torchtune's convention)."""
-    device = next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
-    for module in model.modules():
-        metas = [n for n, b in module.named_buffers(recurse=False) if b is not None and b.is_meta]
-        if not metas:
-            continue
-        for name in metas:
-            buf = getattr(module, name)
-            setattr(module, name, torch.empty(buf.shape, dtype=buf.dtype, device=device))
-        if hasattr(module, "rope_init"):
-            module.rope_init()
 
 
 def _plain(sd: StateDict) -> StateDict:

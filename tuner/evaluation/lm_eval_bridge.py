@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from tuner.errors import TunerError
-from tuner.generation.generate import stream
 from tuner.generation.text import IncrementalDecoder
+from tuner.models.decoding import stream
 
 LM_EVAL_HINT = "pip install lm-eval"
 

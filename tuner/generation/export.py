@@ -2,15 +2,14 @@
 
 The base is loaded dense in the dtype the adapter was trained in, the adapter merged into it (in
 float32, module by module), then cast to ``dtype`` if one is set (a lower precision than training
-prints the measured change in logits) and the result written by the config's checkpointer in the base's own format: for
-``HFCheckpointer`` a complete Hugging Face folder (safetensors, config.json with the saved dtype,
-generation config and tokenizer files) that ``transformers`` loads as is. See recipes/merge.py.
+prints the measured change in logits) and the result written by `save_model_folder` in the base's
+own format (the config's checkpointer): for ``HFCheckpointer`` a complete Hugging Face folder
+(safetensors, config.json with the saved dtype, generation config and tokenizer files) that
+``transformers`` loads as is, written beside ``output_dir`` and renamed into place. See recipes/merge.py.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +17,12 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from tuner.checkpoint.model_folder import save_model_folder
 from tuner.config.settings import read_settings
+from tuner.devices import get_dtype
 from tuner.errors import ConfigError, warn
 from tuner.generation.loading import load_inference_model
 from tuner.generation.settings import InferenceSettings, MergeSettings
-from tuner.training.precision import get_dtype
 
 
 def _target(settings: InferenceSettings) -> Path:
@@ -54,19 +54,7 @@ def merge_checkpoint(cfg: DictConfig) -> Path:
                       f"set dtype={_name(loaded.dtype).replace('float', 'fp')} to keep what training learned")
     state = {k: v.detach().to("cpu", out_dtype) if v.is_floating_point() else v.detach().cpu()
              for k, v in loaded.model.state_dict().items()}
-    checkpointer = loaded.checkpointer
-    staging = target.parent / f".{target.name}.merge-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    checkpointer.output_dir = staging
-    checkpointer.keep_last_n_checkpoints = None
-    try:
-        written = checkpointer.save_checkpoint({"model": state}, step=0, epoch=0)
-        if target.exists():
-            target.rmdir()  # empty (checked above)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(written, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    save_model_folder(loaded.checkpointer, state, target)
     return target
 
 

@@ -29,14 +29,14 @@ from omegaconf import DictConfig
 from torch import nn
 
 from tuner.checkpoint.atomic import latest_checkpoint, read_marker
+from tuner.checkpoint.fill import build_on_meta, fill_model
 from tuner.config import instantiate
+from tuner.devices import get_device, get_dtype
 from tuner.errors import CheckpointError, ConfigError
 from tuner.generation.adapters import Adapter, AdapterSwitcher, load_adapter, merge_adapter_into
 from tuner.config.settings import read_settings
 from tuner.generation.settings import EvalSettings, GenerationSettings, InferenceSettings, MergeSettings
 from tuner.peft.utils import ADAPTER_MODULES
-from tuner.training.build import build_on_meta, load_into
-from tuner.training.precision import get_device, get_dtype
 
 
 @dataclass
@@ -133,10 +133,7 @@ def build_model(settings: InferenceSettings, checkpointer: Any, device: torch.de
             f"model is a LoRA builder ({settings.model._component_}); inference loads the base model and merges adapters into it",
             fix="use the base builder (e.g. tuner.models.llama3_2.llama3_2_1b) and give the adapter with adapter_dir",
         )
-    state = checkpointer.load_checkpoint()
-    if "model" not in state:
-        raise ConfigError("the checkpointer gave no model weights", fix="point checkpointer.checkpoint_dir at a model folder")
-    load_into(model, state["model"], device, dtype)
+    fill_model(model, checkpointer, device, dtype)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from tuner.errors import ConfigError, UsageError
-from tuner.generation.generate import stream
+from tuner.models.decoding import stream
 
 
 def prompt_tokens(tokenizer: Any, prompt: Optional[str] = None, *, messages: Optional[Sequence[Mapping[str, Any]]] = None,

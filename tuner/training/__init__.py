@@ -11,11 +11,11 @@ from __future__ import annotations
 from tuner._lazy import lazy_exports
 
 _EXPORTS = {
-    "PRECISION_STR_TO_DTYPE": "tuner.training.precision",
-    "get_dtype": "tuner.training.precision",
-    "set_default_dtype": "tuner.training.precision",
-    "validate_expected_param_dtype": "tuner.training.precision",
-    "verify_bf16_support": "tuner.training.precision",
+    "PRECISION_STR_TO_DTYPE": "tuner.devices",
+    "get_dtype": "tuner.devices",
+    "set_default_dtype": "tuner.devices",
+    "validate_expected_param_dtype": "tuner.devices",
+    "verify_bf16_support": "tuner.devices",
     "set_seed": "tuner.training.seed",
     "get_cosine_schedule_with_warmup": "tuner.training.lr_schedulers",
     "get_lr": "tuner.training.lr_schedulers",

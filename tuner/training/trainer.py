@@ -11,38 +11,34 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
+from tqdm import tqdm
 
 from tuner.checkpoint import capture_rng_state, restore_rng_state
-from tuner.checkpoint.sharded import (
-    SHARDED_STATE_DIR,
-    blob,
-    check_world_size,
-    load_sharded_state,
-    save_sharded_state,
-    unblob,
-)
-from tuner.config import instantiate, to_container
+from tuner.checkpoint.fill import build_on_meta, fill_model
+from tuner.config import instantiate, resolve_component, to_container
 from tuner.config.settings import read_settings
+from tuner.data.collate import padded_collate_packed, padded_collate_sft
+from tuner.devices import dtype_name, get_dtype
 from tuner.errors import ConfigError, TrainingError
+from tuner.models.decoding import generate
+from tuner.peft import trainable_params_summary
 from tuner.training import memory
-from tuner.training.build import StreamingLoad, build_on_meta, random_init
 from tuner.training.data_order import ResumableSampler
 from tuner.training.loss import IGNORE_INDEX, build_loss
 from tuner.training.metric_logging import MetricLogger, StdoutLogger
 from tuner.training.profiler import setup_torch_profiler
 from tuner.training.next_steps import next_steps
 from tuner.training.optim import OptimizerInBackward, build_optimizer
-from tuner.training.placement import SingleDevice
-from tuner.training.step_numbers import StepNumbers
-from tuner.training.precision import dtype_name, get_device, get_dtype
+from tuner.training.placement import ModelParts, Placement, SingleDevice, TrainingState
 from tuner.training.settings import FullSettings, TrainingSettings
+from tuner.training.step_numbers import StepNumbers
 
 
 class FinetuneMethod:
@@ -105,19 +101,16 @@ class CausalLMWithLoss(nn.Module):
 class Trainer:
     """Builds a run from its config and trains it. See the module docstring."""
 
-    def __init__(self, cfg: DictConfig, method: FinetuneMethod, distributed: bool = False) -> None:
+    def __init__(self, cfg: DictConfig, method: FinetuneMethod, placement: type[Placement] = SingleDevice) -> None:
+        """``placement``: where the model lives (`SingleDevice`, or `tuner.training.distributed.FSDP2`
+        under torchrun); built here from the run's settings."""
         self.settings: TrainingSettings
         self.settings, self.method_settings = read_settings(cfg, *self.settings_classes(method))
         self.cfg = cfg
         self.method = method
         s = self.settings
-        self.device = get_device(s.device)
-        if distributed:
-            from tuner.training.distributed import FSDP2
-
-            self.placement: Any = FSDP2(self.device)
-        else:
-            self.placement = SingleDevice(self.device)
+        self.placement = placement.from_settings(s)
+        self.device = self.placement.device
         self.dtype = get_dtype(s.dtype, self.device)
         # fp16 is mixed precision: float32 weights, float16 autocast, a gradient scaler.
         self.param_dtype = torch.float32 if self.dtype is torch.float16 else self.dtype
@@ -153,18 +146,10 @@ class Trainer:
                 logger.log_config(to_container(cfg))
 
         self.checkpointer = instantiate(cfg.checkpointer, resume_from_checkpoint=self.settings.resume_from_checkpoint)
-        # Several ranks save their training state sharded (DCP) unless checkpointer.sharded_state=False.
-        self.sharded_state = self.placement.world_size > 1 and bool(getattr(self.checkpointer, "sharded_state", False))
-        self.resume_sharded = getattr(self.checkpointer, "resume_sharded_state", None)
-        if self.resume_sharded is not None:  # before any weights are read: fail fast
-            check_world_size(self.resume_sharded, self.placement.world_size, self.resume_sharded["step_dir"])
-        if self.placement.world_size > 1:
-            self.model, checkpoint = self._build_sharded_model()
-        else:
-            decoder = build_on_meta(cfg.model, self.param_dtype)
-            checkpoint = self._load_weights(decoder, self.device)
-            self.model = self._build_model(decoder)
-        self.resuming = "training_state" in checkpoint or self.resume_sharded is not None
+        parts = ModelParts(build=lambda: build_on_meta(cfg.model, self.param_dtype), fill=self._load_weights,
+                           prepare=self._prepare_model)
+        self.model, checkpoint = self.placement.build_model(parts, self.checkpointer)
+        self.decoder = self.model.decoder
         self.tokenizer = instantiate(cfg.tokenizer)
         self.dataloader, self.sampler = self._build_dataloader(cfg.dataset, shuffle=self.settings.shuffle)
         self.val_dataloader = None
@@ -190,11 +175,11 @@ class Trainer:
             self.lr_scheduler = instantiate(cfg.lr_scheduler, target, num_training_steps=self.total_steps)
         self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.dtype is torch.float16 else None
 
-        if self.resume_sharded is not None:
-            self._load_sharded_state(self.resume_sharded["path"])
-        elif self.resuming:
-            self._restore_training_state(checkpoint["training_state"])
-        self._log_start()
+        training = TrainingState(self.model, self.optimizer)
+        resumed = self.placement.load_training_state(self.checkpointer, checkpoint, training)
+        if resumed is not None:
+            self._restore_training_state(resumed.state)
+        self._log_start(resumed.source if resumed is not None else None)
 
     def _seed_everything(self) -> None:
         if self.seed is None:
@@ -216,58 +201,23 @@ class Trainer:
         """Fill a meta-built decoder on ``device`` shard by shard (or randomly, for a checkpointer
         without weights), then let the method finish it (LoRA: adapters); return the rest of the
         checkpoint (adapter, training state)."""
-        loader = StreamingLoad(decoder, device, self.param_dtype, self.method.may_be_missing(decoder))
-        checkpoint = self.checkpointer.load_checkpoint(on_shard=loader)
-        if loader.shards:
-            loader.finish()
-        else:
-            random_init(decoder, device)
+        missing = self.method.may_be_missing(decoder)
+        checkpoint = fill_model(decoder, self.checkpointer, device, self.param_dtype, missing,
+                                random_if_no_weights=True)
         self.method.after_load(self, decoder, checkpoint)
         return checkpoint
 
-    def _build_sharded_model(self) -> tuple[nn.Module, dict]:
-        """Several ranks: only rank 0 reads the weights (into host memory); every rank shards an
-        empty model and receives its shards of rank 0's weights by broadcast, so no rank ever
-        holds the whole model on its GPU. Resuming from a sharded state that holds every weight
-        (a full fine-tune) reads no weight file at all: `_load_sharded_state` fills the shards."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        from tuner.checkpoint.keys import clean_tuner_key
-
-        decoder = build_on_meta(self.cfg.model, self.param_dtype)
-        model = self._build_model(decoder)
-        trainable = {clean_tuner_key(k) for k, p in decoder.named_parameters() if p.requires_grad}
-        weights_in_sharded_state = self.resume_sharded is not None and set(decoder.state_dict()) == trainable
-        if self.placement.is_main and not weights_in_sharded_state:
-            full = build_on_meta(self.cfg.model, self.param_dtype)
-            checkpoint = self._load_weights(full, torch.device("cpu"))
-            state = {f"decoder.{k}": v for k, v in full.state_dict().items()}
-            del full
-        else:
-            checkpoint = self.checkpointer.load_checkpoint(weights=False)
-            state = {}
-        model.to_empty(device=self.device)
-        if not weights_in_sharded_state:
-            set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-        if hasattr(decoder, "rope_init"):
-            decoder.rope_init()  # non-persistent rotary tables are not broadcast
-        return model, checkpoint
-
-    def _build_model(self, model: nn.Module) -> nn.Module:
-        """Finish the loaded decoder (trainable set, memory features) and place it."""
-        cfg = self.cfg
+    def _prepare_model(self, model: nn.Module) -> nn.Module:
+        """The decoder made ready to train (trainable set, memory features) with its loss; the
+        placement shards it or not."""
         self.method.set_trainable(self, model)
         if self.checkpoint_every is not None:
             memory.apply_activation_checkpointing(model, self.settings.nf4_keep_dense_for_backward,
                                                   self.checkpoint_every)
         if self.settings.compile:
             memory.compile_layers(model)
-        self.decoder = model
         # The loop normalises by the token count of the whole accumulation window, so it needs sums.
-        loss_fn = build_loss(self.settings.loss)
-        self.loss_fn = loss_fn
-        wrapped = CausalLMWithLoss(model, loss_fn)
-        return self.placement.shard(wrapped, cfg)
+        return CausalLMWithLoss(model, build_loss(self.settings.loss))
 
     def _build_dataloader(self, ds_cfg: Any, shuffle: bool) -> tuple[DataLoader, ResumableSampler]:
         nodes = list(ds_cfg) if isinstance(ds_cfg, (list, ListConfig)) else [ds_cfg]
@@ -282,16 +232,10 @@ class Trainer:
         return loader, sampler
 
     def _collate_fn(self, packed: bool):
-        from functools import partial
-
-        from tuner.data.collate import padded_collate_packed, padded_collate_sft
-
         if packed:
             return partial(padded_collate_packed, use_flex=self.device.type == "cuda")
         node = self.settings.collate_fn
         if node is not None:
-            from tuner.config import resolve_component
-
             fn = resolve_component(node if isinstance(node, str) else node["_component_"], "collate_fn")
             return partial(fn, padding_idx=self.tokenizer.pad_id, ignore_idx=IGNORE_INDEX)
         return partial(padded_collate_sft, padding_idx=self.tokenizer.pad_id, ignore_idx=IGNORE_INDEX)
@@ -302,13 +246,12 @@ class Trainer:
         groups = self.method.param_groups(self, self.decoder)
         return build_optimizer(self.cfg.optimizer, groups, self.device)
 
-    def _log_start(self) -> None:
+    def _log_start(self, resumed_from: str | None) -> None:
+        """``resumed_from``: what the training state was read from (None: a new run)."""
         if not self.placement.is_main:
             return
-        from tuner.peft import trainable_params_summary
-
-        where = "resuming at" if self.resuming else "starting at"
-        how = f" (sharded training state of {self.placement.world_size} ranks)" if self.resume_sharded is not None else ""
+        where = "resuming at" if resumed_from is not None else "starting at"
+        how = f" ({resumed_from})" if resumed_from else ""
         print(f"[tuner] {self.method.name}: {trainable_params_summary(self.decoder)}; "
               f"{self.total_steps} steps ({self.steps_per_epoch}/epoch x {self.epochs}); {where} step {self.global_step}{how}; "
               f"device {self.device}, dtype {str(self.dtype).replace('torch.', '')}", flush=True)
@@ -334,36 +277,9 @@ class Trainer:
         """What may differ between ranks: random generators, the gradient scaler."""
         return {"grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler else {}, "rng": capture_rng_state()}
 
-    def training_state(self) -> dict:
-        """The whole training state as plain data (``training_state.pt``; the optimizer gathered)."""
-        return {**self._loop_state(), **self._rank_state(),
-                "optimizer": self.placement.optimizer_state_dict(self.model, self.optimizer)}
-
-    def _optimizers(self) -> Any:
-        return list(self.optimizer.optimizers.values()) if self.optimizer_in_bwd else self.optimizer
-
-    def _save_sharded_state(self, tmp: Path | None) -> None:
-        """All ranks: write this rank's shards of the training state into rank 0's temporary step
-        folder ``tmp`` (rank 0 passes it, the others receive it), then wait for every rank."""
-        folder = Path(self.placement.broadcast_object(None if tmp is None else str(tmp)))
-        state = self.placement.sharded_state(self.model, self._optimizers())
-        state["trainer"] = blob(self._loop_state())
-        state["ranks"] = {f"rank_{self.placement.rank}": blob(self._rank_state())}
-        save_sharded_state(folder / SHARDED_STATE_DIR, state)
-        self.placement.barrier()
-
-    def _load_sharded_state(self, folder: Path) -> None:
-        """All ranks: load the sharded training state straight into the sharded model (trainable
-        parameters) and optimizer, and restore the loop's position and this rank's RNG."""
-        rank_key = f"rank_{self.placement.rank}"
-        state = self.placement.sharded_state(self.model, self._optimizers())
-        state["trainer"] = None  # placeholders: filled from the checkpoint
-        state["ranks"] = {rank_key: None}
-        load_sharded_state(folder, state)
-        self.placement.load_sharded_state(self.model, self._optimizers(), state)
-        self._restore_training_state({**unblob(state["trainer"], "trainer"), **unblob(state["ranks"][rank_key], rank_key)})
-
     def _restore_training_state(self, state: dict) -> None:
+        """Continue where ``state`` (the loop's and this rank's, as saved; the placement has loaded
+        the optimizer) says."""
         if int(state["seed"]) != int(self.seed):
             raise ConfigError(
                 f"seed={self.seed} differs from the checkpoint's seed={state['seed']}; the data order would change",
@@ -378,8 +294,6 @@ class Trainer:
             # The last epoch was cut short by a smaller max_steps_per_epoch: continue it where it stopped.
             self.epoch -= 1
             self.batches_done = self.last_epoch_steps * self.grad_accum
-        if "optimizer" in state:  # a sharded state has loaded it already
-            self.placement.load_optimizer_state_dict(self.model, self.optimizer, state["optimizer"])
         if self.lr_scheduler and state.get("lr_scheduler"):
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
             # A scheduler's state does not hold its optimizer's current lr; optimizer_in_bwd's lr
@@ -393,35 +307,22 @@ class Trainer:
 
     def _check_finite_weights(self) -> None:
         """Refuse to save weights that overflowed (a finite loss can precede them)."""
-        flags = [torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all() for p in self.decoder.parameters() if p.requires_grad]
-        bad = (~torch.stack(flags)).sum() if flags else torch.zeros((), device=self.device)
-        if self.placement.all_reduce_sum(bad.to(self.device, torch.long)).item():
+        if not self.placement.all_finite([p for p in self.decoder.parameters() if p.requires_grad]):
             raise TrainingError(
                 f"weights became nan/inf by step {self.global_step}; stopped without saving them (the last checkpoint is intact)",
                 "lower the learning rate, enable clip_grad_norm, or use dtype=bf16/fp32",
             )
 
     def save_checkpoint(self, final: bool = False) -> None:
-        """Write ``step_<N>/``: the exported model (gathered on rank 0) and the training state, either
-        sharded (several ranks: each writes its shards into the step's temporary folder before rank
-        0 completes it) or whole in ``training_state.pt``."""
+        """Write ``step_<N>/``: the exported model (the method's weights part) and the training state,
+        as the placement keeps it (whole in ``training_state.pt``, or each rank's shards)."""
         self._check_finite_weights()
         state = self.method.checkpoint_state(self, self.decoder, final)
         state["training_dtype"] = dtype_name(self.dtype)
         adapter_only = bool(getattr(self.method_settings, "save_adapter_weights_only", False))
-        if self.sharded_state:
-            state["sharded_state"] = {"dir": SHARDED_STATE_DIR, "world_size": self.placement.world_size,
-                                      "format": "torch.distributed.checkpoint"}
-            if self.placement.is_main:
-                self.checkpointer.save_checkpoint(state, step=self.global_step, epoch=self.epoch, adapter_only=adapter_only,
-                                                  write_extra=self._save_sharded_state)
-            else:
-                self._save_sharded_state(None)
-        else:
-            state["training_state"] = self.training_state()
-            if self.placement.is_main:
-                self.checkpointer.save_checkpoint(state, step=self.global_step, epoch=self.epoch, adapter_only=adapter_only)
-        self.placement.barrier()
+        training = TrainingState(self.model, self.optimizer, loop=self._loop_state(), rank=self._rank_state())
+        self.placement.save_checkpoint(self.checkpointer, state, training, step=self.global_step, epoch=self.epoch,
+                                       adapter_only=adapter_only)
 
     # -------------------------------------------------------------- train
     def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -515,9 +416,7 @@ class Trainer:
             self.grad_scaler.unscale_(self.optimizer)
         grad_norm = None
         if self.clip_grad_norm is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm=float(self.clip_grad_norm))
-            if hasattr(grad_norm, "full_tensor"):
-                grad_norm = grad_norm.full_tensor()
+            grad_norm = self.placement.clip_grad_norm(params, float(self.clip_grad_norm))
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
@@ -599,8 +498,6 @@ class Trainer:
     def _progress(self):
         if not self.placement.is_main or not self.settings.progress_bar:
             return None
-        from tqdm import tqdm
-
         return tqdm(total=self.total_steps, initial=self.global_step, desc="train", dynamic_ncols=True, leave=True)
 
     def _profiler(self):
@@ -653,10 +550,8 @@ class Trainer:
         Config: ``sample_generation: {prompts: [...], max_new_tokens: 64, system: null}``.
         """
         node = self.settings.sample_generation
-        if node is None or not self.placement.is_main or self.placement.world_size > 1:
+        if node is None or not self.placement.whole_model:
             return []
-        from tuner.generation import generate
-
         answers = []
         was_training = self.decoder.training
         self.decoder.eval()

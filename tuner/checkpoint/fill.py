@@ -1,10 +1,12 @@
-"""Build a model without allocating it, then fill it from a checkpoint on the training device.
+"""The one way weights get into a model: build it without allocating it, then fill it from a
+checkpointer on the target device, one weight file at a time.
 
 The model is built on the meta device, so no random initialisation is paid for and no full
-copy exists before the weights arrive. Checkpoint tensors are then moved to the device and cast
-one at a time (an NF4 base is quantized as each dense weight arrives, so QLoRA never holds the
-bf16 model); what the checkpoint does not hold (LoRA adapters) is allocated afterwards and
-initialised by the caller.
+copy exists before the weights arrive. The checkpointer hands over each weight file's converted
+state dict (``load_checkpoint(on_shard=...)``); its tensors are moved to the device and cast one
+at a time (an NF4 base is quantized as each dense weight arrives, so QLoRA never holds the bf16
+model); what the checkpoint does not hold (LoRA adapters) is allocated afterwards and initialised
+by the caller. Training, generation, evaluation and merging all load through `fill_model`.
 """
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from tuner.checkpoint.model_state import check_state_dict
 from tuner.config import instantiate
-from tuner.training.precision import set_default_dtype
+from tuner.devices import set_default_dtype
+from tuner.errors import CheckpointError
+from tuner.quantization import has_nf4_weight, nf4_spec, quantize_state_dict_into, set_nf4_weight
 
 
 def build_on_meta(model_cfg: Any, dtype: torch.dtype) -> nn.Module:
@@ -54,17 +59,12 @@ class StreamingLoad:
         self.shards = 0
 
     def __call__(self, shard: Mapping[str, torch.Tensor]) -> None:
-        from tuner.checkpoint import check_state_dict
-        from tuner.quantization import quantize_state_dict_into
-
         check_state_dict(self.model, shard, strict=True, check_missing=False)
         quantize_state_dict_into(self.model, shard, device=self.device, dtype=self.dtype, strict=False)
         self.shards += 1
 
     def finish(self) -> None:
         """Raise if a needed weight never arrived; allocate what may be missing; rebuild rope tables."""
-        from tuner.errors import CheckpointError
-
         missing = [k for k, v in self.model.state_dict().items() if v.is_meta and k not in self.may_be_missing]
         if missing:
             shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
@@ -77,12 +77,20 @@ class StreamingLoad:
             self.model.rope_init()  # non-persistent rotary tables are not in any checkpoint
 
 
-def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
-              may_be_missing: Iterable[str] = ()) -> None:
-    """Fill ``model`` (built on meta) from one in-memory state dict (see `StreamingLoad`)."""
+def fill_model(model: nn.Module, checkpointer: Any, device: torch.device, dtype: torch.dtype,
+               may_be_missing: Iterable[str] = (), random_if_no_weights: bool = False) -> dict[str, Any]:
+    """Fill ``model`` (built on meta) from ``checkpointer``'s weight files on ``device`` in ``dtype``,
+    one file at a time; return the rest of the checkpoint (``adapter``, ``training_state``,
+    ``resumed_from``). Keys in ``may_be_missing`` may be absent (they stay uninitialised). A
+    checkpointer that holds no weight file at all (a benchmark's) leaves a random initialisation
+    when ``random_if_no_weights``; otherwise every weight the model needs must arrive."""
     loader = StreamingLoad(model, device, dtype, may_be_missing)
-    loader(state_dict)
-    loader.finish()
+    checkpoint = checkpointer.load_checkpoint(on_shard=loader)
+    if random_if_no_weights and not loader.shards:
+        random_init(model, device)
+    else:
+        loader.finish()
+    return checkpoint
 
 
 @torch.no_grad()
@@ -93,8 +101,6 @@ def random_init(model: nn.Module, device: torch.device, std: float = 0.02) -> No
     reset values; an NF4 base is quantized from random weights one module at a time, so a QLoRA
     model never holds its dense base.
     """
-    from tuner.quantization import has_nf4_weight, nf4_spec, set_nf4_weight
-
     for module in model.modules():
         if has_nf4_weight(module):
             shape, _ = nf4_spec(module)
