@@ -9,7 +9,8 @@ from torch import nn
 
 def training_flops_per_token(model: nn.Module, seq_len: int, full: bool) -> float:
     """Model FLOPs per trained token: 6N + 12·L·d·s for full fine-tuning, 4N + 8·L·d·s for LoRA
-    (no base weight gradients), N = parameters outside the token embedding (ANCHORS.md's formula)."""
+    (no base weight gradients), N = parameters outside the token embedding (the anchor figures'
+    formula, docs/benchmarks.md)."""
     n = 0
     for name, p in model.named_parameters():
         if "tok_embeddings" not in name:

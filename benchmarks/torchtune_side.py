@@ -1,8 +1,8 @@
 """torchtune 0.6.1 on the same workload, side by side (``scripts/benchmark.py --compare-torchtune``).
 
-torchtune's own recipe runs as a script in a subprocess, as ``../shared/anchor/tt_bench.sh`` runs it
-(``python3 <site>/recipes/<recipe>.py --config <site>/recipes/configs/<cfg>.yaml key=value ...``;
-its ``tune`` CLI imports kagglehub, which needs kagglesdk). Its inputs are written here:
+torchtune's own recipe runs as a script in a subprocess, as the anchor figures' runs did
+(docs/benchmarks.md; ``python3 <site>/recipes/<recipe>.py --config <site>/recipes/configs/<cfg>.yaml
+key=value ...``; its ``tune`` CLI imports kagglehub, which needs kagglesdk). Its inputs are written here:
 
 - an HF-format checkpoint of the workload's shape, written from tuner weights through tuner's own
   HF conversion (``tuner.checkpoint.hf_keys``; no transformers needed): the very weights tuner trained
@@ -446,7 +446,7 @@ def summarize(rows: list[dict[str, float]], warmup: int, stdout: str = "", posit
         **counts,
         "peak_alloc_gib": peak("peak_memory_alloc", "allocation"),  # whole run, as tuner's figure
         "peak_reserved_gib": peak("peak_memory_reserved", "reserved"),
-        "peak_alloc_train_gib": peak("peak_memory_alloc"),  # training steps only (ANCHORS.md's figure)
+        "peak_alloc_train_gib": peak("peak_memory_alloc"),  # training steps only (the anchor figures' measure)
         "peak_reserved_train_gib": peak("peak_memory_reserved"),
         "steps_logged": len(rows),
         "first_loss": rows[0].get("loss"),

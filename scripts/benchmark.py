@@ -8,11 +8,12 @@
 The recipe's own Trainer runs the shipped config with synthetic token data (every sequence exactly
 ``--seq-len`` tokens), random weights (no download) and no checkpoint saving. Reported: median
 tokens/s over the steps after ``--warmup``, peak allocated / reserved GPU memory over the whole run,
-and MFU against a bf16 matmul rate measured in the same process (ANCHORS.md's method).
+and MFU against a bf16 matmul rate measured in the same process (the anchor figures' method,
+docs/benchmarks.md).
 
 ``--compare-hf`` then runs the same workload as a plain HF transformers (+ peft) loop in the same
-process (the baseline of ANCHORS.md: sdpa, fused AdamW; LoRA on the same modules with the same
-rank; for QLoRA, a bf16 base with gradient checkpointing, as ANCHORS.md measured it), starting
+process (the anchor figures' baseline: sdpa, fused AdamW; LoRA on the same modules with the same
+rank; for QLoRA, a bf16 base with gradient checkpointing, as the anchor figures measured it), starting
 from the same weights where they are dense, and prints both results and their ratios.
 
 ``--compare-torchtune`` then runs torchtune 0.6.1's own recipe for the workload (its shipped config,

@@ -244,7 +244,7 @@ def render(m: Model, method: str) -> str:
         act_ckpt = "True"
         selective = (f"ac_mode: selective  # checkpoint every ac_option-th layer only: less memory than none, "
                      f"faster than all\nac_option: {m.full_ac_every}\n")
-    if qlora and not distributed:  # measured on the 8B shape: 10,655 tokens/s at 7.83 GiB, against 10,486 at 7.55
+    if qlora and not distributed:  # faster for a little more memory (measured on the 8B shape: docs/benchmarks.md)
         selective += ("nf4_keep_dense_for_backward: True  # the recompute's dequantized weights serve the backward: "
                       "one dequantization less per weight and step, one layer's bf16 weights held for a moment\n")
     dist = "fsdp_cpu_offload: False\nfsdp_reshard_after_forward: True\n" if distributed else ""

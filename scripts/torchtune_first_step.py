@@ -12,9 +12,10 @@ to ``tuner.`` (``tune run`` in this process). Both get the same overrides, which
   the tokens; torchtune's LoRA B starts at zero, so the first loss is the base model's);
 - the tokenizer: a llama3-style tiktoken ranks file of 128,000 entries (benchmarks.torchtune_side),
   ``max_seq_len=128``;
-- the data: the Alpaca seed tasks (../shared/data) through the config's own alpaca dataset builder
-  with ``source=json``; the config's shuffle and gradient accumulation (8) kept, ``batch_size=2``,
-  ``seed=0`` (torchtune's sampler always shuffles with seed 0; tuner's uses ``seed``);
+- the data: tuner's quickstart instruction rows (``tuner/data/quickstart/train.json``, alpaca columns)
+  through the config's own alpaca dataset builder with ``source=json``; the config's shuffle and
+  gradient accumulation (8) kept, ``batch_size=2``, ``seed=0`` (torchtune's sampler always shuffles
+  with seed 0; tuner's uses ``seed``);
 - ``device=cpu dtype=fp32``, one step.
 
 Prints both step-1 losses (each the mean over the step's 8 micro-batches' label tokens, as both log
@@ -37,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.torchtune_side import find_torchtune, parse_step_lines, write_hf_checkpoint, write_tiktoken_ranks  # noqa: E402
+from tuner.data.quickstart import TRAIN_FILE as ALPACA  # noqa: E402
 
-ALPACA = ROOT.parent / "shared" / "data" / "alpaca_seed_tasks.json"
 CONFIG = "llama3_2/1B_lora_single_device"
 DIMS = dict(vocab_size=128_256, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=64, intermediate_dim=128,
             max_seq_len=256)

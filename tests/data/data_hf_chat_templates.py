@@ -1,6 +1,6 @@
 """Published HF chat templates (tokenizer_config.json "chat_template") used as references."""
 
-SMOLLM2 = None  # read from ../shared/data/tokenizers/smollm2/chat_template.jinja
+# SmolLM2-Instruct's template comes with its real tokenizer (tests/real_data.py: smollm2_chat_template).
 
 # Qwen/Qwen2.5-*-Instruct
 QWEN2_5 = (

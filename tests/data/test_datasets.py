@@ -1,4 +1,5 @@
-"""Datasets over datasets.load_dataset: real instruction data, local formats, masking, errors."""
+"""Datasets over datasets.load_dataset: real instruction data (tuner's quickstart rows), local formats,
+masking, errors."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,8 @@ import json
 import pytest
 import torch
 
-from tests_data_helpers import ALPACA_JSON, CHAT_JSONL, SMOLLM2_DIR
+from tests.real_data import ALPACA as ALPACA_JSON
+from tests.real_data import alpaca_rows
 from tuner.data import ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT, padded_collate_sft
 from tuner.data.tokenizers import smollm2_tokenizer
 from tuner.datasets import (
@@ -19,8 +21,8 @@ from tuner.errors import TunerError
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return smollm2_tokenizer(str(SMOLLM2_DIR), max_seq_len=512)
+def tok(smollm2_dir):
+    return smollm2_tokenizer(str(smollm2_dir), max_seq_len=512)
 
 
 def _trained_text(tok, sample):
@@ -28,10 +30,11 @@ def _trained_text(tok, sample):
 
 
 def test_real_alpaca_data(tok):
-    rows = json.loads(ALPACA_JSON.read_text())
+    rows = alpaca_rows()
     ds = alpaca_dataset(tok, source="json", data_files=str(ALPACA_JSON), train_on_input=False)
-    assert len(ds) == len(rows) == 175
-    for i in (0, 1):
+    assert len(ds) == len(rows) > 100
+    with_input = next(i for i, r in enumerate(rows) if r["input"])
+    for i in (0, with_input):  # both prompt templates (no input, input)
         s = ds[i]
         assert len(s["tokens"]) == len(s["labels"]) <= 512
         r = rows[i]
@@ -46,14 +49,15 @@ def test_real_alpaca_data(tok):
         assert "### Instruction" not in _trained_text(tok, s)
     # train_on_input=True trains on the prompt too.
     ds_all = alpaca_dataset(tok, source="json", data_files=str(ALPACA_JSON))
-    assert "### Instruction" in _trained_text(tok, ds_all[1])
-    assert ds_all[1]["tokens"] == ds[1]["tokens"]
+    assert "### Instruction" in _trained_text(tok, ds_all[with_input])
+    assert ds_all[with_input]["tokens"] == ds[with_input]["tokens"]
 
 
-def test_real_chat_data(tok):
-    ds = chat_dataset(tok, source="json", data_files=str(CHAT_JSONL), conversation_style="openai")
-    assert len(ds) == 175
-    row = json.loads(CHAT_JSONL.read_text().splitlines()[1])
+def test_real_chat_data(tok, chat_jsonl):
+    ds = chat_dataset(tok, source="json", data_files=str(chat_jsonl), conversation_style="openai")
+    lines = chat_jsonl.read_text().splitlines()
+    assert len(ds) == len(lines) == len(alpaca_rows())
+    row = json.loads(lines[1])
     s = ds[1]
     assert s["tokens"] == tok.tokenize_messages(row["messages"])[0]
     trained = _trained_text(tok, s)
@@ -90,25 +94,27 @@ def test_instruct_csv_parquet_and_text(tok, tmp_path):
     assert t[0]["tokens"] == tok.encode("first line of text") and t[0]["labels"] == t[0]["tokens"]
 
 
-def test_truncation_filter_and_split(tmp_path):
-    tok = smollm2_tokenizer(str(SMOLLM2_DIR), max_seq_len=16)
+def test_truncation_filter_and_split(tmp_path, smollm2_dir):
+    tok = smollm2_tokenizer(str(smollm2_dir), max_seq_len=16)
     ds = alpaca_dataset(tok, source="json", data_files=str(ALPACA_JSON))
     assert all(len(ds[i]["tokens"]) == 16 for i in range(3))
     kept = alpaca_dataset(tok, source="json", data_files=str(ALPACA_JSON), filter_fn=lambda r: r["input"] == "")
-    assert 0 < len(kept) < 175
+    assert len(kept) == sum(r["input"] == "" for r in alpaca_rows()) and 0 < len(kept) < len(ds)
     part = alpaca_dataset(tok, source="json", data_files=str(ALPACA_JSON), split="train[:10]")
     assert len(part) == 10
 
 
 def test_collate_pads(tok):
     ds = alpaca_dataset(tok, source="json", data_files=str(ALPACA_JSON), train_on_input=False)
-    batch = padded_collate_sft([ds[0], ds[1]], padding_idx=tok.pad_id)
-    n0, n1 = len(ds[0]["tokens"]), len(ds[1]["tokens"])
+    other = next(i for i in range(1, len(ds)) if len(ds[i]["tokens"]) != len(ds[0]["tokens"]))  # something to pad
+    pair = [ds[0], ds[other]]
+    batch = padded_collate_sft(pair, padding_idx=tok.pad_id)
+    n0, n1 = len(pair[0]["tokens"]), len(pair[1]["tokens"])
     assert batch["tokens"].dtype == torch.long and batch["tokens"].shape == (2, max(n0, n1))
     short = 0 if n0 < n1 else 1
     n = min(n0, n1)
     assert (batch["tokens"][short, n:] == tok.pad_id).all() and (batch["labels"][short, n:] == -100).all()
-    assert batch["labels"][short, :n].tolist() == ds[short]["labels"]
+    assert batch["labels"][short, :n].tolist() == pair[short]["labels"]
 
 
 # ---------------------------------------------------------------- errors
@@ -170,7 +176,7 @@ def test_hub_name_offline_is_clear(tok, monkeypatch):
         alpaca_dataset(tok)
 
 
-def test_packed_needs_max_seq_len(tmp_path):
-    tok = smollm2_tokenizer(str(SMOLLM2_DIR))
+def test_packed_needs_max_seq_len(tmp_path, smollm2_dir):
+    tok = smollm2_tokenizer(str(smollm2_dir))
     with pytest.raises(TunerError, match="max_seq_len"):
         alpaca_dataset(tok, source="json", data_files=str(ALPACA_JSON), packed=True)

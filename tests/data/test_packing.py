@@ -8,7 +8,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tests_data_helpers import CHAT_JSONL, SMOLLM2_DIR
 from tuner.data import PackedDataset, packed_block_causal_mask, padded_collate_packed, padded_collate_sft
 from tuner.data.packing import document_ids, packed_flex_block_mask
 from tuner.errors import TunerError
@@ -133,13 +132,13 @@ def test_packed_equals_unpacked_loss_transformer_decoder():
         _compare(model, _samples([5, 9, 4, 12, 7, 3]), max_seq_len=16)
 
 
-def test_packed_real_chat_data():
+def test_packed_real_chat_data(smollm2_dir, chat_jsonl):
     from tuner.data.tokenizers import smollm2_tokenizer
     from tuner.datasets import chat_dataset
 
-    tok = smollm2_tokenizer(str(SMOLLM2_DIR), max_seq_len=128)
-    plain = chat_dataset(tok, source="json", data_files=str(CHAT_JSONL), split="train[:12]")
-    packed = chat_dataset(tok, source="json", data_files=str(CHAT_JSONL), split="train[:12]", packed=True)
+    tok = smollm2_tokenizer(str(smollm2_dir), max_seq_len=128)
+    plain = chat_dataset(tok, source="json", data_files=str(chat_jsonl), split="train[:12]")
+    packed = chat_dataset(tok, source="json", data_files=str(chat_jsonl), split="train[:12]", packed=True)
     assert all(p["tokens"].shape == (128,) for p in packed)
     # Same tokens, in order, once the trailing padding document of each pack is dropped.
     def real_tokens(p):

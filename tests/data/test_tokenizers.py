@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from tests_data_helpers import CONVERSATIONS, hf_chat_ids
-from tests_data_helpers import SMOLLM2_DIR
 import data_hf_chat_templates as T
+from tests.real_data import smollm2_chat_template
 
 from tuner.data.tokenizers import (
     gemma2_tokenizer,
@@ -67,17 +67,17 @@ def _check_mask(tok, end_token: int):
 
 
 # ---------------------------------------------------------------- SmolLM2 (real files)
-def test_smollm2_real_reference_ids():
-    tok = smollm2_tokenizer(str(SMOLLM2_DIR))
+def test_smollm2_real_reference_ids(smollm2_dir):
+    tok = smollm2_tokenizer(str(smollm2_dir))
     assert tok.encode("Hello world, fine-tuning!", add_bos=False, add_eos=False) == [19556, 905, 28, 4979, 29, 40162, 17]
     assert tok.encode("Hello world, fine-tuning!")[-1] == tok.eos_id == 2
     assert tok.bos_id is None and tok.pad_id == 2 and set(tok.stop_tokens) == {0, 2}
 
 
-def test_smollm2_real_matches_hf():
-    tok = smollm2_tokenizer(str(SMOLLM2_DIR / "tokenizer.json"))
-    hf = _hf_fast(str(SMOLLM2_DIR / "tokenizer.json"), bos_token="<|im_start|>", eos_token="<|im_end|>")
-    hf.chat_template = (SMOLLM2_DIR / "chat_template.jinja").read_text()
+def test_smollm2_real_matches_hf(smollm2_dir):
+    tok = smollm2_tokenizer(str(smollm2_dir / "tokenizer.json"))
+    hf = _hf_fast(str(smollm2_dir / "tokenizer.json"), bos_token="<|im_start|>", eos_token="<|im_end|>")
+    hf.chat_template = smollm2_chat_template(smollm2_dir)
     for t in TEXTS:
         ids = tok.encode(t, add_bos=False, add_eos=False)
         assert ids == hf(t, add_special_tokens=False)["input_ids"]

@@ -1,14 +1,6 @@
 """Shared conversations and the HF chat-template reference call."""
 from __future__ import annotations
 
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "data"
-SMOLLM2_DIR = SHARED / "tokenizers" / "smollm2"
-ALPACA_JSON = SHARED / "alpaca_seed_tasks.json"
-CHAT_JSONL = SHARED / "chat_seed_tasks.jsonl"
-
 CONVERSATIONS = [
     ([{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello! How can I help?"}], False),
     (

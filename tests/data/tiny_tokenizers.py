@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 
-from tests.data.tests_data_helpers import ALPACA_JSON
+from tests.real_data import alpaca_rows
 
 
 def training_texts() -> list[str]:
-    rows = json.loads(ALPACA_JSON.read_text())
-    texts = [f"{r['instruction']}\n{r['input']}\n{r['output']}" for r in rows]
+    texts = [f"{r['instruction']}\n{r['input']}\n{r['output']}" for r in alpaca_rows()]
     # Make sure chat-format words and some non-ASCII are in the data.
     texts += ["[INST] <<SYS>> system user assistant model Hello world, fine-tuning! héllo wörld 你好 😀"] * 5
     return texts

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from tests.recipes.helpers import ALPACA, make_hf_checkpoint, model_node, tune
+from tests.real_data import ALPACA
+from tests.recipes.helpers import make_hf_checkpoint, model_node, tune
 from tuner.errors import ConfigError, TunerError
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.real_data import smollm2_chat_template
 from tests.recipes.helpers import make_hf_checkpoint, model_node, tune, write_config
 from tuner.errors import CheckpointError, ConfigError
 from tuner.generation.runner import GenerationRun
@@ -74,10 +75,8 @@ def test_recipe_greedy_equals_transformers(ckpt, tmp_path):
     proc = tune("run", "generate", "--config", str(cfg_path))
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert len(rows) == 2
-    from tests.recipes.helpers import TOKENIZER_DIR
-
     hf_tok = AutoTokenizer.from_pretrained(ckpt)
-    hf_tok.chat_template = (TOKENIZER_DIR / "chat_template.jinja").read_text()
+    hf_tok.chat_template = smollm2_chat_template()
     expected_prompts = [
         [{"role": "user", "content": PROMPTS[0]}],
         [{"role": "system", "content": PROMPTS[1]["system"]}, {"role": "user", "content": PROMPTS[1]["user"]}],

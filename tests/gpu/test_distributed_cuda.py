@@ -1,6 +1,6 @@
 """The distributed recipes on two CUDA GPUs (NCCL, FSDP2), through the real `tune run --nproc_per_node 2`:
 the same losses and saved weights as one GPU with the same global batch, for full, LoRA and QLoRA.
-Needs two GPUs (skipped otherwise) and no shared/ data.
+Needs two GPUs (skipped otherwise), no tokenizer or data files.
 
 On the CPU, tests/recipes/test_distributed.py holds one and two processes to 1e-5. On GPUs the
 float32 kernels differ with the per-GPU batch (4 rows on one GPU, 2 on each of two), so the runs

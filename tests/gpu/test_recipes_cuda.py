@@ -1,6 +1,6 @@
-"""The training recipes on a CUDA GPU (run on the GPU machine; skipped elsewhere; needs no shared/ data): full, LoRA and
-QLoRA from a real HF folder, streamed in shard by shard, saved folders load in transformers with
-the trained model's logits; compiled bf16 training runs and learns."""
+"""The training recipes on a CUDA GPU (run on the GPU machine; skipped elsewhere; no tokenizer or data
+files): full, LoRA and QLoRA from a real HF folder, streamed in shard by shard, saved folders load in
+transformers with the trained model's logits; compiled bf16 training runs and learns."""
 from __future__ import annotations
 
 import json

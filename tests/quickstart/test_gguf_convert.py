@@ -231,8 +231,15 @@ def smollm2_folder(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def reference_tokenizer():
+    """transformers' own reading of the same GGUF file's tokenizer (its GGUF loader, not tuner's converter)."""
+    gguf_file = gguf_convert.smollm2_gguf_path()
+    return transformers.AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+
+
 @pytest.mark.slow
-def test_smollm2_config_and_tokenizer_match_reference(smollm2_folder, shared_data):
+def test_smollm2_config_and_tokenizer_match_reference(smollm2_folder, reference_tokenizer):
     from tokenizers import Tokenizer
 
     cfg = json.loads((smollm2_folder / "config.json").read_text())
@@ -241,7 +248,7 @@ def test_smollm2_config_and_tokenizer_match_reference(smollm2_folder, shared_dat
                 "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"}
     assert {k: cfg[k] for k in expected} == expected
     ours = Tokenizer.from_file(str(smollm2_folder / "tokenizer.json"))
-    ref = Tokenizer.from_file(str(shared_data / "tokenizers" / "smollm2" / "tokenizer.json"))
+    ref = reference_tokenizer.backend_tokenizer
     texts = [
         "Hello world, fine-tuning!",
         "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nWhat is 12+345?<|im_end|>\n",
@@ -256,9 +263,10 @@ def test_smollm2_config_and_tokenizer_match_reference(smollm2_folder, shared_dat
         assert ours.encode(text).ids == ref.encode(text).ids, text
         assert ours.decode(ours.encode(text).ids, skip_special_tokens=False) == text
     tok = transformers.AutoTokenizer.from_pretrained(smollm2_folder)
-    ref_tok = transformers.AutoTokenizer.from_pretrained(shared_data / "tokenizers" / "smollm2")
     msgs = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]
-    assert tok.apply_chat_template(msgs, tokenize=False) == ref_tok.apply_chat_template(msgs, tokenize=False)
+    rendered = tok.apply_chat_template(msgs, tokenize=False)
+    assert rendered == reference_tokenizer.apply_chat_template(msgs, tokenize=False)
+    assert rendered.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")  # the real template
     assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (1, 2, 2)
 
 

@@ -1,5 +1,5 @@
 """Tiny real checkpoints and configs for recipe tests: a random SmolLM2-shaped HF model with the
-real SmolLM2 tokenizer, trained on the real Alpaca seed tasks in ../shared/data."""
+real SmolLM2 tokenizer, trained on tuner's quickstart instruction data (tests/real_data.py)."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,9 @@ from pathlib import Path
 
 import torch
 
+from tests.real_data import ALPACA, smollm2_dir
+
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "data"
-TOKENIZER_DIR = SHARED / "tokenizers" / "smollm2"
-ALPACA = SHARED / "alpaca_seed_tasks.json"
 
 TINY = dict(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=512, rope_theta=100000.0, rms_norm_eps=1e-5,
@@ -33,7 +32,7 @@ def make_hf_checkpoint(folder: Path, seed: int = 0, initializer_range: float = 0
     model = LlamaForCausalLM(LlamaConfig(**TINY, initializer_range=initializer_range)).float()
     model.save_pretrained(folder, safe_serialization=True, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     for name in ("tokenizer.json", "tokenizer_config.json") if with_tokenizer else ():
-        shutil.copy(TOKENIZER_DIR / name, folder / name)
+        shutil.copy(smollm2_dir() / name, folder / name)
     return folder
 
 

@@ -174,7 +174,8 @@ VARIANT_SIGNS = {  # what the saved adapter_config.json says for each variant co
 def test_every_variant_config_trains_and_saves_its_variant(variant, ckpt, tmp_path, capsys):
     """`smollm2/135M_<variant>_cpu` as shipped, with only the model's size, the checkpoint, the data
     and the step count overridden, trains two steps and saves an adapter of that variant."""
-    from tests.recipes.helpers import ALPACA, model_node
+    from tests.real_data import ALPACA
+    from tests.recipes.helpers import model_node
     from tuner.cli.main import main
 
     dims = {k: v for k, v in model_node().items() if k != "_component_"}

@@ -30,15 +30,15 @@ bug, fixed in tuner, not overridden here):
   the test (paths); ``tokenizer.max_seq_len=64`` (a size).
 - ``checkpointer.checkpoint_dir`` and ``checkpoint_files``: the tiny checkpoint of the family, in
   the config's format (HF, or Meta's consolidated.00.pth for FullModelMetaCheckpointer) (paths).
-- ``dataset.source=json``, ``data_files``, ``split=train``: the Alpaca seed tasks in ../shared/data
-  instead of a hub download (paths).
+- ``dataset.source=json``, ``data_files``, ``split=train``: tuner's quickstart instruction data
+  (alpaca columns, in the package) instead of a hub download (paths).
 - ``device=cpu``, ``dtype=fp32``.
 - Training: ``batch_size=2``, ``gradient_accumulation_steps=1``, ``epochs=1``,
   ``max_steps_per_epoch=2`` (sizes, step counts: the configs accumulate up to 16 micro-batches a
   step, which would make two steps 32 forward/backward passes; tests/training covers accumulation).
 - Generation: ``max_new_tokens=4`` (a size), ``output_file`` to read the answer back (a path).
 - eleuther_eval: lm-evaluation-harness is not a test dependency and its tasks download their data,
-  so ``tasks`` is removed and a local ``dataset`` (the same Alpaca file) is scored instead, with
+  so ``tasks`` is removed and a local ``dataset`` (the same alpaca-format file) is scored instead, with
   ``max_batches=2`` (a step count); the config's own keys (``max_seq_length``, ``enable_kv_cache``,
   ``quantizer: null``, ``limit``, ``batch_size``) are read as they are.
 """
@@ -53,6 +53,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.real_data import ALPACA
 from tuner.cli.main import main
 from tuner.cli.run import run_recipe
 from tuner.config import load_config
@@ -60,7 +61,6 @@ from tuner.config import load_config
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
 RECIPES: dict[str, str] = json.loads((HERE / "recipes.json").read_text())
-ALPACA = HERE.parents[2] / "shared" / "data" / "alpaca_seed_tasks.json"
 MAX_SEQ_LEN = 64
 TRAINING = {"full_finetune_single_device", "full_finetune_distributed", "lora_finetune_single_device",
             "lora_finetune_distributed"}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.real_data import ALPACA
 from tests.recipes.helpers import make_hf_checkpoint, tune, write_config
 from tuner.config import load_config
 from tuner.errors import ConfigError
@@ -109,7 +110,7 @@ def test_checkpointed_loss_chunks_change_nothing(ckpt, tmp_path):
 
 def test_packed_dataset_trains(ckpt, tmp_path):
     _, rows = run(tmp_path, ckpt, "packed", dataset={"_component_": "tuner.datasets.alpaca_dataset", "source": "json",
-                                                    "data_files": str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alpaca_seed_tasks.json"),
+                                                    "data_files": str(ALPACA),
                                                     "packed": True, "train_on_input": False}, batch_size=2)
     assert len(losses(rows)) == 3 and all(torch.isfinite(torch.tensor(losses(rows))))
 
@@ -123,7 +124,7 @@ def test_fp16_with_grad_scaler_tracks_fp32(ckpt, tmp_path):
 
 def test_validation_loss_is_logged(ckpt, tmp_path):
     val = {"_component_": "tuner.datasets.alpaca_dataset", "source": "json",
-           "data_files": str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "alpaca_seed_tasks.json"), "split": "train[:8]"}
+           "data_files": str(ALPACA), "split": "train[:8]"}
     _, rows = run(tmp_path, ckpt, "val", max_steps_per_epoch=4, dataset_val=val, run_val_every_n_steps=2)
     vals = [r for r in rows if "val_loss" in r]
     assert [r["step"] for r in vals] == [2, 4] and all(8 < r["val_loss"] < 12 for r in vals)

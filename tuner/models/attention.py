@@ -5,7 +5,7 @@ Paths, chosen per call:
 * ``mask`` None, no cache, no soft-capping: SDPA with ``is_causal=True`` and ``enable_gqa=True`` —
   the flash-attention path on GPU, with no mask tensor and no copy of k/v.
 * ``mask`` a bool tensor ``[b, q, kv]`` (True = may attend): SDPA with that mask and ``enable_gqa``
-  (on an H100, Llama-3.2-1B shape, seq 2048: as fast as repeating k/v heads, 0.4 GiB less memory).
+  (as fast as repeating k/v heads, with less memory: docs/benchmarks.md).
 * ``mask`` a FlexAttention ``BlockMask``: ``flex_attention`` (compiled on CUDA); soft-capping and
   the sliding window go in as a ``score_mod`` (the BlockMask carries causality and documents).
 * soft-capping (Gemma 2) with a dense mask, or on CPU: eager attention, as HF computes it.

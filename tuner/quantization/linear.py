@@ -145,9 +145,8 @@ def keep_dense_weights_for_backward(module: nn.Module, enabled: bool = True) -> 
 
     For layers under activation checkpointing: their forward is recomputed right before their
     backward, so keeping the dense weights costs one layer's worth of bf16 weights for a moment and
-    saves a dequantization per weight and step (see `linear_nf4`'s ``save_dense``). Measured on the
-    8B QLoRA shape, compiled, H100 (session 3, one call): 10,635 tokens/s at 8.16 GiB peak, against
-    10,282 at 7.96 GiB without.
+    saves a dequantization per weight and step (see `linear_nf4`'s ``save_dense``): faster at a
+    slightly higher peak (measured on the 8B QLoRA shape: docs/benchmarks.md).
     Returns how many weights changed.
     """
     count = 0

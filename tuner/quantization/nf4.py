@@ -16,8 +16,8 @@ gradient instead of saving the dense weight, so no bf16 copy of the base outlive
 before their backward anyway) the dense weight is kept from the recompute to the backward, which
 saves one of the three dequantizations per step. The weight is frozen: it gets no gradient.
 
-Dequantization runs one Triton kernel on CUDA (`nf4_triton`, bit-identical to bitsandbytes'; on
-the 8B QLoRA shape 22.6 ms of GPU time a step against 35.7 ms for the two below, docs/benchmarks.md),
+Dequantization runs one Triton kernel on CUDA (`nf4_triton`, bit-identical to bitsandbytes'; less
+GPU time a step than the two below, measured in docs/benchmarks.md),
 launched by compiled graphs directly (a ``triton_op``), and bitsandbytes' kernels elsewhere.
 Without Triton, `torch.compile` runs the forward's as plain tensor ops (`dequantize_nf4_ops`, also
 bit-identical) instead of breaking the graph at every linear layer, and the backward's as an opaque
@@ -219,7 +219,7 @@ class _LinearNF4(torch.autograd.Function):
     Takes the NF4 payload as separate tensors (not an `NF4Weight`) so `torch.compile` can trace it.
     Backward's dequantization must never be identical to the forward's: inside a compiled graph
     identical ops would be merged into one dense weight that forward then keeps for backward, which
-    for a whole model is every layer's bf16 weights (measured: 8B QLoRA at 29.9 instead of ~8 GiB).
+    for a whole model is every layer's bf16 weights (several times the NF4 peak; docs/benchmarks.md).
     """
 
     @staticmethod

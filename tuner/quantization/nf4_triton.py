@@ -1,7 +1,7 @@
 """NF4 dequantization as one Triton kernel, bit-identical to bitsandbytes'.
 
 bitsandbytes dequantizes a double-quantized NF4 weight in three launches (the 8-bit block scales,
-their offset, then the 4-bit codes) behind a few hundred microseconds of Python; the tensor-op
+their offset, then the 4-bit codes) behind Python-side work on each call; the tensor-op
 version that `torch.compile` fuses (`nf4.dequantize_nf4_ops`) is one launch but writes its
 interleaved output slowly. This kernel reads each packed byte once, computes both values'
 block scale and writes them next to each other: a QLoRA step on the 8B shape dequantizes every
@@ -14,8 +14,8 @@ block scale, rounded once to the output dtype.
 
 Compiled graphs call it through `torch.ops.tuner.dequantize_nf4`, a ``triton_op``: inductor then
 launches the kernel from its generated code like its own kernels, instead of dispatching a Python
-custom op that launches through Triton's Python launcher (a QLoRA step on the 8B shape makes ~670
-of these calls; their CPU time made the step launch-bound on slower hosts).
+custom op that launches through Triton's Python launcher (a QLoRA step makes one per base weight and
+dequantization, hundreds a step; their CPU time made the step launch-bound on slower hosts).
 """
 from __future__ import annotations
 

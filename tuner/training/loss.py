@@ -10,7 +10,7 @@ When the projection is frozen (LoRA, QLoRA: the caller passes its weight as ``fr
 loss is the last op of the step, so each chunk's gradient w.r.t. the hidden states is computed in
 the forward, right after its loss, and the chunk's logits are dropped: backward only scales the
 saved [b, s, d] gradient. Same matmuls as the plain path, none recomputed, and no logits kept (on
-the 8B QLoRA shape, the 0.98 GiB of bf16 logits were the run's peak).
+the 8B QLoRA shape the bf16 logits were the run's peak; docs/benchmarks.md).
 """
 from __future__ import annotations
 

@@ -77,8 +77,8 @@ def compile_layers(model: nn.Module) -> None:
 
     A layer under activation checkpointing is compiled inside its checkpoint wrapper (torchtune's
     order): the eager checkpoint drops and recomputes whatever the compiled layer saves. Compiling
-    the wrapper instead leaves the recompute to the compiler, which on the 8B QLoRA shape held
-    more (8.55 against 7.96 GiB peak; 17 to 30 GiB when NF4 backward re-dequantizes).
+    the wrapper instead leaves the recompute to the compiler, which holds more memory (measured on
+    the 8B QLoRA shape: docs/benchmarks.md).
     """
     for layer in decoder_layers(model):
         getattr(layer, "_checkpoint_wrapped_module", layer).compile()
@@ -97,8 +97,8 @@ def activation_offloading(enabled: bool, pin_memory: bool = True) -> Iterator[No
 def use_expandable_segments(device: torch.device) -> bool:
     """Let the CUDA caching allocator grow segments in place (``expandable_segments:True``) unless
     the user set ``PYTORCH_CUDA_ALLOC_CONF`` themselves. Fewer, growable segments leave less memory
-    reserved but unused: on the H100, full 1B peak reserved 17.02 -> 15.32 GiB (allocated 14.98
-    either way), QLoRA 8B 8.61 -> 8.02, tokens/s unchanged. Returns whether it was switched on."""
+    reserved but unused: a lower peak reserved at the same peak allocated and speed (measured in
+    docs/benchmarks.md). Returns whether it was switched on."""
     if device.type != "cuda" or "PYTORCH_CUDA_ALLOC_CONF" in os.environ:
         return False
     setter = getattr(torch.cuda.memory, "_set_allocator_settings", None)
