@@ -17,6 +17,8 @@ from tuner.errors import ConfigError
 
 # torchtune's table (its order matters to code that walks it); the long names are accepted too.
 PRECISION_STR_TO_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, "fp64": torch.float64}
+#: What a config's ``dtype`` key may say (training, generation, evaluation, merge).
+CONFIG_DTYPES = ("bf16", "fp32", "fp16", "bfloat16", "float32", "float16")
 _DTYPES = {**PRECISION_STR_TO_DTYPE, "bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16,
            "float64": torch.float64}
 

@@ -6,6 +6,10 @@ line, ``error: <message>``, and exits with the error's `exit_code`; the tracebac
 ``--debug`` or ``TUNER_DEBUG=1``.
 """
 from __future__ import annotations
+import difflib
+import sys
+import os
+import traceback
 
 
 class TunerError(Exception):
@@ -58,30 +62,22 @@ def did_you_mean(name: str, choices, cutoff: float = 0.6) -> str:
     """``"; did you mean 'x'?"`` for the choice closest to ``name``, or ``""`` when none is close.
 
     The one place error messages get their suggestion from."""
-    import difflib
-
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=cutoff)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def warn(message: str) -> None:
     """Print one ``[tuner] warning: ...`` line on stderr: something the user should know, not an error."""
-    import sys
-
     print(f"[tuner] warning: {message}", file=sys.stderr, flush=True)
 
 
 def note(message: str) -> None:
     """Print one ``[tuner] note: ...`` line on stderr."""
-    import sys
-
     print(f"[tuner] note: {message}", file=sys.stderr, flush=True)
 
 
 def debug_enabled() -> bool:
     """Tracebacks are shown when TUNER_DEBUG is set to a true value (``--debug`` sets it)."""
-    import os
-
     return os.environ.get("TUNER_DEBUG", "").lower() not in ("", "0", "false", "no")
 
 
@@ -91,9 +87,6 @@ def run_reporting_errors(fn, *args, **kwargs) -> int:
     A TunerError keeps its own message and exit code; any other exception becomes exit 1 with
     its type and message. With debugging on, the traceback is printed as well.
     """
-    import sys
-    import traceback
-
     try:
         result = fn(*args, **kwargs)
     except KeyboardInterrupt:

@@ -29,6 +29,8 @@ from tuner.checkpoint.training_state import TRAINING_STATE_NAME, load_training_s
 from tuner.checkpoint.weights import DEFAULT_MAX_SHARD_SIZE, iter_weight_files, load_weight_file, save_sharded_safetensors
 from tuner.errors import CheckpointError, ConfigError, UsageError
 from tuner.models.families import families, family
+from tuner.checkpoint.weights import write_safetensors_file
+from tuner.checkpoint.weights import _untie, write_torch_file
 
 StateDict = dict[str, torch.Tensor]
 ShardCallback = Callable[[StateDict], None]
@@ -153,8 +155,6 @@ class _Checkpointer:
 
     def _write_adapter(self, adapter: StateDict, adapter_config: dict[str, Any] | None, folder: Path) -> None:
         """Write the adapter with tuner keys (Meta / native); HF writes PEFT format instead."""
-        from tuner.checkpoint.weights import write_safetensors_file
-
         meta = {"tuner_adapter_config": json.dumps(adapter_config or {}, default=str), "tuner_model_type": self.model_type}
         write_safetensors_file(_plain(adapter), folder / TUNER_ADAPTER_NAME, meta)
 
@@ -503,8 +503,6 @@ class MetaCheckpointer(_Checkpointer):
         return meta_to_tuner(state_dict, **self._dims)
 
     def _write_model(self, state_dict: StateDict, folder: Path) -> list[str]:
-        from tuner.checkpoint.weights import _untie, write_torch_file
-
         meta_sd = tuner_to_meta(state_dict, **self._dims)
         write_torch_file(_untie(meta_sd), folder / "consolidated.00.pth")
         return ["consolidated.00.pth"]

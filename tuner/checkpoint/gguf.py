@@ -26,6 +26,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
 from tuner.errors import CheckpointError, TunerError, note
 
 __all__ = [
@@ -88,8 +92,6 @@ def _field(reader: Any, key: str, default: Any = None) -> Any:
 
 def _float32_repr(value: float) -> float:
     """The shortest decimal that round-trips a float32 (1e-05, not 9.999999747378752e-06)."""
-    import numpy as np
-
     return float(str(np.float32(value)))
 
 
@@ -206,10 +208,6 @@ def _tokenizer_files(reader: Any) -> tuple[Any, dict[str, Any]]:
 
 def _write_folder(reader: Any, gguf: Any, out: Path, dtype: str, source: Path) -> None:
     """Write every file of the HF folder into `out` (an existing, empty folder)."""
-    import numpy as np
-    import torch
-    from safetensors.torch import save_file
-
     arch = _field(reader, "general.architecture")
     if arch != "llama":
         raise CheckpointError(

@@ -26,14 +26,16 @@ from typing import Any
 import torch
 
 from tuner.errors import CheckpointError
+from tuner.checkpoint.training_state import to_weights_only
+from torch.distributed.checkpoint._traverse import set_element
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+import torch.distributed.checkpoint as dcp
 
 SHARDED_STATE_DIR = "sharded_state"
 
 
 def blob(obj: Any) -> tuple:
     """Wrap plain data so that DCP stores it as one entry (a tuple is a leaf to DCP)."""
-    from tuner.checkpoint.training_state import to_weights_only
-
     return (to_weights_only(obj),)
 
 
@@ -45,9 +47,6 @@ def unblob(value: Any, what: str) -> Any:
 
 
 def _safe_load_planner():
-    from torch.distributed.checkpoint._traverse import set_element
-    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
-
     class SafeLoadPlanner(DefaultLoadPlanner):
         """DCP's default planner, but non-tensor entries load with ``weights_only=True``."""
 
@@ -63,16 +62,12 @@ def _safe_load_planner():
 
 def save_sharded_state(folder: str | Path, state: dict[str, Any]) -> None:
     """Every rank calls this with its part of ``state``; DCP writes each rank's shards (fsynced)."""
-    import torch.distributed.checkpoint as dcp
-
     dcp.save(state, storage_writer=dcp.FileSystemWriter(str(folder), sync_files=True))
 
 
 def load_sharded_state(folder: str | Path, state: dict[str, Any]) -> None:
     """Every rank calls this; fills ``state`` in place (tensors are copied into the given ones,
     blobs replace their placeholders), resharding where the shards are laid out differently."""
-    import torch.distributed.checkpoint as dcp
-
     folder = Path(folder)
     if not (folder / ".metadata").is_file():
         raise CheckpointError(

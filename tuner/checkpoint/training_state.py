@@ -17,6 +17,7 @@ import torch
 
 from tuner.checkpoint.weights import load_torch_file, write_torch_file
 from tuner.errors import CheckpointError
+import numpy as np
 
 TRAINING_STATE_NAME = "training_state.pt"
 
@@ -60,8 +61,6 @@ def restore_rng_state(state: dict[str, torch.Tensor]) -> None:
         g = None if gauss is None or float(gauss[0]) == 0.0 else float(gauss[1])
         random.setstate((values[0], tuple(values[1:]), g))
     if "numpy" in state:
-        import numpy as np
-
         pos, has_gauss = (int(v) for v in state["numpy_meta"].tolist())
         cached = float(state["numpy_gauss"][0])
         np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))

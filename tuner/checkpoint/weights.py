@@ -16,6 +16,10 @@ import torch
 from tuner.checkpoint.atomic import fsync_file
 from tuner.checkpoint.files import SAFE_INDEX_NAME
 from tuner.errors import CheckpointError
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 
@@ -61,9 +65,6 @@ def load_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Load one weight file (``.safetensors``, ``.bin``, ``.pt``, ``.pth``) to CPU tensors."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError) as e:
@@ -77,8 +78,6 @@ def load_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
 def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     """The ``__metadata__`` strings of a safetensors file (a CheckpointError naming the file when it
     cannot be read)."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
@@ -120,8 +119,6 @@ def _untie(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def write_safetensors_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Write one safetensors file and fsync it. (Tests patch this to inject a failed write.)"""
-    from safetensors.torch import save_file
-
     save_file(tensors, str(path), metadata={"format": "pt", **(metadata or {})})
     fsync_file(path)
 

@@ -1,6 +1,7 @@
 """`tune`: list, copy, validate, print and run recipes and configs; download models."""
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sys
@@ -167,8 +168,6 @@ def download_cmd(
 
 def _click_exceptions(name: str) -> tuple[type, ...]:
     """Click's exception class ``name``, from typer's own copy of click and from click itself."""
-    import importlib
-
     found = []
     for module in ("typer._click.exceptions", "click.exceptions"):
         try:

@@ -117,9 +117,7 @@ def worker_pythonpath(current: str | None) -> str:
     package appended. The workers run the recipe file as a script, so without it a source checkout
     that is not pip-installed fails in every worker with "No module named 'tuner'" while the
     launcher itself ran fine; appended, it never shadows what the user put on PYTHONPATH."""
-    import tuner
-
-    root = str(Path(tuner.__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the folder that holds tuner/
     paths = [p for p in (current or "").split(os.pathsep) if p]
     return os.pathsep.join(paths if root in paths else [*paths, root])
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tuner.config._loading import apply_overrides, load_config
 from tuner.errors import ConfigError, UsageError, run_reporting_errors
+from tuner.registry import resolve_config
 
 
 class TuneRecipeArgumentParser(argparse.ArgumentParser):
@@ -35,7 +36,6 @@ class TuneRecipeArgumentParser(argparse.ArgumentParser):
                 f"Additional flag arguments not supported: {flags}. Please use --config or key=value overrides",
                 "write options as key=value (e.g. batch_size=8)",
             )
-        from tuner.registry import resolve_config
 
         config = load_config(resolve_config(ns.config))
         if "config" in config:

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from tuner.config._components import resolve_component
 from tuner.errors import ConfigError, note
+
+
+#: Built-in models: name -> the function (a dotted path, resolved on use) that returns its folder.
+BUILTIN_MODELS = {"smollm2-135m-instruct": "tuner.checkpoint.gguf.default_smollm2_checkpoint"}
 
 
 def builtin_model(name: str) -> str:
     """Path of a built-in model's HF folder, converting it on first use."""
-    if name == "smollm2-135m-instruct":
-        from tuner.checkpoint.gguf import default_smollm2_checkpoint
-
-        path = default_smollm2_checkpoint()
-        note(f"model: the built-in SmolLM2-135M-Instruct, cached in {path}")
-        return str(path)
-    raise ConfigError(f"unknown built-in model {name!r}", "the built-in models are: smollm2-135m-instruct")
+    if name not in BUILTIN_MODELS:
+        raise ConfigError(f"unknown built-in model {name!r}", f"the built-in models are: {', '.join(BUILTIN_MODELS)}")
+    path = resolve_component(BUILTIN_MODELS[name])()
+    note(f"model: the built-in {name}, cached in {path}")
+    return str(path)
 
 
 def register_resolvers() -> None:

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX
 from tuner.errors import DataError
+from torch.nn.attention.flex_attention import create_block_mask
 
 
 class PackedDataset(Dataset):
@@ -150,8 +151,6 @@ def packed_flex_block_mask(document_ids: torch.Tensor, device: Optional[torch.de
     ``document_ids``: ``[b, s]`` from `document_ids`. Built on ``device`` (CUDA for the fast path;
     defaults to the tensor's device).
     """
-    from torch.nn.attention.flex_attention import create_block_mask
-
     device = torch.device(device) if device is not None else document_ids.device
     doc = document_ids.to(device)
     b, s = doc.shape

@@ -15,6 +15,7 @@ import importlib
 from typing import Callable, Mapping, Optional, Protocol, Sequence, Union
 
 from tuner.data.messages import Message
+from tuner.config._aliases import canonical_path
 from tuner.errors import ConfigError
 
 
@@ -99,8 +100,6 @@ def resolve_prompt_template(spec: PromptTemplateLike) -> Optional[Callable[[Sequ
     if spec is None:
         return None
     if isinstance(spec, str):
-        from tuner.config._aliases import canonical_path
-
         module, _, name = canonical_path(spec).rpartition(".")
         try:
             obj = getattr(importlib.import_module(module), name) if module else globals()[name]

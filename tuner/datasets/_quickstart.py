@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from typing import Any
+from tuner.data.quickstart import EVAL_FILE, TRAIN_FILE
+from tuner.datasets._instruct import alpaca_dataset
+from tuner.errors import ConfigError
 
 
 def quickstart_dataset(tokenizer: Any, split: str = "train", train_on_input: bool = False, packed: bool = False) -> Any:
@@ -9,10 +12,6 @@ def quickstart_dataset(tokenizer: Any, split: str = "train", train_on_input: boo
 
     ``split`` is ``train`` (320 rows) or ``eval`` (19 held-out rows); see tuner/data/quickstart.
     """
-    from tuner.data.quickstart import EVAL_FILE, TRAIN_FILE
-    from tuner.datasets._instruct import alpaca_dataset
-    from tuner.errors import ConfigError
-
     files = {"train": TRAIN_FILE, "eval": EVAL_FILE}
     if split not in files:
         raise ConfigError(f"quickstart_dataset: unknown split {split!r}", "use split: train or split: eval")

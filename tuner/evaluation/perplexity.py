@@ -11,14 +11,14 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from tuner.config import instantiate
 from tuner.errors import ConfigError
-from tuner.training.loss import IGNORE_INDEX, ChunkedCrossEntropyLoss
+from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX
+from tuner.training.loss import ChunkedCrossEntropyLoss
+from tuner.data.collate import padded_collate_packed, padded_collate_sft
 
 
 def build_eval_dataloader(dataset_cfg: Any, tokenizer: Any, batch_size: int = 1, device: Optional[torch.device] = None) -> DataLoader:
     """The dataset node(s) (one, or a list that is concatenated) in order, right-padded batches
     (packed datasets give packed batches with their block masks)."""
-    from tuner.data.collate import padded_collate_packed, padded_collate_sft
-
     if dataset_cfg is None:
         raise ConfigError("the config has no dataset", fix="add a dataset node, e.g. tuner.datasets.alpaca_dataset")
     if int(batch_size) < 1:
@@ -30,7 +30,7 @@ def build_eval_dataloader(dataset_cfg: Any, tokenizer: Any, batch_size: int = 1,
     if packed:
         collate = partial(padded_collate_packed, use_flex=device is not None and device.type == "cuda")
     else:
-        collate = partial(padded_collate_sft, padding_idx=tokenizer.pad_id, ignore_idx=IGNORE_INDEX)
+        collate = partial(padded_collate_sft, padding_idx=tokenizer.pad_id, ignore_idx=CROSS_ENTROPY_IGNORE_IDX)
     return DataLoader(dataset, batch_size=int(batch_size), shuffle=False, collate_fn=collate)
 
 
@@ -58,7 +58,7 @@ def evaluate_loss(model: torch.nn.Module, batches: Iterable[dict], max_batches: 
             input_pos = input_pos.to(device) if input_pos is not None else None
             hidden = model.hidden(tokens, mask=mask, input_pos=input_pos)
             total += loss_fn(hidden, labels, model.project).double()
-            count += int((labels[:, 1:] != IGNORE_INDEX).sum())
+            count += int((labels[:, 1:] != CROSS_ENTROPY_IGNORE_IDX).sum())
     finally:
         model.train(was_training)
     if count == 0:

@@ -24,13 +24,12 @@ from torch import nn
 from tuner.checkpoint.peft_format import ADAPTER_CONFIG, load_peft_adapter, read_peft_config
 from tuner.checkpoint.weights import load_weight_file, read_safetensors_metadata
 from tuner.errors import CheckpointError, ConfigError, TunerError
+from tuner.peft.utils import ADAPTER_KEY_SUFFIXES, adapted_module, is_adapter_key
+from tuner.peft import get_merged_lora_ckpt
 
 PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 TUNER_ADAPTER = "adapter.safetensors"
 BASE_NAME = "base"  # the name that selects no adapter
-
-_MODULE_SUFFIXES = (".lora_a.weight", ".lora_b.weight", ".magnitude", ".vera_lambda_b", ".vera_lambda_d",
-                    ".pissa_init_a", ".pissa_init_b")
 
 
 @dataclass
@@ -63,12 +62,7 @@ def find_adapter_folder(path: str | os.PathLike) -> Path:
 
 
 def _module_prefixes(state: Mapping[str, torch.Tensor]) -> list[str]:
-    out = set()
-    for key in state:
-        for suffix in _MODULE_SUFFIXES:
-            if key.endswith(suffix):
-                out.add(key[: -len(suffix)] + ".")
-    return sorted(out)
+    return sorted({module + "." for key in state if (module := adapted_module(key)) is not None})
 
 
 def load_adapter(adapter_dir: str | os.PathLike, model_type: str, hf_config: Optional[Mapping[str, Any]] = None,
@@ -125,7 +119,7 @@ def check_adapter_fits(model: nn.Module, adapter: Adapter) -> None:
         if len(problems) >= 3:
             break
     for key, value in adapter.state.items():  # base weights the adapter replaces (PEFT's lm_head base_layer)
-        if not any(key.endswith(s) for s in _MODULE_SUFFIXES) and "vera_projections." not in key:
+        if not is_adapter_key(key):
             if key not in params or params[key].shape != value.shape:
                 problems.append(f"the adapter's base weight {key} does not fit the model")
     if problems:
@@ -148,13 +142,11 @@ def _lora_settings(adapter: Adapter) -> tuple[Optional[int], Optional[float], bo
 @torch.no_grad()
 def merged_weight(base_weight: torch.Tensor, adapter: Adapter, prefix: str) -> torch.Tensor:
     """``prefix``'s weight with the adapter merged in, computed in float32 on ``base_weight``'s device."""
-    from tuner.peft import get_merged_lora_ckpt
-
     device = base_weight.device
     replaced = adapter.state.get(prefix + "weight")
     base = (replaced if replaced is not None else base_weight).to(device=device, dtype=torch.float32)
     sub: dict[str, torch.Tensor] = {prefix + "weight": base}
-    for suffix in _MODULE_SUFFIXES:
+    for suffix in ADAPTER_KEY_SUFFIXES:
         if prefix + suffix[1:] in adapter.state:
             sub[prefix + suffix[1:]] = adapter.state[prefix + suffix[1:]].to(device=device, dtype=torch.float32)
     for key, value in adapter.state.items():

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuner.config.settings import component, node, setting
-from tuner.training.settings import DTYPES
+from tuner.devices import CONFIG_DTYPES
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class InferenceSettings:
     adapters: Any = node(doc="{name: folder}: several adapters over one base")
     adapter: str | None = setting(None, str, doc="the adapter active by default (base for none)")
     device: str | None = setting(None, str)
-    dtype: str | None = setting(None, str, choices=DTYPES, nullable=True,
+    dtype: str | None = setting(None, str, choices=CONFIG_DTYPES, nullable=True,
                                 doc="null: the dtype the run trained in (saved with the checkpoint)")
     seed: int | None = setting(None, int)
     output_dir: str | None = setting(None, str)

@@ -27,6 +27,7 @@ from torch import nn
 
 from tuner.models.kv_cache import KVCache
 from tuner.models.rope import apply_rope
+from tuner.errors import ConfigError
 
 try:  # FlexAttention exists from torch 2.5
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
@@ -103,8 +104,6 @@ class MultiHeadAttention(nn.Module):
     ) -> None:
         super().__init__()
         if num_heads % num_kv_heads:
-            from tuner.errors import ConfigError
-
             raise ConfigError(
                 f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})",
                 "fix the model dimensions",

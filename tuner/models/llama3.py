@@ -7,6 +7,8 @@ from tuner.data.tokenizers import Llama3Format, Llama3Tokenizer, llama3_tokenize
 from tuner.data.tokenizers import llama3 as _tokenizer
 from tuner.models._builder import llama_mlp_width
 from tuner.models.spec import FamilySpec, Size
+from torch.distributed.tensor import Replicate
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
 
 FAMILY = FamilySpec(
     name="llama3", title="Llama 3", model_type="LLAMA3", hf_model_type="llama", hf_architecture="LlamaForCausalLM",
@@ -39,9 +41,6 @@ def base_llama_tp_plan() -> dict:
     tuner shards with FSDP2 only and never applies it: configs that name it (``tensor_parallel_plan``)
     run with ``tensor_parallel_dim: 1``; a larger ``tensor_parallel_dim`` is refused (see
     `tuner.config.torchtune_keys`)."""
-    from torch.distributed.tensor import Replicate
-    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
-
     return {
         "tok_embeddings": RowwiseParallel(input_layouts=Replicate()),
         "output": ColwiseParallel(output_layouts=Replicate()),

@@ -8,26 +8,14 @@ dense ``weight`` loaded into the module is quantized on the fly), which is QLoRA
 from __future__ import annotations
 
 import math
-from types import ModuleType
 from typing import Optional, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import tuner.quantization as quant
 from tuner.errors import TunerError
-
-
-def quantization() -> ModuleType:
-    """`tuner.quantization`, imported on first use; a clear error if it is unavailable."""
-    try:
-        import tuner.quantization as q
-    except ImportError as exc:  # pragma: no cover - depends on the installed tree
-        raise TunerError(
-            f"quantize_base=True needs tuner.quantization, which failed to import ({exc})",
-            fix="install bitsandbytes (pip install 'tuner[quantization]') or set quantize_base: False",
-        ) from exc
-    return q
 
 
 class AdapterModule(Protocol):
@@ -78,7 +66,7 @@ class FrozenBase(nn.Module):
 
     def _quantize(self) -> None:
         """Move the dense ``weight`` into NF4 storage (empty meta buffers when still on meta)."""
-        q = quantization()
+        q = quant
         dense = self.weight.data
         del self.weight
         q.register_nf4_weight(self, self.out_dim, self.in_dim, compute_dtype=dense.dtype, device=dense.device)
@@ -86,12 +74,12 @@ class FrozenBase(nn.Module):
             q.set_nf4_weight(self, dense)
 
     def base_is_quantized(self) -> bool:
-        return self.quantize_base and quantization().has_nf4_weight(self)
+        return self.quantize_base and quant.has_nf4_weight(self)
 
     def base_weight(self) -> torch.Tensor:
         """The base weight as a dense tensor (dequantized when stored in NF4)."""
         if self.base_is_quantized():
-            q = quantization()
+            q = quant
             return q.dequantize_nf4(q.get_nf4_weight(self))
         return self.weight
 
@@ -99,7 +87,7 @@ class FrozenBase(nn.Module):
         """``x @ W^T (+ b)`` with the frozen base."""
         bias = self.bias if with_bias else None
         if self.base_is_quantized():
-            return quantization().nf4_linear(self, x, bias)
+            return quant.nf4_linear(self, x, bias)
         return F.linear(x, self.weight, bias)
 
     def base_numel(self) -> int:

@@ -19,7 +19,8 @@ from tuner.peft.lora import LoRALinear, dora_merged_weight, lora_delta, lora_sca
 from tuner.peft.vera import VERA_PROJECTIONS_NAME, VeRALinear, VeRAProjections, vera_delta
 
 ADAPTER_MODULES = (LoRALinear, VeRALinear)
-_ADAPTER_SUFFIXES = (
+#: The endings of every adapter tensor's key (after its module's path): the one list of them.
+ADAPTER_KEY_SUFFIXES = (
     ".lora_a.weight", ".lora_b.weight", ".magnitude", ".pissa_init_a", ".pissa_init_b",
     ".vera_lambda_b", ".vera_lambda_d",
 )
@@ -28,7 +29,16 @@ _ADAPTER_SUFFIXES = (
 def is_adapter_key(key: str) -> bool:
     """Whether a state-dict key belongs to an adapter rather than to the base model."""
     dotted = "." + key
-    return dotted.endswith(_ADAPTER_SUFFIXES) or f".{VERA_PROJECTIONS_NAME}." in dotted
+    return dotted.endswith(ADAPTER_KEY_SUFFIXES) or f".{VERA_PROJECTIONS_NAME}." in dotted
+
+
+def adapted_module(key: str) -> str | None:
+    """The module path an adapter tensor's key belongs to (``layers.0.attn.q_proj.lora_a.weight`` ->
+    ``layers.0.attn.q_proj``); None for other keys (and VeRA's shared projections)."""
+    for suffix in ADAPTER_KEY_SUFFIXES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return None
 
 
 def get_adapter_params(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -251,9 +261,9 @@ def validate_missing_and_unexpected_for_lora(
         is_lora = is_adapter_key
     else:
         modules = get_lora_module_names(lora_attn_modules, bool(apply_lora_to_mlp), bool(apply_lora_to_output))
-        tags = ("lora", "magnitude", "pissa_init", "vera_lambda")
-        is_lora = lambda key: f".{VERA_PROJECTIONS_NAME}." in "." + key or any(  # noqa: E731
-            f"{m}.{tag}" in key for m in modules for tag in tags)
+        def is_lora(key: str) -> bool:
+            module = adapted_module(key)
+            return f".{VERA_PROJECTIONS_NAME}." in "." + key or (module is not None and module.rsplit(".", 1)[-1] in modules)
     for key in base_missing or []:
         if not is_lora(key):
             raise LoRAStateDictError(f"Missing non-LoRA key {key} from base model dict: the base checkpoint lacks model weights",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 
 import torch
+from torch.library import wrap_triton
 
 try:
     import triton
@@ -95,8 +96,6 @@ def dequantize_nf4_triton(packed: torch.Tensor, absmax: torch.Tensor, absmax_sca
     grid = (-(-n_bytes // BYTES_PER_PROGRAM),)
     kernel = _dequantize_nf4_kernel
     if traced:
-        from torch.library import wrap_triton
-
         kernel = wrap_triton(kernel)
     kernel[grid](packed, absmax, absmax_scale, absmax_offset.reshape(1), levels, scale_code, out, numel, n_bytes,
                  BYTES=BYTES_PER_PROGRAM, BF16_BITS=bf16, EXACT_MUL=not _interpreting(), BACKWARD=backward,

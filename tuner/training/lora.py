@@ -10,6 +10,12 @@ from torch import nn
 from tuner.checkpoint.model_state import check_state_dict
 from tuner.training.settings import LoRASettings
 from tuner.training.trainer import FinetuneMethod, Trainer
+from tuner.peft import is_adapter_key
+from tuner.peft import initialize_adapters, is_adapter_key
+from tuner.peft import get_adapter_params, set_trainable_params
+from tuner.peft import lora_plus_param_groups
+from tuner.peft import get_adapter_state_dict, get_merged_lora_ckpt, lora_config_from_model
+from tuner.quantization import dequantized_state_dict, has_nf4_weight
 
 
 class LoRAFinetune(FinetuneMethod):
@@ -17,13 +23,9 @@ class LoRAFinetune(FinetuneMethod):
     settings = LoRASettings
 
     def may_be_missing(self, model: nn.Module) -> set[str]:
-        from tuner.peft import is_adapter_key
-
         return {k for k in model.state_dict() if is_adapter_key(k)}
 
     def after_load(self, trainer: Trainer, model: nn.Module, checkpoint: dict) -> None:
-        from tuner.peft import initialize_adapters, is_adapter_key
-
         initialize_adapters(model)  # after the base: DoRA magnitudes and PiSSA factors depend on it
         if "adapter" in checkpoint:
             adapter = checkpoint["adapter"]
@@ -34,21 +36,16 @@ class LoRAFinetune(FinetuneMethod):
             model.load_state_dict({k: v.to(trainer.device) for k, v in adapter.items()}, strict=False)
 
     def set_trainable(self, trainer: Trainer, model: nn.Module) -> None:
-        from tuner.peft import get_adapter_params, set_trainable_params
-
         set_trainable_params(model, get_adapter_params(model))
 
     def param_groups(self, trainer: Trainer, model: nn.Module) -> list[Any]:
         ratio = trainer.method_settings.lora_plus_ratio
         if ratio is None:
             return super().param_groups(trainer, model)
-        from tuner.peft import lora_plus_param_groups
 
         return lora_plus_param_groups(model, lr=float(trainer.cfg.optimizer.lr), lora_plus_ratio=ratio)
 
     def checkpoint_state(self, trainer: Trainer, model: nn.Module, final: bool) -> dict:
-        from tuner.peft import get_adapter_state_dict, get_merged_lora_ckpt, lora_config_from_model
-
         full = trainer.placement.full_state_dict(model)
         config = lora_config_from_model(model)  # the settings the modules were built with
         state: dict[str, Any] = {"adapter": get_adapter_state_dict(full), "adapter_config": config}
@@ -73,8 +70,6 @@ def _adapter_mismatch_cause(expected: dict, saved: dict) -> str:
 def _with_dense_base(model: nn.Module, state_dict: dict) -> dict:
     """``state_dict`` with every NF4 base weight (QLoRA) dequantized back under its dense ``weight``
     key, so the adapters can be merged and the model saved in the input format."""
-    from tuner.quantization import dequantized_state_dict, has_nf4_weight
-
     if not any(has_nf4_weight(m) for m in model.modules()):
         return state_dict
     dense = dequantized_state_dict(model, device="cpu")

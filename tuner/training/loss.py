@@ -20,10 +20,15 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-IGNORE_INDEX = -100
+from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX
+from tuner.errors import ConfigError
+import inspect
+from omegaconf import OmegaConf
+from tuner.config import instantiate, resolve_component
 
 
-def shift_labels(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+
+def shift_labels(labels: torch.Tensor, ignore_index: int = CROSS_ENTROPY_IGNORE_IDX) -> torch.Tensor:
     """Labels aligned with tokens -> the label each position must predict (the next token)."""
     return torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), ignore_index)], dim=1)
 
@@ -107,7 +112,7 @@ class _FrozenLinearCrossEntropySum(torch.autograd.Function):
         return grad_hidden * grad.to(grad_hidden.dtype), None, None, None, None
 
 
-def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = CROSS_ENTROPY_IGNORE_IDX) -> torch.Tensor:
     """Summed next-token loss of ``logits`` [..., V] against ``targets`` [...] (no mean)."""
     return _CrossEntropySum.apply(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index)
 
@@ -125,7 +130,7 @@ class ChunkedCrossEntropyLoss(nn.Module):
     the token count of the whole accumulation window.
     """
 
-    def __init__(self, num_output_chunks: int = 8, ignore_index: int = IGNORE_INDEX, reduction: str = "mean", checkpoint_chunks: bool = False) -> None:
+    def __init__(self, num_output_chunks: int = 8, ignore_index: int = CROSS_ENTROPY_IGNORE_IDX, reduction: str = "mean", checkpoint_chunks: bool = False) -> None:
         super().__init__()
         self.num_output_chunks = num_output_chunks
         self.ignore_index = ignore_index
@@ -153,7 +158,7 @@ class ChunkedCrossEntropyLoss(nn.Module):
         return total / (targets != self.ignore_index).sum().clamp(min=1)
 
 
-def count_loss_tokens(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def count_loss_tokens(labels: torch.Tensor, ignore_index: int = CROSS_ENTROPY_IGNORE_IDX) -> torch.Tensor:
     """Number of positions that contribute to the loss (after the shift)."""
     return (labels[:, 1:] != ignore_index).sum()
 
@@ -177,13 +182,11 @@ class LogitsLoss(nn.Module):
         self.loss = loss
         self.component = component
         self.sums = sums
-        self.ignore_index = int(getattr(loss, "ignore_index", IGNORE_INDEX))
+        self.ignore_index = int(getattr(loss, "ignore_index", CROSS_ENTROPY_IGNORE_IDX))
         self._checked = False
 
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor],
                 frozen_weight: torch.Tensor | None = None) -> torch.Tensor:
-        from tuner.errors import ConfigError
-
         targets = shift_labels(labels, self.ignore_index)
         logits = project(hidden).float()
         chunks = getattr(self.loss, "num_output_chunks", None)
@@ -216,13 +219,6 @@ def build_loss(node: Any) -> nn.Module:
     wrapped in `LogitsLoss`, built with ``reduction="sum"`` when it takes a ``reduction``
     argument. A loss that cannot be called with ``(logits, labels)`` is a ConfigError naming it.
     """
-    import inspect
-
-    from omegaconf import OmegaConf
-
-    from tuner.config import instantiate, resolve_component
-    from tuner.errors import ConfigError
-
     if node is None:
         return ChunkedCrossEntropyLoss(reduction="sum")
     component = str(OmegaConf.select(node, "_component_", default="")) if OmegaConf.is_config(node) else str(node.get("_component_", ""))

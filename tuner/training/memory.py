@@ -10,6 +10,10 @@ import torch
 from torch import nn
 
 from tuner.errors import ConfigError
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+from tuner.quantization import keep_dense_weights_for_backward
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -27,10 +31,6 @@ def apply_activation_checkpointing(model: nn.Module, keep_nf4_dense: bool = Fals
     NF4 weights dequantized by the recompute serve the backward too, instead of being dequantized a
     third time (see `keep_dense_weights_for_backward`). Returns the indices of the checkpointed layers.
     """
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-
-    from tuner.quantization import keep_dense_weights_for_backward
-
     if every_n_layers < 1:
         raise ValueError(f"every_n_layers must be >= 1, got {every_n_layers}")
     layers = decoder_layers(model)
@@ -44,9 +44,6 @@ def apply_activation_checkpointing(model: nn.Module, keep_nf4_dense: bool = Fals
 def set_activation_checkpointing(model: nn.Module, auto_wrap_policy, **kwargs) -> None:
     """Checkpoint the submodules ``auto_wrap_policy`` picks (torchtune's function): a set of module
     classes, or a callable ``(module, recurse, **kwargs) -> bool`` as FSDP's wrap policies."""
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
-    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
-
     if isinstance(auto_wrap_policy, (set, frozenset, list, tuple)):
         auto_wrap_policy = ModuleWrapPolicy(set(auto_wrap_policy))
     apply_activation_checkpointing(model, auto_wrap_policy=auto_wrap_policy, **kwargs)

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from tuner.errors import ConfigError
+import importlib
+from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 CONFIG_FILENAME = "tuner_config.yaml"
 
@@ -31,8 +34,6 @@ def _fmt(value: Any) -> str:
 
 def _require(module: str, logger: str, extra: str):
     """Import an optional service's package, or raise a ConfigError saying how to install it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -43,16 +44,12 @@ def _require(module: str, logger: str, extra: str):
 
 
 def _as_container(config: Any) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
     return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
 
 
 def save_config(config: Any) -> Optional[Path]:
     """Write the config as YAML to ``{config.output_dir}/tuner_config.yaml``; its path, or None when
     the config has no ``output_dir`` (torchtune's helper, with tuner's file name)."""
-    from omegaconf import OmegaConf
-
     output_dir = _as_container(config).get("output_dir")
     if output_dir is None:
         return None

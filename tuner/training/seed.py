@@ -8,14 +8,14 @@ from typing import Optional, Union
 import torch
 
 from tuner.errors import ConfigError
+import torch.distributed as dist
+import numpy as np
 
 _MAX_SEED = 2**32 - 1  # NumPy's generator takes uint32 seeds
 
 
 def world_size_and_rank() -> tuple[int, int]:
     """(world size, rank) of the initialised process group, else (1, 0)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
@@ -33,8 +33,6 @@ def set_seed(seed: Optional[int] = None, debug_mode: Optional[Union[str, int]] =
     if seed is None:
         drawn = torch.randint(0, max_val, (1,))
         if world_size > 1:
-            import torch.distributed as dist
-
             dist.broadcast(drawn, src=0)
         seed = int(drawn.item())
     if not 0 <= seed <= max_val:
@@ -43,8 +41,6 @@ def set_seed(seed: Optional[int] = None, debug_mode: Optional[Union[str, int]] =
     torch.manual_seed(local_seed)
     random.seed(local_seed)
     try:
-        import numpy as np
-
         np.random.seed(local_seed)
     except ImportError:  # numpy is optional for torch
         pass

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from tuner.config.settings import Spec, component, node, setting
+from tuner.devices import CONFIG_DTYPES
 
-DTYPES = ("bf16", "fp32", "fp16", "bfloat16", "float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class TrainingSettings:
     progress_bar: bool = setting(True, bool)
     num_workers: int = setting(0, int, min=0)
     device: str | None = setting(None, str)
-    dtype: str = setting("bf16", str, choices=DTYPES)
+    dtype: str = setting("bf16", str, choices=CONFIG_DTYPES)
     compile: bool = setting(False, bool)
     enable_activation_checkpointing: bool = setting(False, bool)
     ac_mode: str | None = setting(None, str, choices=("selective", "full"))

@@ -31,7 +31,8 @@ from tuner.models.decoding import generate
 from tuner.peft import trainable_params_summary
 from tuner.training import memory
 from tuner.training.data_order import ResumableSampler
-from tuner.training.loss import IGNORE_INDEX, build_loss
+from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX
+from tuner.training.loss import build_loss
 from tuner.training.metric_logging import MetricLogger, StdoutLogger
 from tuner.training.profiler import setup_torch_profiler
 from tuner.training.next_steps import next_steps
@@ -78,7 +79,7 @@ class FinetuneMethod:
         if mask is not None and hasattr(mask, "to") and not isinstance(mask, torch.Tensor):
             mask = mask.to(trainer.device)  # a FlexAttention BlockMask
         labels = batch["labels"]
-        n_tokens = (labels[:, 1:] != IGNORE_INDEX).sum()
+        n_tokens = (labels[:, 1:] != CROSS_ENTROPY_IGNORE_IDX).sum()
         autocast = torch.autocast(trainer.device.type, dtype=torch.float16) if trainer.grad_scaler is not None else nullcontext()
         with autocast, memory.activation_offloading(trainer.settings.enable_activation_offloading):
             loss_sum = trainer.model(batch["tokens"], labels, mask=mask, input_pos=batch.get("input_pos"))
@@ -237,8 +238,8 @@ class Trainer:
         node = self.settings.collate_fn
         if node is not None:
             fn = resolve_component(node if isinstance(node, str) else node["_component_"], "collate_fn")
-            return partial(fn, padding_idx=self.tokenizer.pad_id, ignore_idx=IGNORE_INDEX)
-        return partial(padded_collate_sft, padding_idx=self.tokenizer.pad_id, ignore_idx=IGNORE_INDEX)
+            return partial(fn, padding_idx=self.tokenizer.pad_id, ignore_idx=CROSS_ENTROPY_IGNORE_IDX)
+        return partial(padded_collate_sft, padding_idx=self.tokenizer.pad_id, ignore_idx=CROSS_ENTROPY_IGNORE_IDX)
 
     def _build_optimizer(self):
         if self.optimizer_in_bwd:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from tuner.errors import DataError
+import json
 
 
 def _check_file(path: str | os.PathLike, what: str) -> str:
@@ -395,8 +396,6 @@ class HuggingFaceBaseTokenizer(HFBackend):
 
 
 def _read_json(path: str | os.PathLike) -> dict:
-    import json
-
     path = _check_file(path, "tokenizer config")
     try:
         with open(path, "rb") as f:
