@@ -261,9 +261,12 @@ def validate_missing_and_unexpected_for_lora(
         is_lora = is_adapter_key
     else:
         modules = get_lora_module_names(lora_attn_modules, bool(apply_lora_to_mlp), bool(apply_lora_to_output))
+        # torchtune's check: a key is its module's name followed by an adapter tensor's name (or its start).
+        names = {suffix[1:].split(".")[0] for suffix in ADAPTER_KEY_SUFFIXES}  # lora_a, magnitude, vera_lambda_b, ...
+        tags = tuple({n.rsplit("_", 1)[0] if n.endswith(("_a", "_b", "_d")) else n for n in names})
+
         def is_lora(key: str) -> bool:
-            module = adapted_module(key)
-            return f".{VERA_PROJECTIONS_NAME}." in "." + key or (module is not None and module.rsplit(".", 1)[-1] in modules)
+            return f".{VERA_PROJECTIONS_NAME}." in "." + key or any(f"{m}.{tag}" in key for m in modules for tag in tags)
     for key in base_missing or []:
         if not is_lora(key):
             raise LoRAStateDictError(f"Missing non-LoRA key {key} from base model dict: the base checkpoint lacks model weights",

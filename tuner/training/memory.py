@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from tuner.errors import ConfigError
-from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
-from tuner.quantization import keep_dense_weights_for_backward
-from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+from torch.distributed.algorithms._checkpoint import checkpoint_wrapper as torch_checkpointing
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+from tuner.quantization import keep_dense_weights_for_backward
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -37,7 +37,7 @@ def apply_activation_checkpointing(model: nn.Module, keep_nf4_dense: bool = Fals
     chosen = [i for i in range(len(layers)) if (i + 1) % every_n_layers == 0]
     for i in chosen:
         keep_dense_weights_for_backward(layers[i], keep_nf4_dense)
-        layers[i] = checkpoint_wrapper(layers[i], preserve_rng_state=True)
+        layers[i] = torch_checkpointing.checkpoint_wrapper(layers[i], preserve_rng_state=True)
     return chosen
 
 
@@ -46,7 +46,7 @@ def set_activation_checkpointing(model: nn.Module, auto_wrap_policy, **kwargs) -
     classes, or a callable ``(module, recurse, **kwargs) -> bool`` as FSDP's wrap policies."""
     if isinstance(auto_wrap_policy, (set, frozenset, list, tuple)):
         auto_wrap_policy = ModuleWrapPolicy(set(auto_wrap_policy))
-    apply_activation_checkpointing(model, auto_wrap_policy=auto_wrap_policy, **kwargs)
+    torch_checkpointing.apply_activation_checkpointing(model, auto_wrap_policy=auto_wrap_policy, **kwargs)
 
 
 def checkpointing_plan(enable: bool, ac_mode: str | None, ac_option: object) -> int | None:
