@@ -1,4 +1,5 @@
 """Ship the top-level recipes/ and configs/ folders inside the wheel as tuner.recipes / tuner.configs."""
+
 from setuptools import find_packages, setup
 
 setup(

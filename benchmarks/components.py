@@ -1,4 +1,5 @@
 """Config components for benchmarks: random tokens, no tokenizer files, random weights."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -47,8 +48,15 @@ def synthetic_document_length(seq_len: int, min_len: int | None, i: int, seed: i
     return _length(seq_len, min_len, _generator(seed, i))
 
 
-def synthetic_dataset(tokenizer: Any, seq_len: int = 2048, num_samples: int = 1000, vocab_size: int = 32000, seed: int = 0,
-                      packed: bool = False, min_len: int | None = None) -> Dataset:
+def synthetic_dataset(
+    tokenizer: Any,
+    seq_len: int = 2048,
+    num_samples: int = 1000,
+    vocab_size: int = 32000,
+    seed: int = 0,
+    packed: bool = False,
+    min_len: int | None = None,
+) -> Dataset:
     """``num_samples`` random token sequences, every token trained on.
 
     Each is exactly ``seq_len`` long, or (with ``min_len``) of a random length in
@@ -66,7 +74,13 @@ def synthetic_dataset(tokenizer: Any, seq_len: int = 2048, num_samples: int = 10
 class RandomInitCheckpointer:
     """A checkpointer with no files: the model keeps its random initialisation; nothing is saved."""
 
-    def __init__(self, output_dir: str | None = None, model_type: str | None = None, resume_from_checkpoint: bool = False, **_: Any) -> None:
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        model_type: str | None = None,
+        resume_from_checkpoint: bool = False,
+        **_: Any,
+    ) -> None:
         self.output_dir = output_dir
 
     def load_checkpoint(self, on_shard: Any = None, weights: bool = True) -> dict:

@@ -1,4 +1,5 @@
 """FLOP counts and the measured matmul rate that MFU is reported against."""
+
 from __future__ import annotations
 
 import time

@@ -7,6 +7,7 @@ events gives the allocated bytes after every event; at the highest point, the li
 grouped by where they were made, so a peak can be taken apart ("1.0 GiB: checkpointed layer
 inputs, 0.4 GiB: the layer's recomputed activations ...") instead of guessed at.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -54,8 +55,13 @@ def peak_composition(snapshot: dict[str, Any], device: int = 0, top: int = 20) -
         by_site[_site(e.get("frames", []))].append(e["size"])
     rows = sorted(((sum(s), len(s), site) for site, s in by_site.items()), reverse=True)
     gib = 2**30
-    segments = sum(b.get("size", 0) for seg in snapshot.get("segments", []) if seg.get("device", device) == device
-                   for b in seg.get("blocks", []) if b.get("state") == "active_allocated")
+    segments = sum(
+        b.get("size", 0)
+        for seg in snapshot.get("segments", [])
+        if seg.get("device", device) == device
+        for b in seg.get("blocks", [])
+        if b.get("state") == "active_allocated"
+    )
     return {
         "peak_recorded_gib": round(peak / gib, 3),
         "peak_event": peak_index,

@@ -32,6 +32,7 @@ pads each pack to ``max_seq_len`` with labels -100, so its figure leaves the pad
 (equivalently, step times) on both sides; torchtune's own figure is ``tokens_per_s_median_logged``
 and ``tokens_counted`` says which was counted.
 """
+
 from __future__ import annotations
 
 import base64
@@ -100,32 +101,48 @@ _PROBE = (
 )
 
 
-def find_torchtune(python: str = sys.executable, env: Mapping[str, str] | None = None,
-                   also_import: Sequence[str] = (), timeout: float = 300) -> tuple[Path, str]:
+def find_torchtune(
+    python: str = sys.executable,
+    env: Mapping[str, str] | None = None,
+    also_import: Sequence[str] = (),
+    timeout: float = 300,
+) -> tuple[Path, str]:
     """``(site, version)`` of the torchtune that ``python`` imports with ``env`` (default: ``torchtune_env()``):
     ``site`` holds the ``torchtune`` and ``recipes`` packages. Raises TorchtuneUnavailable, naming
     the failed import and how to provide it, when torchtune or a module it needs is missing."""
     try:
-        proc = subprocess.run([python, "-c", _PROBE, *also_import], env=dict(env if env is not None else torchtune_env()),
-                              capture_output=True, text=True, timeout=timeout, cwd="/", check=False)
+        proc = subprocess.run(
+            [python, "-c", _PROBE, *also_import],
+            env=dict(env if env is not None else torchtune_env()),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd="/",
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise TorchtuneUnavailable(f"importing torchtune took over {timeout:.0f} s", SETUP_HINT) from None
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        last = next((ln.strip() for ln in reversed(lines) if re.match(r"\s*\w*(Error|Exception)\b", ln)),
-                    lines[-1].strip() if lines else f"exit code {proc.returncode}")
+        last = next(
+            (ln.strip() for ln in reversed(lines) if re.match(r"\s*\w*(Error|Exception)\b", ln)),
+            lines[-1].strip() if lines else f"exit code {proc.returncode}",
+        )
         raise TorchtuneUnavailable(f"--compare-torchtune: torchtune is not importable here ({last})", SETUP_HINT)
     init, version = proc.stdout.strip().splitlines()[-2:]
     site = Path(init).resolve().parent.parent
     if not (site / "recipes" / "configs").is_dir():
-        raise TorchtuneUnavailable(f"--compare-torchtune: torchtune at {site} has no recipes/ beside it",
-                                   f"install the torchtune {TORCHTUNE_VERSION} wheel (it ships recipes/)")
+        raise TorchtuneUnavailable(
+            f"--compare-torchtune: torchtune at {site} has no recipes/ beside it",
+            f"install the torchtune {TORCHTUNE_VERSION} wheel (it ships recipes/)",
+        )
     return site, version
 
 
 # ---- assets --------------------------------------------------------------------------------------
-def _random_dense_state_dict(hf_config: Mapping[str, Any], model_type: str, dtype: torch.dtype,
-                             device: str, seed: int = 0) -> dict[str, torch.Tensor]:
+def _random_dense_state_dict(
+    hf_config: Mapping[str, Any], model_type: str, dtype: torch.dtype, device: str, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Random weights (normal, std 0.02; norms 1) in tuner keys for the dense model of ``hf_config``."""
     from tuner.checkpoint.hf_config import build_model_from_hf_config
 
@@ -142,15 +159,22 @@ def _random_dense_state_dict(hf_config: Mapping[str, Any], model_type: str, dtyp
     return out
 
 
-def write_hf_checkpoint(folder: str | Path, hf_config: Mapping[str, Any], model_type: str,
-                        state_dict: Mapping[str, torch.Tensor] | None = None, *, dtype: torch.dtype = torch.bfloat16,
-                        device: str = "cpu", max_shard_size: int | str = "5GB") -> list[str]:
+def write_hf_checkpoint(
+    folder: str | Path,
+    hf_config: Mapping[str, Any],
+    model_type: str,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    device: str = "cpu",
+    max_shard_size: int | str = "5GB",
+) -> list[str]:
     """An HF model folder (config.json + safetensors, sharded with an index past ``max_shard_size``)
     from a tuner state dict (adapter weights are left out), or random-init dense weights of
     ``hf_config``'s shape when ``state_dict`` is None. Returns the weight file names, in order."""
     from tuner.checkpoint.hf_folder import saved_dtype, write_hf_config
-    from tuner.checkpoint.weights import save_sharded_safetensors
     from tuner.checkpoint.hf_keys import tuner_to_hf
+    from tuner.checkpoint.weights import save_sharded_safetensors
     from tuner.peft.utils import is_adapter_key
 
     folder = Path(folder)
@@ -199,8 +223,9 @@ def _pools(words: Sequence[str], counts: Sequence[int]) -> dict[int, list[str]]:
     return pools
 
 
-def _pick(rng: random.Random, words: Sequence[str], count: Mapping[str, int], pools: Mapping[int, list[str]],
-          left: int) -> tuple[str, int]:
+def _pick(
+    rng: random.Random, words: Sequence[str], count: Mapping[str, int], pools: Mapping[int, list[str]], left: int
+) -> tuple[str, int]:
     """A word of ``c`` tokens with ``c == left`` or ``left - c >= 2`` (what is left stays reachable with
     words of 2 and 3 tokens): a random word when it fits, else one of the smallest count that fits."""
     for _ in range(4):
@@ -236,8 +261,10 @@ def write_documents(path: str | Path, lengths: Sequence[int], tokenizer_path: st
     bare, spaced = dict(zip(words, bare_counts)), dict(zip(words, spaced_counts))
     bare_pools, spaced_pools = _pools(words, bare_counts), _pools(words, spaced_counts)
     if not ({1, 2} <= set(bare_pools) and {2, 3} <= set(spaced_pools)):
-        raise TunerError(f"{tokenizer_path}: no words of 1 and 2 tokens, or of 2 and 3 after a space, "
-                         "to make texts of any length", "use the ranks file of write_tiktoken_ranks")
+        raise TunerError(
+            f"{tokenizer_path}: no words of 1 and 2 tokens, or of 2 and 3 after a space, to make texts of any length",
+            "use the ranks file of write_tiktoken_ranks",
+        )
     rows = []
     for n in lengths:
         left, parts = n - 2, []
@@ -301,15 +328,17 @@ def counted_tokens_per_step(packs: Sequence[Sequence[int]], batch_size: int) -> 
     """What torchtune counts as tokens in each step (``labels != -100``: the document tokens of the
     step's packs, not their padding), for batches of ``batch_size`` packs in order (``shuffle=False``;
     its dataloader drops the last, incomplete batch)."""
-    return [sum(sum(p) for p in packs[k:k + batch_size]) for k in range(0, len(packs) - batch_size + 1, batch_size)]
+    return [sum(sum(p) for p in packs[k : k + batch_size]) for k in range(0, len(packs) - batch_size + 1, batch_size)]
 
 
 def check_vocab_size(vocab_size: int) -> None:
     """Refuse a model whose vocabulary cannot hold every id torchtune's llama3 tokenizer emits."""
     if vocab_size < LLAMA3_VOCAB:
-        raise UsageError(f"--compare-torchtune needs vocab_size >= {LLAMA3_VOCAB} (torchtune's llama3 tokenizer "
-                         f"emits ids up to {LLAMA3_VOCAB - 1}); this model has {vocab_size}",
-                         "drop the model.vocab_size override")
+        raise UsageError(
+            f"--compare-torchtune needs vocab_size >= {LLAMA3_VOCAB} (torchtune's llama3 tokenizer "
+            f"emits ids up to {LLAMA3_VOCAB - 1}); this model has {vocab_size}",
+            "drop the model.vocab_size override",
+        )
 
 
 @dataclass
@@ -321,9 +350,16 @@ class Assets:
     doc_lengths: list[int] | None = None  # packed: each document's tokens, BOS and EOS included
 
 
-def write_assets(folder: str | Path, hf_config: Mapping[str, Any], model_type: str,
-                 state_dict: Mapping[str, torch.Tensor] | None, seq_len: int, num_samples: int,
-                 device: str = "cpu", doc_lengths: Sequence[int] | None = None) -> Assets:
+def write_assets(
+    folder: str | Path,
+    hf_config: Mapping[str, Any],
+    model_type: str,
+    state_dict: Mapping[str, torch.Tensor] | None,
+    seq_len: int,
+    num_samples: int,
+    device: str = "cpu",
+    doc_lengths: Sequence[int] | None = None,
+) -> Assets:
     """Checkpoint, tokenizer and data for one torchtune run, under ``folder``: ``num_samples``
     texts cut to ``seq_len`` tokens, or, given ``doc_lengths``, one document of each length."""
     folder = Path(folder)
@@ -332,8 +368,9 @@ def write_assets(folder: str | Path, hf_config: Mapping[str, Any], model_type: s
     ranks = write_tiktoken_ranks(folder / "tokenizer.model")
     if doc_lengths is None:
         return Assets(folder / "model", files, ranks, write_text_data(folder / "data.json", seq_len, num_samples))
-    return Assets(folder / "model", files, ranks, write_documents(folder / "data.json", doc_lengths, ranks),
-                  list(doc_lengths))
+    return Assets(
+        folder / "model", files, ranks, write_documents(folder / "data.json", doc_lengths, ranks), list(doc_lengths)
+    )
 
 
 # ---- the command ---------------------------------------------------------------------------------
@@ -349,9 +386,21 @@ def forwarded_overrides(overrides: Sequence[str]) -> list[str]:
     return out
 
 
-def torchtune_command(site: str | Path, workload: str, assets: Assets, out_dir: str | Path, *, seq_len: int,
-                      batch_size: int, steps: int, compile: bool, device: str = "cuda", packed: bool = False,
-                      overrides: Sequence[str] = (), python: str = sys.executable) -> list[str]:
+def torchtune_command(
+    site: str | Path,
+    workload: str,
+    assets: Assets,
+    out_dir: str | Path,
+    *,
+    seq_len: int,
+    batch_size: int,
+    steps: int,
+    compile: bool,
+    device: str = "cuda",
+    packed: bool = False,
+    overrides: Sequence[str] = (),
+    python: str = sys.executable,
+) -> list[str]:
     """argv running torchtune's recipe for ``workload`` on ``assets``: the shipped config with the
     same batch, sequence length, steps, seed and data order (``shuffle=False``) as tuner's run, no
     gradient accumulation; ``overrides`` go last.
@@ -364,19 +413,34 @@ def torchtune_command(site: str | Path, workload: str, assets: Assets, out_dir: 
     recipe, config = RECIPES[workload]
     site, out_dir = Path(site), Path(out_dir)
     argv = [
-        python, str(site / "recipes" / f"{recipe}.py"), "--config", str(site / "recipes" / "configs" / f"{config}.yaml"),
+        python,
+        str(site / "recipes" / f"{recipe}.py"),
+        "--config",
+        str(site / "recipes" / "configs" / f"{config}.yaml"),
         f"output_dir={out_dir}",
         f"checkpointer.checkpoint_dir={assets.checkpoint_dir}",
         f"checkpointer.checkpoint_files=[{','.join(assets.checkpoint_files)}]",
-        f"tokenizer.path={assets.tokenizer}", f"tokenizer.max_seq_len={seq_len if packed else seq_len + 1}",
-        "dataset._component_=torchtune.datasets.text_completion_dataset", "dataset.source=json",
-        f"dataset.data_files={assets.data}", "dataset.column=text", "dataset.split=train",
+        f"tokenizer.path={assets.tokenizer}",
+        f"tokenizer.max_seq_len={seq_len if packed else seq_len + 1}",
+        "dataset._component_=torchtune.datasets.text_completion_dataset",
+        "dataset.source=json",
+        f"dataset.data_files={assets.data}",
+        "dataset.column=text",
+        "dataset.split=train",
         *(["dataset.packed=True", "dataset.split_across_pack=False"] if packed else ["dataset.packed=False"]),
-        f"batch_size={batch_size}", "gradient_accumulation_steps=1", "epochs=1", f"max_steps_per_epoch={steps}",
-        "shuffle=False", "seed=0", "log_every_n_steps=1", "log_peak_memory_stats=True",
+        f"batch_size={batch_size}",
+        "gradient_accumulation_steps=1",
+        "epochs=1",
+        f"max_steps_per_epoch={steps}",
+        "shuffle=False",
+        "seed=0",
+        "log_every_n_steps=1",
+        "log_peak_memory_stats=True",
         "metric_logger._component_=torchtune.training.metric_logging.DiskLogger",
-        f"metric_logger.log_dir={out_dir / 'logs'}", "metric_logger.filename=log.txt",
-        f"compile={compile}", f"device={device}",
+        f"metric_logger.log_dir={out_dir / 'logs'}",
+        "metric_logger.filename=log.txt",
+        f"compile={compile}",
+        f"device={device}",
     ]
     if recipe in LORA_RECIPES:
         argv.append("save_adapter_weights_only=True")  # the end-of-run save (untimed) skips a merged copy
@@ -402,23 +466,35 @@ def parse_step_lines(text: str) -> list[dict[str, float]]:
     return rows
 
 
-COUNTED_UNPACKED = ("positions: torchtune counts labels != -100, which is every position of unpacked samples "
-                    "(batch_size x seq_len a step), as tuner counts")
-COUNTED_PACKED = ("positions, padding included, as tuner counts: torchtune's own figure "
-                  "(tokens_per_s_median_logged) counts labels != -100, its packs' padding left out; "
-                  "each step's figure x batch_size*seq_len / its count of that step")
+COUNTED_UNPACKED = (
+    "positions: torchtune counts labels != -100, which is every position of unpacked samples "
+    "(batch_size x seq_len a step), as tuner counts"
+)
+COUNTED_PACKED = (
+    "positions, padding included, as tuner counts: torchtune's own figure "
+    "(tokens_per_s_median_logged) counts labels != -100, its packs' padding left out; "
+    "each step's figure x batch_size*seq_len / its count of that step"
+)
 
 
-def summarize(rows: list[dict[str, float]], warmup: int, stdout: str = "", positions_per_step: int | None = None,
-              counted_per_step: Sequence[int] | None = None) -> dict[str, Any]:
+def summarize(
+    rows: list[dict[str, float]],
+    warmup: int,
+    stdout: str = "",
+    positions_per_step: int | None = None,
+    counted_per_step: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """Median tokens/s over steps after ``warmup``; peak memory over the step lines and the
     "Memory stats after model init" lines of the recipe's output (``stdout``).
 
     With ``counted_per_step`` (what torchtune counted in step 1, 2, ...: `counted_tokens_per_step`)
     and ``positions_per_step`` (batch_size x seq_len), each step's figure is converted to positions/s,
     tuner's count; torchtune's own median is kept as ``tokens_per_s_median_logged``."""
-    logged = [(int(r["step"]), r["tokens_per_second_per_gpu"]) for r in rows
-              if r["step"] > warmup and "tokens_per_second_per_gpu" in r]
+    logged = [
+        (int(r["step"]), r["tokens_per_second_per_gpu"])
+        for r in rows
+        if r["step"] > warmup and "tokens_per_second_per_gpu" in r
+    ]
     if not logged:
         raise ValueError(f"no step after warm-up {warmup} logged tokens_per_second_per_gpu ({len(rows)} step lines)")
     counts: dict[str, Any] = {"tokens_counted": COUNTED_UNPACKED}
@@ -427,12 +503,16 @@ def summarize(rows: list[dict[str, float]], warmup: int, stdout: str = "", posit
         if positions_per_step is None:
             raise ValueError("counted_per_step needs positions_per_step")
         if max(s for s, _ in logged) > len(counted_per_step):
-            raise ValueError(f"torchtune logged step {max(s for s, _ in logged)}; its data has {len(counted_per_step)} batches")
+            raise ValueError(
+                f"torchtune logged step {max(s for s, _ in logged)}; its data has {len(counted_per_step)} batches"
+            )
         counted = [counted_per_step[s - 1] for s, _ in logged]
         steady = [v * positions_per_step / c for (_, v), c in zip(logged, counted)]
-        counts = {"tokens_counted": COUNTED_PACKED,
-                  "tokens_per_s_median_logged": round(statistics.median(v for _, v in logged), 1),
-                  "padding_fraction": round(1 - sum(counted) / (positions_per_step * len(counted)), 4)}
+        counts = {
+            "tokens_counted": COUNTED_PACKED,
+            "tokens_per_s_median_logged": round(statistics.median(v for _, v in logged), 1),
+            "padding_fraction": round(1 - sum(counted) / (positions_per_step * len(counted)), 4),
+        }
     init = {"allocation": [], "reserved": []}
     for kind, value in _INIT_MEM.findall(stdout):
         init[kind].append(float(value))
@@ -462,9 +542,15 @@ def _tail(path: Path, lines: int = 60) -> str:
         return ""
 
 
-def run_torchtune(argv: list[str], out_dir: str | Path, warmup: int, timeout: float,
-                  env: Mapping[str, str] | None = None, positions_per_step: int | None = None,
-                  counted_per_step: Sequence[int] | None = None) -> dict[str, Any]:
+def run_torchtune(
+    argv: list[str],
+    out_dir: str | Path,
+    warmup: int,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    positions_per_step: int | None = None,
+    counted_per_step: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """Run ``argv`` (from ``torchtune_command``) with a timeout and summarise its log (`summarize`,
     which the last two arguments go to). On a failure the entry has ``error``; the last lines of
     torchtune's output go to stderr and ``log_tail``."""
@@ -478,8 +564,9 @@ def run_torchtune(argv: list[str], out_dir: str | Path, warmup: int, timeout: fl
     run_env.setdefault("HF_DATASETS_CACHE", str(out_dir / "hf_datasets_cache"))
     start = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=run_env, cwd=out_dir,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=f, stderr=subprocess.STDOUT, env=run_env, cwd=out_dir, start_new_session=True
+        )
         try:
             rc = proc.wait(timeout=timeout)
             error = None if rc == 0 else f"torchtune exited with code {rc}"
@@ -500,7 +587,10 @@ def run_torchtune(argv: list[str], out_dir: str | Path, warmup: int, timeout: fl
             error = str(e)
     if error is not None:
         tail = _tail(log)
-        print(f"--- torchtune failed: {error}; last lines of {log}:\n{tail}\n--- end of torchtune output",
-              file=sys.stderr, flush=True)
+        print(
+            f"--- torchtune failed: {error}; last lines of {log}:\n{tail}\n--- end of torchtune output",
+            file=sys.stderr,
+            flush=True,
+        )
         entry.update(error=error, rc=rc, steps_logged=len(rows), log_tail=tail.splitlines()[-15:])
     return entry

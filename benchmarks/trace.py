@@ -6,6 +6,7 @@ blamed on the CPU op that launched the kernel after it (late launch: the CPU was
 the op itself is slow to launch) and, when a stream/device synchronization ran on the CPU during
 the gap, on that synchronization.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -18,7 +19,9 @@ SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchr
 
 
 def _steps(events: list[dict]) -> list[dict]:
-    return [e for e in events if e.get("cat") == "user_annotation" and str(e.get("name", "")).startswith("ProfilerStep#")]
+    return [
+        e for e in events if e.get("cat") == "user_annotation" and str(e.get("name", "")).startswith("ProfilerStep#")
+    ]
 
 
 def kernel_summary(events: list[dict], top: int = 25) -> dict[str, Any]:
@@ -45,7 +48,7 @@ def _innermost(intervals: list[dict], starts: list[float], ts: float) -> dict | 
     """The shortest interval in ``intervals`` (sorted by start) that contains ``ts``."""
     best = None
     i = bisect.bisect_right(starts, ts)
-    for e in reversed(intervals[max(0, i - 400):i]):  # ops nest; a few hundred back is plenty
+    for e in reversed(intervals[max(0, i - 400) : i]):  # ops nest; a few hundred back is plenty
         if e["ts"] <= ts <= e["ts"] + e.get("dur", 0) and (best is None or e.get("dur", 0) < best.get("dur", 0)):
             best = e
     return best
@@ -61,11 +64,16 @@ def idle_gaps(events: list[dict], min_gap_us: float = 20.0, top: int = 15) -> di
     gpu = sorted((e for e in events if e.get("cat") in GPU_CATEGORIES and lo <= e["ts"] <= hi), key=lambda e: e["ts"])
     if not gpu:
         return {"error": "no GPU activity in the traced steps"}
-    launches = {e["args"]["correlation"]: e for e in events
-                if e.get("cat") in RUNTIME_CATEGORIES and "correlation" in e.get("args", {})}
+    launches = {
+        e["args"]["correlation"]: e
+        for e in events
+        if e.get("cat") in RUNTIME_CATEGORIES and "correlation" in e.get("args", {})
+    }
     ops = sorted((e for e in events if e.get("cat") == "cpu_op" and e.get("ph") == "X"), key=lambda e: e["ts"])
     op_starts = [e["ts"] for e in ops]
-    syncs = sorted((e for e in events if e.get("cat") in RUNTIME_CATEGORIES and e.get("name") in SYNC_CALLS), key=lambda e: e["ts"])
+    syncs = sorted(
+        (e for e in events if e.get("cat") in RUNTIME_CATEGORIES and e.get("name") in SYNC_CALLS), key=lambda e: e["ts"]
+    )
     sync_starts = [e["ts"] for e in syncs]
 
     gaps: list[tuple[float, float, dict]] = []  # (start, length, kernel after the gap)
@@ -93,5 +101,7 @@ def idle_gaps(events: list[dict], min_gap_us: float = 20.0, top: int = 15) -> di
         "idle_in_gaps_ms": round(total / 1e3, 2),
         "gaps": len(gaps),
         "idle_by_launching_op_ms": sorted(([round(v / 1e3, 2), k] for k, v in by_op.items()), reverse=True)[:top],
-        "largest_gaps": [[round(length / 1e3, 3), blame, kernel, round(at / 1e3, 2)] for length, blame, kernel, at in largest[:top]],
+        "largest_gaps": [
+            [round(length / 1e3, 3), blame, kernel, round(at / 1e3, 2)] for length, blame, kernel, at in largest[:top]
+        ],
     }

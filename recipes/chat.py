@@ -7,6 +7,7 @@ The same config and keys as the generate recipe (it is `tune run generate ... ch
 its prompts: type a message, the model answers and stops at any of its end-of-turn / EOS tokens.
 ``/reset`` clears the conversation, ``/adapter NAME`` switches adapters, ``exit`` or Ctrl-D ends.
 """
+
 import sys
 
 from omegaconf import DictConfig

@@ -21,6 +21,7 @@ Config keys:
   ``max_seq_length`` (the longest context the harness gives the model; default: the model's).
 - ``output_file``: optional path for the JSON result.
 """
+
 import json
 import sys
 

@@ -6,6 +6,7 @@ The same loop and the same meaning of "full fine-tuning" as `full_finetune_singl
 the placement differs: each decoder layer is sharded across ranks (FSDP2), metrics are logged from
 rank 0, and checkpoints gather a full state dict so the output folder loads in transformers.
 """
+
 import sys
 
 from omegaconf import DictConfig

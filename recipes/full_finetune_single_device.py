@@ -7,6 +7,7 @@ full fine-tuning means (all parameters train, each checkpoint is the whole model
 was loaded from) is `tuner.training.full.FullFinetune`. Copy this file with `tune cp` and subclass
 `FullFinetune` here to change either.
 """
+
 import sys
 
 from omegaconf import DictConfig

@@ -30,6 +30,7 @@ Config keys:
 - ``output_file``: optional JSON-lines file with each answer's token ids, text and tokens/s.
 - ``enable_kv_cache`` (True), ``device`` (cuda / cpu / auto), ``dtype`` (bf16 / fp32 / fp16).
 """
+
 import sys
 
 from omegaconf import DictConfig

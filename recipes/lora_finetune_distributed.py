@@ -7,6 +7,7 @@ Adapters (and their optimizer states) are sharded across ranks; a bf16 base is s
 NF4 base (QLoRA) is held whole by every rank (see tuner/training/distributed.py). Checkpoints hold
 the adapter in HF PEFT format and, unless `save_adapter_weights_only: True`, the merged model.
 """
+
 import sys
 
 from omegaconf import DictConfig

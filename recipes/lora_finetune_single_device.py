@@ -7,6 +7,7 @@ The base weights stay frozen (in NF4 for QLoRA configs); only the adapters train
 checkpoint holds the adapter in HF PEFT format (`adapter_model.safetensors` + `adapter_config.json`)
 and, unless `save_adapter_weights_only: True`, the merged model in the format the base came in.
 """
+
 import sys
 
 from omegaconf import DictConfig

@@ -22,6 +22,7 @@ Config keys:
 - ``dtype`` (bf16): dtype of the saved weights (bf16 / fp16 / fp32); ``device`` (cpu) for the merge.
 - ``tokenizer``, ``seed``: accepted and unused (so generation configs can be reused).
 """
+
 import sys
 
 from omegaconf import DictConfig

@@ -21,6 +21,7 @@ backward, median of 30: includes launch gaps that a training loop hides by runni
 figure to compare), peak memory, and the largest relative difference of its output and gradients
 from the first variant's on the same inputs. ``--kernels`` adds one line per kernel.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,9 +58,19 @@ def build_layer(shape: Shape, device: str = "cuda", dtype: torch.dtype = torch.b
     from tuner.peft import get_adapter_params, set_trainable_params
 
     torch.manual_seed(seed)
-    model = lora_llama3_2(["q_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True, lora_rank=shape.rank,
-                          lora_alpha=shape.alpha, vocab_size=256, num_layers=1, num_heads=shape.heads,
-                          num_kv_heads=shape.kv_heads, embed_dim=shape.dim, max_seq_len=4096, intermediate_dim=shape.hidden)
+    model = lora_llama3_2(
+        ["q_proj", "v_proj", "output_proj"],
+        apply_lora_to_mlp=True,
+        lora_rank=shape.rank,
+        lora_alpha=shape.alpha,
+        vocab_size=256,
+        num_layers=1,
+        num_heads=shape.heads,
+        num_kv_heads=shape.kv_heads,
+        embed_dim=shape.dim,
+        max_seq_len=4096,
+        intermediate_dim=shape.hidden,
+    )
     for name, p in model.named_parameters():
         if name.endswith("lora_b.weight"):
             torch.nn.init.normal_(p, std=0.02)  # non-zero B, so every path is exercised
@@ -84,7 +95,7 @@ def fuse_prototype(layer, fuse_base: bool = True, share_a: bool = True) -> None:
         row = 0
         for m in mods:
             n = m.weight.shape[0]
-            m.weight.data = weight[row:row + n]
+            m.weight.data = weight[row : row + n]
             row += n
         return weight
 
@@ -113,8 +124,9 @@ def fuse_prototype(layer, fuse_base: bool = True, share_a: bool = True) -> None:
         v = v.view(b, s, attn.num_kv_heads, attn.head_dim).transpose(1, 2)
         cos, sin = rope
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scale,
-                                             enable_gqa=attn.num_kv_heads != attn.num_heads)
+        out = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=attn.scale, enable_gqa=attn.num_kv_heads != attn.num_heads
+        )
         return attn.output_proj(out.transpose(1, 2).reshape(b, s, -1))
 
     def mlp_forward(x):
@@ -165,7 +177,9 @@ def kernel_times(fn, iters: int = 5) -> dict[str, tuple[float, int]]:
     return {k: (sum(v) / iters, len(v) // iters) for k, v in kernels.items()}
 
 
-def run_variant(name: str, shape: Shape, batch: int, seq: int, reference: dict | None, kernels: bool) -> tuple[dict, dict]:
+def run_variant(
+    name: str, shape: Shape, batch: int, seq: int, reference: dict | None, kernels: bool
+) -> tuple[dict, dict]:
     import torch._dynamo
     import torch._inductor.config as inductor
 
@@ -201,12 +215,22 @@ def run_variant(name: str, shape: Shape, batch: int, seq: int, reference: dict |
     torch.cuda.reset_peak_memory_stats()
     out = step()
     peak = torch.cuda.max_memory_allocated() / 2**30
-    values = {"out": out.detach().float(), "dx": x.grad.float(),
-              **{n: p.grad.float() for n, p in layer.named_parameters() if p.requires_grad}}
-    result = {"variant": name, "ms_fwd_bwd": round(ms, 3), "gpu_kernel_ms": round(sum(t for t, _ in per_kernel.values()), 3),
-              "compile_s": round(compile_s, 1), "peak_gib": round(peak, 2)}
+    values = {
+        "out": out.detach().float(),
+        "dx": x.grad.float(),
+        **{n: p.grad.float() for n, p in layer.named_parameters() if p.requires_grad},
+    }
+    result = {
+        "variant": name,
+        "ms_fwd_bwd": round(ms, 3),
+        "gpu_kernel_ms": round(sum(t for t, _ in per_kernel.values()), 3),
+        "compile_s": round(compile_s, 1),
+        "peak_gib": round(peak, 2),
+    }
     if reference is not None:
-        result["max_rel_diff"] = round(max(((values[k] - reference[k]).norm() / reference[k].norm()).item() for k in reference), 5)
+        result["max_rel_diff"] = round(
+            max(((values[k] - reference[k]).norm() / reference[k].norm()).item() for k in reference), 5
+        )
     if kernels:
         for kernel, (t, calls) in sorted(per_kernel.items(), key=lambda kv: -kv[1][0]):
             print(json.dumps({"variant": name, "kernel": kernel, "ms": round(t, 4), "calls": calls}))
@@ -219,9 +243,16 @@ def pieces(shape: Shape, batch: int, seq: int, vocab: int = 128_256) -> list[dic
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     m, d, kv = batch * seq, shape.dim, shape.dim * shape.kv_heads // shape.heads
-    gemms = [("q/o", m, d, d), ("k/v", m, d, kv), ("qkv", m, d, d + 2 * kv), ("gate/up", m, d, shape.hidden),
-             ("gate+up", m, d, 2 * shape.hidden), ("down", m, shape.hidden, d), ("lora_a", m, d, shape.rank),
-             ("lora_b", m, shape.rank, shape.hidden)]
+    gemms = [
+        ("q/o", m, d, d),
+        ("k/v", m, d, kv),
+        ("qkv", m, d, d + 2 * kv),
+        ("gate/up", m, d, shape.hidden),
+        ("gate+up", m, d, 2 * shape.hidden),
+        ("down", m, shape.hidden, d),
+        ("lora_a", m, d, shape.rank),
+        ("lora_b", m, shape.rank, shape.hidden),
+    ]
     gemms += [("output", rows, d, vocab) for rows in (1024, 2048, 4096)]
     out = []
     for label, rows, k, n in gemms:
@@ -230,8 +261,18 @@ def pieces(shape: Shape, batch: int, seq: int, vocab: int = 128_256) -> list[dic
         dy = torch.randn(rows, n, device="cuda", dtype=torch.bfloat16)
         fwd, bwd = cuda_ms(lambda: F.linear(x, w)), cuda_ms(lambda: dy @ w)
         flops = 2 * rows * k * n
-        out.append({"gemm": label, "M": rows, "K": k, "N": n, "fwd_ms": round(fwd, 4), "fwd_tflops": round(flops / fwd / 1e9, 1),
-                    "bwd_dx_ms": round(bwd, 4), "bwd_tflops": round(flops / bwd / 1e9, 1)})
+        out.append(
+            {
+                "gemm": label,
+                "M": rows,
+                "K": k,
+                "N": n,
+                "fwd_ms": round(fwd, 4),
+                "fwd_tflops": round(flops / fwd / 1e9, 1),
+                "bwd_dx_ms": round(bwd, 4),
+                "bwd_tflops": round(flops / bwd / 1e9, 1),
+            }
+        )
         del x, w, dy
     head = shape.dim // shape.heads
     q = torch.randn(batch, shape.heads, seq, head, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -242,7 +283,9 @@ def pieces(shape: Shape, batch: int, seq: int, vocab: int = 128_256) -> list[dic
         try:
             with sdpa_kernel(backend):
                 fwd = cuda_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True))
-                both = cuda_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).backward(go))
+                both = cuda_ms(
+                    lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).backward(go)
+                )
             out.append({"attention": backend.name, "fwd_ms": round(fwd, 3), "fwd_bwd_ms": round(both, 3)})
         except RuntimeError as exc:
             out.append({"attention": backend.name, "error": str(exc)[:200]})
@@ -266,7 +309,10 @@ def main() -> int:
         return 2
     unknown = [v for v in args.variants if v.removesuffix("_cdt") not in VARIANTS]
     if unknown:
-        print(f"error: unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)} (each may end in _cdt)", file=sys.stderr)
+        print(
+            f"error: unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)} (each may end in _cdt)",
+            file=sys.stderr,
+        )
         return 2
     shape = Shape()
     if not args.no_pieces:

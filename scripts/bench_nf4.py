@@ -8,6 +8,7 @@ dense (bf16 matmul, the floor), bitsandbytes' dequantize kernels, tuner's Triton
 ops eager and compiled (what a compiled layer runs where Triton is missing), `linear_nf4` with and
 without the dense weight saved for backward, and torchao's NF4 (torchtune's path) when installed.
 """
+
 from __future__ import annotations
 
 import json

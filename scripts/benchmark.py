@@ -29,6 +29,7 @@ torchtune must be importable with $TORCHTUNE_PYTHONPATH (or ``--torchtune-path``
 a path for the subprocess alone (``scripts/device_setup.sh``): its torchao 0.11 would make peft refuse
 to build the HF baseline's LoRA layers in this process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,12 +73,13 @@ def run_hf(workload: str, tuner_result: dict, trainer, initial_state: dict | Non
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from tuner.checkpoint.hf_config import hf_config_from_model
-
     from tuner.checkpoint.hf_keys import tuner_to_hf
 
     model_type = MODEL_TYPES[workload]
     hf_dict = hf_config_from_model(trainer.decoder, model_type)
-    config = AutoConfig.for_model(**{k: v for k, v in hf_dict.items() if k not in ("architectures", "torch_dtype", "dtype")})
+    config = AutoConfig.for_model(
+        **{k: v for k, v in hf_dict.items() if k not in ("architectures", "torch_dtype", "dtype")}
+    )
     config._attn_implementation = "sdpa"
     dtype = trainer.param_dtype
     _release(trainer)
@@ -95,7 +97,9 @@ def run_hf(workload: str, tuner_result: dict, trainer, initial_state: dict | Non
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
         targets = [HF_NAMES[m] for m in lora["attn_modules"]] + (HF_MLP if lora["mlp"] else [])
-        model = get_peft_model(model, LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"], target_modules=targets, lora_dropout=0.0))
+        model = get_peft_model(
+            model, LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"], target_modules=targets, lora_dropout=0.0)
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tuner_result["lr"], fused=device == "cuda")
     batch, seq = tuner_result["batch_size"], tuner_result["seq_len"]
@@ -112,18 +116,23 @@ def run_hf(workload: str, tuner_result: dict, trainer, initial_state: dict | Non
         losses.append(loss.item())
         times.append(time.perf_counter() - t)
     peak_alloc, peak_reserved = _peak_gib(device)
-    tps = statistics.median(batch * seq / t for t in times[tuner_result["warmup_steps"]:])
-    return {"tool": "hf-transformers" + ("+peft" if lora else ""), "tokens_per_s_median": round(tps, 1),
-            "peak_alloc_gib": peak_alloc, "peak_reserved_gib": peak_reserved, "first_loss": losses[0]}
+    tps = statistics.median(batch * seq / t for t in times[tuner_result["warmup_steps"] :])
+    return {
+        "tool": "hf-transformers" + ("+peft" if lora else ""),
+        "tokens_per_s_median": round(tps, 1),
+        "peak_alloc_gib": peak_alloc,
+        "peak_reserved_gib": peak_reserved,
+        "first_loss": losses[0],
+    }
 
 
 def kernel_summary(trace_dir: str, top: int = 25) -> dict:
     """GPU time per kernel name and GPU idle time (blamed on CPU ops) over the traced steps,
     from the profiler's Chrome trace (`benchmarks.trace`)."""
+    import gzip
+
     from benchmarks.trace import idle_gaps
     from benchmarks.trace import kernel_summary as summarise
-
-    import gzip
 
     # The profiler writes iteration_<step>/<worker>.pt.trace.json.gz (tuner.training.profiler).
     traces = sorted(Path(trace_dir).rglob("*.pt.trace.json*"), key=lambda p: p.stat().st_mtime)
@@ -162,9 +171,22 @@ def _release(trainer) -> None:
         torch.cuda.empty_cache()
 
 
-def run_torchtune_side(workload: str, result: dict, hf_config: dict, initial_state: dict | None, device: str,
-                       site: Path, version: str, compile_mode: str, overrides: list[str], tt_overrides: list[str],
-                       timeout: float, workdir: str | None, env: dict, packed: dict | None = None) -> None:
+def run_torchtune_side(
+    workload: str,
+    result: dict,
+    hf_config: dict,
+    initial_state: dict | None,
+    device: str,
+    site: Path,
+    version: str,
+    compile_mode: str,
+    overrides: list[str],
+    tt_overrides: list[str],
+    timeout: float,
+    workdir: str | None,
+    env: dict,
+    packed: dict | None = None,
+) -> None:
     """torchtune's recipe on the same workload, once per compile mode; adds its entries and the
     ratios tuner / torchtune to ``result`` (keys ``torchtune`` and, with ``both``, ``torchtune_eager``).
     ``packed``: ``{"min_len", "seed"}`` of tuner's packed synthetic data; torchtune then packs
@@ -179,25 +201,53 @@ def run_torchtune_side(workload: str, result: dict, hf_config: dict, initial_sta
         if packed is not None:  # all packs are built before training: steps + 2 batches of them, no more
             doc_lengths = tt.packed_document_lengths(seq_len, packed["min_len"], batch * (steps + 2), packed["seed"])
             packs = tt.pack_documents(doc_lengths, seq_len)
-            count = {"positions_per_step": batch * seq_len, "counted_per_step": tt.counted_tokens_per_step(packs, batch)}
-        assets = tt.write_assets(work / "assets", hf_config, MODEL_TYPES[workload], initial_state, seq_len,
-                                 num_samples=batch * (steps + 2), device=device, doc_lengths=doc_lengths)
+            count = {
+                "positions_per_step": batch * seq_len,
+                "counted_per_step": tt.counted_tokens_per_step(packs, batch),
+            }
+        assets = tt.write_assets(
+            work / "assets",
+            hf_config,
+            MODEL_TYPES[workload],
+            initial_state,
+            seq_len,
+            num_samples=batch * (steps + 2),
+            device=device,
+            doc_lengths=doc_lengths,
+        )
         modes = {"on": [True], "off": [False], "both": [True, False]}[compile_mode]
         for i, compiled in enumerate(modes):
             key = "torchtune" if i == 0 else "torchtune_eager"
             out = work / ("run_compile" if compiled else "run_eager")
             shutil.rmtree(out, ignore_errors=True)
-            argv = tt.torchtune_command(site, workload, assets, out, seq_len=seq_len, batch_size=batch, steps=steps,
-                                        compile=compiled, device=device, packed=packed is not None,
-                                        overrides=tt.forwarded_overrides(overrides) + list(tt_overrides))
-            entry = {"tool": f"torchtune-{version}", "recipe": recipe, "config": config, "compile": compiled,
-                     **({"documents": len(doc_lengths), "packs": len(packs)} if packed is not None else {}),
-                     **tt.run_torchtune(argv, out, result["warmup_steps"], timeout, env=env, **(count or {}))}
+            argv = tt.torchtune_command(
+                site,
+                workload,
+                assets,
+                out,
+                seq_len=seq_len,
+                batch_size=batch,
+                steps=steps,
+                compile=compiled,
+                device=device,
+                packed=packed is not None,
+                overrides=tt.forwarded_overrides(overrides) + list(tt_overrides),
+            )
+            entry = {
+                "tool": f"torchtune-{version}",
+                "recipe": recipe,
+                "config": config,
+                "compile": compiled,
+                **({"documents": len(doc_lengths), "packs": len(packs)} if packed is not None else {}),
+                **tt.run_torchtune(argv, out, result["warmup_steps"], timeout, env=env, **(count or {})),
+            }
             if not workdir:
                 entry.pop("log", None)  # the temporary folder goes away
             result[key] = entry
             if entry.get("tokens_per_s_median"):
-                result[f"ratio_tokens_per_s_{key}"] = round(result["tokens_per_s_median"] / entry["tokens_per_s_median"], 3)
+                result[f"ratio_tokens_per_s_{key}"] = round(
+                    result["tokens_per_s_median"] / entry["tokens_per_s_median"], 3
+                )
             if result["peak_alloc_gib"] is not None and entry.get("peak_alloc_gib"):
                 result[f"ratio_peak_alloc_{key}"] = round(result["peak_alloc_gib"] / entry["peak_alloc_gib"], 3)
     finally:
@@ -205,10 +255,25 @@ def run_torchtune_side(workload: str, result: dict, hf_config: dict, initial_sta
             shutil.rmtree(work, ignore_errors=True)
 
 
-def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | None, overrides: list[str],
-        device: str = "cuda", compare_hf: bool = False, packed: bool = False, profile: str | None = None,
-        memory_snapshot: str | None = None, compare_torchtune: bool = False, torchtune_compile: str = "on", torchtune_overrides: list[str] | None = None,
-        torchtune_timeout: float = 600, torchtune_dir: str | None = None, torchtune_path: str | None = None) -> dict:
+def run(
+    workload: str,
+    steps: int,
+    warmup: int,
+    seq_len: int,
+    batch_size: int | None,
+    overrides: list[str],
+    device: str = "cuda",
+    compare_hf: bool = False,
+    packed: bool = False,
+    profile: str | None = None,
+    memory_snapshot: str | None = None,
+    compare_torchtune: bool = False,
+    torchtune_compile: str = "on",
+    torchtune_overrides: list[str] | None = None,
+    torchtune_timeout: float = 600,
+    torchtune_dir: str | None = None,
+    torchtune_path: str | None = None,
+) -> dict:
     import torch
 
     from benchmarks import matmul_tflops, training_flops_per_token
@@ -223,18 +288,35 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
     out = Path(tempfile.mkdtemp(prefix=f"bench_{workload}_"))
     cfg = load_config(resolve_config(config_name))
     vocab = 128_256
-    apply_overrides(cfg, [
-        f"output_dir={out}",
-        "~checkpointer", "~tokenizer", "~dataset", "~metric_logger",
-        "checkpointer={_component_: benchmarks.RandomInitCheckpointer}",
-        "tokenizer={_component_: benchmarks.NullTokenizer}",
-        f"dataset={{_component_: benchmarks.synthetic_dataset, seq_len: {seq_len}, num_samples: {batch * (steps + 1)}, vocab_size: {vocab}}}",
-        f"batch_size={batch}", "gradient_accumulation_steps=1", "epochs=1", f"max_steps_per_epoch={steps}",
-        "shuffle=False", "log_every_n_steps=1", "progress_bar=False", "save_every_n_steps=null",
-        f"metric_logger={{_component_: tuner.training.metric_logging.DiskLogger, log_dir: {out}, filename: log.jsonl}}",
-        f"device={device}", "dtype=bf16", "seed=0",
-        *extra, *overrides,
-    ])
+    apply_overrides(
+        cfg,
+        [
+            f"output_dir={out}",
+            "~checkpointer",
+            "~tokenizer",
+            "~dataset",
+            "~metric_logger",
+            "checkpointer={_component_: benchmarks.RandomInitCheckpointer}",
+            "tokenizer={_component_: benchmarks.NullTokenizer}",
+            f"dataset={{_component_: benchmarks.synthetic_dataset, seq_len: {seq_len}, "
+            f"num_samples: {batch * (steps + 1)}, vocab_size: {vocab}}}",
+            f"batch_size={batch}",
+            "gradient_accumulation_steps=1",
+            "epochs=1",
+            f"max_steps_per_epoch={steps}",
+            "shuffle=False",
+            "log_every_n_steps=1",
+            "progress_bar=False",
+            "save_every_n_steps=null",
+            "metric_logger={_component_: tuner.training.metric_logging.DiskLogger, "
+            f"log_dir: {out}, filename: log.jsonl}}",
+            f"device={device}",
+            "dtype=bf16",
+            "seed=0",
+            *extra,
+            *overrides,
+        ],
+    )
     if "lora" in workload:
         cfg.save_adapter_weights_only = True  # nothing is written; skip building a merged copy
     cfg.dataset.vocab_size = int(cfg.model.get("vocab_size", vocab))  # a shape override may shrink the vocabulary
@@ -242,23 +324,39 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         cfg.dataset.packed, cfg.dataset.min_len = True, max(1, seq_len // 8)
         cfg.dataset.num_samples = int(cfg.dataset.num_samples) * 2
     if profile:  # two steps after warm-up, traced; summarised by `kernel_summary`
-        cfg.profiler = {"enabled": True, "output_dir": profile, "wait_steps": warmup, "warmup_steps": 1,
-                        "active_steps": 2, "record_shapes": False}
+        cfg.profiler = {
+            "enabled": True,
+            "output_dir": profile,
+            "wait_steps": warmup,
+            "warmup_steps": 1,
+            "active_steps": 2,
+            "record_shapes": False,
+        }
     if compare_hf and packed:
         raise SystemExit("--compare-hf compares unpacked workloads only (the HF baseline has no packing)")
     if compare_torchtune:  # fail before minutes of tuner training if torchtune cannot run
         from benchmarks import torchtune_side as tt
         from tuner.errors import UsageError
 
-        order_keys = {"shuffle", "gradient_accumulation_steps", "batch_size", "dataset.packed", "dataset.split_across_pack"}
+        order_keys = {
+            "shuffle",
+            "gradient_accumulation_steps",
+            "batch_size",
+            "dataset.packed",
+            "dataset.split_across_pack",
+        }
         fixed = sorted({o.split("=", 1)[0].strip() for o in torchtune_overrides or []} & order_keys)
         if packed and fixed:
-            raise UsageError(f"--packed --compare-torchtune sets torchtune's {', '.join(fixed)} itself: its packed tokens/s "
-                             "is converted step by step, assuming step k trains on tuner's packs of step k",
-                             f"drop --torchtune-override {' '.join(f + '=...' for f in fixed)}")
+            raise UsageError(
+                f"--packed --compare-torchtune sets torchtune's {', '.join(fixed)} itself: its packed tokens/s "
+                "is converted step by step, assuming step k trains on tuner's packs of step k",
+                f"drop --torchtune-override {' '.join(f + '=...' for f in fixed)}",
+            )
         tt.check_vocab_size(int(cfg.model.get("vocab_size", tt.LLAMA3_VOCAB)))
         tt_env = tt.torchtune_env(torchtune_path)
-        tt_site, tt_version = tt.find_torchtune(env=tt_env, also_import=("bitsandbytes",) if workload == "full_1b" else ())
+        tt_site, tt_version = tt.find_torchtune(
+            env=tt_env, also_import=("bitsandbytes",) if workload == "full_1b" else ()
+        )
     peak_tflops = matmul_tflops() if device == "cuda" else None
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -270,7 +368,9 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
     setup_alloc = round(torch.cuda.memory_allocated() / 2**30, 2) if device == "cuda" else None
     dense = not any(n.endswith("weight_nf4") for n, _ in trainer.decoder.named_buffers())
     keep_initial = (compare_hf or compare_torchtune) and dense
-    initial_state = {k: v.detach().cpu().clone() for k, v in trainer.decoder.state_dict().items()} if keep_initial else None
+    initial_state = (
+        {k: v.detach().cpu().clone() for k, v in trainer.decoder.state_dict().items()} if keep_initial else None
+    )
     try:
         trainer.train()
     finally:
@@ -315,21 +415,41 @@ def run(workload: str, steps: int, warmup: int, seq_len: int, batch_size: int | 
         _compare_hf(workload, result, cfg, method, trainer, initial_state, device)
     if compare_torchtune:
         _release(trainer)
-        run_torchtune_side(workload, result, tt_hf_config, initial_state, device, tt_site, tt_version,
-                           torchtune_compile, overrides, list(torchtune_overrides or []), torchtune_timeout, torchtune_dir,
-                           tt_env, packed={"min_len": int(cfg.dataset.min_len), "seed": int(cfg.dataset.get("seed", 0))}
-                           if packed else None)
+        run_torchtune_side(
+            workload,
+            result,
+            tt_hf_config,
+            initial_state,
+            device,
+            tt_site,
+            tt_version,
+            torchtune_compile,
+            overrides,
+            list(torchtune_overrides or []),
+            torchtune_timeout,
+            torchtune_dir,
+            tt_env,
+            packed={"min_len": int(cfg.dataset.min_len), "seed": int(cfg.dataset.get("seed", 0))} if packed else None,
+        )
     return result
 
 
-def _compare_hf(workload: str, result: dict, cfg, method: str, trainer, initial_state: dict | None, device: str) -> None:
+def _compare_hf(
+    workload: str, result: dict, cfg, method: str, trainer, initial_state: dict | None, device: str
+) -> None:
     tps, peak_alloc = result["tokens_per_s_median"], result["peak_alloc_gib"]
     model_cfg = cfg.model
-    lora = None if method == "full" else {
-        "attn_modules": list(model_cfg.lora_attn_modules), "mlp": bool(model_cfg.get("apply_lora_to_mlp", False)),
-        "rank": int(model_cfg.lora_rank), "alpha": float(model_cfg.lora_alpha),
-        "checkpointing": bool(cfg.get("enable_activation_checkpointing", False)),
-    }
+    lora = (
+        None
+        if method == "full"
+        else {
+            "attn_modules": list(model_cfg.lora_attn_modules),
+            "mlp": bool(model_cfg.get("apply_lora_to_mlp", False)),
+            "rank": int(model_cfg.lora_rank),
+            "alpha": float(model_cfg.lora_alpha),
+            "checkpointing": bool(cfg.get("enable_activation_checkpointing", False)),
+        }
+    )
     spec = {**result, "lora": lora, "lr": float(cfg.optimizer.lr), "dataset": trainer.dataloader.dataset}
     hf = run_hf(workload, spec, trainer, initial_state, device)
     result["hf"] = hf
@@ -345,37 +465,79 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--device", default="cuda", help="cuda (numbers to report) or cpu (a quick check of the harness)")
-    parser.add_argument("--compare-hf", action="store_true", help="also run the HF transformers (+ peft) baseline in this process")
-    parser.add_argument("--packed", action="store_true", help="variable-length documents packed into seq_len with document masks")
-    parser.add_argument("--profile", metavar="DIR", help="trace two steps after warm-up into DIR and add a GPU-kernel summary")
-    parser.add_argument("--memory-snapshot", metavar="FILE",
-                        help="record every GPU allocation of the run, keep the snapshot in FILE (pytorch.org/memory_viz) "
-                             "and add what was alive at the peak, by call site (slows the run: not for timing)")
-    parser.add_argument("--compare-torchtune", action="store_true",
-                        help="also run torchtune 0.6.1's recipe on the same workload (subprocess; torchtune on PYTHONPATH)")
-    parser.add_argument("--torchtune-compile", choices=["on", "off", "both"], default="on",
-                        help="torchtune's compile=True (its best setting, default), False, or both runs")
-    parser.add_argument("--torchtune-override", action="append", default=[], metavar="KEY=VALUE",
-                        help="an override for torchtune's config only (repeatable); model.* and dtype overrides "
-                             "of the tuner run are passed on to torchtune as they are (tuner. -> torchtune.)")
+    parser.add_argument(
+        "--device", default="cuda", help="cuda (numbers to report) or cpu (a quick check of the harness)"
+    )
+    parser.add_argument(
+        "--compare-hf", action="store_true", help="also run the HF transformers (+ peft) baseline in this process"
+    )
+    parser.add_argument(
+        "--packed", action="store_true", help="variable-length documents packed into seq_len with document masks"
+    )
+    parser.add_argument(
+        "--profile", metavar="DIR", help="trace two steps after warm-up into DIR and add a GPU-kernel summary"
+    )
+    parser.add_argument(
+        "--memory-snapshot",
+        metavar="FILE",
+        help="record every GPU allocation of the run, keep the snapshot in FILE (pytorch.org/memory_viz) "
+        "and add what was alive at the peak, by call site (slows the run: not for timing)",
+    )
+    parser.add_argument(
+        "--compare-torchtune",
+        action="store_true",
+        help="also run torchtune 0.6.1's recipe on the same workload (subprocess; torchtune on PYTHONPATH)",
+    )
+    parser.add_argument(
+        "--torchtune-compile",
+        choices=["on", "off", "both"],
+        default="on",
+        help="torchtune's compile=True (its best setting, default), False, or both runs",
+    )
+    parser.add_argument(
+        "--torchtune-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override for torchtune's config only (repeatable); model.* and dtype overrides "
+        "of the tuner run are passed on to torchtune as they are (tuner. -> torchtune.)",
+    )
     parser.add_argument("--torchtune-timeout", type=float, default=600, help="seconds for each torchtune run")
-    parser.add_argument("--torchtune-path", metavar="DIRS",
-                        help="put DIRS in front of PYTHONPATH for torchtune only (default: $TORCHTUNE_PYTHONPATH; "
-                             "scripts/device_setup.sh installs torchtune's wheels into /tmp/site_tt)")
-    parser.add_argument("--torchtune-dir", metavar="DIR",
-                        help="write torchtune's inputs, outputs and logs here and keep them (default: a temporary folder)")
+    parser.add_argument(
+        "--torchtune-path",
+        metavar="DIRS",
+        help="put DIRS in front of PYTHONPATH for torchtune only (default: $TORCHTUNE_PYTHONPATH; "
+        "scripts/device_setup.sh installs torchtune's wheels into /tmp/site_tt)",
+    )
+    parser.add_argument(
+        "--torchtune-dir",
+        metavar="DIR",
+        help="write torchtune's inputs, outputs and logs here and keep them (default: a temporary folder)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = parser.parse_args(argv)
     from tuner.errors import TunerError
 
     try:
-        result = run(args.workload, args.steps, args.warmup, args.seq_len, args.batch_size, args.overrides,
-                     device=args.device, compare_hf=args.compare_hf, packed=args.packed, profile=args.profile,
-                     memory_snapshot=args.memory_snapshot,
-                     compare_torchtune=args.compare_torchtune, torchtune_compile=args.torchtune_compile,
-                     torchtune_overrides=args.torchtune_override, torchtune_timeout=args.torchtune_timeout,
-                     torchtune_dir=args.torchtune_dir, torchtune_path=args.torchtune_path)
+        result = run(
+            args.workload,
+            args.steps,
+            args.warmup,
+            args.seq_len,
+            args.batch_size,
+            args.overrides,
+            device=args.device,
+            compare_hf=args.compare_hf,
+            packed=args.packed,
+            profile=args.profile,
+            memory_snapshot=args.memory_snapshot,
+            compare_torchtune=args.compare_torchtune,
+            torchtune_compile=args.torchtune_compile,
+            torchtune_overrides=args.torchtune_override,
+            torchtune_timeout=args.torchtune_timeout,
+            torchtune_dir=args.torchtune_dir,
+            torchtune_path=args.torchtune_path,
+        )
     except TunerError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

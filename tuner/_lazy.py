@@ -1,4 +1,5 @@
 """Package attributes imported on first use, so that importing a package stays cheap."""
+
 from __future__ import annotations
 
 import importlib

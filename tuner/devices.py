@@ -5,6 +5,7 @@ The lowest layer after `tuner.errors`: training, checkpoint filling, generation 
 read devices and dtypes through it. torchtune's ``torchtune.training.precision`` is this module
 under its torchtune path (`tuner.training.precision`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,13 @@ from tuner.errors import ConfigError
 PRECISION_STR_TO_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, "fp64": torch.float64}
 #: What a config's ``dtype`` key may say (training, generation, evaluation, merge).
 CONFIG_DTYPES = ("bf16", "fp32", "fp16", "bfloat16", "float32", "float16")
-_DTYPES = {**PRECISION_STR_TO_DTYPE, "bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16,
-           "float64": torch.float64}
+_DTYPES = {
+    **PRECISION_STR_TO_DTYPE,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "float64": torch.float64,
+}
 
 
 class DtypeNotSupportedError(ConfigError, RuntimeError):
@@ -57,18 +63,24 @@ def get_dtype(dtype: str | torch.dtype | None = None, device: torch.device | Non
 
 def dtype_name(dtype: torch.dtype) -> str:
     """The config name of a dtype (``torch.bfloat16`` -> ``bf16``)."""
-    return {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
+    return {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}.get(
+        dtype, str(dtype).replace("torch.", "")
+    )
 
 
 def validate_expected_param_dtype(
-    named_params: Iterable[tuple[str, torch.nn.Parameter]], dtype: torch.dtype, exclude_param_names: Optional[Iterable[str]] = None
+    named_params: Iterable[tuple[str, torch.nn.Parameter]],
+    dtype: torch.dtype,
+    exclude_param_names: Optional[Iterable[str]] = None,
 ) -> None:
     """Check that every parameter (but ``exclude_param_names``) has ``dtype``; ConfigError otherwise."""
     excluded = set(exclude_param_names or ())
     for name, param in named_params:
         if name not in excluded and param.dtype != dtype:
-            raise ConfigError(f"Parameter {name} has dtype {param.dtype}, but expected {dtype}",
-                              "load the checkpoint in the training dtype (dtype=...)")
+            raise ConfigError(
+                f"Parameter {name} has dtype {param.dtype}, but expected {dtype}",
+                "load the checkpoint in the training dtype (dtype=...)",
+            )
 
 
 def _set_float32_precision(precision: str = "high") -> None:

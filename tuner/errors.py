@@ -5,10 +5,12 @@ mismatch between config and checkpoint, ...) is raised as a `TunerError`. The CL
 line, ``error: <message>``, and exits with the error's `exit_code`; the traceback shows only with
 ``--debug`` or ``TUNER_DEBUG=1``.
 """
+
 from __future__ import annotations
+
 import difflib
-import sys
 import os
+import sys
 import traceback
 
 
@@ -104,7 +106,10 @@ def run_reporting_errors(fn, *args, **kwargs) -> int:
             traceback.print_exc()
             print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         else:
-            print(f"error: {type(e).__name__}: {e}\n(run with --debug or TUNER_DEBUG=1 for the traceback)", file=sys.stderr)
+            print(
+                f"error: {type(e).__name__}: {e}\n(run with --debug or TUNER_DEBUG=1 for the traceback)",
+                file=sys.stderr,
+            )
         return 1
     return result if isinstance(result, int) else 0
 

@@ -4,6 +4,7 @@ Offline, huggingface_hub and datasets retry their requests for about a minute be
 message about caches. A two-second connection probe lets tuner fail at once with one line that says
 what needs the Hub and what to use instead, or go straight to the local cache.
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,7 +17,9 @@ _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PR
 
 def offline_by_setting() -> bool:
     """True when the user switched the Hub off (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``)."""
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,8 +43,11 @@ def use_local_cache_only() -> None:
     """Make huggingface_hub and datasets read their local caches without trying the network."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
-    for module, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE"),
-                         ("datasets.config", "HF_DATASETS_OFFLINE")):
+    for module, attr in (
+        ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
+        ("datasets.config", "HF_HUB_OFFLINE"),
+        ("datasets.config", "HF_DATASETS_OFFLINE"),
+    ):
         try:
             mod = __import__(module, fromlist=[attr])
         except ImportError:

@@ -4,6 +4,7 @@ Configs are files under ``configs/<family>/<name>.yaml``; which recipe a config 
 from its name (``*_lora_single_device`` -> lora_finetune_single_device, ``*_full`` ->
 full_finetune_distributed, ...), so adding a config file is all it takes to list it.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -31,10 +32,16 @@ class Recipe:
 ADAPTER_METHODS = ("lora", "qlora", "dora", "rslora", "lora_plus", "lora_fa", "pissa", "vera")
 
 RECIPES: tuple[Recipe, ...] = (
-    Recipe("full_finetune_single_device", "full_finetune_single_device.py", False, ("_full_single_device", "_full_cpu")),
+    Recipe(
+        "full_finetune_single_device", "full_finetune_single_device.py", False, ("_full_single_device", "_full_cpu")
+    ),
     Recipe("full_finetune_distributed", "full_finetune_distributed.py", True, ("_full",)),
-    Recipe("lora_finetune_single_device", "lora_finetune_single_device.py", False,
-           tuple(f"_{m}_{where}" for m in ADAPTER_METHODS for where in ("single_device", "cpu"))),
+    Recipe(
+        "lora_finetune_single_device",
+        "lora_finetune_single_device.py",
+        False,
+        tuple(f"_{m}_{where}" for m in ADAPTER_METHODS for where in ("single_device", "cpu")),
+    ),
     Recipe("lora_finetune_distributed", "lora_finetune_distributed.py", True, tuple(f"_{m}" for m in ADAPTER_METHODS)),
     Recipe("generate", "generate.py", False, ("generation",)),
     Recipe("chat", "chat.py", False, ("generation",)),
@@ -174,7 +181,11 @@ _TRAINING_KEYS = ("optimizer", "epochs", "max_steps_per_epoch", "gradient_accumu
 def _recipe_by_keys(cfg: Mapping[str, Any]) -> Recipe | None:
     if any(k in cfg for k in _TRAINING_KEYS):
         component = str((cfg.get("model") or {}).get("_component_", ""))
-        lora = ".lora_" in component or ".qlora_" in component or component.rsplit(".", 1)[-1].startswith(("lora_", "qlora_"))
+        lora = (
+            ".lora_" in component
+            or ".qlora_" in component
+            or component.rsplit(".", 1)[-1].startswith(("lora_", "qlora_"))
+        )
         return get_recipe("lora_finetune_single_device" if lora else "full_finetune_single_device")
     if any(k in cfg for k in ("prompt", "messages", "chat", "max_new_tokens")):
         return get_recipe("generate")

@@ -1,4 +1,5 @@
 """The benchmark scripts (scripts/*.py are not package modules), each loaded once for these tests."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,5 +1,6 @@
 """scripts/bench_layer.py's prototype variants compute what the layer computes (CPU, float32), so
 the GPU timings it reports compare equal work."""
+
 from __future__ import annotations
 
 import pytest

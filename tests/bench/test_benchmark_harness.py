@@ -1,29 +1,55 @@
 """scripts/benchmark.py on CPU with a tiny shape: the tuner run and the HF (+peft) baseline start
 from the same weights and data, so their first losses agree (the comparison is like for like)."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 
-TINY = ["model.num_layers=2", "model.num_heads=4", "model.num_kv_heads=2", "model.embed_dim=64",
-        "model.intermediate_dim=128", "model.max_seq_len=256", "dtype=fp32"]
+TINY = [
+    "model.num_layers=2",
+    "model.num_heads=4",
+    "model.num_kv_heads=2",
+    "model.embed_dim=64",
+    "model.intermediate_dim=128",
+    "model.max_seq_len=256",
+    "dtype=fp32",
+]
 
 
-@pytest.mark.parametrize("workload,component", [
-    ("lora_1b", "tuner.models.llama3_2.lora_llama3_2"),
-    ("full_1b", "tuner.models.llama3_2.llama3_2"),
-])
+@pytest.mark.parametrize(
+    "workload,component",
+    [
+        ("lora_1b", "tuner.models.llama3_2.lora_llama3_2"),
+        ("full_1b", "tuner.models.llama3_2.llama3_2"),
+    ],
+)
 def test_side_by_side_starts_from_the_same_model(workload, component, bench):
-    result = bench.run(workload, steps=3, warmup=1, seq_len=32, batch_size=2, device="cpu", compare_hf=True,
-                       overrides=[f"model._component_={component}", "model.vocab_size=1000", *TINY])
+    result = bench.run(
+        workload,
+        steps=3,
+        warmup=1,
+        seq_len=32,
+        batch_size=2,
+        device="cpu",
+        compare_hf=True,
+        overrides=[f"model._component_={component}", "model.vocab_size=1000", *TINY],
+    )
     # Different random weights give first losses ~2e-3 apart at this size; the same weights agree to ~1e-6.
     assert result["hf"]["first_loss"] == pytest.approx(result["first_loss"], abs=2e-5)
     assert result["tokens_per_s_median"] > 0 and result["ratio_tokens_per_s"] > 0
 
 
 def test_packed_workload_trains_on_packed_documents(bench):
-    result = bench.run("lora_1b", steps=3, warmup=1, seq_len=64, batch_size=2, device="cpu", packed=True,
-                       overrides=["model._component_=tuner.models.llama3_2.lora_llama3_2", "model.vocab_size=1000", *TINY])
+    result = bench.run(
+        "lora_1b",
+        steps=3,
+        warmup=1,
+        seq_len=64,
+        batch_size=2,
+        device="cpu",
+        packed=True,
+        overrides=["model._component_=tuner.models.llama3_2.lora_llama3_2", "model.vocab_size=1000", *TINY],
+    )
     assert result["workload"] == "lora_1b_packed"
     assert 6.0 < result["first_loss"] < 7.5  # ~ln(1000) on random tokens: every document is scored
 
@@ -45,8 +71,16 @@ def test_synthetic_packing_keeps_documents_apart():
 
 
 def test_profile_traces_the_steps_after_warmup(tmp_path, bench):
-    result = bench.run("lora_1b", steps=4, warmup=1, seq_len=32, batch_size=2, device="cpu", profile=str(tmp_path),
-                       overrides=["model._component_=tuner.models.llama3_2.lora_llama3_2", "model.vocab_size=1000", *TINY])
+    result = bench.run(
+        "lora_1b",
+        steps=4,
+        warmup=1,
+        seq_len=32,
+        batch_size=2,
+        device="cpu",
+        profile=str(tmp_path),
+        overrides=["model._component_=tuner.models.llama3_2.lora_llama3_2", "model.vocab_size=1000", *TINY],
+    )
     summary = result["profile"]
     assert summary["steps_traced"] == 2 and summary["wall_ms"] > 0
     assert summary["kernel_launches"] == 0  # CPU: no GPU kernels to list

@@ -1,6 +1,7 @@
 """scripts/benchmark.py --compare-torchtune, without torchtune: the inputs it writes for torchtune
 (HF checkpoint, tiktoken ranks, text data), the command it runs, the parsing of torchtune's log, and
 the one-line error when torchtune cannot be imported."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,15 @@ import torch
 
 from benchmarks import torchtune_side as tt
 
-SMALL = {"vocab_size": 300, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "embed_dim": 32, "intermediate_dim": 64,
-         "max_seq_len": 64}
+SMALL = {
+    "vocab_size": 300,
+    "num_layers": 2,
+    "num_heads": 4,
+    "num_kv_heads": 2,
+    "embed_dim": 32,
+    "intermediate_dim": 64,
+    "max_seq_len": 64,
+}
 
 
 def _load_hf(folder: Path, files: list[str], model_type: str, tmp_path: Path) -> dict[str, torch.Tensor]:
@@ -29,7 +37,9 @@ def test_checkpoint_from_tuner_weights_loads_back_to_the_same_tensors(tmp_path):
     from tuner.models.llama3_2 import lora_llama3_2
 
     torch.manual_seed(0)
-    model = lora_llama3_2(["q_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True, lora_rank=4, lora_alpha=8, **SMALL)
+    model = lora_llama3_2(
+        ["q_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True, lora_rank=4, lora_alpha=8, **SMALL
+    )
     state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
     config = hf_config_from_model(model, "LLAMA3_2")
     files = tt.write_hf_checkpoint(tmp_path / "m", config, "LLAMA3_2", state, max_shard_size="40KB")
@@ -69,31 +79,70 @@ def test_tiktoken_file_and_text_data_give_full_length_samples(tmp_path):
 
 
 def test_command_runs_torchtunes_recipe_with_tuners_batch_and_steps(tmp_path):
-    assets = tt.Assets(tmp_path / "model", ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"],
-                       tmp_path / "tokenizer.model", tmp_path / "data.json")
+    assets = tt.Assets(
+        tmp_path / "model",
+        ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"],
+        tmp_path / "tokenizer.model",
+        tmp_path / "data.json",
+    )
     site = tmp_path / "site"
-    argv = tt.torchtune_command(site, "qlora_8b", assets, tmp_path / "out", seq_len=2048, batch_size=2, steps=30,
-                                compile=True, overrides=["model.lora_rank=16"], python="python3")
-    assert argv[:4] == ["python3", str(site / "recipes" / "lora_finetune_single_device.py"), "--config",
-                        str(site / "recipes" / "configs" / "llama3_1" / "8B_qlora_single_device.yaml")]
+    argv = tt.torchtune_command(
+        site,
+        "qlora_8b",
+        assets,
+        tmp_path / "out",
+        seq_len=2048,
+        batch_size=2,
+        steps=30,
+        compile=True,
+        overrides=["model.lora_rank=16"],
+        python="python3",
+    )
+    assert argv[:4] == [
+        "python3",
+        str(site / "recipes" / "lora_finetune_single_device.py"),
+        "--config",
+        str(site / "recipes" / "configs" / "llama3_1" / "8B_qlora_single_device.yaml"),
+    ]
     args = argv[4:]
-    for expected in ["compile=True", "batch_size=2", "max_steps_per_epoch=30", "gradient_accumulation_steps=1",
-                     "tokenizer.max_seq_len=2049", "dataset._component_=torchtune.datasets.text_completion_dataset",
-                     "dataset.source=json", f"dataset.data_files={tmp_path / 'data.json'}", "device=cuda",
-                     "checkpointer.checkpoint_files=[model-00001-of-00002.safetensors,model-00002-of-00002.safetensors]",
-                     f"checkpointer.checkpoint_dir={tmp_path / 'model'}", f"metric_logger.log_dir={tmp_path / 'out' / 'logs'}",
-                     "save_adapter_weights_only=True", "seed=0", "shuffle=False", "dataset.packed=False"]:
+    for expected in [
+        "compile=True",
+        "batch_size=2",
+        "max_steps_per_epoch=30",
+        "gradient_accumulation_steps=1",
+        "tokenizer.max_seq_len=2049",
+        "dataset._component_=torchtune.datasets.text_completion_dataset",
+        "dataset.source=json",
+        f"dataset.data_files={tmp_path / 'data.json'}",
+        "device=cuda",
+        "checkpointer.checkpoint_files=[model-00001-of-00002.safetensors,model-00002-of-00002.safetensors]",
+        f"checkpointer.checkpoint_dir={tmp_path / 'model'}",
+        f"metric_logger.log_dir={tmp_path / 'out' / 'logs'}",
+        "save_adapter_weights_only=True",
+        "seed=0",
+        "shuffle=False",
+        "dataset.packed=False",
+    ]:
         assert expected in args, expected
     assert args[-1] == "model.lora_rank=16"  # overrides come last, so they win
 
-    full = tt.torchtune_command(site, "full_1b", assets, tmp_path / "out", seq_len=512, batch_size=4, steps=5,
-                                compile=False, device="cpu")
-    assert full[1].endswith("recipes/full_finetune_single_device.py") and full[3].endswith("llama3_2/1B_full_single_device.yaml")
+    full = tt.torchtune_command(
+        site, "full_1b", assets, tmp_path / "out", seq_len=512, batch_size=4, steps=5, compile=False, device="cpu"
+    )
+    assert full[1].endswith("recipes/full_finetune_single_device.py") and full[3].endswith(
+        "llama3_2/1B_full_single_device.yaml"
+    )
     assert "compile=False" in full and "device=cpu" in full and "save_adapter_weights_only=True" not in full
 
-    assert tt.forwarded_overrides(["model._component_=tuner.models.llama3_2.lora_llama3_2", "model.num_layers=2",
-                                   "dtype=fp32", "compile=True", "enable_activation_checkpointing=False"]) == [
-        "model._component_=torchtune.models.llama3_2.lora_llama3_2", "model.num_layers=2", "dtype=fp32"]
+    assert tt.forwarded_overrides(
+        [
+            "model._component_=tuner.models.llama3_2.lora_llama3_2",
+            "model.num_layers=2",
+            "dtype=fp32",
+            "compile=True",
+            "enable_activation_checkpointing=False",
+        ]
+    ) == ["model._component_=torchtune.models.llama3_2.lora_llama3_2", "model.num_layers=2", "dtype=fp32"]
 
 
 # DiskLogger lines as torchtune 0.6.1 writes them: a CPU run of lora_finetune_single_device, and the
@@ -109,8 +158,10 @@ Step 1 | loss:11.9 lr:3e-06 tokens_per_second_per_gpu:tensor(1200.5, device='cud
 Step 2 | loss:11.8 lr:6e-06 tokens_per_second_per_gpu:63000.25 peak_memory_active:14.2 peak_memory_alloc:14.1 peak_memory_reserved:15.5 
 Step 3 | loss:11.7 lr:9e-06 tokens_per_second_per_gpu:63200.75 peak_memory_active:14.2 peak_memory_alloc:14.1 peak_memory_reserved:15.5 
 """
-INIT_LINES = ("INFO:torchtune.utils._logging:Memory stats after model init:\n\tGPU peak memory allocation: 2.46 GiB\n"
-              "\tGPU peak memory reserved: 16.02 GiB\n\tGPU peak memory active: 2.46 GiB\n")
+INIT_LINES = (
+    "INFO:torchtune.utils._logging:Memory stats after model init:\n\tGPU peak memory allocation: 2.46 GiB\n"
+    "\tGPU peak memory reserved: 16.02 GiB\n\tGPU peak memory active: 2.46 GiB\n"
+)
 
 
 def test_log_parser_reads_torchtunes_disk_logger_lines():
@@ -120,7 +171,9 @@ def test_log_parser_reads_torchtunes_disk_logger_lines():
     assert rows[1]["lr"] == pytest.approx(6e-06)
     cpu = tt.summarize(rows, warmup=1)
     assert cpu["tokens_per_s_median"] == 635.3 and cpu["peak_alloc_gib"] is None and cpu["steps_logged"] == 4
-    assert cpu["first_loss"] == pytest.approx(65.30281066894531) and cpu["final_loss"] == pytest.approx(64.30298614501953)
+    assert cpu["first_loss"] == pytest.approx(65.30281066894531) and cpu["final_loss"] == pytest.approx(
+        64.30298614501953
+    )
 
     rows = tt.parse_step_lines(CUDA_LOG)
     assert rows[0]["tokens_per_second_per_gpu"] == 1200.5  # printed as a tensor
@@ -151,8 +204,23 @@ def test_missing_torchtune_is_one_clear_error(tmp_path, monkeypatch):
 
 def test_benchmark_stops_before_training_when_torchtune_is_missing(tmp_path, monkeypatch, capsys, bench):
     _fake_torchtune(tmp_path, monkeypatch)
-    code = bench.main(["--workload", "lora_1b", "--device", "cpu", "--compare-torchtune", "--steps", "2",
-                       "--warmup", "1", "--seq-len", "16", "--batch-size", "1"])
+    code = bench.main(
+        [
+            "--workload",
+            "lora_1b",
+            "--device",
+            "cpu",
+            "--compare-torchtune",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--seq-len",
+            "16",
+            "--batch-size",
+            "1",
+        ]
+    )
     captured = capsys.readouterr()
     assert code != 0 and captured.out == ""  # nothing trained, no JSON
     lines = captured.err.strip().splitlines()
@@ -160,17 +228,55 @@ def test_benchmark_stops_before_training_when_torchtune_is_missing(tmp_path, mon
 
 
 def test_packed_comparison_refuses_overrides_that_reorder_torchtunes_packs(capsys, bench):
-    code = bench.main(["--workload", "lora_1b", "--device", "cpu", "--packed", "--compare-torchtune", "--steps", "2",
-                       "--torchtune-override", "shuffle=True", "--warmup", "1", "--seq-len", "16", "--batch-size", "1"])
+    code = bench.main(
+        [
+            "--workload",
+            "lora_1b",
+            "--device",
+            "cpu",
+            "--packed",
+            "--compare-torchtune",
+            "--steps",
+            "2",
+            "--torchtune-override",
+            "shuffle=True",
+            "--warmup",
+            "1",
+            "--seq-len",
+            "16",
+            "--batch-size",
+            "1",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "sets torchtune's shuffle itself" in lines[0] and "drop --torchtune-override shuffle=..." in lines[0]
+    assert (
+        len(lines) == 1
+        and "sets torchtune's shuffle itself" in lines[0]
+        and "drop --torchtune-override shuffle=..." in lines[0]
+    )
 
 
 def test_a_vocabulary_smaller_than_llama3s_is_refused_before_training(capsys, bench):
-    code = bench.main(["--workload", "lora_1b", "--device", "cpu", "--compare-torchtune", "--steps", "2", "--warmup", "1",
-                       "--seq-len", "16", "--batch-size", "1", "model.vocab_size=1000"])
+    code = bench.main(
+        [
+            "--workload",
+            "lora_1b",
+            "--device",
+            "cpu",
+            "--compare-torchtune",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--seq-len",
+            "16",
+            "--batch-size",
+            "1",
+            "model.vocab_size=1000",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2 and captured.out == ""
     lines = captured.err.strip().splitlines()
@@ -213,29 +319,51 @@ def test_packed_documents_make_tuners_packs(bench):
     packs = tt.pack_documents(lengths, seq_len)
     assert len(packs) == batch * (steps + 2) and all(sum(p) <= seq_len for p in packs)
     # tuner's --packed data (run() doubles num_samples) packs documents of the same lengths the same way
-    ours = synthetic_dataset(NullTokenizer(), seq_len=seq_len, num_samples=2 * batch * (steps + 1), vocab_size=100,
-                             packed=True, min_len=seq_len // 8)
+    ours = synthetic_dataset(
+        NullTokenizer(),
+        seq_len=seq_len,
+        num_samples=2 * batch * (steps + 1),
+        vocab_size=100,
+        packed=True,
+        min_len=seq_len // 8,
+    )
     for i in range(batch * steps):  # tuner's seq_lens: the documents, then the padding if any
         docs = ours[i]["seq_lens"].tolist()
-        assert [min(n, seq_len - 1) for n in docs[:len(packs[i])]] == packs[i], i  # a 64-token document has 63 here
-        assert len(docs) - len(packs[i]) == (sum(docs[:len(packs[i])]) < seq_len), i
+        assert [min(n, seq_len - 1) for n in docs[: len(packs[i])]] == packs[i], i  # a 64-token document has 63 here
+        assert len(docs) - len(packs[i]) == (sum(docs[: len(packs[i])]) < seq_len), i
     # what torchtune counts a step: the documents' tokens of its `batch` packs, not their padding
     assert tt.counted_tokens_per_step([[61], [15, 20, 21], [51], [55, 9], [10]], 2) == [117, 115]
 
 
 def test_packed_command_packs_into_seq_len(tmp_path):
     assets = tt.Assets(tmp_path / "model", ["model.safetensors"], tmp_path / "tokenizer.model", tmp_path / "data.json")
-    argv = tt.torchtune_command(tmp_path / "site", "lora_1b", assets, tmp_path / "out", seq_len=2048, batch_size=4,
-                                steps=25, compile=True, packed=True)
-    for expected in ["tokenizer.max_seq_len=2048", "dataset.packed=True", "dataset.split_across_pack=False",
-                     "shuffle=False", "dataset._component_=torchtune.datasets.text_completion_dataset"]:
+    argv = tt.torchtune_command(
+        tmp_path / "site",
+        "lora_1b",
+        assets,
+        tmp_path / "out",
+        seq_len=2048,
+        batch_size=4,
+        steps=25,
+        compile=True,
+        packed=True,
+    )
+    for expected in [
+        "tokenizer.max_seq_len=2048",
+        "dataset.packed=True",
+        "dataset.split_across_pack=False",
+        "shuffle=False",
+        "dataset._component_=torchtune.datasets.text_completion_dataset",
+    ]:
         assert expected in argv, expected
     assert "dataset.packed=False" not in argv and "tokenizer.max_seq_len=2049" not in argv
 
 
 def test_packed_tokens_per_s_is_converted_to_positions():
-    log = "".join(f"Step {s} | loss:1.0 lr:1e-05 tokens_per_second_per_gpu:{v} \n"
-                  for s, v in [(1, 10.0), (2, 90.0), (3, 100.0), (4, 60.0)])
+    log = "".join(
+        f"Step {s} | loss:1.0 lr:1e-05 tokens_per_second_per_gpu:{v} \n"
+        for s, v in [(1, 10.0), (2, 90.0), (3, 100.0), (4, 60.0)]
+    )
     rows = tt.parse_step_lines(log)
     # 2 packs of 64 positions a step; torchtune counted only the non-padding labels of each step
     packed = tt.summarize(rows, warmup=1, positions_per_step=128, counted_per_step=[128, 96, 100, 64])
@@ -266,15 +394,41 @@ def test_torchtunes_packed_dataset_builds_the_expected_packs(tmp_path, ranks):
     seq_len = 64
     lengths = tt.packed_document_lengths(seq_len, seq_len // 8, num_packs=8)
     assets = tt.Assets(tmp_path, [], ranks, tt.write_documents(tmp_path / "data.json", lengths, ranks), lengths)
-    argv = tt.torchtune_command(tmp_path, "lora_1b", assets, tmp_path / "out", seq_len=seq_len, batch_size=2, steps=3,
-                                compile=False, packed=True)
+    argv = tt.torchtune_command(
+        tmp_path,
+        "lora_1b",
+        assets,
+        tmp_path / "out",
+        seq_len=seq_len,
+        batch_size=2,
+        steps=3,
+        compile=False,
+        packed=True,
+    )
     values = dict(a.split("=", 1) for a in argv[4:])
-    env = {**tt.torchtune_env(), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "HF_DATASETS_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-c", _TT_PACKS, str(assets.data), str(ranks), values["tokenizer.max_seq_len"],
-                           values["dataset.split_across_pack"]], env=env, capture_output=True, text=True, check=True)
+    env = {
+        **tt.torchtune_env(),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_DATASETS_CACHE": str(tmp_path / "cache"),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _TT_PACKS,
+            str(assets.data),
+            str(ranks),
+            values["tokenizer.max_seq_len"],
+            values["dataset.split_across_pack"],
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     packs = json.loads(proc.stdout.strip().splitlines()[-1])
     expected = tt.pack_documents(lengths, seq_len)
     assert [n for n, _, _ in packs] == [seq_len] * len(expected)  # every pack: seq_len positions
-    assert [lens[:len(e)] for (_, lens, _), e in zip(packs, expected)] == expected  # then one padding "document"
+    assert [lens[: len(e)] for (_, lens, _), e in zip(packs, expected)] == expected  # then one padding "document"
     assert [c for _, _, c in packs] == [sum(e) for e in expected]  # what the recipe counts as tokens

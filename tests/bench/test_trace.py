@@ -1,4 +1,5 @@
 """GPU idle-gap accounting of `benchmarks.trace` on a hand-made trace."""
+
 from benchmarks.trace import idle_gaps, kernel_summary
 
 
@@ -44,4 +45,9 @@ def test_kernel_summary_sums_gpu_time_per_kernel():
     out = kernel_summary(_trace())
     assert out["steps_traced"] == 1 and out["kernel_launches"] == 4
     assert out["gpu_busy_ms"] == 0.4  # 0.35 ms, reported to 0.1 ms
-    assert sorted(map(tuple, out["top_kernels_ms"])) == [(0.05, 1, "k_add"), (0.1, 1, "gemm"), (0.1, 1, "k_a"), (0.1, 1, "k_b")]
+    assert sorted(map(tuple, out["top_kernels_ms"])) == [
+        (0.05, 1, "k_add"),
+        (0.1, 1, "gemm"),
+        (0.1, 1, "k_a"),
+        (0.1, 1, "k_b"),
+    ]

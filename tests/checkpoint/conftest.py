@@ -1,4 +1,5 @@
 """Tiny Hugging Face models of each family, saved with ``save_pretrained``, as checkpoint inputs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,11 @@ FAMILIES: dict[str, tuple[str, str, dict]] = {
     "llama": ("LLAMA3", "LlamaConfig", {"tie_word_embeddings": False, "rope_theta": 500000.0}),
     "mistral": ("MISTRAL", "MistralConfig", {"tie_word_embeddings": False, "sliding_window": None}),
     "qwen2": ("QWEN2", "Qwen2Config", {"tie_word_embeddings": True}),
-    "gemma2": ("GEMMA2", "Gemma2Config", {"head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 16,
-                                          "hidden_activation": "gelu_pytorch_tanh"}),
+    "gemma2": (
+        "GEMMA2",
+        "Gemma2Config",
+        {"head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 16, "hidden_activation": "gelu_pytorch_tanh"},
+    ),
     "phi3": ("PHI3_MINI", "Phi3Config", {"tie_word_embeddings": False, "pad_token_id": 0}),
     "smollm2": ("SMOLLM2", "LlamaConfig", {"tie_word_embeddings": True, "rope_theta": 100000.0}),
     "qwen3": ("QWEN3", "Qwen3Config", {"tie_word_embeddings": True, "head_dim": 16}),

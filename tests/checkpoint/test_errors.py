@@ -1,16 +1,17 @@
 """Clear errors: mismatched model and checkpoint, missing files, missing config, unknown model_type."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
-from tests.checkpoint.conftest import FAMILIES, make_hf_model, save_hf_model
 
+from tests.checkpoint.conftest import FAMILIES, make_hf_model, save_hf_model
 from tuner.checkpoint import HFCheckpointer, MetaCheckpointer, NativeCheckpointer, load_model_state
 from tuner.checkpoint.files import resolve_files
-from tuner.errors import CheckpointError, ConfigError
 from tuner.checkpoint.hf_config import build_model_from_hf_config
+from tuner.errors import CheckpointError, ConfigError
 
 
 @pytest.fixture
@@ -37,7 +38,9 @@ def test_wrong_size_lists_shape_mismatches(llama_src, tmp_path):
 def test_missing_and_unexpected_keys_are_listed(llama_src, tmp_path):
     sd = HFCheckpointer(llama_src, None, "LLAMA3", tmp_path / "o").load_checkpoint()["model"]
     deeper = _model(llama_src, num_hidden_layers=3)
-    with pytest.raises(CheckpointError, match=r"key\(s\) the model needs are missing.*layers\.2\.attn\.q_proj\.weight") as e:
+    with pytest.raises(
+        CheckpointError, match=r"key\(s\) the model needs are missing.*layers\.2\.attn\.q_proj\.weight"
+    ) as e:
         load_model_state(deeper, sd)
     assert "more layers than the checkpoint" in str(e.value)
     shallower = _model(llama_src, num_hidden_layers=1)
@@ -96,7 +99,9 @@ def test_missing_dir_and_files(llama_src, tmp_path):
 def test_file_list_forms(llama_src):
     shards = sorted(p.name for p in llama_src.glob("model-*.safetensors"))
     n = len(shards)
-    by_pattern = resolve_files(llama_src, {"filename_format": "model-{}-of-{}.safetensors", "max_filename": f"{n:05d}"}, "hf")
+    by_pattern = resolve_files(
+        llama_src, {"filename_format": "model-{}-of-{}.safetensors", "max_filename": f"{n:05d}"}, "hf"
+    )
     assert [p.name for p in by_pattern] == shards
     assert [p.name for p in resolve_files(llama_src, "auto", "hf")] == shards
     assert [p.name for p in resolve_files(llama_src, ["model.safetensors.index.json"], "hf")] == shards

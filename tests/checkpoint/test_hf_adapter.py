@@ -1,11 +1,12 @@
 """HF runs with an adapter: PEFT-format files that peft loads, and resume as base + adapter."""
+
 from __future__ import annotations
 
 import json
 
 import torch
-from tests.checkpoint.conftest import make_hf_model, save_hf_model
 
+from tests.checkpoint.conftest import make_hf_model, save_hf_model
 from tuner.checkpoint import HFCheckpointer
 
 RANK, ALPHA = 4, 8.0
@@ -28,14 +29,21 @@ def test_adapter_saved_in_peft_format_and_resumed(tmp_path, tokens):
     hf = make_hf_model("llama")
     src = save_hf_model(hf, tmp_path / "src")
     c = hf.config
-    adapter = _adapter(c.num_hidden_layers, c.hidden_size, c.num_key_value_heads * c.hidden_size // c.num_attention_heads)
+    adapter = _adapter(
+        c.num_hidden_layers, c.hidden_size, c.num_key_value_heads * c.hidden_size // c.num_attention_heads
+    )
     ckpt = HFCheckpointer(src, None, "LLAMA3", tmp_path / "out")
     base = ckpt.load_checkpoint()["model"]
     lora_config = {"lora_rank": RANK, "lora_alpha": ALPHA, "lora_attn_modules": ["q_proj", "v_proj"]}
     out = ckpt.save_checkpoint(
-        {"adapter": adapter, "adapter_config": lora_config, "training_state": {"global_step": 6}}, step=6, epoch=0, adapter_only=True
+        {"adapter": adapter, "adapter_config": lora_config, "training_state": {"global_step": 6}},
+        step=6,
+        epoch=0,
+        adapter_only=True,
     )
-    assert {"adapter_model.safetensors", "adapter_config.json", "training_state.pt", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "training_state.pt", "tokenizer.json"} <= {
+        p.name for p in out.iterdir()
+    }
     assert not (out / "model.safetensors").exists() and not (out / "config.json").exists()
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(src)
 
@@ -63,14 +71,21 @@ def test_adapter_saved_in_peft_format_and_resumed(tmp_path, tokens):
     for k in list(merged_sd):
         if k.endswith(("q_proj.weight", "v_proj.weight")):
             prefix = k[: -len("weight")]
-            merged_sd[k] = merged_sd[k] + (ALPHA / RANK) * adapter[prefix + "lora_b.weight"] @ adapter[prefix + "lora_a.weight"]
-    full = ckpt.save_checkpoint({"model": merged_sd, "adapter": adapter, "adapter_config": lora_config,
-                                 "training_state": {"global_step": 7}}, step=7, epoch=0)
+            merged_sd[k] = (
+                merged_sd[k] + (ALPHA / RANK) * adapter[prefix + "lora_b.weight"] @ adapter[prefix + "lora_a.weight"]
+            )
+    full = ckpt.save_checkpoint(
+        {"model": merged_sd, "adapter": adapter, "adapter_config": lora_config, "training_state": {"global_step": 7}},
+        step=7,
+        epoch=0,
+    )
     assert (full / "adapter" / "adapter_config.json").is_file() and not (full / "adapter_config.json").exists()
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(full).eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(tokens).logits, expected, atol=1e-5, rtol=1e-5)
-    peft_model = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(src), full / "adapter").eval()
+    peft_model = peft.PeftModel.from_pretrained(
+        transformers.AutoModelForCausalLM.from_pretrained(src), full / "adapter"
+    ).eval()
     with torch.no_grad():
         torch.testing.assert_close(peft_model(tokens).logits, expected, atol=1e-5, rtol=1e-5)
     # resuming from the full save still means base + adapter
@@ -86,12 +101,16 @@ def test_adapter_only_folder_loads_with_automodel(tmp_path, tokens):
     hf = make_hf_model("llama")
     src = save_hf_model(hf, tmp_path / "src")
     c = hf.config
-    adapter = _adapter(c.num_hidden_layers, c.hidden_size, c.num_key_value_heads * c.hidden_size // c.num_attention_heads)
+    adapter = _adapter(
+        c.num_hidden_layers, c.hidden_size, c.num_key_value_heads * c.hidden_size // c.num_attention_heads
+    )
     for k in adapter:
         if "lora_b" in k:
             adapter[k] = torch.zeros_like(adapter[k])  # identity adapter: logits equal the base
     ckpt = HFCheckpointer(src, None, "LLAMA3", tmp_path / "out")
-    out = ckpt.save_checkpoint({"adapter": adapter, "adapter_config": {"lora_rank": RANK, "lora_alpha": ALPHA}}, 1, 0, adapter_only=True)
+    out = ckpt.save_checkpoint(
+        {"adapter": adapter, "adapter_config": {"lora_rank": RANK, "lora_alpha": ALPHA}}, 1, 0, adapter_only=True
+    )
     model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(tokens).logits, hf(tokens).logits)

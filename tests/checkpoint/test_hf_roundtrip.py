@@ -1,12 +1,13 @@
 """transformers save_pretrained -> HFCheckpointer load -> save -> transformers load: same logits."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 import torch
-from tests.checkpoint.conftest import FAMILIES, hf_logits, make_hf_model, save_hf_model
 
+from tests.checkpoint.conftest import FAMILIES, hf_logits, make_hf_model, save_hf_model
 from tuner.checkpoint import HFCheckpointer, load_model_state
 from tuner.checkpoint.hf_config import build_model_from_hf_config
 
@@ -90,8 +91,12 @@ def test_fill_model_streams_a_meta_model_shard_by_shard(tmp_path, tokens, monkey
     hf = make_hf_model("smollm2")
     src = save_hf_model(hf, tmp_path / "src", sharded=True)
     n_files = len(list(src.glob("model-*.safetensors")))
-    ckpt = HFCheckpointer(src, {"filename_format": "model-{}-of-{}.safetensors", "max_filename": f"{n_files:05d}"},
-                          "SMOLLM2", tmp_path / "out")
+    ckpt = HFCheckpointer(
+        src,
+        {"filename_format": "model-{}-of-{}.safetensors", "max_filename": f"{n_files:05d}"},
+        "SMOLLM2",
+        tmp_path / "out",
+    )
     assert n_files > 1 and len(ckpt.checkpoint_files) == n_files
     seen = []
     result = ckpt.load_checkpoint(on_shard=lambda sd: seen.append(set(sd)))
@@ -100,8 +105,9 @@ def test_fill_model_streams_a_meta_model_shard_by_shard(tmp_path, tokens, monkey
 
     shards = []
     original = fill.StreamingLoad.__call__
-    monkeypatch.setattr(fill.StreamingLoad, "__call__",
-                        lambda self, sd: (shards.append(len(sd)), original(self, sd))[1])
+    monkeypatch.setattr(
+        fill.StreamingLoad, "__call__", lambda self, sd: (shards.append(len(sd)), original(self, sd))[1]
+    )
     with torch.device("meta"):
         model = build_model_from_hf_config(ckpt.hf_config, "SMOLLM2")
     extras = fill.fill_model(model, ckpt, torch.device("cpu"), torch.float32)

@@ -1,10 +1,11 @@
 """Key conversion details: adapters, errors, Phi-3 fusing, Meta's rotary layout, HF configs."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-from tests.models.hf_tiny import tiny_hf_model
 
+from tests.models.hf_tiny import tiny_hf_model
 from tuner.checkpoint.hf_config import build_model_from_hf_config, builder_kwargs_from_hf_config
 from tuner.checkpoint.hf_keys import hf_to_tuner, tuner_module_path_to_hf, tuner_to_hf
 from tuner.checkpoint.meta_keys import meta_to_tuner, tuner_to_meta
@@ -33,13 +34,20 @@ def test_adapter_keys_map_with_module_renaming():
 
 
 def test_norm_scale_is_hf_weight_and_gemma2_norm_names():
-    sd = {"layers.1.sa_norm.scale": torch.ones(4), "layers.1.sa_scale.scale": torch.ones(4),
-          "layers.1.mlp_norm.scale": torch.ones(4), "layers.1.mlp_scale.scale": torch.ones(4),
-          "norm.scale": torch.ones(4)}
+    sd = {
+        "layers.1.sa_norm.scale": torch.ones(4),
+        "layers.1.sa_scale.scale": torch.ones(4),
+        "layers.1.mlp_norm.scale": torch.ones(4),
+        "layers.1.mlp_scale.scale": torch.ones(4),
+        "norm.scale": torch.ones(4),
+    }
     assert set(tuner_to_hf(sd, "gemma2", {})) == {
-        "model.layers.1.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight",
-        "model.layers.1.pre_feedforward_layernorm.weight", "model.layers.1.post_feedforward_layernorm.weight",
-        "model.norm.weight"}
+        "model.layers.1.input_layernorm.weight",
+        "model.layers.1.post_attention_layernorm.weight",
+        "model.layers.1.pre_feedforward_layernorm.weight",
+        "model.layers.1.post_feedforward_layernorm.weight",
+        "model.norm.weight",
+    }
 
 
 def test_module_paths():
@@ -61,14 +69,24 @@ def test_unknown_model_type_lists_valid_ones():
         assert mt in str(e.value)
 
 
-@pytest.mark.parametrize("family, name", [("llama3_1", "LLAMA3_1"), ("llama3_1", "llama3_3"), ("qwen2_5", "QWEN2_5"),
-                                          ("phi3", "PHI3"), ("smollm2", "smollm2"), ("qwen3", "Qwen3")])
+@pytest.mark.parametrize(
+    "family, name",
+    [
+        ("llama3_1", "LLAMA3_1"),
+        ("llama3_1", "llama3_3"),
+        ("qwen2_5", "QWEN2_5"),
+        ("phi3", "PHI3"),
+        ("smollm2", "smollm2"),
+        ("qwen3", "Qwen3"),
+    ],
+)
 def test_conversions_accept_every_name_the_checkpointer_accepts(family, name):
     hf, cfg, _ = tiny_hf_model(family)
     model = build_model_from_hf_config(cfg, name)
     model.load_state_dict(hf_to_tuner(hf.state_dict(), name, cfg))
     assert set(tuner_to_hf(model.state_dict(), name, cfg)) == set(hf.state_dict()) - (
-        {"lm_head.weight"} if cfg.get("tie_word_embeddings") else set())
+        {"lm_head.weight"} if cfg.get("tie_word_embeddings") else set()
+    )
 
 
 def test_unexpected_keys_raise():
@@ -110,12 +128,15 @@ def _meta_rope(x: torch.Tensor, pos: torch.Tensor, head_dim: int, base: float) -
 def test_meta_layout_gives_same_attention_scores_and_roundtrips():
     torch.manual_seed(0)
     heads, kv, dim, hd = 4, 2, 32, 8
-    sd = {"layers.0.attn.q_proj.weight": torch.randn(heads * hd, dim),
-          "layers.0.attn.k_proj.weight": torch.randn(kv * hd, dim),
-          "layers.0.attn.k_proj.lora_b.weight": torch.randn(kv * hd, 3),
-          "layers.0.attn.k_proj.lora_a.weight": torch.randn(3, dim),
-          "layers.0.attn.v_proj.weight": torch.randn(kv * hd, dim),
-          "layers.0.sa_norm.scale": torch.randn(dim), "tok_embeddings.weight": torch.randn(10, dim)}
+    sd = {
+        "layers.0.attn.q_proj.weight": torch.randn(heads * hd, dim),
+        "layers.0.attn.k_proj.weight": torch.randn(kv * hd, dim),
+        "layers.0.attn.k_proj.lora_b.weight": torch.randn(kv * hd, 3),
+        "layers.0.attn.k_proj.lora_a.weight": torch.randn(3, dim),
+        "layers.0.attn.v_proj.weight": torch.randn(kv * hd, dim),
+        "layers.0.sa_norm.scale": torch.randn(dim),
+        "tok_embeddings.weight": torch.randn(10, dim),
+    }
     meta = tuner_to_meta(sd, heads, kv, dim)
     assert "layers.0.attention.wq.weight" in meta and "layers.0.attention_norm.weight" in meta
     assert torch.equal(meta["layers.0.attention.wk.lora_a.weight"], sd["layers.0.attn.k_proj.lora_a.weight"])
@@ -136,22 +157,42 @@ def test_meta_layout_gives_same_attention_scores_and_roundtrips():
 
 
 def test_builder_kwargs_from_released_style_config():
-    cfg = {"vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
-           "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 131072,
-           "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": True, "hidden_act": "silu",
-           "rope_scaling": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                            "original_max_position_embeddings": 8192, "rope_type": "llama3"}}
+    cfg = {
+        "vocab_size": 128256,
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "max_position_embeddings": 131072,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": True,
+        "hidden_act": "silu",
+        "rope_scaling": {
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+            "rope_type": "llama3",
+        },
+    }
     kw = builder_kwargs_from_hf_config(cfg, "llama3_2")
     assert kw["_component_"] == "tuner.models.llama3_2.llama3_2"
     assert kw["scale_factor"] == 32.0 and kw["tie_word_embeddings"] is True and kw["rope_base"] == 500000.0
-    assert builder_kwargs_from_hf_config({**cfg, "rope_scaling": None}, "LLAMA3")["_component_"] == \
-        "tuner.models.llama3.llama3"
+    assert (
+        builder_kwargs_from_hf_config({**cfg, "rope_scaling": None}, "LLAMA3")["_component_"]
+        == "tuner.models.llama3.llama3"
+    )
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "yarn"),
-    ({"hidden_act": "gelu"}, "hidden_act"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "yarn"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
+    ],
+)
 def test_unsupported_hf_configs_raise(change, match):
     _, cfg, _ = tiny_hf_model("llama3")
     cfg = {**cfg, **change}
@@ -170,13 +211,15 @@ def test_wrapper_names_are_dropped_from_tuner_keys():
 
     from tuner.models.llama3_2 import llama3_2
 
-    model = llama3_2(vocab_size=16, num_layers=2, num_heads=2, num_kv_heads=1, embed_dim=8, max_seq_len=8,
-                     intermediate_dim=12)
+    model = llama3_2(
+        vocab_size=16, num_layers=2, num_heads=2, num_kv_heads=1, embed_dim=8, max_seq_len=8, intermediate_dim=12
+    )
     plain = model.state_dict()
     for i, layer in enumerate(model.layers):
         model.layers[i] = checkpoint_wrapper(layer)
     wrapped = dict(model.named_parameters())  # state_dict() strips the names by itself; named_parameters not
     assert any("_checkpoint_wrapped_module" in k for k in wrapped)
-    assert set(tuner_to_hf(wrapped, "LLAMA3_2", {"tie_word_embeddings": True})) == \
-        set(tuner_to_hf(plain, "LLAMA3_2", {"tie_word_embeddings": True}))
+    assert set(tuner_to_hf(wrapped, "LLAMA3_2", {"tie_word_embeddings": True})) == set(
+        tuner_to_hf(plain, "LLAMA3_2", {"tie_word_embeddings": True})
+    )
     assert set(tuner_to_meta(wrapped, 2, 1, 8)) == set(tuner_to_meta(plain, 2, 1, 8))

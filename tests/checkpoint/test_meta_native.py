@@ -1,11 +1,12 @@
 """MetaCheckpointer (consolidated.00.pth + params.json) and NativeCheckpointer round trips."""
+
 from __future__ import annotations
 
 import json
 
 import torch
-from tests.checkpoint.conftest import hf_logits, make_hf_model
 
+from tests.checkpoint.conftest import hf_logits, make_hf_model
 from tuner.checkpoint import MetaCheckpointer, NativeCheckpointer, load_model_state
 from tuner.checkpoint.hf_config import build_model_from_hf_config
 
@@ -19,22 +20,41 @@ def _hf_to_meta_permute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 def _write_meta_checkpoint(hf, folder):
     c = hf.config
     sd = hf.state_dict()
-    meta = {"tok_embeddings.weight": sd["model.embed_tokens.weight"], "norm.weight": sd["model.norm.weight"],
-            "output.weight": sd["lm_head.weight"]}
-    names = {"self_attn.o_proj": "attention.wo", "self_attn.v_proj": "attention.wv", "mlp.gate_proj": "feed_forward.w1",
-             "mlp.down_proj": "feed_forward.w2", "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm",
-             "post_attention_layernorm": "ffn_norm"}
+    meta = {
+        "tok_embeddings.weight": sd["model.embed_tokens.weight"],
+        "norm.weight": sd["model.norm.weight"],
+        "output.weight": sd["lm_head.weight"],
+    }
+    names = {
+        "self_attn.o_proj": "attention.wo",
+        "self_attn.v_proj": "attention.wv",
+        "mlp.gate_proj": "feed_forward.w1",
+        "mlp.down_proj": "feed_forward.w2",
+        "mlp.up_proj": "feed_forward.w3",
+        "input_layernorm": "attention_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
     for i in range(c.num_hidden_layers):
         p = f"model.layers.{i}."
-        meta[f"layers.{i}.attention.wq.weight"] = _hf_to_meta_permute(sd[p + "self_attn.q_proj.weight"], c.num_attention_heads)
-        meta[f"layers.{i}.attention.wk.weight"] = _hf_to_meta_permute(sd[p + "self_attn.k_proj.weight"], c.num_key_value_heads)
+        meta[f"layers.{i}.attention.wq.weight"] = _hf_to_meta_permute(
+            sd[p + "self_attn.q_proj.weight"], c.num_attention_heads
+        )
+        meta[f"layers.{i}.attention.wk.weight"] = _hf_to_meta_permute(
+            sd[p + "self_attn.k_proj.weight"], c.num_key_value_heads
+        )
         for hf_name, meta_name in names.items():
             meta[f"layers.{i}.{meta_name}.weight"] = sd[p + hf_name + ".weight"]
     folder.mkdir()
     torch.save({k: v.clone() for k, v in meta.items()}, folder / "consolidated.00.pth")
-    params = {"dim": c.hidden_size, "n_layers": c.num_hidden_layers, "n_heads": c.num_attention_heads,
-              "n_kv_heads": c.num_key_value_heads, "vocab_size": c.vocab_size, "norm_eps": c.rms_norm_eps,
-              "rope_theta": c.rope_parameters["rope_theta"] if getattr(c, "rope_parameters", None) else c.rope_theta}
+    params = {
+        "dim": c.hidden_size,
+        "n_layers": c.num_hidden_layers,
+        "n_heads": c.num_attention_heads,
+        "n_kv_heads": c.num_key_value_heads,
+        "vocab_size": c.vocab_size,
+        "norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_parameters["rope_theta"] if getattr(c, "rope_parameters", None) else c.rope_theta,
+    }
     (folder / "params.json").write_text(json.dumps(params))
     (folder / "tokenizer.model").write_bytes(b"fake sentencepiece")
     return meta

@@ -1,17 +1,17 @@
 """`save_model_folder` (merge's writer): a complete model folder in the checkpointer's format,
 the same files a training checkpoint holds for its model, published atomically; a failed write
 leaves nothing behind."""
+
 from __future__ import annotations
 
 import errno
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.checkpoint.conftest import hf_logits, make_hf_model, save_hf_model
 
+from tests.checkpoint.conftest import hf_logits, make_hf_model, save_hf_model
 from tuner.checkpoint import MARKER_NAME, HFCheckpointer, save_model_folder
 from tuner.errors import CheckpointError, UsageError
 
@@ -29,8 +29,13 @@ def test_model_folder_is_a_training_checkpoints_model_part(hf_ckpt, tmp_path, to
 
     names = {p.name for p in folder.iterdir()}
     assert names == {p.name for p in step.iterdir()}  # the same writer: weights, config, side files, manifest
-    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json",
-            "chat_template.jinja"} < names
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    } < names
     a, b = load_file(folder / "model.safetensors"), load_file(step / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     config = json.loads((folder / "config.json").read_text())

@@ -1,4 +1,5 @@
 """Atomic step folders, resume discovery, keep_last_n, failed and killed saves, training state."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.checkpoint.conftest import hf_logits, make_hf_model, save_hf_model
 
 import tuner.checkpoint.weights as weights
+from tests.checkpoint.conftest import hf_logits, make_hf_model, save_hf_model
 from tuner.checkpoint import (
     MARKER_NAME,
     HFCheckpointer,
@@ -63,7 +64,12 @@ def test_save_writes_complete_folder_and_resume_picks_newest(native_src, tmp_pat
     ckpt = _native(native_src, out)
     _assert_sd_equal(ckpt.load_checkpoint()["model"], _sd(0))
     for step in (2, 10, 4):  # newest means highest step, not last written
-        ts = {"global_step": step, "epoch": 0, "rng": capture_rng_state(), "opt": {"state": {0: {"m": torch.ones(3)}}, "lr": [0.1]}}
+        ts = {
+            "global_step": step,
+            "epoch": 0,
+            "rng": capture_rng_state(),
+            "opt": {"state": {0: {"m": torch.ones(3)}}, "lr": [0.1]},
+        }
         path = ckpt.save_checkpoint({"model": _sd(step), "training_state": ts}, step=step, epoch=0)
         assert path == out / f"step_{step}"
         marker = json.loads((path / MARKER_NAME).read_text())
@@ -143,7 +149,9 @@ def test_failing_save_damages_nothing(native_src, tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "write_safetensors_file", flaky)
     for step in (10, 5):  # a new step, and a replacement of the existing one
         calls.clear()
-        with pytest.raises(CheckpointError, match=rf"could not save checkpoint step_{step} .*the disk is full.*step_5 .* is intact"):
+        with pytest.raises(
+            CheckpointError, match=rf"could not save checkpoint step_{step} .*the disk is full.*step_5 .* is intact"
+        ):
             ckpt.save_checkpoint({"model": model_sd, "training_state": {"global_step": step}}, step=step, epoch=1)
         assert len(calls) == 2
     monkeypatch.setattr(weights, "write_safetensors_file", real)
@@ -183,7 +191,9 @@ def test_process_killed_mid_save_leaves_previous_checkpoint(tmp_path):
     src = save_hf_model(hf, tmp_path / "src")
     out = tmp_path / "out"
     ckpt = HFCheckpointer(src, "auto", "LLAMA3", out, max_shard_size="20KB")
-    ckpt.save_checkpoint({"model": ckpt.load_checkpoint()["model"], "training_state": {"global_step": 3}}, step=3, epoch=0)
+    ckpt.save_checkpoint(
+        {"model": ckpt.load_checkpoint()["model"], "training_state": {"global_step": 3}}, step=3, epoch=0
+    )
 
     script = KILL_SCRIPT.format(root=str(ROOT), src=str(src), out=str(out))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -203,13 +213,19 @@ def test_process_killed_mid_save_leaves_previous_checkpoint(tmp_path):
 def test_adapter_only_native_resume_loads_base_plus_adapter(native_src, tmp_path):
     out = tmp_path / "out"
     ckpt = _native(native_src, out)
-    adapter = {"layers.0.attn.q_proj.lora_a.weight": torch.randn(2, 8), "layers.0.attn.q_proj.lora_b.weight": torch.zeros(8, 2)}
+    adapter = {
+        "layers.0.attn.q_proj.lora_a.weight": torch.randn(2, 8),
+        "layers.0.attn.q_proj.lora_b.weight": torch.zeros(8, 2),
+    }
     with pytest.raises(UsageError, match="no 'adapter'"):
         ckpt.save_checkpoint({"model": _sd(1)}, step=1, epoch=0, adapter_only=True)
     with pytest.raises(UsageError, match="adapter parameters"):
         ckpt.save_checkpoint({"model": {**_sd(1), **adapter}}, step=1, epoch=0)
     path = ckpt.save_checkpoint(
-        {"adapter": adapter, "adapter_config": {"lora_rank": 2}, "training_state": {"global_step": 2}}, step=2, epoch=0, adapter_only=True
+        {"adapter": adapter, "adapter_config": {"lora_rank": 2}, "training_state": {"global_step": 2}},
+        step=2,
+        epoch=0,
+        adapter_only=True,
     )
     assert not (path / "model.safetensors").exists()
     state = _native(native_src, out, resume_from_checkpoint=True).load_checkpoint()
@@ -231,7 +247,12 @@ def test_training_state_is_weights_only_loadable(native_src, tmp_path):
     model(torch.ones(1, 3)).sum().backward()
     opt.step()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    ts = {"optimizer": opt.state_dict(), "lr_scheduler": sched.state_dict(), "np": np.arange(3), "np_scalar": np.float32(2.5)}
+    ts = {
+        "optimizer": opt.state_dict(),
+        "lr_scheduler": sched.state_dict(),
+        "np": np.arange(3),
+        "np_scalar": np.float32(2.5),
+    }
     ts["lr_scheduler"].pop("lr_lambdas", None)
     ckpt.save_checkpoint({"model": _sd(1), "training_state": ts}, step=1, epoch=0)
     loaded = torch.load(tmp_path / "out" / "step_1" / "training_state.pt", weights_only=True)
@@ -321,8 +342,11 @@ def test_sharded_training_state_lives_inside_the_atomic_step_folder(native_src, 
     assert [s for s, _ in list_checkpoints(out)] == [3]
 
     resumed = _native(native_src, out, resume_from_checkpoint=True)
-    assert resumed.resume_sharded_state == {"path": out / "step_3" / "sharded_state", "world_size": 2,
-                                            "step_dir": out / "step_3"}
+    assert resumed.resume_sharded_state == {
+        "path": out / "step_3" / "sharded_state",
+        "world_size": 2,
+        "step_dir": out / "step_3",
+    }
     state = resumed.load_checkpoint()
     assert "training_state" not in state and state["resumed_from"]["step"] == 3
 

@@ -4,6 +4,7 @@ before intact. Config mistakes are refused alike by `tune validate` and by `tune
 
 Everything runs in-process through the `tune` entry point (`tuner.cli.main.main`) on a tiny model.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,11 @@ def tune(capsys, *args: str) -> tuple[int, str, str]:
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` with its content hash: 'nothing saved was damaged' means equal snapshots."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_one_error(err: str, *needles: str) -> str:
@@ -36,7 +40,7 @@ def assert_one_error(err: str, *needles: str) -> str:
     assert "Traceback" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, err
-    text = err[err.index("error:"):]
+    text = err[err.index("error:") :]
     for needle in needles:
         assert needle in text, (needle, text)
     return text
@@ -61,7 +65,10 @@ def finished(ckpt, tmp_path_factory) -> tuple[Path, Path]:
 # ---- config mistakes: `tune validate` and `tune run` refuse them alike, before anything is built ----------
 CONFIG_MISTAKES = [
     (["optimizer.lr=fast"], "optimizer.lr='fast' is not valid; it must be a number >= 0"),
-    (["optimizer.betas=[1.5, 0.9]"], "optimizer.betas=[1.5, 0.9] is not valid; it must be a list of two numbers each >= 0 and < 1"),
+    (
+        ["optimizer.betas=[1.5, 0.9]"],
+        "optimizer.betas=[1.5, 0.9] is not valid; it must be a list of two numbers each >= 0 and < 1",
+    ),
     (["optimizer.eps=0"], "optimizer.eps=0 is not valid; it must be a number > 0"),
     (["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1 is not valid"),
     (["gradient_accumulation_steps=0"], "gradient_accumulation_steps=0 is not valid; it must be an integer >= 1"),
@@ -72,13 +79,22 @@ CONFIG_MISTAKES = [
     (["dtype=fp8"], "dtype='fp8' is not valid; it must be one of bf16, fp32, fp16"),
     (["save_every_n_step=5"], "unknown config key 'save_every_n_step'; did you mean 'save_every_n_steps'?"),
     (["nonexistent_key=1"], "unknown config key 'nonexistent_key'"),
-    (["model.lora_rankk=4"], "model.lora_rankk: lora_smollm2() got an unexpected argument 'lora_rankk'; did you mean 'lora_rank'?"),
+    (
+        ["model.lora_rankk=4"],
+        "model.lora_rankk: lora_smollm2() got an unexpected argument 'lora_rankk'; did you mean 'lora_rank'?",
+    ),
     (["model.lora_rank=abc"], "model.lora_rank='abc' is not valid; it must be an integer >= 1"),
     (["model.lora_alpha=0"], "model.lora_alpha=0 is not valid; it must be a number > 0"),
     (["model.lora_dropout=1.5"], "model.lora_dropout=1.5 is not valid; it must be a number >= 0 and < 1"),
-    (["model.use_rslora=yes please"], "model.use_rslora='yes please' does not fit lora_smollm2()'s parameter use_rslora: bool"),
+    (
+        ["model.use_rslora=yes please"],
+        "model.use_rslora='yes please' does not fit lora_smollm2()'s parameter use_rslora: bool",
+    ),
     (["lora_plus_ratio=-2"], "lora_plus_ratio=-2 is not valid; it must be a number > 0"),
-    (["optimizer_in_bwd=True", "gradient_accumulation_steps=2"], "optimizer_in_bwd=True needs gradient_accumulation_steps=1"),
+    (
+        ["optimizer_in_bwd=True", "gradient_accumulation_steps=2"],
+        "optimizer_in_bwd=True needs gradient_accumulation_steps=1",
+    ),
     (["model._component_=tuner.models.smollm2.lora_smollm3"], "did you mean 'tuner.models.smollm2.lora_smollm2'?"),
     (["optimizer._component_=torch.optim.AdamX"], "unknown component 'torch.optim.AdamX'"),
     (["tokenizer.max_seq_len=0"], "tokenizer.max_seq_len=0 is not valid"),
@@ -107,8 +123,9 @@ def test_unclosed_list_override_is_one_clear_line(capsys, finished):
     for command in (["validate", str(config)], ["run", RECIPE, "--config", str(config)]):
         code, _, err = tune(capsys, *command, "optimizer.betas=[0.9, 0.95")
         assert code == 2
-        assert_one_error(err, "override optimizer.betas=[0.9, 0.95: the value is not a valid YAML list",
-                         "Fix: close the brackets")
+        assert_one_error(
+            err, "override optimizer.betas=[0.9, 0.95: the value is not a valid YAML list", "Fix: close the brackets"
+        )
 
 
 def test_validate_passes_what_run_accepts(capsys, finished):
@@ -122,8 +139,9 @@ def test_validate_finds_the_recipe_of_a_copied_config(capsys, tmp_path):
     assert code == 0
     code, out, err = tune(capsys, "validate", str(tmp_path / "mine.yaml"), "save_every_n_step=3")
     assert code == 2 and "did you mean 'save_every_n_steps'" in err  # the `tune run` comment names the recipe
-    code, out, _ = tune(capsys, "validate", str(tmp_path / "mine.yaml"), "--recipe", "full_finetune_single_device",
-                        "lora_plus_ratio=4")
+    code, out, _ = tune(
+        capsys, "validate", str(tmp_path / "mine.yaml"), "--recipe", "full_finetune_single_device", "lora_plus_ratio=4"
+    )
     assert code == 2
 
 
@@ -131,12 +149,24 @@ def test_validate_finds_the_recipe_of_a_copied_config(capsys, tmp_path):
 def test_resume_with_another_lora_rank_names_both_ranks(capsys, finished):
     config, out = finished
     before = snapshot(out)
-    code, _, err = tune(capsys, "run", RECIPE, "--config", str(config), "resume_from_checkpoint=True",
-                        "max_steps_per_epoch=4", "model.lora_rank=8")
+    code, _, err = tune(
+        capsys,
+        "run",
+        RECIPE,
+        "--config",
+        str(config),
+        "resume_from_checkpoint=True",
+        "max_steps_per_epoch=4",
+        "model.lora_rank=8",
+    )
     assert code == 1
-    text = assert_one_error(err, "the adapter checkpoint does not fit the model", "shape mismatch",
-                            "the adapter was trained with lora_rank=4; this run builds lora_rank=8",
-                            "Fix: resume with the lora_* settings of the run that saved the adapter")
+    text = assert_one_error(
+        err,
+        "the adapter checkpoint does not fit the model",
+        "shape mismatch",
+        "the adapter was trained with lora_rank=4; this run builds lora_rank=8",
+        "Fix: resume with the lora_* settings of the run that saved the adapter",
+    )
     assert "load_state_dict" not in text and "size mismatch for" not in text
     assert snapshot(out) == before
 
@@ -149,12 +179,27 @@ def test_truncated_adapter_in_generate_names_the_file(capsys, finished, ckpt, tm
         data = f.read_bytes()
         (adapter / f.name).write_bytes(data[: len(data) // 3] if f.suffix == ".safetensors" else data)
     gen = tmp_path / "gen.yaml"
-    gen.write_text(json.dumps({
-        "model": {"_component_": "tuner.models.smollm2.smollm2", **_dims()},
-        "tokenizer": {"_component_": "tuner.models.smollm2.smollm2_tokenizer", "path": str(ckpt / "tokenizer.json")},
-        "checkpointer": {"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(ckpt),
-                         "checkpoint_files": ["model.safetensors"], "model_type": "SMOLLM2"},
-        "adapter_dir": str(adapter), "prompt": "hi", "max_new_tokens": 2, "device": "cpu"}))
+    gen.write_text(
+        json.dumps(
+            {
+                "model": {"_component_": "tuner.models.smollm2.smollm2", **_dims()},
+                "tokenizer": {
+                    "_component_": "tuner.models.smollm2.smollm2_tokenizer",
+                    "path": str(ckpt / "tokenizer.json"),
+                },
+                "checkpointer": {
+                    "_component_": "tuner.checkpoint.HFCheckpointer",
+                    "checkpoint_dir": str(ckpt),
+                    "checkpoint_files": ["model.safetensors"],
+                    "model_type": "SMOLLM2",
+                },
+                "adapter_dir": str(adapter),
+                "prompt": "hi",
+                "max_new_tokens": 2,
+                "device": "cpu",
+            }
+        )
+    )
     code, _, err = tune(capsys, "run", "generate", "--config", str(gen))
     assert code == 1
     assert_one_error(err, f"cannot read '{adapter / 'adapter_model.safetensors'}'", "truncated")
@@ -188,11 +233,20 @@ def test_disk_full_during_a_save_names_the_step_and_the_safe_one(capsys, ckpt, t
 
     monkeypatch.setattr(training_state, "write_torch_file", write)
     out = tmp_path / "out"
-    config = write_config(tmp_path / "run.yaml", ckpt, out, lora=LORA, max_steps_per_epoch=3, batch_size=2, save_every_n_steps=1)
+    config = write_config(
+        tmp_path / "run.yaml", ckpt, out, lora=LORA, max_steps_per_epoch=3, batch_size=2, save_every_n_steps=1
+    )
     code, _, err = tune(capsys, "run", RECIPE, "--config", str(config))
     assert code == 1
-    assert_one_error(err, "could not save checkpoint step_2", "the disk is full", "step_1", "is intact",
-                     "resume_from_checkpoint=True", "Fix: free disk space")
+    assert_one_error(
+        err,
+        "could not save checkpoint step_2",
+        "the disk is full",
+        "step_1",
+        "is intact",
+        "resume_from_checkpoint=True",
+        "Fix: free disk space",
+    )
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(("step_", ".tmp"))) == ["step_1"]
     assert (out / "step_1" / "CHECKPOINT_COMPLETE").is_file()
 
@@ -215,13 +269,22 @@ def test_resume_with_more_steps_per_epoch_continues_the_cut_epoch(capsys, ckpt, 
     from tests.recipes.helpers import logged_losses
 
     sample = {"prompts": ["Say hi."], "max_new_tokens": 2}
-    short = write_config(tmp_path / "short.yaml", ckpt, tmp_path / "cut", lora=LORA, max_steps_per_epoch=2, batch_size=2,
-                         sample_generation=sample)
-    straight = write_config(tmp_path / "long.yaml", ckpt, tmp_path / "straight", lora=LORA, max_steps_per_epoch=4,
-                            batch_size=2)
+    short = write_config(
+        tmp_path / "short.yaml",
+        ckpt,
+        tmp_path / "cut",
+        lora=LORA,
+        max_steps_per_epoch=2,
+        batch_size=2,
+        sample_generation=sample,
+    )
+    straight = write_config(
+        tmp_path / "long.yaml", ckpt, tmp_path / "straight", lora=LORA, max_steps_per_epoch=4, batch_size=2
+    )
     assert tune(capsys, "run", RECIPE, "--config", str(short))[0] == 0
-    code, stdout, err = tune(capsys, "run", RECIPE, "--config", str(short), "resume_from_checkpoint=True",
-                             "max_steps_per_epoch=4")
+    code, stdout, err = tune(
+        capsys, "run", RECIPE, "--config", str(short), "resume_from_checkpoint=True", "max_steps_per_epoch=4"
+    )
     assert code == 0, err
     assert "resuming at step 2" in stdout and "[resumed from step 2]" in stdout and "[after fine-tuning]" in stdout
     assert tune(capsys, "run", RECIPE, "--config", str(straight))[0] == 0
@@ -234,17 +297,20 @@ def test_bare_tune_prints_help_and_succeeds(capsys):
     assert code == 0 and "Usage: tune" in out and "Traceback" not in err and not err
 
 
-@pytest.mark.parametrize("args,code,needle", [
-    (["nosuchcommand"], 2, "No such command 'nosuchcommand'"),
-    (["validate"], 2, "Missing argument 'config'"),
-    (["ls", "--bad"], 2, "No such option: --bad"),
-    (["run"], 2, "no recipe given"),
-    (["run", "nosuchrecipe", "--config", "x"], 2, "unknown recipe 'nosuchrecipe'"),
-    (["run", RECIPE], 2, "no config given"),
-    (["run", RECIPE, "--config", "smollm2/135M_lora_cpux"], 2, "did you mean 'smollm2/135M_lora_cpu'?"),
-    (["run", RECIPE, "--config", "/nonexistent/x.yaml"], 2, "config file not found"),
-    (["cp", "nosuch", "x"], 2, "no built-in recipe or config named 'nosuch'"),
-])
+@pytest.mark.parametrize(
+    "args,code,needle",
+    [
+        (["nosuchcommand"], 2, "No such command 'nosuchcommand'"),
+        (["validate"], 2, "Missing argument 'config'"),
+        (["ls", "--bad"], 2, "No such option: --bad"),
+        (["run"], 2, "no recipe given"),
+        (["run", "nosuchrecipe", "--config", "x"], 2, "unknown recipe 'nosuchrecipe'"),
+        (["run", RECIPE], 2, "no config given"),
+        (["run", RECIPE, "--config", "smollm2/135M_lora_cpux"], 2, "did you mean 'smollm2/135M_lora_cpu'?"),
+        (["run", RECIPE, "--config", "/nonexistent/x.yaml"], 2, "config file not found"),
+        (["cp", "nosuch", "x"], 2, "no built-in recipe or config named 'nosuch'"),
+    ],
+)
 def test_command_line_mistakes_exit_2(capsys, args, code, needle):
     got, _, err = tune(capsys, *args)
     assert got == code, err
@@ -263,8 +329,16 @@ def test_bad_yaml_names_the_line(capsys, tmp_path):
 def test_wrong_model_size_for_the_checkpoint_is_a_runtime_error_with_shapes(capsys, finished):
     config, out = finished
     before = snapshot(out)
-    code, _, err = tune(capsys, "run", RECIPE, "--config", str(config), "output_dir=" + str(out.parent / "other"),
-                        "checkpointer.output_dir=" + str(out.parent / "other"), "model.embed_dim=32")
+    code, _, err = tune(
+        capsys,
+        "run",
+        RECIPE,
+        "--config",
+        str(config),
+        "output_dir=" + str(out.parent / "other"),
+        "checkpointer.output_dir=" + str(out.parent / "other"),
+        "model.embed_dim=32",
+    )
     assert code == 1
     assert_one_error(err, "the checkpoint does not fit the model", "shape mismatch", "Fix:")
     assert snapshot(out) == before
@@ -274,8 +348,16 @@ def test_malformed_dataset_row_names_row_and_column(capsys, finished, tmp_path):
     config, _ = finished
     rows = tmp_path / "rows.json"
     rows.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b"}, {"instruction": "a", "input": ""}]))
-    code, _, err = tune(capsys, "run", RECIPE, "--config", str(config), f"dataset.data_files={rows}",
-                        f"output_dir={tmp_path / 'o'}", f"checkpointer.output_dir={tmp_path / 'o'}")
+    code, _, err = tune(
+        capsys,
+        "run",
+        RECIPE,
+        "--config",
+        str(config),
+        f"dataset.data_files={rows}",
+        f"output_dir={tmp_path / 'o'}",
+        f"checkpointer.output_dir={tmp_path / 'o'}",
+    )
     assert code == 1
     assert_one_error(err, "output")
 
@@ -287,8 +369,18 @@ def test_hub_dataset_offline_fails_at_once(capsys, finished, tmp_path, monkeypat
     monkeypatch.setattr(tuner.hub, "hub_reachable", lambda timeout=2.0: False)
     monkeypatch.setattr("tuner.datasets._loading.hub_reachable", lambda: False)
     config, _ = finished
-    code, _, err = tune(capsys, "run", RECIPE, "--config", str(config), "dataset._component_=tuner.datasets.alpaca_cleaned_dataset",
-                        "~dataset.source", "~dataset.data_files", "~dataset.split",
-                        f"output_dir={tmp_path / 'o'}", f"checkpointer.output_dir={tmp_path / 'o'}")
+    code, _, err = tune(
+        capsys,
+        "run",
+        RECIPE,
+        "--config",
+        str(config),
+        "dataset._component_=tuner.datasets.alpaca_cleaned_dataset",
+        "~dataset.source",
+        "~dataset.data_files",
+        "~dataset.split",
+        f"output_dir={tmp_path / 'o'}",
+        f"checkpointer.output_dir={tmp_path / 'o'}",
+    )
     assert code == 1
     assert_one_error(err, "comes from the Hugging Face Hub, which cannot be reached", "dataset.source=json")

@@ -1,10 +1,10 @@
 """`tune` commands and their error paths: message text and exit code."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
-
 
 from tuner.cli.main import main
 from tuner.registry import RECIPES, all_configs, recipe_for_config
@@ -117,7 +117,10 @@ def test_run_bad_override_syntax(capsys, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("a: 1\n")
     recipe = tmp_path / "r.py"
-    recipe.write_text("import sys\nfrom tuner import config\n@config.parse\ndef main(cfg):\n    print('A', cfg.a)\nif __name__ == '__main__':\n    sys.exit(main())\n")
+    recipe.write_text(
+        "import sys\nfrom tuner import config\n@config.parse\ndef main(cfg):\n    print('A', cfg.a)\nif __name__ == "
+        "'__main__':\n    sys.exit(main())\n"
+    )
     code, out, err = run_tune(capsys, "run", str(recipe), "--config", str(cfg), "a")
     assert code == 2 and "bad override 'a'" in err and "key=value" in err
     code, out, err = run_tune(capsys, "run", str(recipe), "--config", str(cfg), "a=5")
@@ -140,13 +143,31 @@ def test_torchrun_workers_get_the_launchers_tuner_on_pythonpath(tmp_path):
     import tuner
 
     probe = tmp_path / "probe.py"
-    probe.write_text("import os, sys\nfrom pathlib import Path\n"
-                     "Path(sys.argv[sys.argv.index('--config') + 1]).with_suffix('.out').write_text(os.environ['PYTHONPATH'])\n")
+    probe.write_text(
+        "import os, sys\nfrom pathlib import Path\n"
+        "Path(sys.argv[sys.argv.index('--config') + 1]).with_suffix('.out').write_text(os.environ['PYTHONPATH'])\n"
+    )
     cfg = tmp_path / "c.yaml"
     cfg.write_text("x: 1\n")
     env = {**os.environ, "PYTHONPATH": "/users/own/path"}
-    proc = subprocess.run([sys.executable, "-m", "tuner.cli.main", "run", "--nproc_per_node", "1", "--standalone", str(probe),
-                           "--config", str(cfg)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tuner.cli.main",
+            "run",
+            "--nproc_per_node",
+            "1",
+            "--standalone",
+            str(probe),
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     root = str(Path(tuner.__file__).resolve().parent.parent)
     assert cfg.with_suffix(".out").read_text().split(os.pathsep) == ["/users/own/path", root]

@@ -1,4 +1,5 @@
 """Config loading, overrides, instantiate and validate: behaviour and error messages."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,7 @@ from omegaconf import OmegaConf
 
 from tuner.config import apply_overrides, find_problems, instantiate, load_config, validate
 from tuner.errors import ConfigError, UsageError
-from tuner.registry import all_configs, resolve_config
+from tuner.registry import all_configs
 
 
 def write(tmp_path, text: str):
@@ -47,9 +48,11 @@ def test_delete_missing_key():
 
 
 def test_instantiate_recursive_args_and_kwargs_override():
-    cfg = OmegaConf.create({
-        "_component_": "torch.nn.Sequential",
-    })
+    cfg = OmegaConf.create(
+        {
+            "_component_": "torch.nn.Sequential",
+        }
+    )
     seq = instantiate(cfg, torch.nn.Identity())
     assert isinstance(seq, torch.nn.Sequential) and len(seq) == 1
     node = OmegaConf.create({"_component_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.5})
@@ -78,12 +81,14 @@ def test_unknown_module():
 
 
 def test_validate_reports_every_problem_with_key_path():
-    cfg = OmegaConf.create({
-        "optimizer": {"_component_": "torch.optim.AdamW", "lrr": 1e-4},
-        "loss": {"_component_": "torch.nn.CrossEntropyLos"},
-        "model": {"_component_": "torch.nn.Linear", "in_features": 2, "out_features": 2},
-        "lists": [{"_component_": "torch.nn.ReLU", "bogus": 1}],
-    })
+    cfg = OmegaConf.create(
+        {
+            "optimizer": {"_component_": "torch.optim.AdamW", "lrr": 1e-4},
+            "loss": {"_component_": "torch.nn.CrossEntropyLos"},
+            "model": {"_component_": "torch.nn.Linear", "in_features": 2, "out_features": 2},
+            "lists": [{"_component_": "torch.nn.ReLU", "bogus": 1}],
+        }
+    )
     problems = find_problems(cfg)
     assert any(p.startswith("optimizer.lrr:") and "did you mean 'lr'" in p for p in problems)
     assert any(p.startswith("loss:") and "CrossEntropyLoss" in p for p in problems)
@@ -97,7 +102,10 @@ def test_torchtune_prefix_and_aliases_resolve():
     from tuner.config import resolve_component
     from tuner.training.lr_schedulers import get_cosine_schedule_with_warmup
 
-    assert resolve_component("torchtune.training.lr_schedulers.get_cosine_schedule_with_warmup") is get_cosine_schedule_with_warmup
+    assert (
+        resolve_component("torchtune.training.lr_schedulers.get_cosine_schedule_with_warmup")
+        is get_cosine_schedule_with_warmup
+    )
 
 
 @pytest.mark.parametrize("name", all_configs())

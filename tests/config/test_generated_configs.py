@@ -1,4 +1,5 @@
 """The fine-tuning configs under configs/ are exactly what scripts/generate_configs.py writes."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,5 +1,6 @@
 """Tiny tokenizers trained at test time (SentencePiece, byte-level BPE, a tiktoken ranks file); the
 real SmolLM2 tokenizer and the chat data are the session fixtures of tests/conftest.py."""
+
 from __future__ import annotations
 
 import sys
@@ -19,6 +20,7 @@ from tiny_tokenizers import (  # noqa: E402
     write_sp_model,
     write_tiktoken_ranks,
 )
+
 
 @pytest.fixture(scope="session")
 def sp_model(tmp_path_factory) -> str:

@@ -4,6 +4,7 @@ repository (``$TUNER_TEST_CACHE`` or ``~/.cache/tuner-test``).
 
     python tests/data/qwen3_files.py     # fetch them now (CI does, before the tests)
 """
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Datasets over datasets.load_dataset: real instruction data (tuner's quickstart rows), local formats,
 masking, errors."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ def tok(smollm2_dir):
 
 
 def _trained_text(tok, sample):
-    return tok.decode([l for l in sample["labels"] if l != -100], skip_special_tokens=False)
+    return tok.decode([label for label in sample["labels"] if label != -100], skip_special_tokens=False)
 
 
 def test_real_alpaca_data(tok):
@@ -67,10 +68,14 @@ def test_real_chat_data(tok, chat_jsonl):
 
 def test_sharegpt_jsonl_and_column_map(tok, tmp_path):
     p = tmp_path / "sg.jsonl"
-    rows = [{"conv": [{"from": "system", "value": "S"}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Yo"}]}]
+    rows = [
+        {"conv": [{"from": "system", "value": "S"}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Yo"}]}
+    ]
     p.write_text("\n".join(json.dumps(r) for r in rows))
     ds = chat_dataset(tok, source="json", data_files=str(p), conversation_style="sharegpt", conversation_column="conv")
-    want = tok.tokenize_messages([{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}])[0]
+    want = tok.tokenize_messages(
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    )[0]
     assert ds[0]["tokens"] == want
     assert _trained_text(tok, ds[0]) == "<|im_start|>assistant\nYo<|im_end|>\n"
 
@@ -120,10 +125,14 @@ def test_collate_pads(tok):
 # ---------------------------------------------------------------- errors
 def test_malformed_row_names_index_and_column(tok, tmp_path):
     p = tmp_path / "bad.json"
-    p.write_text(json.dumps([
-        {"instruction": "ok", "input": "", "output": "fine"},
-        {"instruction": "no answer here", "input": "", "output": None},
-    ]))
+    p.write_text(
+        json.dumps(
+            [
+                {"instruction": "ok", "input": "", "output": "fine"},
+                {"instruction": "no answer here", "input": "", "output": None},
+            ]
+        )
+    )
     ds = alpaca_dataset(tok, source="json", data_files=str(p))
     ds[0]
     with pytest.raises(TunerError, match=r"bad.json, row 1: column 'output' must be a string"):
@@ -172,7 +181,11 @@ def test_hub_name_offline_is_clear(tok, monkeypatch):
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(TunerError, match=r"dataset 'tatsu-lab/alpaca' comes from the Hugging Face Hub, which cannot be reached.*dataset.source=json dataset.data_files"):
+    with pytest.raises(
+        TunerError,
+        match=r"dataset 'tatsu-lab/alpaca' comes from the Hugging Face Hub, which cannot be reached"
+        r".*dataset.source=json dataset.data_files",
+    ):
         alpaca_dataset(tok)
 
 

@@ -1,4 +1,5 @@
 """Packing: layout, masks, and the same per-token loss packed as unpacked."""
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,8 @@ def _samples(lengths, masked_prefix=2, vocab=50, seed=0):
     out = []
     for n in lengths:
         t = torch.randint(1, vocab, (n,), generator=g).tolist()
-        l = [-100] * min(masked_prefix, n) + t[masked_prefix:]
-        out.append({"tokens": t, "labels": l})
+        labels = [-100] * min(masked_prefix, n) + t[masked_prefix:]
+        out.append({"tokens": t, "labels": labels})
     return out
 
 
@@ -45,7 +46,9 @@ def test_split_across_pack_and_too_long():
     # A split sample keeps its positions: its continuation starts where the first part stopped.
     assert [p["input_pos"].tolist() for p in packed] == [[0, 1, 2, 3, 4], [5, 6, 0, 1, 2], [3, 4, 5, 6, 4]]
     assert packed[1]["labels"].tolist()[0] == -100  # no context for it in this pack
-    with pytest.raises(TunerError, match="Dataset sample is too long: sample 0 has 7 tokens, more than the packed max_seq_len 5"):
+    with pytest.raises(
+        TunerError, match="Dataset sample is too long: sample 0 has 7 tokens, more than the packed max_seq_len 5"
+    ):
         PackedDataset(ds, max_seq_len=5)
     assert len(PackedDataset(_samples([3] * 10), max_seq_len=6, max_packs=2)) == 2
 
@@ -140,6 +143,7 @@ def test_packed_real_chat_data(smollm2_dir, chat_jsonl):
     plain = chat_dataset(tok, source="json", data_files=str(chat_jsonl), split="train[:12]")
     packed = chat_dataset(tok, source="json", data_files=str(chat_jsonl), split="train[:12]", packed=True)
     assert all(p["tokens"].shape == (128,) for p in packed)
+
     # Same tokens, in order, once the trailing padding document of each pack is dropped.
     def real_tokens(p):
         pad_len = p["seq_lens"][-1].item()

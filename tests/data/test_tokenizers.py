@@ -1,12 +1,12 @@
 """Tokenizers against the HF reference on the same files: encode/decode and chat templates."""
+
 from __future__ import annotations
 
-import pytest
-
-from tests_data_helpers import CONVERSATIONS, hf_chat_ids
 import data_hf_chat_templates as T
-from tests.real_data import smollm2_chat_template
+import pytest
+from tests_data_helpers import CONVERSATIONS, hf_chat_ids
 
+from tests.real_data import smollm2_chat_template
 from tuner.data.tokenizers import (
     gemma2_tokenizer,
     llama2_tokenizer,
@@ -69,7 +69,15 @@ def _check_mask(tok, end_token: int):
 # ---------------------------------------------------------------- SmolLM2 (real files)
 def test_smollm2_real_reference_ids(smollm2_dir):
     tok = smollm2_tokenizer(str(smollm2_dir))
-    assert tok.encode("Hello world, fine-tuning!", add_bos=False, add_eos=False) == [19556, 905, 28, 4979, 29, 40162, 17]
+    assert tok.encode("Hello world, fine-tuning!", add_bos=False, add_eos=False) == [
+        19556,
+        905,
+        28,
+        4979,
+        29,
+        40162,
+        17,
+    ]
     assert tok.encode("Hello world, fine-tuning!")[-1] == tok.eos_id == 2
     assert tok.bos_id is None and tok.pad_id == 2 and set(tok.stop_tokens) == {0, 2}
 
@@ -156,7 +164,7 @@ def test_llama3_1_chat_format_matches_hf(tiktoken_file):
     _check_chat(tok, hf)
     tool_conv = [
         {"role": "user", "content": "Weather?"},
-        {"role": "ipython", "content": " {\"sky\": \"sunny\"} "},
+        {"role": "ipython", "content": ' {"sky": "sunny"} '},
         {"role": "assistant", "content": "Sunny."},
     ]
     assert tok.tokenize_messages(tool_conv)[0] == hf_chat_ids(hf, tool_conv)
@@ -239,9 +247,12 @@ def test_prompt_template_applied(qwen_files):
     tok = qwen2_5_tokenizer(qwen_files["json"], prompt_template="tuner.data.prompt_templates.QuestionAnswerTemplate")
     plain = qwen2_5_tokenizer(qwen_files["json"])
     msgs = [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "Because."}]
-    assert tok.tokenize_messages(msgs)[0] == plain.tokenize_messages(
-        [{"role": "user", "content": "Question: Why?\n\nAnswer: "}, {"role": "assistant", "content": "Because."}]
-    )[0]
+    assert (
+        tok.tokenize_messages(msgs)[0]
+        == plain.tokenize_messages(
+            [{"role": "user", "content": "Question: Why?\n\nAnswer: "}, {"role": "assistant", "content": "Because."}]
+        )[0]
+    )
     tok2 = qwen2_5_tokenizer(qwen_files["json"], prompt_template={"user": ["Q: ", " A:"]})
     assert "Q: Why? A:" in tok2.decode(tok2.tokenize_messages(msgs)[0])
 

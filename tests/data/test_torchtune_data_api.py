@@ -1,5 +1,6 @@
 """torchtune's data API on tuner: messages with text parts, prompt_template=None, tokenize_messages
 keywords, chat templates as text, collate helpers, SFT rows from a list, ConcatDataset."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,8 +17,13 @@ from tuner.data import (
     truncate,
     validate_messages,
 )
-from tuner.data.tokenizers import Llama2ChatTemplate, gemma_tokenizer, llama2_tokenizer, mistral_tokenizer
-from tuner.data.tokenizers import tokenize_messages_no_special_tokens
+from tuner.data.tokenizers import (
+    Llama2ChatTemplate,
+    gemma_tokenizer,
+    llama2_tokenizer,
+    mistral_tokenizer,
+    tokenize_messages_no_special_tokens,
+)
 from tuner.datasets import ConcatDataset, SFTDataset
 from tuner.errors import ConfigError, DataError
 
@@ -34,7 +40,9 @@ def test_message_content_is_a_list_of_text_parts():
     parts = Message("user", [{"type": "text", "content": "hello"}, {"type": "text", "content": " world"}])
     assert parts.text_content == "hello world" and not parts.contains_media and parts.get_media() == []
     assert repr(parts) == "Message(role='user', content=['hello', ' world'])"
-    assert Message.from_dict({"role": "assistant", "content": "x", "eot": False}) == Message("assistant", "x", eot=False)
+    assert Message.from_dict({"role": "assistant", "content": "x", "eot": False}) == Message(
+        "assistant", "x", eot=False
+    )
     for part in (torch.zeros(1), {"type": "text", "content": 3}):
         with pytest.raises(DataError, match="not a text part"):
             Message("user", [part])
@@ -73,7 +81,10 @@ def test_prompt_template_none_tokenizes_raw_turns_between_bos_and_eos(sp_model):
     # The family's own template (the default) is its chat format; another template is text.
     chat = llama2_tokenizer(sp_model)
     assert chat.decode(chat.tokenize_messages(CONVERSATION)[0]) == chat.decode(
-        chat.encode("[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nWhat is the capital of France? [/INST] Paris. ", add_eos=False))
+        chat.encode(
+            "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nWhat is the capital of France? [/INST] Paris. ", add_eos=False
+        )
+    )
     qa = llama2_tokenizer(sp_model, prompt_template="tuner.data.QuestionAnswerTemplate")
     assert qa.decode(qa.tokenize_messages(CONVERSATION[1:])[0]).startswith("Question: What is")
 
@@ -90,12 +101,16 @@ def test_chat_keywords_with_a_chat_format(sp_model):
 
 def test_templates_as_text():
     llama2 = Llama2ChatTemplate()(CONVERSATION)
-    assert [m.text_content for m in llama2] == ["[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nWhat is the capital of France? [/INST] ",
-                                                 "Paris."]
+    assert [m.text_content for m in llama2] == [
+        "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nWhat is the capital of France? [/INST] ",
+        "Paris.",
+    ]
     assert llama2[0].masked and not llama2[1].masked
     chatml = ChatMLTemplate()(CONVERSATION[1:2] + [Message("assistant", "")])
-    assert [m.text_content for m in chatml] == ["<|im_start|>user\nWhat is the capital of France?<|im_end|>\n",
-                                                "<|im_start|>assistant\n"]
+    assert [m.text_content for m in chatml] == [
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n",
+        "<|im_start|>assistant\n",
+    ]
 
 
 def test_tokenize_messages_no_special_tokens_truncates_keeping_eos():
@@ -106,7 +121,8 @@ def test_tokenize_messages_no_special_tokens_truncates_keeping_eos():
             return [len(w) for w in text.split()]
 
     tokens, mask = tokenize_messages_no_special_tokens(
-        Words(), [Message("user", "aa bbb", masked=True), Message("assistant", "c dd eee ffff")], bos_id=0, eos_id=-1)
+        Words(), [Message("user", "aa bbb", masked=True), Message("assistant", "c dd eee ffff")], bos_id=0, eos_id=-1
+    )
     assert tokens == [0, 2, 3, 1, -1] and mask == [True, True, True, False, False]
     assert truncate([1, 2, 3], 2) == [1, 2] and truncate([True, False, True], 2, eos_id=True) == [True, True]
 
@@ -114,21 +130,30 @@ def test_tokenize_messages_no_special_tokens_truncates_keeping_eos():
 def test_collate_helpers():
     a, b = torch.tensor([1, 2]), torch.tensor([3, 4, 5])
     assert left_pad_sequence([a, b], batch_first=True, padding_value=0).tolist() == [[0, 1, 2], [3, 4, 5]]
-    out = padded_collate([{"tokens": [1], "label": 7}, {"tokens": [2, 3], "label": 8}], pad_direction="left",
-                         keys_to_pad=["tokens"], padding_idx=9)
+    out = padded_collate(
+        [{"tokens": [1], "label": 7}, {"tokens": [2, 3], "label": 8}],
+        pad_direction="left",
+        keys_to_pad=["tokens"],
+        padding_idx=9,
+    )
     assert out["tokens"].tolist() == [[9, 1], [2, 3]] and out["label"].tolist() == [7, 8]
     with pytest.raises(ConfigError, match="pad_direction"):
         padded_collate([{"tokens": [1]}], pad_direction="up", keys_to_pad=["tokens"], padding_idx=0)
     with pytest.raises(ConfigError, match="padding_idx was given for the keys"):
-        padded_collate([{"tokens": [1], "x": [1]}], pad_direction="right", keys_to_pad=["tokens", "x"], padding_idx={"x": 0})
-    ids, labels = padded_collate_dpo([{"chosen_input_ids": [1, 2], "chosen_labels": [3, 4],
-                                       "rejected_input_ids": [5], "rejected_labels": [6]}])
+        padded_collate(
+            [{"tokens": [1], "x": [1]}], pad_direction="right", keys_to_pad=["tokens", "x"], padding_idx={"x": 0}
+        )
+    ids, labels = padded_collate_dpo(
+        [{"chosen_input_ids": [1, 2], "chosen_labels": [3, 4], "rejected_input_ids": [5], "rejected_labels": [6]}]
+    )
     assert ids.tolist() == [[1, 2], [5, 0]] and labels.tolist() == [[3, 4], [6, -100]]
 
 
 def test_chosen_rejected_to_messages():
-    row = {"c": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "good"}],
-           "r": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "bad"}]}
+    row = {
+        "c": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "good"}],
+        "r": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "bad"}],
+    }
     out = ChosenRejectedToMessages(column_map={"chosen": "c", "rejected": "r"}, new_system_prompt="S")(row)
     assert [m.text_content for m in out["rejected"]] == ["S", "q", "bad"]
     assert [m.masked for m in out["chosen"]] == [True, True, False]
@@ -145,7 +170,9 @@ def test_sft_dataset_over_a_list_checks_messages_and_the_model_transform(monkeyp
     tok = llama2_tokenizer(sp_model, prompt_template=None)
     ds = SFTDataset(source="any", message_transform=to_messages, model_transform=tok, filter_fn=lambda r: bool(r["q"]))
     assert len(ds) == 1 and ds[0]["tokens"] == tok.tokenize_messages(to_messages(rows[0])["messages"])[0]
-    lone = SFTDataset(source="any", message_transform=lambda row: {"messages": [Message("user", row["q"])]}, model_transform=tok)
+    lone = SFTDataset(
+        source="any", message_transform=lambda row: {"messages": [Message("user", row["q"])]}, model_transform=tok
+    )
     with pytest.raises(DataError, match="dataset 'any', row 0: Messages must be at least length 2"):
         lone[0]
     no_mask = SFTDataset(source="any", message_transform=to_messages, model_transform=lambda s: {"tokens": [1]})
@@ -170,7 +197,11 @@ def test_base_tokenizers_have_torchtunes_api(sp_model, tiktoken_file, qwen_files
     from tuner.data.tokenizers import Llama3Tokenizer
     from tuner.data.tokenizers._backends import parse_hf_tokenizer_json
     from tuner.data.tokenizers.llama3 import CL100K_PATTERN
-    from tuner.modules.transforms.tokenizers import HuggingFaceBaseTokenizer, SentencePieceBaseTokenizer, TikTokenBaseTokenizer
+    from tuner.modules.transforms.tokenizers import (
+        HuggingFaceBaseTokenizer,
+        SentencePieceBaseTokenizer,
+        TikTokenBaseTokenizer,
+    )
 
     sp = SentencePieceBaseTokenizer(sp_model)
     ids = sp.encode("Hello world", add_bos=True, add_eos=True)
@@ -178,7 +209,9 @@ def test_base_tokenizers_have_torchtunes_api(sp_model, tiktoken_file, qwen_files
     assert sp.encodes_whitespace
     # A continuation without the space SentencePiece puts before the first piece.
     plain, trimmed = sp.encode("world", False, False), sp.encode("world", False, False, trim_leading_whitespace=True)
-    assert sp.spm_model.id_to_piece(plain[0]).startswith("\u2581") and not sp.spm_model.id_to_piece(trimmed[0]).startswith("\u2581")
+    assert sp.spm_model.id_to_piece(plain[0]).startswith("\u2581") and not sp.spm_model.id_to_piece(
+        trimmed[0]
+    ).startswith("\u2581")
     assert sp.decode(trimmed) == "world"
     tt = TikTokenBaseTokenizer(tiktoken_file, "t", CL100K_PATTERN, bos_id=0, eos_id=1, special_tokens={"<|x|>": 5000})
     assert tt.base_vocab_size == tt.num_base_tokens and tt.encode("hi <|x|>", add_eos=False)[-1] == 5000

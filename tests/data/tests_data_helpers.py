@@ -1,4 +1,5 @@
 """Shared conversations and the HF chat-template reference call."""
+
 from __future__ import annotations
 
 CONVERSATIONS = [

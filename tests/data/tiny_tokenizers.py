@@ -2,6 +2,7 @@
 models (Llama 2 / Mistral style, and Gemma's special-token layout), byte-level BPE (Qwen2.5's
 tokenizer.json and vocab.json + merges.txt, Gemma 2's tokenizer.json), Phi-3's tokenizer.json and a
 tiktoken ranks file (Llama 3). Shared by tests/data and tests/torchtune_configs."""
+
 from __future__ import annotations
 
 import base64
@@ -23,9 +24,21 @@ def write_sp_model(path: Path, gemma: bool = False) -> str:
     </s>=2, or with ``gemma`` Gemma's <pad>=0 <eos>=1 <bos>=2 <unk>=3 and its turn markers."""
     import sentencepiece as spm
 
-    ids = (dict(pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
-                unk_piece="<unk>", user_defined_symbols=["<start_of_turn>", "<end_of_turn>"])
-           if gemma else dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1))
+    ids = (
+        dict(
+            pad_id=0,
+            eos_id=1,
+            bos_id=2,
+            unk_id=3,
+            pad_piece="<pad>",
+            eos_piece="<eos>",
+            bos_piece="<bos>",
+            unk_piece="<unk>",
+            user_defined_symbols=["<start_of_turn>", "<end_of_turn>"],
+        )
+        if gemma
+        else dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
+    )
     out = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(training_texts()),
@@ -87,14 +100,20 @@ def write_qwen_files(folder: Path) -> dict:
     base.model.save(str(folder))  # vocab.json, merges.txt of the base vocabulary
     tok = _with_added(base, QWEN2_5_ADDED_TOKENS)
     tok.save(str(folder / "tokenizer.json"))
-    return {"dir": str(folder), "json": str(folder / "tokenizer.json"), "vocab": str(folder / "vocab.json"),
-            "merges": str(folder / "merges.txt")}
+    return {
+        "dir": str(folder),
+        "json": str(folder / "tokenizer.json"),
+        "vocab": str(folder / "vocab.json"),
+        "merges": str(folder / "merges.txt"),
+    }
 
 
 def write_gemma_json(path: Path) -> str:
     tok = train_bytelevel_bpe()
     # Gemma's special tokens (ids differ from the real 0/1/2/106/107: the chat format looks them up).
-    tok = _with_added(tok, [(t, True) for t in ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]])
+    tok = _with_added(
+        tok, [(t, True) for t in ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]]
+    )
     tok.save(str(path))
     return str(path)
 
@@ -108,7 +127,9 @@ def write_phi3_json(path: Path, sp_model: str) -> str:
     tok = LlamaTokenizer(**kwargs).backend_tokenizer
     extra = ["<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|system|>", "<|end|>", "<|user|>"]
     # Phi-3's chat tokens are special and strip the whitespace to their right, as in its tokenizer.json.
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False, rstrip=(t != "<|endoftext|>")) for t in extra])
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False, rstrip=(t != "<|endoftext|>")) for t in extra]
+    )
     tok.save(str(path))
     return str(path)
 

@@ -1,6 +1,7 @@
 """`tune run eval`: mean token loss and perplexity equal a transformers computation on the same
 batches (base, and base + PEFT adapter); the lm-eval bridge's scores equal transformers'
 log-probabilities and greedy generations; a missing lm-eval is a clear error."""
+
 from __future__ import annotations
 
 import json
@@ -27,12 +28,28 @@ def ckpt(tmp_path_factory) -> Path:
 def eval_cfg(ckpt: Path, **overrides) -> dict:
     cfg = {
         "model": model_node(),
-        "tokenizer": {"_component_": "tuner.models.smollm2.smollm2_tokenizer", "path": str(ckpt / "tokenizer.json"), "max_seq_len": 160},
-        "checkpointer": {"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(ckpt),
-                         "checkpoint_files": ["model.safetensors"], "model_type": "SMOLLM2"},
-        "dataset": {"_component_": "tuner.datasets.alpaca_dataset", "source": "json", "data_files": str(ALPACA),
-                    "train_on_input": False, "split": "train"},
-        "batch_size": 3, "max_batches": 3, "device": "cpu", "dtype": "fp32",
+        "tokenizer": {
+            "_component_": "tuner.models.smollm2.smollm2_tokenizer",
+            "path": str(ckpt / "tokenizer.json"),
+            "max_seq_len": 160,
+        },
+        "checkpointer": {
+            "_component_": "tuner.checkpoint.HFCheckpointer",
+            "checkpoint_dir": str(ckpt),
+            "checkpoint_files": ["model.safetensors"],
+            "model_type": "SMOLLM2",
+        },
+        "dataset": {
+            "_component_": "tuner.datasets.alpaca_dataset",
+            "source": "json",
+            "data_files": str(ALPACA),
+            "train_on_input": False,
+            "split": "train",
+        },
+        "batch_size": 3,
+        "max_batches": 3,
+        "device": "cpu",
+        "dtype": "fp32",
     }
     cfg.update(overrides)
     return cfg
@@ -52,8 +69,9 @@ def hf_loss(model, ckpt: Path, batch_size: int = 3, max_batches: int = 3) -> tup
         with torch.no_grad():
             logits = model(batch["tokens"]).logits.float()
         labels = batch["labels"][:, 1:]
-        total += F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
-                                 reduction="sum").item()
+        total += F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        ).item()
         count += int((labels != -100).sum())
     return total / count, count
 
@@ -82,8 +100,10 @@ def test_perplexity_with_adapter_equals_peft(ckpt, tmp_path):
     from tuner.evaluation import run_evaluation
 
     torch.manual_seed(0)
-    get_peft_model(_hf(ckpt), LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
-                                         target_modules=["q_proj", "v_proj", "down_proj"])).save_pretrained(tmp_path / "ad")
+    get_peft_model(
+        _hf(ckpt),
+        LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q_proj", "v_proj", "down_proj"]),
+    ).save_pretrained(tmp_path / "ad")
     ours = run_evaluation(OmegaConf.create(eval_cfg(ckpt, adapter_dir=str(tmp_path / "ad"))))
     ref, count = hf_loss(PeftModel.from_pretrained(_hf(ckpt), tmp_path / "ad").eval(), ckpt)
     base, _ = hf_loss(_hf(ckpt), ckpt)
@@ -120,14 +140,21 @@ class Req:
 
 def test_loglikelihood_matches_transformers(scorer_and_hf):
     scorer, hf, tok = scorer_and_hf
-    reqs = [Req("Question: what is two plus two?\nAnswer:", " four"), Req("The capital of France is ", "Paris."), Req("", "Hello world")]
+    reqs = [
+        Req("Question: what is two plus two?\nAnswer:", " four"),
+        Req("The capital of France is ", "Paris."),
+        Req("", "Hello world"),
+    ]
     got = scorer.loglikelihood(reqs)
     for req, (lp, greedy) in zip(reqs, got):
         ctx, cont = scorer._context_continuation(*req.args)
-        assert tok.decode(ctx + cont) == tok.decode(tok.encode(req.args[0] + req.args[1], add_bos=True, add_eos=False)) or not req.args[0]
+        assert (
+            tok.decode(ctx + cont) == tok.decode(tok.encode(req.args[0] + req.args[1], add_bos=True, add_eos=False))
+            or not req.args[0]
+        )
         ids = torch.tensor([ctx + cont])
         with torch.no_grad():
-            logp = hf(ids).logits.float().log_softmax(-1)[0, len(ctx) - 1:-1]
+            logp = hf(ids).logits.float().log_softmax(-1)[0, len(ctx) - 1 : -1]
         target = torch.tensor(cont)
         assert lp == pytest.approx(float(logp.gather(-1, target[:, None]).sum()), abs=1e-3)
         assert greedy == bool((logp.argmax(-1) == target).all())
@@ -149,12 +176,20 @@ def test_generate_until_matches_transformers_greedy(scorer_and_hf):
     scorer, hf, tok = scorer_and_hf
     context = "Once upon a time"
     ids = torch.tensor([tok.encode(context, add_bos=True, add_eos=False)])
-    out = hf.generate(ids, attention_mask=torch.ones_like(ids), generation_config=GenerationConfig(
-        max_new_tokens=12, do_sample=False, eos_token_id=tok.stop_tokens, pad_token_id=0))
-    full = tok.decode(out[0, ids.shape[1]:].tolist())
+    out = hf.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        generation_config=GenerationConfig(
+            max_new_tokens=12, do_sample=False, eos_token_id=tok.stop_tokens, pad_token_id=0
+        ),
+    )
+    full = tok.decode(out[0, ids.shape[1] :].tolist())
     assert len(full) > 6
     until = full[4:6]
-    (plain,), (cut,) = scorer.generate_until([Req(context, {"max_gen_toks": 12})]), scorer.generate_until([Req(context, {"until": [until]})])
+    (plain,), (cut,) = (
+        scorer.generate_until([Req(context, {"max_gen_toks": 12})]),
+        scorer.generate_until([Req(context, {"until": [until]})]),
+    )
     assert plain == full
     assert cut == full.split(until, 1)[0]
 
@@ -171,7 +206,7 @@ def test_lm_eval_model_wiring(scorer_and_hf, monkeypatch):
 
     def simple_evaluate(model, tasks, num_fewshot=None, limit=None):
         assert isinstance(model, LM)
-        (lp, _), = model.loglikelihood([Req("A cat is an", " animal")])
+        ((lp, _),) = model.loglikelihood([Req("A cat is an", " animal")])
         return {"results": {t: {"ll": lp, "limit": limit} for t in tasks}}
 
     api = types.ModuleType("lm_eval.api")

@@ -1,4 +1,5 @@
 """Generation tests reuse the tiny HF models of tests/models/hf_tiny.py."""
+
 import sys
 from pathlib import Path
 

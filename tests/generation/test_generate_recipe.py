@@ -2,6 +2,7 @@
 tokens equal transformers', adapters switched over one base equal each merged model (PEFT's
 merge_and_unload), a short LoRA run's learned answer format shows and stops at end-of-turn,
 sampling is reproducible, the chat loop keeps history, and bad inputs give clear errors."""
+
 from __future__ import annotations
 
 import io
@@ -31,9 +32,16 @@ def gen_cfg(ckpt: Path, **overrides) -> dict:
     cfg = {
         "model": model_node(),
         "tokenizer": {"_component_": "tuner.models.smollm2.smollm2_tokenizer", "path": str(ckpt / "tokenizer.json")},
-        "checkpointer": {"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(ckpt),
-                         "checkpoint_files": ["model.safetensors"], "model_type": "SMOLLM2"},
-        "device": "cpu", "dtype": "fp32", "max_new_tokens": 10, "seed": 0,
+        "checkpointer": {
+            "_component_": "tuner.checkpoint.HFCheckpointer",
+            "checkpoint_dir": str(ckpt),
+            "checkpoint_files": ["model.safetensors"],
+            "model_type": "SMOLLM2",
+        },
+        "device": "cpu",
+        "dtype": "fp32",
+        "max_new_tokens": 10,
+        "seed": 0,
     }
     cfg.update(overrides)
     return cfg
@@ -49,9 +57,12 @@ def hf_greedy(model, prompt: list[int], n: int, stops: list[int]) -> list[int]:
     from transformers import GenerationConfig
 
     ids = torch.tensor([prompt])
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=GenerationConfig(
-        max_new_tokens=n, do_sample=False, eos_token_id=stops, pad_token_id=0))
-    return out[0, len(prompt):].tolist()
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        generation_config=GenerationConfig(max_new_tokens=n, do_sample=False, eos_token_id=stops, pad_token_id=0),
+    )
+    return out[0, len(prompt) :].tolist()
 
 
 def hf_model(path: Path):
@@ -105,7 +116,9 @@ def test_plain_text_prompt_and_sampling(ckpt):
     assert greedy.tokens == hf_greedy(hf_model(ckpt), greedy.prompt_tokens, 10, tok.stop_tokens)
     assert streamed.strip() == greedy.text.strip()
 
-    sample = dict(prompt="The weather today is", chat_format=False, temperature=1.0, top_k=50, top_p=0.95, max_new_tokens=12)
+    sample = dict(
+        prompt="The weather today is", chat_format=False, temperature=1.0, top_k=50, top_p=0.95, max_new_tokens=12
+    )
     a, _ = run_inprocess(gen_cfg(ckpt, seed=7, **sample))
     b, _ = run_inprocess(gen_cfg(ckpt, seed=7, **sample))
     c, _ = run_inprocess(gen_cfg(ckpt, seed=8, **sample))
@@ -127,8 +140,16 @@ def two_adapters(ckpt, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("adapters")
     return {
         "terse": _peft_adapter(ckpt, root / "terse", 1, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
-        "wordy": _peft_adapter(ckpt, root / "wordy", 2, r=8, lora_alpha=4, use_rslora=True, use_dora=True,
-                               target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+        "wordy": _peft_adapter(
+            ckpt,
+            root / "wordy",
+            2,
+            r=8,
+            lora_alpha=4,
+            use_rslora=True,
+            use_dora=True,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        ),
     }
 
 
@@ -137,8 +158,14 @@ def test_adapter_switching_equals_each_merged_model(ckpt, two_adapters):
 
     prompt = "Tell me about rivers."
     order = ["terse", "wordy", "base", "terse", "wordy"]
-    results, _ = run_inprocess(gen_cfg(ckpt, adapters={k: str(v) for k, v in two_adapters.items()},
-                                       prompt=[{"user": prompt, "adapter": name} for name in order], max_new_tokens=8))
+    results, _ = run_inprocess(
+        gen_cfg(
+            ckpt,
+            adapters={k: str(v) for k, v in two_adapters.items()},
+            prompt=[{"user": prompt, "adapter": name} for name in order],
+            max_new_tokens=8,
+        )
+    )
     stops = stop_ids(ckpt)
     expected = {"base": hf_greedy(hf_model(ckpt), results[0].prompt_tokens, 8, stops)}
     for name, folder in two_adapters.items():
@@ -160,15 +187,41 @@ def ok_run(ckpt, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ok_run")
     rng = random.Random(0)
     words = "river apple cloud stone tiger piano garden rocket winter candle ocean bread honey magic".split()
-    rows = [{"input": f"{rng.choice(['Tell me about', 'Describe', 'What is', 'Explain'])} {rng.choice(words)} "
-                      f"{rng.choice(words)}?", "output": "OK"} for _ in range(64)]
+    rows = [
+        {
+            "input": f"{rng.choice(['Tell me about', 'Describe', 'What is', 'Explain'])} {rng.choice(words)} "
+            f"{rng.choice(words)}?",
+            "output": "OK",
+        }
+        for _ in range(64)
+    ]
     (root / "ok.json").write_text(json.dumps(rows))
-    lora = {"lora_attn_modules": ["q_proj", "v_proj", "output_proj"], "apply_lora_to_mlp": True, "lora_rank": 8, "lora_alpha": 16}
-    dataset = {"_component_": "tuner.datasets.instruct_dataset", "source": "json", "data_files": str(root / "ok.json"),
-               "split": "train"}
-    cfg = load_config(write_config(root / "train.yaml", ckpt, root / "out", lora=lora, dataset=dataset, batch_size=4,
-                                   max_steps_per_epoch=16, epochs=2, shuffle=True,
-                                   optimizer={"_component_": "torch.optim.AdamW", "lr": 2e-2}))
+    lora = {
+        "lora_attn_modules": ["q_proj", "v_proj", "output_proj"],
+        "apply_lora_to_mlp": True,
+        "lora_rank": 8,
+        "lora_alpha": 16,
+    }
+    dataset = {
+        "_component_": "tuner.datasets.instruct_dataset",
+        "source": "json",
+        "data_files": str(root / "ok.json"),
+        "split": "train",
+    }
+    cfg = load_config(
+        write_config(
+            root / "train.yaml",
+            ckpt,
+            root / "out",
+            lora=lora,
+            dataset=dataset,
+            batch_size=4,
+            max_steps_per_epoch=16,
+            epochs=2,
+            shuffle=True,
+            optimizer={"_component_": "torch.optim.AdamW", "lr": 2e-2},
+        )
+    )
     trainer = Trainer(cfg, LoRAFinetune())
     trainer.setup()
     trainer.train()
@@ -180,8 +233,9 @@ def test_learned_format_and_stop_at_end_of_turn(ckpt, ok_run, tmp_path):
     prompts = ["What is a volcano?", "Describe the moon and the stars."]  # not in the training data
     out_file = tmp_path / "out.jsonl"
     cfg_path = tmp_path / "gen.yaml"
-    cfg_path.write_text(json.dumps(gen_cfg(ckpt, adapter_dir=str(ok_run), prompt=prompts, max_new_tokens=20,
-                                           output_file=str(out_file))))
+    cfg_path.write_text(
+        json.dumps(gen_cfg(ckpt, adapter_dir=str(ok_run), prompt=prompts, max_new_tokens=20, output_file=str(out_file)))
+    )
     before, _ = run_inprocess(gen_cfg(ckpt, prompt=prompts, max_new_tokens=20))
     tune("run", "generate", "--config", str(cfg_path))
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
@@ -191,9 +245,19 @@ def test_learned_format_and_stop_at_end_of_turn(ckpt, ok_run, tmp_path):
         assert row["text"].strip() == "OK", row
         assert row["stopped"] and row["tokens"][-1] == im_end and len(row["tokens"]) < 20
     # the merged model the run saved (step folder as checkpoint_dir) answers the same
-    merged, _ = run_inprocess(gen_cfg(ok_run, checkpointer={"_component_": "tuner.checkpoint.HFCheckpointer",
-                                                            "checkpoint_dir": str(ok_run), "checkpoint_files": ["model.safetensors"],
-                                                            "model_type": "SMOLLM2"}, prompt=prompts, max_new_tokens=20))
+    merged, _ = run_inprocess(
+        gen_cfg(
+            ok_run,
+            checkpointer={
+                "_component_": "tuner.checkpoint.HFCheckpointer",
+                "checkpoint_dir": str(ok_run),
+                "checkpoint_files": ["model.safetensors"],
+                "model_type": "SMOLLM2",
+            },
+            prompt=prompts,
+            max_new_tokens=20,
+        )
+    )
     assert [r.tokens for r in merged] == [r["tokens"] for r in rows]
 
 
@@ -224,8 +288,17 @@ def test_adapter_for_another_model_is_a_clear_error(ckpt, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    other = LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True))
+    other = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=49152,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        )
+    )
     get_peft_model(other, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(tmp_path / "other")
     with pytest.raises(CheckpointError, match="does not fit this model.*input size 32"):
         run_inprocess(gen_cfg(ckpt, adapter_dir=str(tmp_path / "other"), prompt="hi"))
@@ -233,9 +306,15 @@ def test_adapter_for_another_model_is_a_clear_error(ckpt, tmp_path):
 
 def test_bad_config_errors(ckpt, two_adapters):
     with pytest.raises(ConfigError, match="unknown adapter 'nope'"):
-        run_inprocess(gen_cfg(ckpt, adapters={"terse": str(two_adapters["terse"])}, prompt=[{"user": "hi", "adapter": "nope"}]))
+        run_inprocess(
+            gen_cfg(ckpt, adapters={"terse": str(two_adapters["terse"])}, prompt=[{"user": "hi", "adapter": "nope"}])
+        )
     with pytest.raises(ConfigError, match="LoRA builder"):
-        run_inprocess(gen_cfg(ckpt, model=model_node({"lora_attn_modules": ["q_proj"], "lora_rank": 4, "lora_alpha": 8}), prompt="hi"))
+        run_inprocess(
+            gen_cfg(
+                ckpt, model=model_node({"lora_attn_modules": ["q_proj"], "lora_rank": 4, "lora_alpha": 8}), prompt="hi"
+            )
+        )
     with pytest.raises(ConfigError, match="max_new_token"):
         run_inprocess(gen_cfg(ckpt, max_new_token=3, prompt="hi"))
     with pytest.raises(ConfigError, match="nothing to generate"):

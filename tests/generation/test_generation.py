@@ -1,15 +1,16 @@
 """Generation: KV cache == no cache == transformers' greedy generate; sampling options; stopping."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from hf_tiny import VOCAB, tiny_hf_model
 from transformers import GenerationConfig
 
-from hf_tiny import VOCAB, tiny_hf_model
-from tuner.errors import UsageError
-from tuner.generation import generate, sample_next_token, stream
 from tuner.checkpoint.hf_config import build_model_from_hf_config
 from tuner.checkpoint.hf_keys import hf_to_tuner
+from tuner.errors import UsageError
+from tuner.generation import generate, sample_next_token, stream
 
 
 def _pair(family):
@@ -32,8 +33,13 @@ def test_cache_matches_no_cache_and_hf(family):
     n = 10  # prompt 5 + 10 goes past the 8-token sliding windows
     with_cache = generate(model, prompt, n)
     without = generate(model, prompt, n, use_cache=False)
-    ref = hf.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=GenerationConfig(
-        max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0))
+    ref = hf.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        generation_config=GenerationConfig(
+            max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0
+        ),
+    )
     assert with_cache.shape == (2, 5 + n)
     assert torch.equal(with_cache, without)
     assert torch.equal(with_cache, ref)
@@ -62,7 +68,7 @@ def test_batch_stops_when_all_stopped_and_pads_finished_rows(llama):
         gen = out[row, 4:].tolist()
         hits = [i for i, t in enumerate(gen) if t in (stop_a, free[1, 9].item())]
         assert hits, gen
-        assert all(t == -1 for t in gen[hits[0] + 1:])
+        assert all(t == -1 for t in gen[hits[0] + 1 :])
 
 
 def test_stream_yields_one_token_per_step(llama):
@@ -84,11 +90,15 @@ def test_sampling_is_reproducible_and_top_k_1_is_greedy(llama):
 
 def test_top_p_keeps_smallest_set_reaching_p():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    seen = {sample_next_token(logits, temperature=1.0, top_p=0.75, rng=torch.Generator().manual_seed(i)).item()
-            for i in range(200)}
+    seen = {
+        sample_next_token(logits, temperature=1.0, top_p=0.75, rng=torch.Generator().manual_seed(i)).item()
+        for i in range(200)
+    }
     assert seen == {0, 1}
-    seen_k = {sample_next_token(logits, temperature=1.0, top_k=3, rng=torch.Generator().manual_seed(i)).item()
-              for i in range(300)}
+    seen_k = {
+        sample_next_token(logits, temperature=1.0, top_k=3, rng=torch.Generator().manual_seed(i)).item()
+        for i in range(300)
+    }
     assert seen_k == {0, 1, 2}
 
 
@@ -103,13 +113,16 @@ def test_existing_cache_is_reset_and_kept(llama):
         model.remove_caches()
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(max_new_tokens=100), "max_seq_len"),
-    (dict(max_new_tokens=2, temperature=-1.0), "temperature"),
-    (dict(max_new_tokens=2, temperature=1.0, top_k=0), "top_k"),
-    (dict(max_new_tokens=2, temperature=1.0, top_p=1.5), "top_p"),
-    (dict(max_new_tokens=-1), "max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(max_new_tokens=100), "max_seq_len"),
+        (dict(max_new_tokens=2, temperature=-1.0), "temperature"),
+        (dict(max_new_tokens=2, temperature=1.0, top_k=0), "top_k"),
+        (dict(max_new_tokens=2, temperature=1.0, top_p=1.5), "top_p"),
+        (dict(max_new_tokens=-1), "max_new_tokens"),
+    ],
+)
 def test_bad_arguments_raise_usage_error(llama, kwargs, match):
     _, model = llama
     with pytest.raises(UsageError, match=match):

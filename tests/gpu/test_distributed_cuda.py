@@ -8,6 +8,7 @@ agree less closely: on two H200s (2026-11-30), full fine-tuning agreed to 1e-4 i
 weights; LoRA and QLoRA agreed to 1e-4 in steps 1-2, and their step-3 losses differed by 4e-4 and
 1.5e-3 (of 12.3). The bounds below leave room for that (the CPU test is the exact one) and
 still fail on a weight shard or an adapter lost or mixed up in gathering (differences of order one)."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,9 +17,17 @@ from safetensors.torch import load_file
 
 from tests.recipes.helpers import logged_losses, make_hf_checkpoint, tune, write_config
 
-pytestmark = [pytest.mark.gpu, pytest.mark.distributed,
-              pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")]
-LORA = {"lora_attn_modules": ["q_proj", "v_proj", "output_proj"], "apply_lora_to_mlp": True, "lora_rank": 8, "lora_alpha": 16}
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.distributed,
+    pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs"),
+]
+LORA = {
+    "lora_attn_modules": ["q_proj", "v_proj", "output_proj"],
+    "apply_lora_to_mlp": True,
+    "lora_rank": 8,
+    "lora_alpha": 16,
+}
 SYNTHETIC = {"_component_": "benchmarks.synthetic_dataset", "seq_len": 64, "num_samples": 64, "vocab_size": 49152}
 
 
@@ -27,8 +36,15 @@ def test_two_gpus_match_one_gpu(tmp_path, kind):
     ckpt = make_hf_checkpoint(tmp_path / "ckpt", initializer_range=0.2, with_tokenizer=False)
     lora = None if kind == "full" else {**LORA, "quantize_base": kind == "qlora"}
     recipe = "full" if kind == "full" else "lora"
-    common = {"device": "cuda", "dtype": "fp32", "dataset": SYNTHETIC, "tokenizer": {"_component_": "benchmarks.NullTokenizer"},
-              "max_steps_per_epoch": 4, "shuffle": True, "enable_activation_checkpointing": kind == "qlora"}
+    common = {
+        "device": "cuda",
+        "dtype": "fp32",
+        "dataset": SYNTHETIC,
+        "tokenizer": {"_component_": "benchmarks.NullTokenizer"},
+        "max_steps_per_epoch": 4,
+        "shuffle": True,
+        "enable_activation_checkpointing": kind == "qlora",
+    }
     runs = {}
     for name, procs, batch in (("one", (), 4), ("two", ("--nproc_per_node", "2", "--standalone"), 2)):
         out = tmp_path / name

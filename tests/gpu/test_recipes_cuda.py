@@ -1,6 +1,7 @@
 """The training recipes on a CUDA GPU (run on the GPU machine; skipped elsewhere; no tokenizer or data
 files): full, LoRA and QLoRA from a real HF folder, streamed in shard by shard, saved folders load in
 transformers with the trained model's logits; compiled bf16 training runs and learns."""
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,24 @@ from omegaconf import OmegaConf
 from tests.recipes.helpers import make_hf_checkpoint, write_config
 
 pytestmark = pytest.mark.gpu
-LORA = {"lora_attn_modules": ["q_proj", "v_proj", "output_proj"], "apply_lora_to_mlp": True, "lora_rank": 8, "lora_alpha": 16}
+LORA = {
+    "lora_attn_modules": ["q_proj", "v_proj", "output_proj"],
+    "apply_lora_to_mlp": True,
+    "lora_rank": 8,
+    "lora_alpha": 16,
+}
 SYNTHETIC = {"_component_": "benchmarks.synthetic_dataset", "seq_len": 64, "num_samples": 64, "vocab_size": 49152}
 
 
 def _config(tmp_path, ckpt, lora, **overrides):
     out = tmp_path / "out"
-    settings = {"device": "cuda", "dataset": SYNTHETIC, "tokenizer": {"_component_": "benchmarks.NullTokenizer"},
-                "max_steps_per_epoch": 3, **overrides}
+    settings = {
+        "device": "cuda",
+        "dataset": SYNTHETIC,
+        "tokenizer": {"_component_": "benchmarks.NullTokenizer"},
+        "max_steps_per_epoch": 3,
+        **overrides,
+    }
     path = write_config(tmp_path / "cfg.yaml", ckpt, out, lora=lora, **settings)
     return OmegaConf.load(path), out
 
@@ -28,15 +39,26 @@ def _config(tmp_path, ckpt, lora, **overrides):
 def test_cuda_run_saves_a_folder_transformers_loads_with_the_same_logits(tmp_path, kind):
     from transformers import AutoModelForCausalLM
 
-    from tuner.training.lora import LoRAFinetune
     from tuner.training.full import FullFinetune
+    from tuner.training.lora import LoRAFinetune
     from tuner.training.trainer import Trainer
 
     ckpt = make_hf_checkpoint(tmp_path / "ckpt", initializer_range=0.2, max_shard_size="2MB", with_tokenizer=False)
     lora = None if kind == "full" else {**LORA, "quantize_base": kind == "qlora"}
-    cfg, out = _config(tmp_path, ckpt, lora, dtype="fp32", enable_activation_checkpointing=kind == "qlora",
-                       checkpointer={"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(ckpt),
-                                     "checkpoint_files": None, "model_type": "SMOLLM2", "output_dir": str(tmp_path / "out")})
+    cfg, out = _config(
+        tmp_path,
+        ckpt,
+        lora,
+        dtype="fp32",
+        enable_activation_checkpointing=kind == "qlora",
+        checkpointer={
+            "_component_": "tuner.checkpoint.HFCheckpointer",
+            "checkpoint_dir": str(ckpt),
+            "checkpoint_files": None,
+            "model_type": "SMOLLM2",
+            "output_dir": str(tmp_path / "out"),
+        },
+    )
     trainer = Trainer(cfg, FullFinetune() if kind == "full" else LoRAFinetune())
     trainer.run()
     tokens = torch.randint(0, 49152, (2, 33), device="cuda")
@@ -53,9 +75,18 @@ def test_compiled_bf16_lora_learns(tmp_path):
     from tuner.training.trainer import Trainer
 
     ckpt = make_hf_checkpoint(tmp_path / "ckpt", initializer_range=0.2, with_tokenizer=False)
-    cfg, out = _config(tmp_path, ckpt, LORA, dtype="bf16", compile=True, max_steps_per_epoch=12, batch_size=4,
-                       dataset={**SYNTHETIC, "num_samples": 4, "seed": 1}, epochs=12,
-                       optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2})
+    cfg, out = _config(
+        tmp_path,
+        ckpt,
+        LORA,
+        dtype="bf16",
+        compile=True,
+        max_steps_per_epoch=12,
+        batch_size=4,
+        dataset={**SYNTHETIC, "num_samples": 4, "seed": 1},
+        epochs=12,
+        optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2},
+    )
     Trainer(cfg, LoRAFinetune()).run()
     losses = [json.loads(line)["loss"] for line in (out / "logs" / "log.jsonl").read_text().splitlines()]
     assert len(losses) == 12 and losses[-1] < losses[0] - 1.0, losses

@@ -1,4 +1,5 @@
 """Tiny random HF transformers models of every family, for parity tests (test-only helper)."""
+
 from __future__ import annotations
 
 import torch
@@ -6,32 +7,89 @@ import transformers
 
 VOCAB = 96
 
-_COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-               rms_norm_eps=1e-5, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+_COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    rms_norm_eps=1e-5,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 
 # family -> (config class, model class, model_type, config kwargs)
 FAMILIES = {
     "llama2": ("LlamaConfig", "LlamaForCausalLM", "LLAMA2", dict(num_key_value_heads=4, rope_theta=10_000.0)),
     "llama3": ("LlamaConfig", "LlamaForCausalLM", "LLAMA3", dict(rope_theta=500_000.0)),
-    "llama3_1": ("LlamaConfig", "LlamaForCausalLM", "LLAMA3", dict(
-        rope_theta=500_000.0, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                            "high_freq_factor": 4.0, "original_max_position_embeddings": 16})),
-    "llama3_2": ("LlamaConfig", "LlamaForCausalLM", "LLAMA3_2", dict(
-        rope_theta=500_000.0, tie_word_embeddings=True,
-        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16})),
+    "llama3_1": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        "LLAMA3",
+        dict(
+            rope_theta=500_000.0,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+        ),
+    ),
+    "llama3_2": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        "LLAMA3_2",
+        dict(
+            rope_theta=500_000.0,
+            tie_word_embeddings=True,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 32.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+        ),
+    ),
     "mistral": ("MistralConfig", "MistralForCausalLM", "MISTRAL", dict(sliding_window=8, head_dim=16)),
-    "qwen2_5": ("Qwen2Config", "Qwen2ForCausalLM", "QWEN2", dict(tie_word_embeddings=True, rope_theta=1e6,
-                                                                 rms_norm_eps=1e-6)),
-    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", "GEMMA2", dict(
-        head_dim=16, query_pre_attn_scalar=24, sliding_window=8, attn_logit_softcapping=3.0,
-        final_logit_softcapping=2.0, hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6)),
-    "phi3": ("Phi3Config", "Phi3ForCausalLM", "PHI3_MINI", dict(num_key_value_heads=4, sliding_window=8,
-                                                                original_max_position_embeddings=64)),
+    "qwen2_5": (
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        "QWEN2",
+        dict(tie_word_embeddings=True, rope_theta=1e6, rms_norm_eps=1e-6),
+    ),
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        "GEMMA2",
+        dict(
+            head_dim=16,
+            query_pre_attn_scalar=24,
+            sliding_window=8,
+            attn_logit_softcapping=3.0,
+            final_logit_softcapping=2.0,
+            hidden_activation="gelu_pytorch_tanh",
+            rms_norm_eps=1e-6,
+        ),
+    ),
+    "phi3": (
+        "Phi3Config",
+        "Phi3ForCausalLM",
+        "PHI3_MINI",
+        dict(num_key_value_heads=4, sliding_window=8, original_max_position_embeddings=64),
+    ),
     "smollm2": ("LlamaConfig", "LlamaForCausalLM", "SMOLLM2", dict(tie_word_embeddings=True, rope_theta=100_000.0)),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", "QWEN3", dict(head_dim=24, rope_theta=1e6, rms_norm_eps=1e-6,
-                                                               tie_word_embeddings=False)),
+    "qwen3": (
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        "QWEN3",
+        dict(head_dim=24, rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False),
+    ),
 }
 
 

@@ -1,5 +1,6 @@
 """The family registry: every name a config may use resolves, lookups agree, and each family's
 spec is consistent with itself (its sizes survive writing and reading an HF config.json)."""
+
 from __future__ import annotations
 
 import importlib
@@ -19,12 +20,26 @@ def _sizes():
 
 
 def test_lookups():
-    assert [normalize_model_type(n) for n in ("llama3_1", "LLAMA3_3", "qwen2_5", "PHI3", "qwen3")] == \
-        ["LLAMA3", "LLAMA3", "QWEN2", "PHI3_MINI", "QWEN3"]
+    assert [normalize_model_type(n) for n in ("llama3_1", "LLAMA3_3", "qwen2_5", "PHI3", "qwen3")] == [
+        "LLAMA3",
+        "LLAMA3",
+        "QWEN2",
+        "PHI3_MINI",
+        "QWEN3",
+    ]
     assert family("LLAMA3").name == "llama3" and family("LLAMA3_1").name == "llama3_1"  # model type -> its namesake
     assert family("QWEN2").name == "qwen2_5"
-    assert sorted(model_types()) == ["GEMMA2", "LLAMA2", "LLAMA3", "LLAMA3_2", "MISTRAL", "PHI3_MINI", "QWEN2", "QWEN3",
-                                     "SMOLLM2"]
+    assert sorted(model_types()) == [
+        "GEMMA2",
+        "LLAMA2",
+        "LLAMA3",
+        "LLAMA3_2",
+        "MISTRAL",
+        "PHI3_MINI",
+        "QWEN2",
+        "QWEN3",
+        "SMOLLM2",
+    ]
     with pytest.raises(ConfigError, match="did you mean 'QWEN3'"):
         family("QWEN_3")
     with pytest.raises(ConfigError, match="model_type is not set"):
@@ -50,7 +65,15 @@ def test_size_survives_an_hf_config_round_trip(family_name, size):
         again = build_model_from_hf_config(hf_config_from_model(model, spec.model_type), spec.model_type)
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
     for a, b in zip(again.layers, model.layers):
-        assert (a.attn.sliding_window, a.attn.softcap, a.attn.scale) == \
-            (b.attn.sliding_window, b.attn.softcap, b.attn.scale)
-    assert (again.rope.base, again.rope.scaling, again.max_seq_len, again.norm.eps, again.final_softcap) == \
-        (model.rope.base, model.rope.scaling, model.max_seq_len, model.norm.eps, model.final_softcap)
+        assert (a.attn.sliding_window, a.attn.softcap, a.attn.scale) == (
+            b.attn.sliding_window,
+            b.attn.softcap,
+            b.attn.scale,
+        )
+    assert (again.rope.base, again.rope.scaling, again.max_seq_len, again.norm.eps, again.final_softcap) == (
+        model.rope.base,
+        model.rope.scaling,
+        model.max_seq_len,
+        model.norm.eps,
+        model.final_softcap,
+    )

@@ -1,20 +1,19 @@
 """Decoder behaviour beyond HF parity: BlockMask path, KV cache steps, tied output, meta device,
 LoRA builders, errors."""
+
 from __future__ import annotations
 
 import inspect
-import sys
-import types
 
 import pytest
 import torch
+from hf_tiny import VOCAB, tiny_hf_model
 from torch.nn.attention.flex_attention import create_block_mask
 
-from hf_tiny import VOCAB, tiny_hf_model
-from tuner.errors import ConfigError, UsageError
-from tuner.models import TiedLinear, TransformerDecoder
 from tuner.checkpoint.hf_config import build_model_from_hf_config
 from tuner.checkpoint.hf_keys import hf_to_tuner
+from tuner.errors import ConfigError, UsageError
+from tuner.models import TiedLinear, TransformerDecoder
 
 
 def _model(family):
@@ -56,7 +55,7 @@ def test_kv_cache_steps_match_full_forward(family):
     try:
         assert model.caches_are_enabled()
         first = model(tokens[:, :7], input_pos=torch.arange(7)[None].expand(2, -1))
-        steps = [model(tokens[:, i:i + 1]) for i in range(7, 20)]  # positions continue by themselves
+        steps = [model(tokens[:, i : i + 1]) for i in range(7, 20)]  # positions continue by themselves
         out = torch.cat([first, *steps], dim=1)
         assert (out - full).abs().max().item() <= 1e-4
         model.reset_caches()
@@ -78,8 +77,9 @@ def test_tied_output_owns_no_parameter():
 def test_meta_device_build_then_materialise():
     from tuner.models.llama3_2 import llama3_2
 
-    kwargs = dict(vocab_size=VOCAB, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, max_seq_len=16,
-                  intermediate_dim=48)
+    kwargs = dict(
+        vocab_size=VOCAB, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, max_seq_len=16, intermediate_dim=48
+    )
     torch.manual_seed(0)
     ref = llama3_2(**kwargs)
     with torch.device("meta"):
@@ -95,9 +95,20 @@ def test_meta_device_build_then_materialise():
 def test_module_names_follow_torchtune():
     model = _model("llama3")
     names = dict(model.named_modules())
-    for n in ["tok_embeddings", "layers.1.attn.q_proj", "layers.1.attn.k_proj", "layers.1.attn.v_proj",
-              "layers.1.attn.output_proj", "layers.1.mlp.w1", "layers.1.mlp.w2", "layers.1.mlp.w3",
-              "layers.1.sa_norm", "layers.1.mlp_norm", "norm", "output"]:
+    for n in [
+        "tok_embeddings",
+        "layers.1.attn.q_proj",
+        "layers.1.attn.k_proj",
+        "layers.1.attn.v_proj",
+        "layers.1.attn.output_proj",
+        "layers.1.mlp.w1",
+        "layers.1.mlp.w2",
+        "layers.1.mlp.w3",
+        "layers.1.sa_norm",
+        "layers.1.mlp_norm",
+        "norm",
+        "output",
+    ]:
         assert n in names, n
     assert isinstance(model.layers, torch.nn.ModuleList)
 
@@ -133,18 +144,35 @@ def test_lora_builders_pass_arguments_to_apply_lora(monkeypatch):
 
     monkeypatch.setattr(_builder, "apply_lora", fake_apply_lora)
 
-    dims = dict(vocab_size=VOCAB, num_layers=1, num_heads=4, num_kv_heads=2, embed_dim=32, max_seq_len=16,
-                intermediate_dim=48)
+    dims = dict(
+        vocab_size=VOCAB, num_layers=1, num_heads=4, num_kv_heads=2, embed_dim=32, max_seq_len=16, intermediate_dim=48
+    )
     model = llama3_2.qlora_llama3_2(["q_proj", "v_proj"], True, lora_rank=4, lora_alpha=8, use_rslora=True, **dims)
     assert isinstance(model, TransformerDecoder) and model.tok_embeddings.num_embeddings == VOCAB
     _, kw = calls[-1]
-    assert kw == dict(lora_attn_modules=["q_proj", "v_proj"], apply_lora_to_mlp=True, apply_lora_to_output=False,
-                      lora_rank=4, lora_alpha=8, lora_dropout=0.0, use_dora=False, quantize_base=True,
-                      use_rslora=True)
+    assert kw == dict(
+        lora_attn_modules=["q_proj", "v_proj"],
+        apply_lora_to_mlp=True,
+        apply_lora_to_output=False,
+        lora_rank=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        use_dora=False,
+        quantize_base=True,
+        use_rslora=True,
+    )
     with torch.device("meta"):
         llama3_2.lora_llama3_2_1b(["q_proj"], False, True, 16, 32.0, 0.1, True)
-    assert calls[-1][1] == dict(lora_attn_modules=["q_proj"], apply_lora_to_mlp=False, apply_lora_to_output=True,
-                                lora_rank=16, lora_alpha=32.0, lora_dropout=0.1, use_dora=True, quantize_base=False)
+    assert calls[-1][1] == dict(
+        lora_attn_modules=["q_proj"],
+        apply_lora_to_mlp=False,
+        apply_lora_to_output=True,
+        lora_rank=16,
+        lora_alpha=32.0,
+        lora_dropout=0.1,
+        use_dora=True,
+        quantize_base=False,
+    )
     with pytest.raises(TypeError, match="multiple values"):
         llama3_2.lora_llama3_2_1b(["q_proj"], True, apply_lora_to_mlp=True)
     sig = inspect.signature(llama3_2.lora_llama3_2)
@@ -152,27 +180,36 @@ def test_lora_builders_pass_arguments_to_apply_lora(monkeypatch):
     assert llama3_2.qlora_llama3_2_3b.__name__ == "qlora_llama3_2_3b"
 
 
-@pytest.mark.parametrize("module, names", [
-    ("llama2", ["llama2_7b", "llama2_13b", "llama2_70b"]),
-    ("llama3", ["llama3_8b", "llama3_70b"]),
-    ("llama3_1", ["llama3_1_8b", "llama3_1_70b", "llama3_1_405b"]),
-    ("llama3_2", ["llama3_2_1b", "llama3_2_3b"]),
-    ("llama3_3", ["llama3_3_70b"]),
-    ("mistral", ["mistral_7b", "mistral_7b_v0_3"]),
-    ("qwen2_5", ["qwen2_5_0_5b", "qwen2_5_1_5b", "qwen2_5_3b", "qwen2_5_7b", "qwen2_5_14b", "qwen2_5_32b",
-                 "qwen2_5_72b"]
-     + [f"qwen2_5_{s}_{k}" for s in ("1_5b", "7b", "14b", "32b", "72b") for k in ("base", "instruct")]),
-    ("qwen3", [f"qwen3_{s}_{k}" for s in ("0_6b", "1_7b", "4b", "8b") for k in ("base", "instruct")]),
-    ("gemma2", ["gemma2_2b", "gemma2_9b", "gemma2_27b"]),
-    ("phi3", ["phi3_mini"]),
-    ("smollm2", ["smollm2_135m", "smollm2_360m", "smollm2_1_7b"]),
-])
+@pytest.mark.parametrize(
+    "module, names",
+    [
+        ("llama2", ["llama2_7b", "llama2_13b", "llama2_70b"]),
+        ("llama3", ["llama3_8b", "llama3_70b"]),
+        ("llama3_1", ["llama3_1_8b", "llama3_1_70b", "llama3_1_405b"]),
+        ("llama3_2", ["llama3_2_1b", "llama3_2_3b"]),
+        ("llama3_3", ["llama3_3_70b"]),
+        ("mistral", ["mistral_7b", "mistral_7b_v0_3"]),
+        (
+            "qwen2_5",
+            ["qwen2_5_0_5b", "qwen2_5_1_5b", "qwen2_5_3b", "qwen2_5_7b", "qwen2_5_14b", "qwen2_5_32b", "qwen2_5_72b"]
+            + [f"qwen2_5_{s}_{k}" for s in ("1_5b", "7b", "14b", "32b", "72b") for k in ("base", "instruct")],
+        ),
+        ("qwen3", [f"qwen3_{s}_{k}" for s in ("0_6b", "1_7b", "4b", "8b") for k in ("base", "instruct")]),
+        ("gemma2", ["gemma2_2b", "gemma2_9b", "gemma2_27b"]),
+        ("phi3", ["phi3_mini"]),
+        ("smollm2", ["smollm2_135m", "smollm2_360m", "smollm2_1_7b"]),
+    ],
+)
 def test_every_family_exports_builders(module, names):
     import importlib
 
     mod = importlib.import_module(f"tuner.models.{module}")
-    for n in [module, f"lora_{module}", f"qlora_{module}"] + names + [f"lora_{n}" for n in names] + \
-            [f"qlora_{n}" for n in names]:
+    for n in (
+        [module, f"lora_{module}", f"qlora_{module}"]
+        + names
+        + [f"lora_{n}" for n in names]
+        + [f"qlora_{n}" for n in names]
+    ):
         assert callable(getattr(mod, n)), n
         assert getattr(mod, n).__name__ == n and getattr(mod, n).__module__ == mod.__name__, n
 
@@ -181,11 +218,11 @@ def test_lora_builder_with_real_apply_lora_starts_at_base_and_converts_to_hf():
     from tuner.checkpoint.hf_keys import hf_to_tuner, tuner_to_hf
     from tuner.models.llama3_2 import llama3_2, lora_llama3_2
 
-    dims = dict(vocab_size=VOCAB, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, max_seq_len=16,
-                intermediate_dim=48)
+    dims = dict(
+        vocab_size=VOCAB, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, max_seq_len=16, intermediate_dim=48
+    )
     base = llama3_2(**dims)
-    model = lora_llama3_2(["q_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True, lora_rank=4,
-                          **dims)
+    model = lora_llama3_2(["q_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True, lora_rank=4, **dims)
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected and all(("lora_" in k or "magnitude" in k) for k in missing)
     tokens = torch.randint(0, VOCAB, (1, 8))

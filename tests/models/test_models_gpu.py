@@ -1,13 +1,14 @@
 """GPU paths (flash SDPA, FlexAttention for soft-capping, KV cache on CUDA) agree with the CPU reference."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from hf_tiny import VOCAB, tiny_hf_model
-from tuner.generation import generate
+
 from tuner.checkpoint.hf_config import build_model_from_hf_config
 from tuner.checkpoint.hf_keys import hf_to_tuner
+from tuner.generation import generate
 
 pytestmark = pytest.mark.gpu
 

@@ -1,10 +1,11 @@
 """Every family's logits match HF transformers on the same weights, both ways."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from hf_tiny import FAMILIES, VOCAB, hf_model_from, tiny_hf_model
+
 from tuner.checkpoint.hf_config import build_model_from_hf_config
 from tuner.checkpoint.hf_keys import hf_to_tuner, tuner_to_hf
 
@@ -86,8 +87,7 @@ def test_hf_config_from_model_builds_the_same_hf_model(pair):
 
     family, hf, cfg, mt, model = pair
     out_cfg = hf_config_from_model(model, mt, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    config = transformers.AutoConfig.for_model(out_cfg.pop("model_type"), **out_cfg,
-                                               attn_implementation="eager")
+    config = transformers.AutoConfig.for_model(out_cfg.pop("model_type"), **out_cfg, attn_implementation="eager")
     hf2 = transformers.AutoModelForCausalLM.from_config(config).eval()
     missing, unexpected = hf2.load_state_dict(tuner_to_hf(model.state_dict(), mt, cfg), strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}

@@ -1,6 +1,7 @@
 """Adding a Llama-shaped family is declaring its spec: once registered, model_type lookup, its
 builders, HF conversion both ways, building from and writing an HF config.json, and the HF
 checkpointer all work with no other edit. The family here lives in this test module."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,12 +18,29 @@ from tuner.models.families import family, model_types, normalize_model_type, reg
 from tuner.models.spec import FamilySpec, Size
 
 FAMILY = FamilySpec(
-    name="tiny_llama_test", title="Tiny Llama (test)", model_type="TINY_LLAMA_TEST", aliases=("TLT",),
-    hf_model_type="llama", hf_architecture="LlamaForCausalLM",
+    name="tiny_llama_test",
+    title="Tiny Llama (test)",
+    model_type="TINY_LLAMA_TEST",
+    aliases=("TLT",),
+    hf_model_type="llama",
+    hf_architecture="LlamaForCausalLM",
     required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "intermediate_dim", "max_seq_len"),
     defaults=dict(attn_dropout=0.0, norm_eps=1e-5, rope_base=10_000.0, tie_word_embeddings=False),
-    sizes=(Size("2l", "Tiny Llama 2 layers", dict(vocab_size=VOCAB, num_layers=2, num_heads=4, num_kv_heads=4,
-                                                  embed_dim=64, intermediate_dim=96, max_seq_len=64)),),
+    sizes=(
+        Size(
+            "2l",
+            "Tiny Llama 2 layers",
+            dict(
+                vocab_size=VOCAB,
+                num_layers=2,
+                num_heads=4,
+                num_kv_heads=4,
+                embed_dim=64,
+                intermediate_dim=96,
+                max_seq_len=64,
+            ),
+        ),
+    ),
     module=__name__,
 )
 globals().update(FAMILY.builders)

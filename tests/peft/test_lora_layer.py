@@ -1,16 +1,23 @@
 """LoRALinear / VeRA layers against HF PEFT's own layers: same weights in, same outputs and grads out."""
+
 import copy
 import math
 
 import pytest
 import torch
-from torch import nn
-
 from peft import LoraConfig, VeraConfig, get_peft_model
 from peft.tuners.lora import Linear as PeftLoraLinear
+from torch import nn
 
 from tuner.errors import TunerError
-from tuner.peft import LoRALinear, apply_lora, disable_adapters, get_adapter_params, lora_plus_param_groups, set_trainable_params
+from tuner.peft import (
+    LoRALinear,
+    apply_lora,
+    disable_adapters,
+    get_adapter_params,
+    lora_plus_param_groups,
+    set_trainable_params,
+)
 
 IN, OUT, R, ALPHA = 24, 16, 4, 8
 
@@ -18,12 +25,22 @@ IN, OUT, R, ALPHA = 24, 16, 4, 8
 def _pair(use_dora=False, use_rslora=False, dropout=0.0, bias=True, init=True, seed=0):
     torch.manual_seed(seed)
     base = nn.Linear(IN, OUT, bias=bias)
-    cfg = LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=dropout, use_dora=use_dora, use_rslora=use_rslora,
-                     init_lora_weights=init)
+    cfg = LoraConfig(
+        r=R, lora_alpha=ALPHA, lora_dropout=dropout, use_dora=use_dora, use_rslora=use_rslora, init_lora_weights=init
+    )
     ref = PeftLoraLinear(copy.deepcopy(base), "default", config=cfg, r=R, lora_alpha=ALPHA)
-    ours = LoRALinear(IN, OUT, R, ALPHA, dropout=dropout, use_dora=use_dora, use_rslora=use_rslora,
-                      init_lora_weights=init, weight=base.weight.detach().clone(),
-                      bias=None if base.bias is None else base.bias.detach().clone())
+    ours = LoRALinear(
+        IN,
+        OUT,
+        R,
+        ALPHA,
+        dropout=dropout,
+        use_dora=use_dora,
+        use_rslora=use_rslora,
+        init_lora_weights=init,
+        weight=base.weight.detach().clone(),
+        bias=None if base.bias is None else base.bias.detach().clone(),
+    )
     return ref, ours
 
 
@@ -38,8 +55,16 @@ def _randomize(ref, ours):
             ref.lora_magnitude_vector["default"].weight.copy_(m), ours.magnitude.copy_(m)
 
 
-@pytest.mark.parametrize("variant", [{}, {"use_rslora": True}, {"use_dora": True}, {"use_dora": True, "bias": False},
-                                     {"use_dora": True, "use_rslora": True}])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        {"use_rslora": True},
+        {"use_dora": True},
+        {"use_dora": True, "bias": False},
+        {"use_dora": True, "use_rslora": True},
+    ],
+)
 def test_forward_and_grads_match_peft(variant):
     ref, ours = _pair(**variant)
     _randomize(ref, ours)
@@ -54,7 +79,9 @@ def test_forward_and_grads_match_peft(variant):
     torch.testing.assert_close(ours.lora_a.weight.grad, ref.lora_A["default"].weight.grad, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ours.lora_b.weight.grad, ref.lora_B["default"].weight.grad, atol=1e-5, rtol=1e-5)
     if ours.use_dora:
-        torch.testing.assert_close(ours.magnitude.grad, ref.lora_magnitude_vector["default"].weight.grad, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            ours.magnitude.grad, ref.lora_magnitude_vector["default"].weight.grad, atol=1e-5, rtol=1e-5
+        )
     assert ours.weight.grad is None
 
 
@@ -146,8 +173,12 @@ class Toy(nn.Module):
 def test_vera_matches_peft_vera_model():
     torch.manual_seed(0)
     toy = Toy()
-    ref = get_peft_model(copy.deepcopy(toy), VeraConfig(r=R, target_modules=["q_proj", "v_proj", "w1"], projection_prng_key=3))
-    ours = apply_lora(toy, ["q_proj", "v_proj"], apply_lora_to_mlp=True, lora_rank=R, use_vera=True, projection_prng_key=3)
+    ref = get_peft_model(
+        copy.deepcopy(toy), VeraConfig(r=R, target_modules=["q_proj", "v_proj", "w1"], projection_prng_key=3)
+    )
+    ours = apply_lora(
+        toy, ["q_proj", "v_proj"], apply_lora_to_mlp=True, lora_rank=R, use_vera=True, projection_prng_key=3
+    )
     torch.testing.assert_close(ours.vera_projections.vera_A, ref.base_model.vera_A["default"])
     torch.testing.assert_close(ours.vera_projections.vera_B, ref.base_model.vera_B["default"])
     with torch.no_grad():
@@ -164,6 +195,7 @@ def test_vera_matches_peft_vera_model():
     assert (ours(x) - base_out).abs().max() > 1e-3  # the adapter contributes
     merged_ref = ref.merge_and_unload()
     from tuner.peft import merge_lora_weights
+
     merged = merge_lora_weights(ours)
     assert not hasattr(merged, "vera_projections")
     torch.testing.assert_close(merged(x), merged_ref(x), atol=1e-5, rtol=1e-5)
@@ -216,6 +248,7 @@ def test_lora_plus_param_groups():
     torch.optim.AdamW(groups)  # a valid optimizer spec
     # same grouping as PEFT's create_loraplus_optimizer on the same adapters
     from peft.optimizers import create_loraplus_optimizer
+
     ref = get_peft_model(Toy(), LoraConfig(r=R, target_modules=["q_proj", "v_proj"], use_dora=True))
     opt = create_loraplus_optimizer(ref, torch.optim.AdamW, lr=1e-3, loraplus_lr_ratio=16)
     ref_counts = sorted((g["lr"], len(g["params"])) for g in opt.param_groups if g["params"])
@@ -248,7 +281,9 @@ def test_backward_scales_on_the_rank_side(use_dora):
     grad = torch.randn_like(out)
     with _RecordOps() as rec:
         out.backward(grad)
-    scaled_grads = [(op, shape) for op, shape in rec.ops if op in ("mul", "div") and shape[-1] == OUT and len(shape) > 1]
+    scaled_grads = [
+        (op, shape) for op, shape in rec.ops if op in ("mul", "div") and shape[-1] == OUT and len(shape) > 1
+    ]
     if not use_dora:  # DoRA rescales [tokens, out] rows by magnitude / norm: a mul it needs
         assert scaled_grads == [], scaled_grads
     assert any(shape[-1] == R for op, shape in rec.ops if op == "mul")  # the scaling is applied, at rank r

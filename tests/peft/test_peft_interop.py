@@ -5,6 +5,7 @@ with ``PeftModel.from_pretrained`` and gives tuner's logits; a PEFT-trained (ran
 loads into tuner and gives PEFT's logits; merged and unmerged tuner models agree and the merged
 state dict, converted to HF, loads in transformers with the same logits.
 """
+
 import copy
 import json
 
@@ -13,14 +14,19 @@ import torch
 from peft import LoraConfig, PeftModel, VeraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from tuner.errors import TunerError
 from tuner.checkpoint.hf_config import build_model_from_hf_config
 from tuner.checkpoint.hf_keys import hf_to_tuner, tuner_to_hf
+from tuner.checkpoint.peft_format import load_peft_adapter, load_peft_adapter_config, save_peft_adapter
+from tuner.errors import TunerError
 from tuner.peft import (
-    apply_lora, clone_merged, get_adapter_params, get_adapter_state_dict, get_merged_lora_ckpt, is_adapter_key,
+    apply_lora,
+    clone_merged,
+    get_adapter_params,
+    get_adapter_state_dict,
+    get_merged_lora_ckpt,
+    is_adapter_key,
     validate_missing_and_unexpected_for_lora,
 )
-from tuner.checkpoint.peft_format import load_peft_adapter, load_peft_adapter_config, save_peft_adapter
 
 MT, R, ALPHA, ATOL = "LLAMA3", 4, 8, 1e-4
 ATTN = ["q_proj", "k_proj", "v_proj", "output_proj"]
@@ -37,8 +43,16 @@ VARIANTS = {
 @pytest.fixture(scope="module")
 def hf_base():
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
     return LlamaForCausalLM(cfg).eval(), cfg.to_dict()
 
 
@@ -72,8 +86,15 @@ def _max_diff(a, b):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_tuner_adapter_loads_in_peft(variant, hf_base, tokens, tmp_path):
     hf, hf_config = hf_base
-    model = apply_lora(_tuner_base(hf, hf_config), ATTN, apply_lora_to_mlp=True, apply_lora_to_output=True,
-                       lora_rank=R, lora_alpha=ALPHA, **VARIANTS[variant])
+    model = apply_lora(
+        _tuner_base(hf, hf_config),
+        ATTN,
+        apply_lora_to_mlp=True,
+        apply_lora_to_output=True,
+        lora_rank=R,
+        lora_alpha=ALPHA,
+        **VARIANTS[variant],
+    )
     _randomize(get_adapter_params(model).items())
     assert all(p.abs().sum() > 0 for n, p in get_adapter_params(model).items() if "lora_b" in n or "lambda_b" in n)
     logits = model(tokens)
@@ -86,8 +107,12 @@ def test_tuner_adapter_loads_in_peft(variant, hf_base, tokens, tmp_path):
     peft_model = PeftModel.from_pretrained(copy.deepcopy(hf), tmp_path).eval()
     assert _max_diff(peft_model(tokens).logits, logits) <= ATOL
     if variant in ("lora", "dora", "vera"):  # the checkpointer's path: an adapter state dict + the recipe's settings
-        save_peft_adapter(get_adapter_state_dict(model.state_dict()), tmp_path / "sd", MT, hf_config, {"lora_alpha": ALPHA})
-        assert json.loads((tmp_path / "sd" / "adapter_config.json").read_text()) == cfg | {"base_model_name_or_path": None}
+        save_peft_adapter(
+            get_adapter_state_dict(model.state_dict()), tmp_path / "sd", MT, hf_config, {"lora_alpha": ALPHA}
+        )
+        assert json.loads((tmp_path / "sd" / "adapter_config.json").read_text()) == cfg | {
+            "base_model_name_or_path": None
+        }
 
     # merged == unmerged; the merged state dict is a plain HF checkpoint with the same logits
     merged = clone_merged(model)
@@ -108,8 +133,14 @@ def _peft_trained(hf, variant, tmp_path):
         config = VeraConfig(r=R, target_modules=HF_TARGETS, projection_prng_key=5)
     else:
         kw = VARIANTS[variant]
-        config = LoraConfig(r=R, lora_alpha=ALPHA, target_modules=HF_TARGETS, use_dora=kw.get("use_dora", False),
-                            use_rslora=kw.get("use_rslora", False), init_lora_weights=kw.get("init_lora_weights", True))
+        config = LoraConfig(
+            r=R,
+            lora_alpha=ALPHA,
+            target_modules=HF_TARGETS,
+            use_dora=kw.get("use_dora", False),
+            use_rslora=kw.get("use_rslora", False),
+            init_lora_weights=kw.get("init_lora_weights", True),
+        )
     peft_model = get_peft_model(base, config)
     out = tmp_path / "peft"
     if variant == "pissa":  # PEFT's documented PiSSA flow: keep the initial adapter, convert to LoRA on save
@@ -146,14 +177,19 @@ def test_peft_adapter_loads_in_tuner(variant, hf_base, tokens, tmp_path):
 
 def test_pissa_unconverted_applies_over_residual(hf_base, tokens, tmp_path):
     hf, hf_config = hf_base
-    model = apply_lora(_tuner_base(hf, hf_config), ["q_proj", "v_proj"], lora_rank=R, lora_alpha=ALPHA,
-                       init_lora_weights="pissa")
+    model = apply_lora(
+        _tuner_base(hf, hf_config), ["q_proj", "v_proj"], lora_rank=R, lora_alpha=ALPHA, init_lora_weights="pissa"
+    )
     _randomize(get_adapter_params(model).items())
     save_peft_adapter(model, tmp_path, MT, hf_config, convert_pissa=False)
     cfg = json.loads((tmp_path / "adapter_config.json").read_text())
     assert cfg["r"] == R and cfg["init_lora_weights"] is True  # PEFT must not redo the SVD on load
     residual = LlamaForCausalLM(LlamaConfig(**hf_config)).eval()
-    base_sd = {k: v for k, v in model.state_dict().items() if not k.endswith(("lora_a.weight", "lora_b.weight", "pissa_init_a", "pissa_init_b"))}
+    base_sd = {
+        k: v
+        for k, v in model.state_dict().items()
+        if not k.endswith(("lora_a.weight", "lora_b.weight", "pissa_init_a", "pissa_init_b"))
+    }
     residual.load_state_dict(tuner_to_hf(base_sd, MT, hf_config))
     peft_model = PeftModel.from_pretrained(residual, tmp_path).eval()
     assert _max_diff(peft_model(tokens).logits, model(tokens)) <= ATOL
@@ -166,20 +202,27 @@ def test_interop_errors(hf_base, tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3", "target_modules": ["q_proj"]}))
     with pytest.raises(TunerError, match="IA3"):
         load_peft_adapter_config(tmp_path)
-    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "gate_proj"]}))
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "gate_proj"]})
+    )
     with pytest.raises(TunerError, match="only"):
         load_peft_adapter_config(tmp_path)
-    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "rank_pattern": {"q_proj": 8}}))
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "rank_pattern": {"q_proj": 8}})
+    )
     with pytest.raises(TunerError, match="rank_pattern"):
         load_peft_adapter_config(tmp_path)
     with pytest.raises(TunerError, match="lora_alpha"):
         save_peft_adapter({"layers.0.attn.q_proj.lora_a.weight": torch.zeros(2, 2)}, tmp_path / "x", MT, hf_config)
-    pissa_dora = apply_lora(_tuner_base(hf, hf_config), ["q_proj"], lora_rank=R, lora_alpha=ALPHA, use_dora=True,
-                            init_lora_weights="pissa")
+    pissa_dora = apply_lora(
+        _tuner_base(hf, hf_config), ["q_proj"], lora_rank=R, lora_alpha=ALPHA, use_dora=True, init_lora_weights="pissa"
+    )
     with pytest.raises(TunerError, match="convert_pissa=False"):
         save_peft_adapter(pissa_dora, tmp_path / "pd", MT, hf_config)
     with pytest.raises(TunerError, match="no adapter weights"):
-        save_peft_adapter({"norm.scale": torch.zeros(2)}, tmp_path / "x", MT, hf_config, {"lora_rank": 4, "lora_alpha": 8})
+        save_peft_adapter(
+            {"norm.scale": torch.zeros(2)}, tmp_path / "x", MT, hf_config, {"lora_rank": 4, "lora_alpha": 8}
+        )
     with pytest.raises(TunerError, match="missing|lacks adapter"):
         validate_missing_and_unexpected_for_lora(lora_missing=["layers.0.attn.q_proj.lora_a.weight"])
     with pytest.raises(TunerError, match="base checkpoint lacks"):
@@ -189,8 +232,15 @@ def test_interop_errors(hf_base, tmp_path):
 
 
 def test_tied_output_is_refused(tokens):
-    cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
-                      num_key_value_heads=2, tie_word_embeddings=True).to_dict()
+    cfg = LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    ).to_dict()
     model = build_model_from_hf_config(cfg, MT)
     with pytest.raises(TunerError, match="tied"):
         apply_lora(model, ["q_proj"], apply_lora_to_output=True)

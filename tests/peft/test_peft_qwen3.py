@@ -1,12 +1,13 @@
 """Qwen3 adapters interoperate with HF PEFT over a tiny random Qwen3ForCausalLM (float32): tuner's
 adapter on every linear layer (the q/k norms stay frozen) loads with ``PeftModel.from_pretrained``
 and gives tuner's logits, and a PEFT-trained adapter loads back into tuner with PEFT's logits."""
+
 import copy
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from tests.models.hf_tiny import VOCAB, tiny_hf_model
 
+from tests.models.hf_tiny import VOCAB, tiny_hf_model
 from tuner.checkpoint.hf_config import build_model_from_hf_config
 from tuner.checkpoint.hf_keys import hf_to_tuner
 from tuner.checkpoint.peft_format import load_peft_adapter, load_peft_adapter_config, save_peft_adapter
@@ -33,8 +34,14 @@ def _randomize(params):
 @torch.no_grad()
 def test_tuner_qwen3_adapter_loads_in_peft(tmp_path):
     hf, config, mt = tiny_hf_model("qwen3")
-    model = apply_lora(_tuner_base(hf, config, mt), ["q_proj", "k_proj", "v_proj", "output_proj"],
-                       apply_lora_to_mlp=True, apply_lora_to_output=True, lora_rank=4, lora_alpha=8)
+    model = apply_lora(
+        _tuner_base(hf, config, mt),
+        ["q_proj", "k_proj", "v_proj", "output_proj"],
+        apply_lora_to_mlp=True,
+        apply_lora_to_output=True,
+        lora_rank=4,
+        lora_alpha=8,
+    )
     _randomize(get_adapter_params(model).values())
     logits = model(TOKENS)
     assert (logits - hf(TOKENS).logits).abs().max() > 1e-2  # the adapter changes the output

@@ -1,21 +1,38 @@
 """QLoRA (NF4 base) against PEFT over bitsandbytes' Linear4bit, meta-device building, summaries."""
+
 import copy
 
 import pytest
 import torch
 from torch import nn
 
-from tuner.errors import TunerError
 from tuner.checkpoint.hf_config import build_model_from_hf_config
+from tuner.errors import TunerError
 from tuner.peft import (
-    LoRALinear, apply_lora, get_adapter_params, get_merged_lora_ckpt, initialize_adapters, merge_lora_weights,
-    set_trainable_params, trainable_params_summary,
+    LoRALinear,
+    apply_lora,
+    get_adapter_params,
+    get_merged_lora_ckpt,
+    initialize_adapters,
+    merge_lora_weights,
+    set_trainable_params,
+    trainable_params_summary,
 )
 
 IN, OUT, R, ALPHA = 128, 64, 4, 8
-HF_CONFIG = {"vocab_size": 96, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-             "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32,
-             "tie_word_embeddings": False, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu"}
+HF_CONFIG = {
+    "vocab_size": 96,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32,
+    "tie_word_embeddings": False,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "hidden_act": "silu",
+}
 
 
 @pytest.mark.parametrize("use_dora", [False, True])
@@ -26,7 +43,9 @@ def test_qlora_layer_matches_peft_over_bnb_linear4bit(use_dora):
     torch.manual_seed(0)
     base = nn.Linear(IN, OUT, bias=False)
     q = bnb.nn.Linear4bit(IN, OUT, bias=False, compute_dtype=torch.float32, compress_statistics=True, quant_type="nf4")
-    q.weight = bnb.nn.Params4bit(base.weight.data.clone(), requires_grad=False, compress_statistics=True, quant_type="nf4")
+    q.weight = bnb.nn.Params4bit(
+        base.weight.data.clone(), requires_grad=False, compress_statistics=True, quant_type="nf4"
+    )
     q = q.to("cpu")
     holder = nn.Module()
     holder.proj = q
@@ -37,6 +56,7 @@ def test_qlora_layer_matches_peft_over_bnb_linear4bit(use_dora):
     with torch.no_grad():
         # same dequantized base
         from peft.utils.integrations import dequantize_module_weight
+
         torch.testing.assert_close(ours.base_weight(), dequantize_module_weight(layer.get_base_layer()))
         a, b = torch.randn(R, IN) * 0.1, torch.randn(OUT, R) * 0.1
         layer.lora_A["default"].weight.copy_(a), ours.lora_a.weight.copy_(a)
@@ -53,15 +73,21 @@ def _model():
     return build_model_from_hf_config(HF_CONFIG, "LLAMA3").eval()
 
 
-@pytest.mark.parametrize("variant", [{}, {"use_dora": True}, {"quantize_base": True}, {"use_dora": True, "quantize_base": True},
-                                     {"use_vera": True}])
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"use_dora": True}, {"quantize_base": True}, {"use_dora": True, "quantize_base": True}, {"use_vera": True}],
+)
 def test_meta_build_then_load_equals_eager(variant):
     torch.manual_seed(0)
     dense = _model()
     base_sd = dense.state_dict()
-    eager = apply_lora(copy.deepcopy(dense), ["q_proj", "v_proj"], apply_lora_to_mlp=True, lora_rank=R, lora_alpha=ALPHA, **variant)
+    eager = apply_lora(
+        copy.deepcopy(dense), ["q_proj", "v_proj"], apply_lora_to_mlp=True, lora_rank=R, lora_alpha=ALPHA, **variant
+    )
     with torch.device("meta"):
-        lazy = apply_lora(_model(), ["q_proj", "v_proj"], apply_lora_to_mlp=True, lora_rank=R, lora_alpha=ALPHA, **variant)
+        lazy = apply_lora(
+            _model(), ["q_proj", "v_proj"], apply_lora_to_mlp=True, lora_rank=R, lora_alpha=ALPHA, **variant
+        )
     with pytest.raises(TunerError, match="meta"):
         initialize_adapters(lazy)
     missing, unexpected = lazy.load_state_dict(base_sd, strict=False, assign=True)
@@ -85,8 +111,14 @@ def test_meta_build_then_load_equals_eager(variant):
 
 def test_qlora_merge_and_summary():
     torch.manual_seed(0)
-    model = apply_lora(_model(), ["q_proj", "k_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True, lora_rank=R,
-                       lora_alpha=ALPHA, quantize_base=True)
+    model = apply_lora(
+        _model(),
+        ["q_proj", "k_proj", "v_proj", "output_proj"],
+        apply_lora_to_mlp=True,
+        lora_rank=R,
+        lora_alpha=ALPHA,
+        quantize_base=True,
+    )
     params = get_adapter_params(model)
     set_trainable_params(model, params)
     n_adapter = sum(p.numel() for p in params.values())
@@ -100,6 +132,7 @@ def test_qlora_merge_and_summary():
     with pytest.raises(TunerError, match="dequantized_state_dict"):
         get_merged_lora_ckpt(model.state_dict(), R, ALPHA)
     from tuner.quantization import dequantized_state_dict
+
     sd = get_merged_lora_ckpt(dequantized_state_dict(model), R, ALPHA)
     tokens = torch.randint(0, 96, (2, 8))
     expected = model(tokens)

@@ -1,5 +1,6 @@
 """torchtune's ``modules`` API on tuner: its names are tuner's classes; DoRALinear, AdapterModule,
 disable_adapter, LoRA key validation by settings, CEWithChunkedOutputLoss in both call styles."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,8 @@ from torch import nn
 
 import tuner.modules as modules
 from tuner.config import instantiate, resolve_component
-from tuner.modules import loss, peft
 from tuner.errors import ConfigError, TrainingError
+from tuner.modules import loss, peft
 from tuner.training.loss import ChunkedCrossEntropyLoss
 
 
@@ -30,7 +31,9 @@ def test_dora_linear_and_quantization_arguments():
     dora = peft.DoRALinear(in_dim=8, out_dim=4, rank=2, alpha=4.0)
     assert dora.use_dora and dora.adapter_params() == ["magnitude", "lora_a.weight", "lora_b.weight"]
     torch.testing.assert_close(dora.magnitude, torch.linalg.norm(dora.weight, dim=1))
-    with pytest.raises(ConfigError, match="``quantize_base`` is False, but received the following quantization arguments"):
+    with pytest.raises(
+        ConfigError, match="``quantize_base`` is False, but received the following quantization arguments"
+    ):
         peft.LoRALinear(8, 4, 2, 1.0, block_size=64)
     with pytest.raises(ConfigError, match="uses block_size=64 and scaler_block_size=256"):
         peft.LoRALinear(8, 4, 2, 1.0, quantize_base=True, block_size=8)
@@ -73,7 +76,13 @@ def test_adapter_protocol_disable_adapter_and_trainable_params():
 
 def test_lora_key_validation_follows_the_settings():
     check = peft.validate_missing_and_unexpected_for_lora
-    check(["q_proj"], False, False, base_missing=["layers.0.attn.q_proj.lora_a.weight"], lora_missing=["layers.0.attn.q_proj.weight"])
+    check(
+        ["q_proj"],
+        False,
+        False,
+        base_missing=["layers.0.attn.q_proj.lora_a.weight"],
+        lora_missing=["layers.0.attn.q_proj.weight"],
+    )
     with pytest.raises(AssertionError, match="Missing non-LoRA key layers.0.attn.k_proj.lora_a.weight"):
         check(["q_proj"], False, False, base_missing=["layers.0.attn.k_proj.lora_a.weight"])  # k_proj has no LoRA here
     with pytest.raises(AssertionError, match="Missing LoRA key layers.0.mlp.w1.magnitude"):
@@ -92,6 +101,8 @@ def test_ce_with_chunked_output_loss_takes_both_calls():
     expected = F.cross_entropy(logits.reshape(-1, 10), labels.reshape(-1), ignore_index=-100)
     torch.testing.assert_close(ce(list(logits.chunk(4, dim=1)), labels), expected)  # torchtune's call: labels aligned
     hidden, proj = torch.randn(2, 12, 6), nn.Linear(6, 10, bias=False)
-    torch.testing.assert_close(ce(hidden, labels, proj), ChunkedCrossEntropyLoss(num_output_chunks=4)(hidden, labels, proj))
+    torch.testing.assert_close(
+        ce(hidden, labels, proj), ChunkedCrossEntropyLoss(num_output_chunks=4)(hidden, labels, proj)
+    )
     summed = loss.CEWithChunkedOutputLoss(num_output_chunks=4, reduction="sum")(list(logits.chunk(4, dim=1)), labels)
     torch.testing.assert_close(summed, expected * (labels != -100).sum())

@@ -1,5 +1,6 @@
 """Checks of the Triton NF4 kernel on the CPU, run by test_nf4_triton.py in a subprocess with
 TRITON_INTERPRET=1 (Triton reads it at import, so it cannot be switched on inside pytest's process)."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,9 @@ DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
 
 def kernel_of(q: nf4_module.NF4Weight) -> torch.Tensor:
-    return nf4_triton.dequantize_nf4_triton(q.packed, q.absmax, q.absmax_scale, q.absmax_offset,
-                                            *nf4_module.lookup_tables(q.device), q.shape, q.dtype)
+    return nf4_triton.dequantize_nf4_triton(
+        q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *nf4_module.lookup_tables(q.device), q.shape, q.dtype
+    )
 
 
 def check_bit_identical() -> None:
@@ -30,11 +32,17 @@ def check_bit_identical() -> None:
             out = kernel_of(q)
             assert out.dtype == dtype and out.shape == q.shape, (shape, dtype)
             assert torch.equal(out, bnbf.dequantize_4bit(q.packed, q.quant_state())), (shape, dtype)
-            assert torch.equal(out, nf4_module.dequantize_nf4_ops(q, *nf4_module.lookup_tables(q.device))), (shape, dtype)
+            assert torch.equal(out, nf4_module.dequantize_nf4_ops(q, *nf4_module.lookup_tables(q.device))), (
+                shape,
+                dtype,
+            )
     for shape in OPS_ONLY_SHAPES:
         for dtype in DTYPES:
             q = nf4_module.quantize_nf4(torch.randn(shape) * 0.05, dtype)
-            assert torch.equal(kernel_of(q), nf4_module.dequantize_nf4_ops(q, *nf4_module.lookup_tables(q.device))), (shape, dtype)
+            assert torch.equal(kernel_of(q), nf4_module.dequantize_nf4_ops(q, *nf4_module.lookup_tables(q.device))), (
+                shape,
+                dtype,
+            )
 
 
 def check_the_op_that_compiled_graphs_call() -> None:
@@ -44,8 +52,17 @@ def check_the_op_that_compiled_graphs_call() -> None:
     for dtype in (torch.bfloat16, torch.float32):
         q = nf4_module.quantize_nf4(torch.randn(37, 129) * 0.05, dtype)
         for backward in (False, True):
-            out = torch.ops.tuner.dequantize_nf4(q.packed, q.absmax, q.absmax_scale, q.absmax_offset,
-                                                 *nf4_module.lookup_tables(q.device), 37, 129, dtype, backward)
+            out = torch.ops.tuner.dequantize_nf4(
+                q.packed,
+                q.absmax,
+                q.absmax_scale,
+                q.absmax_offset,
+                *nf4_module.lookup_tables(q.device),
+                37,
+                129,
+                dtype,
+                backward,
+            )
             assert out.dtype == dtype and torch.equal(out, kernel_of(q)), (dtype, backward)
 
 

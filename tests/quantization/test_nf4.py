@@ -1,4 +1,5 @@
 """NF4 format and linear op against bitsandbytes' own quantize/dequantize (the reference)."""
+
 import sys
 
 import pytest
@@ -173,11 +174,13 @@ class _TwoLayerNF4(torch.nn.Module):
         from tuner.peft.lora import LoRALinear
 
         self.layers = torch.nn.ModuleList(
-            torch.nn.Sequential(LoRALinear(32, 32, rank=2, alpha=4, quantize_base=True, init_lora_weights=False,
-                                           dtype=torch.float32), torch.nn.GELU(),
-                                LoRALinear(32, 32, rank=2, alpha=4, quantize_base=True, init_lora_weights=False,
-                                           dtype=torch.float32))
-            for _ in range(2))
+            torch.nn.Sequential(
+                LoRALinear(32, 32, rank=2, alpha=4, quantize_base=True, init_lora_weights=False, dtype=torch.float32),
+                torch.nn.GELU(),
+                LoRALinear(32, 32, rank=2, alpha=4, quantize_base=True, init_lora_weights=False, dtype=torch.float32),
+            )
+            for _ in range(2)
+        )
 
     def forward(self, x):
         for layer in self.layers:
@@ -236,8 +239,10 @@ def test_compiled_nf4_layers_keep_no_dense_weight_for_backward():
     from tuner.peft.lora import LoRALinear
 
     torch.manual_seed(0)
-    layers = torch.nn.Sequential(LoRALinear(128, 96, rank=4, alpha=8, quantize_base=True, dtype=torch.float32),
-                                 LoRALinear(96, 128, rank=4, alpha=8, quantize_base=True, dtype=torch.float32))
+    layers = torch.nn.Sequential(
+        LoRALinear(128, 96, rank=4, alpha=8, quantize_base=True, dtype=torch.float32),
+        LoRALinear(96, 128, rank=4, alpha=8, quantize_base=True, dtype=torch.float32),
+    )
     compiled = torch.compile(layers, fullgraph=True)
     x = torch.randn(4, 128, requires_grad=True)
     with saved_tensor_shapes() as saved:
@@ -245,4 +250,3 @@ def test_compiled_nf4_layers_keep_no_dense_weight_for_backward():
     y.sum().backward()
     assert saved and x.grad is not None
     assert not {(96, 128), (128, 96)} & set(saved), saved
-

@@ -1,4 +1,5 @@
 """NF4Linear: drop-in frozen linear, its state dict, dtype/device moves; bitsandbytes Linear4bit as reference."""
+
 import copy
 import io
 
@@ -29,8 +30,7 @@ def _linear(i=64, o=48, bias=True, seed=0):
 
 def test_from_linear_matches_bitsandbytes_linear4bit():
     lin = _linear()
-    ref = bnb.nn.Linear4bit(64, 48, bias=True, compute_dtype=torch.float32,
-                            compress_statistics=True, quant_type="nf4")
+    ref = bnb.nn.Linear4bit(64, 48, bias=True, compute_dtype=torch.float32, compress_statistics=True, quant_type="nf4")
     ref.load_state_dict(lin.state_dict())
     ref = ref.to("cpu")  # Params4bit quantizes on its first move to a device
     ours = NF4Linear.from_linear(lin, compute_dtype=torch.float32)
@@ -146,7 +146,9 @@ def test_register_on_another_module_and_export_dequantized():
     dense = nn.Sequential(nn.Linear(64, 48, bias=False), nn.ReLU(), nn.Linear(48, 8))
     dense.load_state_dict({k: v for k, v in out.items() if "lora" not in k})
     x = torch.randn(3, 64)
-    torch.testing.assert_close(dense[2](dense[1](dense[0](x))), model[2](model[1](linear_nf4(x, get_nf4_weight(model[0])))))
+    torch.testing.assert_close(
+        dense[2](dense[1](dense[0](x))), model[2](model[1](linear_nf4(x, get_nf4_weight(model[0]))))
+    )
 
 
 def test_register_errors():

@@ -1,4 +1,5 @@
 """Quantize-as-load: a tiny model built on the meta device filled from bf16 tensors one at a time."""
+
 import weakref
 
 import pytest
@@ -50,8 +51,16 @@ def _check_loaded(model, sd):
     assert torch.equal(model.output.weight, sd["output.weight"])
     # the quantized model computes what the dense model over the dequantized weights computes
     dense = Tiny(quantized=False).to(torch.bfloat16)
-    dense.load_state_dict({**sd, **{f"layers.{i}.{n}.weight": getattr(l, n).dequantize()
-                                   for i, l in enumerate(model.layers) for n in ("w1", "w2")}})
+    dense.load_state_dict(
+        {
+            **sd,
+            **{
+                f"layers.{i}.{n}.weight": getattr(layer, n).dequantize()
+                for i, layer in enumerate(model.layers)
+                for n in ("w1", "w2")
+            },
+        }
+    )
     tokens = torch.randint(0, 32, (2, 7))
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), dense(tokens))
@@ -99,7 +108,9 @@ def test_shards_device_and_dtype():
 def test_a_real_model_buffer_payload_is_about_half_a_byte_per_param():
     with torch.device("meta"):
         model = Tiny(quantized=True, dim=128, hidden=256)
-    quantize_state_dict_into(model, {k: v.to(torch.bfloat16) for k, v in Tiny(False, dim=128, hidden=256).state_dict().items()})
+    quantize_state_dict_into(
+        model, {k: v.to(torch.bfloat16) for k, v in Tiny(False, dim=128, hidden=256).state_dict().items()}
+    )
     nf4 = [m for m in model.modules() if isinstance(m, NF4Linear)]
     params = sum(m.in_features * m.out_features for m in nf4)
     stored = sum(b.numel() * b.element_size() for m in nf4 for b in m.buffers())
@@ -118,8 +129,9 @@ def test_missing_and_unexpected_keys():
         model = Tiny(quantized=True)
     result = quantize_state_dict_into(model, {**partial, "extra.weight": torch.zeros(2)}, strict=False)
     assert result.unexpected_keys == ["extra.weight"]
-    assert result.missing_keys == [f"layers.1.w2.{n}" for n in
-                                   ("weight_absmax", "weight_absmax_offset", "weight_absmax_scale", "weight_nf4")]
+    assert result.missing_keys == [
+        f"layers.1.w2.{n}" for n in ("weight_absmax", "weight_absmax_offset", "weight_absmax_scale", "weight_nf4")
+    ]
     with torch.device("meta"):
         model = Tiny(quantized=True)
     with pytest.raises(CheckpointError, match=r"1 unexpected key\(s\) \['extra.weight'\]"):
@@ -129,7 +141,9 @@ def test_missing_and_unexpected_keys():
 def test_shape_mismatch_of_a_dense_tensor_names_the_key():
     with torch.device("meta"):
         model = Tiny(quantized=True)
-    with pytest.raises(CheckpointError, match=r"size mismatch for output.weight: copying a param with shape torch.Size\(\[31, 64\]\)"):
+    with pytest.raises(
+        CheckpointError, match=r"size mismatch for output.weight: copying a param with shape torch.Size\(\[31, 64\]\)"
+    ):
         quantize_state_dict_into(model, {"output.weight": torch.zeros(31, 64)}, strict=False)
 
 

@@ -1,6 +1,7 @@
 """The Triton NF4 dequantization kernel (`tuner.quantization.nf4_triton`): bit-identical to
 bitsandbytes, used by eager and compiled NF4 layers on CUDA. On the CPU it runs under Triton's
 interpreter (the dev extra installs Triton); on the GPU machine the `gpu` tests run it for real."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,9 @@ SHAPES = [(256, 4096), (33, 100), (1, 1), (64, 96)]
 
 
 def _kernel_of(q):
-    return nf4_triton.dequantize_nf4_triton(q.packed, q.absmax, q.absmax_scale, q.absmax_offset,
-                                            *nf4_module.lookup_tables(q.device), q.shape, q.dtype)
+    return nf4_triton.dequantize_nf4_triton(
+        q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *nf4_module.lookup_tables(q.device), q.shape, q.dtype
+    )
 
 
 @pytest.mark.slow
@@ -30,9 +32,14 @@ def test_kernel_under_the_interpreter_is_bit_identical_to_bitsandbytes_and_serve
     """Every dtype and odd shapes, and `linear_nf4` forward + backward dequantize through it
     (`_nf4_triton_interpreted.py`, in a subprocess: Triton's interpreter is chosen at import)."""
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("_nf4_triton_interpreted.py"))],
-                          env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)},
-                          capture_output=True, text=True, timeout=300, cwd=root)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("_nf4_triton_interpreted.py"))],
+        env={**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "interpreted NF4 kernel checks passed" in proc.stdout
 
@@ -57,7 +64,8 @@ def test_cuda_compiled_lora_over_nf4_launches_the_kernel_directly_keeps_no_dense
     torch.manual_seed(0)
     layers = torch.nn.Sequential(
         LoRALinear(256, 192, rank=4, alpha=8, quantize_base=True, init_lora_weights=False, dtype=torch.bfloat16),
-        LoRALinear(192, 256, rank=4, alpha=8, quantize_base=True, init_lora_weights=False, dtype=torch.bfloat16)).cuda()
+        LoRALinear(192, 256, rank=4, alpha=8, quantize_base=True, init_lora_weights=False, dtype=torch.bfloat16),
+    ).cuda()
     x = torch.randn(4, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     layers(x).float().square().sum().backward()
     eager = [t.clone() for t in (x.grad, *(p.grad for p in layers.parameters() if p.requires_grad))]

@@ -1,5 +1,6 @@
 """GGUF -> HF folder conversion: exact round trip on a tiny llama GGUF written the llama.cpp way,
 and parity with transformers' own GGUF loader on the real SmolLM2-135M-Instruct file."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from tuner.errors import CheckpointError, TunerError
 from tuner.checkpoint import gguf as gguf_convert
 from tuner.checkpoint.gguf import convert_gguf_to_hf, default_smollm2_checkpoint
+from tuner.errors import CheckpointError, TunerError
 
 gguf = pytest.importorskip("gguf")
 transformers = pytest.importorskip("transformers")
@@ -47,9 +48,19 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 def _tiny_hf_model(tie: bool = True):
     cfg = transformers.LlamaConfig(
-        vocab_size=len(_tiny_vocab()), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
-        max_position_embeddings=128, tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+        vocab_size=len(_tiny_vocab()),
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        max_position_embeddings=128,
+        tie_word_embeddings=tie,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
     )
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(cfg).eval()
@@ -82,12 +93,20 @@ def _write_tiny_gguf(path, model, *, arch="llama", tokenizer_model="gpt2", extra
     w.add_eos_token_id(2)
     w.add_pad_token_id(2)
     w.add_unk_token_id(0)
-    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+    w.add_chat_template(
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    )
     sd = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()}
     names = {
-        "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-        "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-        "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+        "input_layernorm": "attn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "post_attention_layernorm": "ffn_norm",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
     }
     w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
     w.add_tensor("output_norm.weight", sd["model.norm.weight"])
@@ -116,8 +135,14 @@ def test_tiny_gguf_round_trip_is_exact(tmp_path, tie):
     src = _write_tiny_gguf(tmp_path / "tiny.gguf", model)
     out = convert_gguf_to_hf(src, tmp_path / "hf")
     assert sorted(os.listdir(out)) == sorted(
-        ["model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-         "tuner_conversion.json"]
+        [
+            "model.safetensors",
+            "config.json",
+            "generation_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "tuner_conversion.json",
+        ]
     )
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary folder left
     loaded = transformers.LlamaForCausalLM.from_pretrained(out).eval()
@@ -198,8 +223,12 @@ def test_cache_is_reused_and_stale_cache_is_replaced(monkeypatch, tmp_path):
         out.mkdir()
         for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"):
             (out / name).write_text(str(len(calls)))
-        marker = {"source": src.name, "source_size": src.stat().st_size,
-                  "converter_version": gguf_convert.CONVERTER_VERSION, "dtype": dtype}
+        marker = {
+            "source": src.name,
+            "source_size": src.stat().st_size,
+            "converter_version": gguf_convert.CONVERTER_VERSION,
+            "dtype": dtype,
+        }
         (out / "tuner_conversion.json").write_text(json.dumps(marker))
         return out
 
@@ -243,9 +272,20 @@ def test_smollm2_config_and_tokenizer_match_reference(smollm2_folder, reference_
     from tokenizers import Tokenizer
 
     cfg = json.loads((smollm2_folder / "config.json").read_text())
-    expected = {"num_hidden_layers": 30, "hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3,
-                "intermediate_size": 1536, "vocab_size": 49152, "rope_theta": 100000.0, "rms_norm_eps": 1e-5,
-                "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"}
+    expected = {
+        "num_hidden_layers": 30,
+        "hidden_size": 576,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "intermediate_size": 1536,
+        "vocab_size": 49152,
+        "rope_theta": 100000.0,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": True,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "torch_dtype": "float32",
+    }
     assert {k: cfg[k] for k in expected} == expected
     ours = Tokenizer.from_file(str(smollm2_folder / "tokenizer.json"))
     ref = reference_tokenizer.backend_tokenizer
@@ -290,5 +330,5 @@ def test_smollm2_logits_match_transformers_gguf_load_and_answer_paris(smollm2_fo
     inputs = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
         out = ours.generate(**inputs, max_new_tokens=12, do_sample=False)
-    answer = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer, answer

@@ -1,4 +1,5 @@
 """The quickstart dataset: shipped files equal the generator's output, rows are sane, held out."""
+
 from __future__ import annotations
 
 import json

@@ -6,6 +6,7 @@ all give the trained answer; eval shows the held-out loss fell; resume continues
 The commands write where the README says (/tmp/tuner/smollm2_135M/lora_cpu and ..._merged); the
 test clears those two folders first, as on a fresh machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def tune(command: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     assert args[0] == "tune", command
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     tune_script = Path(sys.executable).parent / "tune"  # the console script pip installed, as a user runs it
-    proc = subprocess.run([str(tune_script), *args[1:]], capture_output=True, text=True, input=stdin, env=env,
-                          cwd=Path.home())
+    proc = subprocess.run(
+        [str(tune_script), *args[1:]], capture_output=True, text=True, input=stdin, env=env, cwd=Path.home()
+    )
     assert proc.returncode == 0, f"{command} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -59,11 +61,13 @@ def greedy_answer(model, tokenizer_dir: Path, prompt: str = PROMPT) -> str:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt")
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
+    )
     ids = ids["input_ids"] if not isinstance(ids, torch.Tensor) else ids
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=24, do_sample=False)
-    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 @pytest.mark.slow
@@ -79,7 +83,10 @@ def test_readme_quickstart_and_follow_ups_work_offline_in_order():
     assert before and not ANSWER_RE.match(before), before  # the base model answers in its own words
     assert ANSWER_RE.match(after) and "12" in first_line(after), after
     assert f"checkpoints go to {RUN_DIR}/step_<N>" in run.stdout
-    assert f"last checkpoint: {RUN_DIR}/step_25" in run.stdout and "tune run generate --config smollm2/quickstart_generation" in run.stdout
+    assert (
+        f"last checkpoint: {RUN_DIR}/step_25" in run.stdout
+        and "tune run generate --config smollm2/quickstart_generation" in run.stdout
+    )
     log = next((RUN_DIR / "logs").glob("log_*.jsonl"))
     losses = {r["step"]: r["loss"] for r in map(json.loads, log.read_text().splitlines())}
     assert sum(losses[s] for s in range(21, 26)) / 5 < 0.5 * sum(losses[s] for s in range(1, 6)) / 5
@@ -98,7 +105,10 @@ def test_readme_quickstart_and_follow_ups_work_offline_in_order():
     assert "step_25/adapter" in gen.stderr
     assert not first_line(gen_base.stdout).startswith("ANSWER"), gen_base.stdout
     assert first_line(chat.stdout) == "ANSWER: 12", chat.stdout
-    loss, loss_base = json.loads(ev.stdout.strip().splitlines()[-1]), json.loads(ev_base.stdout.strip().splitlines()[-1])
+    loss, loss_base = (
+        json.loads(ev.stdout.strip().splitlines()[-1]),
+        json.loads(ev_base.stdout.strip().splitlines()[-1]),
+    )
     assert loss["tokens"] == loss_base["tokens"] > 0 and loss["loss"] < 0.5 * loss_base["loss"], (loss, loss_base)
     assert "merged model written to" in merge.stdout and (MERGED_DIR / "model.safetensors").is_file()
     assert "warning" not in merge.stderr  # merged in the trained dtype: nothing lost

@@ -1,5 +1,6 @@
 """Tiny real checkpoints and configs for recipe tests: a random SmolLM2-shaped HF model with the
 real SmolLM2 tokenizer, trained on tuner's quickstart instruction data (tests/real_data.py)."""
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,29 @@ from tests.real_data import ALPACA, smollm2_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TINY = dict(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=512, rope_theta=100000.0, rms_norm_eps=1e-5,
-            tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+TINY = dict(
+    vocab_size=49152,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    rope_theta=100000.0,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 
 
-def make_hf_checkpoint(folder: Path, seed: int = 0, initializer_range: float = 0.02, max_shard_size: str | None = None,
-                       with_tokenizer: bool = True) -> Path:
+def make_hf_checkpoint(
+    folder: Path,
+    seed: int = 0,
+    initializer_range: float = 0.02,
+    max_shard_size: str | None = None,
+    with_tokenizer: bool = True,
+) -> Path:
     """A random tiny Llama (SmolLM2 layout: tied embeddings) saved by transformers, with tokenizer files.
 
     A larger ``initializer_range`` gives the frozen (tied) embeddings enough scale for adapters
@@ -30,17 +47,26 @@ def make_hf_checkpoint(folder: Path, seed: int = 0, initializer_range: float = 0
 
     torch.manual_seed(seed)
     model = LlamaForCausalLM(LlamaConfig(**TINY, initializer_range=initializer_range)).float()
-    model.save_pretrained(folder, safe_serialization=True, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+    model.save_pretrained(
+        folder, safe_serialization=True, **({"max_shard_size": max_shard_size} if max_shard_size else {})
+    )
     for name in ("tokenizer.json", "tokenizer_config.json") if with_tokenizer else ():
         shutil.copy(smollm2_dir() / name, folder / name)
     return folder
 
 
 def model_node(lora: dict | None = None) -> dict:
-    dims = dict(vocab_size=TINY["vocab_size"], num_layers=TINY["num_hidden_layers"], num_heads=TINY["num_attention_heads"],
-                num_kv_heads=TINY["num_key_value_heads"], embed_dim=TINY["hidden_size"],
-                intermediate_dim=TINY["intermediate_size"], max_seq_len=512, rope_base=TINY["rope_theta"],
-                norm_eps=TINY["rms_norm_eps"])
+    dims = dict(
+        vocab_size=TINY["vocab_size"],
+        num_layers=TINY["num_hidden_layers"],
+        num_heads=TINY["num_attention_heads"],
+        num_kv_heads=TINY["num_key_value_heads"],
+        embed_dim=TINY["hidden_size"],
+        intermediate_dim=TINY["intermediate_size"],
+        max_seq_len=512,
+        rope_base=TINY["rope_theta"],
+        norm_eps=TINY["rms_norm_eps"],
+    )
     if lora is None:
         return {"_component_": "tuner.models.smollm2.smollm2", **dims}
     return {"_component_": "tuner.models.smollm2.lora_smollm2", **dims, **lora}
@@ -51,17 +77,34 @@ def write_config(path: Path, ckpt: Path, out: Path, *, lora: dict | None = None,
     cfg = {
         "output_dir": str(out),
         "model": model_node(lora),
-        "tokenizer": {"_component_": "tuner.models.smollm2.smollm2_tokenizer", "path": str(ckpt / "tokenizer.json"), "max_seq_len": 96},
-        "checkpointer": {"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(ckpt),
-                         "checkpoint_files": ["model.safetensors"], "model_type": "SMOLLM2", "output_dir": str(out)},
+        "tokenizer": {
+            "_component_": "tuner.models.smollm2.smollm2_tokenizer",
+            "path": str(ckpt / "tokenizer.json"),
+            "max_seq_len": 96,
+        },
+        "checkpointer": {
+            "_component_": "tuner.checkpoint.HFCheckpointer",
+            "checkpoint_dir": str(ckpt),
+            "checkpoint_files": ["model.safetensors"],
+            "model_type": "SMOLLM2",
+            "output_dir": str(out),
+        },
         "resume_from_checkpoint": False,
-        "dataset": {"_component_": "tuner.datasets.alpaca_dataset", "source": "json", "data_files": str(ALPACA),
-                    "train_on_input": False, "split": "train"},
+        "dataset": {
+            "_component_": "tuner.datasets.alpaca_dataset",
+            "source": "json",
+            "data_files": str(ALPACA),
+            "train_on_input": False,
+            "split": "train",
+        },
         "seed": 1234,
         "shuffle": False,
         "batch_size": 4,
         "optimizer": {"_component_": "torch.optim.AdamW", "lr": 2e-3, "weight_decay": 0.01},
-        "lr_scheduler": {"_component_": "tuner.training.lr_schedulers.get_cosine_schedule_with_warmup", "num_warmup_steps": 2},
+        "lr_scheduler": {
+            "_component_": "tuner.training.lr_schedulers.get_cosine_schedule_with_warmup",
+            "num_warmup_steps": 2,
+        },
         "loss": {"_component_": "tuner.training.loss.ChunkedCrossEntropyLoss", "num_output_chunks": 4},
         "epochs": 1,
         "max_steps_per_epoch": 6,
@@ -69,7 +112,11 @@ def write_config(path: Path, ckpt: Path, out: Path, *, lora: dict | None = None,
         "clip_grad_norm": None,
         "device": "cpu",
         "dtype": "fp32",
-        "metric_logger": {"_component_": "tuner.training.metric_logging.DiskLogger", "log_dir": str(out / "logs"), "filename": "log.jsonl"},
+        "metric_logger": {
+            "_component_": "tuner.training.metric_logging.DiskLogger",
+            "log_dir": str(out / "logs"),
+            "filename": "log.jsonl",
+        },
         "log_every_n_steps": 1,
         "progress_bar": False,
     }
@@ -80,9 +127,13 @@ def write_config(path: Path, ckpt: Path, out: Path, *, lora: dict | None = None,
 
 def tune(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `tune` CLI in a subprocess (the way users run it)."""
-    proc = subprocess.run([sys.executable, "-m", "tuner.cli.main", *args], capture_output=True, text=True, cwd=ROOT, **kwargs)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuner.cli.main", *args], capture_output=True, text=True, cwd=ROOT, **kwargs
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"tune {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"tune {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 
@@ -134,9 +185,16 @@ def _wait_gone(pids: list[int], timeout: float = 30.0) -> None:
     assert time.time() < deadline, f"processes {pids} still run after SIGKILL"
 
 
-def assert_kill_and_resume_exact(recipe: str, ckpt: Path, tmp_path: Path, lora: dict | None = None, adapter: bool = False,
-                                 launcher: tuple[str, ...] = (), batch_size: int = 4,
-                                 before_resume=None) -> subprocess.CompletedProcess:
+def assert_kill_and_resume_exact(
+    recipe: str,
+    ckpt: Path,
+    tmp_path: Path,
+    lora: dict | None = None,
+    adapter: bool = False,
+    launcher: tuple[str, ...] = (),
+    batch_size: int = 4,
+    before_resume=None,
+) -> subprocess.CompletedProcess:
     """Run straight through; run again, SIGKILL it once its first checkpoint exists, resume:
     the final weights are bitwise equal and the logged losses are the same.
 
@@ -147,15 +205,26 @@ def assert_kill_and_resume_exact(recipe: str, ckpt: Path, tmp_path: Path, lora: 
 
     from tuner.checkpoint import latest_checkpoint
 
-    kw = dict(max_steps_per_epoch=5, epochs=2, save_every_n_steps=2, shuffle=True, batch_size=batch_size,
-              optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-3})
+    kw = dict(
+        max_steps_per_epoch=5,
+        epochs=2,
+        save_every_n_steps=2,
+        shuffle=True,
+        batch_size=batch_size,
+        optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-3},
+    )
     straight_out, resumed_out = tmp_path / "straight", tmp_path / "resumed"
     straight = write_config(tmp_path / "a.yaml", ckpt, straight_out, lora=lora, **kw)
     resumed = write_config(tmp_path / "b.yaml", ckpt, resumed_out, lora=lora, **kw)
     tune("run", *launcher, recipe, "--config", str(straight))
 
-    proc = subprocess.Popen([sys.executable, "-m", "tuner.cli.main", "run", *launcher, recipe, "--config", str(resumed)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuner.cli.main", "run", *launcher, recipe, "--config", str(resumed)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     while latest_checkpoint(resumed_out) is None and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)

@@ -1,5 +1,6 @@
 """Distributed recipes on CPU with gloo, 2 processes (FSDP2): same losses and checkpoint as one
 device with the same global batch, exact kill-and-resume, and a 2-"node" torchrun launch."""
+
 from __future__ import annotations
 
 import socket
@@ -11,7 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.recipes.helpers import ROOT, assert_kill_and_resume_exact, logged_losses, make_hf_checkpoint, tune, write_config
+from tests.recipes.helpers import (
+    ROOT,
+    assert_kill_and_resume_exact,
+    logged_losses,
+    make_hf_checkpoint,
+    tune,
+    write_config,
+)
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 TWO = ("--nproc_per_node", "2", "--standalone")
@@ -27,8 +35,19 @@ def _pair(tmp_path: Path, ckpt: Path, kind: str, lora: dict | None, **kw) -> tup
     """Train 4 steps on one process (batch 4) and on two (batch 2 each); return both output dirs."""
     single, dist = tmp_path / "single", tmp_path / "dist"
     common = {"max_steps_per_epoch": 4, "shuffle": True, **kw}
-    tune("run", f"{kind}_finetune_single_device", "--config", str(write_config(tmp_path / "s.yaml", ckpt, single, lora=lora, batch_size=4, **common)))
-    tune("run", *TWO, f"{kind}_finetune_distributed", "--config", str(write_config(tmp_path / "d.yaml", ckpt, dist, lora=lora, batch_size=2, **common)))
+    tune(
+        "run",
+        f"{kind}_finetune_single_device",
+        "--config",
+        str(write_config(tmp_path / "s.yaml", ckpt, single, lora=lora, batch_size=4, **common)),
+    )
+    tune(
+        "run",
+        *TWO,
+        f"{kind}_finetune_distributed",
+        "--config",
+        str(write_config(tmp_path / "d.yaml", ckpt, dist, lora=lora, batch_size=2, **common)),
+    )
     return single, dist
 
 
@@ -79,14 +98,20 @@ def _plant_damaged_step(out: Path) -> Path:
 def test_distributed_kill_and_resume_is_exact(ckpt, tmp_path):
     """Full fine-tune: every weight comes back from the sharded (DCP) state, written by both
     ranks; the exported model of the resumed step is not read (removed here to prove it)."""
+
     def prepare(out: Path) -> None:
         folder = _plant_damaged_step(out)
-        assert sorted(p.name for p in (folder / "sharded_state").iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+        assert sorted(p.name for p in (folder / "sharded_state").iterdir()) == [
+            ".metadata",
+            "__0_0.distcp",
+            "__1_0.distcp",
+        ]
         assert not (folder / "training_state.pt").exists()  # no optimizer gathered on rank 0
         (folder / "model.safetensors").unlink()
 
-    again = assert_kill_and_resume_exact("full_finetune_distributed", ckpt, tmp_path, launcher=TWO, batch_size=2,
-                                         before_resume=prepare)
+    again = assert_kill_and_resume_exact(
+        "full_finetune_distributed", ckpt, tmp_path, launcher=TWO, batch_size=2, before_resume=prepare
+    )
     assert "(sharded training state of 2 ranks)" in again.stdout
 
 
@@ -100,8 +125,16 @@ def test_distributed_lora_kill_and_resume_is_exact(ckpt, tmp_path):
         shutil.rmtree(folder / "adapter")
         (folder / "model.safetensors").unlink()
 
-    again = assert_kill_and_resume_exact("lora_finetune_distributed", ckpt, tmp_path, lora=LORA, adapter=True,
-                                         launcher=TWO, batch_size=2, before_resume=prepare)
+    again = assert_kill_and_resume_exact(
+        "lora_finetune_distributed",
+        ckpt,
+        tmp_path,
+        lora=LORA,
+        adapter=True,
+        launcher=TWO,
+        batch_size=2,
+        before_resume=prepare,
+    )
     assert "(sharded training state of 2 ranks)" in again.stdout
 
 
@@ -109,10 +142,22 @@ def test_sharded_resume_on_another_number_of_ranks_fails_clearly(ckpt, tmp_path)
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "w.yaml", ckpt, out, batch_size=2, max_steps_per_epoch=1)
     tune("run", *TWO, "full_finetune_distributed", "--config", str(cfg))
-    proc = tune("run", "--nproc_per_node", "1", "--standalone", "full_finetune_distributed", "--config", str(cfg),
-                "resume_from_checkpoint=True", check=False)
+    proc = tune(
+        "run",
+        "--nproc_per_node",
+        "1",
+        "--standalone",
+        "full_finetune_distributed",
+        "--config",
+        str(cfg),
+        "resume_from_checkpoint=True",
+        check=False,
+    )
     assert proc.returncode != 0
-    assert "error: the checkpoint" in proc.stderr and "sharded across 2 processes, but this run has one process" in proc.stderr
+    assert (
+        "error: the checkpoint" in proc.stderr
+        and "sharded across 2 processes, but this run has one process" in proc.stderr
+    )
     assert "--nproc_per_node 2" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -138,14 +183,35 @@ def test_two_node_launch_on_localhost(ckpt, tmp_path):
     cfg = write_config(tmp_path / "n.yaml", ckpt, out, batch_size=2, max_steps_per_epoch=2)
     port = str(_free_port())
     procs = [
-        subprocess.Popen([sys.executable, "-m", "tuner.cli.main", "run", "--nnodes", "2", "--nproc_per_node", "1",
-                          "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", port,
-                          "full_finetune_distributed", "--config", str(cfg)],
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tuner.cli.main",
+                "run",
+                "--nnodes",
+                "2",
+                "--nproc_per_node",
+                "1",
+                "--node_rank",
+                str(rank),
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                port,
+                "full_finetune_distributed",
+                "--config",
+                str(cfg),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for rank in (0, 1)
     ]
     results = [p.communicate(timeout=300) for p in procs]
-    for p, (so, se) in zip(procs, results):
+    for p, (_, se) in zip(procs, results):
         assert p.returncode == 0, se[-3000:]
     assert sorted(logged_losses(out)) == [1, 2]
     assert (out / "step_2" / "model.safetensors").is_file()
@@ -153,18 +219,30 @@ def test_two_node_launch_on_localhost(ckpt, tmp_path):
 
 def test_rank_error_ends_job_with_its_message(ckpt, tmp_path):
     cfg = write_config(tmp_path / "e.yaml", ckpt, tmp_path / "e", batch_size=2)
-    proc = tune("run", *TWO, "full_finetune_distributed", "--config", str(cfg), "checkpointer.checkpoint_files=[nope.safetensors]", check=False)
+    proc = tune(
+        "run",
+        *TWO,
+        "full_finetune_distributed",
+        "--config",
+        str(cfg),
+        "checkpointer.checkpoint_files=[nope.safetensors]",
+        check=False,
+    )
     assert proc.returncode != 0
     assert "nope.safetensors" in proc.stderr and "error:" in proc.stderr
 
 
 def test_qlora_distributed_matches_single_device(ckpt, tmp_path):
     """The NF4 base (replicated buffers) reaches every rank by broadcast from rank 0."""
-    single, dist = _pair(tmp_path, ckpt, "lora", {**LORA, "quantize_base": True}, max_steps_per_epoch=2,
-                         save_adapter_weights_only=True)
+    single, dist = _pair(
+        tmp_path, ckpt, "lora", {**LORA, "quantize_base": True}, max_steps_per_epoch=2, save_adapter_weights_only=True
+    )
     ls, ld = logged_losses(single), logged_losses(dist)
     assert sorted(ls) == sorted(ld) == [1, 2]
     for step in ls:
         assert abs(ls[step] - ld[step]) < 1e-5, (step, ls[step], ld[step])
-    a, b = load_file(single / "step_2" / "adapter_model.safetensors"), load_file(dist / "step_2" / "adapter_model.safetensors")
+    a, b = (
+        load_file(single / "step_2" / "adapter_model.safetensors"),
+        load_file(dist / "step_2" / "adapter_model.safetensors"),
+    )
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

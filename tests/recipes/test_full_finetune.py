@@ -1,5 +1,6 @@
 """`tune run full_finetune_single_device` end to end on CPU against a plain PyTorch loop over the
 HF transformers model; saving, reloading in transformers, and exact kill-and-resume."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -63,8 +64,12 @@ def test_losses_match_plain_hf_loop_and_output_loads_in_transformers(ckpt, tmp_p
     from tuner.checkpoint import HFCheckpointer
     from tuner.models.smollm2 import smollm2
 
-    ours_model = smollm2(vocab_size=49152, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=64, intermediate_dim=128, max_seq_len=512)
-    sd = HFCheckpointer(checkpoint_dir=saved, checkpoint_files=None, model_type="SMOLLM2", output_dir=tmp_path / "x").load_checkpoint()["model"]
+    ours_model = smollm2(
+        vocab_size=49152, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=64, intermediate_dim=128, max_seq_len=512
+    )
+    sd = HFCheckpointer(
+        checkpoint_dir=saved, checkpoint_files=None, model_type="SMOLLM2", output_dir=tmp_path / "x"
+    ).load_checkpoint()["model"]
     ours_model.load_state_dict(sd)
     with torch.no_grad():
         assert torch.allclose(ours_model(tokens), hf(tokens).logits, atol=1e-4)
@@ -72,8 +77,15 @@ def test_losses_match_plain_hf_loop_and_output_loads_in_transformers(ckpt, tmp_p
 
 def test_loss_decreases_on_real_data(ckpt, tmp_path):
     out = tmp_path / "out"
-    cfg = write_config(tmp_path / "cfg.yaml", ckpt, out, max_steps_per_epoch=30, shuffle=True, batch_size=4,
-                       optimizer={"_component_": "torch.optim.AdamW", "lr": 3e-3})
+    cfg = write_config(
+        tmp_path / "cfg.yaml",
+        ckpt,
+        out,
+        max_steps_per_epoch=30,
+        shuffle=True,
+        batch_size=4,
+        optimizer={"_component_": "torch.optim.AdamW", "lr": 3e-3},
+    )
     tune("run", "full_finetune_single_device", "--config", str(cfg), "checkpointer.keep_last_n_checkpoints=1")
     losses = logged_losses(out)
     first = sum(losses[s] for s in range(1, 6)) / 5

@@ -1,6 +1,7 @@
 """`lora_finetune_single_device` end to end on CPU: only adapters train, the loss falls on real
 data, the saved adapter loads in PEFT (every variant PEFT has) and the merged folder in
 transformers with tuner's logits, QLoRA included, and kill-and-resume is exact."""
+
 from __future__ import annotations
 
 import json
@@ -8,15 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from tests.recipes.helpers import logged_losses, make_hf_checkpoint, write_config
 from omegaconf import OmegaConf
 
+from tests.recipes.helpers import logged_losses, make_hf_checkpoint, write_config
 from tuner.config import instantiate, load_config
 from tuner.training.lora import LoRAFinetune
 from tuner.training.trainer import Trainer
 
-LORA = {"lora_attn_modules": ["q_proj", "v_proj", "output_proj"], "apply_lora_to_mlp": True, "lora_rank": 8, "lora_alpha": 16}
+LORA = {
+    "lora_attn_modules": ["q_proj", "v_proj", "output_proj"],
+    "apply_lora_to_mlp": True,
+    "lora_rank": 8,
+    "lora_alpha": 16,
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +56,14 @@ def _peft_logits(ckpt: Path, adapter_dir: Path, tokens: torch.Tensor, base_state
 def test_only_adapters_change_loss_falls_and_outputs_load(ckpt, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    trainer, before = _train(tmp_path, ckpt, LORA, max_steps_per_epoch=25, shuffle=True,
-                             optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2})
+    trainer, before = _train(
+        tmp_path,
+        ckpt,
+        LORA,
+        max_steps_per_epoch=25,
+        shuffle=True,
+        optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2},
+    )
     after = trainer.decoder.state_dict()
     changed = {k for k in after if not torch.equal(after[k], before[k])}
     assert changed and all(".lora_" in k for k in changed), sorted(changed)[:5]
@@ -73,16 +84,25 @@ def test_only_adapters_change_loss_falls_and_outputs_load(ckpt, tmp_path):
         assert torch.allclose(merged(tokens).logits, ours, atol=1e-4)
 
 
-@pytest.mark.parametrize("variant", [
-    {"use_dora": True},
-    {"use_rslora": True},
-    {"init_lora_weights": "pissa"},
-    {"use_vera": True, "lora_rank": 16},
-])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"use_dora": True},
+        {"use_rslora": True},
+        {"init_lora_weights": "pissa"},
+        {"use_vera": True, "lora_rank": 16},
+    ],
+)
 def test_variants_train_and_export_to_peft(ckpt, tmp_path, variant):
     lora = {**LORA, "apply_lora_to_mlp": False, **variant}
-    trainer, _ = _train(tmp_path, ckpt, lora, max_steps_per_epoch=3, save_adapter_weights_only=True,
-                        optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2})
+    trainer, _ = _train(
+        tmp_path,
+        ckpt,
+        lora,
+        max_steps_per_epoch=3,
+        save_adapter_weights_only=True,
+        optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2},
+    )
     tokens = torch.randint(0, 49152, (2, 13))
     trainer.decoder.eval()
     with torch.no_grad():
@@ -113,9 +133,14 @@ def test_qlora_trains_and_adapter_loads_in_peft_over_dequantized_base(ckpt, tmp_
     from tuner.checkpoint.hf_keys import tuner_to_hf
     from tuner.quantization import dequantized_state_dict, has_nf4_weight
 
-    trainer, before = _train(tmp_path, ckpt, {**LORA, "quantize_base": True}, max_steps_per_epoch=3,
-                             enable_activation_checkpointing=True,
-                             optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2})
+    trainer, before = _train(
+        tmp_path,
+        ckpt,
+        {**LORA, "quantize_base": True},
+        max_steps_per_epoch=3,
+        enable_activation_checkpointing=True,
+        optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2},
+    )
     assert any(has_nf4_weight(m) for m in trainer.decoder.modules())
     after = trainer.decoder.state_dict()
     assert all(torch.equal(after[k], before[k]) for k in after if ".lora_" not in k)
@@ -147,12 +172,17 @@ def test_lora_kill_and_resume_is_exact(ckpt, tmp_path):
 def test_qlora_keeping_dense_weights_for_backward_changes_no_loss(ckpt, tmp_path):
     from tuner.quantization import has_nf4_weight
 
-    common = {"max_steps_per_epoch": 2, "enable_activation_checkpointing": True,
-              "optimizer": {"_component_": "torch.optim.AdamW", "lr": 1e-2}}
+    common = {
+        "max_steps_per_epoch": 2,
+        "enable_activation_checkpointing": True,
+        "optimizer": {"_component_": "torch.optim.AdamW", "lr": 1e-2},
+    }
     (tmp_path / "plain").mkdir()
     (tmp_path / "kept").mkdir()
     plain, _ = _train(tmp_path / "plain", ckpt, {**LORA, "quantize_base": True}, **common)
-    kept, _ = _train(tmp_path / "kept", ckpt, {**LORA, "quantize_base": True}, nf4_keep_dense_for_backward=True, **common)
+    kept, _ = _train(
+        tmp_path / "kept", ckpt, {**LORA, "quantize_base": True}, nf4_keep_dense_for_backward=True, **common
+    )
     flags = lambda t: {getattr(m, "_nf4_save_dense", False) for m in t.decoder.modules() if has_nf4_weight(m)}  # noqa: E731
     assert flags(plain) == {False} and flags(kept) == {True}
     for a, b in zip(plain.decoder.parameters(), kept.decoder.parameters()):
@@ -180,20 +210,40 @@ def test_every_variant_config_trains_and_saves_its_variant(variant, ckpt, tmp_pa
 
     dims = {k: v for k, v in model_node().items() if k != "_component_"}
     out = tmp_path / "out"
-    args = ["run", "lora_finetune_single_device", "--config", f"smollm2/135M_{variant}_cpu",
-            "model._component_=tuner.models.smollm2.lora_smollm2", *(f"model.{k}={v}" for k, v in dims.items()),
-            f"checkpointer.checkpoint_dir={ckpt}", f"tokenizer.path={ckpt / 'tokenizer.json'}",
-            "dataset._component_=tuner.datasets.alpaca_dataset", "dataset.source=json", f"dataset.data_files={ALPACA}",
-            f"output_dir={out}", "max_steps_per_epoch=2", "batch_size=2", "~sample_generation", "progress_bar=False"]
+    args = [
+        "run",
+        "lora_finetune_single_device",
+        "--config",
+        f"smollm2/135M_{variant}_cpu",
+        "model._component_=tuner.models.smollm2.lora_smollm2",
+        *(f"model.{k}={v}" for k, v in dims.items()),
+        f"checkpointer.checkpoint_dir={ckpt}",
+        f"tokenizer.path={ckpt / 'tokenizer.json'}",
+        "dataset._component_=tuner.datasets.alpaca_dataset",
+        "dataset.source=json",
+        f"dataset.data_files={ALPACA}",
+        f"output_dir={out}",
+        "max_steps_per_epoch=2",
+        "batch_size=2",
+        "~sample_generation",
+        "progress_bar=False",
+    ]
     assert main(args) == 0, capsys.readouterr().err
     config = json.loads((out / "step_2" / "adapter" / "adapter_config.json").read_text())
     for key, value in VARIANT_SIGNS[variant].items():
         assert config.get(key) == value, (variant, key, config.get(key))
     shipped = load_config(Path(__file__).resolve().parents[2] / "configs" / "smollm2" / f"135M_{variant}_cpu.yaml")
-    layer = _first_adapter_layer(instantiate({**OmegaConf.to_container(shipped.model), **dims,
-                                              "_component_": "tuner.models.smollm2.lora_smollm2"}))
-    expected = {"lora_fa": ("lora_fa", True), "pissa": ("init_lora_weights", "pissa"), "dora": ("use_dora", True),
-                "rslora": ("use_rslora", True)}.get(variant)
+    layer = _first_adapter_layer(
+        instantiate(
+            {**OmegaConf.to_container(shipped.model), **dims, "_component_": "tuner.models.smollm2.lora_smollm2"}
+        )
+    )
+    expected = {
+        "lora_fa": ("lora_fa", True),
+        "pissa": ("init_lora_weights", "pissa"),
+        "dora": ("use_dora", True),
+        "rslora": ("use_rslora", True),
+    }.get(variant)
     if expected is not None:
         assert getattr(layer, expected[0]) == expected[1]
     assert (shipped.get("lora_plus_ratio") == 16) == (variant == "lora_plus")

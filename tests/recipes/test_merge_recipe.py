@@ -1,6 +1,7 @@
 """`tune run merge`: base + PEFT adapter (LoRA/DoRA, and a QLoRA run's adapter) -> one HF folder
 that transformers loads with the logits of base + adapter in PEFT; in the saved dtype by default, a
 lower one measured; complete folder; bad inputs give clear errors and write nothing."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,15 @@ def ckpt(tmp_path_factory) -> Path:
 def merge_cfg(ckpt: Path, adapter_dir: Path, out: Path, **overrides) -> dict:
     cfg = {
         "model": model_node(),
-        "checkpointer": {"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(ckpt),
-                         "checkpoint_files": ["model.safetensors"], "model_type": "SMOLLM2"},
-        "adapter_dir": str(adapter_dir), "output_dir": str(out), "device": "cpu",
+        "checkpointer": {
+            "_component_": "tuner.checkpoint.HFCheckpointer",
+            "checkpoint_dir": str(ckpt),
+            "checkpoint_files": ["model.safetensors"],
+            "model_type": "SMOLLM2",
+        },
+        "adapter_dir": str(adapter_dir),
+        "output_dir": str(out),
+        "device": "cpu",
     }
     cfg.update(overrides)
     return cfg
@@ -50,8 +57,16 @@ def dora_adapter(ckpt, tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("dora") / "adapter"
-    get_peft_model(_hf(ckpt), LoraConfig(r=4, lora_alpha=16, use_dora=True, init_lora_weights=False,
-                                         target_modules=["q_proj", "k_proj", "o_proj", "gate_proj", "down_proj"])).save_pretrained(folder)
+    get_peft_model(
+        _hf(ckpt),
+        LoraConfig(
+            r=4,
+            lora_alpha=16,
+            use_dora=True,
+            init_lora_weights=False,
+            target_modules=["q_proj", "k_proj", "o_proj", "gate_proj", "down_proj"],
+        ),
+    ).save_pretrained(folder)
     return folder
 
 
@@ -106,8 +121,9 @@ def test_cast_and_measure_reports_the_logit_change():
     from tuner.models.smollm2 import smollm2
 
     torch.manual_seed(0)
-    model = smollm2(vocab_size=64, num_layers=1, num_heads=2, num_kv_heads=1, embed_dim=32, intermediate_dim=48,
-                    max_seq_len=64).eval()
+    model = smollm2(
+        vocab_size=64, num_layers=1, num_heads=2, num_kv_heads=1, embed_dim=32, intermediate_dim=48, max_seq_len=64
+    ).eval()
     probe = torch.randint(0, 64, (1, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before = model(probe)
@@ -125,11 +141,25 @@ def test_merge_qlora_run_adapter(ckpt, tmp_path):
     from tuner.training.lora import LoRAFinetune
     from tuner.training.trainer import Trainer
 
-    lora = {"lora_attn_modules": ["q_proj", "v_proj"], "apply_lora_to_mlp": True, "lora_rank": 4, "lora_alpha": 8,
-            "quantize_base": True}
-    cfg = load_config(write_config(tmp_path / "qlora.yaml", ckpt, tmp_path / "run", lora=lora, max_steps_per_epoch=3,
-                                   batch_size=2, save_adapter_weights_only=True,
-                                   optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2}))
+    lora = {
+        "lora_attn_modules": ["q_proj", "v_proj"],
+        "apply_lora_to_mlp": True,
+        "lora_rank": 4,
+        "lora_alpha": 8,
+        "quantize_base": True,
+    }
+    cfg = load_config(
+        write_config(
+            tmp_path / "qlora.yaml",
+            ckpt,
+            tmp_path / "run",
+            lora=lora,
+            max_steps_per_epoch=3,
+            batch_size=2,
+            save_adapter_weights_only=True,
+            optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2},
+        )
+    )
     trainer = Trainer(cfg, LoRAFinetune())
     trainer.setup()
     trainer.train()
@@ -152,7 +182,9 @@ def test_merge_errors_write_nothing(ckpt, dora_adapter, tmp_path):
         merge_checkpoint(OmegaConf.create(merge_cfg(ckpt, dora_adapter, tmp_path / "full")))
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
     with pytest.raises(ConfigError, match="one adapter"):
-        merge_checkpoint(OmegaConf.create(merge_cfg(ckpt, dora_adapter, tmp_path / "b", adapters={"x": str(dora_adapter)})))
+        merge_checkpoint(
+            OmegaConf.create(merge_cfg(ckpt, dora_adapter, tmp_path / "b", adapters={"x": str(dora_adapter)}))
+        )
     cfg = OmegaConf.create(merge_cfg(ckpt, dora_adapter, tmp_path / "c"))
     cfg.adapter_dir = "???"
     with pytest.raises(ConfigError, match="adapter_dir is required"):

@@ -1,5 +1,6 @@
 """pytest plugin for the vendored-suite run: writes each test's outcome and each collection
 error to the JSON file named by ``--compat-record`` (read by test_torchtune_compat.py)."""
+
 from __future__ import annotations
 
 import json

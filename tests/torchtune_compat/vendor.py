@@ -15,6 +15,7 @@ into upstream's bytes and compares its git blob id with the one recorded in ``ma
 ids of tag v0.6.1's tree, which anyone can look up on GitHub). With ``--source`` it also checks the
 manifest against the tag itself.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -188,8 +189,10 @@ def check(source: Path | None) -> list[str]:
         if git_blob_id(data) != entry["blob"]:
             problems.append(f"{path}: differs from upstream {TAG} (after undoing the rename)")
     extra = sorted(
-        p.relative_to(SUITE).as_posix() for p in SUITE.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
+        p.relative_to(SUITE).as_posix()
+        for p in SUITE.rglob("*")
+        if p.is_file()
+        and "__pycache__" not in p.parts
         and p.relative_to(SUITE).as_posix() not in manifest["files"]
         and p.relative_to(SUITE).as_posix() not in HARNESS_FILES
     )

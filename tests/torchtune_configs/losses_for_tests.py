@@ -1,4 +1,5 @@
 """Losses a torchtune user may name in ``loss._component_``, written here as torchtune writes them."""
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,12 @@ class ChunkedOutputCE(torch.nn.Module):
     def forward(self, logits: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         total = (labels != self.ignore_index).sum()
         chunks = labels.chunk(self.num_output_chunks, dim=1)
-        loss = sum(F.cross_entropy(lg.float().reshape(-1, lg.size(-1)), lb.reshape(-1), reduction="sum",
-                                   ignore_index=self.ignore_index) for lg, lb in zip(logits, chunks))
+        loss = sum(
+            F.cross_entropy(
+                lg.float().reshape(-1, lg.size(-1)), lb.reshape(-1), reduction="sum", ignore_index=self.ignore_index
+            )
+            for lg, lb in zip(logits, chunks)
+        )
         return loss / total
 
 

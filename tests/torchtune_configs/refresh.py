@@ -6,6 +6,7 @@ Copies each in-scope config of ``recipes/configs`` byte for byte into ``configs/
 LICENSE beside them, and writes ``recipes.json`` (config -> torchtune recipe) from torchtune's own
 registry (``torchtune/_recipe_registry.py``). What is in scope: see test_torchtune_configs.py.
 """
+
 from __future__ import annotations
 
 import ast
@@ -15,8 +16,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RECIPES = ("full_finetune_single_device", "full_finetune_distributed", "lora_finetune_single_device",
-           "lora_finetune_distributed", "generate", "eleuther_eval")
+RECIPES = (
+    "full_finetune_single_device",
+    "full_finetune_distributed",
+    "lora_finetune_single_device",
+    "lora_finetune_distributed",
+    "generate",
+    "eleuther_eval",
+)
 FAMILIES = ("gemma2", "llama2", "llama3", "llama3_1", "llama3_2", "llama3_3", "mistral", "phi3", "qwen2_5")
 
 
@@ -36,8 +43,11 @@ def registry(checkout: Path) -> dict[str, str]:
 
 def main(checkout: str) -> None:
     root = Path(checkout)
-    selected = {path: recipe for path, recipe in sorted(registry(root).items())
-                if recipe in RECIPES and ("/" not in path or path.split("/")[0] in FAMILIES)}
+    selected = {
+        path: recipe
+        for path, recipe in sorted(registry(root).items())
+        if recipe in RECIPES and ("/" not in path or path.split("/")[0] in FAMILIES)
+    }
     shutil.rmtree(HERE / "configs", ignore_errors=True)
     for path in selected:
         dest = HERE / "configs" / path

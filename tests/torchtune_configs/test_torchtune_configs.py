@@ -42,6 +42,7 @@ bug, fixed in tuner, not overridden here):
   ``max_batches=2`` (a step count); the config's own keys (``max_seq_length``, ``enable_kv_cache``,
   ``quantizer: null``, ``limit``, ``batch_size``) are read as they are.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,12 @@ HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
 RECIPES: dict[str, str] = json.loads((HERE / "recipes.json").read_text())
 MAX_SEQ_LEN = 64
-TRAINING = {"full_finetune_single_device", "full_finetune_distributed", "lora_finetune_single_device",
-            "lora_finetune_distributed"}
+TRAINING = {
+    "full_finetune_single_device",
+    "full_finetune_distributed",
+    "lora_finetune_single_device",
+    "lora_finetune_distributed",
+}
 # The config family's tiny HF model (tests/models/hf_tiny.py); Llama 3.3 is the Llama 3.1 architecture.
 HF_FAMILY = {"llama3_3": "llama3_1"}
 
@@ -143,7 +148,6 @@ def meta_checkpoint(family: str, vocab: int) -> Path:
     from safetensors.torch import load_file
 
     from tuner.checkpoint.hf_keys import hf_to_tuner
-
     from tuner.checkpoint.meta_keys import tuner_to_meta
 
     hf_folder, config = hf_checkpoint(family, vocab)
@@ -153,9 +157,15 @@ def meta_checkpoint(family: str, vocab: int) -> Path:
     folder = _assets_root() / f"meta_{family}_{vocab}"
     folder.mkdir()
     torch.save(meta, folder / "consolidated.00.pth")
-    params = {"dim": config["hidden_size"], "n_layers": config["num_hidden_layers"], "n_heads": config["num_attention_heads"],
-              "n_kv_heads": config["num_key_value_heads"], "vocab_size": vocab, "norm_eps": config["rms_norm_eps"],
-              "rope_theta": 500_000.0}
+    params = {
+        "dim": config["hidden_size"],
+        "n_layers": config["num_hidden_layers"],
+        "n_heads": config["num_attention_heads"],
+        "n_kv_heads": config["num_key_value_heads"],
+        "vocab_size": vocab,
+        "norm_eps": config["rms_norm_eps"],
+        "rope_theta": 500_000.0,
+    }
     (folder / "params.json").write_text(json.dumps(params))
     return folder
 
@@ -184,7 +194,11 @@ def asset_overrides(cfg) -> list[str]:
         ckpt_dir, files = meta_checkpoint(family, vocab), "[consolidated.00.pth]"
     else:
         ckpt_dir, files = hf_checkpoint(family, vocab)[0], "[model.safetensors]"
-    out += ["~checkpointer.checkpoint_files", f"checkpointer.checkpoint_dir={ckpt_dir}", f"checkpointer.checkpoint_files={files}"]
+    out += [
+        "~checkpointer.checkpoint_files",
+        f"checkpointer.checkpoint_dir={ckpt_dir}",
+        f"checkpointer.checkpoint_files={files}",
+    ]
     return out + ["device=cpu", "dtype=fp32"]
 
 
@@ -217,8 +231,14 @@ def one_rank(monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+    for key, value in {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }.items():
         monkeypatch.setenv(key, value)
 
 
@@ -258,7 +278,12 @@ def test_torchtune_config_validates_and_runs(name, tmp_path, capsys, one_rank):
     out_dir = tmp_path / "out"
     overrides = [f"output_dir={out_dir}", *model_overrides(cfg), *asset_overrides(cfg)]
     if recipe in TRAINING:
-        overrides += dataset_overrides() + ["batch_size=2", "gradient_accumulation_steps=1", "epochs=1", "max_steps_per_epoch=2"]
+        overrides += dataset_overrides() + [
+            "batch_size=2",
+            "gradient_accumulation_steps=1",
+            "epochs=1",
+            "max_steps_per_epoch=2",
+        ]
         _run(recipe, path, overrides, capsys)
         losses = _logged_steps(out_dir / "logs")
         assert sorted(losses) == [1, 2] and all(torch.isfinite(torch.tensor(v)) for v in losses.values()), losses
@@ -269,7 +294,12 @@ def test_torchtune_config_validates_and_runs(name, tmp_path, capsys, one_rank):
         rows = [json.loads(line) for line in answers.read_text().splitlines()]
         assert len(rows) == 1 and 1 <= len(rows[0]["tokens"]) <= 4, rows
     else:
-        dataset = {"_component_": "tuner.datasets.alpaca_dataset", "source": "json", "data_files": str(ALPACA), "split": "train"}
+        dataset = {
+            "_component_": "tuner.datasets.alpaca_dataset",
+            "source": "json",
+            "data_files": str(ALPACA),
+            "split": "train",
+        }
         out = _run(recipe, path, overrides + ["~tasks", f"dataset={json.dumps(dataset)}", "max_batches=2"], capsys)
         result = json.loads(out.strip().splitlines()[-1])
         assert result["tokens"] > 0 and torch.isfinite(torch.tensor(result["loss"])), result

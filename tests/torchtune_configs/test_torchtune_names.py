@@ -1,6 +1,7 @@
 """What a torchtune user's config meets in tuner besides the shipped configs: any (logits, labels)
 loss, torchtune's profiler node, torchtune-only keys (a note, or an error with the fix for a value
 tuner cannot honour), torchtune's recipe and config names, ``should_load_recipe_state``."""
+
 from __future__ import annotations
 
 import gzip
@@ -14,7 +15,7 @@ from omegaconf import OmegaConf
 
 from tests.recipes.helpers import logged_losses, make_hf_checkpoint, write_config
 from tuner.cli.run import run_recipe
-from tuner.errors import CheckpointError, ConfigError
+from tuner.errors import CheckpointError
 
 LORA = {"lora_attn_modules": ["q_proj", "v_proj"], "apply_lora_to_mlp": True, "lora_rank": 4, "lora_alpha": 8}
 
@@ -26,7 +27,9 @@ def ckpt(tmp_path_factory) -> Path:
 
 def _run(recipe: str, ckpt: Path, out: Path, capsys, **overrides) -> tuple[int, str]:
     lora = LORA if recipe.startswith("lora") else None
-    path = write_config(out.parent / f"{out.name}.yaml", ckpt, out, lora=lora, **{"max_steps_per_epoch": 2, **overrides})
+    path = write_config(
+        out.parent / f"{out.name}.yaml", ckpt, out, lora=lora, **{"max_steps_per_epoch": 2, **overrides}
+    )
     code = run_recipe([recipe, "--config", str(path)])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
@@ -41,7 +44,10 @@ def test_any_logits_labels_loss_trains_with_the_default_losses_numbers(recipe, c
     for name, node in {
         "default": {"_component_": "tuner.training.loss.ChunkedCrossEntropyLoss", "num_output_chunks": 4},
         "torch_ce": {"_component_": "torch.nn.CrossEntropyLoss", "ignore_index": -100},
-        "chunked_mean": {"_component_": "tests.torchtune_configs.losses_for_tests.ChunkedOutputCE", "num_output_chunks": 4},
+        "chunked_mean": {
+            "_component_": "tests.torchtune_configs.losses_for_tests.ChunkedOutputCE",
+            "num_output_chunks": 4,
+        },
     }.items():
         code, text = _run(recipe, ckpt, tmp_path / name, capsys, loss=node)
         assert code == 0, text[-3000:]
@@ -53,12 +59,20 @@ def test_any_logits_labels_loss_trains_with_the_default_losses_numbers(recipe, c
     assert losses["default"][2] != losses["default"][1]  # the step trained
 
 
-@pytest.mark.parametrize("node, message", [
-    ({"_component_": "torch.nn.TripletMarginLoss"},
-     r"loss\._component_ torch\.nn\.TripletMarginLoss cannot be called as loss\(logits, labels\)"),
-    ({"_component_": "tests.torchtune_configs.losses_for_tests.PerTokenCE"},
-     r"loss\._component_ tests\.torchtune_configs\.losses_for_tests\.PerTokenCE returned \(\d+,\), not one number"),
-])
+@pytest.mark.parametrize(
+    "node, message",
+    [
+        (
+            {"_component_": "torch.nn.TripletMarginLoss"},
+            r"loss\._component_ torch\.nn\.TripletMarginLoss cannot be called as loss\(logits, labels\)",
+        ),
+        (
+            {"_component_": "tests.torchtune_configs.losses_for_tests.PerTokenCE"},
+            r"loss\._component_ tests\.torchtune_configs\.losses_for_tests\.PerTokenCE "
+            r"returned \(\d+,\), not one number",
+        ),
+    ],
+)
 def test_a_loss_tuner_cannot_use_is_one_error_naming_it(node, message, ckpt, tmp_path, capsys):
     code, text = _run("full_finetune_single_device", ckpt, tmp_path / "bad", capsys, loss=node, batch_size=2)
     assert code == 2
@@ -67,9 +81,21 @@ def test_a_loss_tuner_cannot_use_is_one_error_naming_it(node, message, ckpt, tmp
 
 # ---- profiler -----------------------------------------------------------------------------------
 def test_torchtune_profiler_node_writes_a_chrome_trace(ckpt, tmp_path, capsys):
-    profiler = {"_component_": "torchtune.training.setup_torch_profiler", "enabled": True, "output_dir": str(tmp_path / "prof"),
-                "cpu": True, "cuda": True, "profile_memory": False, "with_stack": False, "record_shapes": True,
-                "with_flops": False, "wait_steps": 0, "warmup_steps": 1, "active_steps": 1, "num_cycles": 1}
+    profiler = {
+        "_component_": "torchtune.training.setup_torch_profiler",
+        "enabled": True,
+        "output_dir": str(tmp_path / "prof"),
+        "cpu": True,
+        "cuda": True,
+        "profile_memory": False,
+        "with_stack": False,
+        "record_shapes": True,
+        "with_flops": False,
+        "wait_steps": 0,
+        "warmup_steps": 1,
+        "active_steps": 1,
+        "num_cycles": 1,
+    }
     code, text = _run("full_finetune_single_device", ckpt, tmp_path / "out", capsys, profiler=profiler)
     assert code == 0, text[-3000:]
     traces = list((tmp_path / "prof" / "iteration_2").glob("*.pt.trace.json.gz"))
@@ -93,25 +119,44 @@ def test_torchtune_only_keys_are_noted_once_each(capsys):
     from tuner.config.settings import read_settings
     from tuner.training.settings import FullSettings, TrainingSettings
 
-    cfg = OmegaConf.create({"output_dir": "/tmp/x", "model": {"_component_": "torch.nn.Identity"},
-                            "tokenizer": {"_component_": "torch.nn.Identity"}, "checkpointer": {"_component_": "torch.nn.Identity"},
-                            "dataset": {"_component_": "torch.nn.Identity"}, "optimizer": {"_component_": "torch.nn.Identity"},
-                            "low_cpu_ram": False, "tensor_parallel_dim": 1, "custom_sharded_layers": ["tok_embeddings", "output"]})
+    cfg = OmegaConf.create(
+        {
+            "output_dir": "/tmp/x",
+            "model": {"_component_": "torch.nn.Identity"},
+            "tokenizer": {"_component_": "torch.nn.Identity"},
+            "checkpointer": {"_component_": "torch.nn.Identity"},
+            "dataset": {"_component_": "torch.nn.Identity"},
+            "optimizer": {"_component_": "torch.nn.Identity"},
+            "low_cpu_ram": False,
+            "tensor_parallel_dim": 1,
+            "custom_sharded_layers": ["tok_embeddings", "output"],
+        }
+    )
     read_settings(cfg, TrainingSettings, FullSettings)
     lines = capsys.readouterr().err.splitlines()
     assert sorted(line.split(" is a ")[0] for line in lines) == [
-        "[tuner] note: custom_sharded_layers", "[tuner] note: low_cpu_ram", "[tuner] note: tensor_parallel_dim"]
+        "[tuner] note: custom_sharded_layers",
+        "[tuner] note: low_cpu_ram",
+        "[tuner] note: tensor_parallel_dim",
+    ]
     assert all(" is a torchtune key tuner does not need: " in line for line in lines)
 
 
-@pytest.mark.parametrize("key, value, fix", [("tensor_parallel_dim", 2, "set tensor_parallel_dim=1"),
-                                             ("quantizer", {"_component_": "x"}, "set quantizer=null")])
+@pytest.mark.parametrize(
+    "key, value, fix",
+    [
+        ("tensor_parallel_dim", 2, "set tensor_parallel_dim=1"),
+        ("quantizer", {"_component_": "x"}, "set quantizer=null"),
+    ],
+)
 def test_a_torchtune_value_tuner_cannot_honour_is_an_error_with_the_fix(key, value, fix):
     from tuner.config.settings import check_config
     from tuner.generation.settings import GenerationSettings, InferenceSettings
 
     problems = check_config(OmegaConf.create({key: value}), [InferenceSettings, GenerationSettings])
-    assert any(p.startswith(f"{key}=") and "asks for what tuner cannot do" in p and fix in p for p in problems), problems
+    assert any(p.startswith(f"{key}=") and "asks for what tuner cannot do" in p and fix in p for p in problems), (
+        problems
+    )
 
 
 def test_a_typo_is_still_an_error():
@@ -158,12 +203,21 @@ def test_named_datasets_map_their_columns(tmp_path):
     files = write_qwen_files(tmp_path)
     tok = qwen2_5_tokenizer(files["json"])
     (tmp_path / "samsum.json").write_text(json.dumps([{"dialogue": "A: hi\nB: hello", "summary": "They greet."}] * 2))
-    (tmp_path / "orca.json").write_text(json.dumps([{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]))
+    (tmp_path / "orca.json").write_text(
+        json.dumps([{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}])
+    )
     (tmp_path / "wiki.json").write_text(json.dumps([{"page": "Some page text."}]))
     summary = samsum_dataset(tok, source="json", data_files=str(tmp_path / "samsum.json"))[0]
-    assert tok.decode([t for t, lb in zip(summary["tokens"], summary["labels"]) if lb != -100]).split() == ["assistant", "They", "greet."]
+    assert tok.decode([t for t, lb in zip(summary["tokens"], summary["labels"]) if lb != -100]).split() == [
+        "assistant",
+        "They",
+        "greet.",
+    ]
     chat = slimorca_dataset(tok, source="json", data_files=str(tmp_path / "orca.json"))[0]
-    assert tok.decode([t for t, lb in zip(chat["tokens"], chat["labels"]) if lb != -100]).split() == ["assistant", "Hello"]
+    assert tok.decode([t for t, lb in zip(chat["tokens"], chat["labels"]) if lb != -100]).split() == [
+        "assistant",
+        "Hello",
+    ]
     page = wikitext_dataset(tok, source="json", data_files=str(tmp_path / "wiki.json"), subset=None)[0]
     assert tok.decode(page["tokens"]).strip() == "Some page text."
     (tmp_path / "long.json").write_text(json.dumps([{"page": " ".join(["word"] * 200)}]))
@@ -182,10 +236,13 @@ def test_mlflow_and_comet_loggers_drive_their_packages(monkeypatch):
     mlflow = types.ModuleType("mlflow")
     mlflow.is_tracking_uri_set = lambda: False
     mlflow.set_tracking_uri = lambda uri: calls.append(("uri", uri))
-    mlflow.active_run = lambda: None if not any(c[0] == "start" for c in calls) or any(c[0] == "end" for c in calls) else "run"
+    mlflow.active_run = lambda: (
+        None if not any(c[0] == "start" for c in calls) or any(c[0] == "end" for c in calls) else "run"
+    )
     mlflow.set_experiment = lambda name: calls.append(("experiment", name))
-    mlflow.start_run = lambda run_id=None, run_name=None: calls.append(("start", run_name)) or types.SimpleNamespace(
-        info=types.SimpleNamespace(run_id="r1"))
+    mlflow.start_run = lambda run_id=None, run_name=None: (
+        calls.append(("start", run_name)) or types.SimpleNamespace(info=types.SimpleNamespace(run_id="r1"))
+    )
     mlflow.log_metrics = lambda metrics, step, run_id: calls.append(("metrics", metrics, step, run_id))
     mlflow.log_params = lambda params, run_id: calls.append(("params", params))
     mlflow.end_run = lambda: calls.append(("end",))
@@ -194,15 +251,25 @@ def test_mlflow_and_comet_loggers_drive_their_packages(monkeypatch):
     logger.log_config({"optimizer": {"lr": 1e-4}})
     logger.log_dict({"loss": 1.5}, step=3)
     logger.close()
-    assert calls == [("uri", "file:/tmp/mlruns"), ("experiment", "exp"), ("start", "run"), ("params", {"optimizer.lr": 1e-4}),
-                     ("metrics", {"loss": 1.5}, 3, "r1"), ("end",)]
+    assert calls == [
+        ("uri", "file:/tmp/mlruns"),
+        ("experiment", "exp"),
+        ("start", "run"),
+        ("params", {"optimizer.lr": 1e-4}),
+        ("metrics", {"loss": 1.5}, 3, "r1"),
+        ("end",),
+    ]
 
     comet = types.ModuleType("comet_ml")
-    experiment = types.SimpleNamespace(log_metrics=lambda m, step: calls.append(("comet", m, step)),
-                                       log_parameters=lambda p: calls.append(("comet_params", p)),
-                                       end=lambda: calls.append(("comet_end",)))
+    experiment = types.SimpleNamespace(
+        log_metrics=lambda m, step: calls.append(("comet", m, step)),
+        log_parameters=lambda p: calls.append(("comet_params", p)),
+        end=lambda: calls.append(("comet_end",)),
+    )
     comet.ExperimentConfig = lambda **kw: kw
-    comet.start = lambda **kw: calls.append(("comet_start", kw["project"], kw["experiment_config"]["name"])) or experiment
+    comet.start = lambda **kw: (
+        calls.append(("comet_start", kw["project"], kw["experiment_config"]["name"])) or experiment
+    )
     monkeypatch.setitem(sys.modules, "comet_ml", comet)
     calls.clear()
     logger = CometLogger(project="p", experiment_name="e", log_dir="/ignored")

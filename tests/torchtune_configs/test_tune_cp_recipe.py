@@ -1,6 +1,7 @@
 """`tune cp <recipe> x.py` writes the recipe with its fine-tuning method spelled out (the part a
 torchtune user edits in a copied recipe), the loop staying in tuner.training; the copy runs as the
 built-in recipe does, and an edit to it takes effect."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,11 +17,20 @@ from tuner.registry import get_recipe
 from tuner.training.trainer import FinetuneMethod
 
 LORA = {"lora_attn_modules": ["q_proj", "v_proj"], "apply_lora_to_mlp": False, "lora_rank": 4, "lora_alpha": 8}
-HOOKS = [n for n, v in vars(FinetuneMethod).items() if callable(v) and not isinstance(v, type) and not n.startswith("_")]
+HOOKS = [
+    n for n, v in vars(FinetuneMethod).items() if callable(v) and not isinstance(v, type) and not n.startswith("_")
+]
 
 
-@pytest.mark.parametrize("recipe", ["full_finetune_single_device", "full_finetune_distributed",
-                                    "lora_finetune_single_device", "lora_finetune_distributed"])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        "full_finetune_single_device",
+        "full_finetune_distributed",
+        "lora_finetune_single_device",
+        "lora_finetune_distributed",
+    ],
+)
 def test_the_copy_holds_every_hook_and_not_the_loop(recipe):
     text = copied_recipe(get_recipe(recipe).path)
     compile(text, recipe, "exec")
@@ -52,9 +62,14 @@ def test_copied_lora_recipe_runs_like_the_builtin_and_an_edit_takes_effect(tmp_p
     text = copy.read_text()
     anchor = "        set_trainable_params(model, get_adapter_params(model))\n"
     assert text.count(anchor) == 1
-    copy.write_text(text.replace(anchor, anchor + "        for n, p in model.named_parameters():\n"
-                                                  "            if n.startswith(\"layers.0.\"):\n"
-                                                  "                p.requires_grad_(False)\n"))
+    copy.write_text(
+        text.replace(
+            anchor,
+            anchor + "        for n, p in model.named_parameters():\n"
+            '            if n.startswith("layers.0."):\n'
+            "                p.requires_grad_(False)\n",
+        )
+    )
     edited = train(str(copy), "edited")
     from safetensors.torch import load_file
 

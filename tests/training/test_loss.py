@@ -1,4 +1,5 @@
 """The memory-lean chunked loss equals plain cross-entropy over full logits, values and gradients."""
+
 from __future__ import annotations
 
 import pytest
@@ -73,7 +74,9 @@ def test_frozen_projection_loss_matches_full_cross_entropy_and_keeps_no_logits(r
     (ours * 3.0).backward()  # an upstream factor, as gradient accumulation applies
     g_hidden = hidden.grad.clone()
     hidden.grad = None
-    ref = F.cross_entropy(proj(hidden).reshape(-1, v), shift_labels(labels).reshape(-1), ignore_index=-100, reduction=reduction)
+    ref = F.cross_entropy(
+        proj(hidden).reshape(-1, v), shift_labels(labels).reshape(-1), ignore_index=-100, reduction=reduction
+    )
     (ref * 3.0).backward()
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-6)
     torch.testing.assert_close(g_hidden, hidden.grad, atol=1e-6, rtol=1e-5)
@@ -98,7 +101,9 @@ def test_decoder_offers_its_output_weight_only_when_plain_and_frozen():
     from tuner.models.llama3_2 import llama3_2, lora_llama3_2
     from tuner.peft import get_adapter_params, set_trainable_params
 
-    shape = dict(vocab_size=64, num_layers=1, num_heads=2, num_kv_heads=1, embed_dim=16, intermediate_dim=32, max_seq_len=32)
+    shape = dict(
+        vocab_size=64, num_layers=1, num_heads=2, num_kv_heads=1, embed_dim=16, intermediate_dim=32, max_seq_len=32
+    )
     full = llama3_2(**shape)  # tied, trainable: the loss must keep its own backward (the weight gets a gradient)
     assert full.frozen_output_weight() is None
     lora = lora_llama3_2(**shape, lora_attn_modules=["q_proj"], lora_rank=2, lora_alpha=4)
@@ -106,7 +111,13 @@ def test_decoder_offers_its_output_weight_only_when_plain_and_frozen():
     assert lora.frozen_output_weight() is lora.tok_embeddings.weight
     lora.final_softcap = 30.0  # Gemma 2: logits are tanh-capped, not a plain matmul
     assert lora.frozen_output_weight() is None
-    adapted = lora_llama3_2(**shape, lora_attn_modules=["q_proj"], lora_rank=2, lora_alpha=4, apply_lora_to_output=True,
-                            tie_word_embeddings=False)
+    adapted = lora_llama3_2(
+        **shape,
+        lora_attn_modules=["q_proj"],
+        lora_rank=2,
+        lora_alpha=4,
+        apply_lora_to_output=True,
+        tie_word_embeddings=False,
+    )
     set_trainable_params(adapted, get_adapter_params(adapted))
     assert adapted.frozen_output_weight() is None  # a LoRA output projection is not a plain matmul

@@ -2,6 +2,7 @@
 or import of its own), the single-device placement keeps the training state whole and refuses a
 sharded one, and a recipe's choice of placement is the one the run uses. The FSDP2 placement
 runs end to end in tests/recipes/test_distributed.py (gloo, 2 processes)."""
+
 from __future__ import annotations
 
 import ast
@@ -106,8 +107,14 @@ def test_the_recipes_placement_is_the_one_the_run_uses(tmp_path):
     trainer.run()
     assert isinstance(trainer.placement, Recording) and calls == ["build_model", "save_checkpoint"]
     assert (tmp_path / "out" / "step_1" / "training_state.pt").is_file()
-    assert set(vars(Placement)) >= {"build_model", "save_checkpoint", "load_training_state", "all_reduce_sum",
-                                    "full_state_dict", "from_settings"}
+    assert set(vars(Placement)) >= {
+        "build_model",
+        "save_checkpoint",
+        "load_training_state",
+        "all_reduce_sum",
+        "full_state_dict",
+        "from_settings",
+    }
     for recipe, placement in (("full_finetune_single_device", "SingleDevice"), ("lora_finetune_distributed", "FSDP2")):
         text = (Path(trainer_module.__file__).parents[2] / "recipes" / f"{recipe}.py").read_text()
         assert f"Trainer(cfg, METHOD, placement={placement})" in text

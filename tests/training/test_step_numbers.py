@@ -1,5 +1,6 @@
 """A step's loss and grad norm are read a step late, so the training loop never waits for the GPU
 in the middle of training (`tuner.training.step_numbers`)."""
+
 from __future__ import annotations
 
 import json

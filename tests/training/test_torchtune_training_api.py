@@ -1,5 +1,6 @@
 """torchtune's training API on tuner: seeds, dtypes, loggers (MLflow, Comet), profiler,
 optimizer-in-backward, activation checkpointing by policy, dropout, checkpoint file patterns."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,12 @@ def test_set_seed_is_reproducible_and_checks_its_range():
 
 def test_get_dtype_and_param_dtypes():
     assert training.get_dtype(None) is torch.float32
-    assert [training.get_dtype(n) for n in training.PRECISION_STR_TO_DTYPE] == [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+    assert [training.get_dtype(n) for n in training.PRECISION_STR_TO_DTYPE] == [
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+    ]
     assert training.get_dtype("bf16", torch.device("cpu")) is torch.bfloat16
     with pytest.raises(ConfigError, match="use one of fp16, bf16, fp32, fp64"):
         training.get_dtype("int8")
@@ -38,7 +44,9 @@ def test_get_dtype_and_param_dtypes():
     lin = nn.Linear(2, 2)
     with pytest.raises(ConfigError, match="Parameter weight has dtype torch.float32, but expected torch.float16"):
         training.validate_expected_param_dtype(lin.named_parameters(), torch.float16)
-    training.validate_expected_param_dtype(lin.named_parameters(), torch.float16, exclude_param_names=["weight", "bias"])
+    training.validate_expected_param_dtype(
+        lin.named_parameters(), torch.float16, exclude_param_names=["weight", "bias"]
+    )
 
 
 def test_stdout_and_disk_loggers(tmp_path, capsys):
@@ -56,7 +64,9 @@ def test_mlflow_logger_logs_metrics_params_and_the_config(tmp_path, monkeypatch)
     import mlflow
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3 keeps its file store behind this switch
-    logger = metric_logging.MLFlowLogger(experiment_name="tuner-test", tracking_uri=f"file:{tmp_path / 'mlruns'}", run_name="r")
+    logger = metric_logging.MLFlowLogger(
+        experiment_name="tuner-test", tracking_uri=f"file:{tmp_path / 'mlruns'}", run_name="r"
+    )
     logger.log("loss", 2.0, step=1)
     logger.log_dict({"loss": 1.0, "lr": 0.5}, step=2)
     logger.log_config({"model": {"rank": 8}, "output_dir": str(tmp_path / "out")})
@@ -99,8 +109,9 @@ def test_profiler_setup(tmp_path):
     assert isinstance(profiler, training.DummyProfiler) and cfg == {"enabled": False}
     with profiler as p:
         p.step()
-    profiler, cfg = training.setup_torch_profiler(enabled=True, cuda=False, xpu=False, profile_memory=True,
-                                                  wait_steps=1, output_dir=str(tmp_path / "prof"))
+    profiler, cfg = training.setup_torch_profiler(
+        enabled=True, cuda=False, xpu=False, profile_memory=True, wait_steps=1, output_dir=str(tmp_path / "prof")
+    )
     assert profiler.activities == {torch.profiler.ProfilerActivity.CPU}
     assert cfg.with_stack and cfg.record_shapes and cfg.wait_steps == 1
     assert cfg.active_steps == training.DEFAULT_SCHEDULE["active_steps"]
@@ -140,8 +151,13 @@ def test_set_activation_checkpointing_and_disable_dropout():
 def test_checkpoint_file_patterns_and_output_dir_check(tmp_path):
     from tuner.training.checkpointing._utils import check_outdir_not_in_ckptdir, safe_torch_load
 
-    files = training.FormattedCheckpointFiles.from_dict({"filename_format": "model-{}-of-{}.safetensors", "max_filename": "00002"})
-    assert files.build_checkpoint_filenames() == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    files = training.FormattedCheckpointFiles.from_dict(
+        {"filename_format": "model-{}-of-{}.safetensors", "max_filename": "00002"}
+    )
+    assert files.build_checkpoint_filenames() == [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ]
     with pytest.raises(ConfigError, match="`max_filename` must be a string"):
         training.FormattedCheckpointFiles.from_dict({"filename_format": "m-{}-of-{}", "max_filename": 2})
     with pytest.raises(ConfigError, match="not a valid pattern"):

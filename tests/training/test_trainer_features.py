@@ -1,5 +1,6 @@
 """Training-core features on a tiny model on CPU: each optimised or memory-saving path gives the
 plain path's losses and weights; schedulers, validation, NaN stop, loggers and profiler work."""
+
 from __future__ import annotations
 
 import json
@@ -66,7 +67,9 @@ def test_optimizer_in_backward_resumes_exactly(ckpt, tmp_path):
 
     straight, rows = run(tmp_path, ckpt, "straight", optimizer_in_bwd=True, save_every_n_steps=1)
     shutil.copytree(tmp_path / "straight" / "step_1", tmp_path / "resumed" / "step_1")
-    resumed, rows_resumed = run(tmp_path, ckpt, "resumed", optimizer_in_bwd=True, save_every_n_steps=1, resume_from_checkpoint=True)
+    resumed, rows_resumed = run(
+        tmp_path, ckpt, "resumed", optimizer_in_bwd=True, save_every_n_steps=1, resume_from_checkpoint=True
+    )
     assert losses(rows_resumed) == losses(rows)[1:]
     wa, wb = weights(straight), weights(resumed)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -74,7 +77,9 @@ def test_optimizer_in_backward_resumes_exactly(ckpt, tmp_path):
 
 def test_activation_checkpointing_and_offloading_change_nothing(ckpt, tmp_path):
     plain, rows_plain = run(tmp_path, ckpt, "plain")
-    saving, rows_saving = run(tmp_path, ckpt, "saving", enable_activation_checkpointing=True, enable_activation_offloading=True)
+    saving, rows_saving = run(
+        tmp_path, ckpt, "saving", enable_activation_checkpointing=True, enable_activation_offloading=True
+    )
     assert losses(rows_plain) == pytest.approx(losses(rows_saving), abs=1e-6)
     assert_same(plain, saving, 1e-6)
 
@@ -88,12 +93,15 @@ def test_selective_activation_checkpointing_wraps_every_nth_layer_and_changes_no
     assert_same(plain, selective, 1e-6)
 
 
-@pytest.mark.parametrize("mode, option, message", [
-    ("selective", 0, "ac_option=0 is not valid; it must be an integer >= 1"),
-    ("selective", "op", "ac_option='op' is not valid; it must be an integer >= 1"),
-    ("selective", None, "ac_mode=selective needs ac_option=N (checkpoint every N-th layer)"),
-    ("sometimes", None, "ac_mode='sometimes' is not valid; it must be one of selective, full"),
-])
+@pytest.mark.parametrize(
+    "mode, option, message",
+    [
+        ("selective", 0, "ac_option=0 is not valid; it must be an integer >= 1"),
+        ("selective", "op", "ac_option='op' is not valid; it must be an integer >= 1"),
+        ("selective", None, "ac_mode=selective needs ac_option=N (checkpoint every N-th layer)"),
+        ("sometimes", None, "ac_mode='sometimes' is not valid; it must be one of selective, full"),
+    ],
+)
 def test_bad_selective_checkpointing_is_one_clear_error(ckpt, tmp_path, mode, option, message):
     cfg = write_config(tmp_path / "ac.yaml", ckpt, tmp_path / "ac", ac_mode=mode, ac_option=option)
     proc = tune("run", "full_finetune_single_device", "--config", str(cfg), check=False)
@@ -103,28 +111,59 @@ def test_bad_selective_checkpointing_is_one_clear_error(ckpt, tmp_path, mode, op
 
 def test_checkpointed_loss_chunks_change_nothing(ckpt, tmp_path):
     plain, rows_plain = run(tmp_path, ckpt, "plain")
-    recompute, rows_re = run(tmp_path, ckpt, "recompute", loss={"_component_": "tuner.training.loss.ChunkedCrossEntropyLoss",
-                                                                "num_output_chunks": 3, "checkpoint_chunks": True})
+    recompute, rows_re = run(
+        tmp_path,
+        ckpt,
+        "recompute",
+        loss={
+            "_component_": "tuner.training.loss.ChunkedCrossEntropyLoss",
+            "num_output_chunks": 3,
+            "checkpoint_chunks": True,
+        },
+    )
     assert losses(rows_plain) == pytest.approx(losses(rows_re), abs=1e-5)
 
 
 def test_packed_dataset_trains(ckpt, tmp_path):
-    _, rows = run(tmp_path, ckpt, "packed", dataset={"_component_": "tuner.datasets.alpaca_dataset", "source": "json",
-                                                    "data_files": str(ALPACA),
-                                                    "packed": True, "train_on_input": False}, batch_size=2)
+    _, rows = run(
+        tmp_path,
+        ckpt,
+        "packed",
+        dataset={
+            "_component_": "tuner.datasets.alpaca_dataset",
+            "source": "json",
+            "data_files": str(ALPACA),
+            "packed": True,
+            "train_on_input": False,
+        },
+        batch_size=2,
+    )
     assert len(losses(rows)) == 3 and all(torch.isfinite(torch.tensor(losses(rows))))
 
 
 def test_fp16_with_grad_scaler_tracks_fp32(ckpt, tmp_path):
-    _, rows32 = run(tmp_path, ckpt, "fp32", max_steps_per_epoch=2, optimizer={"_component_": "torch.optim.SGD", "lr": 0.1})
-    t16, rows16 = run(tmp_path, ckpt, "fp16", max_steps_per_epoch=2, dtype="fp16", optimizer={"_component_": "torch.optim.SGD", "lr": 0.1})
+    _, rows32 = run(
+        tmp_path, ckpt, "fp32", max_steps_per_epoch=2, optimizer={"_component_": "torch.optim.SGD", "lr": 0.1}
+    )
+    t16, rows16 = run(
+        tmp_path,
+        ckpt,
+        "fp16",
+        max_steps_per_epoch=2,
+        dtype="fp16",
+        optimizer={"_component_": "torch.optim.SGD", "lr": 0.1},
+    )
     assert t16.grad_scaler is not None
     assert losses(rows16) == pytest.approx(losses(rows32), rel=2e-3)
 
 
 def test_validation_loss_is_logged(ckpt, tmp_path):
-    val = {"_component_": "tuner.datasets.alpaca_dataset", "source": "json",
-           "data_files": str(ALPACA), "split": "train[:8]"}
+    val = {
+        "_component_": "tuner.datasets.alpaca_dataset",
+        "source": "json",
+        "data_files": str(ALPACA),
+        "split": "train[:8]",
+    }
     _, rows = run(tmp_path, ckpt, "val", max_steps_per_epoch=4, dataset_val=val, run_val_every_n_steps=2)
     vals = [r for r in rows if "val_loss" in r]
     assert [r["step"] for r in vals] == [2, 4] and all(8 < r["val_loss"] < 12 for r in vals)
@@ -150,7 +189,9 @@ def test_schedulers_warm_up_and_decay():
     cos = lrs(lambda o: get_cosine_schedule_with_warmup(o, 2, 10))
     lin = lrs(lambda o: get_linear_schedule_with_warmup(o, 2, 10))
     const = lrs(lambda o: get_constant_schedule_with_warmup(o, 2))
-    assert cos[:3] == pytest.approx([0.0, 0.5, 1.0]) and cos[-1] == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi * 7 / 8)).item()))
+    assert cos[:3] == pytest.approx([0.0, 0.5, 1.0]) and cos[-1] == pytest.approx(
+        0.5 * (1 + torch.cos(torch.tensor(torch.pi * 7 / 8)).item())
+    )
     assert lin[:3] == pytest.approx([0.0, 0.5, 1.0]) and lin[6] == pytest.approx(0.5)
     assert const == pytest.approx([0.0, 0.5] + [1.0] * 8)
 
@@ -161,8 +202,14 @@ def test_nan_stops_the_run_and_nothing_bad_is_saved(ckpt, tmp_path):
     from safetensors.torch import load_file
 
     out = tmp_path / "nan"
-    cfg = write_config(tmp_path / "nan.yaml", ckpt, out, max_steps_per_epoch=6, save_every_n_steps=1,
-                       optimizer={"_component_": "torch.optim.SGD", "lr": 1e30})
+    cfg = write_config(
+        tmp_path / "nan.yaml",
+        ckpt,
+        out,
+        max_steps_per_epoch=6,
+        save_every_n_steps=1,
+        optimizer={"_component_": "torch.optim.SGD", "lr": 1e30},
+    )
     proc = tune("run", "full_finetune_single_device", "--config", str(cfg), check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     match = re.search(r"error: (loss is (nan|inf) at step (\d+)|weights became nan/inf by step (\d+))", proc.stderr)
@@ -181,7 +228,11 @@ def test_unknown_top_level_key_is_an_error(ckpt, tmp_path):
 
 
 def test_optimizer_in_backward_refuses_accumulation(ckpt, tmp_path):
-    cfg = load_config(write_config(tmp_path / "bad.yaml", ckpt, tmp_path / "bad", optimizer_in_bwd=True, gradient_accumulation_steps=2))
+    cfg = load_config(
+        write_config(
+            tmp_path / "bad.yaml", ckpt, tmp_path / "bad", optimizer_in_bwd=True, gradient_accumulation_steps=2
+        )
+    )
     with pytest.raises(ConfigError, match="optimizer_in_bwd=True needs gradient_accumulation_steps=1"):
         Trainer(cfg, FullFinetune())
 
@@ -191,12 +242,22 @@ def test_tensorboard_wandb_offline_and_profiler(ckpt, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "loggers"
     loggers = [
-        {"_component_": "tuner.training.metric_logging.DiskLogger", "log_dir": str(out / "logs"), "filename": "log.jsonl"},
+        {
+            "_component_": "tuner.training.metric_logging.DiskLogger",
+            "log_dir": str(out / "logs"),
+            "filename": "log.jsonl",
+        },
         {"_component_": "tuner.training.metric_logging.TensorBoardLogger", "log_dir": str(out / "tb")},
-        {"_component_": "tuner.training.metric_logging.WandBLogger", "project": "tuner-test", "log_dir": str(out / "wandb")},
+        {
+            "_component_": "tuner.training.metric_logging.WandBLogger",
+            "project": "tuner-test",
+            "log_dir": str(out / "wandb"),
+        },
     ]
     profiler = {"enabled": True, "wait_steps": 0, "warmup_steps": 1, "active_steps": 1, "output_dir": str(out / "prof")}
-    cfg = load_config(write_config(tmp_path / "l.yaml", ckpt, out, max_steps_per_epoch=3, metric_logger=loggers, profiler=profiler))
+    cfg = load_config(
+        write_config(tmp_path / "l.yaml", ckpt, out, max_steps_per_epoch=3, metric_logger=loggers, profiler=profiler)
+    )
     Trainer(cfg, FullFinetune()).run()
     assert list((out / "tb").rglob("events.out.tfevents.*"))  # in run_<rank>_<time>/ (organize_logs)
     run_dirs = list((out / "wandb").rglob("offline-run-*"))
@@ -205,25 +266,49 @@ def test_tensorboard_wandb_offline_and_profiler(ckpt, tmp_path, monkeypatch):
 
 
 def test_sharded_checkpoint_streams_in_and_a_missing_shard_is_named(tmp_path, monkeypatch):
-    from tuner.errors import CheckpointError
     from tuner.checkpoint import fill
+    from tuner.errors import CheckpointError
 
     sharded = make_hf_checkpoint(tmp_path / "sharded", max_shard_size="2MB")
     shards = sorted(p.name for p in sharded.glob("model-*.safetensors"))
     assert len(shards) >= 2
     calls = []
     original = fill.StreamingLoad.__call__
-    monkeypatch.setattr(fill.StreamingLoad, "__call__",
-                        lambda self, shard: (calls.append(len(shard)), original(self, shard))[1])
-    trainer, rows = run(tmp_path, sharded, "streamed", max_steps_per_epoch=1,
-                        checkpointer={"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(sharded),
-                                      "checkpoint_files": None, "model_type": "SMOLLM2", "output_dir": str(tmp_path / "streamed")})
+    monkeypatch.setattr(
+        fill.StreamingLoad, "__call__", lambda self, shard: (calls.append(len(shard)), original(self, shard))[1]
+    )
+    trainer, rows = run(
+        tmp_path,
+        sharded,
+        "streamed",
+        max_steps_per_epoch=1,
+        checkpointer={
+            "_component_": "tuner.checkpoint.HFCheckpointer",
+            "checkpoint_dir": str(sharded),
+            "checkpoint_files": None,
+            "model_type": "SMOLLM2",
+            "output_dir": str(tmp_path / "streamed"),
+        },
+    )
     assert len(calls) == len(shards)  # one shard at a time, never one merged state dict
     assert len(losses(rows)) == 1
-    cfg = load_config(write_config(tmp_path / "partial.yaml", sharded, tmp_path / "partial",
-                                   checkpointer={"_component_": "tuner.checkpoint.HFCheckpointer", "checkpoint_dir": str(sharded),
-                                                 "checkpoint_files": shards[:1], "model_type": "SMOLLM2", "output_dir": str(tmp_path / "partial")}))
-    with pytest.raises(CheckpointError, match=r"the checkpoint lacks \d+ weight\(s\) the model needs: .*checkpoint_files"):
+    cfg = load_config(
+        write_config(
+            tmp_path / "partial.yaml",
+            sharded,
+            tmp_path / "partial",
+            checkpointer={
+                "_component_": "tuner.checkpoint.HFCheckpointer",
+                "checkpoint_dir": str(sharded),
+                "checkpoint_files": shards[:1],
+                "model_type": "SMOLLM2",
+                "output_dir": str(tmp_path / "partial"),
+            },
+        )
+    )
+    with pytest.raises(
+        CheckpointError, match=r"the checkpoint lacks \d+ weight\(s\) the model needs: .*checkpoint_files"
+    ):
         Trainer(cfg, FullFinetune()).setup()
 
 
@@ -236,9 +321,15 @@ def test_optimizer_in_backward_asks_only_for_optimizers_on_the_training_device(m
 
     asked = []
     real = optim.build_optimizer
-    monkeypatch.setattr(optim, "build_optimizer", lambda cfg, params, device: asked.append(device) or real(cfg, params, torch.device("cpu")))
+    monkeypatch.setattr(
+        optim,
+        "build_optimizer",
+        lambda cfg, params, device: asked.append(device) or real(cfg, params, torch.device("cpu")),
+    )
     model = torch.nn.Linear(3, 2)
-    opt = optim.OptimizerInBackward(OmegaConf.create({"_component_": "torch.optim.AdamW", "lr": 0.02}), model, torch.device("cuda"))
+    opt = optim.OptimizerInBackward(
+        OmegaConf.create({"_component_": "torch.optim.AdamW", "lr": 0.02}), model, torch.device("cuda")
+    )
     assert asked and set(asked) == {torch.device("cuda")}
     assert opt.lr_proxy.param_groups[0]["lr"] == 0.02
 

@@ -20,6 +20,7 @@ Resume (``resume_from_checkpoint=True``) picks the highest complete step in ``ou
 fine-tune reloads that folder's weights; an adapter run reloads the base from ``checkpoint_dir``
 plus the folder's adapter (its full model has the adapter merged in).
 """
+
 from tuner.checkpoint.atomic import MARKER_NAME, latest_checkpoint, list_checkpoints, prune_checkpoints
 from tuner.checkpoint.checkpointer import HFCheckpointer, MetaCheckpointer, NativeCheckpointer
 from tuner.checkpoint.fill import build_on_meta, fill_model

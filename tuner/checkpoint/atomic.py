@@ -8,6 +8,7 @@ its final name (one ``rename`` system call, atomic on POSIX file systems). Disco
 intact and never makes a half-written folder look like a checkpoint. A model folder outside a run
 (`save_model_folder`, which merge uses) is published the same way (`atomic_folder`).
 """
+
 from __future__ import annotations
 
 import json
@@ -165,8 +166,9 @@ def _make_parent(folder: Path, key: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise CheckpointError(f"cannot create the output folder {str(folder)!r}: {e}",
-                              fix=f"set {key} to a writable folder") from e
+        raise CheckpointError(
+            f"cannot create the output folder {str(folder)!r}: {e}", fix=f"set {key} to a writable folder"
+        ) from e
 
 
 @contextmanager

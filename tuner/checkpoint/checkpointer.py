@@ -6,6 +6,7 @@ training state when the run has them. ``resume_from_checkpoint`` continues from 
 complete ``step_<N>`` folder. They differ only in the key conversion and in the files around the
 weights; the shared flow lives in `_Checkpointer`.
 """
+
 from __future__ import annotations
 
 import errno
@@ -18,19 +19,30 @@ from typing import Any
 import torch
 
 from tuner.checkpoint import hf_folder
-from tuner.checkpoint.atomic import atomic_checkpoint_dir, latest_checkpoint, list_checkpoints, prune_checkpoints, read_marker
+from tuner.checkpoint.atomic import (
+    atomic_checkpoint_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    read_marker,
+)
 from tuner.checkpoint.files import check_dir, discover_files, resolve_files
 from tuner.checkpoint.hf_keys import fused_in_hf, hf_to_tuner, tuner_to_hf
 from tuner.checkpoint.meta_keys import meta_to_tuner, tuner_to_meta
-from tuner.checkpoint.model_state import check_state_dict
 from tuner.checkpoint.peft_format import load_peft_adapter, save_peft_adapter
 from tuner.checkpoint.sharded import SHARDED_STATE_DIR
 from tuner.checkpoint.training_state import TRAINING_STATE_NAME, load_training_state, save_training_state
-from tuner.checkpoint.weights import DEFAULT_MAX_SHARD_SIZE, iter_weight_files, load_weight_file, save_sharded_safetensors
+from tuner.checkpoint.weights import (
+    DEFAULT_MAX_SHARD_SIZE,
+    _untie,
+    iter_weight_files,
+    load_weight_file,
+    save_sharded_safetensors,
+    write_safetensors_file,
+    write_torch_file,
+)
 from tuner.errors import CheckpointError, ConfigError, UsageError
 from tuner.models.families import families, family
-from tuner.checkpoint.weights import write_safetensors_file
-from tuner.checkpoint.weights import _untie, write_torch_file
 
 StateDict = dict[str, torch.Tensor]
 ShardCallback = Callable[[StateDict], None]
@@ -115,14 +127,20 @@ class _Checkpointer:
         return p
 
     def _find_resume_dir(self, resume: bool | str | Path) -> Path | None:
-        if resume is None or resume is False or (isinstance(resume, str) and resume.strip().lower() in ("", "false", "0", "no")):
+        if (
+            resume is None
+            or resume is False
+            or (isinstance(resume, str) and resume.strip().lower() in ("", "false", "0", "no"))
+        ):
             return None
         if isinstance(resume, (str, Path)) and str(resume).strip().lower() not in ("true", "1", "yes"):
             folder = Path(str(resume)).expanduser()
             if read_marker(folder) is None:
                 raise CheckpointError(
-                    f"resume_from_checkpoint {str(folder)!r} is not a complete checkpoint folder (no CHECKPOINT_COMPLETE in it)",
-                    fix="point it at a step_<N> folder written by tuner, or set it to True to use the newest in output_dir",
+                    f"resume_from_checkpoint {str(folder)!r} is not a complete checkpoint folder (no "
+                    "CHECKPOINT_COMPLETE in it)",
+                    fix="point it at a step_<N> folder written by tuner, or set it to True to use the newest in "
+                    "output_dir",
                 )
             return folder
         latest = latest_checkpoint(self.output_dir)
@@ -143,8 +161,11 @@ class _Checkpointer:
         info = (read_marker(self.resume_dir) or {}).get("sharded_state")
         if not isinstance(info, dict):
             return None
-        return {"path": self.resume_dir / str(info.get("dir", SHARDED_STATE_DIR)), "world_size": int(info.get("world_size", -1)),
-                "step_dir": self.resume_dir}
+        return {
+            "path": self.resume_dir / str(info.get("dir", SHARDED_STATE_DIR)),
+            "world_size": int(info.get("world_size", -1)),
+            "step_dir": self.resume_dir,
+        }
 
     # -- format hooks (overridden per format) ---------------------------------------------------
     def _to_tuner(self, state_dict: StateDict, source: Path) -> StateDict:
@@ -155,7 +176,10 @@ class _Checkpointer:
 
     def _write_adapter(self, adapter: StateDict, adapter_config: dict[str, Any] | None, folder: Path) -> None:
         """Write the adapter with tuner keys (Meta / native); HF writes PEFT format instead."""
-        meta = {"tuner_adapter_config": json.dumps(adapter_config or {}, default=str), "tuner_model_type": self.model_type}
+        meta = {
+            "tuner_adapter_config": json.dumps(adapter_config or {}, default=str),
+            "tuner_model_type": self.model_type,
+        }
         write_safetensors_file(_plain(adapter), folder / TUNER_ADAPTER_NAME, meta)
 
     def _read_adapter(self, path: Path) -> StateDict:
@@ -190,7 +214,11 @@ class _Checkpointer:
 
     def _adapter_source(self) -> Path | None:
         # A sharded training state holds the trained adapter itself (the FSDP2 placement loads it).
-        if self.resume_dir is not None and self.resume_sharded_state is None and read_marker(self.resume_dir).get("has_adapter"):
+        if (
+            self.resume_dir is not None
+            and self.resume_sharded_state is None
+            and read_marker(self.resume_dir).get("has_adapter")
+        ):
             return self.resume_dir
         return self.adapter_checkpoint
 
@@ -204,7 +232,8 @@ class _Checkpointer:
             return None  # the training state is sharded; the FSDP2 placement loads it (resume_sharded_state)
         if not path.is_file():
             raise CheckpointError(
-                f"the checkpoint {str(self.resume_dir)!r} has no {TRAINING_STATE_NAME}, so training cannot resume from it",
+                f"the checkpoint {str(self.resume_dir)!r} has no {TRAINING_STATE_NAME}, so training cannot resume "
+                "from it",
                 fix=f"start a new run from it instead: set checkpointer.checkpoint_dir={self.resume_dir} and "
                 "resume_from_checkpoint=False",
             )
@@ -249,12 +278,22 @@ class _Checkpointer:
             out["training_state"] = load_training_state(state_src)
         if self.resume_dir is not None:
             marker = read_marker(self.resume_dir) or {}
-            out["resumed_from"] = {"path": str(self.resume_dir), "step": marker.get("step"), "epoch": marker.get("epoch")}
+            out["resumed_from"] = {
+                "path": str(self.resume_dir),
+                "step": marker.get("step"),
+                "epoch": marker.get("epoch"),
+            }
         return out
 
     # -- saving ---------------------------------------------------------------------------------
-    def save_checkpoint(self, state: dict[str, Any], step: int, epoch: int, adapter_only: bool = False,
-                        write_extra: Callable[[Path], None] | None = None) -> Path:
+    def save_checkpoint(
+        self,
+        state: dict[str, Any],
+        step: int,
+        epoch: int,
+        adapter_only: bool = False,
+        write_extra: Callable[[Path], None] | None = None,
+    ) -> Path:
         """Write ``output_dir/step_<step>/`` atomically and return its path.
 
         ``state`` holds ``model`` (tuner keys; merged, plain tensors on any device), optionally
@@ -279,7 +318,9 @@ class _Checkpointer:
             )
         write_model = not adapter_only
         if write_model and state.get("model") is None:
-            raise UsageError("save_checkpoint got no state['model']", fix="pass the model state dict, or adapter_only=True")
+            raise UsageError(
+                "save_checkpoint got no state['model']", fix="pass the model state dict, or adapter_only=True"
+            )
         manifest: dict[str, Any] = {
             **self.describe(),
             "epoch": int(epoch),
@@ -350,8 +391,10 @@ def failure_reason(error: BaseException, where: Path) -> tuple[str, str]:
         why = "the disk is full" + (f" ({free / 2**20:.0f} MiB free)" if free is not None else "")
         return why, "free disk space (or set output_dir on a larger disk)"
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return (f"no permission to write there ({text.splitlines()[0] if text else type(error).__name__})",
-                "fix the folder's permissions or choose another output_dir")
+        return (
+            f"no permission to write there ({text.splitlines()[0] if text else type(error).__name__})",
+            "fix the folder's permissions or choose another output_dir",
+        )
     why = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
     return why, "check the disk and the folder"
 
@@ -361,8 +404,11 @@ def write_failure(error: BaseException, output_dir: Path, step: int) -> Checkpoi
     checkpoint is intact to resume from. The failed step's temporary folder is already gone."""
     why, fix = failure_reason(error, output_dir)
     latest = latest_checkpoint(output_dir)
-    safe = (f"step_{latest[0]} ({latest[1]}) is intact: resume from it with resume_from_checkpoint=True"
-            if latest is not None else "no earlier checkpoint exists, so the run has to start again")
+    safe = (
+        f"step_{latest[0]} ({latest[1]}) is intact: resume from it with resume_from_checkpoint=True"
+        if latest is not None
+        else "no earlier checkpoint exists, so the run has to start again"
+    )
     return CheckpointError(f"could not save checkpoint step_{step} in {str(output_dir)!r}: {why}; {safe}", fix=fix)
 
 
@@ -425,10 +471,14 @@ class HFCheckpointer(_Checkpointer):
     def _write_adapter(self, adapter: StateDict, adapter_config: dict[str, Any] | None, folder: Path) -> None:
         fused = sorted({k.rsplit(".", 2)[0] for k in adapter if fused_in_hf(k, self.model_type)})
         if fused:  # e.g. torchtune's Phi-3 configs: LoRA on q_proj and v_proj, which HF fuses into qkv_proj
-            print(f"[tuner] note: {self.model_type}'s HF checkpoints fuse {fused[0].rsplit('.', 1)[-1]} and its siblings, "
-                  f"so a PEFT adapter cannot hold this one; it is saved in tuner's keys as {TUNER_ADAPTER_NAME} "
-                  "(resume and `tune run generate adapter_dir=...` read it; the merged model beside it loads in transformers)",
-                  flush=True)
+            print(
+                f"[tuner] note: {self.model_type}'s HF checkpoints fuse {fused[0].rsplit('.', 1)[-1]} and its "
+                "siblings, "
+                f"so a PEFT adapter cannot hold this one; it is saved in tuner's keys as {TUNER_ADAPTER_NAME} "
+                "(resume and `tune run generate adapter_dir=...` read it; the merged model beside it loads in "
+                "transformers)",
+                flush=True,
+            )
             return super()._write_adapter(adapter, adapter_config, folder)
         config = dict(adapter_config or {})
         config.setdefault("base_model_name_or_path", str(self.checkpoint_dir))
@@ -456,7 +506,9 @@ class NativeCheckpointer(_Checkpointer):
         )
 
     def _copy_side_files(self, folder: Path, adapter_only: bool) -> None:
-        hf_folder.copy_side_files(self.checkpoint_dir, folder, ("config.json", "params.json", *hf_folder.TOKENIZER_FILES))
+        hf_folder.copy_side_files(
+            self.checkpoint_dir, folder, ("config.json", "params.json", *hf_folder.TOKENIZER_FILES)
+        )
 
 
 class MetaCheckpointer(_Checkpointer):
@@ -475,7 +527,8 @@ class MetaCheckpointer(_Checkpointer):
             )
         if len(self.checkpoint_files) > 1:
             raise CheckpointError(
-                f"{len(self.checkpoint_files)} Meta weight files given ({', '.join(p.name for p in self.checkpoint_files[:4])}); "
+                f"{len(self.checkpoint_files)} Meta weight files given "
+                f"({', '.join(p.name for p in self.checkpoint_files[:4])}); "
                 "model-parallel Meta checkpoints are not supported",
                 fix="use the Hugging Face version of the model with HFCheckpointer",
             )

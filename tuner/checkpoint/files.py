@@ -4,6 +4,7 @@ pattern, or discovered in the folder (``None`` / ``"auto"``).
 Kept apart from reading and writing so the three checkpointers share one, well-tested answer to
 "which files, in which order" and one error message when a file is missing.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def check_dir(checkpoint_dir: str | Path, what: str = "checkpointer.checkpoint_d
         hint = (
             "it is a file; point at the folder that holds it"
             if path.is_file()
-            else "download the model first (`tune download <repo> --output-dir <dir>`, which needs the Hugging Face Hub) "
-            "or fix the path; offline, the quickstart's built-in model needs no download (smollm2/135M_lora_cpu)"
+            else "download the model first (`tune download <repo> --output-dir <dir>`, which needs the "
+            "Hugging Face Hub) or fix the path; offline, the quickstart's built-in model needs no download "
+            "(smollm2/135M_lora_cpu)"
         )
         raise CheckpointError(f"{what} {str(path)!r} does not exist or is not a folder", fix=hint)
     return path
@@ -108,7 +110,8 @@ def discover_files(checkpoint_dir: Path, fmt: str) -> list[Path]:
         }[fmt]
         raise CheckpointError(
             f"no {fmt} weight files found in {str(d)!r} (looked for {expected}; the folder has: {_listing(d)})",
-            fix="set checkpointer.checkpoint_files to the weight files, or use the checkpointer that matches the format",
+            fix="set checkpointer.checkpoint_files to the weight files, or use the checkpointer that matches the "
+            "format",
         )
     return candidates
 
@@ -126,21 +129,36 @@ class FormattedCheckpointFiles:
     def from_dict(cls, d: Mapping[str, Any]) -> "FormattedCheckpointFiles":
         fix = 'use {filename_format: "model-{}-of-{}.safetensors", max_filename: "00004"}'
         if "filename_format" not in d or "max_filename" not in d:
-            raise ConfigError(f"Must pass 'filename_format' and 'max_filename' keys to generate checkpoint filenames, got {dict(d)!r}", fix)
+            raise ConfigError(
+                "Must pass 'filename_format' and 'max_filename' keys to generate checkpoint filenames, got "
+                f"{dict(d)!r}",
+                fix,
+            )
         fmt, max_name = d["filename_format"], d["max_filename"]
         if not isinstance(max_name, str):
-            raise ConfigError(f"`max_filename` must be a string, but found {type(max_name).__name__} {max_name!r}",
-                              'quote it in the YAML, e.g. max_filename: "00004"')
+            raise ConfigError(
+                f"`max_filename` must be a string, but found {type(max_name).__name__} {max_name!r}",
+                'quote it in the YAML, e.g. max_filename: "00004"',
+            )
         if not isinstance(fmt, str) or fmt.count("{}") != 2:
-            raise ConfigError(f"{fmt!r} is not a valid pattern: filename_format must have exactly two placeholders (shard number, shard count)", fix)
+            raise ConfigError(
+                f"{fmt!r} is not a valid pattern: filename_format must have exactly two placeholders (shard number, "
+                "shard count)",
+                fix,
+            )
         if not max_name.isdigit() or int(max_name) < 1:
-            raise ConfigError(f"max_filename {max_name!r} is not a positive number",
-                              'write the number of shards as it appears in the file names, e.g. "00004"')
+            raise ConfigError(
+                f"max_filename {max_name!r} is not a positive number",
+                'write the number of shards as it appears in the file names, e.g. "00004"',
+            )
         return cls(fmt, max_name)
 
     def build_checkpoint_filenames(self) -> list[str]:
         width = len(self.max_filename)
-        return [self.filename_format.format(str(i).zfill(width), self.max_filename) for i in range(1, int(self.max_filename) + 1)]
+        return [
+            self.filename_format.format(str(i).zfill(width), self.max_filename)
+            for i in range(1, int(self.max_filename) + 1)
+        ]
 
 
 def check_outdir_not_in_ckptdir(ckpt_dir: Path, out_dir: Path) -> None:
@@ -148,7 +166,8 @@ def check_outdir_not_in_ckptdir(ckpt_dir: Path, out_dir: Path) -> None:
     ckpt, out = Path(ckpt_dir).resolve(), Path(out_dir).resolve()
     if out == ckpt or ckpt in out.parents:
         raise ConfigError(
-            f"The output directory cannot be the same as or a subdirectory of the checkpoint directory. Found {ckpt} and {out}",
+            f"The output directory cannot be the same as or a subdirectory of the checkpoint directory. Found {ckpt} "
+            f"and {out}",
             "set output_dir outside checkpointer.checkpoint_dir",
         )
 
@@ -160,7 +179,9 @@ def resolve_files(checkpoint_dir: Path, checkpoint_files: Any, fmt: str) -> list
     name, a ``{filename_format, max_filename}`` mapping, or ``None`` / ``"auto"`` to discover. An
     ``*.index.json`` name expands to the shards it lists.
     """
-    if checkpoint_files is None or (isinstance(checkpoint_files, str) and checkpoint_files.strip().lower() in ("", "auto")):
+    if checkpoint_files is None or (
+        isinstance(checkpoint_files, str) and checkpoint_files.strip().lower() in ("", "auto")
+    ):
         return discover_files(checkpoint_dir, fmt)
     if isinstance(checkpoint_files, Mapping):
         names = FormattedCheckpointFiles.from_dict(checkpoint_files).build_checkpoint_filenames()
@@ -190,7 +211,8 @@ def resolve_files(checkpoint_dir: Path, checkpoint_files: Any, fmt: str) -> list
     if missing:
         shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} missing in all)" if len(missing) > 5 else "")
         raise CheckpointError(
-            f"checkpoint file(s) not found in {str(checkpoint_dir)!r}: {shown} (the folder has: {_listing(checkpoint_dir)})",
+            f"checkpoint file(s) not found in {str(checkpoint_dir)!r}: {shown} (the folder has: "
+            f"{_listing(checkpoint_dir)})",
             fix='fix checkpointer.checkpoint_files, or set it to "auto" to find the files',
         )
     # keep order, drop duplicates

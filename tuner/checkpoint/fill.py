@@ -8,6 +8,7 @@ at a time (an NF4 base is quantized as each dense weight arrives, so QLoRA never
 model); what the checkpoint does not hold (LoRA adapters) is allocated afterwards and initialised
 by the caller. Training, generation, evaluation and merging all load through `fill_model`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
@@ -53,7 +54,9 @@ class StreamingLoad:
     never holds a dense copy of a quantized model. `finish` reports weights no shard provided.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype, may_be_missing: Iterable[str] = ()) -> None:
+    def __init__(
+        self, model: nn.Module, device: torch.device, dtype: torch.dtype, may_be_missing: Iterable[str] = ()
+    ) -> None:
         self.model, self.device, self.dtype = model, device, dtype
         self.may_be_missing = set(may_be_missing)
         self.shards = 0
@@ -70,15 +73,22 @@ class StreamingLoad:
             shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
             raise CheckpointError(
                 f"the checkpoint lacks {len(missing)} weight(s) the model needs: {shown}",
-                "check checkpointer.checkpoint_files (a shard left out?) and that the model builder matches the checkpoint",
+                "check checkpointer.checkpoint_files (a shard left out?) and that the model builder matches the "
+                "checkpoint",
             )
         materialize_remaining(self.model, self.device)
         if hasattr(self.model, "rope_init"):
             self.model.rope_init()  # non-persistent rotary tables are not in any checkpoint
 
 
-def fill_model(model: nn.Module, checkpointer: Any, device: torch.device, dtype: torch.dtype,
-               may_be_missing: Iterable[str] = (), random_if_no_weights: bool = False) -> dict[str, Any]:
+def fill_model(
+    model: nn.Module,
+    checkpointer: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+    may_be_missing: Iterable[str] = (),
+    random_if_no_weights: bool = False,
+) -> dict[str, Any]:
     """Fill ``model`` (built on meta) from ``checkpointer``'s weight files on ``device`` in ``dtype``,
     one file at a time; return the rest of the checkpoint (``adapter``, ``training_state``,
     ``resumed_from``). Keys in ``may_be_missing`` may be absent (they stay uninitialised). A

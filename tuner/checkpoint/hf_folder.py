@@ -2,6 +2,7 @@
 with the saved dtype), ``generation_config.json`` and the tokenizer files, copied so that every
 saved checkpoint is a folder ``AutoModelForCausalLM.from_pretrained`` loads as it is.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,7 @@ TOKENIZER_FILES = (
     "merges.txt",
     "vocab.json",
 )
+
 
 def read_hf_config(folder: Path) -> dict[str, Any]:
     """``folder/config.json`` as a dict; a CheckpointError when it is missing or malformed."""
@@ -58,7 +60,8 @@ def check_family(model_type: str, hf_config: dict[str, Any], where: Path) -> Non
         raise ConfigError(
             f"checkpointer.model_type {model_type} does not match the checkpoint in {str(where)!r}, "
             f"whose config.json says model_type {hf_type!r}",
-            fix=f"set checkpointer.model_type to one of {', '.join(fitting)} (and use the model builder of that family)",
+            fix=f"set checkpointer.model_type to one of {', '.join(fitting)} (and use the model builder of that "
+            "family)",
         )
 
 
@@ -82,7 +85,9 @@ def write_hf_config(hf_config: dict[str, Any], folder: Path, dtype: torch.dtype 
     write_text(Path(folder) / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def copy_side_files(src: Path, dst: Path, names: tuple[str, ...] = (GENERATION_CONFIG_NAME, *TOKENIZER_FILES)) -> list[str]:
+def copy_side_files(
+    src: Path, dst: Path, names: tuple[str, ...] = (GENERATION_CONFIG_NAME, *TOKENIZER_FILES)
+) -> list[str]:
     """Copy the generation config and tokenizer files that exist in ``src`` to ``dst``."""
     copied = []
     for name in names:

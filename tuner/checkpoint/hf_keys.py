@@ -6,6 +6,7 @@ some of a layer's modules (Gemma 2's extra norms) and projections HF fuses into 
 ``qkv_proj`` / ``gate_up_proj``: split on load, fused on save). Adapter keys convert with the same
 functions. ``model_type`` is any name `tuner.models.families.family` knows (``LLAMA3_1``, ``qwen2_5``).
 """
+
 from __future__ import annotations
 
 import re
@@ -34,8 +35,14 @@ HF_LAYER = {
 }
 HF_TOP = {"tok_embeddings": "model.embed_tokens", "norm": "model.norm", "output": "lm_head"}
 #: tuner module name -> HF module name of the linear layers adapters go on (PEFT's target_modules)
-HF_LINEAR_NAMES = {**{k.rsplit(".", 1)[-1]: v.rsplit(".", 1)[-1] for k, v in HF_LAYER.items()
-                      if k.startswith(("attn.", "mlp.")) and not k.endswith("_norm")}, "output": "lm_head"}
+HF_LINEAR_NAMES = {
+    **{
+        k.rsplit(".", 1)[-1]: v.rsplit(".", 1)[-1]
+        for k, v in HF_LAYER.items()
+        if k.startswith(("attn.", "mlp.")) and not k.endswith("_norm")
+    },
+    "output": "lm_head",
+}
 
 
 def hf_renamer(spec: FamilySpec) -> Renamer:
@@ -69,8 +76,10 @@ def tuner_module_path_to_hf(name: str, model_type: str) -> str:
     spec = family(model_type)
     hit = hf_renamer(spec).to_external(name)
     if hit is None or hit[1]:
-        raise TunerError(f"{name!r} is not a module path of a tuner {spec.model_type} model",
-                         "pass a path such as 'layers.0.attn.q_proj'")
+        raise TunerError(
+            f"{name!r} is not a module path of a tuner {spec.model_type} model",
+            "pass a path such as 'layers.0.attn.q_proj'",
+        )
     _refuse_fused(spec, hit[2], name)
     return hit[0]
 
@@ -90,11 +99,12 @@ def fused_in_hf(tuner_key: str, model_type: str) -> bool:
     ``qkv_proj`` and w1/w3 into ``gate_up_proj``), so an adapter on it has no PEFT form."""
     fused = family(model_type).hf_fused
     parts = clean_tuner_key(tuner_key).split(".")
-    return any(".".join(parts[i:i + 2]) in fused for i in range(len(parts) - 1))
+    return any(".".join(parts[i : i + 2]) in fused for i in range(len(parts) - 1))
 
 
-def hf_to_tuner(state_dict: Mapping[str, torch.Tensor], model_type: str,
-                hf_config: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+def hf_to_tuner(
+    state_dict: Mapping[str, torch.Tensor], model_type: str, hf_config: Mapping[str, Any] | None = None
+) -> dict[str, torch.Tensor]:
     """Convert an HF transformers state dict (weights or adapter weights) to tuner keys.
 
     ``hf_config`` is the checkpoint's config.json dict; it tells whether the embeddings are tied (then
@@ -115,15 +125,18 @@ def hf_to_tuner(state_dict: Mapping[str, torch.Tensor], model_type: str,
             continue
         hit = ren.to_tuner(key)
         if hit is None:
-            raise TunerError(f"unexpected key {key!r} in a {spec.model_type} HF checkpoint",
-                             "check that model_type matches the checkpoint")
+            raise TunerError(
+                f"unexpected key {key!r} in a {spec.model_type} HF checkpoint",
+                "check that model_type matches the checkpoint",
+            )
         mod, tail = hit
         out[join(mod, tail_to_tuner(mod, tail))] = value
     return out
 
 
-def tuner_to_hf(state_dict: Mapping[str, torch.Tensor], model_type: str,
-                hf_config: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+def tuner_to_hf(
+    state_dict: Mapping[str, torch.Tensor], model_type: str, hf_config: Mapping[str, Any] | None = None
+) -> dict[str, torch.Tensor]:
     """Convert a tuner state dict (weights or adapter weights) to HF transformers keys.
 
     Wrapper names (activation checkpointing, ``torch.compile``) in the keys are dropped first.
@@ -136,8 +149,10 @@ def tuner_to_hf(state_dict: Mapping[str, torch.Tensor], model_type: str,
         key = clean_tuner_key(key)
         hit = ren.to_external(key)
         if hit is None:
-            raise TunerError(f"unexpected key {key!r} in a tuner {spec.model_type} state dict",
-                             "check that model_type matches the model")
+            raise TunerError(
+                f"unexpected key {key!r} in a tuner {spec.model_type} state dict",
+                "check that model_type matches the model",
+            )
         hf_mod, tail, mod = hit
         sub = layer_module(mod)
         if sub in spec.hf_fused:
@@ -160,11 +175,14 @@ def _fused_parts(spec: FamilySpec, hf_module: str) -> list[str]:
     return [sub for sub, fused in spec.hf_fused.items() if fused == hf_module]
 
 
-def _split_fused(spec: FamilySpec, key: str, layer: str, hf_module: str, value: torch.Tensor,
-                 hf_config: Mapping[str, Any] | None) -> dict[str, torch.Tensor]:
+def _split_fused(
+    spec: FamilySpec, key: str, layer: str, hf_module: str, value: torch.Tensor, hf_config: Mapping[str, Any] | None
+) -> dict[str, torch.Tensor]:
     if key != f"model.layers.{layer}.{hf_module}.weight":
-        raise TunerError(f"cannot split {spec.title} key {key!r}: only fused weights are supported",
-                         f"merge adapters on {hf_module} into the weights first")
+        raise TunerError(
+            f"cannot split {spec.title} key {key!r}: only fused weights are supported",
+            f"merge adapters on {hf_module} into the weights first",
+        )
     parts = _fused_parts(spec, hf_module)
     heads, kv, hd = hf_dims(hf_config) if any(p.startswith("attn.") for p in parts) else (0, 0, 0)
     known = {"attn.q_proj": heads * hd, "attn.k_proj": kv * hd, "attn.v_proj": kv * hd}

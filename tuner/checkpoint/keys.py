@@ -5,6 +5,7 @@ Renaming works on module paths; whatever follows the module path (``weight``, ``
 that norms' ``scale`` is HF's/Meta's ``weight``. So adapter keys convert with the same function:
 ``layers.0.attn.q_proj.lora_a.weight`` <-> ``model.layers.0.self_attn.q_proj.lora_a.weight``.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,14 +40,16 @@ class Renamer:
     def _split(rest: str, table: Mapping[str, str]) -> tuple[str, str] | None:
         for mod in sorted(table, key=len, reverse=True):
             if rest == mod or rest.startswith(mod + "."):
-                return mod, rest[len(mod) + 1:]
+                return mod, rest[len(mod) + 1 :]
         return None
 
-    def _rename(self, key: str, layers_in: str, layers_out: str, layer: Mapping[str, str],
-                top: Mapping[str, str]) -> tuple[str, str, str] | None:
+    def _rename(
+        self, key: str, layers_in: str, layers_out: str, layer: Mapping[str, str], top: Mapping[str, str]
+    ) -> tuple[str, str, str] | None:
         m = re.match(rf"{re.escape(layers_in)}(\d+)\.(.*)$", key)
         prefix_in, prefix_out, table, rest = (
-            (f"{layers_in}{m.group(1)}.", f"{layers_out}{m.group(1)}.", layer, m.group(2)) if m else ("", "", top, key))
+            (f"{layers_in}{m.group(1)}.", f"{layers_out}{m.group(1)}.", layer, m.group(2)) if m else ("", "", top, key)
+        )
         hit = self._split(rest, table)
         if hit is None:
             return None

@@ -4,6 +4,7 @@ Meta's layout interleaves the rotary dimensions, so besides renaming (`tuner.che
 rows of q and k (and of their adapters' B / DoRA magnitudes) are permuted per head; tuner uses HF's
 rotate-half layout. Which families have Meta checkpoints is their spec's ``meta_format``.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Mapping
@@ -42,8 +43,15 @@ def _half_to_meta(w: torch.Tensor, n_heads: int, head_dim: int) -> torch.Tensor:
     return w.reshape(n_heads, 2, head_dim // 2, *rest).transpose(1, 2).reshape(n_heads * head_dim, *rest)
 
 
-def _permute_heads(mod: str, tail: str, value: torch.Tensor, num_heads: int, num_kv_heads: int,
-                   head_dim: int, fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> torch.Tensor:
+def _permute_heads(
+    mod: str,
+    tail: str,
+    value: torch.Tensor,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    fn: Callable[[torch.Tensor, int, int], torch.Tensor],
+) -> torch.Tensor:
     if tail not in _ROW_TAILS:
         return value
     if mod.endswith("attn.q_proj"):
@@ -53,20 +61,23 @@ def _permute_heads(mod: str, tail: str, value: torch.Tensor, num_heads: int, num
     return value
 
 
-def meta_to_tuner(state_dict: Mapping[str, torch.Tensor], num_heads: int, num_kv_heads: int, dim: int,
-                  head_dim: int | None = None) -> dict[str, torch.Tensor]:
+def meta_to_tuner(
+    state_dict: Mapping[str, torch.Tensor], num_heads: int, num_kv_heads: int, dim: int, head_dim: int | None = None
+) -> dict[str, torch.Tensor]:
     """Convert a Meta (``consolidated.00.pth``) Llama state dict to tuner keys, permuting q/k rows."""
     return _convert(state_dict, False, num_heads, num_kv_heads, head_dim or dim // num_heads)
 
 
-def tuner_to_meta(state_dict: Mapping[str, torch.Tensor], num_heads: int, num_kv_heads: int, dim: int,
-                  head_dim: int | None = None) -> dict[str, torch.Tensor]:
+def tuner_to_meta(
+    state_dict: Mapping[str, torch.Tensor], num_heads: int, num_kv_heads: int, dim: int, head_dim: int | None = None
+) -> dict[str, torch.Tensor]:
     """Convert a tuner Llama state dict to Meta's keys and interleaved rotary layout."""
     return _convert(state_dict, True, num_heads, num_kv_heads, head_dim or dim // num_heads)
 
 
-def _convert(state_dict: Mapping[str, torch.Tensor], to_meta: bool, num_heads: int, num_kv_heads: int,
-             head_dim: int) -> dict[str, torch.Tensor]:
+def _convert(
+    state_dict: Mapping[str, torch.Tensor], to_meta: bool, num_heads: int, num_kv_heads: int, head_dim: int
+) -> dict[str, torch.Tensor]:
     permute, tail_out = (_half_to_meta, tail_to_external) if to_meta else (_meta_to_half, tail_to_tuner)
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
@@ -79,8 +90,11 @@ def _convert(state_dict: Mapping[str, torch.Tensor], to_meta: bool, num_heads: i
             back = _META_RENAMER.to_tuner(key)  # (tuner module, tail)
             hit = None if back is None else (back[0], back[1], back[0])
         if hit is None:
-            what, fix = ("tuner Llama state dict", "convert a Llama model") if to_meta else \
-                ("Meta Llama checkpoint", "use a Meta-format checkpoint")
+            what, fix = (
+                ("tuner Llama state dict", "convert a Llama model")
+                if to_meta
+                else ("Meta Llama checkpoint", "use a Meta-format checkpoint")
+            )
             raise TunerError(f"unexpected key {key!r} in a {what}", fix)
         out_mod, tail, mod = hit
         value = _permute_heads(mod, tail, value, num_heads, num_kv_heads, head_dim, permute)

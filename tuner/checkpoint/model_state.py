@@ -5,6 +5,7 @@ missing, what is unexpected and which shapes differ (first few of each, with cou
 likely cause: a model builder that does not match the checkpoint, the wrong ``model_type``, or a
 ``checkpoint_dir`` that holds another model.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -94,7 +95,8 @@ def check_state_dict(
         cause = cause or _likely_cause(missing, unexpected, shapes, len(own), len(state_dict))
         raise CheckpointError(
             f"the {subject} does not fit the model: {'; '.join(problems)}. Likely cause: {cause}",
-            fix=fix or "use the model builder for the checkpoint's size and family, the matching checkpointer.model_type, "
+            fix=fix
+            or "use the model builder for the checkpoint's size and family, the matching checkpointer.model_type, "
             "and a checkpointer.checkpoint_dir that holds that model",
         )
     return LoadResult(missing, unexpected)
@@ -102,15 +104,26 @@ def check_state_dict(
 
 def _likely_cause(missing: list[str], unexpected: list[str], shapes: list[str], n_model: int, n_ckpt: int) -> str:
     if unexpected and any(k.startswith(("model.", "lm_head", "transformer.")) for k in unexpected):
-        return "the keys are still in Hugging Face layout: the wrong checkpointer or model_type (key conversion did not run)"
+        return (
+            "the keys are still in Hugging Face layout: the wrong checkpointer or model_type (key conversion did "
+            "not run)"
+        )
     if shapes:
-        return "the model builder has other dimensions than the checkpoint (wrong size, e.g. a 1B builder for a 3B checkpoint)"
+        return (
+            "the model builder has other dimensions than the checkpoint (wrong size, e.g. a 1B builder for a 3B "
+            "checkpoint)"
+        )
     if missing and unexpected:
         return "the model builder is of another family than the checkpoint (wrong builder or model_type)"
     if missing and all(".layers." in k or k.startswith("layers.") for k in missing):
-        return "the model has more layers than the checkpoint (wrong model size, or checkpoint_files lists too few shards)"
+        return (
+            "the model has more layers than the checkpoint (wrong model size, or checkpoint_files lists too few shards)"
+        )
     if missing:
-        return "the checkpoint is incomplete (a shard missing from checkpoint_files) or the builder is not the checkpoint's"
+        return (
+            "the checkpoint is incomplete (a shard missing from checkpoint_files) or the builder is not the "
+            "checkpoint's"
+        )
     if unexpected:
         return "the checkpoint has more layers or modules than the model (wrong model size or builder)"
     return "the model builder does not match the checkpoint"

@@ -19,6 +19,7 @@ over the residual base (the model's own base weights, which the full checkpoint 
 config says ``init_lora_weights: true`` as PEFT's PiSSA recipe does, so that loading does not re-run
 the SVD.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import torch
-from torch import nn
-
 from safetensors.torch import save_file
+from torch import nn
 
 from tuner.checkpoint.hf_keys import HF_LINEAR_NAMES, hf_to_tuner, tuner_to_hf
 from tuner.checkpoint.weights import load_weight_file
@@ -53,6 +53,7 @@ _TAILS = {
 }
 _TAILS_INV = {v: k for k, v in _TAILS.items()}
 _TAILS_INV["lora_magnitude_vector.weight"] = "magnitude"  # older PEFT releases
+
 
 def _split_tail(key: str, tails: Mapping[str, str]) -> tuple[str, str]:
     for tail in sorted(tails, key=len, reverse=True):
@@ -80,9 +81,16 @@ def _peft_config(lora_config: Mapping[str, Any], target_modules: list[str], piss
         "revision": None,
     }
     if cfg.get("use_vera"):
-        return {"peft_type": "VERA", "r": int(rank), "vera_dropout": float(cfg.get("lora_dropout", 0.0)),
-                "d_initial": float(cfg.get("vera_d_initial", 0.1)), "projection_prng_key": int(cfg.get("projection_prng_key", 0)),
-                "save_projection": True, "init_weights": True, **common}
+        return {
+            "peft_type": "VERA",
+            "r": int(rank),
+            "vera_dropout": float(cfg.get("lora_dropout", 0.0)),
+            "d_initial": float(cfg.get("vera_d_initial", 0.1)),
+            "projection_prng_key": int(cfg.get("projection_prng_key", 0)),
+            "save_projection": True,
+            "init_weights": True,
+            **common,
+        }
     alpha = cfg.get("lora_alpha")
     if alpha is None:
         raise TunerError("lora_config lacks lora_alpha", fix="pass lora_config={'lora_rank': ..., 'lora_alpha': ...}")
@@ -92,9 +100,19 @@ def _peft_config(lora_config: Mapping[str, Any], target_modules: list[str], piss
     init = True
     if pissa_converted:
         rank, alpha = 2 * int(rank), alpha * (math.sqrt(2) if use_rslora else 2)
-    return {"peft_type": "LORA", "r": int(rank), "lora_alpha": alpha, "lora_dropout": float(cfg.get("lora_dropout", 0.0)),
-            "use_rslora": use_rslora, "use_dora": bool(cfg.get("use_dora", False)), "init_lora_weights": init,
-            "lora_bias": False, "rank_pattern": {}, "alpha_pattern": {}, **common}
+    return {
+        "peft_type": "LORA",
+        "r": int(rank),
+        "lora_alpha": alpha,
+        "lora_dropout": float(cfg.get("lora_dropout", 0.0)),
+        "use_rslora": use_rslora,
+        "use_dora": bool(cfg.get("use_dora", False)),
+        "init_lora_weights": init,
+        "lora_bias": False,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        **common,
+    }
 
 
 def _infer_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -144,14 +162,18 @@ def save_peft_adapter(
         config = _infer_config(sd)
         config.update(lora_config or {})
     if not sd:
-        raise TunerError("no adapter weights to save", fix="pass a model built with apply_lora or its adapter state dict")
+        raise TunerError(
+            "no adapter weights to save", fix="pass a model built with apply_lora or its adapter state dict"
+        )
     sd = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
 
     pissa_keys = [k for k in sd if k.endswith((".pissa_init_a", ".pissa_init_b"))]
     pissa_converted = bool(pissa_keys) and convert_pissa
     if pissa_converted:
         if any(k.endswith(".magnitude") for k in sd):
-            raise TunerError("a PiSSA adapter with DoRA cannot be converted to a plain LoRA", fix="save it with convert_pissa=False")
+            raise TunerError(
+                "a PiSSA adapter with DoRA cannot be converted to a plain LoRA", fix="save it with convert_pissa=False"
+            )
         for key in [k for k in sd if k.endswith(".lora_a.weight")]:
             prefix = key[: -len("lora_a.weight")]
             a0, b0 = sd.pop(prefix + "pissa_init_a"), sd.pop(prefix + "pissa_init_b")
@@ -165,7 +187,9 @@ def save_peft_adapter(
     for key, value in proj.items():
         out["base_model." + key.rsplit(".", 1)[-1]] = value  # base_model.vera_A / vera_B
     if any(k.endswith("vera_lambda_d") for k in sd) and len(proj) != 2:
-        raise TunerError("a VeRA adapter state dict lacks vera_projections.vera_A/vera_B", fix="save the full adapter state dict")
+        raise TunerError(
+            "a VeRA adapter state dict lacks vera_projections.vera_A/vera_B", fix="save the full adapter state dict"
+        )
 
     modules: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in sd.items():
@@ -193,18 +217,25 @@ def read_peft_config(adapter_dir: Path) -> dict[str, Any]:
     """``adapter_config.json`` of a PEFT adapter folder; TunerError for what tuner cannot load."""
     path = adapter_dir / ADAPTER_CONFIG
     if not path.is_file():
-        raise TunerError(f"no {ADAPTER_CONFIG} in {adapter_dir}", fix="point adapter_dir at a folder saved by PEFT's save_pretrained")
+        raise TunerError(
+            f"no {ADAPTER_CONFIG} in {adapter_dir}", fix="point adapter_dir at a folder saved by PEFT's save_pretrained"
+        )
     try:
         cfg = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise TunerError(f"{path} is not valid JSON ({exc})") from None
     peft_type = str(cfg.get("peft_type", "")).upper()
     if peft_type not in ("LORA", "VERA"):
-        raise TunerError(f"{path}: peft_type {cfg.get('peft_type')!r} is not supported", fix="use a LORA or VERA adapter")
+        raise TunerError(
+            f"{path}: peft_type {cfg.get('peft_type')!r} is not supported", fix="use a LORA or VERA adapter"
+        )
     unsupported = {
-        "rank_pattern": bool(cfg.get("rank_pattern")), "alpha_pattern": bool(cfg.get("alpha_pattern")),
-        "layers_to_transform": cfg.get("layers_to_transform") is not None, "modules_to_save": bool(cfg.get("modules_to_save")),
-        "bias": cfg.get("bias", "none") != "none", "lora_bias": bool(cfg.get("lora_bias")),
+        "rank_pattern": bool(cfg.get("rank_pattern")),
+        "alpha_pattern": bool(cfg.get("alpha_pattern")),
+        "layers_to_transform": cfg.get("layers_to_transform") is not None,
+        "modules_to_save": bool(cfg.get("modules_to_save")),
+        "bias": cfg.get("bias", "none") != "none",
+        "lora_bias": bool(cfg.get("lora_bias")),
         "fan_in_fan_out": bool(cfg.get("fan_in_fan_out")),
     }
     bad = [k for k, v in unsupported.items() if v]
@@ -222,11 +253,15 @@ def load_peft_adapter_config(adapter_dir: Union[str, os.PathLike]) -> dict[str, 
     inv = {v: k for k, v in HF_LINEAR_NAMES.items()}
     unknown = [t for t in targets if t not in inv]
     if unknown:
-        raise TunerError(f"PEFT target_modules {unknown} have no tuner equivalent", fix=f"use modules from {sorted(inv)}")
+        raise TunerError(
+            f"PEFT target_modules {unknown} have no tuner equivalent", fix=f"use modules from {sorted(inv)}"
+        )
     tuner_targets = {inv[t] for t in targets}
     mlp = tuner_targets & {"w1", "w2", "w3"}
     if mlp and mlp != {"w1", "w2", "w3"}:
-        raise TunerError(f"the adapter targets only {sorted(mlp)} of the MLP; apply_lora_to_mlp adapts w1, w2 and w3 together")
+        raise TunerError(
+            f"the adapter targets only {sorted(mlp)} of the MLP; apply_lora_to_mlp adapts w1, w2 and w3 together"
+        )
     out: dict[str, Any] = {
         "lora_attn_modules": [m for m in ("q_proj", "k_proj", "v_proj", "output_proj") if m in tuner_targets],
         "apply_lora_to_mlp": bool(mlp),
@@ -234,24 +269,33 @@ def load_peft_adapter_config(adapter_dir: Union[str, os.PathLike]) -> dict[str, 
         "lora_rank": int(cfg["r"]),
     }
     if cfg["peft_type"].upper() == "VERA":
-        out.update(use_vera=True, lora_dropout=float(cfg.get("vera_dropout", 0.0)), vera_d_initial=float(cfg.get("d_initial", 0.1)),
-                   projection_prng_key=int(cfg.get("projection_prng_key", 0)))
+        out.update(
+            use_vera=True,
+            lora_dropout=float(cfg.get("vera_dropout", 0.0)),
+            vera_d_initial=float(cfg.get("d_initial", 0.1)),
+            projection_prng_key=int(cfg.get("projection_prng_key", 0)),
+        )
     else:
-        out.update(lora_alpha=cfg["lora_alpha"], lora_dropout=float(cfg.get("lora_dropout", 0.0)),
-                   use_dora=bool(cfg.get("use_dora", False)), use_rslora=bool(cfg.get("use_rslora", False)))
+        out.update(
+            lora_alpha=cfg["lora_alpha"],
+            lora_dropout=float(cfg.get("lora_dropout", 0.0)),
+            use_dora=bool(cfg.get("use_dora", False)),
+            use_rslora=bool(cfg.get("use_rslora", False)),
+        )
     return out
 
 
 def load_peft_adapter(
     adapter_dir: Union[str, os.PathLike], model_type: str, hf_config: Optional[Mapping[str, Any]] = None
 ) -> dict[str, torch.Tensor]:
-    """A PEFT adapter folder as a tuner adapter state dict (load it with ``model.load_state_dict(sd, strict=False)``).
+    """A PEFT adapter folder as a tuner adapter state dict (``model.load_state_dict(sd, strict=False)`` loads it).
 
     PEFT also saves the base weights of an adapted ``lm_head`` / embedding (``...base_layer.weight``);
     they are returned under their tuner base keys (``output.weight``), so loading restores them too.
     An unconverted PiSSA adapter (``init_lora_weights: pissa``) applies over the residual base
-    weights saved next to it, not over the original model. VeRA adapters saved without their projections (``save_projection: false``) return only the
-    lambdas; the model built with the same ``projection_prng_key`` regenerates the projections.
+    weights saved next to it, not over the original model. VeRA adapters saved without their projections
+    (``save_projection: false``) return only the lambdas; the model built with the same
+    ``projection_prng_key`` regenerates the projections.
     """
     path = Path(adapter_dir)
     read_peft_config(path)  # validates the adapter config (refuses what tuner cannot load)
@@ -260,7 +304,9 @@ def load_peft_adapter(
     elif (path / ADAPTER_WEIGHTS_BIN).is_file():
         raw = load_weight_file(path / ADAPTER_WEIGHTS_BIN)
     else:
-        raise TunerError(f"no {ADAPTER_WEIGHTS} in {path}", fix="point adapter_dir at a folder saved by PEFT's save_pretrained")
+        raise TunerError(
+            f"no {ADAPTER_WEIGHTS} in {path}", fix="point adapter_dir at a folder saved by PEFT's save_pretrained"
+        )
     out: dict[str, torch.Tensor] = {}
     by_tail: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in raw.items():
@@ -268,8 +314,10 @@ def load_peft_adapter(
             out[f"{VERA_PROJECTIONS_NAME}.{key.rsplit('.', 1)[-1]}"] = value
             continue
         if not key.startswith(_PEFT_PREFIX):
-            raise TunerError(f"{path / ADAPTER_WEIGHTS}: unexpected key {key!r}", fix="use an adapter saved by PEFT for a causal LM")
-        hf_key = key[len(_PEFT_PREFIX):]
+            raise TunerError(
+                f"{path / ADAPTER_WEIGHTS}: unexpected key {key!r}", fix="use an adapter saved by PEFT for a causal LM"
+            )
+        hf_key = key[len(_PEFT_PREFIX) :]
         if hf_key.endswith(".base_layer.weight"):  # base weights PEFT saves with lm_head/embedding adapters
             by_tail.setdefault("weight", {})[hf_key[: -len(".base_layer.weight")] + ".weight"] = value
             continue
@@ -279,7 +327,8 @@ def load_peft_adapter(
         converted = hf_to_tuner(by_module, model_type, hf_config)
         if len(converted) != len(by_module):
             raise TunerError(
-                f"{path}: some adapted modules have no tuner counterpart (e.g. lm_head of a model with tied embeddings)",
+                f"{path}: some adapted modules have no tuner counterpart (e.g. lm_head of a model with tied "
+                "embeddings)",
                 fix="use an adapter without them",
             )
         for tuner_key, value in converted.items():

@@ -17,6 +17,7 @@ other file tuner loads. The folder is written inside the step's temporary folder
 ``CHECKPOINT_COMPLETE`` manifest (which records ``sharded_state: {dir, world_size}``) still
 says whether the whole checkpoint is there.
 """
+
 from __future__ import annotations
 
 import io
@@ -24,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from tuner.errors import CheckpointError
-from tuner.checkpoint.training_state import to_weights_only
+import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint._traverse import set_element
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
-import torch.distributed.checkpoint as dcp
+
+from tuner.checkpoint.training_state import to_weights_only
+from tuner.errors import CheckpointError
 
 SHARDED_STATE_DIR = "sharded_state"
 
@@ -41,8 +42,10 @@ def blob(obj: Any) -> tuple:
 
 def unblob(value: Any, what: str) -> Any:
     if not (isinstance(value, tuple) and len(value) == 1):
-        raise CheckpointError(f"the sharded state's {what!r} entry is malformed ({type(value).__name__})",
-                              fix="resume from another checkpoint, or start fresh")
+        raise CheckpointError(
+            f"the sharded state's {what!r} entry is malformed ({type(value).__name__})",
+            fix="resume from another checkpoint, or start fresh",
+        )
     return value[0]
 
 

@@ -5,6 +5,7 @@ Everything saved must be plain data (tensors, numbers, strings, bools, None, lis
 dtypes, devices). `to_weights_only` checks that before writing and converts numpy values, so a
 save never produces a file that resume then refuses to open.
 """
+
 from __future__ import annotations
 
 import random
@@ -13,11 +14,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from tuner.checkpoint.weights import load_torch_file, write_torch_file
 from tuner.errors import CheckpointError
-import numpy as np
 
 TRAINING_STATE_NAME = "training_state.pt"
 
@@ -34,7 +35,9 @@ def capture_rng_state() -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     version, internal, gauss = random.getstate()
     state["python"] = torch.tensor([version, *internal], dtype=torch.int64)
-    state["python_gauss"] = torch.tensor([0.0 if gauss is None else 1.0, 0.0 if gauss is None else gauss], dtype=torch.float64)
+    state["python_gauss"] = torch.tensor(
+        [0.0 if gauss is None else 1.0, 0.0 if gauss is None else gauss], dtype=torch.float64
+    )
     np = sys.modules.get("numpy")
     if np is not None:
         name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -104,8 +107,10 @@ def to_weights_only(obj: Any, where: str = "training_state") -> Any:
     if isinstance(obj, (set, frozenset)):
         return type(obj)(to_weights_only(v, where) for v in obj)
     raise CheckpointError(
-        f"{where} is a {type(obj).__module__}.{type(obj).__name__}, which torch.load(weights_only=True) cannot read back",
-        fix="store plain data in the training state (tensors, numbers, strings, lists, dicts); call .state_dict() on objects",
+        f"{where} is a {type(obj).__module__}.{type(obj).__name__}, which torch.load(weights_only=True) cannot read "
+        "back",
+        fix="store plain data in the training state (tensors, numbers, strings, lists, dicts); call .state_dict() on "
+        "objects",
     )
 
 
@@ -124,5 +129,7 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
         )
     state = load_torch_file(path, mmap=False)
     if not isinstance(state, dict):
-        raise CheckpointError(f"{str(path)!r} is not a training state (found {type(state).__name__})", fix="remove it or start fresh")
+        raise CheckpointError(
+            f"{str(path)!r} is not a training state (found {type(state).__name__})", fix="remove it or start fresh"
+        )
     return state

@@ -2,6 +2,7 @@
 pickle formats, loaded safely (``torch.load(weights_only=True)``) and one file at a time so that
 peak host memory stays near one copy of the model.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from tuner.checkpoint.atomic import fsync_file
 from tuner.checkpoint.files import SAFE_INDEX_NAME
 from tuner.errors import CheckpointError
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 
@@ -82,8 +81,10 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"cannot read {str(path)!r}: {e}",
-                              fix="the file is truncated or not a safetensors file; save or download it again") from e
+        raise CheckpointError(
+            f"cannot read {str(path)!r}: {e}",
+            fix="the file is truncated or not a safetensors file; save or download it again",
+        ) from e
 
 
 def iter_weight_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
@@ -117,7 +118,9 @@ def _untie(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_safetensors_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+def write_safetensors_file(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
     """Write one safetensors file and fsync it. (Tests patch this to inject a failed write.)"""
     save_file(tensors, str(path), metadata={"format": "pt", **(metadata or {})})
     fsync_file(path)
@@ -154,7 +157,9 @@ def save_sharded_safetensors(
     if not safe_serialization:
         filename_pattern = filename_pattern.replace("model{suffix}.safetensors", "pytorch_model{suffix}.bin")
         index_name = index_name.replace("model.safetensors.index.json", "pytorch_model.bin.index.json")
-    split = split_torch_state_dict_into_shards(state_dict, filename_pattern=filename_pattern, max_shard_size=max_shard_size)
+    split = split_torch_state_dict_into_shards(
+        state_dict, filename_pattern=filename_pattern, max_shard_size=max_shard_size
+    )
     written = []
     for filename, names in split.filename_to_tensors.items():
         shard = {n: state_dict[n] for n in names}

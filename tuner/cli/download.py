@@ -1,4 +1,5 @@
 """`tune download`: fetch a model folder from the Hugging Face Hub, with a clear error offline."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,9 @@ from tuner.errors import TunerError
 from tuner.hub import hub_reachable
 
 
-def download(repo_id: str, output_dir: Optional[Path], ignore_patterns: Optional[Sequence[str]], hf_token: Optional[str]) -> Path:
+def download(
+    repo_id: str, output_dir: Optional[Path], ignore_patterns: Optional[Sequence[str]], hf_token: Optional[str]
+) -> Path:
     """Download ``repo_id`` into ``output_dir`` and return the folder."""
     try:
         from huggingface_hub import snapshot_download
@@ -18,7 +21,8 @@ def download(repo_id: str, output_dir: Optional[Path], ignore_patterns: Optional
     target = output_dir or Path("/tmp") / repo_id.split("/")[-1]
     if not hub_reachable():
         raise TunerError(
-            f"cannot download {repo_id}: the Hugging Face Hub cannot be reached from here (offline, or HF_HUB_OFFLINE=1)",
+            f"cannot download {repo_id}: the Hugging Face Hub cannot be reached from here (offline, or "
+            "HF_HUB_OFFLINE=1)",
             "connect to the network, or copy the model folder here and point checkpointer.checkpoint_dir at it; "
             "offline, the built-in model works: tune run lora_finetune_single_device --config smollm2/135M_lora_cpu",
         )
@@ -30,9 +34,13 @@ def download(repo_id: str, output_dir: Optional[Path], ignore_patterns: Optional
             token=hf_token,
         )
     except GatedRepoError:
-        raise TunerError(f"{repo_id} is gated", "accept its licence on the Hub and pass --hf-token or set HF_TOKEN") from None
+        raise TunerError(
+            f"{repo_id} is gated", "accept its licence on the Hub and pass --hf-token or set HF_TOKEN"
+        ) from None
     except RepositoryNotFoundError:
-        raise TunerError(f"{repo_id} was not found on the Hugging Face Hub", "check the name; private repos need --hf-token") from None
+        raise TunerError(
+            f"{repo_id} was not found on the Hugging Face Hub", "check the name; private repos need --hf-token"
+        ) from None
     except LocalEntryNotFoundError:
         raise TunerError(
             f"cannot download {repo_id}: the Hugging Face Hub is not reachable (offline or HF_HUB_OFFLINE=1)",

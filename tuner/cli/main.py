@@ -1,4 +1,5 @@
 """`tune`: list, copy, validate, print and run recipes and configs; download models."""
+
 from __future__ import annotations
 
 import importlib
@@ -32,14 +33,18 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors (same as TUNER_DEBUG=1)."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     if debug:
         os.environ["TUNER_DEBUG"] = "1"
 
 
 @app.command("ls")
-def ls_cmd(all_: bool = typer.Option(False, "--all", help="Also show recipe files and whether they run distributed.")) -> None:
+def ls_cmd(
+    all_: bool = typer.Option(False, "--all", help="Also show recipe files and whether they run distributed."),
+) -> None:
     """List built-in recipes and their configs."""
     from tuner.registry import available_recipes, configs_of
 
@@ -108,8 +113,12 @@ def cat_cmd(config: str = typer.Argument(..., help="Built-in config name or path
 def validate_cmd(
     config: str = typer.Argument(..., help="Built-in config name or path to a .yaml file."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value or ~key overrides to apply first."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe the config is for (name or .py file); "
-                                         "default: from the config's name, its `tune run` comment, or its keys."),
+    recipe: Optional[str] = typer.Option(
+        None,
+        "--recipe",
+        help="Recipe the config is for (name or .py file); "
+        "default: from the config's name, its `tune run` comment, or its keys.",
+    ),
 ) -> None:
     """Check a config as `tune run` does before building anything: every key known to the recipe,
     every value of the right type and range, every _component_ importable with arguments that bind."""
@@ -155,8 +164,12 @@ def run_cmd(ctx: typer.Context) -> None:
 @app.command("download")
 def download_cmd(
     repo_id: str = typer.Argument(..., help="Hugging Face Hub repo, e.g. meta-llama/Llama-3.2-1B-Instruct."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Where to put the files (default: /tmp/<model name>)."),
-    ignore_patterns: Optional[List[str]] = typer.Option(None, "--ignore-patterns", help="Glob of files not to download (repeatable)."),
+    output_dir: Optional[Path] = typer.Option(
+        None, "--output-dir", help="Where to put the files (default: /tmp/<model name>)."
+    ),
+    ignore_patterns: Optional[List[str]] = typer.Option(
+        None, "--ignore-patterns", help="Glob of files not to download (repeatable)."
+    ),
     hf_token: Optional[str] = typer.Option(None, "--hf-token", envvar="HF_TOKEN", help="Token for gated models."),
 ) -> None:
     """Download a model from the Hugging Face Hub."""
@@ -196,7 +209,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             if isinstance(e, _click_exceptions("Abort")):
                 raise KeyboardInterrupt from None
             if isinstance(e, _click_exceptions("ClickException")):
-                raise UsageError(e.format_message(), "run `tune --help` (or `tune <command> --help`) for the usage") from None
+                raise UsageError(
+                    e.format_message(), "run `tune --help` (or `tune <command> --help`) for the usage"
+                ) from None
             raise
 
     return run_reporting_errors(invoke)

@@ -7,6 +7,7 @@ with the source of the implementation the recipe runs (the class's own, else the
 and the imports those sources need. The loop stays in `tuner.training.trainer`, imported as before;
 the copy runs exactly as the built-in recipe until you edit it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -85,11 +86,19 @@ def method_source(cls: type) -> str:
     doc = vars(cls).get("__doc__") or inspect.getmodule(cls).__doc__
     if doc:
         body.append(textwrap.indent('"""' + inspect.cleandoc(doc) + '"""', "    "))
-    attrs = {n: v for klass in reversed(cls.__mro__) for n, v in vars(klass).items()
-             if not n.startswith("_") and isinstance(v, (str, int, float, bool))}
+    attrs = {
+        n: v
+        for klass in reversed(cls.__mro__)
+        for n, v in vars(klass).items()
+        if not n.startswith("_") and isinstance(v, (str, int, float, bool))
+    }
     body += [f"    {n} = {json.dumps(v)}" for n, v in attrs.items()]
-    classes = {n: v for klass in reversed(cls.__mro__) for n, v in vars(klass).items()
-               if not n.startswith("_") and isinstance(v, type)}  # e.g. settings = LoRASettings (the method's keys)
+    classes = {
+        n: v
+        for klass in reversed(cls.__mro__)
+        for n, v in vars(klass).items()
+        if not n.startswith("_") and isinstance(v, type)
+    }  # e.g. settings = LoRASettings (the method's keys)
     for n, v in classes.items():
         body.append(f"    {n} = {v.__name__}")
         imports.add((v.__module__, v.__name__))
@@ -111,7 +120,7 @@ def copied_recipe(recipe_path: Path) -> str:
     else:  # generate, eval, merge: no method to write out
         return text
     block = _HEADER.format(where=f"{module}.{name}") + method_source(cls) + "\n"
-    text = text[:match.start()] + text[match.end():]
+    text = text[: match.start()] + text[match.end() :]
     # Everything written out uses postponed annotations, as tuner's own modules do.
     doc_end = re.match(r'\s*(""".*?"""|\'\'\'.*?\'\'\')\n', text, re.S)
     at = doc_end.end() if doc_end else 0

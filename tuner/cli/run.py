@@ -1,5 +1,6 @@
 """`tune run`: split torchrun options from the recipe and its arguments, then run in-process or
 hand everything to ``torch.distributed.run``."""
+
 from __future__ import annotations
 
 import os
@@ -41,7 +42,10 @@ def split_run_args(args: list[str]) -> RunArgs:
     while i < len(args) and args[i].startswith("-"):
         arg = args[i]
         if arg == "--config":
-            raise UsageError("no recipe given before --config", "usage: tune run [torchrun options] <recipe> --config <config> [key=value ...]")
+            raise UsageError(
+                "no recipe given before --config",
+                "usage: tune run [torchrun options] <recipe> --config <config> [key=value ...]",
+            )
         if "=" in arg or arg in LAUNCHER_FLAGS:
             out.launcher.append(arg)
             i += 1
@@ -51,9 +55,11 @@ def split_run_args(args: list[str]) -> RunArgs:
         else:
             raise UsageError(f"launcher option {arg} needs a value", "e.g. --nproc_per_node 2")
     if i >= len(args):
-        raise UsageError("no recipe given", "usage: tune run [torchrun options] <recipe> --config <config> [key=value ...]")
+        raise UsageError(
+            "no recipe given", "usage: tune run [torchrun options] <recipe> --config <config> [key=value ...]"
+        )
     out.recipe = args[i]
-    out.recipe_args = args[i + 1:]
+    out.recipe_args = args[i + 1 :]
     return out
 
 
@@ -94,9 +100,15 @@ def run_recipe(args: list[str]) -> int:
 
     if recipe is not None and not recipe.supports_distributed and _process_count(run_args) > 1:
         twin = recipe.name.replace("single_device", "distributed")
-        fix = f"use {twin!r} for several processes" if "single_device" in recipe.name else "run it without --nproc_per_node/--nnodes"
+        fix = (
+            f"use {twin!r} for several processes"
+            if "single_device" in recipe.name
+            else "run it without --nproc_per_node/--nnodes"
+        )
         raise UsageError(f"recipe {recipe.name!r} runs on a single device only", fix)
-    raise_problems(check_config(parse_recipe_args(rest), recipe_settings(recipe_path)))  # fail before starting any worker
+    raise_problems(
+        check_config(parse_recipe_args(rest), recipe_settings(recipe_path))
+    )  # fail before starting any worker
     return _launch_torchrun(run_args.launcher, recipe_path, rest)
 
 

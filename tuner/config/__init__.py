@@ -1,4 +1,5 @@
 """Configs: YAML loading (OmegaConf), overrides, ``_component_`` instantiation, validation."""
+
 from tuner.config._instantiate import instantiate, resolve_component
 from tuner.config._loading import apply_overrides, load_config, to_container
 from tuner.config._parse import parse, parse_recipe_args

@@ -1,5 +1,6 @@
 """torchtune's component paths that resolve to ours, so a torchtune config ports by renaming
 ``torchtune.`` to ``tuner.`` (and even without that: the ``torchtune.`` prefix is accepted)."""
+
 from __future__ import annotations
 
 ALIASES: dict[str, str] = {
@@ -10,7 +11,6 @@ ALIASES: dict[str, str] = {
     "tuner.training.checkpointing.FullModelMetaCheckpointer": "tuner.checkpoint.MetaCheckpointer",
     "tuner.training.checkpointing.FullModelTorchTuneCheckpointer": "tuner.checkpoint.NativeCheckpointer",
     "tuner.modules.loss.LinearCrossEntropyLoss": "tuner.training.loss.ChunkedCrossEntropyLoss",
-    "tuner.training.lr_schedulers.get_cosine_schedule_with_warmup": "tuner.training.lr_schedulers.get_cosine_schedule_with_warmup",
     "tuner.data.padded_collate_sft": "tuner.data.collate.padded_collate_sft",
     "tuner.data.padded_collate_packed": "tuner.data.collate.padded_collate_packed",
     "tuner.datasets.alpaca_cleaned_dataset": "tuner.datasets.alpaca_cleaned_dataset",
@@ -21,5 +21,5 @@ ALIASES: dict[str, str] = {
 def canonical_path(path: str) -> str:
     """Map a torchtune-style or aliased dotted path to the one to import."""
     if path.startswith("torchtune."):
-        path = "tuner." + path[len("torchtune."):]
+        path = "tuner." + path[len("torchtune.") :]
     return ALIASES.get(path, path)

@@ -1,4 +1,5 @@
 """Dotted ``_component_`` paths -> the objects they name (torchtune's paths resolve too)."""
+
 from __future__ import annotations
 
 import importlib
@@ -18,7 +19,9 @@ def resolve_component(path: str, key_path: str = "") -> Callable[..., Any]:
     target = canonical_path(path)
     module_name, _, attr = target.rpartition(".")
     if not module_name:
-        raise ConfigError(f"unknown component {path!r}{where}", "use a full dotted path such as tuner.models.llama3_2.llama3_2_1b")
+        raise ConfigError(
+            f"unknown component {path!r}{where}", "use a full dotted path such as tuner.models.llama3_2.llama3_2_1b"
+        )
     # Walk down from the longest importable module prefix (supports Class.method paths too).
     parts = target.split(".")
     obj, i = None, len(parts)
@@ -29,7 +32,10 @@ def resolve_component(path: str, key_path: str = "") -> Callable[..., Any]:
         except ModuleNotFoundError as e:
             missing = e.name or ""
             if not ".".join(parts[:i]).startswith(missing):
-                raise ConfigError(f"component {path!r}{where} needs the missing package {missing!r}", f"pip install {missing.split('.')[0]}") from None
+                raise ConfigError(
+                    f"component {path!r}{where} needs the missing package {missing!r}",
+                    f"pip install {missing.split('.')[0]}",
+                ) from None
             i -= 1
     if obj is None:
         raise ConfigError(f"unknown component {path!r}{where}: no module {parts[0]!r}")

@@ -1,5 +1,6 @@
 """torchtune's module path ``torchtune.config._errors``: `ConfigError` (tuner's, with ``errors``
 listing each problem) and `InstantiationError` (a component that cannot be built)."""
+
 from tuner.errors import ConfigError
 
 

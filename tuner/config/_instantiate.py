@@ -1,4 +1,5 @@
 """Turn config nodes with a ``_component_`` key into objects."""
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -10,6 +11,7 @@ from tuner.config._errors import InstantiationError
 from tuner.config._utils import _has_component
 from tuner.config._validate import check_binding
 from tuner.errors import ConfigError
+
 
 def _to_plain(node: Any) -> Any:
     if isinstance(node, (DictConfig, ListConfig)):
@@ -40,8 +42,10 @@ def _create_component(fn: Callable, args: tuple, kwargs: dict, key_path: str = "
 def _instantiate_node(node: Any, *args: Any, **kwargs: Any) -> Any:
     """Build a component node (plain containers): nested components first, then ``node``'s own."""
     if not _has_component(node):
-        raise InstantiationError(f"Cannot instantiate specified object {node!r}: it has no _component_ key",
-                                 "give the node a _component_: <dotted path>")
+        raise InstantiationError(
+            f"Cannot instantiate specified object {node!r}: it has no _component_ key",
+            "give the node a _component_: <dotted path>",
+        )
     fn = resolve_component(node[COMPONENT_KEY])
     built = {k: _build(v, k) for k, v in node.items() if k != COMPONENT_KEY}
     built.update(kwargs)

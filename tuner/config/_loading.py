@@ -1,4 +1,5 @@
 """Load a YAML config and apply command-line overrides (``a.b=c``, ``~a.b``)."""
+
 from __future__ import annotations
 
 import re
@@ -69,8 +70,10 @@ def _parse_value(key: str, text: str):
     except yaml.YAMLError as e:
         if text.lstrip().startswith(("[", "{")):
             problem = getattr(e, "problem", None) or "not valid YAML"
-            raise UsageError(f"override {key}={text}: the value is not a valid YAML list or mapping ({problem})",
-                             f"close the brackets and quote the whole override, e.g. '{key}=[0.9, 0.95]'") from None
+            raise UsageError(
+                f"override {key}={text}: the value is not a valid YAML list or mapping ({problem})",
+                f"close the brackets and quote the whole override, e.g. '{key}=[0.9, 0.95]'",
+            ) from None
         return text
 
 

@@ -1,4 +1,5 @@
 """The recipe entry decorator: ``--config <yaml> [key=value ...] [~key ...]`` -> DictConfig."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,16 @@ class TuneRecipeArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        super().add_argument("--config", "-c", type=str, required=True, help="config name (`tune ls`) or path to a YAML file")
+        super().add_argument(
+            "--config", "-c", type=str, required=True, help="config name (`tune ls`) or path to a YAML file"
+        )
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message, "pass --config <config-name-or-path.yaml> followed by key=value overrides")
 
-    def parse_known_args(self, args: Optional[Sequence[str]] = None, namespace: Optional[Namespace] = None) -> tuple[Namespace, list[str]]:
+    def parse_known_args(
+        self, args: Optional[Sequence[str]] = None, namespace: Optional[Namespace] = None
+    ) -> tuple[Namespace, list[str]]:
         ns, unknown = super().parse_known_args(args, namespace)
         flags = [a for a in unknown if a.startswith("--")]
         if flags:

@@ -1,12 +1,12 @@
 """Interpolations configs may use: ``${builtin_model:smollm2-135m-instruct}`` is the folder of a
 model that a pip package ships (converted once into the cache), so the quickstart needs no hub."""
+
 from __future__ import annotations
 
 from omegaconf import OmegaConf
 
 from tuner.config._components import resolve_component
 from tuner.errors import ConfigError, note
-
 
 #: Built-in models: name -> the function (a dotted path, resolved on use) that returns its folder.
 BUILTIN_MODELS = {"smollm2-135m-instruct": "tuner.checkpoint.gguf.default_smollm2_checkpoint"}

@@ -1,4 +1,5 @@
 """Small config helpers with torchtune's names: `log_config`, and ``_has_component``."""
+
 from __future__ import annotations
 
 import logging

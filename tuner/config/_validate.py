@@ -1,12 +1,15 @@
 """Check a config without building anything: every component imports, its keys bind, and each
 value fits the type its parameter is annotated with."""
+
 from __future__ import annotations
 
 import inspect
 import os
 import types
 import typing
-from collections.abc import Iterable as IterableABC, Mapping as MappingABC, Sequence as SequenceABC
+from collections.abc import Iterable as IterableABC
+from collections.abc import Mapping as MappingABC
+from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Callable, Iterable, Mapping
@@ -79,8 +82,9 @@ def value_fits(hint: Any, value: Any) -> bool | None:
     return None
 
 
-def check_binding(fn: Callable, keys: Iterable[str], key_path: str, n_positional: int = 0,
-                  values: Mapping[str, Any] | None = None) -> list[Problem]:
+def check_binding(
+    fn: Callable, keys: Iterable[str], key_path: str, n_positional: int = 0, values: Mapping[str, Any] | None = None
+) -> list[Problem]:
     """Problems with calling ``fn(**keys)``: keys it does not take (with a "did you mean") and, when
     ``values`` are given, values that do not fit their parameter's annotation.
 

@@ -3,12 +3,14 @@
 A recipe declares its keys as a frozen dataclass whose fields are made with `setting()` (a scalar
 with its type and range) or `component()` (a ``_component_`` node, kept as the config node for
 `instantiate`); an optional ``problems()`` method returns what is wrong with a combination of keys,
-and an ``ARGUMENTS`` class attribute (``{"optimizer.lr": Spec(...)}``) names scalars inside nodes. `check_config` runs every check a recipe runs before it builds anything: unknown
-keys (with a "did you mean"), the type and range of every scalar, the scalars inside component
+and an ``ARGUMENTS`` class attribute (``{"optimizer.lr": Spec(...)}``) names scalars inside nodes.
+`check_config` runs every check a recipe runs before it builds anything: unknown keys (with a
+"did you mean"), the type and range of every scalar, the scalars inside component
 nodes that the recipe or the method names (``optimizer.lr``, ``model.lora_rank``, ...), and the
 component checks of `find_problems` (imports, argument names, argument types). `tune validate` and
 `tune run` both call it, so a config one rejects the other rejects too.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +26,8 @@ from tuner.config.torchtune_keys import TORCHTUNE_KEYS, note_torchtune_keys, tor
 from tuner.errors import ConfigError, did_you_mean
 
 _REQUIRED = dataclasses.MISSING
-MISSING_VALUE = "???"
-FIX = "correct the key in the YAML file or override it on the command line (key=value; ~key deletes it)"  # OmegaConf's mark for a value the user must give
+MISSING_VALUE = "???"  # OmegaConf's mark for a value the user must give
+FIX = "correct the key in the YAML file or override it on the command line (key=value; ~key deletes it)"
 S = TypeVar("S")
 
 
@@ -68,8 +70,14 @@ class Spec:
         return None
 
 
-_KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-               "pair": "a list of two numbers", "number_list": "a list of numbers"}
+_KIND_WORDS = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+    "pair": "a list of two numbers",
+    "number_list": "a list of numbers",
+}
 
 
 def _num(x: float) -> str:
@@ -97,11 +105,16 @@ def _in_range(spec: Spec, x: float) -> bool:
 def _fits(spec: Spec, value: Any) -> bool:
     if spec.choices is not None:
         return any(value == c and type(value) is type(c) for c in spec.choices) or (
-            isinstance(value, str) and value.lower() in [str(c).lower() for c in spec.choices])
+            isinstance(value, str) and value.lower() in [str(c).lower() for c in spec.choices]
+        )
     kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
     for kind in kinds:
         if kind == "pair":
-            if isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) and _in_range(spec, v) for v in value):
+            if (
+                isinstance(value, (list, tuple))
+                and len(value) == 2
+                and all(_is_number(v) and _in_range(spec, v) for v in value)
+            ):
                 return True
         elif kind == "number_list":
             if isinstance(value, (list, tuple)) and all(_is_number(v) and _in_range(spec, v) for v in value):
@@ -123,13 +136,29 @@ def _fits(spec: Spec, value: Any) -> bool:
     return False
 
 
-def setting(default: Any = _REQUIRED, kind: Any = str, *, min: float | None = None, max: float | None = None,
-            min_exclusive: bool = False, max_exclusive: bool = False, choices: Iterable[Any] | None = None,
-            nullable: bool | None = None, doc: str = "") -> Any:
+def setting(
+    default: Any = _REQUIRED,
+    kind: Any = str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    min_exclusive: bool = False,
+    max_exclusive: bool = False,
+    choices: Iterable[Any] | None = None,
+    nullable: bool | None = None,
+    doc: str = "",
+) -> Any:
     """A scalar setting: its default (none: required), kind and range. ``nullable`` defaults to
     whether the default is None."""
-    spec = Spec(kind, min, max, min_exclusive, max_exclusive, tuple(choices) if choices is not None else None,
-                default is None if nullable is None else nullable)
+    spec = Spec(
+        kind,
+        min,
+        max,
+        min_exclusive,
+        max_exclusive,
+        tuple(choices) if choices is not None else None,
+        default is None if nullable is None else nullable,
+    )
     return field(default=default, metadata={"spec": spec, "doc": doc})
 
 
@@ -181,7 +210,9 @@ def _read(cls: type, cfg: Any, plain: Mapping[str, Any], problems: list[str], pr
             if present and plain[f.name] is not None:
                 values[f.name] = cfg[f.name] if isinstance(cfg, DictConfig) else plain[f.name]
                 if f.metadata.get("component") and not _is_component_tree(plain[f.name]):
-                    problems.append(f"{key} must be a node with a _component_ key (or a list of them), got {_show(plain[f.name])}")
+                    problems.append(
+                        f"{key} must be a node with a _component_ key (or a list of them), got {_show(plain[f.name])}"
+                    )
             else:
                 if f.default is _REQUIRED:
                     problems.append(f"{key} is missing; the recipe needs it")
@@ -228,9 +259,7 @@ def find_setting_problems(cfg: Any, classes: Iterable[type]) -> list[str]:
     problems: list[str] = []
     known = settings_keys(*classes)
     unknown = [key for key in plain if key not in known]
-    for key, refusal in torchtune_key_refusals(plain, unknown).items():
-        if refusal is not None:
-            problems.append(refusal)
+    problems += [refusal for refusal in torchtune_key_refusals(plain, unknown).values() if refusal is not None]
     for key in unknown:
         if key not in TORCHTUNE_KEYS:
             problems.append(f"unknown config key {key!r}{did_you_mean(key, sorted(known | set(TORCHTUNE_KEYS)))}")

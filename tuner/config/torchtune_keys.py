@@ -6,6 +6,7 @@ change what is trained, or how): that is a ConfigError with the fix. The one con
 (`tuner.config.settings.check_config`, shared by `tune validate` and `tune run`) consults this
 table, the only one.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,23 +35,33 @@ def _not_null(value: Any) -> bool:
 
 TORCHTUNE_KEYS: dict[str, TorchtuneKey] = {
     "custom_sharded_layers": TorchtuneKey(
-        "tuner's FSDP2 shards every decoder layer and the rest of the model as one unit; this only moves memory between units"),
+        "tuner's FSDP2 shards every decoder layer and the rest of the model as one unit; this only moves memory "
+        "between units"
+    ),
     "tensor_parallel_dim": TorchtuneKey(
-        "tuner shards with FSDP2 only (data parallel); 1 means no tensor parallelism", _above_one,
-        "set tensor_parallel_dim=1 (tuner has no tensor parallelism: FSDP2 shards the model across all ranks)"),
+        "tuner shards with FSDP2 only (data parallel); 1 means no tensor parallelism",
+        _above_one,
+        "set tensor_parallel_dim=1 (tuner has no tensor parallelism: FSDP2 shards the model across all ranks)",
+    ),
     "tensor_parallel_plan": TorchtuneKey("only used with tensor_parallel_dim > 1, which tuner does not do"),
     "low_cpu_ram": TorchtuneKey("tuner always fills the model shard by shard from a meta-device build"),
     "fsdp": TorchtuneKey("torchtune 0.6.1's recipes do not read it either; tuner's key is fsdp_cpu_offload"),
     "cudnn_deterministic_mode": TorchtuneKey(
-        "tuner leaves torch.use_deterministic_algorithms as it is (seed fixes the data order and initialisation)"),
+        "tuner leaves torch.use_deterministic_algorithms as it is (seed fixes the data order and initialisation)"
+    ),
     "enable_async_checkpointing": TorchtuneKey(
-        "tuner writes each checkpoint atomically (temporary folder, then rename); the files are the same"),
+        "tuner writes each checkpoint atomically (temporary folder, then rename); the files are the same"
+    ),
     "resume_from_checkpoint": TorchtuneKey("generation and evaluation load weights only, never a training state"),
     "log_level": TorchtuneKey("tuner prints its own progress lines; errors are one line"),
-    "enable_kv_cache": TorchtuneKey("the eval recipe scores each sequence in one forward and generates with a KV cache"),
+    "enable_kv_cache": TorchtuneKey(
+        "the eval recipe scores each sequence in one forward and generates with a KV cache"
+    ),
     "quantizer": TorchtuneKey(
-        "null means no quantization, tuner's only mode for generation and evaluation", _not_null,
-        "set quantizer=null (tuner generates and evaluates the model in dtype; QLoRA adapters merge into a dense base)"),
+        "null means no quantization, tuner's only mode for generation and evaluation",
+        _not_null,
+        "set quantizer=null (tuner generates and evaluates the model in dtype; QLoRA adapters merge into a dense base)",
+    ),
 }
 
 
@@ -64,7 +75,9 @@ def torchtune_key_refusals(cfg: Mapping[str, Any], keys: Iterable[str]) -> dict[
             continue
         value = cfg.get(str(key))
         refused = entry.refuse is not None and entry.refuse(value)
-        out[str(key)] = f"{key}={value!r} asks for what tuner cannot do ({entry.note}); {entry.fix}" if refused else None
+        out[str(key)] = (
+            f"{key}={value!r} asks for what tuner cannot do ({entry.note}); {entry.fix}" if refused else None
+        )
     return out
 
 

@@ -3,6 +3,7 @@
 Names are imported on first use, so ``import tuner.data`` stays cheap (no torch, datasets,
 sentencepiece or tiktoken until needed).
 """
+
 from __future__ import annotations
 
 from tuner._lazy import lazy_exports

@@ -1,4 +1,5 @@
 """torchtune's module path ``torchtune.data._messages``; the names live in `tuner.data.messages`."""
+
 from tuner.data.messages import (  # noqa: F401
     AlpacaToMessages,
     ChosenRejectedToMessages,

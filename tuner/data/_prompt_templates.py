@@ -1,5 +1,6 @@
 """torchtune's module path ``torchtune.data._prompt_templates``; the names live in
 `tuner.data.prompt_templates` (``_get_prompt_template`` is its `resolve_prompt_template`)."""
+
 from tuner.data.prompt_templates import (  # noqa: F401
     ChatMLTemplate,
     GrammarErrorCorrectionTemplate,
@@ -7,5 +8,4 @@ from tuner.data.prompt_templates import (  # noqa: F401
     PromptTemplateInterface,
     QuestionAnswerTemplate,
     SummarizeTemplate,
-    resolve_prompt_template as _get_prompt_template,
 )

@@ -1,4 +1,5 @@
 """Batch collation: padded batches of samples (right or left), preference pairs, and packs."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -11,7 +12,9 @@ from tuner.data.packing import document_ids, packed_block_causal_mask, packed_fl
 from tuner.errors import ConfigError, unsupported
 
 
-def left_pad_sequence(sequences: Sequence[torch.Tensor], batch_first: bool = False, padding_value: float = 0) -> torch.Tensor:
+def left_pad_sequence(
+    sequences: Sequence[torch.Tensor], batch_first: bool = False, padding_value: float = 0
+) -> torch.Tensor:
     """`torch.nn.utils.rnn.pad_sequence` that pads on the left (for generation prompts)."""
     flipped = [torch.flip(torch.as_tensor(s), dims=[0]) for s in sequences]
     return pad_sequence(flipped, batch_first=batch_first, padding_value=padding_value).flip(dims=[int(batch_first)])
@@ -32,7 +35,9 @@ def padded_collate(
     if pad_direction not in ("left", "right"):
         raise ConfigError(f"pad_direction should be one of 'left' or 'right' but found {pad_direction!r}")
     if isinstance(keys_to_pad, str) or not keys_to_pad:
-        raise ConfigError(f"keys_to_pad should be a list of strings with at least one element, but found {keys_to_pad!r}")
+        raise ConfigError(
+            f"keys_to_pad should be a list of strings with at least one element, but found {keys_to_pad!r}"
+        )
     keys = set(keys_to_pad)
     if isinstance(padding_idx, Mapping) and set(padding_idx) != keys:
         raise ConfigError(f"padding_idx was given for the keys {sorted(padding_idx)} but keys_to_pad is {sorted(keys)}")
@@ -55,8 +60,12 @@ def padded_collate_sft(
     causal model needs no mask for right padding: real tokens never look ahead at it.
     """
     rows = [{"tokens": x["tokens"], "labels": x["labels"]} for x in batch]
-    out = padded_collate(rows, pad_direction="right", keys_to_pad=["tokens", "labels"],
-                         padding_idx={"tokens": padding_idx, "labels": ignore_idx})
+    out = padded_collate(
+        rows,
+        pad_direction="right",
+        keys_to_pad=["tokens", "labels"],
+        padding_idx={"tokens": padding_idx, "labels": ignore_idx},
+    )
     tokens, labels = out["tokens"], out["labels"]
     width = max(tokens.shape[-1], labels.shape[-1])  # samples whose labels are longer than their tokens
     tokens = torch.nn.functional.pad(tokens, (0, width - tokens.shape[-1]), value=padding_idx)
@@ -69,7 +78,11 @@ def padded_collate_dpo(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Preference pairs ``{"chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"}``
     -> ``(input_ids, labels)`` ``[2b, longest]``: the chosen sequences, then the rejected ones."""
-    rows = [{"tokens": x[f"{kind}_input_ids"], "labels": x[f"{kind}_labels"]} for kind in ("chosen", "rejected") for x in batch]
+    rows = [
+        {"tokens": x[f"{kind}_input_ids"], "labels": x[f"{kind}_labels"]}
+        for kind in ("chosen", "rejected")
+        for x in batch
+    ]
     out = padded_collate_sft(rows, padding_idx=padding_idx, ignore_idx=ignore_idx)
     return out["tokens"], out["labels"]
 

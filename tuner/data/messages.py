@@ -11,6 +11,7 @@ written for torchtune work on them: ``Message.content`` is a list of parts
 ``[{"type": "text", "content": "..."}]`` (a string is accepted and becomes one text part) and
 ``text_content`` is the text. tuner trains text-only models: an image part is refused with an error.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
@@ -39,7 +40,9 @@ class Message:
             unfinished assistant message or a tool call followed by its result).
     """
 
-    def __init__(self, role: Role, content: Content, masked: bool = False, ipython: bool = False, eot: bool = True) -> None:
+    def __init__(
+        self, role: Role, content: Content, masked: bool = False, ipython: bool = False, eot: bool = True
+    ) -> None:
         if role not in ROLES:
             raise DataError(
                 f"unknown message role {role!r}",
@@ -95,7 +98,12 @@ class Message:
         if not isinstance(other, Message):
             return NotImplemented
         return (self.role, self.content, self.masked, self.ipython, self.eot) == (
-            other.role, other.content, other.masked, other.ipython, other.eot)
+            other.role,
+            other.content,
+            other.masked,
+            other.ipython,
+            other.eot,
+        )
 
     __hash__ = None  # mutable, like torchtune's
 
@@ -120,8 +128,10 @@ def _text_parts(content: Content, ipython: bool) -> list[dict[str, str]]:
         elif kind in ("image", "image_url", "video", "audio"):
             if ipython:
                 text = "".join(p["content"] for p in content if isinstance(p, Mapping) and p.get("type") == "text")
-                raise DataError(f"Media tokens in tool calls are not supported. Both are set in message: {text}",
-                                "a tool call holds text only")
+                raise DataError(
+                    f"Media tokens in tool calls are not supported. Both are set in message: {text}",
+                    "a tool call holds text only",
+                )
             raise DataError(
                 f"message content has a {kind!r} part; tuner fine-tunes text-only models",
                 "drop the image columns (or rows) from the dataset",
@@ -134,7 +144,9 @@ def _text_parts(content: Content, ipython: bool) -> list[dict[str, str]]:
     return parts
 
 
-def validate_messages(messages: Sequence[Message], *, min_messages: int = 2, assistant_needs_prompt: bool = True) -> None:
+def validate_messages(
+    messages: Sequence[Message], *, min_messages: int = 2, assistant_needs_prompt: bool = True
+) -> None:
     """Check that messages form a conversation (torchtune's rules).
 
     At least ``min_messages`` messages; a system message only first; no two user messages in a
@@ -149,10 +161,16 @@ def validate_messages(messages: Sequence[Message], *, min_messages: int = 2, ass
         )
     last_turn = None
     for i, message in enumerate(messages):
-        if assistant_needs_prompt and message.role == "assistant" and last_turn not in ("user", "tool", "ipython", "assistant"):
+        if (
+            assistant_needs_prompt
+            and message.role == "assistant"
+            and last_turn not in ("user", "tool", "ipython", "assistant")
+        ):
             raise DataError(f"Assistant message before expected user message at index {i} in messages")
         if message.role == "user" and last_turn == "user":
-            raise DataError(f"Two consecutive user messages at index {i} and {i - 1} in messages", "merge them into one")
+            raise DataError(
+                f"Two consecutive user messages at index {i} and {i - 1} in messages", "merge them into one"
+            )
         if message.role == "system" and i > 0:
             raise DataError(
                 f"System message at index {i} in messages, but system messages must come first", "move it to the start"
@@ -160,7 +178,9 @@ def validate_messages(messages: Sequence[Message], *, min_messages: int = 2, ass
         last_turn = message.role
 
 
-def _mapped(column_map: Optional[Mapping[str, str]], expected: Sequence[str], optional: Sequence[str] = ()) -> dict[str, str]:
+def _mapped(
+    column_map: Optional[Mapping[str, str]], expected: Sequence[str], optional: Sequence[str] = ()
+) -> dict[str, str]:
     """Expected column name -> the dataset's column name (a key column_map leaves out keeps its name).
 
     A key that is not one of ``expected`` (or ``optional``) is refused, naming the expected key it
@@ -180,7 +200,9 @@ def _mapped(column_map: Optional[Mapping[str, str]], expected: Sequence[str], op
 def _get_field(row: Mapping[str, Any], column: str, expected: str, *, allow_empty: bool = False) -> str:
     """Read a string column of a row, with an error that names the column and the fix."""
     if column not in row:
-        hint = f"column_map={{'{expected}': '<your column>'}}" if column == expected else f"fix column_map['{expected}']"
+        hint = (
+            f"column_map={{'{expected}': '<your column>'}}" if column == expected else f"fix column_map['{expected}']"
+        )
         raise DataError(
             f"row has no column {column!r} (columns: {sorted(row.keys())})",
             f"rename the column in the data or pass {hint}",
@@ -258,7 +280,11 @@ class AlpacaToMessages(Transform):
     def __call__(self, row: Mapping[str, Any]) -> dict[str, list[Message]]:
         cm = self.column_map
         instruction = _get_field(row, cm["instruction"], "instruction")
-        inp = _get_field(row, cm["input"], "input", allow_empty=True) if cm["input"] in row or cm["input"] != "input" else ""
+        inp = (
+            _get_field(row, cm["input"], "input", allow_empty=True)
+            if cm["input"] in row or cm["input"] != "input"
+            else ""
+        )
         output = _get_field(row, cm["output"], "output")
         if inp.strip():
             prompt = ALPACA_PROMPT_INPUT.format(instruction=instruction, input=inp)
@@ -371,7 +397,9 @@ class OpenAIToMessages(_ConversationToMessages):
 
     def _role(self, speaker: Any, col: str, j: int) -> str:
         if speaker not in ROLES:
-            raise DataError(f"turn {j} of column {col!r} has unknown role {speaker!r}", f"use one of {', '.join(ROLES)}")
+            raise DataError(
+                f"turn {j} of column {col!r} has unknown role {speaker!r}", f"use one of {', '.join(ROLES)}"
+            )
         return speaker
 
 

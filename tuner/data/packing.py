@@ -15,16 +15,17 @@ previous document's last token, training "end of document A -> start of document
 first label of every document in a pack is set to -100: each document then contributes exactly
 the per-token losses it contributes unpacked (tested in tests/data/test_packing.py).
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
 import torch
+from torch.nn.attention.flex_attention import create_block_mask
 from torch.utils.data import Dataset
 
 from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX
 from tuner.errors import DataError
-from torch.nn.attention.flex_attention import create_block_mask
 
 
 class PackedDataset(Dataset):
@@ -62,15 +63,19 @@ class PackedDataset(Dataset):
         starts: list[int] = []  # first position of each document in the pack
         for idx in range(len(self.ds)):
             sample = self.ds[idx]
-            t, l = list(sample["tokens"]), list(sample["labels"])
-            if len(t) != len(l):
-                raise DataError(f"sample {idx}: {len(t)} tokens but {len(l)} labels", "labels must be aligned with tokens")
+            t, lab = list(sample["tokens"]), list(sample["labels"])
+            if len(t) != len(lab):
+                raise DataError(
+                    f"sample {idx}: {len(t)} tokens but {len(lab)} labels", "labels must be aligned with tokens"
+                )
             if not t:
                 continue
             if len(t) > self.max_seq_len and not self.split_across_pack:
                 raise DataError(
-                    f"Dataset sample is too long: sample {idx} has {len(t)} tokens, more than the packed max_seq_len {self.max_seq_len}",
-                    "set tokenizer.max_seq_len to at most the pack length (samples are truncated), or split_across_pack=True",
+                    f"Dataset sample is too long: sample {idx} has {len(t)} tokens, more than the packed max_seq_len "
+                    f"{self.max_seq_len}",
+                    "set tokenizer.max_seq_len to at most the pack length (samples are truncated), or "
+                    "split_across_pack=True",
                 )
             first_pos = 0  # position of t[0] within its sample (non-zero for a split sample's continuation)
             while t:
@@ -81,10 +86,10 @@ class PackedDataset(Dataset):
                     room = self.max_seq_len
                 take = min(room, len(t))
                 tokens += t[:take]
-                labels += l[:take]
+                labels += lab[:take]
                 seq_lens.append(take)
                 starts.append(first_pos)
-                t, l, first_pos = t[take:], l[take:], first_pos + take
+                t, lab, first_pos = t[take:], lab[take:], first_pos + take
                 if len(tokens) == self.max_seq_len:
                     self._flush(tokens, labels, seq_lens, starts)
                     tokens, labels, seq_lens, starts = [], [], [], []

@@ -9,21 +9,21 @@ The chat templates of families whose format is plain text (Llama 2's ``Llama2Cha
 Mistral's ``MistralChatTemplate``) live with their tokenizers in ``tuner.data.tokenizers``; given to
 their own family's tokenizer they select its exact chat format (see ``llama2_tokenizer``).
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Callable, Mapping, Optional, Protocol, Sequence, Union
 
-from tuner.data.messages import Message
 from tuner.config._aliases import canonical_path
+from tuner.data.messages import Message
 from tuner.errors import ConfigError
 
 
 class PromptTemplateInterface(Protocol):
     """A callable that takes messages and returns them with template text added (torchtune's)."""
 
-    def __call__(self, messages: Sequence[Message], inference: bool = False) -> list[Message]:
-        ...
+    def __call__(self, messages: Sequence[Message], inference: bool = False) -> list[Message]: ...
 
 
 def wrap(message: Message, prepend: str, append: str) -> Message:

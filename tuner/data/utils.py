@@ -1,4 +1,5 @@
 """Small data helpers with torchtune's names: `truncate`; the image helpers are not supported."""
+
 from __future__ import annotations
 
 from typing import Any, Optional

@@ -2,6 +2,7 @@
 ``chat_dataset``, ``text_completion_dataset``, ... Each loads through ``datasets.load_dataset``
 (imported on first use) and yields ``{"tokens", "labels"}`` samples, or packs with ``packed=True``.
 """
+
 from __future__ import annotations
 
 from tuner._lazy import lazy_exports

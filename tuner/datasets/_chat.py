@@ -1,4 +1,5 @@
 """Conversation datasets: OpenAI ``messages`` lists or ShareGPT ``conversations``."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional
@@ -33,9 +34,7 @@ def chat_dataset(
     ``train_on_input=False`` trains on assistant turns only.
     """
     if conversation_style not in _STYLES:
-        raise ConfigError(
-            f"unknown conversation_style {conversation_style!r}", f"use one of {', '.join(_STYLES)}"
-        )
+        raise ConfigError(f"unknown conversation_style {conversation_style!r}", f"use one of {', '.join(_STYLES)}")
     cls, default_col = _STYLES[conversation_style]
     cm = dict(column_map or {})
     if conversation_column is not None:

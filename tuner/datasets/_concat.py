@@ -1,4 +1,5 @@
 """`ConcatDataset`: several datasets one after the other (torchtune's class)."""
+
 from __future__ import annotations
 
 from bisect import bisect_right
@@ -18,8 +19,10 @@ class ConcatDataset(Dataset):
     def __init__(self, datasets: Sequence[Any]) -> None:
         packed = [isinstance(ds, PackedDataset) for ds in datasets]
         if any(packed) and not all(packed):
-            raise DataError("ConcatDataset can't process a mix of packed and non-packed datasets",
-                            "set packed the same way for every dataset in the list")
+            raise DataError(
+                "ConcatDataset can't process a mix of packed and non-packed datasets",
+                "set packed the same way for every dataset in the list",
+            )
         self._datasets = list(datasets)
         self.packed = all(packed) and bool(packed)
         self._ends = list(accumulate(len(ds) for ds in self._datasets))

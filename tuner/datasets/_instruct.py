@@ -1,4 +1,5 @@
 """Instruction datasets: alpaca (instruction/input/output) and generic input/output columns."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional
@@ -66,7 +67,9 @@ def instruct_dataset(
     ``column_map`` maps input/output to the data's column names; ``new_system_prompt`` adds a
     system turn; ``train_on_input=False`` leaves the prompt out of the loss.
     """
-    transform = InputOutputToMessages(train_on_input=train_on_input, column_map=column_map, new_system_prompt=new_system_prompt)
+    transform = InputOutputToMessages(
+        train_on_input=train_on_input, column_map=column_map, new_system_prompt=new_system_prompt
+    )
     cm = transform.column_map
     ds = SFTDataset(
         source=source,
@@ -81,10 +84,14 @@ def instruct_dataset(
     return maybe_pack(ds, tokenizer, packed)
 
 
-def samsum_dataset(tokenizer: Any, *, source: str = "Samsung/samsum", column_map: Optional[Mapping[str, str]] = None, **kwargs: Any):
+def samsum_dataset(
+    tokenizer: Any, *, source: str = "Samsung/samsum", column_map: Optional[Mapping[str, str]] = None, **kwargs: Any
+):
     """SAMSum dialogue summarization: ``dialogue`` -> ``summary`` (pair it with the tokenizer's
     ``prompt_template: tuner.data.SummarizeTemplate``). Other arguments as `instruct_dataset`'s."""
-    return instruct_dataset(tokenizer, source=source, column_map=column_map or {"input": "dialogue", "output": "summary"}, **kwargs)
+    return instruct_dataset(
+        tokenizer, source=source, column_map=column_map or {"input": "dialogue", "output": "summary"}, **kwargs
+    )
 
 
 def grammar_dataset(tokenizer: Any, *, source: str = "liweili/c4_200m", **kwargs: Any):

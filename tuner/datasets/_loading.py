@@ -1,4 +1,5 @@
 """``datasets.load_dataset`` with errors a person can act on."""
+
 from __future__ import annotations
 
 import os

@@ -1,7 +1,9 @@
 """The quickstart's own instruction dataset, shipped inside the package (no download)."""
+
 from __future__ import annotations
 
 from typing import Any
+
 from tuner.data.quickstart import EVAL_FILE, TRAIN_FILE
 from tuner.datasets._instruct import alpaca_dataset
 from tuner.errors import ConfigError
@@ -15,5 +17,11 @@ def quickstart_dataset(tokenizer: Any, split: str = "train", train_on_input: boo
     files = {"train": TRAIN_FILE, "eval": EVAL_FILE}
     if split not in files:
         raise ConfigError(f"quickstart_dataset: unknown split {split!r}", "use split: train or split: eval")
-    return alpaca_dataset(tokenizer, source="json", data_files=str(files[split]), train_on_input=train_on_input,
-                          packed=packed, split="train")
+    return alpaca_dataset(
+        tokenizer,
+        source="json",
+        data_files=str(files[split]),
+        train_on_input=train_on_input,
+        packed=packed,
+        split="train",
+    )

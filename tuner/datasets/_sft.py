@@ -3,6 +3,7 @@
 Rows come from ``load_dataset`` (this module's name for `load_hf_dataset`, the checked
 ``datasets.load_dataset``); any indexable sequence of row mappings works too, e.g. a list.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -10,7 +11,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from torch.utils.data import Dataset
 
 from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX, validate_messages
-from tuner.datasets._loading import filter_rows, load_hf_dataset as load_dataset, where
+from tuner.datasets._loading import filter_rows, where
+from tuner.datasets._loading import load_hf_dataset as load_dataset
 from tuner.errors import DataError
 
 
@@ -54,7 +56,11 @@ class SFTDataset(Dataset):
             return
         for column, expected in required:
             if column not in columns:
-                hint = f"column_map={{'{expected}': '<your column>'}}" if column == expected else f"fix column_map['{expected}']"
+                hint = (
+                    f"column_map={{'{expected}': '<your column>'}}"
+                    if column == expected
+                    else f"fix column_map['{expected}']"
+                )
                 raise DataError(
                     f"{self._where} has no column {column!r} (columns: {sorted(columns)})",
                     f"rename the column in the data or pass {hint}",
@@ -71,7 +77,8 @@ class SFTDataset(Dataset):
             sample = self._model_transform(sample)
             if "tokens" not in sample or "mask" not in sample:
                 raise DataError(
-                    f"model_transform returned the following keys: {', '.join(sample)}. Must return 'tokens' and 'mask' as keys.",
+                    f"model_transform returned the following keys: {', '.join(sample)}. Must return 'tokens' and "
+                    "'mask' as keys.",
                     "the model transform (tokenizer) must add tokens and mask to the sample",
                 )
         except DataError as e:

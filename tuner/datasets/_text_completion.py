@@ -3,13 +3,15 @@
 Rows come from ``load_dataset`` (this module's name for `load_hf_dataset`); any indexable
 sequence of row mappings works too.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional
 
 from torch.utils.data import Dataset
 
-from tuner.datasets._loading import filter_rows, load_hf_dataset as load_dataset, where
+from tuner.datasets._loading import filter_rows, where
+from tuner.datasets._loading import load_hf_dataset as load_dataset
 from tuner.datasets._packing import maybe_pack
 from tuner.errors import DataError
 
@@ -40,7 +42,9 @@ class TextCompletionDataset(Dataset):
         self._data = load_dataset(source, split=split, **load_dataset_kwargs)
         columns = getattr(self._data, "column_names", None)
         if columns is not None and column not in columns:
-            raise DataError(f"{self._where} has no column {column!r} (columns: {sorted(columns)})", "pass column=<the text column>")
+            raise DataError(
+                f"{self._where} has no column {column!r} (columns: {sorted(columns)})", "pass column=<the text column>"
+            )
         if filter_fn is not None:
             self._data = filter_rows(self._data, filter_fn, source)
 
@@ -83,8 +87,16 @@ def text_completion_dataset(
     """
     if data_files is not None:
         load_dataset_kwargs["data_files"] = data_files
-    ds = TextCompletionDataset(tokenizer, source=source, column=column, add_eos=add_eos, filter_fn=filter_fn,
-                               max_seq_len=max_seq_len, split=split, **load_dataset_kwargs)
+    ds = TextCompletionDataset(
+        tokenizer,
+        source=source,
+        column=column,
+        add_eos=add_eos,
+        filter_fn=filter_fn,
+        max_seq_len=max_seq_len,
+        split=split,
+        **load_dataset_kwargs,
+    )
     return maybe_pack(ds, tokenizer, packed, split_across_pack=split_across_pack)
 
 
@@ -99,8 +111,17 @@ def wikitext_dataset(
     **load_dataset_kwargs: Any,
 ):
     """WikiText (document level): each page's text, for continued pre-training."""
-    return text_completion_dataset(tokenizer, source=source, column="page", max_seq_len=max_seq_len, name=subset,
-                                   packed=packed, filter_fn=filter_fn, split=split, **load_dataset_kwargs)
+    return text_completion_dataset(
+        tokenizer,
+        source=source,
+        column="page",
+        max_seq_len=max_seq_len,
+        name=subset,
+        packed=packed,
+        filter_fn=filter_fn,
+        split=split,
+        **load_dataset_kwargs,
+    )
 
 
 def cnn_dailymail_articles_dataset(
@@ -113,5 +134,12 @@ def cnn_dailymail_articles_dataset(
 ):
     """CNN / DailyMail 3.0.0: each article's text, for continued pre-training."""
     load_dataset_kwargs.setdefault("name", "3.0.0")
-    return text_completion_dataset(tokenizer, source=source, column="article", max_seq_len=max_seq_len,
-                                   filter_fn=filter_fn, split=split, **load_dataset_kwargs)
+    return text_completion_dataset(
+        tokenizer,
+        source=source,
+        column="article",
+        max_seq_len=max_seq_len,
+        filter_fn=filter_fn,
+        split=split,
+        **load_dataset_kwargs,
+    )

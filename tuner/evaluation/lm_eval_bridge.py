@@ -13,6 +13,7 @@ without the harness; `make_lm_eval_model` mixes it into ``lm_eval.api.model.LM``
 
 Requests are scored one at a time (simple and exact; a batched version would pad).
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
@@ -47,8 +48,14 @@ def _args(request: Any) -> tuple:
 class TunerLMScorer:
     """Scores lm-eval requests with a tuner decoder and tokenizer (see the module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, max_seq_len: Optional[int] = None,
-                 max_gen_toks: int = 256, add_bos: bool = True) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        max_seq_len: Optional[int] = None,
+        max_gen_toks: int = 256,
+        add_bos: bool = True,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = int(max_seq_len or getattr(model, "max_seq_len", 2048))
@@ -72,14 +79,14 @@ class TunerLMScorer:
             return [self._prefix_token()], self._encode(continuation, bos=False)
         whole = self._encode(context + continuation, bos=True)
         ctx = self._encode(context, bos=True)
-        return whole[: len(ctx)], whole[len(ctx):]
+        return whole[: len(ctx)], whole[len(ctx) :]
 
     @torch.no_grad()
     def _logprobs(self, context: list[int], targets: list[int]) -> tuple[float, bool]:
         """log P(targets | context) and whether every target is the argmax."""
-        seq = (context + targets)[-(self.max_length + 1):]
+        seq = (context + targets)[-(self.max_length + 1) :]
         inp = torch.tensor([seq[:-1]], dtype=torch.long, device=self._device)
-        logits = self.model(inp)[0, -len(targets):].float()
+        logits = self.model(inp)[0, -len(targets) :].float()
         logp = F.log_softmax(logits, dim=-1)
         tgt = torch.tensor(targets, dtype=torch.long, device=self._device)
         total = float(logp.gather(-1, tgt[:, None]).sum())
@@ -95,7 +102,7 @@ class TunerLMScorer:
             if not cont:
                 out.append((0.0, True))
                 continue
-            out.append(self._logprobs(ctx, cont[-self.max_length:]))
+            out.append(self._logprobs(ctx, cont[-self.max_length :]))
         return out
 
     def loglikelihood_rolling(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[float]:
@@ -123,7 +130,7 @@ class TunerLMScorer:
             until = [until] if isinstance(until, str) else list(until)
             max_new = int(kwargs.get("max_gen_toks", self.max_gen_toks))
             temperature = float(kwargs.get("temperature", 0.0)) if kwargs.get("do_sample", False) else 0.0
-            tokens = self._encode(context, bos=True)[-(self.max_length - 1):]
+            tokens = self._encode(context, bos=True)[-(self.max_length - 1) :]
             max_new = max(1, min(max_new, self.max_length - len(tokens)))
             stops = list(self.tokenizer.stop_tokens)
             decoder = IncrementalDecoder(self.tokenizer)
@@ -156,8 +163,14 @@ def make_lm_eval_model(model: torch.nn.Module, tokenizer: Any, **kwargs: Any) ->
     return TunerLM()
 
 
-def run_lm_eval(lm: Any, tasks: Sequence[str], num_fewshot: Optional[int] = None, limit: Optional[float] = None,
-                include_path: Optional[str] = None, **kwargs: Any) -> dict[str, Any]:
+def run_lm_eval(
+    lm: Any,
+    tasks: Sequence[str],
+    num_fewshot: Optional[int] = None,
+    limit: Optional[float] = None,
+    include_path: Optional[str] = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """Run harness ``tasks`` on ``lm``; returns the harness's ``results`` (per-task metrics).
 
     ``include_path``: a folder of extra task YAMLs (the harness's ``--include_path``), e.g. tasks
@@ -171,6 +184,9 @@ def run_lm_eval(lm: Any, tasks: Sequence[str], num_fewshot: Optional[int] = None
     try:
         out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, **kwargs)
     except (KeyError, ValueError) as e:
-        raise TunerError(f"lm-eval could not run tasks {list(tasks)}: {e}",
-                         fix="check the task names with `lm_eval --tasks list`; tasks whose data must be downloaded need network access") from None
+        raise TunerError(
+            f"lm-eval could not run tasks {list(tasks)}: {e}",
+            fix="check the task names with `lm_eval --tasks list`; tasks whose data must be downloaded need network "
+            "access",
+        ) from None
     return dict(out.get("results", {})) if out else {}

@@ -1,4 +1,5 @@
 """Mean next-token loss and perplexity of a model over a dataset built with the dataset builders."""
+
 from __future__ import annotations
 
 import math
@@ -10,13 +11,15 @@ from omegaconf import DictConfig, ListConfig
 from torch.utils.data import ConcatDataset, DataLoader
 
 from tuner.config import instantiate
-from tuner.errors import ConfigError
-from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX
-from tuner.training.loss import ChunkedCrossEntropyLoss
 from tuner.data.collate import padded_collate_packed, padded_collate_sft
+from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX
+from tuner.errors import ConfigError
+from tuner.training.loss import ChunkedCrossEntropyLoss
 
 
-def build_eval_dataloader(dataset_cfg: Any, tokenizer: Any, batch_size: int = 1, device: Optional[torch.device] = None) -> DataLoader:
+def build_eval_dataloader(
+    dataset_cfg: Any, tokenizer: Any, batch_size: int = 1, device: Optional[torch.device] = None
+) -> DataLoader:
     """The dataset node(s) (one, or a list that is concatenated) in order, right-padded batches
     (packed datasets give packed batches with their block masks)."""
     if dataset_cfg is None:
@@ -35,8 +38,12 @@ def build_eval_dataloader(dataset_cfg: Any, tokenizer: Any, batch_size: int = 1,
 
 
 @torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, batches: Iterable[dict], max_batches: Optional[int] = None,
-                  device: Optional[torch.device] = None) -> dict[str, float]:
+def evaluate_loss(
+    model: torch.nn.Module,
+    batches: Iterable[dict],
+    max_batches: Optional[int] = None,
+    device: Optional[torch.device] = None,
+) -> dict[str, float]:
     """``{"loss": mean token loss, "perplexity": exp(loss), "tokens": n}`` over ``batches``.
 
     Every position whose (next-token) label is not ignored counts once; the loss is summed over
@@ -62,7 +69,9 @@ def evaluate_loss(model: torch.nn.Module, batches: Iterable[dict], max_batches: 
     finally:
         model.train(was_training)
     if count == 0:
-        raise ConfigError("the dataset gave no tokens to score (every label is masked, or it is empty)",
-                          fix="use a dataset with trainable tokens (e.g. train_on_input=True), or raise max_batches")
+        raise ConfigError(
+            "the dataset gave no tokens to score (every label is masked, or it is empty)",
+            fix="use a dataset with trainable tokens (e.g. train_on_input=True), or raise max_batches",
+        )
     loss = float(total / count)
     return {"loss": loss, "perplexity": math.exp(loss) if loss < 700 else float("inf"), "tokens": count}

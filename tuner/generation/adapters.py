@@ -10,6 +10,7 @@ LoRA, rsLoRA, DoRA, VeRA and PiSSA-exported adapters merge through
 `tuner.peft.get_merged_lora_ckpt`; a QLoRA adapter is a LoRA adapter trained over an NF4 base
 and is merged into the dense base weights (as PEFT's ``merge_and_unload`` over a dense model).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,8 @@ from torch import nn
 from tuner.checkpoint.peft_format import ADAPTER_CONFIG, load_peft_adapter, read_peft_config
 from tuner.checkpoint.weights import load_weight_file, read_safetensors_metadata
 from tuner.errors import CheckpointError, ConfigError, TunerError
-from tuner.peft.utils import ADAPTER_KEY_SUFFIXES, adapted_module, is_adapter_key
 from tuner.peft import get_merged_lora_ckpt
+from tuner.peft.utils import ADAPTER_KEY_SUFFIXES, adapted_module, is_adapter_key
 
 PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 TUNER_ADAPTER = "adapter.safetensors"
@@ -51,22 +52,30 @@ def find_adapter_folder(path: str | os.PathLike) -> Path:
     if p.is_file():
         p = p.parent
     if not p.exists():
-        raise CheckpointError(f"adapter folder {str(p)!r} does not exist",
-                              fix="point adapter_dir at a folder with adapter_model.safetensors + adapter_config.json "
-                                  "(a LoRA run's output_dir/step_N or its adapter/ subfolder)")
+        raise CheckpointError(
+            f"adapter folder {str(p)!r} does not exist",
+            fix="point adapter_dir at a folder with adapter_model.safetensors + adapter_config.json "
+            "(a LoRA run's output_dir/step_N or its adapter/ subfolder)",
+        )
     for folder in (p, p / "adapter"):
         if any((folder / n).is_file() for n in (*PEFT_WEIGHTS, TUNER_ADAPTER)):
             return folder
-    raise CheckpointError(f"no adapter in {str(p)!r} (looked for {', '.join((*PEFT_WEIGHTS, TUNER_ADAPTER))} there and in adapter/)",
-                          fix="point adapter_dir at the folder a LoRA run saved (output_dir/step_N or its adapter/ subfolder)")
+    raise CheckpointError(
+        f"no adapter in {str(p)!r} (looked for {', '.join((*PEFT_WEIGHTS, TUNER_ADAPTER))} there and in adapter/)",
+        fix="point adapter_dir at the folder a LoRA run saved (output_dir/step_N or its adapter/ subfolder)",
+    )
 
 
 def _module_prefixes(state: Mapping[str, torch.Tensor]) -> list[str]:
     return sorted({module + "." for key in state if (module := adapted_module(key)) is not None})
 
 
-def load_adapter(adapter_dir: str | os.PathLike, model_type: str, hf_config: Optional[Mapping[str, Any]] = None,
-                 name: str = "adapter") -> Adapter:
+def load_adapter(
+    adapter_dir: str | os.PathLike,
+    model_type: str,
+    hf_config: Optional[Mapping[str, Any]] = None,
+    name: str = "adapter",
+) -> Adapter:
     """Read an adapter folder (HF PEFT format, or tuner's ``adapter.safetensors``) in tuner keys."""
     folder = find_adapter_folder(adapter_dir)
     if (folder / TUNER_ADAPTER).is_file() and not any((folder / n).is_file() for n in PEFT_WEIGHTS):
@@ -75,8 +84,10 @@ def load_adapter(adapter_dir: str | os.PathLike, model_type: str, hf_config: Opt
         config = json.loads(meta.get("tuner_adapter_config", "{}"))
         saved_type = meta.get("tuner_model_type")
         if saved_type and model_type and saved_type != model_type:
-            raise CheckpointError(f"adapter {name!r} ({folder}) was saved for model_type {saved_type}, not {model_type}",
-                                  fix="use an adapter trained on this base model")
+            raise CheckpointError(
+                f"adapter {name!r} ({folder}) was saved for model_type {saved_type}, not {model_type}",
+                fix="use an adapter trained on this base model",
+            )
     else:
         try:
             state = load_peft_adapter(folder, model_type, hf_config)  # checks the config's PEFT options too
@@ -86,7 +97,9 @@ def load_adapter(adapter_dir: str | os.PathLike, model_type: str, hf_config: Opt
         except TunerError as e:
             raise CheckpointError(f"adapter {name!r} ({folder}): {e.message}", fix=e.fix) from None
     if not _module_prefixes(state):
-        raise CheckpointError(f"adapter {name!r} ({folder}) holds no adapter weights", fix="point adapter_dir at a LoRA adapter folder")
+        raise CheckpointError(
+            f"adapter {name!r} ({folder}) holds no adapter weights", fix="point adapter_dir at a LoRA adapter folder"
+        )
     return Adapter(name=name, path=folder, state=state, config=config, modules=_module_prefixes(state))
 
 
@@ -94,8 +107,13 @@ def _peft_merge_settings(folder: Path) -> dict[str, Any]:
     """What merging needs from ``adapter_config.json`` (any target modules: merging does not
     rebuild the adapter layers, so it is not limited to what `apply_lora` can express)."""
     raw = read_peft_config(folder)
-    return {"lora_rank": raw.get("r"), "lora_alpha": raw.get("lora_alpha"), "use_rslora": bool(raw.get("use_rslora", False)),
-            "use_dora": bool(raw.get("use_dora", False)), "peft_type": raw.get("peft_type")}
+    return {
+        "lora_rank": raw.get("r"),
+        "lora_alpha": raw.get("lora_alpha"),
+        "use_rslora": bool(raw.get("use_rslora", False)),
+        "use_dora": bool(raw.get("use_dora", False)),
+        "peft_type": raw.get("peft_type"),
+    }
 
 
 def check_adapter_fits(model: nn.Module, adapter: Adapter) -> None:
@@ -115,7 +133,9 @@ def check_adapter_fits(model: nn.Module, adapter: Adapter) -> None:
             problems.append(f"{prefix}lora_b has output size {b.shape[0]}, the model's {prefix[:-1]} has {out_dim}")
         lam = adapter.state.get(prefix + "vera_lambda_b")
         if lam is not None and lam.shape[0] != out_dim:
-            problems.append(f"{prefix}vera_lambda_b has size {lam.shape[0]}, the model's {prefix[:-1]} has {out_dim} outputs")
+            problems.append(
+                f"{prefix}vera_lambda_b has size {lam.shape[0]}, the model's {prefix[:-1]} has {out_dim} outputs"
+            )
         if len(problems) >= 3:
             break
     for key, value in adapter.state.items():  # base weights the adapter replaces (PEFT's lm_head base_layer)
@@ -125,7 +145,8 @@ def check_adapter_fits(model: nn.Module, adapter: Adapter) -> None:
     if problems:
         raise CheckpointError(
             f"adapter {adapter.name!r} ({adapter.path}) does not fit this model: " + "; ".join(problems[:3]),
-            fix="use an adapter trained on this base model (same family and size), or the model/checkpointer it was trained with",
+            fix="use an adapter trained on this base model (same family and size), or the model/checkpointer it was "
+            "trained with",
         )
 
 
@@ -136,7 +157,11 @@ def _lora_settings(adapter: Adapter) -> tuple[Optional[int], Optional[float], bo
     if rank is None:  # tuner adapters saved without a config: read the rank from the weights
         a = next((v for k, v in adapter.state.items() if k.endswith(".lora_a.weight")), None)
         rank = None if a is None else int(a.shape[0])
-    return (None if rank is None else int(rank)), (None if alpha is None else float(alpha)), bool(cfg.get("use_rslora", False))
+    return (
+        (None if rank is None else int(rank)),
+        (None if alpha is None else float(alpha)),
+        bool(cfg.get("use_rslora", False)),
+    )
 
 
 @torch.no_grad()
@@ -154,8 +179,10 @@ def merged_weight(base_weight: torch.Tensor, adapter: Adapter, prefix: str) -> t
             sub[key] = value.to(device=device, dtype=torch.float32)
     rank, alpha, rslora = _lora_settings(adapter)
     if prefix + "lora_a.weight" in sub and alpha is None:
-        raise CheckpointError(f"adapter {adapter.name!r} ({adapter.path}) has no lora_alpha in its config",
-                              fix=f"add lora_alpha to {ADAPTER_CONFIG}")
+        raise CheckpointError(
+            f"adapter {adapter.name!r} ({adapter.path}) has no lora_alpha in its config",
+            fix=f"add lora_alpha to {ADAPTER_CONFIG}",
+        )
     return get_merged_lora_ckpt(sub, rank=rank, alpha=alpha, use_rslora=rslora)[prefix + "weight"]
 
 
@@ -192,8 +219,10 @@ class AdapterSwitcher:
         for adapter in self.adapters.values():
             check_adapter_fits(model, adapter)
         self._params = dict(model.named_parameters())
-        touched = sorted({p + "weight" for a in self.adapters.values() for p in a.modules}
-                         | {k for a in self.adapters.values() for k in a.state if k in self._params})
+        touched = sorted(
+            {p + "weight" for a in self.adapters.values() for p in a.modules}
+            | {k for a in self.adapters.values() for k in a.state if k in self._params}
+        )
         self._base = {k: self._params[k].detach().to("cpu", copy=True) for k in touched}
         self.active: Optional[str] = None
 
@@ -213,8 +242,10 @@ class AdapterSwitcher:
         if name == BASE_NAME:
             name = None
         if name is not None and name not in self.adapters:
-            raise ConfigError(f"unknown adapter {name!r}; loaded adapters: {', '.join(self.adapters) or 'none'}",
-                              fix=f"use one of the names under adapters: (or {BASE_NAME!r} for the base model)")
+            raise ConfigError(
+                f"unknown adapter {name!r}; loaded adapters: {', '.join(self.adapters) or 'none'}",
+                fix=f"use one of the names under adapters: (or {BASE_NAME!r} for the base model)",
+            )
         if name == self.active:
             return
         for key in self._keys_of(self.active) | self._keys_of(name):

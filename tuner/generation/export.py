@@ -7,6 +7,7 @@ own format (the config's checkpointer): for ``HFCheckpointer`` a complete Huggin
 (safetensors, config.json with the saved dtype, generation config and tokenizer files) that
 ``transformers`` loads as is, written beside ``output_dir`` and renamed into place. See recipes/merge.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,10 @@ def _target(settings: InferenceSettings) -> Path:
         raise ConfigError("output_dir is not set", fix="set output_dir to the folder the merged model goes to")
     path = Path(str(out)).expanduser()
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ConfigError(f"output_dir {str(path)!r} already exists and is not empty; nothing was written",
-                          fix="choose a new output_dir, or remove the old folder first")
+        raise ConfigError(
+            f"output_dir {str(path)!r} already exists and is not empty; nothing was written",
+            fix="choose a new output_dir, or remove the old folder first",
+        )
     return path
 
 
@@ -41,19 +44,25 @@ def merge_checkpoint(cfg: DictConfig) -> Path:
     settings, _ = read_settings(cfg, InferenceSettings, MergeSettings)
     target = _target(settings)
     if settings.adapters is not None:
-        raise ConfigError("merge takes one adapter (adapter_dir), not adapters: {...}",
-                          fix="run the merge once per adapter, each with its own adapter_dir and output_dir")
+        raise ConfigError(
+            "merge takes one adapter (adapter_dir), not adapters: {...}",
+            fix="run the merge once per adapter, each with its own adapter_dir and output_dir",
+        )
     # Merge in the dtype the adapter was trained in; a lower output dtype is a cast afterwards, measured.
     loaded = load_inference_model(dataclasses.replace(settings, dtype=None), with_tokenizer=False, keep_base=False)
     out_dtype = loaded.dtype if settings.dtype is None else get_dtype(settings.dtype, loaded.device)
     if MANTISSA_BITS[out_dtype] < MANTISSA_BITS[loaded.dtype]:
         change = cast_and_measure(loaded.model, out_dtype)
-        warn(f"merging into {_name(out_dtype)}, a lower precision than the {_name(loaded.dtype)} the weights were "
-                      f"trained in ({loaded.dtype_source}), changes the logits on a probe sequence by up to {change.max_abs:.3g} "
-                      f"(mean {change.mean_abs:.3g}) and the top token at {change.top1_changed} of {change.positions} positions; "
-                      f"set dtype={_name(loaded.dtype).replace('float', 'fp')} to keep what training learned")
-    state = {k: v.detach().to("cpu", out_dtype) if v.is_floating_point() else v.detach().cpu()
-             for k, v in loaded.model.state_dict().items()}
+        warn(
+            f"merging into {_name(out_dtype)}, a lower precision than the {_name(loaded.dtype)} the weights were "
+            f"trained in ({loaded.dtype_source}), changes the logits on a probe sequence by up to {change.max_abs:.3g} "
+            f"(mean {change.mean_abs:.3g}) and the top token at {change.top1_changed} of {change.positions} positions; "
+            f"set dtype={_name(loaded.dtype).replace('float', 'fp')} to keep what training learned"
+        )
+    state = {
+        k: v.detach().to("cpu", out_dtype) if v.is_floating_point() else v.detach().cpu()
+        for k, v in loaded.model.state_dict().items()
+    }
     save_model_folder(loaded.checkpointer, state, target)
     return target
 
@@ -86,11 +95,12 @@ def cast_and_measure(model: nn.Module, dtype: torch.dtype, length: int = 32, see
     model.to(dtype)
     after = model(probe).float()
     diff = (after - before).abs()
-    return LogitChange(float(diff.max()), float(diff.mean()), int((after.argmax(-1) != before.argmax(-1)).sum()), length)
+    return LogitChange(
+        float(diff.max()), float(diff.mean()), int((after.argmax(-1) != before.argmax(-1)).sum()), length
+    )
 
 
 def merged_summary(path: Path) -> str:
     files = sorted(p.name for p in path.iterdir() if p.is_file())
     size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
     return f"merged model written to {path} ({size / 2**20:.1f} MiB: {', '.join(files)})"
-

@@ -17,6 +17,7 @@ Shared by the generate, eval and merge recipes; the keys are `InferenceSettings`
 - ``device`` (cuda / cpu / auto), ``dtype`` (bf16 / fp32 / fp16; null: the dtype the run trained
   in, saved with the checkpoint, else the checkpoint's own), ``seed``.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -31,10 +32,10 @@ from torch import nn
 from tuner.checkpoint.atomic import latest_checkpoint, read_marker
 from tuner.checkpoint.fill import build_on_meta, fill_model
 from tuner.config import instantiate
+from tuner.config.settings import read_settings
 from tuner.devices import get_device, get_dtype
 from tuner.errors import CheckpointError, ConfigError
 from tuner.generation.adapters import Adapter, AdapterSwitcher, load_adapter, merge_adapter_into
-from tuner.config.settings import read_settings
 from tuner.generation.settings import EvalSettings, GenerationSettings, InferenceSettings, MergeSettings
 from tuner.peft.utils import ADAPTER_MODULES
 
@@ -59,8 +60,10 @@ class InferenceModel:
         """Activate adapter ``name`` (None / "base": the base model)."""
         if self.switcher is None:
             if name not in (None, "base"):
-                raise ConfigError(f"adapter {name!r} was asked for but no adapters are loaded",
-                                  fix="list it under adapters: {name: folder} or give adapter_dir")
+                raise ConfigError(
+                    f"adapter {name!r} was asked for but no adapters are loaded",
+                    fix="list it under adapters: {name: folder} or give adapter_dir",
+                )
             return
         self.switcher.activate(name)
 
@@ -81,11 +84,15 @@ def resolve_adapter_dir(path: str | Path) -> Path:
         if latest is not None:
             return latest[1]
         if any(p.name.startswith(("step_", ".tmp-step_")) for p in folder.iterdir()):
-            raise CheckpointError(f"{folder} holds no complete checkpoint yet",
-                                  fix="train first (the run writes step_N folders there), or point adapter_dir at an adapter folder")
+            raise CheckpointError(
+                f"{folder} holds no complete checkpoint yet",
+                fix="train first (the run writes step_N folders there), or point adapter_dir at an adapter folder",
+            )
     if not folder.exists():
-        raise CheckpointError(f"adapter folder {str(folder)!r} does not exist",
-                              fix="train first, or point adapter_dir at a run's output_dir, its step_N folder or an adapter folder")
+        raise CheckpointError(
+            f"adapter folder {str(folder)!r} does not exist",
+            fix="train first, or point adapter_dir at a run's output_dir, its step_N folder or an adapter folder",
+        )
     return folder
 
 
@@ -96,8 +103,10 @@ def adapter_dirs(settings: InferenceSettings, checkpointer: Any = None) -> dict[
     node = settings.adapters
     if node is not None:
         if not isinstance(node, (dict, DictConfig)):
-            raise ConfigError(f"adapters must be a mapping {{name: folder}}, got {node!r}",
-                              fix="write adapters: {my_task: /path/to/step_N}")
+            raise ConfigError(
+                f"adapters must be a mapping {{name: folder}}, got {node!r}",
+                fix="write adapters: {my_task: /path/to/step_N}",
+            )
         out.update({str(k): str(resolve_adapter_dir(v)) for k, v in node.items()})
     single = settings.adapter_dir
     from_ckpt = getattr(checkpointer, "adapter_checkpoint", None)
@@ -106,7 +115,9 @@ def adapter_dirs(settings: InferenceSettings, checkpointer: Any = None) -> dict[
     single = single if single is not None else from_ckpt
     if single is not None:
         if "adapter" in out:
-            raise ConfigError("adapter_dir and an adapters entry named 'adapter' collide", fix="rename the adapters entry")
+            raise ConfigError(
+                "adapter_dir and an adapters entry named 'adapter' collide", fix="rename the adapters entry"
+            )
         out = {"adapter": str(resolve_adapter_dir(single)), **out}
     return out
 
@@ -130,7 +141,8 @@ def build_model(settings: InferenceSettings, checkpointer: Any, device: torch.de
     model = build_on_meta(settings.model, dtype)
     if any(isinstance(m, ADAPTER_MODULES) for m in model.modules()):
         raise ConfigError(
-            f"model is a LoRA builder ({settings.model._component_}); inference loads the base model and merges adapters into it",
+            f"model is a LoRA builder ({settings.model._component_}); inference loads the base model and merges "
+            "adapters into it",
             fix="use the base builder (e.g. tuner.models.llama3_2.llama3_2_1b) and give the adapter with adapter_dir",
         )
     fill_model(model, checkpointer, device, dtype)
@@ -156,8 +168,9 @@ def trained_dtype(folders: Iterable[Path], checkpointer: Any) -> tuple[str | Non
     return None, "default"
 
 
-def inference_dtype(settings: InferenceSettings, device: torch.device, checkpointer: Any,
-                    adapter_folders: Iterable[Path]) -> tuple[torch.dtype, str]:
+def inference_dtype(
+    settings: InferenceSettings, device: torch.device, checkpointer: Any, adapter_folders: Iterable[Path]
+) -> tuple[torch.dtype, str]:
     """``settings.dtype``, or (null) the dtype the checkpoint was trained in, else bf16 on a GPU and
     fp32 on the CPU; with where it came from."""
     if settings.dtype is not None:
@@ -172,8 +185,9 @@ def inference_dtype(settings: InferenceSettings, device: torch.device, checkpoin
     return (torch.bfloat16 if device.type == "cuda" else torch.float32), f"default on {device.type}"
 
 
-def load_inference_model(settings: InferenceSettings | DictConfig, *, with_tokenizer: bool = True,
-                         keep_base: bool = True) -> InferenceModel:
+def load_inference_model(
+    settings: InferenceSettings | DictConfig, *, with_tokenizer: bool = True, keep_base: bool = True
+) -> InferenceModel:
     """Build the model (and tokenizer) of ``settings`` (or of a generate / eval / merge config) with
     its adapters.
 
@@ -193,7 +207,9 @@ def load_inference_model(settings: InferenceSettings | DictConfig, *, with_token
     adapters: dict[str, Adapter] = {
         name: load_adapter(path, checkpointer.model_type, hf_config, name=name) for name, path in folders.items()
     }
-    result = InferenceModel(model=model, checkpointer=checkpointer, device=device, dtype=dtype, dtype_source=dtype_source)
+    result = InferenceModel(
+        model=model, checkpointer=checkpointer, device=device, dtype=dtype, dtype_source=dtype_source
+    )
     if adapters:
         if keep_base or len(adapters) > 1:
             result.switcher = AdapterSwitcher(model, adapters)
@@ -202,6 +218,8 @@ def load_inference_model(settings: InferenceSettings | DictConfig, *, with_token
             merge_adapter_into(model, next(iter(adapters.values())))
     if with_tokenizer:
         if settings.tokenizer is None:
-            raise ConfigError("the config has no tokenizer", fix="add a tokenizer node (e.g. tuner.models.llama3.llama3_tokenizer)")
+            raise ConfigError(
+                "the config has no tokenizer", fix="add a tokenizer node (e.g. tuner.models.llama3.llama3_tokenizer)"
+            )
         result.tokenizer = instantiate(settings.tokenizer)
     return result

@@ -1,6 +1,7 @@
 """What `tune run generate` does: load the model (with adapters), then answer the configured
 prompts, or chat interactively, streaming the text as it is produced. See recipes/generate.py
 for the config keys."""
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,9 @@ def prompt_specs(settings: GenerationSettings) -> list[PromptSpec]:
     specs: list[PromptSpec] = []
     if messages is not None:
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            raise ConfigError("messages must be a list of {role, content}", fix="write messages: [{role: user, content: Hi}]")
+            raise ConfigError(
+                "messages must be a list of {role, content}", fix="write messages: [{role: user, content: Hi}]"
+            )
         specs.append(PromptSpec(messages=messages, system=system, adapter=adapter))
     items = node if isinstance(node, list) else ([] if node is None else [node])
     for i, item in enumerate(items):
@@ -59,20 +62,35 @@ def prompt_specs(settings: GenerationSettings) -> list[PromptSpec]:
             raise ConfigError(f"prompt[{i}] is {item!r}", fix="give a string or {user: ..., system: ..., adapter: ...}")
         unknown = set(item) - {"prompt", "user", "system", "adapter", "messages"}
         if unknown:
-            raise ConfigError(f"prompt[{i}] has unknown key(s) {sorted(unknown)}", fix="use user (or prompt), system, adapter, messages")
+            raise ConfigError(
+                f"prompt[{i}] has unknown key(s) {sorted(unknown)}",
+                fix="use user (or prompt), system, adapter, messages",
+            )
         text = item.get("user", item.get("prompt"))
         if text is None and item.get("messages") is None:
             raise ConfigError(f"prompt[{i}] has no text", fix="give it a user: (or prompt:) or messages: key")
-        specs.append(PromptSpec(prompt=text, messages=item.get("messages"), system=item.get("system", system),
-                                adapter=item.get("adapter", adapter)))
+        specs.append(
+            PromptSpec(
+                prompt=text,
+                messages=item.get("messages"),
+                system=item.get("system", system),
+                adapter=item.get("adapter", adapter),
+            )
+        )
     return specs
 
 
 class GenerationRun:
     """The generate recipe's work; `run` answers the prompts or starts the chat loop."""
 
-    def __init__(self, cfg: DictConfig, stdin: TextIO | None = None, stdout: TextIO | None = None,
-                 stderr: TextIO | None = None, force_chat: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        force_chat: bool = False,
+    ) -> None:
         self.settings: InferenceSettings
         self.settings, self.options = read_settings(cfg, InferenceSettings, GenerationSettings)
         o: GenerationSettings = self.options
@@ -86,8 +104,10 @@ class GenerationRun:
         self.interactive = o.chat or o.interactive or force_chat
         self.specs = [] if force_chat else prompt_specs(o)
         if not self.specs and not self.interactive:
-            raise ConfigError("nothing to generate: no prompt, no messages and chat is off",
-                              fix="set prompt='your question', or chat=True for an interactive session")
+            raise ConfigError(
+                "nothing to generate: no prompt, no messages and chat is off",
+                fix="set prompt='your question', or chat=True for an interactive session",
+            )
         self.loaded: InferenceModel | None = None
         self.rng: torch.Generator | None = None
         self.results: list[GenerationResult] = []
@@ -98,10 +118,16 @@ class GenerationRun:
         self.rng = torch.Generator(device=self.loaded.device)
         self.rng.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item()))
         switcher = self.loaded.switcher
-        names = ", ".join(self.loaded.describe(n).removeprefix("adapter ") for n in switcher.adapters) if switcher else "none"
+        names = (
+            ", ".join(self.loaded.describe(n).removeprefix("adapter ") for n in switcher.adapters)
+            if switcher
+            else "none"
+        )
         dtype = str(self.loaded.dtype).replace("torch.", "")
-        self._info(f"model {self.loaded.checkpointer.checkpoint_dir} loaded on {self.loaded.device} in {dtype} "
-                   f"({self.loaded.dtype_source}); adapters: {names}")
+        self._info(
+            f"model {self.loaded.checkpointer.checkpoint_dir} loaded on {self.loaded.device} in {dtype} "
+            f"({self.loaded.dtype_source}); adapters: {names}"
+        )
 
     def _info(self, line: str) -> None:
         print(f"[tuner] {line}", file=self.stderr, flush=True)
@@ -114,9 +140,18 @@ class GenerationRun:
         """Stream one answer to ``tokens`` with ``adapter`` active; record and return it."""
         assert self.loaded is not None
         self.loaded.use_adapter(adapter)
-        result = generate_text(self.loaded.model, self.loaded.tokenizer, tokens, self.max_new_tokens,
-                               temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, rng=self.rng,
-                               on_text=self._write, use_cache=self.use_cache)
+        result = generate_text(
+            self.loaded.model,
+            self.loaded.tokenizer,
+            tokens,
+            self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            rng=self.rng,
+            on_text=self._write,
+            use_cache=self.use_cache,
+        )
         self._write("\n")
         result.adapter = self.loaded.switcher.active if self.loaded.switcher else None
         self._info(result.summary())
@@ -127,8 +162,13 @@ class GenerationRun:
         assert self.loaded is not None
         default = default_adapter(self.settings, self.loaded.switcher.names if self.loaded.switcher else [])
         for spec in self.specs:
-            tokens = prompt_tokens(self.loaded.tokenizer, spec.prompt, messages=spec.messages, system=spec.system,
-                                   chat_format=self.chat_format)
+            tokens = prompt_tokens(
+                self.loaded.tokenizer,
+                spec.prompt,
+                messages=spec.messages,
+                system=spec.system,
+                chat_format=self.chat_format,
+            )
             adapter = spec.adapter if spec.adapter is not None else default
             label = spec.prompt if spec.prompt is not None else (spec.messages or [{}])[-1].get("content", "")
             self._info(f"[{self.loaded.describe(adapter)}] {label}")
@@ -141,7 +181,9 @@ class GenerationRun:
         system = self.options.system
         adapter = default_adapter(self.settings, self.loaded.switcher.names if self.loaded.switcher else [])
         history: list[dict[str, str]] = []
-        self._info("chat: type a message; /adapter NAME switches adapters, /reset clears the history, exit (or EOF) ends")
+        self._info(
+            "chat: type a message; /adapter NAME switches adapters, /reset clears the history, exit (or EOF) ends"
+        )
         while True:
             self.stderr.write("> ")
             self.stderr.flush()
@@ -157,7 +199,7 @@ class GenerationRun:
                 history = []
                 continue
             if text.startswith("/adapter"):
-                adapter = text[len("/adapter"):].strip() or None
+                adapter = text[len("/adapter") :].strip() or None
                 self.loaded.use_adapter(adapter)
                 self._info(f"adapter: {adapter or 'base'}")
                 continue
@@ -178,8 +220,19 @@ class GenerationRun:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", encoding="utf-8") as f:
             for r in self.results:
-                f.write(json.dumps({"adapter": r.adapter, "prompt_tokens": r.prompt_tokens, "tokens": r.tokens,
-                                    "text": r.text, "stopped": r.stopped, "tokens_per_second": r.tokens_per_second}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "adapter": r.adapter,
+                            "prompt_tokens": r.prompt_tokens,
+                            "tokens": r.tokens,
+                            "text": r.text,
+                            "stopped": r.stopped,
+                            "tokens_per_second": r.tokens_per_second,
+                        }
+                    )
+                    + "\n"
+                )
 
     def run(self) -> list[GenerationResult]:
         self.setup()

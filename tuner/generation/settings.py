@@ -4,6 +4,7 @@
 `tune validate` and the recipes check a config against the same classes (see
 `tuner.config.settings`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,12 +21,19 @@ class InferenceSettings:
     model: Any = component(required=True, doc="the base model builder (not a lora_* one)")
     checkpointer: Any = component(required=True)
     tokenizer: Any = component()
-    adapter_dir: str | None = setting(None, str, doc="an adapter folder, a run's step_N folder, or a run's output_dir (newest step)")
+    adapter_dir: str | None = setting(
+        None, str, doc="an adapter folder, a run's step_N folder, or a run's output_dir (newest step)"
+    )
     adapters: Any = node(doc="{name: folder}: several adapters over one base")
     adapter: str | None = setting(None, str, doc="the adapter active by default (base for none)")
     device: str | None = setting(None, str)
-    dtype: str | None = setting(None, str, choices=CONFIG_DTYPES, nullable=True,
-                                doc="null: the dtype the run trained in (saved with the checkpoint)")
+    dtype: str | None = setting(
+        None,
+        str,
+        choices=CONFIG_DTYPES,
+        nullable=True,
+        doc="null: the dtype the run trained in (saved with the checkpoint)",
+    )
     seed: int | None = setting(None, int)
     output_dir: str | None = setting(None, str)
 

@@ -1,5 +1,6 @@
 """Text in, text out: prompt formatting (plain or through the family's chat format), incremental
 decoding for streaming, and one generation with its timing."""
+
 from __future__ import annotations
 
 import time
@@ -12,8 +13,14 @@ from tuner.errors import ConfigError, UsageError
 from tuner.models.decoding import stream
 
 
-def prompt_tokens(tokenizer: Any, prompt: Optional[str] = None, *, messages: Optional[Sequence[Mapping[str, Any]]] = None,
-                  system: Optional[str] = None, chat_format: bool = True) -> list[int]:
+def prompt_tokens(
+    tokenizer: Any,
+    prompt: Optional[str] = None,
+    *,
+    messages: Optional[Sequence[Mapping[str, Any]]] = None,
+    system: Optional[str] = None,
+    chat_format: bool = True,
+) -> list[int]:
     """Token ids of a prompt.
 
     ``chat_format=True``: ``messages`` (a conversation), or ``prompt`` as one user turn after an
@@ -24,13 +31,18 @@ def prompt_tokens(tokenizer: Any, prompt: Optional[str] = None, *, messages: Opt
         if messages is None:
             if prompt is None:
                 raise ConfigError("no prompt given", fix="set prompt: 'your text' (or messages: [...])")
-            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": str(prompt)}]
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": str(prompt)}
+            ]
         elif system:
             messages = [{"role": "system", "content": system}, *messages]
         tokens, _ = tokenizer.tokenize_messages([dict(m) for m in messages], add_generation_prompt=True)
         return list(tokens)
     if messages is not None:
-        raise ConfigError("messages need the chat format, but chat_format is False", fix="set chat_format: True or give a plain prompt")
+        raise ConfigError(
+            "messages need the chat format, but chat_format is False",
+            fix="set chat_format: True or give a plain prompt",
+        )
     if prompt is None:
         raise ConfigError("no prompt given", fix="set prompt: 'your text'")
     return tokenizer.encode(str(prompt), add_bos=True, add_eos=False)
@@ -91,8 +103,10 @@ class GenerationResult:
         return len(self.tokens) / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        return (f"{len(self.tokens)} tokens in {self.seconds:.2f} s ({self.tokens_per_second:.1f} tokens/s; "
-                f"first token after {self.first_token_seconds:.2f} s)" + ("" if self.stopped else "; hit max_new_tokens"))
+        return (
+            f"{len(self.tokens)} tokens in {self.seconds:.2f} s ({self.tokens_per_second:.1f} tokens/s; "
+            f"first token after {self.first_token_seconds:.2f} s)" + ("" if self.stopped else "; hit max_new_tokens")
+        )
 
 
 def generate_text(
@@ -117,8 +131,10 @@ def generate_text(
     tokens = list(tokens)
     room = int(getattr(model, "max_seq_len", len(tokens) + max_new_tokens)) - len(tokens)
     if room <= 0:
-        raise UsageError(f"the prompt has {len(tokens)} tokens, the model's max_seq_len is {model.max_seq_len}",
-                         fix="shorten the prompt (in a chat: type /reset to clear the history)")
+        raise UsageError(
+            f"the prompt has {len(tokens)} tokens, the model's max_seq_len is {model.max_seq_len}",
+            fix="shorten the prompt (in a chat: type /reset to clear the history)",
+        )
     max_new_tokens = min(int(max_new_tokens), room)
     stops = list(tokenizer.stop_tokens if stop_tokens is None else stop_tokens)
     decoder = IncrementalDecoder(tokenizer)
@@ -126,8 +142,17 @@ def generate_text(
     start = time.perf_counter()
     first = 0.0
     stopped = False
-    for nxt in stream(model, tokens, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                      stop_tokens=stops, rng=rng, use_cache=use_cache):
+    for nxt in stream(
+        model,
+        tokens,
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        stop_tokens=stops,
+        rng=rng,
+        use_cache=use_cache,
+    ):
         token = int(nxt[0])
         if not out:
             first = time.perf_counter() - start
@@ -142,5 +167,6 @@ def generate_text(
     if rest and on_text is not None:
         on_text(rest)
     seconds = time.perf_counter() - start
-    return GenerationResult(prompt_tokens=tokens, tokens=out, text=decoder.text, stopped=stopped, seconds=seconds,
-                            first_token_seconds=first)
+    return GenerationResult(
+        prompt_tokens=tokens, tokens=out, text=decoder.text, stopped=stopped, seconds=seconds, first_token_seconds=first
+    )

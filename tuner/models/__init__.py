@@ -22,6 +22,7 @@ Using a model:
 Checkpoint formats live in `tuner.checkpoint`: ``hf_keys`` / ``meta_keys`` (HF and Meta layouts,
 adapters included, Phi-3 fusing) and ``hf_config`` (a model from / as an HF ``config.json``).
 """
+
 from tuner.models.attention import MultiHeadAttention
 from tuner.models.kv_cache import KVCache
 from tuner.models.mlp import FeedForward

@@ -4,6 +4,7 @@
 switches the family fixes and which it exposes. ``llama_mlp_width`` and ``llama3_rope_scaling`` turn
 torchtune's builder arguments into decoder arguments for the families that take them.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -116,8 +117,12 @@ def transformer_decoder(
 
 # ---- torchtune's builder arguments that are not decoder arguments ------------------------------------
 #: Llama 3.1's rope-scaling builder arguments -> the keys of HF's ``rope_scaling`` ("llama3" type).
-LLAMA3_SCALING = {"scale_factor": "factor", "low_freq_factor": "low_freq_factor",
-                  "high_freq_factor": "high_freq_factor", "old_context_len": "original_max_position_embeddings"}
+LLAMA3_SCALING = {
+    "scale_factor": "factor",
+    "low_freq_factor": "low_freq_factor",
+    "high_freq_factor": "high_freq_factor",
+    "old_context_len": "original_max_position_embeddings",
+}
 
 
 def llama_mlp_width(kw: dict[str, Any]) -> dict[str, Any]:
@@ -134,8 +139,15 @@ def llama3_rope_scaling(kw: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- LoRA / QLoRA builders ---------------------------------------------------------------------
-_LORA_DEFAULTS = dict(apply_lora_to_mlp=False, apply_lora_to_output=False, lora_rank=8, lora_alpha=16.0,
-                      lora_dropout=0.0, use_dora=False, quantize_base=False)
+_LORA_DEFAULTS = dict(
+    apply_lora_to_mlp=False,
+    apply_lora_to_output=False,
+    lora_rank=8,
+    lora_alpha=16.0,
+    lora_dropout=0.0,
+    use_dora=False,
+    quantize_base=False,
+)
 
 
 def make_lora_builder(
@@ -171,15 +183,27 @@ def make_lora_builder(
 
     lora_sig = inspect.signature(apply_lora).parameters
     hints = typing.get_type_hints(apply_lora)
-    params = [inspect.Parameter("lora_attn_modules", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                annotation=hints.get("lora_attn_modules", inspect.Parameter.empty))]
-    params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v,
-                                 annotation=hints.get(n, inspect.Parameter.empty)) for n, v in defaults.items()]
+    params = [
+        inspect.Parameter(
+            "lora_attn_modules",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=hints.get("lora_attn_modules", inspect.Parameter.empty),
+        )
+    ]
+    params += [
+        inspect.Parameter(
+            n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v, annotation=hints.get(n, inspect.Parameter.empty)
+        )
+        for n, v in defaults.items()
+    ]
     params += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in base_sig.parameters.values()]
     # The variant options (use_rslora, lora_fa, use_vera, ...) are apply_lora's keyword-only parameters;
     # listing them (instead of **kwargs) lets config checks catch a misspelt one before anything is built.
-    params += [p.replace(annotation=hints.get(n, inspect.Parameter.empty)) for n, p in lora_sig.items()
-               if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in base_names]
+    params += [
+        p.replace(annotation=hints.get(n, inspect.Parameter.empty))
+        for n, p in lora_sig.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in base_names
+    ]
     builder.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     builder.__annotations__ = {p.name: p.annotation for p in params if p.annotation is not inspect.Parameter.empty}
     builder.__name__ = builder.__qualname__ = ("qlora_" if quantize_base else "lora_") + base.__name__

@@ -17,6 +17,7 @@ rather than on materialised scores or a dense band mask.
 The decoder builds the dense masks (causal, sliding-window, cache) once per forward and passes
 each layer the one it needs, so this module only consumes them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tuner.errors import ConfigError
 from tuner.models.kv_cache import KVCache
 from tuner.models.rope import apply_rope
-from tuner.errors import ConfigError
 
 try:  # FlexAttention exists from torch 2.5
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
@@ -168,8 +169,15 @@ class MultiHeadAttention(nn.Module):
 
     def _attend(self, q, k, v, mask, dropout: float) -> torch.Tensor:
         if is_block_mask(mask):
-            return _flex(q, k, v, block_mask=mask, score_mod=self._score_mod(), scale=self.scale,
-                         enable_gqa=self.num_kv_heads != self.num_heads)
+            return _flex(
+                q,
+                k,
+                v,
+                block_mask=mask,
+                score_mod=self._score_mod(),
+                scale=self.scale,
+                enable_gqa=self.num_kv_heads != self.num_heads,
+            )
         groups = self.num_heads // self.num_kv_heads
         if self.softcap is not None:
             return self._eager(q, k, v, mask, dropout, groups)

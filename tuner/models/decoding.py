@@ -4,6 +4,7 @@ next token from logits (greedy, temperature, top-k, top-p) and the ``stream`` / 
 A model capability, so it lives with the model: training (the before/after sample), generation
 and evaluation all decode through it (`tuner.generation` exports these names).
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Sequence
@@ -55,8 +56,10 @@ def _as_batch(prompt_tokens: Sequence[int] | torch.Tensor, device: torch.device)
     if t.dim() == 1:
         return t[None], True
     if t.dim() != 2:
-        raise UsageError(f"prompt_tokens must be [s] or [b, s], got shape {tuple(t.shape)}",
-                         "pass a list of ids or a 2-D tensor of equal-length prompts")
+        raise UsageError(
+            f"prompt_tokens must be [s] or [b, s], got shape {tuple(t.shape)}",
+            "pass a list of ids or a 2-D tensor of equal-length prompts",
+        )
     return t, False
 
 
@@ -147,8 +150,17 @@ def generate(
     stops = torch.tensor(list(stop_tokens or []), dtype=torch.long, device=device)
     done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=device)
     out = [tokens]
-    for nxt in stream(model, tokens, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                      stop_tokens=stop_tokens, rng=rng, use_cache=use_cache):
+    for nxt in stream(
+        model,
+        tokens,
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        stop_tokens=stop_tokens,
+        rng=rng,
+        use_cache=use_cache,
+    ):
         out.append(torch.where(done, torch.full_like(nxt, pad_id), nxt)[:, None])
         if stops.numel():
             done |= torch.isin(nxt, stops)

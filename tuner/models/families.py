@@ -8,6 +8,7 @@ Model types are torchtune's checkpointer names (``LLAMA3``, ``QWEN2``, ...). Sev
 share one (``llama3``, ``llama3_1`` and ``llama3_3`` are all ``LLAMA3`` checkpoints); a lookup by the
 model type gives the family named after it, or the first registered.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ and post-MLP norms (``sa_scale``/``mlp_scale``), embeddings scaled by ``sqrt(emb
 and final-logit soft-capping (30), a 4096-token sliding window on even layers (0, 2, ...), tied
 embeddings.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -28,41 +29,114 @@ def _check_hf_config(c: Mapping[str, Any]) -> None:
     layer_types = c.get("layer_types")
     expected = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(int(c["num_hidden_layers"]))]
     if layer_types is not None and list(layer_types) != expected:
-        raise ConfigError("Gemma 2 config with a non-alternating layer_types is not supported",
-                          "use sliding attention on even layers, as released Gemma 2 models do")
+        raise ConfigError(
+            "Gemma 2 config with a non-alternating layer_types is not supported",
+            "use sliding attention on even layers, as released Gemma 2 models do",
+        )
     if not c.get("tie_word_embeddings", True):
         raise ConfigError("Gemma 2 with untied embeddings is not supported", "set tie_word_embeddings true")
 
 
 FAMILY = FamilySpec(
-    name="gemma2", title="Gemma 2", model_type="GEMMA2", hf_model_type="gemma2", hf_architecture="Gemma2ForCausalLM",
-    required=("vocab_size", "num_layers", "num_heads", "head_dim", "num_kv_heads", "embed_dim", "intermediate_dim",
-              "max_seq_len"),
-    defaults=dict(attn_dropout=0.0, norm_eps=1e-6, rope_base=10_000.0, hidden_capping_value=50.0,
-                  final_capping_value=30.0, sliding_window_size=4096, query_pre_attn_scalar=None),
-    renames=dict(hidden_capping_value="attn_softcap", final_capping_value="final_softcap",
-                 sliding_window_size="sliding_window"),
+    name="gemma2",
+    title="Gemma 2",
+    model_type="GEMMA2",
+    hf_model_type="gemma2",
+    hf_architecture="Gemma2ForCausalLM",
+    required=(
+        "vocab_size",
+        "num_layers",
+        "num_heads",
+        "head_dim",
+        "num_kv_heads",
+        "embed_dim",
+        "intermediate_dim",
+        "max_seq_len",
+    ),
+    defaults=dict(
+        attn_dropout=0.0,
+        norm_eps=1e-6,
+        rope_base=10_000.0,
+        hidden_capping_value=50.0,
+        final_capping_value=30.0,
+        sliding_window_size=4096,
+        query_pre_attn_scalar=None,
+    ),
+    renames=dict(
+        hidden_capping_value="attn_softcap", final_capping_value="final_softcap", sliding_window_size="sliding_window"
+    ),
     derive=(_scale_and_query_scalar,),
-    decoder=dict(gemma_norm=True, post_norms=True, activation="gelu_pytorch_tanh", sliding_window_pattern="even",
-                 tie_word_embeddings=True),
-    hf_layer_keys={"sa_scale": "post_attention_layernorm", "mlp_norm": "pre_feedforward_layernorm",
-                   "mlp_scale": "post_feedforward_layernorm"},
+    decoder=dict(
+        gemma_norm=True,
+        post_norms=True,
+        activation="gelu_pytorch_tanh",
+        sliding_window_pattern="even",
+        tie_word_embeddings=True,
+    ),
+    hf_layer_keys={
+        "sa_scale": "post_attention_layernorm",
+        "mlp_norm": "pre_feedforward_layernorm",
+        "mlp_scale": "post_feedforward_layernorm",
+    },
     hf_extra={"hidden_activation": "gelu_pytorch_tanh"},
     check_hf_config=_check_hf_config,
-    tokenizer="tuner.models.gemma2.gemma2_tokenizer", chat_format=Gemma2Format,
+    tokenizer="tuner.models.gemma2.gemma2_tokenizer",
+    chat_format=Gemma2Format,
     sizes=(
-        Size("2b", "Gemma 2 2B", dict(vocab_size=256_000, num_layers=26, num_heads=8, head_dim=256, num_kv_heads=4,
-                                      embed_dim=2304, intermediate_dim=9216, max_seq_len=8192,
-                                      query_pre_attn_scalar=256),
-             params=2_614_341_888, hf_repo="google/gemma-2-2b", shards=2),
-        Size("9b", "Gemma 2 9B", dict(vocab_size=256_000, num_layers=42, num_heads=16, head_dim=256, num_kv_heads=8,
-                                      embed_dim=3584, intermediate_dim=14336, max_seq_len=8192,
-                                      query_pre_attn_scalar=256),
-             params=9_241_705_984, hf_repo="google/gemma-2-9b", shards=4),
-        Size("27b", "Gemma 2 27B", dict(vocab_size=256_000, num_layers=46, num_heads=32, head_dim=128, num_kv_heads=16,
-                                        embed_dim=4608, intermediate_dim=36864, max_seq_len=8192,
-                                        query_pre_attn_scalar=144),
-             params=27_227_128_320, hf_repo="google/gemma-2-27b", shards=12),
+        Size(
+            "2b",
+            "Gemma 2 2B",
+            dict(
+                vocab_size=256_000,
+                num_layers=26,
+                num_heads=8,
+                head_dim=256,
+                num_kv_heads=4,
+                embed_dim=2304,
+                intermediate_dim=9216,
+                max_seq_len=8192,
+                query_pre_attn_scalar=256,
+            ),
+            params=2_614_341_888,
+            hf_repo="google/gemma-2-2b",
+            shards=2,
+        ),
+        Size(
+            "9b",
+            "Gemma 2 9B",
+            dict(
+                vocab_size=256_000,
+                num_layers=42,
+                num_heads=16,
+                head_dim=256,
+                num_kv_heads=8,
+                embed_dim=3584,
+                intermediate_dim=14336,
+                max_seq_len=8192,
+                query_pre_attn_scalar=256,
+            ),
+            params=9_241_705_984,
+            hf_repo="google/gemma-2-9b",
+            shards=4,
+        ),
+        Size(
+            "27b",
+            "Gemma 2 27B",
+            dict(
+                vocab_size=256_000,
+                num_layers=46,
+                num_heads=32,
+                head_dim=128,
+                num_kv_heads=16,
+                embed_dim=4608,
+                intermediate_dim=36864,
+                max_seq_len=8192,
+                query_pre_attn_scalar=144,
+            ),
+            params=27_227_128_320,
+            hf_repo="google/gemma-2-27b",
+            shards=12,
+        ),
     ),
 )
 globals().update(FAMILY.builders)

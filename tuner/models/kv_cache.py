@@ -1,4 +1,5 @@
 """Key/value cache of one attention layer, for incremental decoding."""
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,13 @@ class KVCache(nn.Module):
     """
 
     def __init__(
-        self, batch_size: int, max_seq_len: int, num_kv_heads: int, head_dim: int,
-        dtype: torch.dtype, device: torch.device | str | None = None,
+        self,
+        batch_size: int,
+        max_seq_len: int,
+        num_kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         shape = (batch_size, num_kv_heads, max_seq_len, head_dim)

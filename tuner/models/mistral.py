@@ -1,26 +1,65 @@
 """Mistral 7B: Llama architecture with GQA; v0.1 uses a 4096-token sliding window (as its HF config
 says, and as transformers applies it), v0.3 a 32768 vocabulary, rope theta 1e6 and no window."""
+
 from __future__ import annotations
 
 from tuner.data.tokenizers import MistralChatTemplate, MistralFormat, mistral_tokenizer  # noqa: F401  (torchtune paths)
 from tuner.models.spec import FamilySpec, Size
 
 FAMILY = FamilySpec(
-    name="mistral", title="Mistral", model_type="MISTRAL", hf_model_type="mistral", hf_reads=("llama",),
+    name="mistral",
+    title="Mistral",
+    model_type="MISTRAL",
+    hf_model_type="mistral",
+    hf_reads=("llama",),
     hf_architecture="MistralForCausalLM",
     required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "intermediate_dim", "max_seq_len"),
-    defaults=dict(attn_dropout=0.0, norm_eps=1e-5, rope_base=10_000.0, sliding_window=None, head_dim=None,
-                  tie_word_embeddings=False),
-    tokenizer="tuner.models.mistral.mistral_tokenizer", tokenizer_file="tokenizer.model", chat_format=MistralFormat,
+    defaults=dict(
+        attn_dropout=0.0,
+        norm_eps=1e-5,
+        rope_base=10_000.0,
+        sliding_window=None,
+        head_dim=None,
+        tie_word_embeddings=False,
+    ),
+    tokenizer="tuner.models.mistral.mistral_tokenizer",
+    tokenizer_file="tokenizer.model",
+    chat_format=MistralFormat,
     sizes=(
-        Size("7b", "Mistral 7B v0.1", dict(vocab_size=32_000, num_layers=32, num_heads=32, num_kv_heads=8,
-                                           embed_dim=4096, intermediate_dim=14336, max_seq_len=32_768,
-                                           sliding_window=4096),
-             params=7_241_732_096, hf_repo="mistralai/Mistral-7B-v0.1", shards=2),
-        Size("7b_v0_3", "Mistral 7B Instruct v0.3",
-             dict(vocab_size=32_768, num_layers=32, num_heads=32, num_kv_heads=8, embed_dim=4096,
-                  intermediate_dim=14336, max_seq_len=32_768, rope_base=1_000_000.0),
-             params=7_248_023_552, hf_repo="mistralai/Mistral-7B-Instruct-v0.3", shards=3),
+        Size(
+            "7b",
+            "Mistral 7B v0.1",
+            dict(
+                vocab_size=32_000,
+                num_layers=32,
+                num_heads=32,
+                num_kv_heads=8,
+                embed_dim=4096,
+                intermediate_dim=14336,
+                max_seq_len=32_768,
+                sliding_window=4096,
+            ),
+            params=7_241_732_096,
+            hf_repo="mistralai/Mistral-7B-v0.1",
+            shards=2,
+        ),
+        Size(
+            "7b_v0_3",
+            "Mistral 7B Instruct v0.3",
+            dict(
+                vocab_size=32_768,
+                num_layers=32,
+                num_heads=32,
+                num_kv_heads=8,
+                embed_dim=4096,
+                intermediate_dim=14336,
+                max_seq_len=32_768,
+                rope_base=1_000_000.0,
+            ),
+            params=7_248_023_552,
+            hf_repo="mistralai/Mistral-7B-Instruct-v0.3",
+            shards=3,
+        ),
     ),
 )
 globals().update(FAMILY.builders)

@@ -1,4 +1,5 @@
 """Gated feed-forward block: ``w2(act(w1 x) * w3 x)`` (SwiGLU with silu, GeGLU with gelu-tanh)."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -26,9 +27,7 @@ def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown MLP activation {name!r}", f"use one of {sorted(ACTIVATIONS)}"
-        ) from None
+        raise ConfigError(f"unknown MLP activation {name!r}", f"use one of {sorted(ACTIVATIONS)}") from None
 
 
 class FeedForward(nn.Module):

@@ -4,6 +4,7 @@ Both normalise in float32 (as HF transformers does) so that bf16 training keeps 
 as the reference implementation. The learnable parameter is named ``scale`` (torchtune's name);
 the key converters map it to HF's ``weight``.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,7 @@
 """Phi-3-mini (4k): Llama architecture with fused qkv / gate-up projections in its checkpoints
 (split on load, fused on save by ``tuner.checkpoint.hf_keys``), plain RoPE, and a 2047-token sliding
 window as its HF config declares (only matters for sequences longer than 2047)."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -16,20 +17,43 @@ def _check_hf_config(c: Mapping[str, Any]) -> None:
 
 
 FAMILY = FamilySpec(
-    name="phi3", title="Phi-3", model_type="PHI3_MINI", aliases=("PHI3",), hf_model_type="phi3",
+    name="phi3",
+    title="Phi-3",
+    model_type="PHI3_MINI",
+    aliases=("PHI3",),
+    hf_model_type="phi3",
     hf_architecture="Phi3ForCausalLM",
     required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "intermediate_dim", "max_seq_len"),
     defaults=dict(attn_dropout=0.0, norm_eps=1e-5, rope_base=10_000.0, sliding_window=None, tie_word_embeddings=False),
-    hf_fused={"attn.q_proj": "self_attn.qkv_proj", "attn.k_proj": "self_attn.qkv_proj",
-              "attn.v_proj": "self_attn.qkv_proj", "mlp.w1": "mlp.gate_up_proj", "mlp.w3": "mlp.gate_up_proj"},
+    hf_fused={
+        "attn.q_proj": "self_attn.qkv_proj",
+        "attn.k_proj": "self_attn.qkv_proj",
+        "attn.v_proj": "self_attn.qkv_proj",
+        "mlp.w1": "mlp.gate_up_proj",
+        "mlp.w3": "mlp.gate_up_proj",
+    },
     hf_extra={"original_max_position_embeddings": lambda config: config["max_position_embeddings"]},
     check_hf_config=_check_hf_config,
-    tokenizer="tuner.models.phi3.phi3_mini_tokenizer", chat_format=Phi3Format,
+    tokenizer="tuner.models.phi3.phi3_mini_tokenizer",
+    chat_format=Phi3Format,
     sizes=(
-        Size("mini", "Phi-3 mini 4k Instruct", dict(vocab_size=32_064, num_layers=32, num_heads=32, num_kv_heads=32,
-                                                    embed_dim=3072, intermediate_dim=8192, max_seq_len=4096,
-                                                    sliding_window=2047),
-             params=3_821_079_552, hf_repo="microsoft/Phi-3-mini-4k-instruct", shards=2),
+        Size(
+            "mini",
+            "Phi-3 mini 4k Instruct",
+            dict(
+                vocab_size=32_064,
+                num_layers=32,
+                num_heads=32,
+                num_kv_heads=32,
+                embed_dim=3072,
+                intermediate_dim=8192,
+                max_seq_len=4096,
+                sliding_window=2047,
+            ),
+            params=3_821_079_552,
+            hf_repo="microsoft/Phi-3-mini-4k-instruct",
+            shards=2,
+        ),
     ),
 )
 globals().update(FAMILY.builders)

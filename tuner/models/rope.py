@@ -8,6 +8,7 @@ The cos/sin tables for every position up to ``max_seq_len`` are computed once, i
 kept as non-persistent buffers. After building a model on the meta device and materialising it
 with ``to_empty``, call ``rope_init()`` (or ``TransformerDecoder.rope_init()``) to fill them.
 """
+
 from __future__ import annotations
 
 import math

@@ -18,6 +18,7 @@ A family module (``tuner/models/<family>.py``) holds one ``FAMILY = FamilySpec(.
 one builder per size ``<family>_<size>()``, and ``lora_`` / ``qlora_`` versions of each
 (`make_lora_builder`). Families are looked up in `tuner.models.families`.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -31,11 +32,27 @@ from tuner.models.transformer import TransformerDecoder
 #: Types of the builder arguments families use (torchtune's names); a ``None`` default makes one optional.
 #: An argument not listed takes the type of its default.
 ARG_TYPES: dict[str, type] = {
-    "vocab_size": int, "num_layers": int, "num_heads": int, "num_kv_heads": int, "embed_dim": int,
-    "intermediate_dim": int, "max_seq_len": int, "head_dim": int, "attn_dropout": float, "norm_eps": float,
-    "rope_base": float, "tie_word_embeddings": bool, "qkv_bias": bool, "sliding_window": int,
-    "sliding_window_size": int | None, "hidden_capping_value": float | None, "final_capping_value": float | None,
-    "query_pre_attn_scalar": float, "scale_factor": float, "low_freq_factor": float, "high_freq_factor": float,
+    "vocab_size": int,
+    "num_layers": int,
+    "num_heads": int,
+    "num_kv_heads": int,
+    "embed_dim": int,
+    "intermediate_dim": int,
+    "max_seq_len": int,
+    "head_dim": int,
+    "attn_dropout": float,
+    "norm_eps": float,
+    "rope_base": float,
+    "tie_word_embeddings": bool,
+    "qkv_bias": bool,
+    "sliding_window": int,
+    "sliding_window_size": int | None,
+    "hidden_capping_value": float | None,
+    "final_capping_value": float | None,
+    "query_pre_attn_scalar": float,
+    "scale_factor": float,
+    "low_freq_factor": float,
+    "high_freq_factor": float,
     "old_context_len": int,
 }
 
@@ -45,12 +62,12 @@ class Size:
     """One released size of a family (a litgpt-style row): the component builder's arguments plus
     what a config needs to download it."""
 
-    name: str                      # builder suffix: "1b" gives llama3_2_1b
-    title: str                     # the released checkpoint, e.g. "Llama 3.2 1B Instruct"
-    dims: Mapping[str, Any]        # component builder arguments
-    params: int | None = None      # published parameter count
-    hf_repo: str | None = None     # HF Hub repo the configs download
-    shards: int = 1                # safetensors files in that repo
+    name: str  # builder suffix: "1b" gives llama3_2_1b
+    title: str  # the released checkpoint, e.g. "Llama 3.2 1B Instruct"
+    dims: Mapping[str, Any]  # component builder arguments
+    params: int | None = None  # published parameter count
+    hf_repo: str | None = None  # HF Hub repo the configs download
+    shards: int = 1  # safetensors files in that repo
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,28 +75,28 @@ class FamilySpec:
     """Everything about one model family; see the module docstring. Specs compare by identity (the
     registry holds each once)."""
 
-    name: str                                  # module name, component builder and builder prefix
-    title: str                                 # e.g. "Llama 3.2" (messages and docstrings)
-    model_type: str                            # canonical checkpointer model_type
-    hf_model_type: str                         # config.json "model_type"
-    hf_architecture: str                       # config.json "architectures"[0]
-    required: tuple[str, ...]                  # component builder arguments without default, in order
-    defaults: Mapping[str, Any]                # then these, in order
+    name: str  # module name, component builder and builder prefix
+    title: str  # e.g. "Llama 3.2" (messages and docstrings)
+    model_type: str  # canonical checkpointer model_type
+    hf_model_type: str  # config.json "model_type"
+    hf_architecture: str  # config.json "architectures"[0]
+    required: tuple[str, ...]  # component builder arguments without default, in order
+    defaults: Mapping[str, Any]  # then these, in order
     sizes: tuple[Size, ...] = ()
-    aliases: tuple[str, ...] = ()              # other model_type spellings that mean this family
-    hf_reads: tuple[str, ...] = ()             # other config.json model_types its checkpoints may carry
-    meta_format: bool = False                  # MetaCheckpointer reads/writes it (Meta's original layout)
-    decoder: Mapping[str, Any] = field(default_factory=dict)   # decoder settings the family fixes
-    renames: Mapping[str, str] = field(default_factory=dict)   # builder argument -> decoder argument
-    derive: tuple[Callable[[dict], dict], ...] = ()             # further builder -> decoder steps
+    aliases: tuple[str, ...] = ()  # other model_type spellings that mean this family
+    hf_reads: tuple[str, ...] = ()  # other config.json model_types its checkpoints may carry
+    meta_format: bool = False  # MetaCheckpointer reads/writes it (Meta's original layout)
+    decoder: Mapping[str, Any] = field(default_factory=dict)  # decoder settings the family fixes
+    renames: Mapping[str, str] = field(default_factory=dict)  # builder argument -> decoder argument
+    derive: tuple[Callable[[dict], dict], ...] = ()  # further builder -> decoder steps
     hf_layer_keys: Mapping[str, str] = field(default_factory=dict)  # tuner -> HF module names in a layer
     hf_fused: Mapping[str, str] = field(default_factory=dict)  # tuner module -> fused HF module holding it
     hf_extra: Mapping[str, Any] = field(default_factory=dict)  # config.json fields written (value or f(config))
     check_hf_config: Callable[[Mapping[str, Any]], None] | None = None  # raises ConfigError for what it cannot build
-    tokenizer: str | None = None               # dotted path of the tokenizer builder (configs name it)
-    tokenizer_file: str = "tokenizer.json"     # the tokenizer's file in the HF repo
-    chat_format: type | None = None            # the chat format class its tokenizer renders with
-    module: str = ""                           # where the builders live (default tuner.models.<name>)
+    tokenizer: str | None = None  # dotted path of the tokenizer builder (configs name it)
+    tokenizer_file: str = "tokenizer.json"  # the tokenizer's file in the HF repo
+    chat_format: type | None = None  # the chat format class its tokenizer renders with
+    module: str = ""  # where the builders live (default tuner.models.<name>)
 
     def __post_init__(self) -> None:
         if not self.module:
@@ -151,17 +168,28 @@ class FamilySpec:
             return transformer_decoder(**self.decoder_arguments(bound.arguments))
 
         fixed = ", ".join(f"{k}={v!r}" for k, v in self.decoder.items())
-        return _named(build, self.name, self.module, sig,
-                      f"{self.title} decoder of the given dimensions" + (f" (fixed: {fixed})." if fixed else "."))
+        return _named(
+            build,
+            self.name,
+            self.module,
+            sig,
+            f"{self.title} decoder of the given dimensions" + (f" (fixed: {fixed})." if fixed else "."),
+        )
 
-    def _size_builder(self, component: Callable[..., TransformerDecoder],
-                      size: Size) -> Callable[[], TransformerDecoder]:
+    def _size_builder(
+        self, component: Callable[..., TransformerDecoder], size: Size
+    ) -> Callable[[], TransformerDecoder]:
         def build() -> TransformerDecoder:
             return component(**size.dims)
 
         count = f" ({size.params:,} parameters)" if size.params else ""
-        return _named(build, f"{self.name}_{size.name}", self.module,
-                      inspect.Signature(return_annotation=TransformerDecoder), f"{size.title}{count}.")
+        return _named(
+            build,
+            f"{self.name}_{size.name}",
+            self.module,
+            inspect.Signature(return_annotation=TransformerDecoder),
+            f"{size.title}{count}.",
+        )
 
 
 def _named(fn: Callable[..., Any], name: str, module: str, sig: inspect.Signature, doc: str) -> Callable[..., Any]:

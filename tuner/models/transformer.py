@@ -9,6 +9,7 @@ Contract (docs/internals.md): ``forward(tokens, *, mask=None, input_pos=None) ->
 ``forward == project(hidden(...))``; torchtune's module names; layers in ``nn.ModuleList`` ``layers``
 (FSDP and activation checkpointing wrap each layer).
 """
+
 from __future__ import annotations
 
 import torch
@@ -247,8 +248,10 @@ class TransformerDecoder(nn.Module):
             # GPU: soft-capped layers, and sliding windows shorter than the sequence, run on fused
             # FlexAttention with a cached BlockMask; the other layers keep the flash path (None)
             softcap = self.layers[0].attn.softcap is not None
-            return {w: causal_block_mask(s, w, str(device)) if softcap or (w is not None and s > w) else None
-                    for w in windows}
+            return {
+                w: causal_block_mask(s, w, str(device)) if softcap or (w is not None and s > w) else None
+                for w in windows
+            }
         if cache_pos is not None:
             kv_len = self.layers[0].attn.kv_cache.max_seq_len
             k_idx = torch.arange(kv_len, device=device)

@@ -7,6 +7,7 @@ blocks are `tuner.models`' (``TransformerDecoder``, ``RMSNorm``, ``KVCache``, ..
 path), ``attention_utils``, ``common_utils``, ``feed_forward``. Vision and fusion modules
 (multimodal) are not provided.
 """
+
 from tuner.data.packing import packed_block_causal_mask
 from tuner.models import *  # noqa: F401,F403
 from tuner.models import __all__ as _model_names

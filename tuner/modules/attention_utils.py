@@ -4,6 +4,7 @@
 compute capability 7.5 or newer), as torchtune's flag does; tuner's packed collate takes
 ``use_flex`` explicitly and builds a boolean mask by default.
 """
+
 import torch
 
 from tuner.data.packing import packed_block_causal_mask  # noqa: F401

@@ -7,6 +7,7 @@ along the sequence and labels already aligned with them (torchtune's recipes shi
 before calling). That call returns the mean over non-ignored labels (the sum with
 ``reduction="sum"``). Knowledge-distillation losses are not provided.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -29,7 +30,9 @@ class CEWithChunkedOutputLoss(ChunkedCrossEntropyLoss):
     def chunked_logits_loss(self, logit_chunks: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of already computed logits chunks against labels aligned with them."""
         label_chunks = labels.chunk(len(logit_chunks), dim=1)
-        total = sum(cross_entropy_sum(logits, target, self.ignore_index) for logits, target in zip(logit_chunks, label_chunks))
+        total = sum(
+            cross_entropy_sum(logits, target, self.ignore_index) for logits, target in zip(logit_chunks, label_chunks)
+        )
         if self.reduction == "sum":
             return total
         return total / (labels != self.ignore_index).sum().clamp(min=1)

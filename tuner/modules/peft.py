@@ -1,4 +1,5 @@
 """torchtune's ``torchtune.modules.peft`` names; the implementations live in `tuner.peft`."""
+
 from tuner.errors import unsupported
 from tuner.peft import (  # noqa: F401
     AdapterModule,
@@ -13,5 +14,8 @@ from tuner.peft import (  # noqa: F401
     validate_missing_and_unexpected_for_lora,
 )
 
-QATLoRALinear = unsupported("tuner.modules.peft.QATLoRALinear", "quantization-aware training (QAT) is outside tuner's scope",
-                            "use LoRALinear, or QLoRA (quantize_base=True)")
+QATLoRALinear = unsupported(
+    "tuner.modules.peft.QATLoRALinear",
+    "quantization-aware training (QAT) is outside tuner's scope",
+    "use LoRALinear, or QLoRA (quantize_base=True)",
+)

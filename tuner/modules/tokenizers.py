@@ -1,4 +1,5 @@
 """torchtune's older path ``torchtune.modules.tokenizers`` (now ``modules.transforms.tokenizers``)."""
+
 from tuner.modules.transforms.tokenizers import (  # noqa: F401
     BaseTokenizer,
     HuggingFaceBaseTokenizer,

@@ -2,6 +2,7 @@
 
 Adapter files in HF PEFT's format are a checkpoint format: `tuner.checkpoint.peft_format`.
 """
+
 from tuner.peft.apply import LORA_ATTN_MODULES, LORA_MLP_MODULES, apply_lora, initialize_adapters
 from tuner.peft.base import AdapterModule
 from tuner.peft.lora import DoRALinear, LoRALinear, lora_scaling
@@ -25,10 +26,29 @@ from tuner.peft.utils import (
 from tuner.peft.vera import VeRALinear, VeRAProjections
 
 __all__ = [
-    "LORA_ATTN_MODULES", "LORA_MLP_MODULES", "AdapterModule", "DoRALinear", "LoRALinear", "LoRAStateDictError",
-    "VeRALinear", "VeRAProjections", "apply_lora", "clone_merged", "disable_adapter", "disable_adapters",
-    "get_lora_module_names", "get_adapter_params", "get_adapter_state_dict",
-    "get_merged_lora_ckpt", "initialize_adapters", "is_adapter_key", "lora_plus_param_groups",
-    "lora_scaling", "merge_lora_weights", "set_trainable_params", "trainable_params_summary",
-    "validate_missing_and_unexpected_for_lora", "lora_config_from_model",
+    "LORA_ATTN_MODULES",
+    "LORA_MLP_MODULES",
+    "AdapterModule",
+    "DoRALinear",
+    "LoRALinear",
+    "LoRAStateDictError",
+    "VeRALinear",
+    "VeRAProjections",
+    "apply_lora",
+    "clone_merged",
+    "disable_adapter",
+    "disable_adapters",
+    "get_lora_module_names",
+    "get_adapter_params",
+    "get_adapter_state_dict",
+    "get_merged_lora_ckpt",
+    "initialize_adapters",
+    "is_adapter_key",
+    "lora_plus_param_groups",
+    "lora_scaling",
+    "merge_lora_weights",
+    "set_trainable_params",
+    "trainable_params_summary",
+    "validate_missing_and_unexpected_for_lora",
+    "lora_config_from_model",
 ]

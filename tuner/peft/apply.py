@@ -6,6 +6,7 @@ on one built on the meta device (then load the base weights and call
 Module names follow the model zoo's contract: ``layers[i].attn.{q_proj,k_proj,v_proj,output_proj}``,
 ``layers[i].mlp.{w1,w2,w3}`` and ``output``.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Optional
@@ -49,13 +50,16 @@ def _wanted(name: str, attn: list[str], mlp: bool, output: bool) -> bool:
 def _check_output(model: nn.Module) -> None:
     output = getattr(model, "output", None)
     embeddings = getattr(model, "tok_embeddings", None)
-    tied = output is None or not isinstance(output, nn.Linear) or (
-        embeddings is not None and getattr(output, "weight", None) is getattr(embeddings, "weight", None)
+    tied = (
+        output is None
+        or not isinstance(output, nn.Linear)
+        or (embeddings is not None and getattr(output, "weight", None) is getattr(embeddings, "weight", None))
     )
     if tied:
         raise TunerError(
             "apply_lora_to_output=True, but this model's output projection is tied to its token embeddings",
-            fix="set apply_lora_to_output: False (models with tied embeddings, e.g. Llama 3.2 1B/3B, Qwen2.5 0.5B, Gemma 2, take no LoRA on the output)",
+            fix="set apply_lora_to_output: False (models with tied embeddings, e.g. Llama 3.2 1B/3B, Qwen2.5 0.5B, "
+            "Gemma 2, take no LoRA on the output)",
         )
 
 
@@ -106,7 +110,8 @@ def apply_lora(
     attn = _validate_attn_modules(lora_attn_modules)
     if not attn and not apply_lora_to_mlp and not apply_lora_to_output:
         raise TunerError(
-            "LoRA is applied to no layer: lora_attn_modules is empty and apply_lora_to_mlp/apply_lora_to_output are False",
+            "LoRA is applied to no layer: lora_attn_modules is empty and apply_lora_to_mlp/apply_lora_to_output are "
+            "False",
             fix="set lora_attn_modules: ['q_proj', 'v_proj'] (or enable apply_lora_to_mlp)",
         )
     if use_vera and (use_dora or lora_fa or use_rslora or init_lora_weights not in (True, False)):
@@ -148,14 +153,30 @@ def apply_lora(
         weight, bias = linear.weight, linear.bias
         if use_vera:
             new: nn.Module = VeRALinear(
-                linear.in_features, linear.out_features, lora_rank, projections, dropout=lora_dropout,
-                d_initial=vera_d_initial, quantize_base=quantize_base, weight=weight, bias=bias,
+                linear.in_features,
+                linear.out_features,
+                lora_rank,
+                projections,
+                dropout=lora_dropout,
+                d_initial=vera_d_initial,
+                quantize_base=quantize_base,
+                weight=weight,
+                bias=bias,
             )
         else:
             new = LoRALinear(
-                linear.in_features, linear.out_features, lora_rank, lora_alpha, dropout=lora_dropout,
-                use_dora=use_dora, quantize_base=quantize_base, use_rslora=use_rslora, lora_fa=lora_fa,
-                init_lora_weights=init_lora_weights, weight=weight, bias=bias,
+                linear.in_features,
+                linear.out_features,
+                lora_rank,
+                lora_alpha,
+                dropout=lora_dropout,
+                use_dora=use_dora,
+                quantize_base=quantize_base,
+                use_rslora=use_rslora,
+                lora_fa=lora_fa,
+                init_lora_weights=init_lora_weights,
+                weight=weight,
+                bias=bias,
             )
         new.train(linear.training)
         _set_module(model, name, new)
@@ -171,7 +192,9 @@ def _materialize(module: nn.Module, device: torch.device) -> None:
     """Give an adapter's own meta tensors (not the base) real, uninitialised storage on ``device``."""
     for name, param in list(module._parameters.items()):
         if param is not None and param.is_meta and name not in ("weight", "bias"):
-            module._parameters[name] = nn.Parameter(torch.empty_like(param, device=device), requires_grad=param.requires_grad)
+            module._parameters[name] = nn.Parameter(
+                torch.empty_like(param, device=device), requires_grad=param.requires_grad
+            )
     for name, buf in list(module._buffers.items()):
         if buf is not None and buf.is_meta and not name.startswith("weight"):
             module._buffers[name] = torch.empty_like(buf, device=device)
@@ -202,7 +225,9 @@ def initialize_adapters(model: nn.Module, device: Optional[torch.device] = None)
         for module in model.modules():
             if isinstance(module, VeRAProjections):
                 target = device or (_base_device(adapters[0]) if adapters else torch.device("cpu"))
-                fresh = VeRAProjections(module.vera_A.shape[0], module.vera_A.shape[1], module.vera_B.shape[0], module.projection_prng_key)
+                fresh = VeRAProjections(
+                    module.vera_A.shape[0], module.vera_A.shape[1], module.vera_B.shape[0], module.projection_prng_key
+                )
                 module.vera_A = fresh.vera_A.to(target)
                 module.vera_B = fresh.vera_B.to(target)
         for module in adapters:

@@ -5,6 +5,7 @@ A dense base is the module's ``weight`` (and ``bias``) parameter, frozen, so a b
 `tuner.quantization.register_nf4_weight` (state-dict keys ``weight_nf4``, ``weight_absmax``, ...; a
 dense ``weight`` loaded into the module is quantized on the fly), which is QLoRA.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,7 @@ class AdapterModule(Protocol):
     """A module with adapter parameters (torchtune's protocol): ``adapter_params()`` names them,
     relative to the module. `tuner.peft.get_adapter_params` collects them from every such module."""
 
-    def adapter_params(self) -> list[str]:
-        ...
+    def adapter_params(self) -> list[str]: ...
 
 
 class FrozenBase(nn.Module):
@@ -56,7 +56,9 @@ class FrozenBase(nn.Module):
             if use_bias and bias is None:
                 bias = torch.zeros(out_dim, device=device, dtype=dtype)
         if tuple(weight.shape) != (out_dim, in_dim):
-            raise TunerError(f"{type(self).__name__} base weight has shape {tuple(weight.shape)}, expected {(out_dim, in_dim)}")
+            raise TunerError(
+                f"{type(self).__name__} base weight has shape {tuple(weight.shape)}, expected {(out_dim, in_dim)}"
+            )
         device = weight.device if device is None else torch.device(device)
         dtype = weight.dtype if dtype is None else dtype
         self.in_dim, self.out_dim, self.quantize_base = in_dim, out_dim, quantize_base

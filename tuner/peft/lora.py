@@ -17,6 +17,7 @@ The frozen base stays on the module as ``weight`` / ``bias`` so the base state-d
 (``...q_proj.weight``); the adapter keys are ``lora_a.weight``, ``lora_b.weight`` and ``magnitude``.
 With ``quantize_base=True`` the base weight is stored in NF4 through `tuner.quantization`.
 """
+
 from __future__ import annotations
 
 import math
@@ -96,7 +97,9 @@ class LoRALinear(FrozenBase):
         super().__init__()
         _check_quantization_kwargs(quantize_base, quantization_kwargs)
         if not isinstance(rank, int) or rank <= 0:
-            raise TunerError(f"lora_rank must be a positive integer, got {rank!r}", fix="set lora_rank: 8 (or 16, 32, ...)")
+            raise TunerError(
+                f"lora_rank must be a positive integer, got {rank!r}", fix="set lora_rank: 8 (or 16, 32, ...)"
+            )
         if not 0.0 <= float(dropout) < 1.0:
             raise TunerError(f"lora_dropout must be in [0, 1), got {dropout!r}", fix="set lora_dropout: 0.05")
         _check_init(init_lora_weights)
@@ -238,7 +241,16 @@ class LoRALinear(FrozenBase):
         return out + (mag_norm_scale - 1) * base_no_bias + mag_norm_scale * lora_out
 
     def extra_repr(self) -> str:
-        variant = [n for n, on in (("dora", self.use_dora), ("rslora", self.use_rslora), ("lora_fa", self.lora_fa), ("nf4", self.quantize_base)) if on]
+        variant = [
+            n
+            for n, on in (
+                ("dora", self.use_dora),
+                ("rslora", self.use_rslora),
+                ("lora_fa", self.lora_fa),
+                ("nf4", self.quantize_base),
+            )
+            if on
+        ]
         return (
             f"in_dim={self.in_dim}, out_dim={self.out_dim}, rank={self.rank}, alpha={self.alpha}, "
             f"init={self.init_lora_weights!r}" + (f", {', '.join(variant)}" if variant else "")
@@ -248,10 +260,28 @@ class LoRALinear(FrozenBase):
 class DoRALinear(LoRALinear):
     """torchtune's ``DoRALinear``: `LoRALinear` with ``use_dora=True`` (a trainable ``magnitude``)."""
 
-    def __init__(self, in_dim: int, out_dim: int, rank: int, alpha: float, dropout: float = 0.0,
-                 use_bias: bool = False, quantize_base: bool = False, **kwargs) -> None:
-        super().__init__(in_dim, out_dim, rank, alpha, dropout=dropout, use_bias=use_bias, use_dora=True,
-                         quantize_base=quantize_base, **kwargs)
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        rank: int,
+        alpha: float,
+        dropout: float = 0.0,
+        use_bias: bool = False,
+        quantize_base: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            in_dim,
+            out_dim,
+            rank,
+            alpha,
+            dropout=dropout,
+            use_bias=use_bias,
+            use_dora=True,
+            quantize_base=quantize_base,
+            **kwargs,
+        )
 
 
 def _check_quantization_kwargs(quantize_base: bool, kwargs: dict) -> None:

@@ -4,6 +4,7 @@ Adapter state-dict keys are recognised by name: ``<module>.lora_a.weight``, ``<m
 ``<module>.magnitude`` (DoRA), ``<module>.pissa_init_a|b`` (PiSSA's starting factors),
 ``<module>.vera_lambda_b|d`` and the model-level ``vera_projections.vera_A|B`` (VeRA).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,13 @@ from tuner.peft.vera import VERA_PROJECTIONS_NAME, VeRALinear, VeRAProjections, 
 ADAPTER_MODULES = (LoRALinear, VeRALinear)
 #: The endings of every adapter tensor's key (after its module's path): the one list of them.
 ADAPTER_KEY_SUFFIXES = (
-    ".lora_a.weight", ".lora_b.weight", ".magnitude", ".pissa_init_a", ".pissa_init_b",
-    ".vera_lambda_b", ".vera_lambda_d",
+    ".lora_a.weight",
+    ".lora_b.weight",
+    ".magnitude",
+    ".pissa_init_a",
+    ".pissa_init_b",
+    ".vera_lambda_b",
+    ".vera_lambda_d",
 )
 
 
@@ -79,12 +85,17 @@ def set_trainable_params(model: nn.Module, adapter_params: Mapping[str, Any] | I
                 all_params[f"{mname}.{pname}" if mname else pname].requires_grad_(False)
 
 
-def get_adapter_state_dict(state_dict: Mapping[str, Any], device: Optional[str | torch.device] = "cpu") -> dict[str, Any]:
+def get_adapter_state_dict(
+    state_dict: Mapping[str, Any], device: Optional[str | torch.device] = "cpu"
+) -> dict[str, Any]:
     """The adapter entries of a model state dict (moved to ``device`` unless it is None): tuner's
     adapter keys, and any key naming a ``lora`` or ``magnitude`` tensor (torchtune's rule, for
     adapter modules of one's own)."""
-    return {k: (v.to(device) if device is not None and isinstance(v, torch.Tensor) else v)
-            for k, v in state_dict.items() if is_adapter_key(k) or "lora" in k or "magnitude" in k}
+    return {
+        k: (v.to(device) if device is not None and isinstance(v, torch.Tensor) else v)
+        for k, v in state_dict.items()
+        if is_adapter_key(k) or "lora" in k or "magnitude" in k
+    }
 
 
 def _human(n: float) -> str:
@@ -121,7 +132,9 @@ def lora_plus_param_groups(
     """
     if not lora_plus_ratio or lora_plus_ratio <= 0:
         raise TunerError(f"lora_plus_ratio must be positive, got {lora_plus_ratio!r}", fix="set lora_plus_ratio: 16")
-    norm_params = {id(p) for m in model.modules() if "norm" in type(m).__name__.lower() for p in m.parameters(recurse=False)}
+    norm_params = {
+        id(p) for m in model.modules() if "norm" in type(m).__name__.lower() for p in m.parameters(recurse=False)
+    }
     group_a, group_b, group_b_no_decay = [], [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -170,7 +183,9 @@ def merge_lora_weights(model: nn.Module) -> nn.Module:
 
 
 def get_merged_lora_ckpt(
-    state_dict: Mapping[str, torch.Tensor], rank: Optional[int] = None, alpha: Optional[float] = None,
+    state_dict: Mapping[str, torch.Tensor],
+    rank: Optional[int] = None,
+    alpha: Optional[float] = None,
     use_rslora: bool = False,
 ) -> dict[str, torch.Tensor]:
     """A base-model state dict with every adapter merged into its base weight (adapter keys removed).
@@ -185,10 +200,16 @@ def get_merged_lora_ckpt(
         if key.endswith("lora_a.weight"):
             prefix = key[: -len("lora_a.weight")]
             if rank is None or alpha is None:
-                raise TunerError("get_merged_lora_ckpt needs rank and alpha to merge LoRA weights", fix="pass lora_rank and lora_alpha")
+                raise TunerError(
+                    "get_merged_lora_ckpt needs rank and alpha to merge LoRA weights",
+                    fix="pass lora_rank and lora_alpha",
+                )
             a, b = sd[key], sd[prefix + "lora_b.weight"]
             if a.shape[0] != rank:
-                raise TunerError(f"{key} has rank {a.shape[0]} but rank={rank} was given", fix="pass the lora_rank the adapter was trained with")
+                raise TunerError(
+                    f"{key} has rank {a.shape[0]} but rank={rank} was given",
+                    fix="pass the lora_rank the adapter was trained with",
+                )
             base = _base(sd, prefix).to(a.dtype)
             scaling = lora_scaling(rank, alpha, use_rslora)
             if prefix + "magnitude" in sd:
@@ -223,7 +244,10 @@ def _base(sd: Mapping[str, torch.Tensor], prefix: str) -> torch.Tensor:
 def _vera_projection_keys(sd: Mapping[str, Any]) -> tuple[str, str]:
     keys = [k for k in sd if k.endswith(f"{VERA_PROJECTIONS_NAME}.vera_A")]
     if not keys:
-        raise TunerError("the state dict has VeRA lambdas but no vera_projections.vera_A/vera_B", fix="save the adapter with its shared projections")
+        raise TunerError(
+            "the state dict has VeRA lambdas but no vera_projections.vera_A/vera_B",
+            fix="save the adapter with its shared projections",
+        )
     return keys[0], keys[0][: -len("vera_A")] + "vera_B"
 
 
@@ -231,7 +255,9 @@ class LoRAStateDictError(CheckpointError, AssertionError):
     """Base or adapter weights do not fit the LoRA model (an AssertionError too, as torchtune's)."""
 
 
-def get_lora_module_names(lora_attn_modules: Iterable[str], apply_lora_to_mlp: bool, apply_lora_to_output: bool) -> list[str]:
+def get_lora_module_names(
+    lora_attn_modules: Iterable[str], apply_lora_to_mlp: bool, apply_lora_to_output: bool
+) -> list[str]:
     """Names of the layers LoRA adapts under these settings (``q_proj``, ..., ``w1``, ``output``)."""
     names = list(lora_attn_modules)
     if apply_lora_to_mlp:
@@ -266,21 +292,34 @@ def validate_missing_and_unexpected_for_lora(
         tags = tuple({n.rsplit("_", 1)[0] if n.endswith(("_a", "_b", "_d")) else n for n in names})
 
         def is_lora(key: str) -> bool:
-            return f".{VERA_PROJECTIONS_NAME}." in "." + key or any(f"{m}.{tag}" in key for m in modules for tag in tags)
+            return f".{VERA_PROJECTIONS_NAME}." in "." + key or any(
+                f"{m}.{tag}" in key for m in modules for tag in tags
+            )
+
     for key in base_missing or []:
         if not is_lora(key):
-            raise LoRAStateDictError(f"Missing non-LoRA key {key} from base model dict: the base checkpoint lacks model weights",
-                                     "check checkpoint_files and model_type against the model")
+            raise LoRAStateDictError(
+                f"Missing non-LoRA key {key} from base model dict: the base checkpoint lacks model weights",
+                "check checkpoint_files and model_type against the model",
+            )
     if base_unexpected:
-        raise LoRAStateDictError(f"Unexpected key loading base model (the base checkpoint has keys the model does not): {_some(base_unexpected)}",
-                                 "check that the model builder matches the checkpoint")
+        raise LoRAStateDictError(
+            "Unexpected key loading base model (the base checkpoint has keys the model does not): "
+            f"{_some(base_unexpected)}",
+            "check that the model builder matches the checkpoint",
+        )
     for key in lora_missing or []:
         if is_lora(key):
-            raise LoRAStateDictError(f"Missing LoRA key {key} from adapter state dict: the adapter checkpoint lacks adapter weights",
-                                     "use an adapter trained with the same lora_attn_modules / apply_lora_to_mlp / rank settings")
+            raise LoRAStateDictError(
+                f"Missing LoRA key {key} from adapter state dict: the adapter checkpoint lacks adapter weights",
+                "use an adapter trained with the same lora_attn_modules / apply_lora_to_mlp / rank settings",
+            )
     if lora_unexpected:
-        raise LoRAStateDictError(f"Unexpected key loading adapter (the adapter checkpoint has keys the model does not): {_some(lora_unexpected)}",
-                                 "use an adapter trained with the same LoRA settings")
+        raise LoRAStateDictError(
+            "Unexpected key loading adapter (the adapter checkpoint has keys the model does not): "
+            f"{_some(lora_unexpected)}",
+            "use an adapter trained with the same LoRA settings",
+        )
 
 
 def _some(keys: Iterable[str]) -> str:
@@ -314,14 +353,27 @@ def lora_config_from_model(model: nn.Module) -> dict[str, Any]:
     """The adapter settings of a model that went through `apply_lora` (what an adapter file records)."""
     layers = [m for m in model.modules() if isinstance(m, (LoRALinear, VeRALinear))]
     if not layers:
-        raise TunerError("the model has no LoRA/VeRA layers",
-                         fix="build it with a lora_* builder or tuner.peft.apply_lora")
+        raise TunerError(
+            "the model has no LoRA/VeRA layers", fix="build it with a lora_* builder or tuner.peft.apply_lora"
+        )
     first = layers[0]
     dropout = first.dropout.p if isinstance(first.dropout, nn.Dropout) else 0.0
     if isinstance(first, VeRALinear):
         proj = next(m for m in model.modules() if isinstance(m, VeRAProjections))
-        return {"use_vera": True, "lora_rank": first.rank, "lora_dropout": dropout, "vera_d_initial": first.d_initial,
-                "projection_prng_key": proj.projection_prng_key}
-    return {"lora_rank": first.rank, "lora_alpha": first.alpha, "lora_dropout": dropout, "use_dora": first.use_dora,
-            "use_rslora": first.use_rslora, "lora_fa": first.lora_fa, "init_lora_weights": first.init_lora_weights,
-            "quantize_base": first.quantize_base}
+        return {
+            "use_vera": True,
+            "lora_rank": first.rank,
+            "lora_dropout": dropout,
+            "vera_d_initial": first.d_initial,
+            "projection_prng_key": proj.projection_prng_key,
+        }
+    return {
+        "lora_rank": first.rank,
+        "lora_alpha": first.alpha,
+        "lora_dropout": dropout,
+        "use_dora": first.use_dora,
+        "use_rslora": first.use_rslora,
+        "lora_fa": first.lora_fa,
+        "init_lora_weights": first.init_lora_weights,
+        "quantize_base": first.quantize_base,
+    }

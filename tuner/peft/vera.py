@@ -12,6 +12,7 @@ The projections live once on the model root as the module ``vera_projections`` (
 ``vera_projections.vera_A`` / ``.vera_B``); each layer keeps an unregistered reference to it, so the
 matrices are stored, moved and saved once.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,9 @@ def _kaiming_init(shape: tuple[int, int], generator: torch.Generator) -> torch.T
         return tensor.uniform_(-bound, bound, generator=generator)
 
 
-def vera_delta(vera_a: torch.Tensor, vera_b: torch.Tensor, lambda_d: torch.Tensor, lambda_b: torch.Tensor) -> torch.Tensor:
+def vera_delta(
+    vera_a: torch.Tensor, vera_b: torch.Tensor, lambda_d: torch.Tensor, lambda_b: torch.Tensor
+) -> torch.Tensor:
     """VeRA's weight update ``(lambda_b * B[:out]) @ (lambda_d * A[:, :in])`` (A, B already sliced)."""
     dtype = lambda_d.dtype
     return (lambda_b.unsqueeze(-1) * vera_b.to(dtype)) @ (lambda_d.unsqueeze(-1) * vera_a.to(dtype))
@@ -82,7 +85,9 @@ class VeRALinear(FrozenBase):
     ) -> None:
         super().__init__()
         if not isinstance(rank, int) or rank <= 0:
-            raise TunerError(f"VeRA rank must be a positive integer, got {rank!r}", fix="set lora_rank: 256 (VeRA uses large ranks)")
+            raise TunerError(
+                f"VeRA rank must be a positive integer, got {rank!r}", fix="set lora_rank: 256 (VeRA uses large ranks)"
+            )
         pa, pb = projections.vera_A, projections.vera_B
         if pa.shape[0] < rank or pa.shape[1] < in_dim or pb.shape[0] < out_dim:
             raise TunerError(
@@ -132,7 +137,6 @@ class VeRALinear(FrozenBase):
         return (out + self.vera_lambda_b * F.linear(h, b.to(x.device, dtype))).to(out.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_dim={self.in_dim}, out_dim={self.out_dim}, rank={self.rank}" + (", nf4" if self.quantize_base else "")
-
-
-
+        return f"in_dim={self.in_dim}, out_dim={self.out_dim}, rank={self.rank}" + (
+            ", nf4" if self.quantize_base else ""
+        )

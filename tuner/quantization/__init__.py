@@ -20,6 +20,7 @@ bitsandbytes' fused 4-bit GEMM/GEMV kernels: a forward is one dequantize plus a 
 any device. Without bitsandbytes installed, the first use raises a TunerError saying how to
 install it; importing this package does not need it.
 """
+
 from tuner.quantization.linear import (
     NF4Linear,
     dequantized_state_dict,
@@ -36,8 +37,20 @@ from tuner.quantization.load import LoadResult, quantize_state_dict_into
 from tuner.quantization.nf4 import NF4Weight, dequantize_nf4, linear_nf4, quantize_nf4
 
 __all__ = [
-    "NF4Weight", "quantize_nf4", "dequantize_nf4", "linear_nf4",
-    "NF4Linear", "register_nf4_weight", "get_nf4_weight", "set_nf4_weight", "has_nf4_weight", "nf4_spec",
-    "nf4_linear", "keep_dense_weights_for_backward",
-    "dequantized_state_dict", "reparametrize_as_dtype_state_dict_post_hook", "quantize_state_dict_into", "LoadResult",
+    "NF4Weight",
+    "quantize_nf4",
+    "dequantize_nf4",
+    "linear_nf4",
+    "NF4Linear",
+    "register_nf4_weight",
+    "get_nf4_weight",
+    "set_nf4_weight",
+    "has_nf4_weight",
+    "nf4_spec",
+    "nf4_linear",
+    "keep_dense_weights_for_backward",
+    "dequantized_state_dict",
+    "reparametrize_as_dtype_state_dict_post_hook",
+    "quantize_state_dict_into",
+    "LoadResult",
 ]

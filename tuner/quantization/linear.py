@@ -21,6 +21,7 @@ the incoming tensor's device when the module is still on meta.
 For export (merged model, HF format), `dequantized_state_dict(model)` returns the state dict with
 each NF4 weight dequantized back under its original key ``weight``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -73,8 +74,9 @@ def register_nf4_weight(
     if has_nf4_weight(module):
         raise TunerError(f"{type(module).__name__} already has an NF4 weight")
     if "weight" in module._parameters or "weight" in module._buffers:
-        raise TunerError(f"{type(module).__name__} already has a dense `weight`",
-                         fix="delete it before registering an NF4 one")
+        raise TunerError(
+            f"{type(module).__name__} already has a dense `weight`", fix="delete it before registering an NF4 one"
+        )
     n_packed, n_blocks, n_scales = nf4_sizes(out_features * in_features)
     zeros = lambda shape, dtype: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
     module.register_buffer("weight_nf4", zeros(n_packed, torch.uint8))
@@ -105,9 +107,7 @@ def _quantize_for(module: nn.Module, weight: torch.Tensor, name: str) -> tuple[t
     return _buffers_of(q)
 
 
-def _quantize_dense_weight_on_load(
-    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
-) -> None:
+def _quantize_dense_weight_on_load(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
     """load_state_dict pre-hook: a dense `<prefix>weight` becomes the NF4 buffers' entries."""
     key = prefix + "weight"
     if key not in state_dict:
@@ -135,8 +135,12 @@ def get_nf4_weight(module: nn.Module) -> NF4Weight:
             fix="load the checkpoint with load_state_dict(sd, strict=False, assign=True) or quantize_state_dict_into",
         )
     return NF4Weight(
-        module.weight_nf4, module.weight_absmax, module.weight_absmax_scale.view(torch.float32),
-        module.weight_absmax_offset.view(torch.float32), shape, dtype,
+        module.weight_nf4,
+        module.weight_absmax,
+        module.weight_absmax_scale.view(torch.float32),
+        module.weight_absmax_offset.view(torch.float32),
+        shape,
+        dtype,
     )
 
 
@@ -184,7 +188,8 @@ class NF4Linear(nn.Module):
         register_nf4_weight(self, out_features, in_features, compute_dtype=compute_dtype, device=device)
         self.bias = (
             nn.Parameter(torch.zeros(out_features, dtype=compute_dtype, device=device), requires_grad=False)
-            if bias else None
+            if bias
+            else None
         )
 
     @property
@@ -197,8 +202,13 @@ class NF4Linear(nn.Module):
         if not isinstance(linear, nn.Linear):
             raise TunerError(f"NF4Linear.from_linear needs an nn.Linear, got {type(linear).__name__}")
         w = linear.weight
-        module = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                     compute_dtype=compute_dtype, device=w.device)
+        module = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            compute_dtype=compute_dtype,
+            device=w.device,
+        )
         if not w.is_meta:
             set_nf4_weight(module, w)
             if linear.bias is not None:
@@ -213,8 +223,10 @@ class NF4Linear(nn.Module):
         return nf4_linear(self, x, self.bias)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, nf4, compute_dtype={self.compute_dtype}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, nf4, compute_dtype={self.compute_dtype}"
+        )
 
 
 def dequantized_state_dict(
@@ -230,8 +242,12 @@ def dequantized_state_dict(
 
 
 def reparametrize_as_dtype_state_dict_post_hook(
-    model: nn.Module, state_dict: dict[str, Any], *args: Any, dtype: torch.dtype = torch.bfloat16,
-    offload_to_cpu: bool = True, **kwargs: Any,
+    model: nn.Module,
+    state_dict: dict[str, Any],
+    *args: Any,
+    dtype: torch.dtype = torch.bfloat16,
+    offload_to_cpu: bool = True,
+    **kwargs: Any,
 ) -> None:
     """A state-dict hook (torchtune's name) that gives each NF4 weight as a dense ``weight`` of
     ``dtype`` (on CPU with ``offload_to_cpu``), in place: register it on the model with
@@ -243,14 +259,21 @@ def reparametrize_as_dtype_state_dict_post_hook(
 
 
 def _dequantize_entries(
-    model: nn.Module, state_dict: dict[str, Any], *, device: torch.device | str | None, dtype: torch.dtype | None,
+    model: nn.Module,
+    state_dict: dict[str, Any],
+    *,
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
     prefix: str = "",
 ) -> dict[str, Any]:
     """``state_dict`` (of ``model``, its keys under ``prefix``) with each NF4 weight's buffers
     replaced by the dense ``weight``."""
     # Activation-checkpoint wrappers add a level to module names but not to state-dict keys.
-    modules = {prefix + ((name + ".").replace("_checkpoint_wrapped_module.", "") if name else ""): m
-               for name, m in model.named_modules() if has_nf4_weight(m)}
+    modules = {
+        prefix + ((name + ".").replace("_checkpoint_wrapped_module.", "") if name else ""): m
+        for name, m in model.named_modules()
+        if has_nf4_weight(m)
+    }
     out: dict[str, Any] = {}
     for key, value in state_dict.items():
         prefix, _, leaf = key.rpartition(".")

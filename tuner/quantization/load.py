@@ -6,6 +6,7 @@ quantized right away by that module's load hook. Peak memory is the quantized mo
 dense tensor: neither host nor GPU ever holds the whole bf16 model (given a lazy source, e.g. a
 generator over safetensors shards).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,7 +21,7 @@ Tensors = Union[Mapping[str, torch.Tensor], Iterable[Mapping[str, torch.Tensor]]
 
 
 class LoadResult(NamedTuple):
-    missing_keys: list[str]     # model keys no tensor was given for
+    missing_keys: list[str]  # model keys no tensor was given for
     unexpected_keys: list[str]  # given keys the model has no place for
 
 
@@ -59,8 +60,10 @@ def quantize_state_dict_into(
     loaded: set[str] = set()
     unexpected: list[str] = []
     for key, tensor in _items(tensors):
-        tensor = tensor.to(device=device or tensor.device,
-                           dtype=dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype)
+        tensor = tensor.to(
+            device=device or tensor.device,
+            dtype=dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype,
+        )
         try:
             result = model.load_state_dict({key: tensor}, strict=False, assign=True)
         except RuntimeError as e:  # shape mismatch of a dense tensor
@@ -73,8 +76,10 @@ def quantize_state_dict_into(
             loaded |= expected - set(result.missing_keys)
     missing = sorted(expected - loaded)
     if strict and (missing or unexpected):
-        parts = [f"missing {len(missing)} key(s) {missing[:5]}" if missing else "",
-                 f"{len(unexpected)} unexpected key(s) {unexpected[:5]}" if unexpected else ""]
+        parts = [
+            f"missing {len(missing)} key(s) {missing[:5]}" if missing else "",
+            f"{len(unexpected)} unexpected key(s) {unexpected[:5]}" if unexpected else "",
+        ]
         raise CheckpointError(
             "checkpoint does not fit the model: " + "; ".join(p for p in parts if p),
             fix="check the model builder and checkpoint files (or pass strict=False to load a partial checkpoint)",

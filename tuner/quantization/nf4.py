@@ -23,6 +23,7 @@ Without Triton, `torch.compile` runs the forward's as plain tensor ops (`dequant
 bit-identical) instead of breaking the graph at every linear layer, and the backward's as an opaque
 bitsandbytes op.
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,8 +38,8 @@ import torch.nn.functional as F
 from tuner.errors import TunerError
 from tuner.quantization import nf4_triton
 
-BLOCKSIZE = 64          # values per absmax block (QLoRA's choice)
-SCALE_BLOCKSIZE = 256   # absmax values per block of the second quantization (bitsandbytes' fixed size)
+BLOCKSIZE = 64  # values per absmax block (QLoRA's choice)
+SCALE_BLOCKSIZE = 256  # absmax values per block of the second quantization (bitsandbytes' fixed size)
 COMPUTE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -75,8 +76,10 @@ def lookup_tables(device: torch.device | str) -> tuple[torch.Tensor, torch.Tenso
     tables = _LOOKUP_TABLES.get(device)
     if tables is None:
         bnbf = bnb_functional()
-        tables = (bnbf.get_4bit_type("nf4", device="cpu").to(device=device, dtype=torch.float32),
-                  bnbf.create_dynamic_map(signed=True).to(device=device, dtype=torch.float32))
+        tables = (
+            bnbf.get_4bit_type("nf4", device="cpu").to(device=device, dtype=torch.float32),
+            bnbf.create_dynamic_map(signed=True).to(device=device, dtype=torch.float32),
+        )
         _LOOKUP_TABLES[device] = tables
     return tables
 
@@ -132,8 +135,13 @@ class NF4Weight:
             absmax=self.absmax_scale, code=lookup_tables(self.device)[1], blocksize=SCALE_BLOCKSIZE, dtype=torch.float32
         )
         return bnbf.QuantState(
-            absmax=self.absmax, shape=self.shape, blocksize=BLOCKSIZE, quant_type="nf4",
-            dtype=self.dtype, offset=self.absmax_offset, state2=scales,
+            absmax=self.absmax,
+            shape=self.shape,
+            blocksize=BLOCKSIZE,
+            quant_type="nf4",
+            dtype=self.dtype,
+            offset=self.absmax_offset,
+            state2=scales,
         )
 
 
@@ -148,8 +156,10 @@ def quantize_nf4(weight: torch.Tensor, dtype: torch.dtype | None = None) -> NF4W
         what = f"a {weight.dim()}-D {weight.dtype} tensor" if is_tensor else type(weight).__name__
         raise TunerError(f"quantize_nf4 needs a 2-D floating-point weight, got {what}")
     if weight.is_meta:
-        raise TunerError("quantize_nf4 got a weight on the meta device, which has no values",
-                         fix="load real weights first (load_state_dict(..., assign=True) or quantize_state_dict_into)")
+        raise TunerError(
+            "quantize_nf4 got a weight on the meta device, which has no values",
+            fix="load real weights first (load_state_dict(..., assign=True) or quantize_state_dict_into)",
+        )
     dtype = check_compute_dtype(dtype or weight.dtype)
     packed, qs = bnb_functional().quantize_4bit(
         weight.detach().to(dtype).contiguous(), blocksize=BLOCKSIZE, compress_statistics=True, quant_type="nf4"
@@ -169,15 +179,26 @@ def _dequantize(q: NF4Weight, backward: bool = False) -> torch.Tensor:
     triton_ok = nf4_triton.available(q.device)
     if torch.compiler.is_compiling():
         if triton_ok:
-            return torch.ops.tuner.dequantize_nf4(q.packed, q.absmax, q.absmax_scale, q.absmax_offset,
-                                                  *lookup_tables(q.device), q.shape[0], q.shape[1], q.dtype, backward)
+            return torch.ops.tuner.dequantize_nf4(
+                q.packed,
+                q.absmax,
+                q.absmax_scale,
+                q.absmax_offset,
+                *lookup_tables(q.device),
+                q.shape[0],
+                q.shape[1],
+                q.dtype,
+                backward,
+            )
         if backward:  # opaque, so that the compiler cannot merge it with the forward's tensor ops
-            return torch.ops.tuner.dequantize_nf4_bitsandbytes(q.packed, q.absmax, q.absmax_scale, q.absmax_offset,
-                                                               q.shape[0], q.shape[1], q.dtype)
+            return torch.ops.tuner.dequantize_nf4_bitsandbytes(
+                q.packed, q.absmax, q.absmax_scale, q.absmax_offset, q.shape[0], q.shape[1], q.dtype
+            )
         return dequantize_nf4_ops(q, *lookup_tables(q.device))
     if triton_ok:
-        return nf4_triton.dequantize_nf4_triton(q.packed, q.absmax, q.absmax_scale, q.absmax_offset,
-                                                *lookup_tables(q.device), q.shape, q.dtype)
+        return nf4_triton.dequantize_nf4_triton(
+            q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *lookup_tables(q.device), q.shape, q.dtype
+        )
     return bnb_functional().dequantize_4bit(q.packed, q.quant_state())
 
 
@@ -200,8 +221,13 @@ def dequantize_nf4_ops(q: NF4Weight, levels: torch.Tensor, scale_code: torch.Ten
 
 @torch.library.custom_op("tuner::dequantize_nf4_bitsandbytes", mutates_args=())
 def _dequantize_nf4_bitsandbytes(
-    packed: torch.Tensor, absmax: torch.Tensor, absmax_scale: torch.Tensor, absmax_offset: torch.Tensor,
-    out_features: int, in_features: int, dtype: torch.dtype,
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    absmax_scale: torch.Tensor,
+    absmax_offset: torch.Tensor,
+    out_features: int,
+    in_features: int,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
     """bitsandbytes' dequantization as an op a compiled backward keeps whole (where Triton is missing)."""
     q = NF4Weight(packed, absmax, absmax_scale, absmax_offset, torch.Size((out_features, in_features)), dtype)

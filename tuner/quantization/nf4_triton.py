@@ -17,6 +17,7 @@ launches the kernel from its generated code like its own kernels, instead of dis
 custom op that launches through Triton's Python launcher (a QLoRA step makes one per base weight and
 dequantization, hundreds a step; their CPU time made the step launch-bound on slower hosts).
 """
+
 from __future__ import annotations
 
 import os
@@ -45,9 +46,21 @@ def available(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and _interpreting())
 
 
-def _dequantize_nf4_kernel(packed_ptr, absmax_ptr, absmax_scale_ptr, offset_ptr, levels_ptr, code_ptr, out_ptr,
-                           numel, n_bytes, BYTES: tl.constexpr, BF16_BITS: tl.constexpr, EXACT_MUL: tl.constexpr,
-                           BACKWARD: tl.constexpr):
+def _dequantize_nf4_kernel(
+    packed_ptr,
+    absmax_ptr,
+    absmax_scale_ptr,
+    offset_ptr,
+    levels_ptr,
+    code_ptr,
+    out_ptr,
+    numel,
+    n_bytes,
+    BYTES: tl.constexpr,
+    BF16_BITS: tl.constexpr,
+    EXACT_MUL: tl.constexpr,
+    BACKWARD: tl.constexpr,
+):
     # BACKWARD changes nothing here: it keeps a compiled graph's forward and backward calls apart, so
     # that the compiler never merges them into one dense weight kept from forward to backward.
     pid = tl.program_id(0).to(tl.int64)
@@ -58,8 +71,9 @@ def _dequantize_nf4_kernel(packed_ptr, absmax_ptr, absmax_scale_ptr, offset_ptr,
     scale = tl.load(code_ptr + tl.load(absmax_ptr + block, mask=inside, other=0).to(tl.int32))
     scale_of_scale = tl.load(absmax_scale_ptr + block // 256, mask=inside, other=0.0)
     if EXACT_MUL:  # rounded on its own, as bitsandbytes does, before the offset is added
-        scale = tl.inline_asm_elementwise("mul.rn.f32 $0, $1, $2;", "=f,f,f", [scale, scale_of_scale],
-                                          dtype=tl.float32, is_pure=True, pack=1)
+        scale = tl.inline_asm_elementwise(
+            "mul.rn.f32 $0, $1, $2;", "=f,f,f", [scale, scale_of_scale], dtype=tl.float32, is_pure=True, pack=1
+        )
     else:  # the interpreter computes in numpy, which never fuses
         scale = scale * scale_of_scale
     scale = scale + tl.load(offset_ptr)
@@ -80,10 +94,19 @@ if triton is not None:
     _dequantize_nf4_kernel = triton.jit(_dequantize_nf4_kernel)
 
 
-def dequantize_nf4_triton(packed: torch.Tensor, absmax: torch.Tensor, absmax_scale: torch.Tensor,
-                          absmax_offset: torch.Tensor, levels: torch.Tensor, scale_code: torch.Tensor,
-                          shape: torch.Size, dtype: torch.dtype, *, backward: bool = False,
-                          traced: bool = False) -> torch.Tensor:
+def dequantize_nf4_triton(
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    absmax_scale: torch.Tensor,
+    absmax_offset: torch.Tensor,
+    levels: torch.Tensor,
+    scale_code: torch.Tensor,
+    shape: torch.Size,
+    dtype: torch.dtype,
+    *,
+    backward: bool = False,
+    traced: bool = False,
+) -> torch.Tensor:
     """The dense weight of `shape` in `dtype` from an NF4 payload (see `nf4.NF4Weight` for the fields).
 
     ``backward``: the call serves a backward pass (see the kernel's BACKWARD). ``traced``: launch
@@ -97,16 +120,48 @@ def dequantize_nf4_triton(packed: torch.Tensor, absmax: torch.Tensor, absmax_sca
     kernel = _dequantize_nf4_kernel
     if traced:
         kernel = wrap_triton(kernel)
-    kernel[grid](packed, absmax, absmax_scale, absmax_offset.reshape(1), levels, scale_code, out, numel, n_bytes,
-                 BYTES=BYTES_PER_PROGRAM, BF16_BITS=bf16, EXACT_MUL=not _interpreting(), BACKWARD=backward,
-                 num_warps=8)
+    kernel[grid](
+        packed,
+        absmax,
+        absmax_scale,
+        absmax_offset.reshape(1),
+        levels,
+        scale_code,
+        out,
+        numel,
+        n_bytes,
+        BYTES=BYTES_PER_PROGRAM,
+        BF16_BITS=bf16,
+        EXACT_MUL=not _interpreting(),
+        BACKWARD=backward,
+        num_warps=8,
+    )
     return out.view(torch.bfloat16) if bf16 else out
 
 
 @torch.library.triton_op("tuner::dequantize_nf4", mutates_args=())
-def _dequantize_nf4_op(packed: torch.Tensor, absmax: torch.Tensor, absmax_scale: torch.Tensor,
-                       absmax_offset: torch.Tensor, levels: torch.Tensor, scale_code: torch.Tensor,
-                       out_features: int, in_features: int, dtype: torch.dtype, backward: bool) -> torch.Tensor:
+def _dequantize_nf4_op(
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    absmax_scale: torch.Tensor,
+    absmax_offset: torch.Tensor,
+    levels: torch.Tensor,
+    scale_code: torch.Tensor,
+    out_features: int,
+    in_features: int,
+    dtype: torch.dtype,
+    backward: bool,
+) -> torch.Tensor:
     """`dequantize_nf4_triton` as an op that compiled graphs call (and inductor launches directly)."""
-    return dequantize_nf4_triton(packed, absmax, absmax_scale, absmax_offset, levels, scale_code,
-                                 torch.Size((out_features, in_features)), dtype, backward=backward, traced=True)
+    return dequantize_nf4_triton(
+        packed,
+        absmax,
+        absmax_scale,
+        absmax_offset,
+        levels,
+        scale_code,
+        torch.Size((out_features, in_features)),
+        dtype,
+        backward=backward,
+        traced=True,
+    )

@@ -6,6 +6,7 @@ torchtune's ``torchtune.training`` names are here too (imported on first use): `
 ``get_lr``, ``set_activation_checkpointing``, the optimizer-in-backward helpers, the profiler
 (``setup_torch_profiler``, ...), ``disable_dropout`` and the checkpointers' torchtune names.
 """
+
 from __future__ import annotations
 
 from tuner._lazy import lazy_exports

@@ -1,4 +1,5 @@
 """Reproducible, resumable data order: which sample indices each rank sees in each epoch."""
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -15,7 +16,9 @@ class ResumableSampler(Sampler[list[int]]):
     is dropped so that every rank runs the same number of steps.
     """
 
-    def __init__(self, dataset_len: int, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, dataset_len: int, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.dataset_len = dataset_len
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -45,5 +48,5 @@ class ResumableSampler(Sampler[list[int]]):
         order = self._epoch_order()
         per_step = self.batch_size * self.world_size
         for b in range(self.skip_batches, self.batches_per_epoch()):
-            block = order[b * per_step:(b + 1) * per_step]
-            yield block[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            block = order[b * per_step : (b + 1) * per_step]
+            yield block[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]

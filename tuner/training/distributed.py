@@ -15,6 +15,7 @@ QLoRA: the NF4 base lives in module buffers, which FSDP2 does not shard: every r
 whole NF4 base (~0.53 bytes per parameter: about 37 GB for 70B) and only the adapters, their
 gradients and optimizer states are sharded.
 """
+
 from __future__ import annotations
 
 import os
@@ -74,8 +75,11 @@ class FSDP2(Placement):
     @classmethod
     def from_settings(cls, settings: Any) -> "FSDP2":
         """This rank's device, and the ``fsdp_reshard_after_forward`` / ``fsdp_cpu_offload`` keys."""
-        return cls(get_device(settings.device), reshard_after_forward=settings.fsdp_reshard_after_forward,
-                   cpu_offload=settings.fsdp_cpu_offload)
+        return cls(
+            get_device(settings.device),
+            reshard_after_forward=settings.fsdp_reshard_after_forward,
+            cpu_offload=settings.fsdp_cpu_offload,
+        )
 
     # ------------------------------------------------------------------ model
     def build_model(self, parts: ModelParts, checkpointer: Any) -> tuple[nn.Module, dict]:
@@ -157,19 +161,28 @@ class FSDP2(Placement):
         options = StateDictOptions(full_state_dict=True)
         set_optimizer_state_dict(model, _torch_optimizers(optimizer), state, options=options)
 
-    def save_checkpoint(self, checkpointer: Any, state: dict, training: TrainingState, *, step: int, epoch: int,
-                        adapter_only: bool) -> None:
+    def save_checkpoint(
+        self, checkpointer: Any, state: dict, training: TrainingState, *, step: int, epoch: int, adapter_only: bool
+    ) -> None:
         """Several ranks write the training state sharded (unless ``checkpointer.sharded_state`` is
         False: then gathered, as the base class does): each rank writes its shards into the step's
         temporary folder, then rank 0 writes the exported model and the manifest."""
         if not (self.world_size > 1 and getattr(checkpointer, "sharded_state", False)):
             super().save_checkpoint(checkpointer, state, training, step=step, epoch=epoch, adapter_only=adapter_only)
             return
-        state["sharded_state"] = {"dir": SHARDED_STATE_DIR, "world_size": self.world_size,
-                                  "format": "torch.distributed.checkpoint"}
+        state["sharded_state"] = {
+            "dir": SHARDED_STATE_DIR,
+            "world_size": self.world_size,
+            "format": "torch.distributed.checkpoint",
+        }
         if self.is_main:
-            checkpointer.save_checkpoint(state, step=step, epoch=epoch, adapter_only=adapter_only,
-                                         write_extra=lambda tmp: self._save_sharded_state(tmp, training))
+            checkpointer.save_checkpoint(
+                state,
+                step=step,
+                epoch=epoch,
+                adapter_only=adapter_only,
+                write_extra=lambda tmp: self._save_sharded_state(tmp, training),
+            )
         else:
             self._save_sharded_state(None, training)
         self.barrier()
@@ -196,8 +209,13 @@ class FSDP2(Placement):
         state["ranks"] = {rank_key: None}
         load_sharded_state(info["path"], state)
         # Frozen parameters (a LoRA base) are left as loaded.
-        set_state_dict(training.model, _torch_optimizers(training.optimizer), model_state_dict=state["model"],
-                       optim_state_dict=state["optimizer"], options=StateDictOptions(strict=False))
+        set_state_dict(
+            training.model,
+            _torch_optimizers(training.optimizer),
+            model_state_dict=state["model"],
+            optim_state_dict=state["optimizer"],
+            options=StateDictOptions(strict=False),
+        )
         loop, rank = unblob(state["trainer"], "trainer"), unblob(state["ranks"][rank_key], rank_key)
         return Resumed({**loop, **rank}, source=f"sharded training state of {self.world_size} ranks")
 

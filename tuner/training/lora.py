@@ -1,6 +1,7 @@
 """What LoRA-family fine-tuning means to the training loop: frozen base, trainable adapters,
 optional LoRA+ learning rates, and checkpoints that hold the adapter (PEFT format) plus,
 unless asked otherwise, the merged model."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -8,14 +9,19 @@ from typing import Any
 from torch import nn
 
 from tuner.checkpoint.model_state import check_state_dict
+from tuner.peft import (
+    get_adapter_params,
+    get_adapter_state_dict,
+    get_merged_lora_ckpt,
+    initialize_adapters,
+    is_adapter_key,
+    lora_config_from_model,
+    lora_plus_param_groups,
+    set_trainable_params,
+)
+from tuner.quantization import dequantized_state_dict, has_nf4_weight
 from tuner.training.settings import LoRASettings
 from tuner.training.trainer import FinetuneMethod, Trainer
-from tuner.peft import is_adapter_key
-from tuner.peft import initialize_adapters, is_adapter_key
-from tuner.peft import get_adapter_params, set_trainable_params
-from tuner.peft import lora_plus_param_groups
-from tuner.peft import get_adapter_state_dict, get_merged_lora_ckpt, lora_config_from_model
-from tuner.quantization import dequantized_state_dict, has_nf4_weight
 
 
 class LoRAFinetune(FinetuneMethod):
@@ -30,9 +36,14 @@ class LoRAFinetune(FinetuneMethod):
         if "adapter" in checkpoint:
             adapter = checkpoint["adapter"]
             expected = {k: v for k, v in model.state_dict().items() if is_adapter_key(k)}
-            check_state_dict(expected, adapter, subject="adapter checkpoint", cause=_adapter_mismatch_cause(expected, adapter),
-                             fix="resume with the lora_* settings of the run that saved the adapter, or start a new run "
-                                 "in another output_dir")
+            check_state_dict(
+                expected,
+                adapter,
+                subject="adapter checkpoint",
+                cause=_adapter_mismatch_cause(expected, adapter),
+                fix="resume with the lora_* settings of the run that saved the adapter, or start a new run "
+                "in another output_dir",
+            )
             model.load_state_dict({k: v.to(trainer.device) for k, v in adapter.items()}, strict=False)
 
     def set_trainable(self, trainer: Trainer, model: nn.Module) -> None:
@@ -50,8 +61,12 @@ class LoRAFinetune(FinetuneMethod):
         config = lora_config_from_model(model)  # the settings the modules were built with
         state: dict[str, Any] = {"adapter": get_adapter_state_dict(full), "adapter_config": config}
         if not trainer.method_settings.save_adapter_weights_only and full:
-            state["model"] = get_merged_lora_ckpt(_with_dense_base(model, full), rank=config["lora_rank"],
-                                                  alpha=config.get("lora_alpha"), use_rslora=bool(config.get("use_rslora")))
+            state["model"] = get_merged_lora_ckpt(
+                _with_dense_base(model, full),
+                rank=config["lora_rank"],
+                alpha=config.get("lora_alpha"),
+                use_rslora=bool(config.get("use_rslora")),
+            )
         return state
 
 
@@ -59,9 +74,15 @@ def _adapter_mismatch_cause(expected: dict, saved: dict) -> str:
     """What differs between the adapter the model was built with and the saved one, in config words."""
     for key, value in saved.items():
         if key.endswith("lora_a.weight") and key in expected and tuple(value.shape) != tuple(expected[key].shape):
-            return f"the adapter was trained with lora_rank={value.shape[0]}; this run builds lora_rank={expected[key].shape[0]}"
+            return (
+                f"the adapter was trained with lora_rank={value.shape[0]}; this run builds "
+                f"lora_rank={expected[key].shape[0]}"
+            )
     if set(saved) - set(expected):
-        return "the adapter covers modules this run does not adapt (lora_attn_modules / apply_lora_to_mlp / apply_lora_to_output differ)"
+        return (
+            "the adapter covers modules this run does not adapt (lora_attn_modules / apply_lora_to_mlp / "
+            "apply_lora_to_output differ)"
+        )
     if set(expected) - set(saved):
         return "this run adapts modules the saved adapter does not cover, or uses another variant (use_dora, use_vera)"
     return "the adapter settings differ from the run that saved it"

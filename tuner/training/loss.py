@@ -12,20 +12,20 @@ the forward, right after its loss, and the chunk's logits are dropped: backward 
 saved [b, s, d] gradient. Same matmuls as the plain path, none recomputed, and no logits kept (on
 the 8B QLoRA shape the bf16 logits were the run's peak; docs/benchmarks.md).
 """
+
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from tuner.config import instantiate, resolve_component
 from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX
 from tuner.errors import ConfigError
-import inspect
-from omegaconf import OmegaConf
-from tuner.config import instantiate, resolve_component
-
 
 
 def shift_labels(labels: torch.Tensor, ignore_index: int = CROSS_ENTROPY_IGNORE_IDX) -> torch.Tensor:
@@ -40,13 +40,17 @@ def _ce_forward(logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor) -
     return ((lse - picked) * valid).sum(), lse
 
 
-def _ce_backward(logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, lse: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def _ce_backward(
+    logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, lse: torch.Tensor, grad: torch.Tensor
+) -> torch.Tensor:
     g = torch.exp(logits.float() - lse[:, None])  # softmax
     g = g - torch.nn.functional.one_hot(safe, logits.shape[-1]).to(g.dtype)
     return (g * (valid.to(g.dtype) * grad)[:, None]).to(logits.dtype)
 
 
-def _ce_forward_backward(logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _ce_forward_backward(
+    logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed loss, its gradient w.r.t. the logits in their dtype): both passes for one chunk."""
     loss, lse = _ce_forward(logits, safe, valid)
     return loss, _ce_backward(logits, safe, valid, lse, logits.new_ones((), dtype=torch.float32))
@@ -88,8 +92,9 @@ class _FrozenLinearCrossEntropySum(torch.autograd.Function):
     docstring), so only it is saved."""
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int,
-                rows_per_chunk: int) -> torch.Tensor:
+    def forward(
+        ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int, rows_per_chunk: int
+    ) -> torch.Tensor:
         total = hidden.new_zeros((), dtype=torch.float32)
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         for start in range(0, hidden.shape[0], rows_per_chunk):
@@ -100,7 +105,9 @@ class _FrozenLinearCrossEntropySum(torch.autograd.Function):
             if grad_hidden is None:
                 loss, _ = _kernel("forward", _ce_forward, logits.is_cuda)(logits, safe, valid)
             else:
-                loss, grad_logits = _kernel("forward_backward", _ce_forward_backward, logits.is_cuda)(logits, safe, valid)
+                loss, grad_logits = _kernel("forward_backward", _ce_forward_backward, logits.is_cuda)(
+                    logits, safe, valid
+                )
                 torch.mm(grad_logits, weight, out=grad_hidden[rows])
             total = total + loss
         ctx.save_for_backward(grad_hidden)
@@ -112,12 +119,16 @@ class _FrozenLinearCrossEntropySum(torch.autograd.Function):
         return grad_hidden * grad.to(grad_hidden.dtype), None, None, None, None
 
 
-def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = CROSS_ENTROPY_IGNORE_IDX) -> torch.Tensor:
+def cross_entropy_sum(
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = CROSS_ENTROPY_IGNORE_IDX
+) -> torch.Tensor:
     """Summed next-token loss of ``logits`` [..., V] against ``targets`` [...] (no mean)."""
     return _CrossEntropySum.apply(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index)
 
 
-def _chunk_ce_sum(project: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
+def _chunk_ce_sum(
+    project: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor, ignore_index: int
+) -> torch.Tensor:
     return cross_entropy_sum(project(hidden), targets, ignore_index)
 
 
@@ -130,15 +141,26 @@ class ChunkedCrossEntropyLoss(nn.Module):
     the token count of the whole accumulation window.
     """
 
-    def __init__(self, num_output_chunks: int = 8, ignore_index: int = CROSS_ENTROPY_IGNORE_IDX, reduction: str = "mean", checkpoint_chunks: bool = False) -> None:
+    def __init__(
+        self,
+        num_output_chunks: int = 8,
+        ignore_index: int = CROSS_ENTROPY_IGNORE_IDX,
+        reduction: str = "mean",
+        checkpoint_chunks: bool = False,
+    ) -> None:
         super().__init__()
         self.num_output_chunks = num_output_chunks
         self.ignore_index = ignore_index
         self.reduction = reduction
         self.checkpoint_chunks = checkpoint_chunks
 
-    def forward(self, hidden: torch.Tensor, labels: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor],
-                frozen_weight: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        labels: torch.Tensor,
+        project: Callable[[torch.Tensor], torch.Tensor],
+        frozen_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``frozen_weight``: the weight W of ``project`` when it is exactly ``h @ W^T`` and W is
         frozen (`TransformerDecoder.frozen_output_weight`); the loss then keeps no logits."""
         targets = shift_labels(labels, self.ignore_index)
@@ -146,7 +168,9 @@ class ChunkedCrossEntropyLoss(nn.Module):
         if frozen_weight is not None:
             flat = hidden.reshape(-1, hidden.shape[-1])
             rows = -(-flat.shape[0] // self.num_output_chunks)
-            total = _FrozenLinearCrossEntropySum.apply(flat, frozen_weight, targets.reshape(-1), self.ignore_index, rows)
+            total = _FrozenLinearCrossEntropySum.apply(
+                flat, frozen_weight, targets.reshape(-1), self.ignore_index, rows
+            )
         else:
             for h, t in zip(hidden.chunk(self.num_output_chunks, dim=1), targets.chunk(self.num_output_chunks, dim=1)):
                 if self.checkpoint_chunks and torch.is_grad_enabled() and h.requires_grad:
@@ -185,8 +209,13 @@ class LogitsLoss(nn.Module):
         self.ignore_index = int(getattr(loss, "ignore_index", CROSS_ENTROPY_IGNORE_IDX))
         self._checked = False
 
-    def forward(self, hidden: torch.Tensor, labels: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor],
-                frozen_weight: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        labels: torch.Tensor,
+        project: Callable[[torch.Tensor], torch.Tensor],
+        frozen_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         targets = shift_labels(labels, self.ignore_index)
         logits = project(hidden).float()
         chunks = getattr(self.loss, "num_output_chunks", None)
@@ -199,13 +228,17 @@ class LogitsLoss(nn.Module):
         except (TypeError, ValueError, RuntimeError) as e:
             if self._checked or isinstance(e, torch.OutOfMemoryError):
                 raise
-            raise ConfigError(f"loss._component_ {self.component} failed on (logits, labels): {str(e).splitlines()[0]}",
-                              fix="use a loss called as loss(logits, labels), e.g. torch.nn.CrossEntropyLoss or "
-                                  "tuner.training.loss.ChunkedCrossEntropyLoss") from None
+            raise ConfigError(
+                f"loss._component_ {self.component} failed on (logits, labels): {str(e).splitlines()[0]}",
+                fix="use a loss called as loss(logits, labels), e.g. torch.nn.CrossEntropyLoss or "
+                "tuner.training.loss.ChunkedCrossEntropyLoss",
+            ) from None
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ConfigError(f"loss._component_ {self.component} returned {shape}, not one number",
-                              fix="set its reduction to 'mean' or 'sum' (tuner sums over tokens itself)")
+            raise ConfigError(
+                f"loss._component_ {self.component} returned {shape}, not one number",
+                fix="set its reduction to 'mean' or 'sum' (tuner sums over tokens itself)",
+            )
         self._checked = True
         value = value.reshape(())
         return value if self.sums else value * (targets != self.ignore_index).sum()
@@ -221,7 +254,11 @@ def build_loss(node: Any) -> nn.Module:
     """
     if node is None:
         return ChunkedCrossEntropyLoss(reduction="sum")
-    component = str(OmegaConf.select(node, "_component_", default="")) if OmegaConf.is_config(node) else str(node.get("_component_", ""))
+    component = (
+        str(OmegaConf.select(node, "_component_", default=""))
+        if OmegaConf.is_config(node)
+        else str(node.get("_component_", ""))
+    )
     cls = resolve_component(component, "loss")
     if isinstance(cls, type) and issubclass(cls, ChunkedCrossEntropyLoss):
         return instantiate(node, reduction="sum")
@@ -232,13 +269,18 @@ def build_loss(node: Any) -> nn.Module:
     loss = instantiate(node, reduction="sum") if takes_reduction else instantiate(node)
     forward = getattr(loss, "forward", loss)
     try:
-        required = [p for p in inspect.signature(forward).parameters.values()
-                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [
+            p
+            for p in inspect.signature(forward).parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         required = []
     if len(required) > 2 or not callable(loss):
-        raise ConfigError(f"loss._component_ {component} cannot be called as loss(logits, labels)"
-                          + (f": it needs {', '.join(p.name for p in required)}" if required else ""),
-                          fix="use a loss of (logits, labels), e.g. torch.nn.CrossEntropyLoss or "
-                              "tuner.training.loss.ChunkedCrossEntropyLoss")
+        raise ConfigError(
+            f"loss._component_ {component} cannot be called as loss(logits, labels)"
+            + (f": it needs {', '.join(p.name for p in required)}" if required else ""),
+            fix="use a loss of (logits, labels), e.g. torch.nn.CrossEntropyLoss or "
+            "tuner.training.loss.ChunkedCrossEntropyLoss",
+        )
     return LogitsLoss(loss, component, sums=takes_reduction)

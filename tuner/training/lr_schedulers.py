@@ -1,4 +1,5 @@
 """Learning-rate schedules with linear warm-up (names and arguments as in torchtune / HF)."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def get_cosine_schedule_with_warmup(optimizer: Optimizer, num_warmup_steps: int, num_training_steps: int, num_cycles: float = 0.5, last_epoch: int = -1) -> LambdaLR:
+def get_cosine_schedule_with_warmup(
+    optimizer: Optimizer, num_warmup_steps: int, num_training_steps: int, num_cycles: float = 0.5, last_epoch: int = -1
+) -> LambdaLR:
     """Linear warm-up to the base lr, then cosine decay to 0 over the remaining steps."""
 
     def factor(step: int) -> float:
@@ -19,7 +22,9 @@ def get_cosine_schedule_with_warmup(optimizer: Optimizer, num_warmup_steps: int,
     return LambdaLR(optimizer, factor, last_epoch)
 
 
-def get_linear_schedule_with_warmup(optimizer: Optimizer, num_warmup_steps: int, num_training_steps: int, last_epoch: int = -1) -> LambdaLR:
+def get_linear_schedule_with_warmup(
+    optimizer: Optimizer, num_warmup_steps: int, num_training_steps: int, last_epoch: int = -1
+) -> LambdaLR:
     """Linear warm-up to the base lr, then linear decay to 0 at ``num_training_steps``."""
 
     def factor(step: int) -> float:
@@ -30,7 +35,9 @@ def get_linear_schedule_with_warmup(optimizer: Optimizer, num_warmup_steps: int,
     return LambdaLR(optimizer, factor, last_epoch)
 
 
-def get_constant_schedule_with_warmup(optimizer: Optimizer, num_warmup_steps: int = 0, num_training_steps: int | None = None, last_epoch: int = -1) -> LambdaLR:
+def get_constant_schedule_with_warmup(
+    optimizer: Optimizer, num_warmup_steps: int = 0, num_training_steps: int | None = None, last_epoch: int = -1
+) -> LambdaLR:
     """Linear warm-up to the base lr, then constant (``num_training_steps`` is accepted and unused)."""
 
     def factor(step: int) -> float:

@@ -1,5 +1,6 @@
 """Memory and speed features applied to a decoder's layers: activation checkpointing, activation
 offloading to CPU, per-layer torch.compile, and peak-memory readings."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,11 +9,10 @@ from typing import Iterator
 
 import torch
 from torch import nn
-
-from tuner.errors import ConfigError
 from torch.distributed.algorithms._checkpoint import checkpoint_wrapper as torch_checkpointing
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
+from tuner.errors import ConfigError
 from tuner.quantization import keep_dense_weights_for_backward
 
 
@@ -23,7 +23,9 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def apply_activation_checkpointing(model: nn.Module, keep_nf4_dense: bool = False, every_n_layers: int = 1) -> list[int]:
+def apply_activation_checkpointing(
+    model: nn.Module, keep_nf4_dense: bool = False, every_n_layers: int = 1
+) -> list[int]:
     """Recompute decoder layers' activations in backward instead of storing them.
 
     ``every_n_layers``: checkpoint every n-th layer only (the n-th, 2n-th, ...; torchtune's
@@ -58,14 +60,19 @@ def checkpointing_plan(enable: bool, ac_mode: str | None, ac_option: object) -> 
     if mode == "full":
         return 1
     if mode != "selective":
-        raise ConfigError(f"ac_mode={ac_mode!r} is not a mode", "use ac_mode=full, ac_mode=selective (with ac_option=N) or null")
+        raise ConfigError(
+            f"ac_mode={ac_mode!r} is not a mode", "use ac_mode=full, ac_mode=selective (with ac_option=N) or null"
+        )
     try:
         every = int(ac_option)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         every = 0
     if every < 1 or str(ac_option).strip() != str(every):
-        raise ConfigError(f"ac_mode=selective needs ac_option=N, a whole number >= 1 (checkpoint every N-th layer); got {ac_option!r}",
-                          "e.g. ac_option=2 checkpoints every second layer")
+        raise ConfigError(
+            "ac_mode=selective needs ac_option=N, a whole number >= 1 (checkpoint every N-th layer); got "
+            f"{ac_option!r}",
+            "e.g. ac_option=2 checkpoints every second layer",
+        )
     return every
 
 

@@ -5,8 +5,10 @@ Each takes torchtune's calls: ``log(name, data, step)``, ``log_dict(payload, ste
 The optional services (tensorboard, wandb, comet_ml, mlflow) are imported when a logger is built;
 a missing one is a ConfigError that names the ``pip install`` to run.
 """
+
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -14,10 +16,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from tuner.errors import ConfigError
-import importlib
 from omegaconf import DictConfig, OmegaConf
-from omegaconf import OmegaConf
+
+from tuner.errors import ConfigError
 
 CONFIG_FILENAME = "tuner_config.yaml"
 
@@ -121,9 +122,14 @@ class DiskLogger(MetricLogger):
     def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
         if self._file is None:
             if self._config is not None:
-                (self.path.parent / "config.json").write_text(json.dumps(_as_container(self._config), indent=2, default=str))
+                (self.path.parent / "config.json").write_text(
+                    json.dumps(_as_container(self._config), indent=2, default=str)
+                )
             self._file = open(self.path, "a", buffering=1)
-        self._file.write(json.dumps({"step": step, **{k: (float(v) if hasattr(v, "item") else v) for k, v in payload.items()}}) + "\n")
+        self._file.write(
+            json.dumps({"step": step, **{k: (float(v) if hasattr(v, "item") else v) for k, v in payload.items()}})
+            + "\n"
+        )
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         self._config = config
@@ -154,7 +160,9 @@ class TensorBoardLogger(MetricLogger):
             self._writer.add_scalar(k, float(v), global_step=step, new_style=True)
 
     def log_config(self, config: Mapping[str, Any]) -> None:
-        self._writer.add_text("config", "```yaml\n" + json.dumps(_as_container(config), indent=2, default=str) + "\n```")
+        self._writer.add_text(
+            "config", "```yaml\n" + json.dumps(_as_container(config), indent=2, default=str) + "\n```"
+        )
 
     def close(self) -> None:
         self._writer.close()
@@ -163,10 +171,21 @@ class TensorBoardLogger(MetricLogger):
 class WandBLogger(MetricLogger):
     """Weights & Biases run (works with ``WANDB_MODE=offline``); logs the config too."""
 
-    def __init__(self, project: str = "tuner", entity: str | None = None, group: str | None = None, log_dir: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        project: str = "tuner",
+        entity: str | None = None,
+        group: str | None = None,
+        log_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         wandb = _require("wandb", "WandBLogger", "wandb")
         self._wandb = wandb
-        self._run = wandb.init(project=project, entity=entity, group=group, dir=log_dir, **kwargs) if wandb.run is None else wandb.run
+        self._run = (
+            wandb.init(project=project, entity=entity, group=group, dir=log_dir, **kwargs)
+            if wandb.run is None
+            else wandb.run
+        )
 
     def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
         self._run.log(dict(payload), step=step)
@@ -203,9 +222,15 @@ class CometLogger(MetricLogger):
         self.experiment = None
         if is_logging_rank():
             self.experiment = comet_ml.start(
-                api_key=api_key, workspace=workspace, project=project, experiment_key=experiment_key, mode=mode,
+                api_key=api_key,
+                workspace=workspace,
+                project=project,
+                experiment_key=experiment_key,
+                mode=mode,
                 online=online,
-                experiment_config=comet_ml.ExperimentConfig(log_code=log_code, tags=tags, name=experiment_name, **kwargs),
+                experiment_config=comet_ml.ExperimentConfig(
+                    log_code=log_code, tags=tags, name=experiment_name, **kwargs
+                ),
             )
 
     def log(self, name: str, data: Any, step: int) -> None:

@@ -1,4 +1,5 @@
 """What a fine-tuning run prints at its end: the last checkpoint and how to use it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,7 +17,9 @@ def generation_config(cfg: DictConfig) -> str:
     checkpoint_dir = str(OmegaConf.to_container(cfg.checkpointer, resolve=False).get("checkpoint_dir", ""))
     family = str(cfg.model.get("_component_", "")).split(".")[2:3]
     name = family[0] if family else ""
-    candidates = ([f"{name}/quickstart_generation"] if "builtin_model:" in checkpoint_dir else []) + [f"{name}/generation"]
+    candidates = ([f"{name}/quickstart_generation"] if "builtin_model:" in checkpoint_dir else []) + [
+        f"{name}/generation"
+    ]
     known = set(all_configs())
     return next((c for c in candidates if c in known), "<family>/generation")
 
@@ -30,8 +33,14 @@ def next_steps(cfg: DictConfig, checkpointer: Any) -> list[str]:
     marker = read_marker(folder) or {}
     has_adapter, has_model = bool(marker.get("has_adapter")), bool(marker.get("has_model", True))
     adapter_dir = folder / marker.get("adapter_dir", ".") if has_adapter else None
-    parts = [p for p in ("merged model" if has_adapter and has_model else "model" if has_model else "",
-                         f"adapter in {Path(str(adapter_dir)).relative_to(folder).as_posix()}/" if adapter_dir else "") if p]
+    parts = [
+        p
+        for p in (
+            "merged model" if has_adapter and has_model else "model" if has_model else "",
+            f"adapter in {Path(str(adapter_dir)).relative_to(folder).as_posix()}/" if adapter_dir else "",
+        )
+        if p
+    ]
     lines = [f"last checkpoint: {folder} (step {step}; {', '.join(parts)})", "use it:"]
     gen = generation_config(cfg)
     if adapter_dir is not None:
@@ -39,11 +48,16 @@ def next_steps(cfg: DictConfig, checkpointer: Any) -> list[str]:
         lines.append(f"  chat:         tune run chat --config {gen} adapter_dir={checkpointer.output_dir}")
     else:
         lines.append(f"  generate:     tune run generate --config {gen} checkpointer.checkpoint_dir={folder}")
-    lines.append("  resume:       run the same command with resume_from_checkpoint=True (and a larger epochs or "
-                 "max_steps_per_epoch to train further)")
+    lines.append(
+        "  resume:       run the same command with resume_from_checkpoint=True (and a larger epochs or "
+        "max_steps_per_epoch to train further)"
+    )
     if has_model and getattr(checkpointer, "FORMAT", "") == "hf":
         lines.append(f"  transformers: AutoModelForCausalLM.from_pretrained('{folder}')")
     if adapter_dir is not None and getattr(checkpointer, "FORMAT", "") == "hf":
-        lines.append(f"  PEFT:         PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('{checkpointer.checkpoint_dir}'), "
-                     f"'{adapter_dir}')")
+        lines.append(
+            "  PEFT:         "
+            f"PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('{checkpointer.checkpoint_dir}'), "
+            f"'{adapter_dir}')"
+        )
     return lines

@@ -1,6 +1,7 @@
 """Optimizers from the config: any torch.optim or bitsandbytes optimizer by ``_component_``,
 fused AdamW on CUDA by default, and optimizer-in-backward (step each parameter as soon as its
 gradient is ready, so full gradients never coexist)."""
+
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
@@ -36,7 +37,11 @@ class OptimizerInBackward:
         self.optimizers = {p: build_optimizer(cfg_optimizer, [p], device) for p in self.params}
         # The proxy only carries the lr (never steps), so it is a plain CPU optimizer: one of the
         # configured kind could refuse the CPU (older bitsandbytes' paged optimizers did).
-        lr = next(iter(self.optimizers.values())).param_groups[0]["lr"] if self.optimizers else cfg_optimizer.get("lr", 1e-3)
+        lr = (
+            next(iter(self.optimizers.values())).param_groups[0]["lr"]
+            if self.optimizers
+            else cfg_optimizer.get("lr", 1e-3)
+        )
         self.lr_proxy = torch.optim.SGD([torch.zeros((), requires_grad=True)], lr=float(lr))
         for p in self.params:
             p.register_post_accumulate_grad_hook(self._step_hook)
@@ -54,7 +59,6 @@ class OptimizerInBackward:
     def load_state_dict(self, state: dict) -> None:
         for i, p in enumerate(self.params):
             self.optimizers[p].load_state_dict(state[str(i)])
-
 
 
 # ---- torchtune's optimizer-in-backward API, for recipes that build their own optimizers per parameter.
@@ -84,12 +88,16 @@ class OptimizerInBackwardWrapper:
     def load_state_dict(self, optim_ckpt_map: Mapping[str, Any]) -> None:
         unexpected = [name for name in optim_ckpt_map if name not in self.optim_map]
         if unexpected:
-            raise TrainingError(f"Trying to load optimizer state for unexpected param {unexpected[0]}",
-                                "resume with the model and trainable parameters the state was saved with")
+            raise TrainingError(
+                f"Trying to load optimizer state for unexpected param {unexpected[0]}",
+                "resume with the model and trainable parameters the state was saved with",
+            )
         missing = set(self.optim_map) - set(optim_ckpt_map)
         if missing:
-            raise TrainingError(f"Expected to load optimizer state for params {sorted(missing)}",
-                                "resume from a complete optimizer state")
+            raise TrainingError(
+                f"Expected to load optimizer state for params {sorted(missing)}",
+                "resume from a complete optimizer state",
+            )
         for name, state in optim_ckpt_map.items():
             self.optim_map[name].load_state_dict(state)
 
@@ -121,6 +129,8 @@ class OptimizerInBackwardWrapper:
         return self.lr_scheduler.get_last_lr()[0]
 
 
-def create_optim_in_bwd_wrapper(model: nn.Module, optim_dict: Mapping[nn.Parameter, torch.optim.Optimizer]) -> OptimizerInBackwardWrapper:
+def create_optim_in_bwd_wrapper(
+    model: nn.Module, optim_dict: Mapping[nn.Parameter, torch.optim.Optimizer]
+) -> OptimizerInBackwardWrapper:
     """`OptimizerInBackwardWrapper` over ``optim_dict`` (parameter -> optimizer), keyed by parameter name."""
     return OptimizerInBackwardWrapper({name: optim_dict[p] for name, p in model.named_parameters() if p in optim_dict})

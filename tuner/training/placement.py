@@ -13,6 +13,7 @@ never branches on the number of ranks itself. The interface (`Placement`):
 
 A recipe says which placement it runs with: ``Trainer(cfg, METHOD, placement=FSDP2)``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -118,8 +119,9 @@ class Placement:
     def load_optimizer_state_dict(self, model: nn.Module, optimizer: Any, state: dict) -> None:
         optimizer.load_state_dict(state)
 
-    def save_checkpoint(self, checkpointer: Any, state: dict, training: TrainingState, *, step: int, epoch: int,
-                        adapter_only: bool) -> None:
+    def save_checkpoint(
+        self, checkpointer: Any, state: dict, training: TrainingState, *, step: int, epoch: int, adapter_only: bool
+    ) -> None:
         """Every rank calls this: ``state`` (the weights part) plus the training state as
         ``training_state.pt``, written by the main rank; returns when the step is complete."""
         optimizer = self.optimizer_state_dict(training.model, training.optimizer)

@@ -5,6 +5,7 @@ when ``enabled`` is false it gets a `DummyProfiler` (the same calls, doing nothi
 active window go to ``output_dir/iteration_<step>/``: a TensorBoard trace, the key averages table,
 and with ``profile_memory`` on CUDA a memory timeline and snapshot.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,7 +37,9 @@ def _warn(msg: str) -> None:
         log.warning(msg)
 
 
-def trace_handler(prof: torch.profiler.profile, output_dir: str, metric: str = "self_cuda_time_total", row_limit: int = 25) -> None:
+def trace_handler(
+    prof: torch.profiler.profile, output_dir: str, metric: str = "self_cuda_time_total", row_limit: int = 25
+) -> None:
     """Write one active window's results to ``output_dir/iteration_<step>/`` (every rank its own files)."""
     world_size, rank = world_size_and_rank()
     trace_dir = os.path.join(output_dir, f"iteration_{prof.step_num}")
@@ -50,7 +53,9 @@ def trace_handler(prof: torch.profiler.profile, output_dir: str, metric: str = "
         torch.cuda.memory._dump_snapshot(f"{trace_dir}/rank{rank}_memory_snapshot.pickle")
     if prof.with_stack:
         prof.export_stacks(f"{trace_dir}/rank{rank}_stacks.txt", metric=metric)
-    table = prof.key_averages(group_by_input_shape=prof.record_shapes, group_by_stack_n=5).table(sort_by=metric, row_limit=row_limit)
+    table = prof.key_averages(group_by_input_shape=prof.record_shapes, group_by_stack_n=5).table(
+        sort_by=metric, row_limit=row_limit
+    )
     Path(f"{trace_dir}/rank{rank}_key_averages.txt").write_text(str(table) + "\n")
     if world_size > 1:
         torch.distributed.barrier()
@@ -98,31 +103,63 @@ def setup_torch_profiler(
     """
     if not enabled:
         return DummyProfiler(), DictConfig({"enabled": False})
-    activities = [a for on, a in ((cpu, torch.profiler.ProfilerActivity.CPU), (cuda, torch.profiler.ProfilerActivity.CUDA),
-                                  (xpu, torch.profiler.ProfilerActivity.XPU)) if on]
+    activities = [
+        a
+        for on, a in (
+            (cpu, torch.profiler.ProfilerActivity.CPU),
+            (cuda, torch.profiler.ProfilerActivity.CUDA),
+            (xpu, torch.profiler.ProfilerActivity.XPU),
+        )
+        if on
+    ]
     if not activities:
         _warn("profiler: no activities given, profiling CPU, CUDA and XPU")
         activities, cpu, cuda, xpu = DEFAULT_PROFILER_ACTIVITIES, True, True, True
-    given = {"wait_steps": wait_steps, "warmup_steps": warmup_steps, "active_steps": active_steps, "num_cycles": num_cycles}
+    given = {
+        "wait_steps": wait_steps,
+        "warmup_steps": warmup_steps,
+        "active_steps": active_steps,
+        "num_cycles": num_cycles,
+    }
     schedule_args = {k: DEFAULT_SCHEDULE[k] if v is None else v for k, v in given.items()}
     missing = [k for k, v in given.items() if v is None]
     if missing:
-        _warn(f"profiler: {', '.join(missing)} not given, using " + ", ".join(f"{k}={schedule_args[k]}" for k in missing))
-    schedule = torch.profiler.schedule(wait=schedule_args["wait_steps"], warmup=schedule_args["warmup_steps"],
-                                       active=schedule_args["active_steps"], repeat=schedule_args["num_cycles"])
+        _warn(
+            f"profiler: {', '.join(missing)} not given, using " + ", ".join(f"{k}={schedule_args[k]}" for k in missing)
+        )
+    schedule = torch.profiler.schedule(
+        wait=schedule_args["wait_steps"],
+        warmup=schedule_args["warmup_steps"],
+        active=schedule_args["active_steps"],
+        repeat=schedule_args["num_cycles"],
+    )
     with_stack = with_stack or profile_memory
     record_shapes = record_shapes or profile_memory
     experimental_config = torch._C._profiler._ExperimentalConfig(verbose=True) if with_stack else None
     output_dir = str(output_dir or DEFAULT_PROFILE_DIR)
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     profiler = torch.profiler.profile(
-        activities=activities, profile_memory=profile_memory, with_stack=with_stack, record_shapes=record_shapes,
-        with_flops=with_flops, schedule=schedule, experimental_config=experimental_config,
+        activities=activities,
+        profile_memory=profile_memory,
+        with_stack=with_stack,
+        record_shapes=record_shapes,
+        with_flops=with_flops,
+        schedule=schedule,
+        experimental_config=experimental_config,
         on_trace_ready=partial(trace_handler, output_dir=output_dir),
     )
-    settings = DictConfig({
-        "enabled": enabled, "output_dir": output_dir, "cpu": cpu, "cuda": cuda, "xpu": xpu,
-        "profile_memory": profile_memory, "with_stack": with_stack, "record_shapes": record_shapes,
-        "with_flops": with_flops, **schedule_args,
-    })
+    settings = DictConfig(
+        {
+            "enabled": enabled,
+            "output_dir": output_dir,
+            "cpu": cpu,
+            "cuda": cuda,
+            "xpu": xpu,
+            "profile_memory": profile_memory,
+            "with_stack": with_stack,
+            "record_shapes": record_shapes,
+            "with_flops": with_flops,
+            **schedule_args,
+        }
+    )
     return profiler, settings

@@ -1,15 +1,16 @@
 """`set_seed`: seed Python's, NumPy's and torch's random generators (torchtune's function)."""
+
 from __future__ import annotations
 
 import os
 import random
 from typing import Optional, Union
 
+import numpy as np
 import torch
+import torch.distributed as dist
 
 from tuner.errors import ConfigError
-import torch.distributed as dist
-import numpy as np
 
 _MAX_SEED = 2**32 - 1  # NumPy's generator takes uint32 seeds
 

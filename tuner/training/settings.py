@@ -4,6 +4,7 @@
 (`LoRASettings`). `tune validate` and the trainer check a config against the same classes (see
 `tuner.config.settings`), so both reject the same configs, each problem naming its dotted key.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +12,6 @@ from typing import Any, ClassVar
 
 from tuner.config.settings import Spec, component, node, setting
 from tuner.devices import CONFIG_DTYPES
-
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,15 @@ class TrainingSettings:
         """What is wrong with a combination of keys (each key is fine on its own)."""
         out = []
         if self.optimizer_in_bwd and self.gradient_accumulation_steps != 1:
-            out.append(f"optimizer_in_bwd=True needs gradient_accumulation_steps=1 (got {self.gradient_accumulation_steps}): "
-                       "each gradient is applied as soon as it is computed")
+            out.append(
+                f"optimizer_in_bwd=True needs gradient_accumulation_steps=1 (got {self.gradient_accumulation_steps}): "
+                "each gradient is applied as soon as it is computed"
+            )
         if self.optimizer_in_bwd and self.clip_grad_norm is not None:
-            out.append("optimizer_in_bwd=True cannot clip gradients (each is applied as it is computed); set clip_grad_norm=null")
+            out.append(
+                "optimizer_in_bwd=True cannot clip gradients (each is applied as it is computed); set "
+                "clip_grad_norm=null"
+            )
         if self.optimizer_in_bwd and self.dtype in ("fp16", "float16"):
             out.append("dtype=fp16 (a gradient scaler) does not work with optimizer_in_bwd=True; use bf16 or fp32")
         if self.ac_mode == "selective" and self.ac_option is None:

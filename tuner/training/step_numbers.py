@@ -6,6 +6,7 @@ launches the next forward (the measured cost is in docs/benchmarks.md). Instead 
 scalars are copied to pinned host memory behind an event when the step ends, and read once the
 next step has been launched, by which time they are long ready.
 """
+
 from __future__ import annotations
 
 from typing import Any

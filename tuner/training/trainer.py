@@ -5,6 +5,7 @@ holds) and a placement (one device or FSDP2 across ranks); everything else lives
 to bottom: `setup()` builds the run from the config, `train()` loops over epochs and steps with
 gradient accumulation, clipping, logging, validation and checkpoints, and resumes exactly.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,19 +26,19 @@ from tuner.checkpoint.fill import build_on_meta, fill_model
 from tuner.config import instantiate, resolve_component, to_container
 from tuner.config.settings import read_settings
 from tuner.data.collate import padded_collate_packed, padded_collate_sft
+from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX
 from tuner.devices import dtype_name, get_dtype
 from tuner.errors import ConfigError, TrainingError
 from tuner.models.decoding import generate
 from tuner.peft import trainable_params_summary
 from tuner.training import memory
 from tuner.training.data_order import ResumableSampler
-from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX
 from tuner.training.loss import build_loss
 from tuner.training.metric_logging import MetricLogger, StdoutLogger
-from tuner.training.profiler import setup_torch_profiler
 from tuner.training.next_steps import next_steps
 from tuner.training.optim import OptimizerInBackward, build_optimizer
 from tuner.training.placement import ModelParts, Placement, SingleDevice, TrainingState
+from tuner.training.profiler import setup_torch_profiler
 from tuner.training.settings import FullSettings, TrainingSettings
 from tuner.training.step_numbers import StepNumbers
 
@@ -74,13 +75,19 @@ class FinetuneMethod:
     def loss_step(self, trainer: "Trainer", batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """One micro-batch's summed loss and its number of loss tokens (the loop divides the sum of
         a step's losses by the step's token count, across ranks, and calls backward)."""
-        batch = {k: (v.to(trainer.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        batch = {
+            k: (v.to(trainer.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()
+        }
         mask = batch.get("mask")
         if mask is not None and hasattr(mask, "to") and not isinstance(mask, torch.Tensor):
             mask = mask.to(trainer.device)  # a FlexAttention BlockMask
         labels = batch["labels"]
         n_tokens = (labels[:, 1:] != CROSS_ENTROPY_IGNORE_IDX).sum()
-        autocast = torch.autocast(trainer.device.type, dtype=torch.float16) if trainer.grad_scaler is not None else nullcontext()
+        autocast = (
+            torch.autocast(trainer.device.type, dtype=torch.float16)
+            if trainer.grad_scaler is not None
+            else nullcontext()
+        )
         with autocast, memory.activation_offloading(trainer.settings.enable_activation_offloading):
             loss_sum = trainer.model(batch["tokens"], labels, mask=mask, input_pos=batch.get("input_pos"))
         return loss_sum, n_tokens
@@ -94,7 +101,9 @@ class CausalLMWithLoss(nn.Module):
         self.decoder = decoder
         self.loss_fn = loss_fn
 
-    def forward(self, tokens: torch.Tensor, labels: torch.Tensor, mask: Any = None, input_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, labels: torch.Tensor, mask: Any = None, input_pos: torch.Tensor | None = None
+    ) -> torch.Tensor:
         hidden = self.decoder.hidden(tokens, mask=mask, input_pos=input_pos)
         return self.loss_fn(hidden, labels, self.decoder.project, frozen_weight=self.decoder.frozen_output_weight())
 
@@ -147,8 +156,11 @@ class Trainer:
                 logger.log_config(to_container(cfg))
 
         self.checkpointer = instantiate(cfg.checkpointer, resume_from_checkpoint=self.settings.resume_from_checkpoint)
-        parts = ModelParts(build=lambda: build_on_meta(cfg.model, self.param_dtype), fill=self._load_weights,
-                           prepare=self._prepare_model)
+        parts = ModelParts(
+            build=lambda: build_on_meta(cfg.model, self.param_dtype),
+            fill=self._load_weights,
+            prepare=self._prepare_model,
+        )
         self.model, checkpoint = self.placement.build_model(parts, self.checkpointer)
         self.decoder = self.model.decoder
         self.tokenizer = instantiate(cfg.tokenizer)
@@ -162,7 +174,8 @@ class Trainer:
             steps_per_epoch = min(steps_per_epoch, int(self.max_steps_per_epoch))
         if steps_per_epoch == 0:
             raise ConfigError(
-                f"the dataset gives no full optimizer step ({self.sampler.dataset_len} samples, batch_size={self.batch_size}, "
+                f"the dataset gives no full optimizer step ({self.sampler.dataset_len} samples, "
+                f"batch_size={self.batch_size}, "
                 f"gradient_accumulation_steps={self.grad_accum}, {self.placement.world_size} rank(s))",
                 "use more data or a smaller batch_size / gradient_accumulation_steps",
             )
@@ -203,8 +216,9 @@ class Trainer:
         without weights), then let the method finish it (LoRA: adapters); return the rest of the
         checkpoint (adapter, training state)."""
         missing = self.method.may_be_missing(decoder)
-        checkpoint = fill_model(decoder, self.checkpointer, device, self.param_dtype, missing,
-                                random_if_no_weights=True)
+        checkpoint = fill_model(
+            decoder, self.checkpointer, device, self.param_dtype, missing, random_if_no_weights=True
+        )
         self.method.after_load(self, decoder, checkpoint)
         return checkpoint
 
@@ -213,8 +227,9 @@ class Trainer:
         placement shards it or not."""
         self.method.set_trainable(self, model)
         if self.checkpoint_every is not None:
-            memory.apply_activation_checkpointing(model, self.settings.nf4_keep_dense_for_backward,
-                                                  self.checkpoint_every)
+            memory.apply_activation_checkpointing(
+                model, self.settings.nf4_keep_dense_for_backward, self.checkpoint_every
+            )
         if self.settings.compile:
             memory.compile_layers(model)
         # The loop normalises by the token count of the whole accumulation window, so it needs sums.
@@ -225,11 +240,22 @@ class Trainer:
         datasets = [instantiate(n, self.tokenizer) for n in nodes]
         dataset = datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
         packed = any(bool(OmegaConf.select(n, "packed", default=False)) for n in nodes)
-        sampler = ResumableSampler(len(dataset), self.batch_size, shuffle=shuffle, seed=int(self.seed),
-                                   rank=self.placement.rank, world_size=self.placement.world_size)
+        sampler = ResumableSampler(
+            len(dataset),
+            self.batch_size,
+            shuffle=shuffle,
+            seed=int(self.seed),
+            rank=self.placement.rank,
+            world_size=self.placement.world_size,
+        )
         collate = self._collate_fn(packed)
-        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.settings.num_workers,
-                            pin_memory=self.device.type == "cuda")
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.settings.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
         return loader, sampler
 
     def _collate_fn(self, packed: bool):
@@ -253,12 +279,19 @@ class Trainer:
             return
         where = "resuming at" if resumed_from is not None else "starting at"
         how = f" ({resumed_from})" if resumed_from else ""
-        print(f"[tuner] {self.method.name}: {trainable_params_summary(self.decoder)}; "
-              f"{self.total_steps} steps ({self.steps_per_epoch}/epoch x {self.epochs}); {where} step {self.global_step}{how}; "
-              f"device {self.device}, dtype {str(self.dtype).replace('torch.', '')}", flush=True)
+        print(
+            f"[tuner] {self.method.name}: {trainable_params_summary(self.decoder)}; "
+            f"{self.total_steps} steps ({self.steps_per_epoch}/epoch x {self.epochs}); {where} step "
+            f"{self.global_step}{how}; "
+            f"device {self.device}, dtype {str(self.dtype).replace('torch.', '')}",
+            flush=True,
+        )
         logs = [loc for logger in self.loggers if (loc := logger.location())]
-        print(f"[tuner] outputs: checkpoints go to {self.checkpointer.output_dir}/step_<N>"
-              + (f"; metrics to {', '.join(logs)}" if logs else ""), flush=True)
+        print(
+            f"[tuner] outputs: checkpoints go to {self.checkpointer.output_dir}/step_<N>"
+            + (f"; metrics to {', '.join(logs)}" if logs else ""),
+            flush=True,
+        )
 
     # ------------------------------------------------------------- resume
     def _loop_state(self) -> dict:
@@ -310,7 +343,8 @@ class Trainer:
         """Refuse to save weights that overflowed (a finite loss can precede them)."""
         if not self.placement.all_finite([p for p in self.decoder.parameters() if p.requires_grad]):
             raise TrainingError(
-                f"weights became nan/inf by step {self.global_step}; stopped without saving them (the last checkpoint is intact)",
+                f"weights became nan/inf by step {self.global_step}; stopped without saving them (the last "
+                "checkpoint is intact)",
                 "lower the learning rate, enable clip_grad_norm, or use dtype=bf16/fp32",
             )
 
@@ -322,8 +356,9 @@ class Trainer:
         state["training_dtype"] = dtype_name(self.dtype)
         adapter_only = bool(getattr(self.method_settings, "save_adapter_weights_only", False))
         training = TrainingState(self.model, self.optimizer, loop=self._loop_state(), rank=self._rank_state())
-        self.placement.save_checkpoint(self.checkpointer, state, training, step=self.global_step, epoch=self.epoch,
-                                       adapter_only=adapter_only)
+        self.placement.save_checkpoint(
+            self.checkpointer, state, training, step=self.global_step, epoch=self.epoch, adapter_only=adapter_only
+        )
 
     # -------------------------------------------------------------- train
     def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -354,14 +389,23 @@ class Trainer:
                     continue
                 total_tokens = self.placement.all_reduce_sum(window_tokens.clone())
                 window_mean = self.placement.all_reduce_sum(window_loss.clone()) / total_tokens.clamp(min=1)
-                if pending is not None:  # this step is queued on the GPU by now: reading the last one costs no idle time
+                if (
+                    pending is not None
+                ):  # this step is queued on the GPU by now: reading the last one costs no idle time
                     self._report(pending, progress)
                 grad_norm = self._optimizer_step(window_tokens)
                 self.global_step += 1
                 steps_done_in_epoch += 1
                 elapsed = time.perf_counter() - t0
-                pending = StepNumbers(self.global_step, {"loss": window_mean, "grad_norm": grad_norm, "lr": self._lr(),
-                                                         "tokens_per_second": window_positions / max(elapsed, 1e-9)})
+                pending = StepNumbers(
+                    self.global_step,
+                    {
+                        "loss": window_mean,
+                        "grad_norm": grad_norm,
+                        "lr": self._lr(),
+                        "tokens_per_second": window_positions / max(elapsed, 1e-9),
+                    },
+                )
                 if profiler is not None:
                     profiler.step()
                 last_of_epoch = steps_done_in_epoch >= self.steps_per_epoch
@@ -372,7 +416,8 @@ class Trainer:
                 self._maybe_validate()
                 if save_now:
                     self.save_checkpoint()
-                window_loss.zero_(); window_tokens.zero_()
+                window_loss.zero_()
+                window_tokens.zero_()
                 window_positions, t0 = 0, time.perf_counter()
                 if last_of_epoch:
                     break
@@ -445,14 +490,29 @@ class Trainer:
             )
         tokens_per_second = values["tokens_per_second"]
         if numbers.step % self.log_every == 0 or numbers.step == self.total_steps:
-            self._log_step(numbers.step, loss, values["grad_norm"], values["lr"], tokens_per_second, progress,
-                           wait_for_gpu_s=values["wait_for_gpu_s"])
+            self._log_step(
+                numbers.step,
+                loss,
+                values["grad_norm"],
+                values["lr"],
+                tokens_per_second,
+                progress,
+                wait_for_gpu_s=values["wait_for_gpu_s"],
+            )
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{loss:.4f}", lr=f"{values['lr']:.2e}", tok_s=f"{tokens_per_second:.0f}")
 
-    def _log_step(self, step: int, loss: float, grad_norm: float | None, lr: float, tokens_per_second: float,
-                  progress: Any, wait_for_gpu_s: float | None = None) -> None:
+    def _log_step(
+        self,
+        step: int,
+        loss: float,
+        grad_norm: float | None,
+        lr: float,
+        tokens_per_second: float,
+        progress: Any,
+        wait_for_gpu_s: float | None = None,
+    ) -> None:
         """``wait_for_gpu_s``: how long the loop waited for this step's numbers, a step later; near
         zero means the GPU was waiting for the CPU instead (launch-bound), not the other way round."""
         if not self.placement.is_main:
@@ -526,9 +586,14 @@ class Trainer:
             self.setup()
             if self.epoch >= self.epochs:
                 if self.placement.is_main:
-                    print(f"[tuner] nothing to train: the checkpoint at step {self.global_step} already finished this run "
-                          f"({self.epochs} epoch(s) of {self.steps_per_epoch} step(s)); to train more, resume with a larger "
-                          "epochs or max_steps_per_epoch", flush=True)
+                    print(
+                        f"[tuner] nothing to train: the checkpoint at step {self.global_step} already finished this "
+                        "run "
+                        f"({self.epochs} epoch(s) of {self.steps_per_epoch} step(s)); to train more, resume with a "
+                        "larger "
+                        "epochs or max_steps_per_epoch",
+                        flush=True,
+                    )
                     self._print_next_steps()
                 return
             self.sample("before fine-tuning" if self.resumed_from is None else f"resumed from step {self.resumed_from}")
@@ -558,10 +623,14 @@ class Trainer:
         self.decoder.eval()
         for prompt in node.prompts:
             system = node.get("system")
-            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": prompt}
+            ]
             tokens, _ = self.tokenizer.tokenize_messages(messages, add_generation_prompt=True)
-            out = generate(self.decoder, tokens, int(node.get("max_new_tokens") or 64), stop_tokens=self.tokenizer.stop_tokens)
-            answers.append(self.tokenizer.decode(out[len(tokens):].tolist()).strip())
+            out = generate(
+                self.decoder, tokens, int(node.get("max_new_tokens") or 64), stop_tokens=self.tokenizer.stop_tokens
+            )
+            answers.append(self.tokenizer.decode(out[len(tokens) :].tolist()).strip())
             print(f"[{label}] {prompt}\n  -> {answers[-1]}", flush=True)
         self.decoder.train(was_training)
         return answers

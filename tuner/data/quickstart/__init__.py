@@ -4,6 +4,7 @@
 ``ANSWER: <x>\\nWHY: <sentence>``; ``eval.json`` holds held-out prompts (its first row is
 `DEMO_PROMPT`); `ANSWER_RE` checks a generated response (whitespace-stripped) against that shape.
 """
+
 from __future__ import annotations
 
 import re

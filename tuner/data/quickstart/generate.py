@@ -14,6 +14,7 @@ alpaca-style rows (``instruction``, ``input``, ``output``). ``eval.json`` holds 
 Run ``python -m tuner.data.quickstart.generate`` to rewrite the two files; a test checks that the
 shipped files equal this generator's output.
 """
+
 from __future__ import annotations
 
 import json
@@ -115,7 +116,15 @@ def _larger(r: random.Random) -> Row:
 
 
 TASKS: tuple[Task, ...] = (
-    _add, _subtract, _multiply, _convert, _length, _first_letter, _last_letter, _parity, _larger,
+    _add,
+    _subtract,
+    _multiply,
+    _convert,
+    _length,
+    _first_letter,
+    _last_letter,
+    _parity,
+    _larger,
 )
 
 

@@ -5,6 +5,7 @@ Llama 3, 3.1, 3.2), ``qwen2_5_tokenizer``, ``qwen3_tokenizer``, ``smollm2_tokeni
 ``phi3_mini_tokenizer`` (HF tokenizer.json). Each returns a `FamilyTokenizer` whose
 ``tokenize_messages`` gives the ids of the family's HF chat template plus a loss mask.
 """
+
 from tuner.data.tokenizers._backends import HFBackend, HuggingFaceBaseTokenizer, SentencePieceBackend, TikTokenBackend
 from tuner.data.tokenizers._base import (
     BaseTokenizer,
@@ -12,6 +13,7 @@ from tuner.data.tokenizers._base import (
     ModelTokenizer,
     tokenize_messages_no_special_tokens,
 )
+from tuner.data.tokenizers._chatml import ChatMLFormat
 from tuner.data.tokenizers.gemma import gemma_tokenizer
 from tuner.data.tokenizers.gemma2 import Gemma2Format, gemma2_tokenizer
 from tuner.data.tokenizers.llama2 import Llama2ChatTemplate, Llama2Format, llama2_tokenizer
@@ -21,7 +23,6 @@ from tuner.data.tokenizers.phi3 import Phi3Format, phi3_mini_tokenizer
 from tuner.data.tokenizers.qwen2_5 import qwen2_5_tokenizer
 from tuner.data.tokenizers.qwen3 import Qwen3Format, qwen3_tokenizer
 from tuner.data.tokenizers.smollm2 import smollm2_tokenizer
-from tuner.data.tokenizers._chatml import ChatMLFormat
 
 __all__ = [
     "BaseTokenizer",

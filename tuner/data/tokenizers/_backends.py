@@ -7,15 +7,16 @@ one string (exactly as ``apply_chat_template`` does) and still gets a per-messag
 
 Heavy libraries are imported inside the constructors, so importing this module is cheap.
 """
+
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from tuner.errors import DataError
-import json
 
 
 def _check_file(path: str | os.PathLike, what: str) -> str:
@@ -90,7 +91,9 @@ class SentencePieceBackend:
         try:
             self.sp = spm.SentencePieceProcessor(model_file=path)
         except (RuntimeError, OSError) as e:
-            raise DataError(f"cannot read {path} as a SentencePiece model ({e})", "give the tokenizer.model of the model") from None
+            raise DataError(
+                f"cannot read {path} as a SentencePiece model ({e})", "give the tokenizer.model of the model"
+            ) from None
         self.path = path
         n = self.sp.get_piece_size()
         self.special_tokens = {
@@ -110,7 +113,11 @@ class SentencePieceBackend:
         return self.sp.get_piece_size()
 
     def encode(
-        self, text: str, add_bos: bool = True, add_eos: bool = True, trim_leading_whitespace: bool = False,
+        self,
+        text: str,
+        add_bos: bool = True,
+        add_eos: bool = True,
+        trim_leading_whitespace: bool = False,
         prefix: Optional[str] = None,
     ) -> list[int]:
         """Text -> ids (special-token strings recognised), with the model's BOS/EOS if asked.
@@ -209,8 +216,13 @@ class TikTokenBackend:
     """
 
     def __init__(
-        self, path: str | os.PathLike, name: str, pattern: str, bos_id: Optional[int] = None,
-        eos_id: Optional[int] = None, special_tokens=None,
+        self,
+        path: str | os.PathLike,
+        name: str,
+        pattern: str,
+        bos_id: Optional[int] = None,
+        eos_id: Optional[int] = None,
+        special_tokens=None,
     ) -> None:
         path = _check_file(path, "tiktoken ranks")
         import tiktoken
@@ -228,7 +240,9 @@ class TikTokenBackend:
         if callable(special_tokens):
             special_tokens = special_tokens(self.num_base_tokens)
         self.special_tokens = dict(special_tokens)
-        self.enc = tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=self.special_tokens)
+        self.enc = tiktoken.Encoding(
+            name=name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=self.special_tokens
+        )
         self._splitter = _SpecialSplitter(self.special_tokens)
         self._id_to_special = {v: k for k, v in self.special_tokens.items()}
         self.bos_id, self.eos_id = bos_id, eos_id
@@ -296,7 +310,9 @@ class HFBackend:
         try:
             self.tok = Tokenizer.from_file(path)
         except Exception as e:
-            raise DataError(f"cannot read {path} as a HF tokenizer.json ({e})", "give the model's tokenizer.json or its folder") from None
+            raise DataError(
+                f"cannot read {path} as a HF tokenizer.json ({e})", "give the model's tokenizer.json or its folder"
+            ) from None
         self.path = path
         self._init_specials()
 

@@ -14,6 +14,7 @@ of a turn and EOS after each assistant message (`tokenize_messages_no_special_to
 `BaseTokenizer` and `ModelTokenizer` are torchtune's protocols of the same names: what a
 tokenizer written for torchtune (a subclass of them) provides.
 """
+
 from __future__ import annotations
 
 from bisect import bisect_right
@@ -32,11 +33,9 @@ ChatFormat = Callable[..., list[Piece]]
 class BaseTokenizer(Protocol):
     """Text <-> ids: ``encode(text, **kwargs) -> list[int]``, ``decode(ids, **kwargs) -> str``."""
 
-    def encode(self, text: str, **kwargs: Any) -> list[int]:
-        ...
+    def encode(self, text: str, **kwargs: Any) -> list[int]: ...
 
-    def decode(self, token_ids: list[int], **kwargs: Any) -> str:
-        ...
+    def decode(self, token_ids: list[int], **kwargs: Any) -> str: ...
 
 
 class ModelTokenizer(Protocol):
@@ -46,8 +45,7 @@ class ModelTokenizer(Protocol):
     special_tokens: dict[str, int]
     max_seq_len: Optional[int]
 
-    def tokenize_messages(self, messages: list[Message], **kwargs: Any) -> tuple[list[int], list[bool]]:
-        ...
+    def tokenize_messages(self, messages: list[Message], **kwargs: Any) -> tuple[list[int], list[bool]]: ...
 
 
 def tokenize_messages_no_special_tokens(
@@ -77,7 +75,9 @@ def tokenize_messages_no_special_tokens(
         trim = not start_of_turn and not prev_ends_with_space
         ids: list[int] = []
         for part in message.content:
-            ids += tokenizer.encode(part["content"].rstrip(" "), add_bos=False, add_eos=False, trim_leading_whitespace=trim)
+            ids += tokenizer.encode(
+                part["content"].rstrip(" "), add_bos=False, add_eos=False, trim_leading_whitespace=trim
+            )
         if message.content:
             prev_ends_with_space = message.content[-1]["content"].endswith(" ")
         tokens += ids
@@ -138,7 +138,9 @@ class FamilyTokenizer(ModelTokenizer):
     def token_to_id(self, token: str) -> Optional[int]:
         return self.backend.token_to_id(token)
 
-    def encode(self, text: str, add_bos: bool = True, add_eos: bool = True, trim_leading_whitespace: bool = False) -> list[int]:
+    def encode(
+        self, text: str, add_bos: bool = True, add_eos: bool = True, trim_leading_whitespace: bool = False
+    ) -> list[int]:
         """Text -> ids, special-token strings recognised (as HF does); BOS/EOS added if asked.
 
         ``add_bos`` is a no-op for families without a BOS token. ``trim_leading_whitespace``
@@ -241,7 +243,10 @@ class FamilyTokenizer(ModelTokenizer):
         return sample
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name or 'tokenizer'}, vocab_size={self.vocab_size}, max_seq_len={self.max_seq_len})"
+        return (
+            f"{type(self).__name__}({self.name or 'tokenizer'}, vocab_size={self.vocab_size}, "
+            f"max_seq_len={self.max_seq_len})"
+        )
 
 
 def sentencepiece_tokenizer(

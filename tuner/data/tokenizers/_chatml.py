@@ -1,5 +1,6 @@
 """ChatML, the chat format of Qwen2.5, Qwen3 and SmolLM2 (``<|im_start|>role\\ncontent<|im_end|>\\n``),
 and the family tokenizer those three build around it."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -10,8 +11,16 @@ from tuner.data.tokenizers._backends import iter_required
 from tuner.data.tokenizers._base import ChatFormat, FamilyTokenizer, Piece
 
 
-def chatml_tokenizer(backend, chat_format: ChatFormat, *, pad_token: str, max_seq_len: Optional[int],
-                     prompt_template: PromptTemplateLike, name: str, title: str) -> FamilyTokenizer:
+def chatml_tokenizer(
+    backend,
+    chat_format: ChatFormat,
+    *,
+    pad_token: str,
+    max_seq_len: Optional[int],
+    prompt_template: PromptTemplateLike,
+    name: str,
+    title: str,
+) -> FamilyTokenizer:
     """A ChatML family's tokenizer: no BOS, EOS ``<|im_end|>``, padding ``pad_token``, generation
     stops at ``<|im_end|>`` or ``<|endoftext|>``. ``title`` names the family in errors."""
     ids = iter_required(backend, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], title)

@@ -1,4 +1,5 @@
 """Gemma 2 tokenizer: tokenizer.json (or its SentencePiece tokenizer.model) with turn markers."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence

@@ -1,4 +1,5 @@
 """Llama 2 tokenizer: SentencePiece ``tokenizer.model`` with the [INST] <<SYS>> chat format."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence

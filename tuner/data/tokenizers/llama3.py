@@ -1,4 +1,5 @@
 """Llama 3 / 3.1 / 3.2 tokenizer: tiktoken over Meta's ``tokenizer.model`` ranks file."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,7 @@ from tuner.data.tokenizers._base import FamilyTokenizer, Piece
 from tuner.errors import ConfigError, DataError
 
 # Meta's pre-tokenizer regex for Llama 3 (llama/tokenizer.py pat_str).
-LLAMA3_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+LLAMA3_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"  # noqa: E501 (the tokenizer's regular expression, verbatim)
 NUM_RESERVED_SPECIAL_TOKENS = 256
 CL100K_PATTERN = LLAMA3_PATTERN  # torchtune's name for it: tiktoken's cl100k_base pre-tokenizer
 
@@ -70,7 +69,9 @@ class Llama3Format:
         for m in msgs:
             if self.variant == "llama3_1" and m.role in ("tool", "ipython"):
                 # The template's `content is iterable` holds for strings too, so it writes `content | tojson`.
-                text = "<|start_header_id|>ipython<|end_header_id|>\n\n" + json.dumps(m.text_content, ensure_ascii=False)
+                text = "<|start_header_id|>ipython<|end_header_id|>\n\n" + json.dumps(
+                    m.text_content, ensure_ascii=False
+                )
             else:
                 text = f"<|start_header_id|>{m.role}<|end_header_id|>\n\n{m.text_content.strip()}"
             if m.eot:
@@ -89,8 +90,13 @@ class Llama3Tokenizer(FamilyTokenizer):
     """
 
     REQUIRED_SPECIAL_TOKENS = (
-        "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-        "<|eom_id|>", "<|python_tag|>",
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+        "<|eom_id|>",
+        "<|python_tag|>",
     )
 
     def __init__(
@@ -105,8 +111,13 @@ class Llama3Tokenizer(FamilyTokenizer):
         if special_tokens is not None:
             missing = [t for t in self.REQUIRED_SPECIAL_TOKENS if t not in special_tokens]
             if missing:
-                raise DataError(f"{missing[0]} missing from special_tokens", f"special_tokens needs {list(self.REQUIRED_SPECIAL_TOKENS)}")
-        backend = TikTokenBackend(path, name="llama3", pattern=LLAMA3_PATTERN, special_tokens=special_tokens or llama3_special_tokens)
+                raise DataError(
+                    f"{missing[0]} missing from special_tokens",
+                    f"special_tokens needs {list(self.REQUIRED_SPECIAL_TOKENS)}",
+                )
+        backend = TikTokenBackend(
+            path, name="llama3", pattern=LLAMA3_PATTERN, special_tokens=special_tokens or llama3_special_tokens
+        )
         st = backend.special_tokens
         super().__init__(
             backend,
@@ -142,5 +153,11 @@ def llama3_tokenizer(
     "llama3" (Llama 3 template, as torchtune) or "llama3_1" (Llama 3.1/3.2 template with its
     knowledge-date system header, ``date_string`` as in the template's default).
     """
-    return Llama3Tokenizer(path, special_tokens=special_tokens, max_seq_len=max_seq_len, prompt_template=prompt_template,
-                           chat_format=chat_format, date_string=date_string)
+    return Llama3Tokenizer(
+        path,
+        special_tokens=special_tokens,
+        max_seq_len=max_seq_len,
+        prompt_template=prompt_template,
+        chat_format=chat_format,
+        date_string=date_string,
+    )

@@ -1,4 +1,5 @@
 """Mistral tokenizer: SentencePiece ``tokenizer.model`` with the [INST] chat format."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence

@@ -1,4 +1,5 @@
 """Phi-3-mini tokenizer: tokenizer.json (Llama-style SentencePiece BPE plus chat tokens)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Qwen3 tokenizer: Qwen2.5's byte-level BPE plus thinking tokens, and Qwen3's chat template."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,13 @@ from tuner.data.tokenizers._chatml import chatml_tokenizer, tool_response
 from tuner.data.tokenizers.qwen2_5 import QWEN2_5_ADDED_TOKENS, qwen_backend
 
 # Added tokens after Qwen2.5's, in id order (151665-151668): (content, special).
-QWEN3_ADDED_TOKENS = [*QWEN2_5_ADDED_TOKENS, ("<tool_response>", False), ("</tool_response>", False),
-                      ("<think>", False), ("</think>", False)]
+QWEN3_ADDED_TOKENS = [
+    *QWEN2_5_ADDED_TOKENS,
+    ("<tool_response>", False),
+    ("</tool_response>", False),
+    ("<think>", False),
+    ("</think>", False),
+]
 
 
 class Qwen3Format:
@@ -30,8 +36,15 @@ class Qwen3Format:
 
     def __call__(self, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> list[Piece]:
         texts = [m.text_content for m in messages]
-        last_query = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user" and not (
-            texts[i].startswith("<tool_response>") and texts[i].endswith("</tool_response>"))), len(messages) - 1)
+        last_query = next(
+            (
+                i
+                for i in range(len(messages) - 1, -1, -1)
+                if messages[i].role == "user"
+                and not (texts[i].startswith("<tool_response>") and texts[i].endswith("</tool_response>"))
+            ),
+            len(messages) - 1,
+        )
         pieces: list[Piece] = []
         for i, m in enumerate(messages):
             if m.role == "tool":
@@ -73,5 +86,12 @@ def qwen3_tokenizer(
     ``apply_chat_template``). EOS is ``<|im_end|>``, padding ``<|endoftext|>``; no BOS.
     """
     backend = qwen_backend(os.fspath(path), merges_file, QWEN3_ADDED_TOKENS)
-    return chatml_tokenizer(backend, Qwen3Format(enable_thinking), pad_token="<|endoftext|>", max_seq_len=max_seq_len,
-                            prompt_template=prompt_template, name="qwen3", title="Qwen3")
+    return chatml_tokenizer(
+        backend,
+        Qwen3Format(enable_thinking),
+        pad_token="<|endoftext|>",
+        max_seq_len=max_seq_len,
+        prompt_template=prompt_template,
+        name="qwen3",
+        title="Qwen3",
+    )

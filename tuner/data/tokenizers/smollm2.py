@@ -1,4 +1,5 @@
 """SmolLM2 tokenizer: byte-level BPE (tokenizer.json) with ChatML."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,5 +25,12 @@ def smollm2_tokenizer(
     the conversation has none. EOS and padding are ``<|im_end|>``; stops also at
     ``<|endoftext|>``; no BOS (the HF tokenizer adds none).
     """
-    return chatml_tokenizer(HFBackend(Path(path)), ChatMLFormat(default_system), pad_token="<|im_end|>",
-                            max_seq_len=max_seq_len, prompt_template=prompt_template, name="smollm2", title="SmolLM2")
+    return chatml_tokenizer(
+        HFBackend(Path(path)),
+        ChatMLFormat(default_system),
+        pad_token="<|im_end|>",
+        max_seq_len=max_seq_len,
+        prompt_template=prompt_template,
+        name="smollm2",
+        title="SmolLM2",
+    )

@@ -4,6 +4,7 @@ The key and file-name constants are the ones tuner's checkpointers use: ``load_c
 returns ``{"model", "adapter", ...}``; weight shards are ``model-0000i-of-0000n.safetensors``;
 adapters ``adapter_model.safetensors`` + ``adapter_config.json`` (HF PEFT's names).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,6 +32,7 @@ def safe_torch_load(checkpoint_path: str | Path, weights_only: bool = True, mmap
 
 
 update_state_dict_for_classifier = unsupported(
-    "tuner.training.update_state_dict_for_classifier", "classifier (reward-model) heads are outside tuner's scope",
+    "tuner.training.update_state_dict_for_classifier",
+    "classifier (reward-model) heads are outside tuner's scope",
     "fine-tune the language model",
 )

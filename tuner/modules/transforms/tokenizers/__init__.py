@@ -4,6 +4,7 @@
 tiktoken backends, which follow torchtune's API; special-token strings in text are recognised
 (as HF tokenizers do), where torchtune's encode them as text.
 """
+
 from tuner.data.tokenizers import (  # noqa: F401
     BaseTokenizer,
     HuggingFaceBaseTokenizer,
