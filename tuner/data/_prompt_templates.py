@@ -9,3 +9,4 @@ from tuner.data.prompt_templates import (  # noqa: F401
     QuestionAnswerTemplate,
     SummarizeTemplate,
 )
+from tuner.data.prompt_templates import resolve_prompt_template as _get_prompt_template  # noqa: F401
