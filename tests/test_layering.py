@@ -45,6 +45,8 @@ LAZY_OK = {
     "mlflow",
     "wandb",
     "triton",
+    "torch.distributed.checkpoint",  # ~1 s (DTensor, sympy): only runs on several ranks read or write it
+    "torch.distributed.fsdp",  # torchtune's set_activation_checkpointing with a set of classes
     "torch.distributed.run",
     "torch.distributed.elastic",
     "torch.utils.tensorboard",

@@ -25,9 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint._traverse import set_element
-from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
 from tuner.checkpoint.training_state import to_weights_only
 from tuner.errors import CheckpointError
@@ -50,6 +47,9 @@ def unblob(value: Any, what: str) -> Any:
 
 
 def _safe_load_planner():
+    from torch.distributed.checkpoint._traverse import set_element
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+
     class SafeLoadPlanner(DefaultLoadPlanner):
         """DCP's default planner, but non-tensor entries load with ``weights_only=True``."""
 
@@ -65,6 +65,8 @@ def _safe_load_planner():
 
 def save_sharded_state(folder: str | Path, state: dict[str, Any]) -> None:
     """Every rank calls this with its part of ``state``; DCP writes each rank's shards (fsynced)."""
+    import torch.distributed.checkpoint as dcp
+
     dcp.save(state, storage_writer=dcp.FileSystemWriter(str(folder), sync_files=True))
 
 
@@ -77,6 +79,8 @@ def load_sharded_state(folder: str | Path, state: dict[str, Any]) -> None:
             f"the sharded training state {str(folder)!r} is incomplete (no .metadata)",
             fix="resume from another checkpoint (remove this step folder), or start fresh",
         )
+    import torch.distributed.checkpoint as dcp
+
     try:
         dcp.load(state, storage_reader=dcp.FileSystemReader(str(folder)), planner=_safe_load_planner())
     except CheckpointError:

@@ -41,7 +41,7 @@ def _interpreting() -> bool:
 def available(device: torch.device) -> bool:
     """Whether the Triton kernel can run on `device`: CUDA with Triton installed, or the CPU under
     Triton's interpreter (``TRITON_INTERPRET=1``, how the tests check the kernel without a GPU)."""
-    if triton is None:
+    if not _OP_REGISTERED:
         return False
     return device.type == "cuda" or (device.type == "cpu" and _interpreting())
 
@@ -139,7 +139,6 @@ def dequantize_nf4_triton(
     return out.view(torch.bfloat16) if bf16 else out
 
 
-@torch.library.triton_op("tuner::dequantize_nf4", mutates_args=())
 def _dequantize_nf4_op(
     packed: torch.Tensor,
     absmax: torch.Tensor,
@@ -165,3 +164,9 @@ def _dequantize_nf4_op(
         backward=backward,
         traced=True,
     )
+
+
+# Registering a triton_op imports inductor (~1.5 s); only a machine that can run the kernel pays it.
+_OP_REGISTERED = triton is not None and (torch.cuda.is_available() or _interpreting())
+if _OP_REGISTERED:
+    torch.library.triton_op("tuner::dequantize_nf4", _dequantize_nf4_op, mutates_args=())

@@ -10,7 +10,6 @@ from typing import Iterator
 import torch
 from torch import nn
 from torch.distributed.algorithms._checkpoint import checkpoint_wrapper as torch_checkpointing
-from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 from tuner.errors import ConfigError
 from tuner.quantization import keep_dense_weights_for_backward
@@ -47,6 +46,8 @@ def set_activation_checkpointing(model: nn.Module, auto_wrap_policy, **kwargs) -
     """Checkpoint the submodules ``auto_wrap_policy`` picks (torchtune's function): a set of module
     classes, or a callable ``(module, recurse, **kwargs) -> bool`` as FSDP's wrap policies."""
     if isinstance(auto_wrap_policy, (set, frozenset, list, tuple)):
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
         auto_wrap_policy = ModuleWrapPolicy(set(auto_wrap_policy))
     torch_checkpointing.apply_activation_checkpointing(model, auto_wrap_policy=auto_wrap_policy, **kwargs)
 
