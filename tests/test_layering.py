@@ -47,6 +47,7 @@ LAZY_OK = {
     "triton",
     "torch.distributed.checkpoint",  # ~1 s (DTensor, sympy): only runs on several ranks read or write it
     "torch.distributed.fsdp",  # torchtune's set_activation_checkpointing with a set of classes
+    "torch.distributed.tensor",  # DTensor (~0.7 s): torchtune's tensor-parallel plan, never applied
     "torch.distributed.run",
     "torch.distributed.elastic",
     "torch.utils.tensorboard",

@@ -11,7 +11,8 @@ by the caller. Training, generation, evaluation and merging all load through `fi
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+import contextlib
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -22,10 +23,42 @@ from tuner.devices import set_default_dtype
 from tuner.errors import CheckpointError
 from tuner.quantization import has_nf4_weight, nf4_spec, quantize_state_dict_into, set_nf4_weight
 
+#: The `torch.nn.init` functions that modules' constructors call to fill their parameters.
+_INIT_FUNCTIONS = (
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+)
+
+
+@contextlib.contextmanager
+def _no_parameter_init() -> Iterator[None]:
+    """Constructors skip `torch.nn.init`: meta tensors hold no values, and a random fill on meta
+    runs torch's Python meta kernels, whose first call imports the compiler stack (~2 s a process)."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    try:
+        for name in saved:
+            setattr(nn.init, name, _leave_as_is)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
+
+
+def _leave_as_is(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
+
 
 def build_on_meta(model_cfg: Any, dtype: torch.dtype) -> nn.Module:
     """Instantiate the model config on the meta device with parameters in ``dtype``."""
-    with set_default_dtype(dtype), torch.device("meta"):
+    with set_default_dtype(dtype), torch.device("meta"), _no_parameter_init():
         return instantiate(model_cfg)
 
 

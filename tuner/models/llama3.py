@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import sys as _sys
 
-from torch.distributed.tensor import Replicate
-from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
-
 from tuner.data.tokenizers import Llama3Format, Llama3Tokenizer, llama3_tokenizer  # noqa: F401  (torchtune paths)
 from tuner.data.tokenizers import llama3 as _tokenizer
 from tuner.models._builder import llama_mlp_width
@@ -75,6 +72,9 @@ def base_llama_tp_plan() -> dict:
     tuner shards with FSDP2 only and never applies it: configs that name it (``tensor_parallel_plan``)
     run with ``tensor_parallel_dim: 1``; a larger ``tensor_parallel_dim`` is refused (see
     `tuner.config.torchtune_keys`)."""
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
     return {
         "tok_embeddings": RowwiseParallel(input_layouts=Replicate()),
         "output": ColwiseParallel(output_layouts=Replicate()),
