@@ -226,3 +226,13 @@ def test_base_tokenizers_have_torchtunes_api(sp_model, tiktoken_file, qwen_files
     assert hf.encode("hi")[0] == hf.bos_id and hf.encode("hi", add_bos=False, add_eos=False) == hf.encode("hi")[1:-1]
     with pytest.raises(DataError, match="At least one of tokenizer_config_json_path or generation_config_path"):
         HuggingFaceBaseTokenizer(qwen_files["json"])
+
+
+@pytest.mark.parametrize("transform", ["InputOutputToMessages", "ShareGPTToMessages", "OpenAIToMessages"])
+def test_image_dir_is_one_clear_error(transform):
+    import tuner.data.messages as messages
+
+    with pytest.raises(DataError, match="image_dir is for image datasets") as caught:
+        getattr(messages, transform)(image_dir="/tmp/images")
+    assert caught.value.fix == "remove image_dir"
+    getattr(messages, transform)()  # without it, the transform builds

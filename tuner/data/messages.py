@@ -224,6 +224,12 @@ def _system(prompt: Optional[str]) -> list[Message]:
     return [] if prompt is None else [Message("system", prompt, masked=True, eot=True)]
 
 
+def _refuse_image_dir(image_dir: Any) -> None:
+    """torchtune's message transforms take ``image_dir``; tuner's models read text only."""
+    if image_dir is not None:
+        raise DataError("image_dir is for image datasets; tuner fine-tunes text-only models", "remove image_dir")
+
+
 class InputOutputToMessages(Transform):
     """A row with an input column and an output column -> [user, assistant].
 
@@ -238,8 +244,7 @@ class InputOutputToMessages(Transform):
         new_system_prompt: Optional[str] = None,
         image_dir: Any = None,
     ) -> None:
-        if image_dir is not None:
-            raise DataError("image_dir is for image datasets; tuner fine-tunes text-only models", "remove image_dir")
+        _refuse_image_dir(image_dir)
         self.train_on_input = train_on_input
         self.column_map = _mapped(column_map, ("input", "output"))
         self.new_system_prompt = new_system_prompt
@@ -320,8 +325,7 @@ class _ConversationToMessages(Transform):
         image_dir: Any = None,
         **image_options: Any,
     ) -> None:
-        if image_dir is not None:
-            raise DataError("image_dir is for image datasets; tuner fine-tunes text-only models", "remove image_dir")
+        _refuse_image_dir(image_dir)
         self.train_on_input = train_on_input
         self.column_map = _mapped(column_map, (self._column,), optional=("image",))
         self.new_system_prompt = new_system_prompt
