@@ -166,3 +166,36 @@ def test_no_import_circle_between_modules():
         if v not in index:
             visit(v)
     assert not circles, circles
+
+
+#: What a CPU process must not import to read a config and build a model on meta: each costs
+#: seconds at every `tune` start and only compiled, Triton or multi-rank runs need it.
+_NOT_AT_START = ("torch._dynamo", "torch._inductor", "torch.distributed.checkpoint", "torch.distributed.tensor")
+
+_START = """
+import sys, torch
+import recipes.lora_finetune_single_device, recipes.generate, recipes.eval, recipes.merge
+from tuner.checkpoint.fill import build_on_meta
+model = build_on_meta({"_component_": "tuner.models.llama3_2.lora_llama3_2_1b",
+                       "lora_attn_modules": ["q_proj", "v_proj"]}, torch.float32)
+assert next(model.parameters()).is_meta
+assert torch.nn.init.normal_.__module__ == "torch.nn.init"  # put back after the build
+print(sorted(m for m in sys.modules if m.startswith(%r)))
+"""
+
+
+def test_start_up_imports_no_compiler_and_no_multi_rank_machinery():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(
+        [sys.executable, "-c", _START % (_NOT_AT_START,)],
+        cwd=TUNER.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]", proc.stdout
