@@ -112,11 +112,27 @@ def check_fp8_device(device: torch.device, shape: tuple[int, int]) -> None:
         )
 
 
-def _gemm(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor, out_dtype: torch.dtype):
+def _gemm(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    fast_accum: bool = False,
+) -> torch.Tensor:
     """``(a * a_scale) @ (b * b_scale[:, None])^T`` for e4m3 ``a [M, K]``, ``b [N, K]`` (both row-major),
-    ``a_scale [M, 1]``, ``b_scale [N]``: cuBLAS's rowwise-scaled FP8 GEMM, or its float32 emulation."""
+    ``a_scale [M, 1]``, ``b_scale [N]``: the rowwise-scaled FP8 GEMM, or its float32 emulation.
+    ``fast_accum``: Hopper's faster, less often rounded-up FP8 accumulation (torchao uses it for the
+    forward's output and not for gradients; so does `linear_fp8`)."""
     if scaled_mm_available(a.device):
-        out = torch._scaled_mm(a, b.t(), scale_a=a_scale, scale_b=b_scale.view(1, -1), out_dtype=torch.bfloat16)
+        out = torch._scaled_mm(
+            a,
+            b.t(),
+            scale_a=a_scale,
+            scale_b=b_scale.view(1, -1),
+            out_dtype=torch.bfloat16,
+            use_fast_accum=fast_accum,
+        )
         return out.to(out_dtype)
     return ((a.to(torch.float32) * a_scale) @ (b.to(torch.float32) * b_scale[:, None]).t()).to(out_dtype)
 
@@ -130,7 +146,7 @@ class _LinearFP8(torch.autograd.Function):
         ctx.has_bias = bias is not None
         x2 = x.reshape(-1, x.shape[-1])
         xq, xs = quantize_rows(x2)
-        y = _gemm(xq, xs, data, scale, x.dtype)
+        y = _gemm(xq, xs, data, scale, x.dtype, fast_accum=True)
         if bias is not None:
             y = y + bias.to(y.dtype)
         return y.view(*x.shape[:-1], data.shape[0])
