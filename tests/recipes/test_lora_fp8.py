@@ -1,7 +1,8 @@
 """LoRA over an FP8 base (``model.base_dtype: fp8``) end to end on CPU (FP8 GEMMs emulated): the base
 is stored in FP8 and never changes, the adapters train with activation checkpointing, the adapter
 loads in PEFT on the original base, and the merged model is the original weights plus the adapter
-(not the FP8-rounded ones). A refused combination is one clear error."""
+(not the FP8-rounded ones). A refused combination is one clear error. DoRA over an FP8 base is
+checked at the layer (tests/quantization/test_fp8.py), FSDP2 in tests/recipes/test_distributed.py."""
 
 from __future__ import annotations
 
@@ -70,24 +71,6 @@ def test_fp8_base_trains_and_merges_into_the_original_weights(ckpt, tmp_path):
     peft = _peft_logits(ckpt, step / "adapter", tokens)  # the adapter on the original (unquantized) base
     torch.testing.assert_close(peft, exported, rtol=0, atol=1e-4)
     assert _relative(ours, exported) < FP8_LOGIT_CHANGE  # what it exports, up to FP8 rounding
-
-
-def test_dora_over_an_fp8_base_saves_an_adapter_peft_loads_on_the_original_base(ckpt, tmp_path):
-    trainer, _ = _train(
-        tmp_path,
-        ckpt,
-        {**FP8_LORA, "apply_lora_to_mlp": False, "use_dora": True},
-        max_steps_per_epoch=3,
-        save_adapter_weights_only=True,
-        optimizer=ADAMW,
-    )
-    tokens = torch.randint(0, 49152, (2, 13))
-    trainer.decoder.eval()
-    with torch.no_grad():
-        ours = trainer.decoder(tokens)
-    step = tmp_path / "out" / "step_3"
-    assert json.loads((step / "adapter_config.json").read_text())["use_dora"] is True
-    assert _relative(ours, _peft_logits(ckpt, step, tokens)) < FP8_LOGIT_CHANGE
 
 
 def test_fp8_with_an_nf4_base_is_one_clear_error(ckpt, tmp_path, capsys):
