@@ -141,3 +141,23 @@ def test_a_gpu_without_fp8_or_odd_layer_sizes_is_a_config_error(monkeypatch):
     check_fp8_device(gpu, (32, 16))
     with pytest.raises(ConfigError, match="multiples of 16.*\\[33, 16\\]"):
         check_fp8_device(gpu, (33, 16))
+
+
+def test_vera_and_lora_builders_take_base_dtype():
+    from tuner.models.smollm2 import lora_smollm2
+
+    dims = dict(vocab_size=256, num_layers=1, num_heads=4, num_kv_heads=2, embed_dim=64, intermediate_dim=128)
+    tokens = torch.randint(0, 256, (2, 9))
+    for variant in ({"use_vera": True, "lora_rank": 16}, {"lora_rank": 4}):
+        models = []
+        for base_dtype in (None, "fp8"):
+            torch.manual_seed(0)
+            models.append(lora_smollm2(["q_proj", "v_proj"], max_seq_len=64, base_dtype=base_dtype, **variant, **dims))
+        dense, quantized = models
+        assert [n for n, m in quantized.named_modules() if has_fp8_weight(m)] == [
+            "layers.0.attn.q_proj",
+            "layers.0.attn.v_proj",
+        ]
+        with torch.no_grad():
+            a, b = dense(tokens), quantized(tokens)
+        assert 0 < (a - b).norm() / a.norm() < 0.05, variant  # the same model up to FP8 rounding
