@@ -3,6 +3,7 @@
     python scripts/benchmark.py --workload lora_1b            # Llama-3.2-1B shape, LoRA, 4 x 2048
     python scripts/benchmark.py --workload qlora_8b           # Llama-3.1-8B shape, QLoRA, 2 x 2048
     python scripts/benchmark.py --workload full_1b            # Llama-3.2-1B shape, full, 4 x 2048
+    python scripts/benchmark.py --workload lora_8b_fp8        # Llama-3.1-8B shape, LoRA over an FP8 base, 2 x 2048
     python scripts/benchmark.py --workload lora_1b compile=True enable_activation_checkpointing=False
 
 The recipe's own Trainer runs the shipped config with synthetic token data (every sequence exactly
@@ -49,12 +50,29 @@ WORKLOADS = {
     "lora_1b": ("llama3_2/1B_lora_single_device", "lora", 4, []),
     "qlora_8b": ("llama3_1/8B_qlora_single_device", "lora", 2, []),
     "full_1b": ("llama3_2/1B_full_single_device", "full", 4, []),
+    # LoRA over an FP8 base (model.base_dtype: fp8) and the bf16 LoRA 8B it is compared with; the 8B
+    # runs checkpoint activations as the QLoRA 8B config does, so the three 8B rows differ in the base only
+    "lora_1b_fp8": ("llama3_2/1B_lora_single_device", "lora", 4, ["model.base_dtype=fp8"]),
+    "lora_8b": ("llama3_1/8B_lora_single_device", "lora", 2, ["enable_activation_checkpointing=True"]),
+    "lora_8b_fp8": (
+        "llama3_1/8B_lora_single_device",
+        "lora",
+        2,
+        ["enable_activation_checkpointing=True", "model.base_dtype=fp8"],
+    ),
 }
 
 
 HF_NAMES = {"q_proj": "q_proj", "k_proj": "k_proj", "v_proj": "v_proj", "output_proj": "o_proj"}
 HF_MLP = ["gate_proj", "up_proj", "down_proj"]
-MODEL_TYPES = {"lora_1b": "LLAMA3_2", "full_1b": "LLAMA3_2", "qlora_8b": "LLAMA3"}
+MODEL_TYPES = {
+    "lora_1b": "LLAMA3_2",
+    "full_1b": "LLAMA3_2",
+    "qlora_8b": "LLAMA3",
+    "lora_1b_fp8": "LLAMA3_2",
+    "lora_8b": "LLAMA3",
+    "lora_8b_fp8": "LLAMA3",
+}
 
 
 def _peak_gib(device: str) -> tuple[float | None, float | None]:
@@ -366,7 +384,7 @@ def run(
     trainer = Trainer(cfg, LoRAFinetune() if method == "lora" else FullFinetune())
     trainer.setup()
     setup_alloc = round(torch.cuda.memory_allocated() / 2**30, 2) if device == "cuda" else None
-    dense = not any(n.endswith("weight_nf4") for n, _ in trainer.decoder.named_buffers())
+    dense = not any(n.endswith(("weight_nf4", "weight_fp8")) for n, _ in trainer.decoder.named_buffers())
     keep_initial = (compare_hf or compare_torchtune) and dense
     initial_state = (
         {k: v.detach().cpu().clone() for k, v in trainer.decoder.state_dict().items()} if keep_initial else None
@@ -397,6 +415,7 @@ def run(
         "mfu": round(tps * flops / (peak_tflops * 1e12), 4) if peak_tflops else None,
         "first_loss": rows[0]["loss"],
         "final_loss": rows[-1]["loss"],
+        "loss_steps": [round(r["loss"], 4) for r in rows],
         "tokens_per_s_steps": [round(r["tokens_per_second_per_gpu"]) for r in rows],
         # seconds the loop waited for each step's GPU work, read a step later: ~0 means launch-bound
         "wait_for_gpu_s_steps": [round(r["wait_for_gpu_s"], 4) for r in rows if "wait_for_gpu_s" in r],
