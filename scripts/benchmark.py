@@ -183,21 +183,27 @@ def run_torchtune_side(
     overrides: list[str],
     tt_overrides: list[str],
     timeout: float,
-    workdir: str | None,
+    work: Path,
+    keep: bool,
     env: dict,
+    assets=None,
     packed: dict | None = None,
+    noise_seed: int | None = None,
 ) -> None:
-    """torchtune's recipe on the same workload, once per compile mode; adds its entries and the
-    ratios tuner / torchtune to ``result`` (keys ``torchtune`` and, with ``both``, ``torchtune_eager``).
-    ``packed``: ``{"min_len", "seed"}`` of tuner's packed synthetic data; torchtune then packs
-    documents of the same lengths itself, and its tokens/s is converted to tuner's count."""
+    """torchtune's recipe on the same workload, once per compile mode (and once more with
+    ``noise_seed``); adds its entries and the ratios tuner / torchtune to ``result`` (keys
+    ``torchtune``, with ``both`` ``torchtune_eager``, with a noise seed ``torchtune_seed<S>``).
+    ``assets``: the checkpoint and token batches tuner trained on (loss parity); else ``packed``:
+    ``{"min_len", "seed"}`` of tuner's packed synthetic data, and torchtune packs documents of the
+    same lengths itself (its tokens/s converted to tuner's count) from tuner's initial weights.
+    ``work`` holds torchtune's inputs and outputs; it is removed at the end unless ``keep``."""
     from benchmarks import torchtune_side as tt
 
     recipe, config = tt.RECIPES[workload]
     seq_len, batch, steps = result["seq_len"], result["batch_size"], result["steps"]
-    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"bench_tt_{workload}_"))
+    env = tt.benchmarks_on_path(env)
     try:
-        doc_lengths = count = None
+        count = None
         if packed is not None:  # all packs are built before training: steps + 2 batches of them, no more
             doc_lengths = tt.packed_document_lengths(seq_len, packed["min_len"], batch * (steps + 2), packed["seed"])
             packs = tt.pack_documents(doc_lengths, seq_len)
@@ -205,20 +211,15 @@ def run_torchtune_side(
                 "positions_per_step": batch * seq_len,
                 "counted_per_step": tt.counted_tokens_per_step(packs, batch),
             }
-        assets = tt.write_assets(
-            work / "assets",
-            hf_config,
-            MODEL_TYPES[workload],
-            initial_state,
-            seq_len,
-            num_samples=batch * (steps + 2),
-            device=device,
-            doc_lengths=doc_lengths,
-        )
+            assets = tt.write_assets(
+                work / "assets", hf_config, MODEL_TYPES[workload], initial_state, device, doc_lengths=doc_lengths
+            )
         modes = {"on": [True], "off": [False], "both": [True, False]}[compile_mode]
-        for i, compiled in enumerate(modes):
-            key = "torchtune" if i == 0 else "torchtune_eager"
-            out = work / ("run_compile" if compiled else "run_eager")
+        runs = [("torchtune" if i == 0 else "torchtune_eager", compiled, 0) for i, compiled in enumerate(modes)]
+        if noise_seed is not None:
+            runs.append((f"torchtune_seed{noise_seed}", modes[0], noise_seed))
+        for key, compiled, seed in runs:
+            out = work / (("run_compile" if compiled else "run_eager") + (f"_seed{seed}" if seed else ""))
             shutil.rmtree(out, ignore_errors=True)
             argv = tt.torchtune_command(
                 site,
@@ -231,6 +232,7 @@ def run_torchtune_side(
                 compile=compiled,
                 device=device,
                 packed=packed is not None,
+                seed=seed,
                 overrides=tt.forwarded_overrides(overrides) + list(tt_overrides),
             )
             entry = {
@@ -238,10 +240,11 @@ def run_torchtune_side(
                 "recipe": recipe,
                 "config": config,
                 "compile": compiled,
+                "seed": seed,
                 **({"documents": len(doc_lengths), "packs": len(packs)} if packed is not None else {}),
                 **tt.run_torchtune(argv, out, result["warmup_steps"], timeout, env=env, **(count or {})),
             }
-            if not workdir:
+            if not keep:
                 entry.pop("log", None)  # the temporary folder goes away
             result[key] = entry
             if entry.get("tokens_per_s_median"):
@@ -251,7 +254,7 @@ def run_torchtune_side(
             if result["peak_alloc_gib"] is not None and entry.get("peak_alloc_gib"):
                 result[f"ratio_peak_alloc_{key}"] = round(result["peak_alloc_gib"] / entry["peak_alloc_gib"], 3)
     finally:
-        if not workdir:
+        if not keep:
             shutil.rmtree(work, ignore_errors=True)
 
 
@@ -273,6 +276,8 @@ def run(
     torchtune_timeout: float = 600,
     torchtune_dir: str | None = None,
     torchtune_path: str | None = None,
+    parity_noise_seed: int | None = None,
+    learnable_data: bool = False,
 ) -> dict:
     import torch
 
@@ -352,11 +357,21 @@ def run(
                 "is converted step by step, assuming step k trains on tuner's packs of step k",
                 f"drop --torchtune-override {' '.join(f + '=...' for f in fixed)}",
             )
-        tt.check_vocab_size(int(cfg.model.get("vocab_size", tt.LLAMA3_VOCAB)))
+        if packed:  # torchtune tokenizes the packed documents itself
+            tt.check_vocab_size(int(cfg.model.get("vocab_size", tt.LLAMA3_VOCAB)))
         tt_env = tt.torchtune_env(torchtune_path)
         tt_site, tt_version = tt.find_torchtune(
             env=tt_env, also_import=("bitsandbytes",) if workload == "full_1b" else ()
         )
+    if learnable_data and packed:
+        from tuner.errors import UsageError
+
+        raise UsageError("--learnable-data is unpacked token batches; --packed packs random documents", "drop one")
+    tt_assets = None
+    if compare_torchtune or learnable_data:
+        tt_work = Path(torchtune_dir) if torchtune_dir else Path(tempfile.mkdtemp(prefix=f"bench_tt_{workload}_"))
+        if not packed:  # both tools train on the same learnable batches from the same checkpoint
+            tt_assets = _parity_inputs(cfg, workload, tt_work, batch * steps, seq_len, device)
     peak_tflops = matmul_tflops() if device == "cuda" else None
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -366,8 +381,10 @@ def run(
     trainer = Trainer(cfg, LoRAFinetune() if method == "lora" else FullFinetune())
     trainer.setup()
     setup_alloc = round(torch.cuda.memory_allocated() / 2**30, 2) if device == "cuda" else None
+    if tt_assets is not None and method == "lora":
+        _write_initial_adapters(trainer, cfg, tt_assets)
     dense = not any(n.endswith("weight_nf4") for n, _ in trainer.decoder.named_buffers())
-    keep_initial = (compare_hf or compare_torchtune) and dense
+    keep_initial = (compare_hf or (compare_torchtune and packed)) and dense
     initial_state = (
         {k: v.detach().cpu().clone() for k, v in trainer.decoder.state_dict().items()} if keep_initial else None
     )
@@ -375,6 +392,8 @@ def run(
         trainer.train()
     finally:
         trainer.close()
+        if tt_assets is not None and not compare_torchtune and not torchtune_dir:
+            shutil.rmtree(tt_work, ignore_errors=True)
     memory_at_peak = _memory_peak(memory_snapshot) if memory_snapshot and device == "cuda" else None
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steady = [r["tokens_per_second_per_gpu"] for r in rows if r["step"] > warmup]
@@ -397,6 +416,8 @@ def run(
         "mfu": round(tps * flops / (peak_tflops * 1e12), 4) if peak_tflops else None,
         "first_loss": rows[0]["loss"],
         "final_loss": rows[-1]["loss"],
+        "losses": [r["loss"] for r in rows],
+        "data": "learnable (benchmarks.parity)" if tt_assets is not None else "random tokens",
         "tokens_per_s_steps": [round(r["tokens_per_second_per_gpu"]) for r in rows],
         # seconds the loop waited for each step's GPU work, read a step later: ~0 means launch-bound
         "wait_for_gpu_s_steps": [round(r["wait_for_gpu_s"], 4) for r in rows if "wait_for_gpu_s" in r],
@@ -425,13 +446,90 @@ def run(
             tt_version,
             torchtune_compile,
             overrides,
-            list(torchtune_overrides or []),
+            (tt.parity_overrides(cfg) if tt_assets is not None else []) + list(torchtune_overrides or []),
             torchtune_timeout,
-            torchtune_dir,
+            tt_work,
+            bool(torchtune_dir),
             tt_env,
+            assets=tt_assets,
             packed={"min_len": int(cfg.dataset.min_len), "seed": int(cfg.dataset.get("seed", 0))} if packed else None,
+            noise_seed=parity_noise_seed,
         )
+        if tt_assets is not None:
+            _report_parity(result, [r["loss"] for r in rows])
     return result
+
+
+def _parity_inputs(cfg, workload: str, work: Path, num_samples: int, seq_len: int, device: str):
+    """Write what both tools train from (``benchmarks.parity``): a random dense HF checkpoint of the
+    model's shape and learnable token batches, and point tuner's config at them (the checkpointer
+    loads without saving; the dataset reads the batches in order). Returns torchtune's assets."""
+    import torch
+
+    from benchmarks import torchtune_side as tt
+    from benchmarks.parity import learnable_tokens
+    from tuner.checkpoint.fill import build_on_meta
+    from tuner.checkpoint.hf_config import hf_config_from_model
+    from tuner.devices import get_dtype
+
+    model_type = MODEL_TYPES[workload]
+    dtype = get_dtype(str(cfg.dtype), torch.device(device))
+    hf_config = hf_config_from_model(build_on_meta(cfg.model, dtype), model_type)
+    tokens = learnable_tokens(num_samples, seq_len, int(hf_config["vocab_size"]))
+    assets = tt.write_assets(work / "assets", hf_config, model_type, None, device, tokens=tokens)
+    cfg.checkpointer = {
+        "_component_": "benchmarks.checkpointers.LoadOnlyHFCheckpointer",
+        "checkpoint_dir": str(assets.checkpoint_dir),
+        "checkpoint_files": list(assets.checkpoint_files),
+        "model_type": model_type,
+        "output_dir": str(cfg.output_dir),
+    }
+    cfg.dataset = {"_component_": "benchmarks.parity.token_file_dataset", "path": str(assets.data)}
+    if str(cfg.optimizer._component_) == "torch.optim.AdamW" and "fused" not in cfg.optimizer:
+        cfg.optimizer.fused = device == "cuda"  # torchtune's configs ask for it; both tools run the same
+    return assets
+
+
+def _write_initial_adapters(trainer, cfg, assets) -> None:
+    """tuner's adapter weights as they are before the first step, for torchtune's model to start from."""
+    import re
+
+    from benchmarks.parity import write_adapter_file
+    from tuner.checkpoint.keys import clean_tuner_key
+    from tuner.peft.utils import is_adapter_key
+
+    adapters = {clean_tuner_key(k): v for k, v in trainer.decoder.state_dict().items() if is_adapter_key(k)}
+    assets.adapters = write_adapter_file(assets.checkpoint_dir.parent / "adapters.safetensors", adapters)
+    assets.model_builder = re.sub(r"^tuner\.", "torchtune.", str(cfg.model._component_))
+
+
+def _report_parity(result: dict, tuner_losses: list[float]) -> None:
+    """Add ``loss_parity`` (`benchmarks.parity.parity_report`) and print both tools' losses side by
+    side, then the speed ratio next to the parity figure, on stderr."""
+    from benchmarks.parity import CHAIN_ENTROPY, parity_report, side_by_side
+
+    runs = {k: v["losses"] for k, v in result.items() if k.startswith("torchtune") and v.get("losses")}
+    if "torchtune" not in runs:
+        result["loss_parity"] = {"error": "torchtune logged no losses"}
+        return
+    report = parity_report(tuner_losses, runs)
+    report["data"] = f"Markov chain over the vocabulary (benchmarks.parity; entropy {CHAIN_ENTROPY:.3f} nats)"
+    result["loss_parity"] = report
+    print(side_by_side({"tuner": tuner_losses, **runs}), file=sys.stderr)
+    vs = report["tuner_vs_torchtune"]
+    bound = report["noise_bound_max_abs_diff"]
+    print(
+        f"{result['workload']}: tuner {result['tokens_per_s_median']:,.0f} tokens/s, torchtune "
+        f"{result['torchtune'].get('tokens_per_s_median') or 0:,.0f} ({result.get('ratio_tokens_per_s_torchtune')}x); "
+        f"loss parity over {vs['steps']} steps: max |diff| {vs['max_abs_diff']:.3g} (rel {vs['max_rel_diff']:.2g}, "
+        f"step {vs['at_step']}); torchtune-vs-torchtune noise bound "
+        + (
+            f"{bound:.3g}"
+            if bound is not None
+            else "not measured (add --parity-noise-seed or --torchtune-compile both)"
+        ),
+        file=sys.stderr,
+    )
 
 
 def _compare_hf(
@@ -514,6 +612,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="write torchtune's inputs, outputs and logs here and keep them (default: a temporary folder)",
     )
+    parser.add_argument(
+        "--parity-noise-seed",
+        type=int,
+        metavar="S",
+        help="run torchtune once more with seed S (same data, weights, compile mode): the difference between "
+        "its losses and the first run's is the noise bound tuner's loss parity is read against",
+    )
+    parser.add_argument(
+        "--learnable-data",
+        action="store_true",
+        help="train on the learnable token batches of --compare-torchtune (written with a random HF checkpoint "
+        "that tuner loads) without running torchtune: a loss curve that falls, instead of random tokens",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = parser.parse_args(argv)
     from tuner.errors import TunerError
@@ -537,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
             torchtune_timeout=args.torchtune_timeout,
             torchtune_dir=args.torchtune_dir,
             torchtune_path=args.torchtune_path,
+            parity_noise_seed=args.parity_noise_seed,
+            learnable_data=args.learnable_data,
         )
     except TunerError as e:
         print(f"error: {e}", file=sys.stderr)
