@@ -33,6 +33,7 @@ to build the HF baseline's LoRA layers in this process.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import shutil
@@ -49,12 +50,14 @@ WORKLOADS = {
     "lora_1b": ("llama3_2/1B_lora_single_device", "lora", 4, []),
     "qlora_8b": ("llama3_1/8B_qlora_single_device", "lora", 2, []),
     "full_1b": ("llama3_2/1B_full_single_device", "full", 4, []),
+    # unsloth's long-context setup: 8B QLoRA, rank 32 on every linear layer, batch 1 (--max-context)
+    "qlora_8b_r32_all": ("llama3_1/8B_qlora_long_context", "lora", 1, []),
 }
 
 
 HF_NAMES = {"q_proj": "q_proj", "k_proj": "k_proj", "v_proj": "v_proj", "output_proj": "o_proj"}
 HF_MLP = ["gate_proj", "up_proj", "down_proj"]
-MODEL_TYPES = {"lora_1b": "LLAMA3_2", "full_1b": "LLAMA3_2", "qlora_8b": "LLAMA3"}
+MODEL_TYPES = {"lora_1b": "LLAMA3_2", "full_1b": "LLAMA3_2", "qlora_8b": "LLAMA3", "qlora_8b_r32_all": "LLAMA3"}
 
 
 def _peak_gib(device: str) -> tuple[float | None, float | None]:
@@ -278,10 +281,12 @@ def run(
     torchtune_path: str | None = None,
     parity_noise_seed: int | None = None,
     learnable_data: bool = False,
+    memory_cap_gib: float | None = None,
 ) -> dict:
     import torch
 
     from benchmarks import matmul_tflops, training_flops_per_token
+    from benchmarks.max_context import host_peak_rss_gib
     from tuner.config import apply_overrides, load_config
     from tuner.registry import resolve_config
     from tuner.training.full import FullFinetune
@@ -343,6 +348,12 @@ def run(
         from benchmarks import torchtune_side as tt
         from tuner.errors import UsageError
 
+        if workload not in tt.RECIPES:
+            raise UsageError(
+                f"--compare-torchtune has no torchtune recipe for --workload {workload}",
+                f"use one of {', '.join(sorted(tt.RECIPES))}",
+            )
+
         order_keys = {
             "shuffle",
             "gradient_accumulation_steps",
@@ -372,6 +383,7 @@ def run(
         tt_work = Path(torchtune_dir) if torchtune_dir else Path(tempfile.mkdtemp(prefix=f"bench_tt_{workload}_"))
         if not packed:  # both tools train on the same learnable batches from the same checkpoint
             tt_assets = _parity_inputs(cfg, workload, tt_work, batch * steps, seq_len, device)
+    _cap_memory(memory_cap_gib, device)
     peak_tflops = matmul_tflops() if device == "cuda" else None
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -421,6 +433,8 @@ def run(
         "tokens_per_s_steps": [round(r["tokens_per_second_per_gpu"]) for r in rows],
         # seconds the loop waited for each step's GPU work, read a step later: ~0 means launch-bound
         "wait_for_gpu_s_steps": [round(r["wait_for_gpu_s"], 4) for r in rows if "wait_for_gpu_s" in r],
+        "memory_cap_gib": memory_cap_gib or None,
+        "host_peak_rss_gib": host_peak_rss_gib(),  # offloaded activations live in host memory
         "device": torch.cuda.get_device_name() if device == "cuda" else device,
         "torch": torch.__version__,
     }
@@ -458,6 +472,85 @@ def run(
         if tt_assets is not None:
             _report_parity(result, [r["loss"] for r in rows])
     return result
+
+
+def _cap_memory(cap_gib: float | None, device: str) -> None:
+    """Let this process allocate at most ``cap_gib`` GiB of GPU memory (0 or None: no cap), as a GPU
+    of that size would: ``torch.cuda.set_per_process_memory_fraction``."""
+    import torch
+
+    from tuner.errors import UsageError
+
+    if not cap_gib:
+        return
+    if device != "cuda":
+        raise UsageError(
+            f"--memory-cap-gib {cap_gib:g} caps GPU memory; on {device} there is none to cap",
+            "run on CUDA, or pass 0 (no cap) to try the probe on CPU",
+        )
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    if cap_gib * 2**30 > total:
+        raise UsageError(
+            f"--memory-cap-gib {cap_gib:g} is more than this GPU's {total / 2**30:.1f} GiB",
+            "pass a smaller cap, or 0 for the whole GPU",
+        )
+    torch.cuda.set_per_process_memory_fraction(cap_gib * 2**30 / total)
+
+
+def max_context(
+    workload: str,
+    caps_gib: list[float],
+    lo: int,
+    hi: int,
+    multiple: int,
+    steps: int,
+    overrides: list[str],
+    device: str = "cuda",
+    probe_timeout: float = 600,
+    time_budget: float | None = None,
+) -> dict:
+    """For each memory cap, the longest sequence of ``workload`` that trains (`benchmarks.max_context`):
+    a bisection whose probes each run ``steps`` steps in a fresh process, the issue's goal (1.5x
+    unsloth's figure) probed first. Each probe is printed on stderr as it ends; past ``time_budget``
+    seconds no new probe starts and the caps left say so."""
+    import time
+
+    from benchmarks import max_context as mc
+    from tuner.errors import UsageError
+
+    if device != "cuda" and any(caps_gib):
+        raise UsageError(
+            "--max-context caps GPU memory; on CPU nothing would be capped",
+            "run on CUDA, or pass --max-context 0 (no cap) to try the probes on CPU",
+        )
+    if steps < 1:
+        raise UsageError(f"--max-context needs --steps >= 1, got {steps}")
+    if not 1 <= multiple <= lo <= hi:
+        raise UsageError(
+            f"--context-range {lo}:{hi} with --context-multiple {multiple} is empty",
+            "use --context-multiple <= LO <= HI, e.g. --context-range 4096:524288 --context-multiple 4096",
+        )
+    deadline = time.monotonic() + time_budget if time_budget else None
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.monotonic() > deadline
+
+    results = {}
+    for cap in caps_gib:
+
+        def probe(seq_len: int, cap: float = cap) -> "mc.Probe":
+            argv = mc.probe_command(workload, seq_len, cap, steps, overrides, device)
+            result = mc.run_probe(argv, seq_len, probe_timeout)
+            print(f"probe: cap {cap:g} GiB " + json.dumps(vars(result)), file=sys.stderr, flush=True)
+            return result
+
+        goal = mc.goal_tokens(cap)
+        search = mc.longest_fitting(probe, lo, hi, multiple, first=goal, out_of_time=out_of_time)
+        entry = search.as_dict()
+        entry.update(unsloth_tokens=mc.UNSLOTH_8B_TOKENS.get(int(cap)), goal_tokens=goal)
+        entry["goal_met"] = mc.goal_met(search, goal)
+        results[f"{cap:g}"] = entry
+    return {"workload": workload, "multiple": multiple, "range": [lo, hi], "probe_steps": steps, "caps_gib": results}
 
 
 def _parity_inputs(cfg, workload: str, work: Path, num_samples: int, seq_len: int, device: str):
@@ -625,32 +718,58 @@ def main(argv: list[str] | None = None) -> int:
         help="train on the learnable token batches of --compare-torchtune (written with a random HF checkpoint "
         "that tuner loads) without running torchtune: a loss curve that falls, instead of random tokens",
     )
+    parser.add_argument(
+        "--memory-cap-gib",
+        type=float,
+        metavar="GIB",
+        help="let the run use at most GIB of GPU memory (torch.cuda.set_per_process_memory_fraction); 0: no cap",
+    )
+    parser.add_argument(
+        "--max-context",
+        metavar="CAPS",
+        help="for each GPU memory cap in GiB (comma-separated, e.g. 16,24,48,80; 0: no cap), find the longest "
+        "sequence that trains, by bisection, each probe a fresh process running --steps steps "
+        "(use --workload qlora_8b_r32_all for unsloth's setup)",
+    )
+    parser.add_argument(
+        "--context-range", default="1024:524288", metavar="LO:HI", help="--max-context: lengths to search"
+    )
+    parser.add_argument(
+        "--context-multiple", type=int, default=1024, help="--max-context: lengths are multiples of this"
+    )
+    parser.add_argument("--probe-timeout", type=float, default=600, help="--max-context: seconds for one probe")
+    parser.add_argument("--time-budget", type=float, metavar="S", help="--max-context: start no probe after S seconds")
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = parser.parse_args(argv)
     from tuner.errors import TunerError
 
+    if args.max_context is not None:
+        try:
+            caps = [float(c) for c in args.max_context.split(",") if c.strip()]
+            lo, hi = (int(x) for x in args.context_range.split(":"))
+        except ValueError:
+            print(
+                f"error: --max-context {args.max_context!r} / --context-range {args.context_range!r} are not "
+                "numbers. Fix: e.g. --max-context 16,24,48,80 --context-range 1024:524288",
+                file=sys.stderr,
+            )
+            return 2
+        call = functools.partial(
+            max_context, args.workload, caps, lo, hi, args.context_multiple, args.steps, args.overrides,
+            device=args.device, probe_timeout=args.probe_timeout, time_budget=args.time_budget,
+        )  # fmt: skip
+    else:
+        call = functools.partial(
+            run, args.workload, args.steps, args.warmup, args.seq_len, args.batch_size, args.overrides,
+            device=args.device, compare_hf=args.compare_hf, packed=args.packed, profile=args.profile,
+            memory_snapshot=args.memory_snapshot, compare_torchtune=args.compare_torchtune,
+            torchtune_compile=args.torchtune_compile, torchtune_overrides=args.torchtune_override,
+            torchtune_timeout=args.torchtune_timeout, torchtune_dir=args.torchtune_dir,
+            torchtune_path=args.torchtune_path, parity_noise_seed=args.parity_noise_seed,
+            learnable_data=args.learnable_data, memory_cap_gib=args.memory_cap_gib,
+        )  # fmt: skip
     try:
-        result = run(
-            args.workload,
-            args.steps,
-            args.warmup,
-            args.seq_len,
-            args.batch_size,
-            args.overrides,
-            device=args.device,
-            compare_hf=args.compare_hf,
-            packed=args.packed,
-            profile=args.profile,
-            memory_snapshot=args.memory_snapshot,
-            compare_torchtune=args.compare_torchtune,
-            torchtune_compile=args.torchtune_compile,
-            torchtune_overrides=args.torchtune_override,
-            torchtune_timeout=args.torchtune_timeout,
-            torchtune_dir=args.torchtune_dir,
-            torchtune_path=args.torchtune_path,
-            parity_noise_seed=args.parity_noise_seed,
-            learnable_data=args.learnable_data,
-        )
+        result = call()
     except TunerError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
