@@ -17,17 +17,23 @@ rank; for QLoRA, a bf16 base with gradient checkpointing, as the anchor figures 
 from the same weights where they are dense, and prints both results and their ratios.
 
 ``--compare-torchtune`` then runs torchtune 0.6.1's own recipe for the workload (its shipped config,
-``torch.compile`` on by default: ``--torchtune-compile on|off|both``) in a subprocess on an HF
-checkpoint written from the weights tuner started from (QLoRA: dense random bf16 weights of the
-shape), a synthetic llama3 tiktoken file and synthetic text cut to exactly ``--seq-len`` tokens,
-with the same batch size, steps, warm-up and seed (``benchmarks/torchtune_side.py``). Its median
-tokens/s and peak memory (from its own log lines) and the ratios tuner / torchtune are added.
+``torch.compile`` on by default: ``--torchtune-compile on|off|both``) in a subprocess with the same
+batch size, steps, warm-up and seed (``benchmarks/torchtune_side.py``). Unpacked, both tools train on
+the same learnable token batches from one written random HF checkpoint, tuner's initial adapters and
+tuner's hyperparameters (``benchmarks/parity.py``): the per-step losses of both, their largest
+difference and, with ``--parity-noise-seed`` or ``both``, torchtune's own run-to-run difference are
+added (``loss_parity``). Its median tokens/s and peak memory (from its own log lines) and the ratios
+tuner / torchtune are added.
 With ``--packed``, torchtune packs (its ``dataset.packed=True``, packs of ``--seq-len``) documents
 of the lengths tuner's packed data has; its tokens/s, which leaves padding out, is converted to
 positions/s as tuner counts (the entry's ``tokens_counted``).
 torchtune must be importable with $TORCHTUNE_PYTHONPATH (or ``--torchtune-path``) in front of PYTHONPATH,
 a path for the subprocess alone (``scripts/device_setup.sh``): its torchao 0.11 would make peft refuse
 to build the HF baseline's LoRA layers in this process.
+
+``--max-context 16,24,48,80`` (with ``--workload qlora_8b_r32_all``) finds, for each GPU memory cap, the
+longest sequence that trains, by bisection over probes that each run in a fresh process capped with
+``--memory-cap-gib`` (``benchmarks/max_context.py``).
 """
 
 from __future__ import annotations
