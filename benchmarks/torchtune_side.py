@@ -4,9 +4,10 @@ torchtune's own recipe runs as a script in a subprocess, as the anchor figures' 
 (docs/benchmarks.md; ``python3 <site>/recipes/<recipe>.py --config <site>/recipes/configs/<cfg>.yaml
 key=value ...``; its ``tune`` CLI imports kagglehub, which needs kagglesdk). Its inputs are written here:
 
-- an HF-format checkpoint of the workload's shape, written from tuner weights through tuner's own
-  HF conversion (``tuner.checkpoint.hf_keys``; no transformers needed): the very weights tuner trained
-  from where they are dense, else (QLoRA) a dense random-init bf16 checkpoint, sharded like HF;
+- an HF-format checkpoint of the workload's shape, written through tuner's own HF conversion
+  (``tuner.checkpoint.hf_keys``; no transformers needed), sharded like HF: unpacked, dense random-init
+  bf16 weights, written before tuner's run, which loads them too; packed, the weights tuner's run
+  started from where they are dense, else (QLoRA) dense random-init bf16 weights;
 - a synthetic llama3-style tiktoken ranks file with 128,000 entries (256 bytes + random lowercase
   strings), loaded by ``torchtune.models.llama3.llama3_tokenizer``;
 - unpacked: the learnable token batches both tools train on, in the same order, and tuner's initial
