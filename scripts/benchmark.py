@@ -477,6 +477,8 @@ def run(
         )
         if tt_assets is not None:
             _report_parity(result, [r["loss"] for r in rows])
+        else:  # a speed figure always says whether it comes with a parity figure
+            result["loss_parity"] = {"error": "not measured with --packed (tuner packs random tokens, torchtune text)"}
     return result
 
 
