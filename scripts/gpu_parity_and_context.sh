@@ -24,15 +24,15 @@ ngpu=$(python3 -c "import torch; print(torch.cuda.device_count())")
 [ "$ngpu" -ge 1 ] || { echo "error: no CUDA device" >&2; exit 1; }
 
 parity="--steps 100 --warmup 10 --compare-torchtune --torchtune-compile both"
-context="--workload qlora_8b_r32_all --steps 1 --context-range 4096:524288 --context-multiple 4096"
+context="--workload qlora_8b_r32_all --steps 1 --context-multiple 4096"  # --context-range 4096:8192*cap below
 jobs=(  # name | options | config overrides (argparse wants these last)
   "parity_lora_1b|--workload lora_1b $parity|compile=True lr_scheduler.num_warmup_steps=10"
-  "context_16|$context --max-context 16|"
-  "context_24|$context --max-context 24|"
+  "context_16|$context --max-context 16 --context-range 4096:131072|"
+  "context_24|$context --max-context 24 --context-range 4096:196608|"
   "parity_full_1b|--workload full_1b $parity|compile=True"
   "parity_qlora_8b|--workload qlora_8b $parity|compile=True lr_scheduler.num_warmup_steps=10"
-  "context_48|$context --max-context 48|"
-  "context_80|$context --max-context 80|"
+  "context_48|$context --max-context 48 --context-range 4096:393216|"
+  "context_80|$context --max-context 80 --context-range 4096:655360|"
 )
 
 run_job() {  # name | options | overrides
