@@ -17,6 +17,7 @@ TINY_QLORA = [
     "model.num_kv_heads=2",
     "model.embed_dim=64",
     "model.intermediate_dim=128",
+    "model.max_seq_len=256",  # the component builder takes it; the 8B size builder has its own (131,072)
 ]
 
 
