@@ -177,6 +177,35 @@ def test_adapter_switching_equals_each_merged_model(ckpt, two_adapters):
         assert result.adapter == (None if name == "base" else name)
 
 
+def test_batched_prompts_with_their_adapters_equal_one_at_a_time(ckpt, two_adapters, capsys):
+    """batch_size: 3 answers 4 prompts (of different lengths, over two adapters and the base) in two
+    batches over the unmerged base; every answer equals the one-at-a-time (merged) answer."""
+    adapters = {k: str(v) for k, v in two_adapters.items()}
+    prompts = [
+        {"user": "Tell me about rivers.", "adapter": "wordy"},
+        {"user": "Hi", "adapter": "base"},
+        {"user": "Name three animals that live in the sea, please.", "adapter": "terse"},
+        {"user": "Why?"},  # the default adapter
+    ]
+    cfg = gen_cfg(ckpt, adapters=adapters, adapter="terse", prompt=prompts, max_new_tokens=8)
+    alone, _ = run_inprocess(cfg)
+    batched, streamed = run_inprocess({**cfg, "batch_size": 3})
+    assert [r.adapter for r in batched] == ["wordy", None, "terse", "terse"]
+    assert [r.extra["batch_size"] for r in batched] == [3, 3, 3, 1]
+    assert [r.tokens for r in batched] == [r.tokens for r in alone]
+    assert [r.text for r in batched] == [r.text for r in alone] and all(r.text.strip() in streamed for r in batched)
+    assert len({tuple(r.tokens) for r in batched[:3]}) == 3
+
+    from tuner.errors import run_reporting_errors
+
+    bad = {**cfg, "batch_size": 3, "prompt": [{"user": "hi", "adapter": "wordyy"}]}
+    assert run_reporting_errors(lambda: run_inprocess(bad)) == 2
+    err = capsys.readouterr().err
+    assert "error: unknown adapter 'wordyy'" in err and "did you mean 'wordy'" in err and "Traceback" not in err
+    assert run_reporting_errors(lambda: run_inprocess({**bad, "adapters": None})) == 2
+    assert "no adapters are loaded" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def ok_run(ckpt, tmp_path_factory) -> Path:
     """A 32-step LoRA run on CPU where every answer is exactly "OK"; returns its last step folder."""
