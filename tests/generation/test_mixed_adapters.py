@@ -7,6 +7,7 @@ generating each prompt alone with its adapter merged; bad inputs give one clear 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -163,6 +164,10 @@ def test_errors(setup, tmp_path):
     (pissa / "adapter_config.json").write_text(json.dumps({**config, "init_lora_weights": "pissa_niter_4"}))
     with pytest.raises(CheckpointError, match="rewritten base.*pissa_niter_4"):
         MixedAdapters(model, {"lora": adapters["lora"], "p": load_adapter(pissa, mt, cfg, name="p")})
+    vera = adapters["vera"]
+    small = {k: (v[:, :10] if k.endswith("vera_A") else v) for k, v in vera.state.items()}
+    with pytest.raises(CheckpointError, match="projections .* too small for layers.0"):
+        MixedAdapters(model, {"vera": dataclasses.replace(vera, state=small)})
     # an adapter for another base (hidden size 32)
     other, other_cfg, _ = tiny_hf_model(FAMILY, hidden_size=32, tie_word_embeddings=False)
     get_peft_model(other, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "other")

@@ -104,6 +104,12 @@ def adapter_factors(adapter: Adapter, prefix: str, base_weight: torch.Tensor) ->
         out_dim, in_dim = base_weight.shape
         lam_d, lam_b = state["vera_lambda_d"], state["vera_lambda_b"]
         r = lam_d.shape[0]
+        if vera_a.shape[0] < r or vera_a.shape[1] < in_dim or vera_b.shape[0] < out_dim:
+            raise CheckpointError(
+                f"VeRA adapter {adapter.name!r} ({adapter.path}): its projections {tuple(vera_a.shape)} / "
+                f"{tuple(vera_b.shape)} are too small for {prefix[:-1]} ({in_dim} -> {out_dim}, rank {r})",
+                fix="use a VeRA adapter trained on this base model",
+            )
         return _Factors(lam_d[:, None] * vera_a[:r, :in_dim], lam_b[:, None] * vera_b[:out_dim, :r])
     rank, alpha, rslora = lora_settings(adapter)
     a, b = state["lora_a.weight"], state["lora_b.weight"]
