@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from tests.real_data import smollm2_chat_template
 from tests.recipes.helpers import make_hf_checkpoint, model_node, tune, write_config
-from tuner.errors import CheckpointError, ConfigError
+from tuner.errors import CheckpointError, ConfigError, UsageError
 from tuner.generation.runner import GenerationRun
 
 PROMPTS = ["Name a colour of the sky.", {"system": "Answer in one word.", "user": "What do bees make?"}]
@@ -204,6 +204,8 @@ def test_batched_prompts_with_their_adapters_equal_one_at_a_time(ckpt, two_adapt
     assert "error: unknown adapter 'wordyy'" in err and "did you mean 'wordy'" in err and "Traceback" not in err
     assert run_reporting_errors(lambda: run_inprocess({**bad, "adapters": None})) == 2
     assert "no adapters are loaded" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="a prompt has .* tokens, the model's max_seq_len is 512"):
+        run_inprocess({**cfg, "batch_size": 2, "prompt": ["hi", "word " * 600]})
 
 
 @pytest.fixture(scope="module")
