@@ -164,6 +164,11 @@ def test_errors(setup, tmp_path):
     (pissa / "adapter_config.json").write_text(json.dumps({**config, "init_lora_weights": "pissa_niter_4"}))
     with pytest.raises(CheckpointError, match="rewritten base.*pissa_niter_4"):
         MixedAdapters(model, {"lora": adapters["lora"], "p": load_adapter(pissa, mt, cfg, name="p")})
+    lora = adapters["lora"]
+    a0 = lora.state["layers.0.attn.q_proj.lora_a.weight"]
+    unconverted = dataclasses.replace(lora, state={**lora.state, "layers.0.attn.q_proj.pissa_init_a": a0})
+    with pytest.raises(CheckpointError, match="rewritten base"):  # tuner's own unconverted PiSSA factors
+        MixedAdapters(model, {"p": unconverted})
     vera = adapters["vera"]
     small = {k: (v[:, :10] if k.endswith("vera_A") else v) for k, v in vera.state.items()}
     with pytest.raises(CheckpointError, match="projections .* too small for layers.0"):
