@@ -118,28 +118,22 @@ def test_batch_generation_equals_each_prompt_alone(setup):
     _, model, adapters, _, _, _ = setup
     gen = torch.Generator().manual_seed(2)
     rows = ["rslora", "base", "vera", "dora", "lora"]
-    prompts = [torch.randint(3, VOCAB, (n,), generator=gen).tolist() for n in (4, 9, 1, 6, 3)]
+    short, single, long = (torch.randint(3, VOCAB, (n,), generator=gen).tolist() for n in (4, 1, 9))
+    prompts = [short, short, single, long, long]  # lengths differ (left padding); rows 0/1 and 3/4 share a prompt
     mixed = MixedAdapters(model, adapters)
     calls = _count_forwards(model)
     n = 8
     out = generate_batch(model, prompts, n, adapters=mixed, adapter_names=rows)
     assert calls[0] == n  # one forward per step for the whole batch: prefill, then one per new token
-    nocache = generate_batch(model, prompts, n, adapters=mixed, adapter_names=rows, use_cache=False)
-    for prompt, name, got, got_nocache in zip(prompts, rows, out, nocache):
-        alone = generate(_merged(model, adapters.get(name)), prompt, n)[len(prompt) :].tolist()
-        assert got == alone == got_nocache, name
-    assert (
-        len(
-            {tuple(generate_batch(model, [prompts[0]] * 5, n, adapters=mixed, adapter_names=rows)[i]) for i in range(5)}
-        )
-        > 2
-    )  # the adapters change the answer
+    for prompt, name, got in zip(prompts, rows, out):
+        assert got == generate(_merged(model, adapters.get(name)), prompt, n)[len(prompt) :].tolist(), name
+    assert out[0] != out[1] and out[3] != out[4]  # on the same prompt, the adapters change the answer
     # a stop token ends its row only
     stop = out[0][2]
     stopped = generate_batch(model, prompts, n, adapters=mixed, adapter_names=rows, stop_tokens=[stop])
     assert stopped[0] == out[0][: out[0].index(stop) + 1]
     for full, cut in zip(out[1:], stopped[1:]):
-        assert cut == full[: full.index(stop) + 1] if stop in full else cut == full
+        assert cut == (full[: full.index(stop) + 1] if stop in full else full)
 
 
 def test_errors(setup, tmp_path):
