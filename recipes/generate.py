@@ -3,6 +3,7 @@
     tune run generate --config llama3_2/generation prompt="What is 3 times 4?"
     tune run generate --config llama3_2/generation adapter_dir=/tmp/tuner/llama3_2_1B/lora_single_device/step_100
     tune run generate --config llama3_2/generation chat=True
+    tune run generate --config my_generation.yaml batch_size=8   # prompts with their own adapters, batched
 
 The text streams to stdout as it is produced; progress and the speed (tokens/s) go to stderr.
 Generation stops at the model's end-of-turn / EOS tokens or after ``max_new_tokens``.
@@ -18,6 +19,10 @@ Config keys:
 - ``adapters``: ``{name: folder}``, several adapters over one base; each prompt picks one with
   ``adapter: name`` (``base`` for none) and switching does not reload the base.
 - ``adapter``: the default adapter (else ``adapter_dir``'s, else the base model).
+- ``batch_size`` (1): with more, the prompts are answered that many at a time in one batch (one
+  forward per token for the whole batch); each row uses its own ``adapter`` over the unmerged base
+  (LoRA, rsLoRA, DoRA, VeRA, QLoRA, converted PiSSA), and greedy answers equal those of
+  ``batch_size: 1``. The answers print when their batch is done; the speed is the batch's.
 - ``prompt``: a string; torchtune's ``{system: ..., user: ...}``; or a list of strings /
   ``{user, system, adapter}`` / ``{messages, adapter}`` items, answered in turn.
 - ``messages``: a whole conversation ``[{role, content}, ...]`` to continue.

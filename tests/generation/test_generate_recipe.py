@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from tests.real_data import smollm2_chat_template
 from tests.recipes.helpers import make_hf_checkpoint, model_node, tune, write_config
-from tuner.errors import CheckpointError, ConfigError
+from tuner.errors import CheckpointError, ConfigError, UsageError
 from tuner.generation.runner import GenerationRun
 
 PROMPTS = ["Name a colour of the sky.", {"system": "Answer in one word.", "user": "What do bees make?"}]
@@ -175,6 +175,37 @@ def test_adapter_switching_equals_each_merged_model(ckpt, two_adapters):
     for name, result in zip(order, results):
         assert result.tokens == expected[name], name
         assert result.adapter == (None if name == "base" else name)
+
+
+def test_batched_prompts_with_their_adapters_equal_one_at_a_time(ckpt, two_adapters, capsys):
+    """batch_size: 3 answers 4 prompts (of different lengths, over two adapters and the base) in two
+    batches over the unmerged base; every answer equals the one-at-a-time (merged) answer."""
+    adapters = {k: str(v) for k, v in two_adapters.items()}
+    prompts = [
+        {"user": "Tell me about rivers.", "adapter": "wordy"},
+        {"user": "Hi", "adapter": "base"},
+        {"user": "Name three animals that live in the sea, please.", "adapter": "terse"},
+        {"user": "Why?"},  # the default adapter
+    ]
+    cfg = gen_cfg(ckpt, adapters=adapters, adapter="terse", prompt=prompts, max_new_tokens=8)
+    alone, _ = run_inprocess(cfg)
+    batched, streamed = run_inprocess({**cfg, "batch_size": 3})
+    assert [r.adapter for r in batched] == ["wordy", None, "terse", "terse"]
+    assert [r.extra["batch_size"] for r in batched] == [3, 3, 3, 1]
+    assert [r.tokens for r in batched] == [r.tokens for r in alone]
+    assert [r.text for r in batched] == [r.text for r in alone] and all(r.text.strip() in streamed for r in batched)
+    assert len({tuple(r.tokens) for r in batched[:3]}) == 3
+
+    from tuner.errors import run_reporting_errors
+
+    bad = {**cfg, "batch_size": 3, "prompt": [{"user": "hi", "adapter": "wordyy"}]}
+    assert run_reporting_errors(lambda: run_inprocess(bad)) == 2
+    err = capsys.readouterr().err
+    assert "error: unknown adapter 'wordyy'" in err and "did you mean 'wordy'" in err and "Traceback" not in err
+    assert run_reporting_errors(lambda: run_inprocess({**bad, "adapters": None})) == 2
+    assert "no adapters are loaded" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="a prompt has .* tokens, the model's max_seq_len is 512"):
+        run_inprocess({**cfg, "batch_size": 2, "prompt": ["hi", "word " * 600]})
 
 
 @pytest.fixture(scope="module")

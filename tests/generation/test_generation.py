@@ -135,3 +135,18 @@ def test_bad_prompt_shapes_raise(llama):
         generate(model, torch.zeros(1, 1, 2, dtype=torch.long), 2)
     with pytest.raises(UsageError, match="empty"):
         generate(model, [], 2)
+
+
+def test_ragged_batch_equals_each_prompt_alone():
+    """Prompts of different lengths in one batch: left padding, per-row positions, a mask that hides
+    the padding; gemma2 (soft-capping, sliding window of 8) decodes past its window."""
+    _, model = _pair("gemma2")
+    gen = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(3, VOCAB, (n,), generator=gen).tolist() for n in (3, 7, 1, 5)]
+    for use_cache in (True, False):
+        batch = generate(model, prompts, 9, use_cache=use_cache)
+        assert isinstance(batch, list) and [len(r) for r in batch] == [len(p) + 9 for p in prompts]
+        for prompt, row in zip(prompts, batch):
+            assert row.tolist() == generate(model, prompt, 9).tolist()
+    with pytest.raises(UsageError, match="prompt 1 of the batch is empty"):
+        generate(model, [[4, 5], []], 2)

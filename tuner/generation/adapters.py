@@ -113,6 +113,7 @@ def _peft_merge_settings(folder: Path) -> dict[str, Any]:
         "use_rslora": bool(raw.get("use_rslora", False)),
         "use_dora": bool(raw.get("use_dora", False)),
         "peft_type": raw.get("peft_type"),
+        "init_lora_weights": raw.get("init_lora_weights", True),
     }
 
 
@@ -150,18 +151,21 @@ def check_adapter_fits(model: nn.Module, adapter: Adapter) -> None:
         )
 
 
-def _lora_settings(adapter: Adapter) -> tuple[Optional[int], Optional[float], bool]:
+def lora_settings(adapter: Adapter) -> tuple[Optional[int], float, bool]:
+    """A LoRA adapter's ``(rank, alpha, use_rslora)`` from its config (the rank from its weights when
+    the config lacks it); a CheckpointError when it has no ``lora_alpha``."""
     cfg = adapter.config
     rank = cfg.get("lora_rank", cfg.get("r"))
     alpha = cfg.get("lora_alpha")
     if rank is None:  # tuner adapters saved without a config: read the rank from the weights
         a = next((v for k, v in adapter.state.items() if k.endswith(".lora_a.weight")), None)
         rank = None if a is None else int(a.shape[0])
-    return (
-        (None if rank is None else int(rank)),
-        (None if alpha is None else float(alpha)),
-        bool(cfg.get("use_rslora", False)),
-    )
+    if alpha is None:
+        raise CheckpointError(
+            f"adapter {adapter.name!r} ({adapter.path}) has no lora_alpha in its config",
+            fix=f"add lora_alpha to {ADAPTER_CONFIG}",
+        )
+    return (None if rank is None else int(rank)), float(alpha), bool(cfg.get("use_rslora", False))
 
 
 @torch.no_grad()
@@ -177,12 +181,7 @@ def merged_weight(base_weight: torch.Tensor, adapter: Adapter, prefix: str) -> t
     for key, value in adapter.state.items():
         if "vera_projections." in key:
             sub[key] = value.to(device=device, dtype=torch.float32)
-    rank, alpha, rslora = _lora_settings(adapter)
-    if prefix + "lora_a.weight" in sub and alpha is None:
-        raise CheckpointError(
-            f"adapter {adapter.name!r} ({adapter.path}) has no lora_alpha in its config",
-            fix=f"add lora_alpha to {ADAPTER_CONFIG}",
-        )
+    rank, alpha, rslora = lora_settings(adapter) if prefix + "lora_a.weight" in sub else (None, None, False)
     return get_merged_lora_ckpt(sub, rank=rank, alpha=alpha, use_rslora=rslora)[prefix + "weight"]
 
 

@@ -11,7 +11,8 @@ Shared by the generate, eval and merge recipes; the keys are `InferenceSettings`
   ``checkpointer.adapter_checkpoint`` is taken as an ``adapter_dir``.
 - ``adapter_dir``: one adapter folder (PEFT format), a run's ``step_N`` folder (adapter in
   ``adapter/``), or a run's ``output_dir`` (its newest complete step).
-- ``adapters``: ``{name: folder}``, several adapters over the same base, switched per prompt.
+- ``adapters``: ``{name: folder}``, several adapters over the same base, switched per prompt, or
+  (``mixed_adapters``) chosen per row of one batch over the unmerged base.
 - ``adapter``: which adapter is active by default (a name from ``adapters``, or ``base``); when
   unset: the ``adapter_dir`` one if given, else the base model.
 - ``device`` (cuda / cpu / auto), ``dtype`` (bf16 / fp32 / fp16; null: the dtype the run trained
@@ -21,7 +22,7 @@ Shared by the generate, eval and merge recipes; the keys are `InferenceSettings`
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -36,6 +37,7 @@ from tuner.config.settings import read_settings
 from tuner.devices import get_device, get_dtype
 from tuner.errors import CheckpointError, ConfigError
 from tuner.generation.adapters import Adapter, AdapterSwitcher, load_adapter, merge_adapter_into
+from tuner.generation.multi_adapter import MixedAdapters
 from tuner.generation.settings import EvalSettings, GenerationSettings, InferenceSettings, MergeSettings
 from tuner.peft.utils import ADAPTER_MODULES
 
@@ -51,6 +53,7 @@ class InferenceModel:
     switcher: Optional[AdapterSwitcher] = None
     tokenizer: Any = None
     dtype_source: str = "config"  # where the dtype came from (for the log line)
+    _mixed: Optional[MixedAdapters] = field(default=None, repr=False)
 
     @property
     def model_type(self) -> str:
@@ -66,6 +69,16 @@ class InferenceModel:
                 )
             return
         self.switcher.activate(name)
+
+    def mixed_adapters(self) -> Optional[MixedAdapters]:
+        """The loaded adapters as `MixedAdapters` (one per row of a batch) over the base, which this
+        makes the active weights again; None when no adapters are loaded."""
+        if self.switcher is None:
+            return None
+        self.switcher.activate(None)  # the stacks are built over, and added to, the unmerged base
+        if self._mixed is None:
+            self._mixed = MixedAdapters(self.model, self.switcher.adapters)
+        return self._mixed
 
     def describe(self, adapter: Optional[str] = None) -> str:
         """What answers: ``adapter NAME (path)`` or ``model FOLDER`` (a base or a fine-tuned folder)."""

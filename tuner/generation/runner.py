@@ -1,11 +1,13 @@
 """What `tune run generate` does: load the model (with adapters), then answer the configured
-prompts, or chat interactively, streaming the text as it is produced. See recipes/generate.py
-for the config keys."""
+prompts, one at a time streaming the text as it is produced, or ``batch_size`` at a time in one
+batch whose rows use their own adapters over the unmerged base; or chat interactively. See
+recipes/generate.py for the config keys."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TextIO
@@ -14,7 +16,9 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from tuner.config.settings import read_settings
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, UsageError
+from tuner.generation.adapters import BASE_NAME
+from tuner.generation.batch import generate_batch
 from tuner.generation.loading import InferenceModel, default_adapter, load_inference_model
 from tuner.generation.settings import GenerationSettings, InferenceSettings
 from tuner.generation.text import GenerationResult, generate_text, prompt_tokens
@@ -101,6 +105,7 @@ class GenerationRun:
         self.temperature = o.temperature
         self.top_k, self.top_p = o.top_k, o.top_p
         self.use_cache = o.enable_kv_cache
+        self.batch_size = o.batch_size
         self.interactive = o.chat or o.interactive or force_chat
         self.specs = [] if force_chat else prompt_specs(o)
         if not self.specs and not self.interactive:
@@ -158,21 +163,79 @@ class GenerationRun:
         self.results.append(result)
         return result
 
+    def _tokens(self, spec: PromptSpec) -> list[int]:
+        assert self.loaded is not None
+        return prompt_tokens(
+            self.loaded.tokenizer, spec.prompt, messages=spec.messages, system=spec.system, chat_format=self.chat_format
+        )
+
+    @staticmethod
+    def _label(spec: PromptSpec) -> str:
+        return spec.prompt if spec.prompt is not None else (spec.messages or [{}])[-1].get("content", "")
+
     def answer_prompts(self) -> None:
         assert self.loaded is not None
         default = default_adapter(self.settings, self.loaded.switcher.names if self.loaded.switcher else [])
+        if self.batch_size > 1:
+            for start in range(0, len(self.specs), self.batch_size):
+                self.answer_batch(self.specs[start : start + self.batch_size], default)
+            return
         for spec in self.specs:
-            tokens = prompt_tokens(
-                self.loaded.tokenizer,
-                spec.prompt,
-                messages=spec.messages,
-                system=spec.system,
-                chat_format=self.chat_format,
-            )
             adapter = spec.adapter if spec.adapter is not None else default
-            label = spec.prompt if spec.prompt is not None else (spec.messages or [{}])[-1].get("content", "")
-            self._info(f"[{self.loaded.describe(adapter)}] {label}")
-            self.generate(tokens, adapter)
+            self._info(f"[{self.loaded.describe(adapter)}] {self._label(spec)}")
+            self.generate(self._tokens(spec), adapter)
+
+    def answer_batch(self, specs: list[PromptSpec], default: Optional[str]) -> list[GenerationResult]:
+        """Answer ``specs`` in one batch, each with its adapter over the unmerged base; print each
+        answer when the batch is done."""
+        assert self.loaded is not None
+        loaded = self.loaded
+        tokens = [self._tokens(spec) for spec in specs]
+        names = [spec.adapter if spec.adapter is not None else default for spec in specs]
+        mixed = loaded.mixed_adapters()
+        if mixed is None:
+            for name in names:
+                loaded.use_adapter(name)  # the error for an adapter name with no adapters loaded
+        room = loaded.model.max_seq_len - max(len(t) for t in tokens)
+        if room <= 0:
+            raise UsageError(
+                f"a prompt has {max(len(t) for t in tokens)} tokens, the model's max_seq_len is "
+                f"{loaded.model.max_seq_len}",
+                fix="shorten the prompt",
+            )
+        stops = list(loaded.tokenizer.stop_tokens)
+        start = time.perf_counter()
+        answers = generate_batch(
+            loaded.model,
+            tokens,
+            min(self.max_new_tokens, room),
+            adapters=mixed,
+            adapter_names=names,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            stop_tokens=stops,
+            rng=self.rng,
+            use_cache=self.use_cache,
+        )
+        seconds = time.perf_counter() - start
+        results = []
+        for spec, prompt, name, out in zip(specs, tokens, names, answers):
+            stopped = bool(out) and out[-1] in stops
+            text = loaded.tokenizer.decode(out[:-1] if stopped else out)
+            self._info(f"[{loaded.describe(name)}] {self._label(spec)}")
+            self._write(text + "\n")
+            adapter = None if name in (None, BASE_NAME) else name
+            result = GenerationResult(prompt, out, text, stopped, seconds, float("nan"), adapter=adapter)  # batch time
+            result.extra["batch_size"] = len(specs)
+            results.append(result)
+        total = sum(len(r.tokens) for r in results)
+        self._info(
+            f"{len(specs)} prompts in one batch: {total} tokens in {seconds:.2f} s "
+            f"({total / seconds if seconds > 0 else 0.0:.1f} tokens/s)"
+        )
+        self.results.extend(results)
+        return results
 
     def chat(self) -> None:
         """Read user turns from stdin until EOF or "exit"; ``/adapter NAME`` switches adapters,

@@ -54,6 +54,9 @@ class GenerationSettings:
     interactive: bool = setting(False, bool)
     output_file: str | None = setting(None, str)
     enable_kv_cache: bool = setting(True, bool)
+    batch_size: int = setting(
+        1, int, min=1, doc="prompts answered together; each row uses its own adapter over the unmerged base"
+    )
 
 
 @dataclass(frozen=True)

@@ -51,22 +51,50 @@ def sample_next_token(
     return torch.multinomial(probs, 1, generator=rng).squeeze(-1)
 
 
-def _as_batch(prompt_tokens: Sequence[int] | torch.Tensor, device: torch.device) -> tuple[torch.Tensor, bool]:
+def _as_batch(
+    prompt_tokens: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
+    """``[b, s]`` ids, whether the input was one prompt, and each row's number of left-pad slots
+    (None when every prompt has the same length)."""
+    first = None if isinstance(prompt_tokens, torch.Tensor) or not len(prompt_tokens) else prompt_tokens[0]
+    if isinstance(first, (list, tuple)) or (isinstance(first, torch.Tensor) and first.dim() > 0):
+        rows = [torch.as_tensor(p, dtype=torch.long, device=device).reshape(-1) for p in prompt_tokens]
+        lengths = [r.numel() for r in rows]
+        if min(lengths) == 0:
+            raise UsageError(f"prompt {lengths.index(0)} of the batch is empty", "give every prompt at least one token")
+        if len(set(lengths)) > 1:
+            width = max(lengths)
+            tokens = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+            for i, r in enumerate(rows):
+                tokens[i, width - r.numel() :] = r
+            return tokens, False, torch.tensor([width - n for n in lengths], device=device)
+        return torch.stack(rows), False, None
     t = torch.as_tensor(prompt_tokens, dtype=torch.long, device=device)
     if t.dim() == 1:
-        return t[None], True
+        return t[None], True, None
     if t.dim() != 2:
         raise UsageError(
             f"prompt_tokens must be [s] or [b, s], got shape {tuple(t.shape)}",
-            "pass a list of ids or a 2-D tensor of equal-length prompts",
+            "pass a list of ids, a list of prompts, or a 2-D tensor of equal-length prompts",
         )
-    return t, False
+    return t, False, None
+
+
+def padded_mask(pads: torch.Tensor, query_slots: torch.Tensor, kv_len: int) -> torch.Tensor:
+    """Attention mask ``[b, q, kv_len]`` of a left-padded batch: a query attends to the earlier slots
+    of its own row's prompt, never to padding. A padding query sees only itself (its output is
+    never used; a row with nothing to attend to would give NaN that the matmul spreads)."""
+    keys = torch.arange(kv_len, device=pads.device)
+    causal = keys[None, :] <= query_slots[:, None]  # [q, kv]
+    real = keys[None, :] >= pads[:, None]  # [b, kv]
+    itself = keys[None, :] == query_slots[:, None]
+    return causal[None] & (real[:, None, :] | itself[None])
 
 
 @torch.inference_mode()
 def stream(
     model: torch.nn.Module,
-    prompt_tokens: Sequence[int] | torch.Tensor,
+    prompt_tokens: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor,
     max_new_tokens: int,
     *,
     temperature: float = 0.0,
@@ -79,14 +107,16 @@ def stream(
     """Yield the next token of every sequence, ``[b]``, one step at a time.
 
     Stops after ``max_new_tokens`` or once every sequence has produced one of ``stop_tokens``
-    (the stop token itself is yielded). Prompts in a batch must have the same length.
+    (the stop token itself is yielded). A batch is a ``[b, s]`` tensor or a list of prompts; prompts
+    of different lengths are left-padded, and each row keeps its own positions (0 at its first
+    token) and never attends to the padding, so its tokens are those of decoding it alone.
     With ``use_cache`` the model's KV cache is set up for this call (or reset if already set up)
     and removed afterwards if this call created it.
     """
     if max_new_tokens < 0:
         raise UsageError(f"max_new_tokens must be >= 0, got {max_new_tokens}", "ask for 0 or more tokens")
     device = next(model.parameters()).device
-    tokens, _ = _as_batch(prompt_tokens, device)
+    tokens, _, pads = _as_batch(prompt_tokens, device)
     b, s = tokens.shape
     if s == 0:
         raise UsageError("the prompt is empty", "give at least one prompt token (e.g. the BOS id)")
@@ -106,14 +136,20 @@ def stream(
             dtype = next(model.parameters()).dtype
             model.setup_caches(b, dtype if dtype.is_floating_point else torch.float32, total)
             created_cache = True
+    slots = torch.arange(total, device=device)
+    positions = None if pads is None else (slots[None] - pads[:, None]).clamp(min=0)  # [b, total]
     try:
         seq = tokens
-        step_input, pos = tokens, torch.arange(s, device=device)
+        step_input, pos = tokens, slots[:s]
         for _ in range(max_new_tokens):
-            if use_cache:
-                logits = model(step_input, input_pos=pos[None].expand(b, -1))
+            if pads is None:
+                logits = model(step_input, input_pos=pos[None].expand(b, -1)) if use_cache else model(seq)
+            elif use_cache:
+                mask = padded_mask(pads, pos, model.cache_len())
+                logits = model(step_input, mask=mask, input_pos=positions[:, pos], cache_pos=pos)
             else:
-                logits = model(seq)
+                n = seq.shape[1]
+                logits = model(seq, mask=padded_mask(pads, slots[:n], n), input_pos=positions[:, :n])
             nxt = sample_next_token(logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p, rng=rng)
             yield nxt
             seq = torch.cat([seq, nxt[:, None]], dim=1)
@@ -129,7 +165,7 @@ def stream(
 
 def generate(
     model: torch.nn.Module,
-    prompt_tokens: Sequence[int] | torch.Tensor,
+    prompt_tokens: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor,
     max_new_tokens: int,
     temperature: float = 0.0,
     top_k: int | None = None,
@@ -138,21 +174,22 @@ def generate(
     rng: torch.Generator | None = None,
     use_cache: bool = True,
     pad_id: int = 0,
-) -> torch.Tensor:
-    """Prompt followed by the generated tokens: ``[s + n]`` for a 1-D prompt, ``[b, s + n]`` for a batch.
+) -> torch.Tensor | list[torch.Tensor]:
+    """Prompt followed by the generated tokens: ``[s + n]`` for a 1-D prompt, ``[b, s + n]`` for a batch
+    of equal-length prompts, a list of ``[s_i + n]`` for prompts of different lengths.
 
     ``temperature=0`` is greedy. Generation stops after ``max_new_tokens`` or when every sequence
     has produced a stop token; in a batch, a sequence that stopped early is filled with ``pad_id``
     after its stop token.
     """
     device = next(model.parameters()).device
-    tokens, single = _as_batch(prompt_tokens, device)
+    tokens, single, pads = _as_batch(prompt_tokens, device)
     stops = torch.tensor(list(stop_tokens or []), dtype=torch.long, device=device)
     done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=device)
     out = [tokens]
     for nxt in stream(
         model,
-        tokens,
+        tokens if pads is None else prompt_tokens,
         max_new_tokens,
         temperature=temperature,
         top_k=top_k,
@@ -165,4 +202,6 @@ def generate(
         if stops.numel():
             done |= torch.isin(nxt, stops)
     result = torch.cat(out, dim=1)
+    if pads is not None:
+        return [row[int(pad) :] for row, pad in zip(result, pads)]
     return result[0] if single else result

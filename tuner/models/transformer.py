@@ -147,6 +147,11 @@ class TransformerDecoder(nn.Module):
     def caches_are_enabled(self) -> bool:
         return self.caches_are_setup() and self.layers[0].attn.cache_enabled
 
+    def cache_len(self) -> int | None:
+        """How many positions the KV caches hold (the key length of a mask while they are on), or None."""
+        cache = self.layers[0].attn.kv_cache
+        return None if cache is None else cache.max_seq_len
+
     def reset_caches(self) -> None:
         """Empty the caches (next call starts at position 0)."""
         for layer in self.layers:
@@ -168,26 +173,30 @@ class TransformerDecoder(nn.Module):
         *,
         mask: torch.Tensor | object | None = None,
         input_pos: torch.Tensor | None = None,
+        cache_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final-normed hidden states ``[b, s, embed_dim]``.
 
         ``mask``: None (causal), bool ``[b, s, s]`` (True = may attend; ``[b, s, cache_len]`` when the
         KV cache is on) or a FlexAttention BlockMask. ``input_pos``: ``[b, s]`` position ids or None
-        (0..s-1; with the KV cache on, continues after the last call). With the KV cache on, all
-        rows of the batch must share positions.
+        (0..s-1; with the KV cache on, continues after the last call). ``cache_pos``: ``[s]`` the
+        cache slots this call writes, shared by the batch (KV cache only; default: ``input_pos[0]``).
+        Rows whose positions differ from their slots (a left-padded batch) pass both, and a mask.
         """
         b, s = tokens.shape
         h = self.tok_embeddings(tokens)
         if self.embed_scale is not None:
             h = h * torch.tensor(self.embed_scale, dtype=h.dtype)
         caching = self.caches_are_enabled()
-        cache_pos = None
-        if caching:
-            if input_pos is None:
+        if not caching:
+            cache_pos = None
+        else:
+            if cache_pos is None and input_pos is None:
                 cache_pos = torch.arange(self._cache_next, self._cache_next + s, device=tokens.device)
-                input_pos = cache_pos[None]
-            else:
+            elif cache_pos is None:
                 cache_pos = input_pos[0] if input_pos.dim() == 2 else input_pos
+            if input_pos is None:
+                input_pos = cache_pos[None]
             self._cache_next += s
         cos, sin = self.rope(s, input_pos)
         rope = (cos.to(h.dtype), sin.to(h.dtype))
@@ -223,9 +232,10 @@ class TransformerDecoder(nn.Module):
         *,
         mask: torch.Tensor | object | None = None,
         input_pos: torch.Tensor | None = None,
+        cache_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits ``[b, s, vocab]``; see ``hidden`` for the arguments."""
-        return self.project(self.hidden(tokens, mask=mask, input_pos=input_pos))
+        return self.project(self.hidden(tokens, mask=mask, input_pos=input_pos, cache_pos=cache_pos))
 
     def _layer_masks(self, mask, s: int, cache_pos: torch.Tensor | None, device) -> dict:
         """One mask per distinct sliding window among the layers (key None = full attention)."""
@@ -238,7 +248,7 @@ class TransformerDecoder(nn.Module):
                 "pass mask.bool() or a FlexAttention BlockMask",
             )
         if mask is not None:
-            kv_len = self.layers[0].attn.kv_cache.max_seq_len if cache_pos is not None else s
+            kv_len = self.cache_len() if cache_pos is not None else s
             if mask.dim() != 3 or tuple(mask.shape[1:]) != (s, kv_len):
                 raise UsageError(
                     f"attention mask has shape {tuple(mask.shape)}, expected [batch, {s}, {kv_len}]",
@@ -253,7 +263,7 @@ class TransformerDecoder(nn.Module):
                 for w in windows
             }
         if cache_pos is not None:
-            kv_len = self.layers[0].attn.kv_cache.max_seq_len
+            kv_len = self.cache_len()
             k_idx = torch.arange(kv_len, device=device)
             dist = cache_pos[:, None] - k_idx[None, :]
             base = mask if mask is not None else (dist >= 0)[None]

@@ -52,8 +52,19 @@ def dora_merged_weight(
 ) -> torch.Tensor:
     """DoRA's merged weight, PEFT's ``merge``: ``(m / ||W + s B A||_row) * (W + s B A)``."""
     combined = base.to(lora_a.dtype) + lora_delta(lora_a, lora_b, scaling)
-    norm = torch.linalg.norm(combined, dim=1).detach()
-    return (magnitude / norm).view(-1, 1) * combined
+    return _dora_row_scale(combined, magnitude).view(-1, 1) * combined
+
+
+def dora_row_scale(
+    base: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float, magnitude: torch.Tensor
+) -> torch.Tensor:
+    """DoRA's per-output factor ``m / ||W + s B A||_row``: the layer computes ``factor * (W x + s B A x)``
+    (plus the bias), so a fixed adapter over a fixed base is a plain LoRA whose output is rescaled."""
+    return _dora_row_scale(base.to(lora_a.dtype) + lora_delta(lora_a, lora_b, scaling), magnitude)
+
+
+def _dora_row_scale(combined: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    return magnitude / torch.linalg.norm(combined, dim=1).detach()
 
 
 class LoRALinear(FrozenBase):
