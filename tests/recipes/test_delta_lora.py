@@ -156,3 +156,17 @@ def test_distributed_placement_is_refused_before_any_weight_is_read():
     with pytest.raises(ConfigError, match="one device"):
         LoRAFinetune().set_trainable(trainer, model)
     assert DeltaLoRA(model, 0.5).layers.keys() == {"q"}  # the same model is fine on one device
+
+
+def test_shipped_quickstart_config_trains_and_saves_a_merged_model_only(ckpt, tmp_path, capsys):
+    """`smollm2/135M_delta_lora_cpu` as shipped, with only the model's size, the checkpoint, the data and
+    the step count overridden: its keys turn Delta-LoRA on and the checkpoint is a merged model."""
+    from tests.recipes.helpers import shipped_quickstart_args
+    from tuner.cli.main import main
+
+    out = tmp_path / "out"
+    args = [*shipped_quickstart_args("delta_lora", ckpt, out), "delta_lora_start_step=0"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "Delta-LoRA: after each optimizer step t > 0" in capsys.readouterr().err
+    step = out / "step_2"
+    assert (step / "model.safetensors").is_file() and not (step / "adapter").exists()
