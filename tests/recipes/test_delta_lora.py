@@ -170,3 +170,36 @@ def test_shipped_quickstart_config_trains_and_saves_a_merged_model_only(ckpt, tm
     assert "Delta-LoRA: after each optimizer step t > 0" in capsys.readouterr().err
     step = out / "step_2"
     assert (step / "model.safetensors").is_file() and not (step / "adapter").exists()
+
+
+def test_stochastic_rounding_to_bf16_is_unbiased():
+    from tuner.peft.delta_lora import round_to_bf16_stochastically
+
+    x = torch.full((200_000,), 1.0 + 2.0**-9)  # a quarter of bf16's step (2**-7) above 1.0
+    rounded = round_to_bf16_stochastically(x, torch.Generator().manual_seed(0))
+    assert rounded.dtype == torch.bfloat16
+    assert set(rounded.float().unique().tolist()) == {1.0, 1.0 + 2.0**-7}  # one of the two neighbours
+    assert abs(rounded.float().mean().item() - x[0].item()) < 2e-5  # up a quarter of the time
+    assert torch.equal(rounded.to(torch.float32).to(torch.bfloat16), rounded)
+
+
+def test_a_bf16_base_keeps_changes_below_its_rounding_step():
+    """Each step moves W by far less than half a bf16 step: rounded to nearest W would never move;
+    rounded stochastically it moves by the exact total on average."""
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.q = LoRALinear(64, 64, rank=2, alpha=4, dtype=torch.bfloat16)  # B starts at zero
+    layer, steps = model.q, 300
+    w0, a = layer.weight.detach().float().clone(), layer.lora_a.weight.detach().float()
+    delta = DeltaLoRA(model, update_ratio=0.5, start_step=0, seed=3)
+    direction = torch.randn(64, 2) * 2e-4
+    with torch.no_grad():
+        for t in range(1, steps + 1):  # B grows by the same small step each optimizer step
+            layer.lora_b.weight.copy_(t * direction)
+            delta.after_step(t)
+    half_ulp = torch.exp2(torch.floor(torch.log2(w0.abs())) - 8)
+    total = 0.5 * 2 * layer.lora_b.weight.detach().float() @ a  # the changes add up to lambda * s * B_T A
+    assert (total.abs() / steps < half_ulp).float().mean() > 0.9  # to nearest, nearly every change is lost
+    moved = layer.weight.detach().float() - w0
+    assert (moved - total).abs().mean() < 0.3 * total.abs().mean()
+    assert abs((moved - total).mean().item()) < 0.02 * total.abs().mean().item()

@@ -13,6 +13,12 @@ W-sized tensor per layer): this class keeps copies of the previous ``A`` and ``B
 out)`` per layer) and adds both products to ``W`` in one ``addmm`` (``[B_{t+1}, B_t] @ [A_{t+1};
 -A_t]``), so no W-sized temporary is made either.
 
+In bf16 most of a step's change is smaller than half of W's rounding step (docs/benchmarks.md),
+so rounding to nearest would drop it; a bf16 ``W`` is
+therefore updated in float32 and rounded stochastically (unbiased: the expected weight is the exact
+one), with random bits drawn from a generator seeded by (run seed, step, layer), so a resumed run
+draws the same bits. float32 weights are updated exactly, in place.
+
 As in the paper, the adapter branch has no dropout (then the gradient of ``W`` equals that of ``s B
 A``, which is what the update stands in for); DoRA's magnitude, VeRA's shared matrices and an NF4
 base (QLoRA) do not fit the rule and are refused. Since ``W`` changes, the trained model is the
@@ -64,6 +70,14 @@ def delta_lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     return layers
 
 
+def round_to_bf16_stochastically(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """float32 ``x`` rounded to bfloat16 up or down at random, with the probabilities that make the
+    expected result ``x`` (a uniform 16-bit number is added to the bits bf16 drops, then they are cut)."""
+    bits = x.contiguous().view(torch.int32)
+    noise = torch.randint(0, 1 << 16, bits.shape, dtype=torch.int32, device=x.device, generator=generator)
+    return ((bits + noise) & -65536).view(torch.float32).to(torch.bfloat16)
+
+
 class DeltaLoRA:
     """Delta-LoRA's update of the frozen base weights of ``model``'s LoRA layers (module docstring).
 
@@ -71,15 +85,17 @@ class DeltaLoRA:
         model: a model with `LoRALinear` layers (dense base, no dropout, no DoRA).
         update_ratio: the paper's ``lambda``.
         start_step: the paper's ``K``: the base moves after optimizer steps ``t > K`` (``t`` from 0).
+        seed: seeds the stochastic rounding of bf16 base weights (with the step and the layer).
 
     Create it once the adapters hold their starting values (initialised, or loaded on resume):
     those are the "previous" factors of the first step.
     """
 
-    def __init__(self, model: nn.Module, update_ratio: float, start_step: int = 0) -> None:
+    def __init__(self, model: nn.Module, update_ratio: float, start_step: int = 0, seed: int = 0) -> None:
         self.layers = delta_lora_layers(model)
         self.update_ratio = float(update_ratio)
         self.start_step = int(start_step)
+        self.seed = int(seed)
         self.previous: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.remember_factors()
 
@@ -95,14 +111,20 @@ class DeltaLoRA:
         """Call after optimizer step ``step_index`` (from 0): move each ``W`` by ``lambda * s *
         (B A - B_prev A_prev)`` when ``step_index > start_step``; then remember ``A``, ``B``."""
         update = step_index > self.start_step
-        for name, module in self.layers.items():
+        for index, (name, module) in enumerate(self.layers.items()):
             a_prev, b_prev = self.previous[name]
             a, b = module.lora_a.weight, module.lora_b.weight
             if update:
                 weight = module.weight
-                factor_b = torch.cat([b, b_prev], dim=1).to(weight.dtype)
-                factor_a = torch.cat([a, -a_prev], dim=0).to(weight.dtype)
-                weight.addmm_(factor_b, factor_a, alpha=self.update_ratio * module.scaling)
+                factor_b, factor_a = torch.cat([b, b_prev], dim=1), torch.cat([a, -a_prev], dim=0)
+                alpha = self.update_ratio * module.scaling
+                if weight.dtype == torch.bfloat16:
+                    exact = torch.addmm(weight.float(), factor_b.float(), factor_a.float(), alpha=alpha)
+                    generator = torch.Generator(device=weight.device)
+                    generator.manual_seed(self.seed * 1_000_003 + step_index * 10_007 + index)
+                    weight.copy_(round_to_bf16_stochastically(exact, generator))
+                else:
+                    weight.addmm_(factor_b.to(weight.dtype), factor_a.to(weight.dtype), alpha=alpha)
             a_prev.copy_(a)
             b_prev.copy_(b)
 

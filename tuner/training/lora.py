@@ -64,7 +64,9 @@ class LoRAFinetune(FinetuneMethod):
             )
             model.load_state_dict({k: v.to(trainer.device) for k, v in adapter.items()}, strict=False)
         if settings.delta_lora_update_ratio is not None:
-            delta = DeltaLoRA(model, settings.delta_lora_update_ratio, settings.delta_lora_start_step)
+            delta = DeltaLoRA(
+                model, settings.delta_lora_update_ratio, settings.delta_lora_start_step, seed=int(trainer.seed)
+            )
             if saved_delta is not None:
                 delta.load_base_state(saved_delta["base"])
             trainer.method_state["delta_lora"] = delta
