@@ -167,7 +167,10 @@ def test_shipped_quickstart_config_trains_and_saves_a_merged_model_only(ckpt, tm
     out = tmp_path / "out"
     args = [*shipped_quickstart_args("delta_lora", ckpt, out), "delta_lora_start_step=0"]
     assert main(args) == 0, capsys.readouterr().err
-    assert "Delta-LoRA: after each optimizer step t > 0" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "Delta-LoRA: after each optimizer step t > 0" in printed.err
+    # The next step it prints generates with the merged model, not with an adapter the generation config names.
+    assert f"checkpointer.checkpoint_dir={out / 'step_2'} adapter_dir=null" in printed.out
     step = out / "step_2"
     assert (step / "model.safetensors").is_file() and not (step / "adapter").exists()
 
