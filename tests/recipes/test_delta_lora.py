@@ -114,6 +114,7 @@ def test_resume_from_a_checkpoint_is_exact(ckpt, tmp_path):
     "lora, words",
     [
         ({**LORA, "quantize_base": True}, "NF4"),
+        ({**LORA, "base_dtype": "fp8"}, "FP8"),
         ({**LORA, "lora_dropout": 0.1}, "lora_dropout: 0.0"),
         ({**LORA, "use_dora": True}, "use_dora"),
     ],

@@ -21,8 +21,8 @@ draws the same bits. float32 weights are updated exactly, in place.
 
 As in the paper, the adapter branch has no dropout (then the gradient of ``W`` equals that of ``s B
 A``, which is what the update stands in for); DoRA's magnitude, VeRA's shared matrices and an NF4
-base (QLoRA) do not fit the rule and are refused. Since ``W`` changes, the trained model is the
-merged ``W + s B A``: an adapter alone over the original base is not it.
+(QLoRA) or FP8 (``base_dtype: fp8``) base do not fit the rule and are refused. Since ``W`` changes,
+the trained model is the merged ``W + s B A``: an adapter alone over the original base is not it.
 """
 
 from __future__ import annotations
@@ -54,6 +54,12 @@ def delta_lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
         raise ConfigError(
             "Delta-LoRA updates the frozen base weights, which QLoRA stores in NF4 (quantize_base: True)",
             fix="use a lora_* builder with quantize_base: False, or set delta_lora_update_ratio: null",
+        )
+    if any(getattr(m, "base_dtype", None) is not None for m in layers.values()):
+        raise ConfigError(
+            "Delta-LoRA updates the frozen base weights, which base_dtype: fp8 stores in FP8 (each step's change "
+            "is far below FP8's rounding step)",
+            fix="drop model.base_dtype, or set delta_lora_update_ratio: null",
         )
     if any(m.use_dora for m in layers.values()):
         raise ConfigError(
