@@ -50,22 +50,10 @@ def delta_lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
             "delta_lora_update_ratio is set, but the model has no LoRA layers",
             fix="use a lora_* model builder, or set delta_lora_update_ratio: null",
         )
-    if any(m.quantize_base for m in layers.values()):
-        raise ConfigError(
-            "Delta-LoRA updates the frozen base weights, which QLoRA stores in NF4 (quantize_base: True)",
-            fix="use a lora_* builder with quantize_base: False, or set delta_lora_update_ratio: null",
-        )
-    if any(getattr(m, "base_dtype", None) is not None for m in layers.values()):
-        raise ConfigError(
-            "Delta-LoRA updates the frozen base weights, which base_dtype: fp8 stores in FP8 (each step's change "
-            "is far below FP8's rounding step)",
-            fix="drop model.base_dtype, or set delta_lora_update_ratio: null",
-        )
-    if any(m.use_dora for m in layers.values()):
-        raise ConfigError(
-            "Delta-LoRA's update rule is for plain LoRA; DoRA rescales W + s B A by its magnitude",
-            fix="set model.use_dora: False, or delta_lora_update_ratio: null",
-        )
+    for name, module in layers.items():
+        refusal = _refusal(module)
+        if refusal is not None:
+            raise ConfigError(f"Delta-LoRA cannot update {name}: {refusal[0]}", fix=refusal[1])
     if any(isinstance(m.dropout, nn.Dropout) for m in layers.values()):
         p = next(m.dropout.p for m in layers.values() if isinstance(m.dropout, nn.Dropout))
         raise ConfigError(
@@ -74,6 +62,18 @@ def delta_lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
             fix="set model.lora_dropout: 0.0",
         )
     return layers
+
+
+def _refusal(module: LoRALinear) -> tuple[str, str] | None:
+    """Why Delta-LoRA's rule does not fit ``module`` and the fix (None: it fits, dropout aside)."""
+    off = ", or set delta_lora_update_ratio: null"
+    if module.quantize_base:
+        return "QLoRA stores its base in NF4 (quantize_base: True)", "use a lora_* builder" + off
+    if getattr(module, "base_dtype", None) is not None:
+        return "base_dtype: fp8 stores its base in FP8, far coarser than a step's change", "drop model.base_dtype" + off
+    if module.use_dora:
+        return "the rule is for plain LoRA; DoRA rescales W + s B A by its magnitude", "set model.use_dora: False" + off
+    return None
 
 
 def round_to_bf16_stochastically(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
