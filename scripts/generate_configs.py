@@ -140,6 +140,7 @@ MODELS: tuple[Model, ...] = (
             "lora_fa_single_device",
             "pissa_single_device",
             "vera_single_device",
+            "delta_lora_single_device",
             "full",
             "lora",
         ),
@@ -200,6 +201,7 @@ class Variant:
     rs_alpha: bool = (
         False  # lora_alpha / sqrt(rank): rsLoRA's alpha/sqrt(rank) scaling starts where LoRA's alpha/rank is
     )
+    quickstart_top_keys: str | None = None  # instead of top_keys in the quickstart's 25-step configs
 
 
 VARIANTS: dict[str, Variant] = {
@@ -217,6 +219,13 @@ VARIANTS: dict[str, Variant] = {
         "PiSSA",
         "  init_lora_weights: pissa  # A, B from the base's top singular vectors; base keeps the rest\n",
         lr_factor=0.5,
+    ),
+    "delta_lora": Variant(
+        "Delta-LoRA",
+        top_keys="delta_lora_update_ratio: 0.5  # Delta-LoRA: W also moves by 0.5 x the change of s*B*A each step\n"
+        "delta_lora_start_step: 100  # ... after 100 warm-up steps (the paper's K)\n",
+        quickstart_top_keys="delta_lora_update_ratio: 0.5  # Delta-LoRA: W also moves by 0.5 x the change of "
+        "s*B*A each step\ndelta_lora_start_step: 5  # ... after 5 warm-up steps (the paper's K)\n",
     ),
     "vera": Variant(
         "VeRA",
@@ -415,7 +424,7 @@ profiler:
 # ---- the quickstart: the built-in SmolLM2-135M-Instruct on CPU, and the commands that follow it --------------
 BUILTIN = "${builtin_model:smollm2-135m-instruct}"
 QUICKSTART_OUT = "/tmp/tuner/smollm2_135M"  # output_dir of smollm2/135M_<variant>_cpu is QUICKSTART_OUT/<variant>_cpu
-QUICKSTART_VARIANTS = ("lora", "dora", "rslora", "lora_plus", "lora_fa", "pissa", "vera")
+QUICKSTART_VARIANTS = ("lora", "dora", "rslora", "lora_plus", "lora_fa", "pissa", "vera", "delta_lora")
 QUICKSTART_PROMPT = "What is 3 times 4?"
 QUICKSTART_LR = "2e-3"
 
@@ -480,7 +489,7 @@ optimizer:
   _component_: torch.optim.AdamW
   lr: {_lr(QUICKSTART_LR, v.lr_factor)}
   weight_decay: 0.0
-{v.top_keys}loss:
+{v.top_keys if v.quickstart_top_keys is None else v.quickstart_top_keys}loss:
   _component_: tuner.training.loss.ChunkedCrossEntropyLoss
   num_output_chunks: 4
 

@@ -125,6 +125,30 @@ def write_config(path: Path, ckpt: Path, out: Path, *, lora: dict | None = None,
     return path
 
 
+def shipped_quickstart_args(variant: str, ckpt: Path, out: Path) -> list[str]:
+    """`tune run` arguments for the shipped ``smollm2/135M_<variant>_cpu`` with only the model's size, the
+    checkpoint, the data and the output overridden (two steps of batch 2, no sample generation)."""
+    dims = {k: v for k, v in model_node().items() if k != "_component_"}
+    return [
+        "run",
+        "lora_finetune_single_device",
+        "--config",
+        f"smollm2/135M_{variant}_cpu",
+        "model._component_=tuner.models.smollm2.lora_smollm2",
+        *(f"model.{k}={v}" for k, v in dims.items()),
+        f"checkpointer.checkpoint_dir={ckpt}",
+        f"tokenizer.path={ckpt / 'tokenizer.json'}",
+        "dataset._component_=tuner.datasets.alpaca_dataset",
+        "dataset.source=json",
+        f"dataset.data_files={ALPACA}",
+        f"output_dir={out}",
+        "max_steps_per_epoch=2",
+        "batch_size=2",
+        "~sample_generation",
+        "progress_bar=False",
+    ]
+
+
 def tune(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `tune` CLI in a subprocess (the way users run it)."""
     proc = subprocess.run(

@@ -204,30 +204,12 @@ VARIANT_SIGNS = {  # what the saved adapter_config.json says for each variant co
 def test_every_variant_config_trains_and_saves_its_variant(variant, ckpt, tmp_path, capsys):
     """`smollm2/135M_<variant>_cpu` as shipped, with only the model's size, the checkpoint, the data
     and the step count overridden, trains two steps and saves an adapter of that variant."""
-    from tests.real_data import ALPACA
-    from tests.recipes.helpers import model_node
+    from tests.recipes.helpers import model_node, shipped_quickstart_args
     from tuner.cli.main import main
 
     dims = {k: v for k, v in model_node().items() if k != "_component_"}
     out = tmp_path / "out"
-    args = [
-        "run",
-        "lora_finetune_single_device",
-        "--config",
-        f"smollm2/135M_{variant}_cpu",
-        "model._component_=tuner.models.smollm2.lora_smollm2",
-        *(f"model.{k}={v}" for k, v in dims.items()),
-        f"checkpointer.checkpoint_dir={ckpt}",
-        f"tokenizer.path={ckpt / 'tokenizer.json'}",
-        "dataset._component_=tuner.datasets.alpaca_dataset",
-        "dataset.source=json",
-        f"dataset.data_files={ALPACA}",
-        f"output_dir={out}",
-        "max_steps_per_epoch=2",
-        "batch_size=2",
-        "~sample_generation",
-        "progress_bar=False",
-    ]
+    args = shipped_quickstart_args(variant, ckpt, out)
     assert main(args) == 0, capsys.readouterr().err
     config = json.loads((out / "step_2" / "adapter" / "adapter_config.json").read_text())
     for key, value in VARIANT_SIGNS[variant].items():

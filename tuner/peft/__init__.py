@@ -5,6 +5,7 @@ Adapter files in HF PEFT's format are a checkpoint format: `tuner.checkpoint.pef
 
 from tuner.peft.apply import LORA_ATTN_MODULES, LORA_MLP_MODULES, apply_lora, initialize_adapters
 from tuner.peft.base import AdapterModule
+from tuner.peft.delta_lora import DeltaLoRA
 from tuner.peft.lora import DoRALinear, LoRALinear, lora_scaling
 from tuner.peft.utils import (
     LoRAStateDictError,
@@ -29,6 +30,7 @@ __all__ = [
     "LORA_ATTN_MODULES",
     "LORA_MLP_MODULES",
     "AdapterModule",
+    "DeltaLoRA",
     "DoRALinear",
     "LoRALinear",
     "LoRAStateDictError",

@@ -1,6 +1,7 @@
 """What LoRA-family fine-tuning means to the training loop: frozen base, trainable adapters,
-optional LoRA+ learning rates, and checkpoints that hold the adapter (PEFT format) plus,
-unless asked otherwise, the merged model."""
+optional LoRA+ learning rates, optional Delta-LoRA base updates after each step, and checkpoints
+that hold the adapter (PEFT format) plus, unless asked otherwise, the merged model (Delta-LoRA: the
+merged model only)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 from torch import nn
 
 from tuner.checkpoint.model_state import check_state_dict
-from tuner.errors import CheckpointError
+from tuner.errors import CheckpointError, ConfigError, note
 from tuner.peft import (
+    DeltaLoRA,
     get_adapter_params,
     get_adapter_state_dict,
     get_merged_lora_ckpt,
@@ -34,8 +36,23 @@ class LoRAFinetune(FinetuneMethod):
 
     def after_load(self, trainer: Trainer, model: nn.Module, checkpoint: dict) -> None:
         initialize_adapters(model)  # after the base: DoRA magnitudes and PiSSA factors depend on it
-        if "adapter" in checkpoint:
-            adapter = checkpoint["adapter"]
+        settings = trainer.method_settings
+        if trainer.repaired_tokens and settings.save_adapter_weights_only:
+            raise ConfigError(
+                f"fix_untrained_tokens repaired {len(trainer.repaired_tokens)} embedding row(s) of the base, which an "
+                "adapter alone (save_adapter_weights_only=True) would not carry",
+                fix="set save_adapter_weights_only=False (each checkpoint then holds the merged model with the "
+                "repaired rows)",
+            )
+        saved_delta = ((checkpoint.get("training_state") or {}).get("method") or {}).get("delta_lora")
+        if saved_delta is not None and settings.delta_lora_update_ratio is None:
+            raise ConfigError(
+                "the checkpoint was trained with Delta-LoRA (its base weights moved), but delta_lora_update_ratio is "
+                "not set",
+                fix="resume with the delta_lora_update_ratio of the run that saved it",
+            )
+        adapter = checkpoint.get("adapter", saved_delta["adapter"] if saved_delta is not None else None)
+        if adapter is not None:
             expected = {k: v for k, v in model.state_dict().items() if is_adapter_key(k)}
             check_state_dict(
                 expected,
@@ -46,9 +63,39 @@ class LoRAFinetune(FinetuneMethod):
                 "in another output_dir",
             )
             model.load_state_dict({k: v.to(trainer.device) for k, v in adapter.items()}, strict=False)
+        if settings.delta_lora_update_ratio is not None:
+            delta = DeltaLoRA(
+                model, settings.delta_lora_update_ratio, settings.delta_lora_start_step, seed=int(trainer.seed)
+            )
+            if saved_delta is not None:
+                delta.load_base_state(saved_delta["base"])
+            trainer.method_state["delta_lora"] = delta
+            note(
+                f"Delta-LoRA: after each optimizer step t > {delta.start_step} (from 0) the base weights of "
+                f"{len(delta.layers)} adapted layers move by {delta.update_ratio} x alpha/r x the change of B A; "
+                "checkpoints hold the merged model"
+            )
 
     def set_trainable(self, trainer: Trainer, model: nn.Module) -> None:
+        if trainer.method_settings.delta_lora_update_ratio is not None and trainer.placement.world_size > 1:
+            raise ConfigError(
+                "Delta-LoRA runs on one device only: under FSDP2 the base weights it updates are sharded and not "
+                "in the sharded training state",
+                fix="use lora_finetune_single_device, or set delta_lora_update_ratio: null",
+            )
         set_trainable_params(model, get_adapter_params(model))
+
+    def after_optimizer_step(self, trainer: Trainer, model: nn.Module, step_index: int) -> None:
+        delta = trainer.method_state.get("delta_lora")
+        if delta is not None:
+            delta.after_step(step_index)
+
+    def training_state(self, trainer: Trainer, model: nn.Module) -> dict:
+        """Delta-LoRA: the moved base weights and the adapter (its checkpoints hold only the merged model)."""
+        delta = trainer.method_state.get("delta_lora")
+        if delta is None:
+            return {}
+        return {"delta_lora": {"base": delta.base_state(), "adapter": get_adapter_state_dict(model.state_dict())}}
 
     def param_groups(self, trainer: Trainer, model: nn.Module) -> list[Any]:
         ratio = trainer.method_settings.lora_plus_ratio
@@ -60,8 +107,13 @@ class LoRAFinetune(FinetuneMethod):
     def checkpoint_state(self, trainer: Trainer, model: nn.Module, final: bool) -> dict:
         full = trainer.placement.full_state_dict(model)
         config = lora_config_from_model(model)  # the settings the modules were built with
-        state: dict[str, Any] = {"adapter": get_adapter_state_dict(full), "adapter_config": config}
-        if not trainer.method_settings.save_adapter_weights_only and full:
+        delta_lora = "delta_lora" in trainer.method_state
+        # Delta-LoRA moved the base: an adapter over the original base is not the trained model, so the
+        # checkpoint is the merged model alone (the adapter for resume is in the training state).
+        state: dict[str, Any] = {}
+        if not delta_lora:
+            state.update(adapter=get_adapter_state_dict(full), adapter_config=config)
+        if (delta_lora or not trainer.method_settings.save_adapter_weights_only) and full:
             state["model"] = get_merged_lora_ckpt(
                 _with_dense_base(model, full, trainer.checkpointer),
                 rank=config["lora_rank"],

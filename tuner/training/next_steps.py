@@ -47,7 +47,10 @@ def next_steps(cfg: DictConfig, checkpointer: Any) -> list[str]:
         lines.append(f"  generate:     tune run generate --config {gen} adapter_dir={checkpointer.output_dir}")
         lines.append(f"  chat:         tune run chat --config {gen} adapter_dir={checkpointer.output_dir}")
     else:
-        lines.append(f"  generate:     tune run generate --config {gen} checkpointer.checkpoint_dir={folder}")
+        # adapter_dir=null: a generation config may name an adapter (the quickstart's does), not this model's
+        lines.append(
+            f"  generate:     tune run generate --config {gen} checkpointer.checkpoint_dir={folder} adapter_dir=null"
+        )
     lines.append(
         "  resume:       run the same command with resume_from_checkpoint=True (and a larger epochs or "
         "max_steps_per_epoch to train further)"

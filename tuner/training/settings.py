@@ -58,6 +58,9 @@ class TrainingSettings:
     nf4_keep_dense_for_backward: bool = setting(False, bool)
     fsdp_cpu_offload: bool = setting(False, bool)
     fsdp_reshard_after_forward: bool = setting(True, bool)
+    fix_untrained_tokens: bool = setting(
+        False, bool, doc="set (near-)zero embedding/output rows of the chat template's tokens to the mean row"
+    )
 
     def problems(self) -> list[str]:
         """What is wrong with a combination of keys (each key is fine on its own)."""
@@ -103,6 +106,20 @@ class LoRASettings:
 
     save_adapter_weights_only: bool = setting(False, bool, doc="save only the adapter, not the merged model")
     lora_plus_ratio: float | None = setting(None, float, min=0, min_exclusive=True, doc="LoRA+: lr of B / lr of A")
+    delta_lora_update_ratio: float | None = setting(
+        None, float, min=0, min_exclusive=True, doc="Delta-LoRA's lambda: W moves by lambda * s * (change of B A)"
+    )
+    delta_lora_start_step: int = setting(0, int, min=0, doc="Delta-LoRA's K: W moves after optimizer steps t > K")
+
+    def problems(self) -> list[str]:
+        """What is wrong with a combination of keys (each key is fine on its own)."""
+        if self.delta_lora_update_ratio is not None and self.save_adapter_weights_only:
+            return [
+                "delta_lora_update_ratio is set with save_adapter_weights_only=True: Delta-LoRA also changes the base "
+                "weights, so an adapter alone is not the trained model; set save_adapter_weights_only=False (each "
+                "checkpoint is then the full merged model)"
+            ]
+        return []
 
     ARGUMENTS: ClassVar[dict[str, Spec]] = {
         "model.lora_rank": Spec(int, min=1),

@@ -41,6 +41,7 @@ from tuner.training.placement import ModelParts, Placement, SingleDevice, Traini
 from tuner.training.profiler import setup_torch_profiler
 from tuner.training.settings import FullSettings, TrainingSettings
 from tuner.training.step_numbers import StepNumbers
+from tuner.training.untrained_tokens import repair_untrained_tokens
 
 
 class FinetuneMethod:
@@ -71,6 +72,16 @@ class FinetuneMethod:
     def checkpoint_state(self, trainer: "Trainer", model: nn.Module, final: bool) -> dict:
         """The weights part of a checkpoint: ``{"model": full state dict}``."""
         return {"model": trainer.placement.full_state_dict(model)}
+
+    def training_state(self, trainer: "Trainer", model: nn.Module) -> dict:
+        """What the method needs back to resume exactly, beyond the weights part and the optimizer
+        (plain data: tensors, numbers). Saved in the training state; on resume `after_load` finds it
+        in ``checkpoint["training_state"]["method"]`` (none, for full fine-tuning and LoRA)."""
+        return {}
+
+    def after_optimizer_step(self, trainer: "Trainer", model: nn.Module, step_index: int) -> None:
+        """Anything to do after optimizer step ``step_index`` (counted from 0), under ``no_grad``
+        (Delta-LoRA: move the frozen base weights by the adapters' change)."""
 
     def loss_step(self, trainer: "Trainer", batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """One micro-batch's summed loss and its number of loss tokens (the loop divides the sum of
@@ -139,6 +150,10 @@ class Trainer:
         self.batches_done = 0  # micro-batches already consumed in the current epoch
         self.last_epoch_steps = 0  # optimizer steps the last finished epoch took (it may have been cut short)
         self.resumed_from: int | None = None  # the step a resumed run started from
+        #: The method's own objects for this run (Delta-LoRA's previous factors); methods are shared.
+        self.method_state: dict[str, Any] = {}
+        #: Token ids whose untrained embedding rows `fix_untrained_tokens` repaired at load.
+        self.repaired_tokens: list[int] = []
 
     @staticmethod
     def settings_classes(method: FinetuneMethod) -> tuple[type, ...]:
@@ -161,9 +176,9 @@ class Trainer:
             fill=self._load_weights,
             prepare=self._prepare_model,
         )
+        self.tokenizer = instantiate(cfg.tokenizer)  # before the weights: fix_untrained_tokens reads its template
         self.model, checkpoint = self.placement.build_model(parts, self.checkpointer)
         self.decoder = self.model.decoder
-        self.tokenizer = instantiate(cfg.tokenizer)
         self.dataloader, self.sampler = self._build_dataloader(cfg.dataset, shuffle=self.settings.shuffle)
         self.val_dataloader = None
         if self.settings.dataset_val is not None:
@@ -219,6 +234,8 @@ class Trainer:
         checkpoint = fill_model(
             decoder, self.checkpointer, device, self.param_dtype, missing, random_if_no_weights=True
         )
+        if self.settings.fix_untrained_tokens:
+            self.repaired_tokens = repair_untrained_tokens(decoder, self.tokenizer)
         self.method.after_load(self, decoder, checkpoint)
         return checkpoint
 
@@ -305,6 +322,7 @@ class Trainer:
             "total_epochs": self.epochs,
             "max_steps_per_epoch": -1 if self.max_steps_per_epoch is None else int(self.max_steps_per_epoch),
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else {},
+            "method": self.method.training_state(self, self.decoder),
         }
 
     def _rank_state(self) -> dict:
@@ -450,6 +468,7 @@ class Trainer:
 
     def _optimizer_step(self, window_tokens: torch.Tensor) -> torch.Tensor | None:
         if self.optimizer_in_bwd:
+            self._after_optimizer_step()
             if self.lr_scheduler:
                 self.lr_scheduler.step()
             return None
@@ -468,10 +487,15 @@ class Trainer:
             self.grad_scaler.update()
         else:
             self.optimizer.step()
+        self._after_optimizer_step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.lr_scheduler:
             self.lr_scheduler.step()
         return grad_norm
+
+    @torch.no_grad()
+    def _after_optimizer_step(self) -> None:
+        self.method.after_optimizer_step(self, self.decoder, self.global_step)  # global_step: this step's index
 
     def _lr(self) -> float:
         opt = self.optimizer.lr_proxy if self.optimizer_in_bwd else self.optimizer
