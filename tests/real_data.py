@@ -70,14 +70,12 @@ def write_chat_jsonl(path: Path) -> Path:
 
 
 def preference_rows() -> list[dict]:
-    """Each alpaca row as a preference pair in TRL's text layout (``prompt``, ``chosen``, ``rejected``):
-    the explained answer (``ANSWER: ...`` + ``WHY: ...``) is preferred to the bare ``ANSWER:`` line, a
-    style preference a small model learns in a few steps and that carries over to unseen questions."""
-    return [
-        {"prompt": r["instruction"], "chosen": r["output"], "rejected": r["output"].split("\n")[0]}
-        for r in alpaca_rows()
-        if not r["input"] and "\nWHY:" in r["output"]
-    ]
+    """The quickstart's rows as preference pairs in TRL's text layout (``prompt``, ``chosen``,
+    ``rejected``): the explained answer preferred to the bare ``ANSWER:`` line
+    (`tuner.datasets._quickstart.explained_over_bare`)."""
+    from tuner.datasets._quickstart import explained_over_bare
+
+    return [explained_over_bare(r) for r in alpaca_rows()]
 
 
 def write_preference_json(path: Path, rows: list[dict] | None = None, as_messages: bool = False) -> Path:

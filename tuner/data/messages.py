@@ -437,6 +437,11 @@ class ChosenRejectedToMessages(Transform):
                     f"row has no column {col!r} (columns: {sorted(row.keys())})",
                     f"rename the column in the data or pass column_map={{'{key}': '<your column>'}}",
                 )
+            if not isinstance(row[col], (str, list)):
+                raise DataError(
+                    f"column {col!r} must be a response text or a list of turns, got {type(row[col]).__name__}",
+                    "clean the data or drop such rows with filter_fn",
+                )
             if isinstance(row[col], str):
                 prompt = _get_field(row, self.column_map["prompt"], "prompt")
                 out[key] = [

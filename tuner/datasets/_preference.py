@@ -7,7 +7,7 @@ the log-probabilities the preference loss compares. Packing is not supported (pa
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from torch.utils.data import Dataset
 
@@ -23,6 +23,8 @@ STACK_EXCHANGE_COLUMNS = {"prompt": "question", "chosen": "response_j", "rejecte
 
 class PreferenceDataset(Dataset):
     """Rows -> ``{"chosen", "rejected"}`` messages (``message_transform``) -> tokens and labels of each.
+    ``source`` is what `load_hf_dataset` loads (a local format with ``data_files``, a Hub name) or a list
+    of rows.
 
     A response whose tokens were all cut off by ``tokenizer.max_seq_len`` (nothing left to score) is
     an error naming the row, not a silent zero log-probability."""
@@ -30,7 +32,7 @@ class PreferenceDataset(Dataset):
     def __init__(
         self,
         *,
-        source: str,
+        source: str | Sequence[Mapping[str, Any]],
         message_transform: Callable[[Mapping[str, Any]], Mapping[str, Any]],
         tokenizer: Any,
         filter_fn: Optional[Callable[[Mapping[str, Any]], bool]] = None,
@@ -40,8 +42,11 @@ class PreferenceDataset(Dataset):
     ) -> None:
         if packed:
             raise ConfigError("preference datasets cannot be packed", "set dataset.packed=False")
-        self._where = where(source, load_dataset_kwargs.get("data_files"))
-        self._data = load_dataset(source, split=split, **load_dataset_kwargs)
+        if isinstance(source, (list, tuple)):  # rows made in Python (the quickstart's)
+            self._where, self._data = "the dataset's rows", list(source)
+        else:
+            self._where = where(source, load_dataset_kwargs.get("data_files"))
+            self._data = load_dataset(source, split=split, **load_dataset_kwargs)
         if filter_fn is not None:
             self._data = filter_rows(self._data, filter_fn, source)
         self._message_transform = message_transform

@@ -94,6 +94,11 @@ class PreferenceMethod(FinetuneMethod):
     def setup(self, trainer: Trainer) -> None:
         self.loss_fn = build_preference_loss(trainer.settings.loss)
         self.sums = torch.zeros(len(_SUMS) + 1, device=trainer.device)  # the metrics' sums, then the pair count
+        self.reference = self.frozen_reference(trainer) if self.loss_fn.uses_reference else None
+
+    def frozen_reference(self, trainer: Trainer) -> nn.Module | None:
+        """A separate frozen reference model, built once (None: the reference needs none)."""
+        return None
 
     def model_with_loss(self, trainer: Trainer, decoder: nn.Module) -> nn.Module:
         return SequenceLogProbs(decoder)
@@ -162,9 +167,8 @@ class FullDPO(PreferenceMethod, FullFinetune):
     name = "full DPO"
     settings = DPOSettings
 
-    def setup(self, trainer: Trainer) -> None:
-        super().setup(trainer)
-        self.reference = build_reference(trainer) if self.loss_fn.uses_reference else None
+    def frozen_reference(self, trainer: Trainer) -> nn.Module | None:
+        return build_reference(trainer)
 
     def reference_log_probs(self, trainer: Trainer, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.reference(tokens, labels)[0]
