@@ -203,6 +203,18 @@ def test_full_dpo_trains_every_weight_against_a_frozen_copy(ckpt, data, tmp_path
     logs = _logs(tmp_path / "out")
     assert logs[1]["loss"] == pytest.approx(math.log(2), abs=1e-6) and logs[3]["rewards/accuracies"] > 0
 
+    # Resumed, the policy is the checkpoint's and the reference is still the base, not the checkpoint.
+    resumed_cfg = load_config(config)
+    resumed_cfg.resume_from_checkpoint, resumed_cfg.epochs = True, 2
+    resumed_method = FullDPO()
+    resumed = Trainer(resumed_cfg, resumed_method)
+    resumed.setup()
+    resumed.close()
+    assert resumed.global_step == 3
+    assert all(torch.equal(resumed.decoder.state_dict()[k], after[k]) for k in after)
+    reference = resumed_method.reference.decoder.state_dict()
+    assert all(torch.equal(reference[k], before[k]) for k in before)
+
 
 def test_a_language_modelling_loss_or_dataset_is_refused_with_a_fix(ckpt, data, tmp_path, capsys):
     from tuner.cli.run import run_recipe
