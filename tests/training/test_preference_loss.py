@@ -151,6 +151,9 @@ def test_equal_policy_and_reference_give_log2_and_zero_rewards():
 def test_torchtune_loss_names_resolve(name):
     loss = instantiate({"_component_": name, "beta": 0.05, "label_smoothing": 0})
     assert isinstance(loss, DPOLoss) and loss.beta == 0.05
+    from tuner.rlhf.loss import DPOLoss as python_path  # torchtune's Python path, renamed
+
+    assert python_path is DPOLoss
     for other, cls in (("RSOLoss", RSOLoss), ("IPOLoss", IPOLoss), ("SimPOLoss", SimPOLoss)):
         assert isinstance(instantiate({"_component_": name.replace("DPOLoss", other)}), cls)
 
