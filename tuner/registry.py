@@ -44,7 +44,12 @@ RECIPES: tuple[Recipe, ...] = (
         "full_finetune_single_device", "full_finetune_single_device.py", False, ("_full_single_device", "_full_cpu")
     ),
     Recipe("full_finetune_distributed", "full_finetune_distributed.py", True, ("_full",)),
-    Recipe("lora_finetune_single_device", "lora_finetune_single_device.py", False, _per_adapter("_{m}_{where}")),
+    Recipe(
+        "lora_finetune_single_device",
+        "lora_finetune_single_device.py",
+        False,
+        (*_per_adapter("_{m}_{where}"), "_qlora_long_context"),
+    ),
     Recipe("lora_finetune_distributed", "lora_finetune_distributed.py", True, _per_adapter("_{m}")),
     Recipe("lora_dpo_single_device", "lora_dpo_single_device.py", False, _per_adapter("_{m}_dpo_{where}")),
     Recipe("lora_dpo_distributed", "lora_dpo_distributed.py", True, _per_adapter("_{m}_dpo")),
