@@ -19,7 +19,16 @@ from pathlib import Path
 
 from tuner.data.quickstart import TRAIN_FILE as ALPACA
 
-__all__ = ["ALPACA", "alpaca_rows", "chat_rows", "smollm2_chat_template", "smollm2_dir", "write_chat_jsonl"]
+__all__ = [
+    "ALPACA",
+    "alpaca_rows",
+    "chat_rows",
+    "preference_rows",
+    "smollm2_chat_template",
+    "smollm2_dir",
+    "write_chat_jsonl",
+    "write_preference_json",
+]
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,4 +66,29 @@ def chat_rows() -> list[dict]:
 def write_chat_jsonl(path: Path) -> Path:
     """`chat_rows` as JSON lines in ``path``."""
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chat_rows()), encoding="utf-8")
+    return path
+
+
+def preference_rows() -> list[dict]:
+    """The quickstart's rows as preference pairs in TRL's text layout (``prompt``, ``chosen``,
+    ``rejected``): the explained answer preferred to the bare ``ANSWER:`` line
+    (`tuner.datasets._quickstart.explained_over_bare`)."""
+    from tuner.datasets._quickstart import explained_over_bare
+
+    return [explained_over_bare(r) for r in alpaca_rows()]
+
+
+def write_preference_json(path: Path, rows: list[dict] | None = None, as_messages: bool = False) -> Path:
+    """``rows`` (default `preference_rows`) as a JSON file; ``as_messages`` writes torchtune's layout
+    instead: ``chosen`` / ``rejected`` conversations of user and assistant turns."""
+    rows = preference_rows() if rows is None else rows
+    if as_messages:
+        rows = [
+            {
+                k: [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r[k]}]
+                for k in ("chosen", "rejected")
+            }
+            for r in rows
+        ]
+    path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
     return path

@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"generation"},
     {"training"},
     {"evaluation"},
-    {"modules", "cli"},
+    {"modules", "rlhf", "cli"},
 ]
 #: Third-party packages a function may import on first use: optional extras, and heavy imports that
 #: only some commands need.

@@ -31,6 +31,14 @@ class Recipe:
 #: The adapter methods a config name can say (``1B_<method>_single_device``, ``135M_<method>_cpu``).
 ADAPTER_METHODS = ("lora", "qlora", "dora", "rslora", "lora_plus", "lora_fa", "pissa", "vera")
 
+
+def _per_adapter(template: str) -> tuple[str, ...]:
+    """Config-name suffixes, one per adapter method (``{m}``) and, when the template has ``{where}``,
+    per one-device place (``single_device``, ``cpu``)."""
+    places = ("single_device", "cpu") if "{where}" in template else ("",)
+    return tuple(template.format(m=m, where=where) for m in ADAPTER_METHODS for where in places)
+
+
 RECIPES: tuple[Recipe, ...] = (
     Recipe(
         "full_finetune_single_device", "full_finetune_single_device.py", False, ("_full_single_device", "_full_cpu")
@@ -40,9 +48,12 @@ RECIPES: tuple[Recipe, ...] = (
         "lora_finetune_single_device",
         "lora_finetune_single_device.py",
         False,
-        (*(f"_{m}_{where}" for m in ADAPTER_METHODS for where in ("single_device", "cpu")), "_qlora_long_context"),
+        (*_per_adapter("_{m}_{where}"), "_qlora_long_context"),
     ),
-    Recipe("lora_finetune_distributed", "lora_finetune_distributed.py", True, tuple(f"_{m}" for m in ADAPTER_METHODS)),
+    Recipe("lora_finetune_distributed", "lora_finetune_distributed.py", True, _per_adapter("_{m}")),
+    Recipe("lora_dpo_single_device", "lora_dpo_single_device.py", False, _per_adapter("_{m}_dpo_{where}")),
+    Recipe("lora_dpo_distributed", "lora_dpo_distributed.py", True, _per_adapter("_{m}_dpo")),
+    Recipe("full_dpo_distributed", "full_dpo_distributed.py", True, ("_full_dpo",)),
     Recipe("generate", "generate.py", False, ("generation",)),
     Recipe("chat", "chat.py", False, ("generation",)),
     Recipe("eval", "eval.py", False, ("evaluation",)),

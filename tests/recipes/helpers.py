@@ -37,16 +37,17 @@ def make_hf_checkpoint(
     initializer_range: float = 0.02,
     max_shard_size: str | None = None,
     with_tokenizer: bool = True,
+    **config,
 ) -> Path:
     """A random tiny Llama (SmolLM2 layout: tied embeddings) saved by transformers, with tokenizer files.
 
     A larger ``initializer_range`` gives the frozen (tied) embeddings enough scale for adapters
-    alone to move the loss, as a pretrained model's do.
+    alone to move the loss, as a pretrained model's do. ``config`` overrides `TINY` (a ``vocab_size``).
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**TINY, initializer_range=initializer_range)).float()
+    model = LlamaForCausalLM(LlamaConfig(**{**TINY, **config}, initializer_range=initializer_range)).float()
     model.save_pretrained(
         folder, safe_serialization=True, **({"max_shard_size": max_shard_size} if max_shard_size else {})
     )
@@ -218,11 +219,13 @@ def assert_kill_and_resume_exact(
     launcher: tuple[str, ...] = (),
     batch_size: int = 4,
     before_resume=None,
+    **config,
 ) -> subprocess.CompletedProcess:
     """Run straight through; run again, SIGKILL it once its first checkpoint exists, resume:
     the final weights are bitwise equal and the logged losses are the same.
 
-    ``before_resume(output_dir)`` may alter the killed run's folder first; returns the resume run."""
+    ``before_resume(output_dir)`` may alter the killed run's folder first; ``config`` overrides more
+    top-level keys (a dataset, a loss); returns the resume run."""
     import os
     import signal
     import time
@@ -236,6 +239,7 @@ def assert_kill_and_resume_exact(
         shuffle=True,
         batch_size=batch_size,
         optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-3},
+        **config,
     )
     straight_out, resumed_out = tmp_path / "straight", tmp_path / "resumed"
     straight = write_config(tmp_path / "a.yaml", ckpt, straight_out, lora=lora, **kw)

@@ -21,6 +21,9 @@ RECIPES = (
     "full_finetune_distributed",
     "lora_finetune_single_device",
     "lora_finetune_distributed",
+    "lora_dpo_single_device",
+    "lora_dpo_distributed",
+    "full_dpo_distributed",
     "generate",
     "eleuther_eval",
 )

@@ -9,13 +9,14 @@ runs it through ``tune run``'s in-process path: training configs train two optim
 checkpoint; generation configs generate; eval configs score a dataset.
 
 In scope: recipes full_finetune_single_device, full_finetune_distributed, lora_finetune_single_device,
-lora_finetune_distributed (QLoRA and DoRA configs included), generate, eleuther_eval; families gemma2,
+lora_finetune_distributed (QLoRA and DoRA configs included), lora_dpo_single_device,
+lora_dpo_distributed, full_dpo_distributed, generate, eleuther_eval; families gemma2,
 llama2, llama3, llama3_1, llama3_2, llama3_3, mistral, phi3, qwen2_5; plus generation.yaml and
 eleuther_evaluation.yaml.
 
 Out of scope, and why:
-- DPO, PPO, knowledge-distillation and QAT configs: their recipes (lora_dpo_*, full_dpo_distributed,
-  ppo_full_finetune_single_device, knowledge_distillation_*, qat_*) are not tuner recipes.
+- PPO, knowledge-distillation and QAT configs: their recipes (ppo_full_finetune_single_device,
+  knowledge_distillation_*, qat_*) are not tuner recipes.
 - llama3_2_vision configs: tuner has no vision models.
 - dev/ configs and llama3*/70B_generation_distributed (dev/generate_v2*, early exit, multi-dataset
   recipes) and quantization.yaml (the quantize recipe): recipes tuner does not have.
@@ -31,7 +32,9 @@ bug, fixed in tuner, not overridden here):
 - ``checkpointer.checkpoint_dir`` and ``checkpoint_files``: the tiny checkpoint of the family, in
   the config's format (HF, or Meta's consolidated.00.pth for FullModelMetaCheckpointer) (paths).
 - ``dataset.source=json``, ``data_files``, ``split=train``: tuner's quickstart instruction data
-  (alpaca columns, in the package) instead of a hub download (paths).
+  (alpaca columns, in the package) instead of a hub download (paths); for the DPO configs the same
+  rows as preference pairs in Stack Exchange Paired's columns, written by the test. Full DPO's
+  ``ref_checkpointer`` gets the checkpoint paths the ``checkpointer`` gets.
 - ``device=cpu``, ``dtype=fp32``.
 - Training: ``batch_size=2``, ``gradient_accumulation_steps=1``, ``epochs=1``,
   ``max_steps_per_epoch=2`` (sizes, step counts: the configs accumulate up to 16 micro-batches a
@@ -54,7 +57,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.real_data import ALPACA
+from tests.real_data import ALPACA, preference_rows
 from tuner.cli.main import main
 from tuner.cli.run import run_recipe
 from tuner.config import load_config
@@ -63,11 +66,13 @@ HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
 RECIPES: dict[str, str] = json.loads((HERE / "recipes.json").read_text())
 MAX_SEQ_LEN = 64
+DPO = {"lora_dpo_single_device", "lora_dpo_distributed", "full_dpo_distributed"}
 TRAINING = {
     "full_finetune_single_device",
     "full_finetune_distributed",
     "lora_finetune_single_device",
     "lora_finetune_distributed",
+    *DPO,
 }
 # The config family's tiny HF model (tests/models/hf_tiny.py); Llama 3.3 is the Llama 3.1 architecture.
 HF_FAMILY = {"llama3_3": "llama3_1"}
@@ -194,16 +199,20 @@ def asset_overrides(cfg) -> list[str]:
         ckpt_dir, files = meta_checkpoint(family, vocab), "[consolidated.00.pth]"
     else:
         ckpt_dir, files = hf_checkpoint(family, vocab)[0], "[model.safetensors]"
-    out += [
-        "~checkpointer.checkpoint_files",
-        f"checkpointer.checkpoint_dir={ckpt_dir}",
-        f"checkpointer.checkpoint_files={files}",
-    ]
+    for node in ("checkpointer", "ref_checkpointer") if "ref_checkpointer" in cfg else ("checkpointer",):
+        out += [f"~{node}.checkpoint_files", f"{node}.checkpoint_dir={ckpt_dir}", f"{node}.checkpoint_files={files}"]
     return out + ["device=cpu", "dtype=fp32"]
 
 
-def dataset_overrides() -> list[str]:
-    return ["dataset.source=json", f"dataset.data_files={ALPACA}", "dataset.split=train"]
+def dataset_overrides(recipe: str) -> list[str]:
+    """The quickstart rows (alpaca columns), or for DPO the same rows as Stack Exchange Paired pairs."""
+    if recipe not in DPO:
+        return ["dataset.source=json", f"dataset.data_files={ALPACA}", "dataset.split=train"]
+    path = _assets_root() / "stack_exchange_pairs.json"
+    if not path.is_file():
+        columns = {"question": "prompt", "response_j": "chosen", "response_k": "rejected"}
+        path.write_text(json.dumps([{k: r[v] for k, v in columns.items()} for r in preference_rows()]))
+    return ["dataset.source=json", f"dataset.data_files={path}", "dataset.split=train"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -258,7 +267,7 @@ def _logged_steps(log_dir: Path) -> dict[int, float]:
 def test_the_vendored_set_is_torchtunes_whole_in_scope_set():
     """recipes.json names every vendored file and nothing else (refresh.py writes both)."""
     on_disk = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml"))
-    assert on_disk == sorted(RECIPES) and len(on_disk) == 90
+    assert on_disk == sorted(RECIPES) and len(on_disk) == 95
     assert set(RECIPES.values()) == TRAINING | {"generate", "eleuther_eval"}
 
 
@@ -278,7 +287,7 @@ def test_torchtune_config_validates_and_runs(name, tmp_path, capsys, one_rank):
     out_dir = tmp_path / "out"
     overrides = [f"output_dir={out_dir}", *model_overrides(cfg), *asset_overrides(cfg)]
     if recipe in TRAINING:
-        overrides += dataset_overrides() + [
+        overrides += dataset_overrides(recipe) + [
             "batch_size=2",
             "gradient_accumulation_steps=1",
             "epochs=1",

@@ -23,21 +23,22 @@ HOOKS = [
 
 
 @pytest.mark.parametrize(
-    "recipe",
+    ("recipe", "method", "settings"),
     [
-        "full_finetune_single_device",
-        "full_finetune_distributed",
-        "lora_finetune_single_device",
-        "lora_finetune_distributed",
+        ("full_finetune_single_device", "FullFinetune", "FullSettings"),
+        ("full_finetune_distributed", "FullFinetune", "FullSettings"),
+        ("lora_finetune_single_device", "LoRAFinetune", "LoRASettings"),
+        ("lora_finetune_distributed", "LoRAFinetune", "LoRASettings"),
+        ("lora_dpo_single_device", "LoRADPO", "LoRASettings"),
+        ("lora_dpo_distributed", "LoRADPO", "LoRASettings"),
+        ("full_dpo_distributed", "FullDPO", "DPOSettings"),
     ],
 )
-def test_the_copy_holds_every_hook_and_not_the_loop(recipe):
+def test_the_copy_holds_every_hook_and_not_the_loop(recipe, method, settings):
     text = copied_recipe(get_recipe(recipe).path)
     compile(text, recipe, "exec")
-    method = "LoRAFinetune" if recipe.startswith("lora") else "FullFinetune"
     assert f"class {method}(FinetuneMethod):" in text and f"import {method}" not in text
     assert all(f"    def {hook}(self" in text for hook in HOOKS), HOOKS
-    settings = "LoRASettings" if recipe.startswith("lora") else "FullSettings"
     assert f"    settings = {settings}" in text  # the method's own config keys travel with it
     assert "def train(" not in text and "from tuner.training.trainer import" in text
 

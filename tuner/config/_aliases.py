@@ -15,6 +15,10 @@ ALIASES: dict[str, str] = {
     "tuner.data.padded_collate_packed": "tuner.data.collate.padded_collate_packed",
     "tuner.datasets.alpaca_cleaned_dataset": "tuner.datasets.alpaca_cleaned_dataset",
     "tuner.training.metric_logging.DiskLogger": "tuner.training.metric_logging.DiskLogger",
+    "tuner.modules.rlhf.loss.DPOLoss": "tuner.training.preference_loss.DPOLoss",
+    "tuner.modules.rlhf.loss.RSOLoss": "tuner.training.preference_loss.RSOLoss",
+    "tuner.modules.rlhf.loss.IPOLoss": "tuner.training.preference_loss.IPOLoss",
+    "tuner.modules.rlhf.loss.SimPOLoss": "tuner.training.preference_loss.SimPOLoss",
 }
 
 

@@ -17,6 +17,7 @@ _EXPORTS = {
     "Role": "tuner.data.messages",
     "InputOutputToMessages": "tuner.data.messages",
     "ChosenRejectedToMessages": "tuner.data.messages",
+    "StackExchangePairedToMessages": "tuner.data.messages",
     "AlpacaToMessages": "tuner.data.messages",
     "ShareGPTToMessages": "tuner.data.messages",
     "OpenAIToMessages": "tuner.data.messages",

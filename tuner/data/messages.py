@@ -408,11 +408,13 @@ class OpenAIToMessages(_ConversationToMessages):
 
 
 class ChosenRejectedToMessages(Transform):
-    """A preference row, ``chosen`` and ``rejected`` conversations of ``{"role", "content"}`` turns,
-    -> ``{"chosen": [...], "rejected": [...]}`` messages (as torchtune's, for preference data).
+    """A preference row -> ``{"chosen": [...], "rejected": [...]}`` messages (as torchtune's, for
+    preference data). ``chosen`` and ``rejected`` are either conversations of ``{"role", "content"}``
+    turns (torchtune's layout, the prompt inside each) or the two responses as text, asked by the
+    text of the ``prompt`` column (TRL's and Stack Exchange's layout).
 
-    ``column_map`` maps "chosen"/"rejected". ``new_system_prompt`` replaces any system turn;
-    ``train_on_input=False`` masks every non-assistant turn.
+    ``column_map`` maps "chosen"/"rejected" (and "prompt"). ``new_system_prompt`` replaces any system
+    turn; ``train_on_input=False`` masks every non-assistant turn.
     """
 
     def __init__(
@@ -421,7 +423,9 @@ class ChosenRejectedToMessages(Transform):
         column_map: Optional[Mapping[str, str]] = None,
         new_system_prompt: Optional[str] = None,
     ) -> None:
-        self.column_map = _mapped(column_map, ("chosen", "rejected"))
+        self.column_map = _mapped(column_map, ("chosen", "rejected"), optional=("prompt",))
+        self.train_on_input = train_on_input
+        self.new_system_prompt = new_system_prompt
         self._conversation = OpenAIToMessages(train_on_input=train_on_input, new_system_prompt=new_system_prompt)
 
     def __call__(self, row: Mapping[str, Any]) -> dict[str, list[Message]]:
@@ -433,8 +437,29 @@ class ChosenRejectedToMessages(Transform):
                     f"row has no column {col!r} (columns: {sorted(row.keys())})",
                     f"rename the column in the data or pass column_map={{'{key}': '<your column>'}}",
                 )
-            out[key] = self._conversation.to_messages(row[col], col)
+            if not isinstance(row[col], (str, list)):
+                raise DataError(
+                    f"column {col!r} must be a response text or a list of turns, got {type(row[col]).__name__}",
+                    "clean the data or drop such rows with filter_fn",
+                )
+            if isinstance(row[col], str):
+                prompt = _get_field(row, self.column_map["prompt"], "prompt")
+                out[key] = [
+                    *_system(self.new_system_prompt),
+                    Message("user", prompt, masked=not self.train_on_input),
+                    Message("assistant", _get_field(row, col, key)),
+                ]
+            else:
+                out[key] = self._conversation.to_messages(row[col], col)
         return out
+
+
+class StackExchangePairedToMessages(ChosenRejectedToMessages):
+    """torchtune's transform for rows of a prompt and two text answers (columns ``prompt``, ``chosen``,
+    ``rejected`` unless ``column_map`` says otherwise); no system prompt."""
+
+    def __init__(self, train_on_input: bool = False, column_map: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(train_on_input, column_map)
 
 
 def _turn_content(content: Any, column: str, j: int) -> str:

@@ -24,6 +24,10 @@ _EXPORTS = {
     "load_hf_dataset": "tuner.datasets._loading",
     "PackedDataset": "tuner.data.packing",
     "quickstart_dataset": "tuner.datasets._quickstart",
+    "quickstart_preference_dataset": "tuner.datasets._quickstart",
+    "PreferenceDataset": "tuner.datasets._preference",
+    "preference_dataset": "tuner.datasets._preference",
+    "stack_exchange_paired_dataset": "tuner.datasets._preference",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -127,3 +127,10 @@ class LoRASettings:
         "model.lora_dropout": Spec(float, min=0, max=1, max_exclusive=True),
         "model.vera_d_initial": Spec(float, min=0, min_exclusive=True),
     }
+
+
+@dataclass(frozen=True)
+class DPOSettings:
+    """Keys of full DPO (`tuner.training.dpo.FullDPO`), on top of `TrainingSettings`."""
+
+    ref_checkpointer: Any = component(doc="the frozen reference's weights (default: the checkpointer's base weights)")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -86,22 +86,51 @@ class FinetuneMethod:
     def loss_step(self, trainer: "Trainer", batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """One micro-batch's summed loss and its number of loss tokens (the loop divides the sum of
         a step's losses by the step's token count, across ranks, and calls backward)."""
-        batch = {
-            k: (v.to(trainer.device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()
-        }
-        mask = batch.get("mask")
-        if mask is not None and hasattr(mask, "to") and not isinstance(mask, torch.Tensor):
-            mask = mask.to(trainer.device)  # a FlexAttention BlockMask
+        batch = batch_on_device(batch, trainer.device)
         labels = batch["labels"]
         n_tokens = (labels[:, 1:] != CROSS_ENTROPY_IGNORE_IDX).sum()
-        autocast = (
-            torch.autocast(trainer.device.type, dtype=torch.float16)
-            if trainer.grad_scaler is not None
-            else nullcontext()
-        )
-        with autocast, memory.activation_offloading(trainer.settings.enable_activation_offloading):
-            loss_sum = trainer.model(batch["tokens"], labels, mask=mask, input_pos=batch.get("input_pos"))
+        with forward_context(trainer):
+            loss_sum = trainer.model(batch["tokens"], labels, mask=batch.get("mask"), input_pos=batch.get("input_pos"))
         return loss_sum, n_tokens
+
+    def setup(self, trainer: "Trainer") -> None:
+        """Anything the method needs besides the model it trains, once that is built (DPO: its loss
+        and the frozen reference model)."""
+
+    def model_with_loss(self, trainer: "Trainer", decoder: nn.Module) -> nn.Module:
+        """The module the loop trains and `loss_step` calls: the decoder with the ``loss`` key's loss."""
+        return CausalLMWithLoss(decoder, build_loss(trainer.settings.loss))
+
+    def collate(self, trainer: "Trainer", packed: bool) -> Callable | None:
+        """How samples become a batch (None: the loop's own, from ``collate_fn`` or padding)."""
+        return None
+
+    def window_metrics(self, trainer: "Trainer") -> dict[str, torch.Tensor]:
+        """Numbers to log beside the loss for the micro-batches since the last call, across ranks
+        (every rank calls it; DPO: rewards and reward accuracy)."""
+        return {}
+
+
+def batch_on_device(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors (and a FlexAttention ``BlockMask``) on ``device``."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v.to(device) if hasattr(v, "to") else v
+        for k, v in batch.items()
+    }
+
+
+def forward_context(trainer: "Trainer") -> ExitStack:
+    """What every training forward runs under: fp16 autocast (with a gradient scaler) and
+    activation offloading when on."""
+    stack = ExitStack()
+    if trainer.grad_scaler is not None:
+        stack.enter_context(torch.autocast(trainer.device.type, dtype=torch.float16))
+    stack.enter_context(memory.activation_offloading(trainer.settings.enable_activation_offloading))
+    return stack
+
+
+#: The numbers every step logs; a method's `window_metrics` come on top.
+_STEP_KEYS = ("loss", "grad_norm", "lr", "tokens_per_second", "wait_for_gpu_s")
 
 
 class CausalLMWithLoss(nn.Module):
@@ -179,6 +208,7 @@ class Trainer:
         self.tokenizer = instantiate(cfg.tokenizer)  # before the weights: fix_untrained_tokens reads its template
         self.model, checkpoint = self.placement.build_model(parts, self.checkpointer)
         self.decoder = self.model.decoder
+        self.method.setup(self)
         self.dataloader, self.sampler = self._build_dataloader(cfg.dataset, shuffle=self.settings.shuffle)
         self.val_dataloader = None
         if self.settings.dataset_val is not None:
@@ -250,7 +280,7 @@ class Trainer:
         if self.settings.compile:
             memory.compile_layers(model)
         # The loop normalises by the token count of the whole accumulation window, so it needs sums.
-        return CausalLMWithLoss(model, build_loss(self.settings.loss))
+        return self.method.model_with_loss(self, model)
 
     def _build_dataloader(self, ds_cfg: Any, shuffle: bool) -> tuple[DataLoader, ResumableSampler]:
         nodes = list(ds_cfg) if isinstance(ds_cfg, (list, ListConfig)) else [ds_cfg]
@@ -276,6 +306,9 @@ class Trainer:
         return loader, sampler
 
     def _collate_fn(self, packed: bool):
+        own = self.method.collate(self, packed)
+        if own is not None:
+            return own
         if packed:
             return partial(padded_collate_packed, use_flex=self.device.type == "cuda")
         node = self.settings.collate_fn
@@ -422,6 +455,7 @@ class Trainer:
                         "grad_norm": grad_norm,
                         "lr": self._lr(),
                         "tokens_per_second": window_positions / max(elapsed, 1e-9),
+                        **self.method.window_metrics(self),
                     },
                 )
                 if profiler is not None:
@@ -522,6 +556,7 @@ class Trainer:
                 tokens_per_second,
                 progress,
                 wait_for_gpu_s=values["wait_for_gpu_s"],
+                extra={k: v for k, v in values.items() if k not in _STEP_KEYS},
             )
         if progress is not None:
             progress.update(1)
@@ -536,9 +571,11 @@ class Trainer:
         tokens_per_second: float,
         progress: Any,
         wait_for_gpu_s: float | None = None,
+        extra: dict[str, float] | None = None,
     ) -> None:
         """``wait_for_gpu_s``: how long the loop waited for this step's numbers, a step later; near
-        zero means the GPU was waiting for the CPU instead (launch-bound), not the other way round."""
+        zero means the GPU was waiting for the CPU instead (launch-bound), not the other way round.
+        ``extra``: the method's own numbers (`FinetuneMethod.window_metrics`)."""
         if not self.placement.is_main:
             return
         metrics: dict[str, Any] = {"loss": loss, "lr": lr, "tokens_per_second_per_gpu": tokens_per_second}
@@ -546,6 +583,7 @@ class Trainer:
             metrics["wait_for_gpu_s"] = wait_for_gpu_s
         if grad_norm is not None:
             metrics["grad_norm"] = grad_norm
+        metrics.update(extra or {})
         if self.settings.log_peak_memory_stats:
             metrics.update(memory.memory_stats(self.device))
         for logger in self.loggers:
@@ -561,9 +599,10 @@ class Trainer:
         if not self._validation_due():
             return
         val_loss = self.evaluate(self.val_dataloader, max_batches=self.settings.max_validation_steps)
+        metrics = {f"val_{k}": float(v) for k, v in self.method.window_metrics(self).items()}
         if self.placement.is_main:
             for logger in self.loggers:
-                logger.log_dict({"val_loss": val_loss}, step=self.global_step)
+                logger.log_dict({"val_loss": val_loss, **metrics}, step=self.global_step)
 
     @torch.no_grad()
     def evaluate(self, loader: DataLoader, max_batches: int | None = None) -> float:
