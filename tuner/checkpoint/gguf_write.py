@@ -31,6 +31,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from tuner.checkpoint.atomic import fsync_dir, fsync_file
 from tuner.checkpoint.gguf_vocab import GGUFVocab, read_vocab
 from tuner.checkpoint.hf_config import hf_config_from_model
 from tuner.checkpoint.hf_keys import tuner_to_hf
@@ -111,6 +112,7 @@ class GGUFSummary:
     tensors: int
     bytes: int
     fallbacks: tuple[str, ...]  # matrices written as F16 because Q8_0 needs rows of 32
+    vocab: GGUFVocab  # the tokenizer as written (token texts for stop tokens)
 
 
 def write_gguf(
@@ -158,13 +160,13 @@ def write_gguf(
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        fsync_file(tmp)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return GGUFSummary(path, tensor_type, len(writer_tensors), path.stat().st_size, tuple(fallbacks))
+    return GGUFSummary(path, tensor_type, len(writer_tensors), path.stat().st_size, tuple(fallbacks), vocab)
 
 
 def _check_llama_cpp_can_run(spec: Any, arch: GGUFArch, config: Mapping[str, Any]) -> None:
