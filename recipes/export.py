@@ -37,7 +37,9 @@ SETTINGS = (InferenceSettings, ExportSettings)  # the top-level keys this recipe
 
 @config.parse
 def recipe_main(cfg: DictConfig) -> None:
-    print(f"[tuner] {export_summary(export_gguf(cfg))}", flush=True)
+    """Write the GGUF file (and its Modelfile), then say where and how to run it."""
+    result = export_gguf(cfg)
+    print(f"[tuner] {export_summary(result)}", flush=True)
 
 
 if __name__ == "__main__":

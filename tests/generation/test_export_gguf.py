@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from tests.data import data_hf_chat_templates as templates
 from tests.data.tiny_tokenizers import write_qwen_files
 from tests.real_data import smollm2_chat_template
-from tests.recipes.helpers import tune
+from tests.recipes.helpers import TINY, model_node, tune
 from tuner.checkpoint.gguf_write import _permute
 from tuner.data.tokenizers._chatml import ChatMLFormat
 from tuner.data.tokenizers.gemma2 import Gemma2Format
@@ -35,18 +35,6 @@ from tuner.generation.modelfile import GO_TEMPLATES, modelfile_text
 
 gguf = pytest.importorskip("gguf")
 
-TINY = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
-    rope_theta=100000.0,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=True,
-)
-
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
@@ -59,9 +47,10 @@ def ckpt(tmp_path_factory) -> Path:
 
     vocab = Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab_size() + 10  # padded, as Qwen's is
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=vocab, initializer_range=0.2, **TINY)).save_pretrained(folder)
-    config = {"eos_token": "<|im_end|>", "pad_token": "<|im_end|>", "chat_template": smollm2_chat_template()}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    config = LlamaConfig(**{**TINY, "vocab_size": vocab, "bos_token_id": None, "eos_token_id": None})
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer = {"eos_token": "<|im_end|>", "pad_token": "<|im_end|>", "chat_template": smollm2_chat_template()}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer))
     return folder
 
 
@@ -79,19 +68,7 @@ def adapter(ckpt, tmp_path_factory) -> Path:
 
 
 def export_cfg(ckpt: Path, adapter: Path | None, out: Path, **overrides) -> dict:
-    vocab = json.loads((ckpt / "config.json").read_text())["vocab_size"]
-    model = dict(
-        _component_="tuner.models.smollm2.smollm2",
-        vocab_size=vocab,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        embed_dim=64,
-        intermediate_dim=128,
-        max_seq_len=256,
-        rope_base=100000.0,
-        norm_eps=1e-5,
-    )
+    model = {**model_node(), "vocab_size": json.loads((ckpt / "config.json").read_text())["vocab_size"]}
     cfg = {
         "model": model,
         "checkpointer": {

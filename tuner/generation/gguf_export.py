@@ -16,11 +16,11 @@ from omegaconf import DictConfig
 
 from tuner.checkpoint.atomic import fsync_dir, write_text
 from tuner.checkpoint.gguf_write import GGUFSummary, gguf_arch, import_gguf, write_gguf
-from tuner.config.settings import read_settings
 from tuner.errors import ConfigError
+from tuner.generation.export import one_adapter_settings
 from tuner.generation.loading import load_inference_model
 from tuner.generation.modelfile import modelfile_text
-from tuner.generation.settings import ExportSettings, InferenceSettings
+from tuner.generation.settings import ExportSettings
 from tuner.models.families import family
 
 
@@ -52,13 +52,8 @@ def _target(output_file: str | None, with_modelfile: bool) -> Path:
 
 def export_gguf(cfg: DictConfig) -> GGUFExport:
     """Load the model of ``cfg`` (adapter merged) and write ``output_file`` (+ ``Modelfile``)."""
-    settings, export = read_settings(cfg, InferenceSettings, ExportSettings)
+    settings, export = one_adapter_settings(cfg, ExportSettings, "export", "output_file")
     target = _target(export.output_file, export.modelfile)
-    if settings.adapters is not None:
-        raise ConfigError(
-            "export takes one adapter (adapter_dir), not adapters: {...}",
-            fix="export once per adapter, each with its own adapter_dir and output_file",
-        )
     model_type = str(cfg.checkpointer.model_type)
     gguf_arch(model_type)  # fail before loading weights: a family llama.cpp and transformers cannot read
     import_gguf()
