@@ -201,8 +201,9 @@ def _tensors(
     qtype: Any,
 ) -> tuple[list[tuple[str, np.ndarray, Any]], list[str]]:
     """(GGUF name, data, raw dtype) for every tensor, in llama.cpp's layout and the chosen type."""
-    state = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items() if v.is_floating_point()}
-    hf = tuner_to_hf(state, model_type, config)
+    # One tensor at a time in float32 (not a float32 copy of the whole model): the file's tensors, already
+    # in their type, and the model are what is held.
+    hf = tuner_to_hf({k: v for k, v in model.state_dict().items() if v.is_floating_point()}, model_type, config)
     arch_enum = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch.name]
     names = gguf.get_tensor_name_map(arch_enum, config["num_hidden_layers"])
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
@@ -210,7 +211,8 @@ def _tensors(
     fallbacks: list[str] = []
     if config.get("rope_scaling"):
         out.append(("rope_freqs.weight", llama3_rope_factors(config), None))
-    for hf_name, tensor in hf.items():
+    for hf_name in list(hf):
+        tensor = hf.pop(hf_name)
         if hf_name == "lm_head.weight" and config.get("tie_word_embeddings"):
             continue
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
@@ -219,7 +221,7 @@ def _tensors(
                 f"no GGUF tensor name for {hf_name!r} in llama.cpp's {arch.name} architecture",
                 fix="export a model of a supported family without extra modules",
             )
-        data = tensor.numpy()
+        data = tensor.detach().to("cpu", torch.float32).numpy()
         if arch.permute_qk and hf_name.endswith("q_proj.weight"):
             data = _permute(data, heads)
         elif arch.permute_qk and hf_name.endswith("k_proj.weight"):
