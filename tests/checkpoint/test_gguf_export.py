@@ -33,7 +33,7 @@ from tests.models.hf_tiny import tiny_hf_model
 from tuner.checkpoint.gguf_write import llama3_rope_factors, write_gguf
 from tuner.checkpoint.hf_config import build_model_from_hf_config, hf_config_from_model
 from tuner.checkpoint.hf_keys import hf_to_tuner
-from tuner.errors import ConfigError
+from tuner.errors import CheckpointError, ConfigError
 
 gguf = pytest.importorskip("gguf")  # the dev extra installs it; CI has it
 transformers = pytest.importorskip("transformers")
@@ -299,8 +299,26 @@ def test_bad_inputs_name_the_fix(exported, tmp_path):
     with pytest.raises(ConfigError, match="unknown GGUF tensor type 'q4_k'") as e:
         write_gguf(model, model_type, folder, tmp_path / "x.gguf", "q4_k")
     assert "f32, f16, bf16, q8_0" in e.value.fix
-    from tuner.errors import CheckpointError
-
     with pytest.raises(CheckpointError, match="no tokenizer.json or SentencePiece tokenizer.model") as e:
         write_gguf(model, model_type, tmp_path, tmp_path / "x.gguf", "f32")
     assert not (tmp_path / "x.gguf").exists() and not list(tmp_path.glob(".x.gguf*"))
+
+
+def test_llama3_tiktoken_file_becomes_a_byte_level_vocabulary(tmp_path):
+    """Meta's Llama 3 folder has only the tiktoken ranks file: the GGUF vocabulary (ranks spelled
+    byte-level, merges recovered from the ranks, the tokenizer's 256 special tokens) tokenizes in
+    transformers' reader as tuner's tiktoken tokenizer does."""
+    from tests.data.tiny_tokenizers import write_tiktoken_ranks
+    from tuner.models.llama3 import llama3_tokenizer
+
+    folder = tmp_path / "meta"
+    folder.mkdir()
+    tokenizer = llama3_tokenizer(write_tiktoken_ranks(folder / "tokenizer.model"))
+    model, model_type, _ = _tuner_model("llama3", tokenizer.vocab_size)
+    with pytest.raises(CheckpointError, match="tiktoken ranks file") as e:
+        write_gguf(model, model_type, folder, tmp_path / "x.gguf", "f32")
+    assert "tokenizer:" in e.value.fix
+    path = write_gguf(model, model_type, folder, tmp_path / "out" / "m.gguf", "f32", tokenizer=tokenizer).path
+    read = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    for text in [*TEXTS, "<|start_header_id|>user<|end_header_id|>\n\nHi 1234<|eot_id|>"]:
+        assert read(text).input_ids == tokenizer.encode(text, add_bos=True, add_eos=False), text

@@ -50,8 +50,11 @@ class GGUFVocab:
     chat_template: str | None = None
 
 
-def read_vocab(folder: str | Path, vocab_size: int) -> GGUFVocab:
-    """The GGUF vocabulary of the tokenizer files in ``folder``, padded to ``vocab_size`` tokens."""
+def read_vocab(folder: str | Path, vocab_size: int, tokenizer: Any = None) -> GGUFVocab:
+    """The GGUF vocabulary of the tokenizer files in ``folder``, padded to ``vocab_size`` tokens.
+
+    ``tokenizer`` (the family tokenizer, optional) is needed only for a tiktoken ranks file without a
+    tokenizer.json (Meta's Llama 3 folders): its special tokens and BOS / EOS are not in the file."""
     folder = Path(folder)
     config = _read_json(folder / "tokenizer_config.json")
     spm_file, json_file = folder / "tokenizer.model", folder / "tokenizer.json"
@@ -59,6 +62,8 @@ def read_vocab(folder: str | Path, vocab_size: int) -> GGUFVocab:
         vocab = _sentencepiece_vocab(spm_file, _read_json(json_file))
     elif json_file.is_file():
         vocab = _tokenizer_json_vocab(_read_json(json_file))
+    elif spm_file.is_file():
+        vocab = _tiktoken_vocab(spm_file, tokenizer)
     else:
         raise CheckpointError(
             f"{folder} has no tokenizer.json or SentencePiece tokenizer.model, which the GGUF file needs",
@@ -176,6 +181,76 @@ def _sentencepiece_vocab(path: Path, tokenizer_json: dict[str, Any]) -> GGUFVoca
     )
 
 
+def _byte_spelling() -> dict[int, str]:
+    """Byte-level BPE's printable spelling of each byte (GPT-2's: printable Latin-1 bytes stand for
+    themselves, the others for the code points from 256 on, in byte order)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1)]
+    printable += range(ord("\u00ae"), ord("\u00ff") + 1)
+    spelling = {b: chr(b) for b in printable}
+    others = [b for b in range(256) if b not in spelling]
+    spelling.update({b: chr(256 + i) for i, b in enumerate(others)})
+    return spelling
+
+
+def _tiktoken_vocab(path: Path, tokenizer: Any) -> GGUFVocab:
+    """A tiktoken ranks file as a "gpt2" vocabulary: the ranks spelled byte-level, each token's merge
+    recovered by running BPE over its bytes with the ranks below its own (the last merge joins two
+    parts), the family tokenizer's special tokens as control tokens."""
+    backend = getattr(tokenizer, "backend", None)
+    specials = getattr(backend, "special_tokens", None)
+    if not isinstance(specials, dict):
+        raise CheckpointError(
+            f"{path} is a tiktoken ranks file and the folder has no tokenizer.json; its special tokens are "
+            "not in the file",
+            fix="set tokenizer: in the config (e.g. tuner.models.llama3.llama3_tokenizer with this path), or put "
+            "the model's Hugging Face tokenizer.json in the folder",
+        )
+    from tiktoken.load import load_tiktoken_bpe
+
+    ranks = load_tiktoken_bpe(str(path))
+    spelling = _byte_spelling()
+
+    def spell(token: bytes) -> str:
+        return "".join(spelling[b] for b in token)
+
+    size = max([len(ranks), *(i + 1 for i in specials.values())])
+    tokens: list[str | None] = [None] * size
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        tokens[rank] = spell(token)
+        if len(token) > 1:
+            parts = _bpe_parts(ranks, token, rank)
+            if len(parts) != 2:
+                raise CheckpointError(f"{path}: token of rank {rank} is not one merge of lower ranks", fix="restore it")
+            merges.append(f"{spell(parts[0])} {spell(parts[1])}")
+    types = [NORMAL] * size
+    for text, i in specials.items():
+        tokens[i], types[i] = text, CONTROL
+    vocab = GGUFVocab("gpt2", _fill_holes(tokens, types), types, merges=merges)
+    for name in ("bos", "eos", "pad"):
+        token_id = getattr(tokenizer, f"{name}_id", None)
+        if token_id is not None:
+            vocab.special_ids[name] = int(token_id)
+    vocab.add_bos = "bos" in vocab.special_ids
+    return vocab
+
+
+def _bpe_parts(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[bytes]:
+    """``token``'s bytes merged by BPE using only ranks below ``max_rank``."""
+    parts = [bytes([b]) for b in token]
+    while len(parts) > 1:
+        best = None
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1])
+            if rank is not None and rank < max_rank and (best is None or rank < best[0]):
+                best = (rank, i)
+        if best is None:
+            break
+        i = best[1]
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+    return parts
+
+
 def _fill_holes(tokens: list[str | None], types: list[int]) -> list[str]:
     out = []
     for i, t in enumerate(tokens):
@@ -201,13 +276,15 @@ def _pad(vocab: GGUFVocab, vocab_size: int) -> None:
 def _special_tokens(vocab: GGUFVocab, config: dict[str, Any], folder: Path) -> None:
     """BOS / EOS / UNK / PAD ids, add_bos / add_eos and the chat template from tokenizer_config.json."""
     ids = {t: i for i, t in enumerate(vocab.tokens)}
-    for name in ("bos", "eos", "unk", "pad"):
+    for name in ("bos", "eos", "unk", "pad"):  # tokenizer_config.json's names win over a tokenizer's ids
         value = config.get(f"{name}_token")
         text = value.get("content") if isinstance(value, dict) else value
         if text is not None and text in ids:
             vocab.special_ids[name] = ids[text]
     added_by_template = _template_special_tokens(_read_json(folder / "tokenizer.json"))
     for name in ("bos", "eos"):
+        if getattr(vocab, f"add_{name}") is not None and f"add_{name}_token" not in config:
+            continue  # said by the tokenizer already (tiktoken)
         if f"add_{name}_token" in config:
             adds = bool(config[f"add_{name}_token"])
         elif added_by_template is not None:

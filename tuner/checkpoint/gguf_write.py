@@ -122,9 +122,11 @@ def write_gguf(
     path: str | Path,
     tensor_type: str = "f16",
     name: str | None = None,
+    tokenizer: Any = None,
 ) -> GGUFSummary:
     """Write ``model`` (a tuner ``TransformerDecoder``, merged) with the tokenizer of ``tokenizer_dir`` as
-    the GGUF file ``path`` in ``tensor_type`` (``f32`` / ``f16`` / ``bf16`` / ``q8_0``); atomic."""
+    the GGUF file ``path`` in ``tensor_type`` (``f32`` / ``f16`` / ``bf16`` / ``q8_0``); atomic.
+    ``tokenizer`` (the family tokenizer) is read only for a tiktoken file without tokenizer.json."""
     gguf = import_gguf()
     if tensor_type not in TENSOR_TYPES:
         raise ConfigError(
@@ -134,7 +136,7 @@ def write_gguf(
     arch = gguf_arch(model_type)
     config = hf_config_from_model(model, model_type)
     _check_llama_cpp_can_run(spec, arch, config)
-    vocab = read_vocab(tokenizer_dir, config["vocab_size"])
+    vocab = read_vocab(tokenizer_dir, config["vocab_size"], tokenizer)
     if vocab.model == "gpt2":
         pre = TOKENIZER_PRE.get(spec.name, "default")
     else:

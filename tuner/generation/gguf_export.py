@@ -64,7 +64,15 @@ def export_gguf(cfg: DictConfig) -> GGUFExport:
         keep_base=False,
     )
     tokenizer_dir = Path(export.tokenizer_dir or loaded.checkpointer.checkpoint_dir).expanduser()
-    summary = write_gguf(loaded.model, model_type, tokenizer_dir, target, export.tensor_type, name=export.name)
+    summary = write_gguf(
+        loaded.model,
+        model_type,
+        tokenizer_dir,
+        target,
+        export.tensor_type,
+        name=export.name,
+        tokenizer=loaded.tokenizer,
+    )
     modelfile = None
     if export.modelfile:
         tokens = summary.vocab.tokens
