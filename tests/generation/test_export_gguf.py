@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import jinja2
@@ -249,3 +250,13 @@ def test_cli_error_is_one_line_with_exit_2(ckpt, tmp_path):
     proc = tune("run", "export", "--config", str(cfg), check=False)
     assert proc.returncode == 2, proc.stderr
     assert "error: " in proc.stderr and "already exists" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_without_the_gguf_package_the_error_names_the_extra(ckpt, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gguf", None)  # import gguf raises ImportError
+    from tuner.errors import TunerError
+
+    with pytest.raises(TunerError, match="writing GGUF files needs the 'gguf' package") as e:
+        export_gguf(OmegaConf.create(export_cfg(ckpt, None, tmp_path / "x.gguf")))
+    assert "pip install 'tuner[gguf]'" in e.value.fix
+    assert not list(tmp_path.iterdir())

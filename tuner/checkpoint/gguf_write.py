@@ -32,10 +32,11 @@ import numpy as np
 import torch
 
 from tuner.checkpoint.atomic import fsync_dir, fsync_file
+from tuner.checkpoint.gguf import import_gguf
 from tuner.checkpoint.gguf_vocab import GGUFVocab, read_vocab
 from tuner.checkpoint.hf_config import hf_config_from_model
 from tuner.checkpoint.hf_keys import tuner_to_hf
-from tuner.errors import CheckpointError, ConfigError, TunerError, warn
+from tuner.errors import CheckpointError, ConfigError, warn
 from tuner.models.families import families, family
 
 
@@ -81,17 +82,6 @@ TENSOR_TYPES = {
 }
 
 
-def import_gguf() -> Any:
-    """The ``gguf`` package, or a clear error naming the extra that installs it."""
-    try:
-        import gguf
-    except ImportError as e:
-        raise TunerError(
-            "writing GGUF files needs the 'gguf' package, which is not installed", fix="pip install 'tuner[gguf]'"
-        ) from e
-    return gguf
-
-
 def gguf_arch(model_type: str) -> GGUFArch:
     """The GGUF architecture of a family (by its HF model_type), or a ConfigError naming the ones there are."""
     spec = family(model_type)
@@ -127,7 +117,7 @@ def write_gguf(
     """Write ``model`` (a tuner ``TransformerDecoder``, merged) with the tokenizer of ``tokenizer_dir`` as
     the GGUF file ``path`` in ``tensor_type`` (``f32`` / ``f16`` / ``bf16`` / ``q8_0``); atomic.
     ``tokenizer`` (the family tokenizer) is read only for a tiktoken file without tokenizer.json."""
-    gguf = import_gguf()
+    gguf = import_gguf("writing GGUF files", "gguf")
     if tensor_type not in TENSOR_TYPES:
         raise ConfigError(
             f"unknown GGUF tensor type {tensor_type!r}", fix=f"use one of {', '.join(TENSOR_TYPES)} for tensor_type"

@@ -15,7 +15,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tuner.checkpoint.atomic import fsync_dir, write_text
-from tuner.checkpoint.gguf_write import GGUFSummary, gguf_arch, import_gguf, write_gguf
+from tuner.checkpoint.gguf import import_gguf
+from tuner.checkpoint.gguf_write import GGUFSummary, gguf_arch, write_gguf
 from tuner.errors import ConfigError
 from tuner.generation.export import one_adapter_settings
 from tuner.generation.loading import load_inference_model
@@ -56,7 +57,7 @@ def export_gguf(cfg: DictConfig) -> GGUFExport:
     target = _target(export.output_file, export.modelfile)
     model_type = str(cfg.checkpointer.model_type)
     gguf_arch(model_type)  # fail before loading weights: a family llama.cpp and transformers cannot read
-    import_gguf()
+    import_gguf("writing GGUF files", "gguf")
     # dtype null: the dtype the run trained in (as merge); tensor_type decides what the file holds.
     loaded = load_inference_model(
         settings,
