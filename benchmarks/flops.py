@@ -19,6 +19,8 @@ def training_flops_per_token(model: nn.Module, seq_len: int, full: bool) -> floa
     for name, b in model.named_buffers():
         if name.endswith("weight_nf4"):
             n += b.numel() * 2  # two 4-bit weights per byte
+        elif name.endswith("weight_fp8"):
+            n += b.numel()  # one FP8 weight per byte
     layers = len(model.layers)
     dim = model.tok_embeddings.embedding_dim
     if getattr(model, "tie_word_embeddings", False):

@@ -4,16 +4,18 @@ torchtune's own recipe runs as a script in a subprocess, as the anchor figures' 
 (docs/benchmarks.md; ``python3 <site>/recipes/<recipe>.py --config <site>/recipes/configs/<cfg>.yaml
 key=value ...``; its ``tune`` CLI imports kagglehub, which needs kagglesdk). Its inputs are written here:
 
-- an HF-format checkpoint of the workload's shape, written from tuner weights through tuner's own
-  HF conversion (``tuner.checkpoint.hf_keys``; no transformers needed): the very weights tuner trained
-  from where they are dense, else (QLoRA) a dense random-init bf16 checkpoint, sharded like HF;
+- an HF-format checkpoint of the workload's shape, written through tuner's own HF conversion
+  (``tuner.checkpoint.hf_keys``; no transformers needed), sharded like HF: unpacked, dense random-init
+  bf16 weights, written before tuner's run, which loads them too; packed, the weights tuner's run
+  started from where they are dense, else (QLoRA) dense random-init bf16 weights;
 - a synthetic llama3-style tiktoken ranks file with 128,000 entries (256 bytes + random lowercase
   strings), loaded by ``torchtune.models.llama3.llama3_tokenizer``;
-- synthetic text (JSON) long enough that every sample is truncated to exactly ``seq_len`` tokens,
-  read through ``torchtune.datasets.text_completion_dataset`` with ``source=json``; with ``--packed``,
-  documents of the lengths tuner's ``--packed`` data draws (``synthetic_document_length``), each
-  text of exactly the tokens that make, with the BOS and EOS torchtune adds, that length, which
-  torchtune packs itself (``dataset.packed=True``) into packs of ``seq_len`` positions.
+- unpacked: the learnable token batches both tools train on, in the same order, and tuner's initial
+  adapter weights (``benchmarks.parity``: loss parity); with ``--packed``, documents of the lengths
+  tuner's ``--packed`` data draws (``synthetic_document_length``), each text of exactly the tokens
+  that make, with the BOS and EOS torchtune adds, that length, which torchtune packs itself
+  (``dataset.packed=True``) into packs of ``seq_len`` positions (speed only: tuner's packs hold
+  random tokens, so the losses are not compared).
 
 torchtune logs each step to its DiskLogger as ``Step N | key:value key:value ...``; the median of
 ``tokens_per_second_per_gpu`` over the steps after the warm-up and the peak of
@@ -204,18 +206,6 @@ def write_tiktoken_ranks(path: str | Path, num_tokens: int = NUM_BASE_TOKENS, se
     return path
 
 
-def write_text_data(path: str | Path, seq_len: int, num_samples: int, seed: int = 0) -> Path:
-    """``[{"text": ...}, ...]``: each text is ``seq_len + 8`` random lowercase words. Each word is
-    its own pre-token of the llama3 pattern (letters after one space), so a text encodes to more
-    than ``seq_len`` tokens and every sample is cut to exactly the tokenizer's limit."""
-    rng = random.Random(seed)
-    words = ["".join(chr(rng.randrange(97, 123)) for _ in range(rng.randrange(2, 9))) for _ in range(5000)]
-    rows = [{"text": " ".join(rng.choice(words) for _ in range(seq_len + 8))} for _ in range(num_samples)]
-    path = Path(path)
-    path.write_text(json.dumps(rows))
-    return path
-
-
 def _pools(words: Sequence[str], counts: Sequence[int]) -> dict[int, list[str]]:
     pools: dict[int, list[str]] = {}
     for w, c in zip(words, counts):
@@ -346,8 +336,15 @@ class Assets:
     checkpoint_dir: Path
     checkpoint_files: list[str]
     tokenizer: Path
-    data: Path
+    data: Path  # a token file (`benchmarks.parity`) or, packed, a JSON of documents
     doc_lengths: list[int] | None = None  # packed: each document's tokens, BOS and EOS included
+    adapters: Path | None = None  # LoRA: tuner's initial adapter weights, set in torchtune's model
+    model_builder: str | None = None  # with adapters: torchtune's builder the model comes from
+
+    @property
+    def tokens(self) -> bool:
+        """Whether ``data`` is a token file both tools read (loss parity), not documents."""
+        return self.doc_lengths is None
 
 
 def write_assets(
@@ -355,22 +352,61 @@ def write_assets(
     hf_config: Mapping[str, Any],
     model_type: str,
     state_dict: Mapping[str, torch.Tensor] | None,
-    seq_len: int,
-    num_samples: int,
     device: str = "cpu",
+    *,
+    tokens: torch.Tensor | None = None,
     doc_lengths: Sequence[int] | None = None,
 ) -> Assets:
-    """Checkpoint, tokenizer and data for one torchtune run, under ``folder``: ``num_samples``
-    texts cut to ``seq_len`` tokens, or, given ``doc_lengths``, one document of each length."""
+    """Checkpoint (``state_dict``, or random dense weights of ``hf_config``'s shape), tokenizer and
+    data under ``folder``: ``tokens`` ([samples, seq_len] ids, both tools' batches) or, packed, one
+    document of each of ``doc_lengths``."""
+    from benchmarks.parity import write_token_file
+
+    if (tokens is None) == (doc_lengths is None):
+        raise ValueError("write_assets needs tokens or doc_lengths, not both")
     folder = Path(folder)
-    check_vocab_size(int(hf_config["vocab_size"]))
+    if doc_lengths is not None:
+        check_vocab_size(int(hf_config["vocab_size"]))
     files = write_hf_checkpoint(folder / "model", hf_config, model_type, state_dict, device=device)
     ranks = write_tiktoken_ranks(folder / "tokenizer.model")
-    if doc_lengths is None:
-        return Assets(folder / "model", files, ranks, write_text_data(folder / "data.json", seq_len, num_samples))
+    if tokens is not None:
+        return Assets(folder / "model", files, ranks, write_token_file(folder / "tokens.safetensors", tokens))
     return Assets(
         folder / "model", files, ranks, write_documents(folder / "data.json", doc_lengths, ranks), list(doc_lengths)
     )
+
+
+def parity_overrides(cfg: Mapping[str, Any]) -> list[str]:
+    """torchtune overrides that give its run tuner's hyperparameters (``cfg``: tuner's final config):
+    every key of the optimizer and of the lr scheduler (``tuner.`` paths renamed), gradient clipping,
+    the optimizer in backward or not. With the same data, weights and dropout (0 in every shipped
+    LoRA config) the two runs then differ only in their kernels."""
+    out = []
+    for node in ("optimizer", "lr_scheduler"):
+        for key, value in (cfg.get(node) or {}).items():
+            text = re.sub(r"^tuner\.", "torchtune.", str(value)) if key == "_component_" else _yaml_scalar(value)
+            out.append(f"{node}.{key}={text}")
+    out.append(f"clip_grad_norm={_yaml_scalar(cfg.get('clip_grad_norm'))}")
+    out.append(f"optimizer_in_bwd={_yaml_scalar(bool(cfg.get('optimizer_in_bwd', False)))}")
+    return out
+
+
+def _yaml_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return "[" + ",".join(_yaml_scalar(v) for v in value) + "]"
+    return str(value)
+
+
+def benchmarks_on_path(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with this checkout's root last on PYTHONPATH: torchtune's recipe imports
+    ``benchmarks.parity`` (the token dataset, the adapter loading) from it; last, so that nothing
+    of the checkout shadows torchtune's own packages (its ``recipes``)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    out = dict(env)
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (out.get("PYTHONPATH", ""), root) if p)
+    return out
 
 
 # ---- the command ---------------------------------------------------------------------------------
@@ -398,6 +434,7 @@ def torchtune_command(
     compile: bool,
     device: str = "cuda",
     packed: bool = False,
+    seed: int = 0,
     overrides: Sequence[str] = (),
     python: str = sys.executable,
 ) -> list[str]:
@@ -405,8 +442,10 @@ def torchtune_command(
     same batch, sequence length, steps, seed and data order (``shuffle=False``) as tuner's run, no
     gradient accumulation; ``overrides`` go last.
 
-    Unpacked, ``tokenizer.max_seq_len`` is seq_len + 1 because torchtune's text dataset keeps
-    max_seq_len - 1 tokens. Packed (``dataset.packed=True``), its PackedDataset packs into
+    Unpacked, it reads the token file of ``assets`` (`benchmarks.parity.token_file_dataset`) and a
+    LoRA model starts from the adapter weights of ``assets`` (`benchmarks.parity.torchtune_model_with_adapters`
+    around ``assets.model_builder``, or around a forwarded ``model._component_``). Packed
+    (``dataset.packed=True``), its PackedDataset packs into
     ``tokenizer.max_seq_len`` positions, so that is seq_len (documents keep at most seq_len - 1
     tokens, which `packed_document_lengths` respects); ``split_across_pack=False`` packs as tuner's
     ``--packed`` data does (a document that does not fit starts the next pack; the rest is padding)."""
@@ -421,19 +460,13 @@ def torchtune_command(
         f"checkpointer.checkpoint_dir={assets.checkpoint_dir}",
         f"checkpointer.checkpoint_files=[{','.join(assets.checkpoint_files)}]",
         f"tokenizer.path={assets.tokenizer}",
-        f"tokenizer.max_seq_len={seq_len if packed else seq_len + 1}",
-        "dataset._component_=torchtune.datasets.text_completion_dataset",
-        "dataset.source=json",
-        f"dataset.data_files={assets.data}",
-        "dataset.column=text",
-        "dataset.split=train",
-        *(["dataset.packed=True", "dataset.split_across_pack=False"] if packed else ["dataset.packed=False"]),
+        *(_packed_data(assets, seq_len) if packed else _token_data(assets, seq_len)),
         f"batch_size={batch_size}",
         "gradient_accumulation_steps=1",
         "epochs=1",
         f"max_steps_per_epoch={steps}",
         "shuffle=False",
-        "seed=0",
+        f"seed={seed}",
         "log_every_n_steps=1",
         "log_peak_memory_stats=True",
         "metric_logger._component_=torchtune.training.metric_logging.DiskLogger",
@@ -442,9 +475,49 @@ def torchtune_command(
         f"compile={compile}",
         f"device={device}",
     ]
+    overrides = list(overrides)
     if recipe in LORA_RECIPES:
         argv.append("save_adapter_weights_only=True")  # the end-of-run save (untimed) skips a merged copy
-    return argv + list(overrides)
+        if assets.adapters is not None:  # torchtune's model starts from tuner's adapter init
+            builder = assets.model_builder
+            for o in overrides:  # a forwarded model._component_ is the builder the wrapper calls
+                if o.startswith("model._component_="):
+                    builder = o.partition("=")[2]
+            overrides = [o for o in overrides if not o.startswith("model._component_=")]
+            if builder is None:
+                raise ValueError("assets with adapters need model_builder (torchtune's model component)")
+            argv += [
+                "model._component_=benchmarks.parity.torchtune_model_with_adapters",
+                f"model.builder={builder}",
+                f"model.adapter_file={assets.adapters}",
+            ]
+    return argv + overrides
+
+
+def _token_data(assets: Assets, seq_len: int) -> list[str]:
+    """The token file both tools read, in order (`benchmarks.parity.token_file_dataset`)."""
+    if not assets.tokens:
+        raise ValueError("an unpacked torchtune run reads a token file; these assets hold documents")
+    return [
+        f"tokenizer.max_seq_len={seq_len}",
+        "dataset._component_=benchmarks.parity.token_file_dataset",
+        f"dataset.path={assets.data}",
+        "dataset.packed=False",
+    ]
+
+
+def _packed_data(assets: Assets, seq_len: int) -> list[str]:
+    """torchtune's text dataset over the documents, packed by its PackedDataset into ``seq_len``."""
+    return [
+        f"tokenizer.max_seq_len={seq_len}",
+        "dataset._component_=torchtune.datasets.text_completion_dataset",
+        "dataset.source=json",
+        f"dataset.data_files={assets.data}",
+        "dataset.column=text",
+        "dataset.split=train",
+        "dataset.packed=True",
+        "dataset.split_across_pack=False",
+    ]
 
 
 # ---- the log -------------------------------------------------------------------------------------
@@ -529,6 +602,7 @@ def summarize(
         "peak_alloc_train_gib": peak("peak_memory_alloc"),  # training steps only (the anchor figures' measure)
         "peak_reserved_train_gib": peak("peak_memory_reserved"),
         "steps_logged": len(rows),
+        "losses": [r["loss"] for r in rows if "loss" in r],
         "first_loss": rows[0].get("loss"),
         "final_loss": rows[-1].get("loss"),
     }

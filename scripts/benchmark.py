@@ -3,6 +3,7 @@
     python scripts/benchmark.py --workload lora_1b            # Llama-3.2-1B shape, LoRA, 4 x 2048
     python scripts/benchmark.py --workload qlora_8b           # Llama-3.1-8B shape, QLoRA, 2 x 2048
     python scripts/benchmark.py --workload full_1b            # Llama-3.2-1B shape, full, 4 x 2048
+    python scripts/benchmark.py --workload lora_8b_fp8        # Llama-3.1-8B shape, LoRA over an FP8 base, 2 x 2048
     python scripts/benchmark.py --workload lora_1b compile=True enable_activation_checkpointing=False
 
 The recipe's own Trainer runs the shipped config with synthetic token data (every sequence exactly
@@ -17,22 +18,29 @@ rank; for QLoRA, a bf16 base with gradient checkpointing, as the anchor figures 
 from the same weights where they are dense, and prints both results and their ratios.
 
 ``--compare-torchtune`` then runs torchtune 0.6.1's own recipe for the workload (its shipped config,
-``torch.compile`` on by default: ``--torchtune-compile on|off|both``) in a subprocess on an HF
-checkpoint written from the weights tuner started from (QLoRA: dense random bf16 weights of the
-shape), a synthetic llama3 tiktoken file and synthetic text cut to exactly ``--seq-len`` tokens,
-with the same batch size, steps, warm-up and seed (``benchmarks/torchtune_side.py``). Its median
-tokens/s and peak memory (from its own log lines) and the ratios tuner / torchtune are added.
+``torch.compile`` on by default: ``--torchtune-compile on|off|both``) in a subprocess with the same
+batch size, steps, warm-up and seed (``benchmarks/torchtune_side.py``). Unpacked, both tools train on
+the same learnable token batches from one written random HF checkpoint, tuner's initial adapters and
+tuner's hyperparameters (``benchmarks/parity.py``): the per-step losses of both, their largest
+difference and, with ``--parity-noise-seed`` or ``both``, torchtune's own run-to-run difference are
+added (``loss_parity``). Its median tokens/s and peak memory (from its own log lines) and the ratios
+tuner / torchtune are added.
 With ``--packed``, torchtune packs (its ``dataset.packed=True``, packs of ``--seq-len``) documents
 of the lengths tuner's packed data has; its tokens/s, which leaves padding out, is converted to
 positions/s as tuner counts (the entry's ``tokens_counted``).
 torchtune must be importable with $TORCHTUNE_PYTHONPATH (or ``--torchtune-path``) in front of PYTHONPATH,
 a path for the subprocess alone (``scripts/device_setup.sh``): its torchao 0.11 would make peft refuse
 to build the HF baseline's LoRA layers in this process.
+
+``--max-context 16,24,48,80`` (with ``--workload qlora_8b_r32_all``) finds, for each GPU memory cap, the
+longest sequence that trains, by bisection over probes that each run in a fresh process capped with
+``--memory-cap-gib`` (``benchmarks/max_context.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import shutil
@@ -49,12 +57,32 @@ WORKLOADS = {
     "lora_1b": ("llama3_2/1B_lora_single_device", "lora", 4, []),
     "qlora_8b": ("llama3_1/8B_qlora_single_device", "lora", 2, []),
     "full_1b": ("llama3_2/1B_full_single_device", "full", 4, []),
+    # LoRA over an FP8 base (model.base_dtype: fp8) and the bf16 LoRA 8B it is compared with; the 8B
+    # runs checkpoint activations as the QLoRA 8B config does, so the three 8B rows differ in the base only
+    "lora_1b_fp8": ("llama3_2/1B_lora_single_device", "lora", 4, ["model.base_dtype=fp8"]),
+    "lora_8b": ("llama3_1/8B_lora_single_device", "lora", 2, ["enable_activation_checkpointing=True"]),
+    "lora_8b_fp8": (
+        "llama3_1/8B_lora_single_device",
+        "lora",
+        2,
+        ["enable_activation_checkpointing=True", "model.base_dtype=fp8"],
+    ),
+    # unsloth's long-context setup: 8B QLoRA, rank 32 on every linear layer, batch 1 (--max-context)
+    "qlora_8b_r32_all": ("llama3_1/8B_qlora_long_context", "lora", 1, []),
 }
 
 
 HF_NAMES = {"q_proj": "q_proj", "k_proj": "k_proj", "v_proj": "v_proj", "output_proj": "o_proj"}
 HF_MLP = ["gate_proj", "up_proj", "down_proj"]
-MODEL_TYPES = {"lora_1b": "LLAMA3_2", "full_1b": "LLAMA3_2", "qlora_8b": "LLAMA3"}
+MODEL_TYPES = {
+    "lora_1b": "LLAMA3_2",
+    "full_1b": "LLAMA3_2",
+    "qlora_8b": "LLAMA3",
+    "lora_1b_fp8": "LLAMA3_2",
+    "lora_8b": "LLAMA3",
+    "lora_8b_fp8": "LLAMA3",
+    "qlora_8b_r32_all": "LLAMA3",
+}
 
 
 def _peak_gib(device: str) -> tuple[float | None, float | None]:
@@ -183,21 +211,27 @@ def run_torchtune_side(
     overrides: list[str],
     tt_overrides: list[str],
     timeout: float,
-    workdir: str | None,
+    work: Path,
+    keep: bool,
     env: dict,
+    assets=None,
     packed: dict | None = None,
+    noise_seed: int | None = None,
 ) -> None:
-    """torchtune's recipe on the same workload, once per compile mode; adds its entries and the
-    ratios tuner / torchtune to ``result`` (keys ``torchtune`` and, with ``both``, ``torchtune_eager``).
-    ``packed``: ``{"min_len", "seed"}`` of tuner's packed synthetic data; torchtune then packs
-    documents of the same lengths itself, and its tokens/s is converted to tuner's count."""
+    """torchtune's recipe on the same workload, once per compile mode (and once more with
+    ``noise_seed``); adds its entries and the ratios tuner / torchtune to ``result`` (keys
+    ``torchtune``, with ``both`` ``torchtune_eager``, with a noise seed ``torchtune_seed<S>``).
+    ``assets``: the checkpoint and token batches tuner trained on (loss parity); else ``packed``:
+    ``{"min_len", "seed"}`` of tuner's packed synthetic data, and torchtune packs documents of the
+    same lengths itself (its tokens/s converted to tuner's count) from tuner's initial weights.
+    ``work`` holds torchtune's inputs and outputs; it is removed at the end unless ``keep``."""
     from benchmarks import torchtune_side as tt
 
     recipe, config = tt.RECIPES[workload]
     seq_len, batch, steps = result["seq_len"], result["batch_size"], result["steps"]
-    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"bench_tt_{workload}_"))
+    env = tt.benchmarks_on_path(env)
     try:
-        doc_lengths = count = None
+        count = None
         if packed is not None:  # all packs are built before training: steps + 2 batches of them, no more
             doc_lengths = tt.packed_document_lengths(seq_len, packed["min_len"], batch * (steps + 2), packed["seed"])
             packs = tt.pack_documents(doc_lengths, seq_len)
@@ -205,20 +239,15 @@ def run_torchtune_side(
                 "positions_per_step": batch * seq_len,
                 "counted_per_step": tt.counted_tokens_per_step(packs, batch),
             }
-        assets = tt.write_assets(
-            work / "assets",
-            hf_config,
-            MODEL_TYPES[workload],
-            initial_state,
-            seq_len,
-            num_samples=batch * (steps + 2),
-            device=device,
-            doc_lengths=doc_lengths,
-        )
+            assets = tt.write_assets(
+                work / "assets", hf_config, MODEL_TYPES[workload], initial_state, device, doc_lengths=doc_lengths
+            )
         modes = {"on": [True], "off": [False], "both": [True, False]}[compile_mode]
-        for i, compiled in enumerate(modes):
-            key = "torchtune" if i == 0 else "torchtune_eager"
-            out = work / ("run_compile" if compiled else "run_eager")
+        runs = [("torchtune" if i == 0 else "torchtune_eager", compiled, 0) for i, compiled in enumerate(modes)]
+        if noise_seed is not None:
+            runs.append((f"torchtune_seed{noise_seed}", modes[0], noise_seed))
+        for key, compiled, seed in runs:
+            out = work / (("run_compile" if compiled else "run_eager") + (f"_seed{seed}" if seed else ""))
             shutil.rmtree(out, ignore_errors=True)
             argv = tt.torchtune_command(
                 site,
@@ -231,6 +260,7 @@ def run_torchtune_side(
                 compile=compiled,
                 device=device,
                 packed=packed is not None,
+                seed=seed,
                 overrides=tt.forwarded_overrides(overrides) + list(tt_overrides),
             )
             entry = {
@@ -238,10 +268,11 @@ def run_torchtune_side(
                 "recipe": recipe,
                 "config": config,
                 "compile": compiled,
+                "seed": seed,
                 **({"documents": len(doc_lengths), "packs": len(packs)} if packed is not None else {}),
                 **tt.run_torchtune(argv, out, result["warmup_steps"], timeout, env=env, **(count or {})),
             }
-            if not workdir:
+            if not keep:
                 entry.pop("log", None)  # the temporary folder goes away
             result[key] = entry
             if entry.get("tokens_per_s_median"):
@@ -251,7 +282,7 @@ def run_torchtune_side(
             if result["peak_alloc_gib"] is not None and entry.get("peak_alloc_gib"):
                 result[f"ratio_peak_alloc_{key}"] = round(result["peak_alloc_gib"] / entry["peak_alloc_gib"], 3)
     finally:
-        if not workdir:
+        if not keep:
             shutil.rmtree(work, ignore_errors=True)
 
 
@@ -273,10 +304,14 @@ def run(
     torchtune_timeout: float = 600,
     torchtune_dir: str | None = None,
     torchtune_path: str | None = None,
+    parity_noise_seed: int | None = None,
+    learnable_data: bool = False,
+    memory_cap_gib: float | None = None,
 ) -> dict:
     import torch
 
     from benchmarks import matmul_tflops, training_flops_per_token
+    from benchmarks.max_context import host_peak_rss_gib
     from tuner.config import apply_overrides, load_config
     from tuner.registry import resolve_config
     from tuner.training.full import FullFinetune
@@ -338,6 +373,12 @@ def run(
         from benchmarks import torchtune_side as tt
         from tuner.errors import UsageError
 
+        if workload not in tt.RECIPES:
+            raise UsageError(
+                f"--compare-torchtune has no torchtune recipe for --workload {workload}",
+                f"use one of {', '.join(sorted(tt.RECIPES))}",
+            )
+
         order_keys = {
             "shuffle",
             "gradient_accumulation_steps",
@@ -352,11 +393,22 @@ def run(
                 "is converted step by step, assuming step k trains on tuner's packs of step k",
                 f"drop --torchtune-override {' '.join(f + '=...' for f in fixed)}",
             )
-        tt.check_vocab_size(int(cfg.model.get("vocab_size", tt.LLAMA3_VOCAB)))
+        if packed:  # torchtune tokenizes the packed documents itself
+            tt.check_vocab_size(int(cfg.model.get("vocab_size", tt.LLAMA3_VOCAB)))
         tt_env = tt.torchtune_env(torchtune_path)
         tt_site, tt_version = tt.find_torchtune(
             env=tt_env, also_import=("bitsandbytes",) if workload == "full_1b" else ()
         )
+    if learnable_data and packed:
+        from tuner.errors import UsageError
+
+        raise UsageError("--learnable-data is unpacked token batches; --packed packs random documents", "drop one")
+    tt_assets = None
+    if compare_torchtune or learnable_data:
+        tt_work = Path(torchtune_dir) if torchtune_dir else Path(tempfile.mkdtemp(prefix=f"bench_tt_{workload}_"))
+        if not packed:  # both tools train on the same learnable batches from the same checkpoint
+            tt_assets = _parity_inputs(cfg, workload, tt_work, batch * steps, seq_len, device)
+    _cap_memory(memory_cap_gib, device)
     peak_tflops = matmul_tflops() if device == "cuda" else None
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -366,8 +418,10 @@ def run(
     trainer = Trainer(cfg, LoRAFinetune() if method == "lora" else FullFinetune())
     trainer.setup()
     setup_alloc = round(torch.cuda.memory_allocated() / 2**30, 2) if device == "cuda" else None
-    dense = not any(n.endswith("weight_nf4") for n, _ in trainer.decoder.named_buffers())
-    keep_initial = (compare_hf or compare_torchtune) and dense
+    if tt_assets is not None and method == "lora":
+        _write_initial_adapters(trainer, cfg, tt_assets)
+    dense = not any(n.endswith(("weight_nf4", "weight_fp8")) for n, _ in trainer.decoder.named_buffers())
+    keep_initial = (compare_hf or (compare_torchtune and packed)) and dense
     initial_state = (
         {k: v.detach().cpu().clone() for k, v in trainer.decoder.state_dict().items()} if keep_initial else None
     )
@@ -375,6 +429,8 @@ def run(
         trainer.train()
     finally:
         trainer.close()
+        if tt_assets is not None and not compare_torchtune and not torchtune_dir:
+            shutil.rmtree(tt_work, ignore_errors=True)
     memory_at_peak = _memory_peak(memory_snapshot) if memory_snapshot and device == "cuda" else None
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steady = [r["tokens_per_second_per_gpu"] for r in rows if r["step"] > warmup]
@@ -397,9 +453,13 @@ def run(
         "mfu": round(tps * flops / (peak_tflops * 1e12), 4) if peak_tflops else None,
         "first_loss": rows[0]["loss"],
         "final_loss": rows[-1]["loss"],
+        "losses": [r["loss"] for r in rows],
+        "data": "learnable (benchmarks.parity)" if tt_assets is not None else "random tokens",
         "tokens_per_s_steps": [round(r["tokens_per_second_per_gpu"]) for r in rows],
         # seconds the loop waited for each step's GPU work, read a step later: ~0 means launch-bound
         "wait_for_gpu_s_steps": [round(r["wait_for_gpu_s"], 4) for r in rows if "wait_for_gpu_s" in r],
+        "memory_cap_gib": memory_cap_gib or None,
+        "host_peak_rss_gib": host_peak_rss_gib(),  # offloaded activations live in host memory
         "device": torch.cuda.get_device_name() if device == "cuda" else device,
         "torch": torch.__version__,
     }
@@ -425,13 +485,171 @@ def run(
             tt_version,
             torchtune_compile,
             overrides,
-            list(torchtune_overrides or []),
+            (tt.parity_overrides(cfg) if tt_assets is not None else []) + list(torchtune_overrides or []),
             torchtune_timeout,
-            torchtune_dir,
+            tt_work,
+            bool(torchtune_dir),
             tt_env,
+            assets=tt_assets,
             packed={"min_len": int(cfg.dataset.min_len), "seed": int(cfg.dataset.get("seed", 0))} if packed else None,
+            noise_seed=parity_noise_seed,
         )
+        if tt_assets is not None:
+            _report_parity(result, [r["loss"] for r in rows])
+        else:  # a speed figure always says whether it comes with a parity figure
+            result["loss_parity"] = {"error": "not measured with --packed (tuner packs random tokens, torchtune text)"}
     return result
+
+
+def _cap_memory(cap_gib: float | None, device: str) -> None:
+    """Let this process allocate at most ``cap_gib`` GiB of GPU memory (0 or None: no cap), as a GPU
+    of that size would: ``torch.cuda.set_per_process_memory_fraction``."""
+    import torch
+
+    from tuner.errors import UsageError
+
+    if not cap_gib:
+        return
+    if device != "cuda":
+        raise UsageError(
+            f"--memory-cap-gib {cap_gib:g} caps GPU memory; on {device} there is none to cap",
+            "run on CUDA, or pass 0 (no cap) to try the probe on CPU",
+        )
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    if cap_gib * 2**30 > total:
+        raise UsageError(
+            f"--memory-cap-gib {cap_gib:g} is more than this GPU's {total / 2**30:.1f} GiB",
+            "pass a smaller cap, or 0 for the whole GPU",
+        )
+    torch.cuda.set_per_process_memory_fraction(cap_gib * 2**30 / total)
+
+
+def max_context(
+    workload: str,
+    caps_gib: list[float],
+    lo: int,
+    hi: int,
+    multiple: int,
+    steps: int,
+    overrides: list[str],
+    device: str = "cuda",
+    probe_timeout: float = 600,
+    time_budget: float | None = None,
+) -> dict:
+    """For each memory cap, the longest sequence of ``workload`` that trains (`benchmarks.max_context`):
+    a bisection whose probes each run ``steps`` steps in a fresh process, the issue's goal (1.5x
+    unsloth's figure) probed first. Each probe is printed on stderr as it ends; past ``time_budget``
+    seconds no new probe starts and the caps left say so."""
+    import time
+
+    from benchmarks import max_context as mc
+    from tuner.errors import UsageError
+
+    if device != "cuda" and any(caps_gib):
+        raise UsageError(
+            "--max-context caps GPU memory; on CPU nothing would be capped",
+            "run on CUDA, or pass --max-context 0 (no cap) to try the probes on CPU",
+        )
+    if steps < 1:
+        raise UsageError(f"--max-context needs --steps >= 1, got {steps}")
+    if not 1 <= multiple <= lo <= hi:
+        raise UsageError(
+            f"--context-range {lo}:{hi} with --context-multiple {multiple} is empty",
+            "use --context-multiple <= LO <= HI, e.g. --context-range 4096:524288 --context-multiple 4096",
+        )
+    deadline = time.monotonic() + time_budget if time_budget else None
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.monotonic() > deadline
+
+    results = {}
+    for cap in caps_gib:
+
+        def probe(seq_len: int, cap: float = cap) -> "mc.Probe":
+            argv = mc.probe_command(workload, seq_len, cap, steps, overrides, device)
+            result = mc.run_probe(argv, seq_len, probe_timeout)
+            print(f"probe: cap {cap:g} GiB " + json.dumps(vars(result)), file=sys.stderr, flush=True)
+            return result
+
+        goal = mc.goal_tokens(cap)
+        search = mc.longest_fitting(probe, lo, hi, multiple, first=goal, out_of_time=out_of_time)
+        entry = search.as_dict()
+        entry.update(unsloth_tokens=mc.UNSLOTH_8B_TOKENS.get(int(cap)), goal_tokens=goal)
+        entry["goal_met"] = mc.goal_met(search, goal)
+        results[f"{cap:g}"] = entry
+    return {"workload": workload, "multiple": multiple, "range": [lo, hi], "probe_steps": steps, "caps_gib": results}
+
+
+def _parity_inputs(cfg, workload: str, work: Path, num_samples: int, seq_len: int, device: str):
+    """Write what both tools train from (``benchmarks.parity``): a random dense HF checkpoint of the
+    model's shape and learnable token batches, and point tuner's config at them (the checkpointer
+    loads without saving; the dataset reads the batches in order). Returns torchtune's assets."""
+    import torch
+
+    from benchmarks import torchtune_side as tt
+    from benchmarks.parity import learnable_tokens
+    from tuner.checkpoint.fill import build_on_meta
+    from tuner.checkpoint.hf_config import hf_config_from_model
+    from tuner.devices import get_dtype
+
+    model_type = MODEL_TYPES[workload]
+    dtype = get_dtype(str(cfg.dtype), torch.device(device))
+    hf_config = hf_config_from_model(build_on_meta(cfg.model, dtype), model_type)
+    tokens = learnable_tokens(num_samples, seq_len, int(hf_config["vocab_size"]))
+    assets = tt.write_assets(work / "assets", hf_config, model_type, None, device, tokens=tokens)
+    cfg.checkpointer = {
+        "_component_": "benchmarks.checkpointers.LoadOnlyHFCheckpointer",
+        "checkpoint_dir": str(assets.checkpoint_dir),
+        "checkpoint_files": list(assets.checkpoint_files),
+        "model_type": model_type,
+        "output_dir": str(cfg.output_dir),
+    }
+    cfg.dataset = {"_component_": "benchmarks.parity.token_file_dataset", "path": str(assets.data)}
+    if str(cfg.optimizer._component_) == "torch.optim.AdamW" and "fused" not in cfg.optimizer:
+        cfg.optimizer.fused = device == "cuda"  # torchtune's configs ask for it; both tools run the same
+    return assets
+
+
+def _write_initial_adapters(trainer, cfg, assets) -> None:
+    """tuner's adapter weights as they are before the first step, for torchtune's model to start from."""
+    import re
+
+    from benchmarks.parity import write_adapter_file
+    from tuner.checkpoint.keys import clean_tuner_key
+    from tuner.peft.utils import is_adapter_key
+
+    adapters = {clean_tuner_key(k): v for k, v in trainer.decoder.state_dict().items() if is_adapter_key(k)}
+    assets.adapters = write_adapter_file(assets.checkpoint_dir.parent / "adapters.safetensors", adapters)
+    assets.model_builder = re.sub(r"^tuner\.", "torchtune.", str(cfg.model._component_))
+
+
+def _report_parity(result: dict, tuner_losses: list[float]) -> None:
+    """Add ``loss_parity`` (`benchmarks.parity.parity_report`) and print both tools' losses side by
+    side, then the speed ratio next to the parity figure, on stderr."""
+    from benchmarks.parity import CHAIN_ENTROPY, parity_report, side_by_side
+
+    runs = {k: v["losses"] for k, v in result.items() if k.startswith("torchtune") and v.get("losses")}
+    if "torchtune" not in runs:
+        result["loss_parity"] = {"error": "torchtune logged no losses"}
+        return
+    report = parity_report(tuner_losses, runs)
+    report["data"] = f"Markov chain over the vocabulary (benchmarks.parity; entropy {CHAIN_ENTROPY:.3f} nats)"
+    result["loss_parity"] = report
+    print(side_by_side({"tuner": tuner_losses, **runs}), file=sys.stderr)
+    vs = report["tuner_vs_torchtune"]
+    bound = report["noise_bound_max_abs_diff"]
+    print(
+        f"{result['workload']}: tuner {result['tokens_per_s_median']:,.0f} tokens/s, torchtune "
+        f"{result['torchtune'].get('tokens_per_s_median') or 0:,.0f} ({result.get('ratio_tokens_per_s_torchtune')}x); "
+        f"loss parity over {vs['steps']} steps: max |diff| {vs['max_abs_diff']:.3g} (rel {vs['max_rel_diff']:.2g}, "
+        f"step {vs['at_step']}); torchtune-vs-torchtune noise bound "
+        + (
+            f"{bound:.3g}"
+            if bound is not None
+            else "not measured (add --parity-noise-seed or --torchtune-compile both)"
+        ),
+        file=sys.stderr,
+    )
 
 
 def _compare_hf(
@@ -514,30 +732,71 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="write torchtune's inputs, outputs and logs here and keep them (default: a temporary folder)",
     )
+    parser.add_argument(
+        "--parity-noise-seed",
+        type=int,
+        metavar="S",
+        help="run torchtune once more with seed S (same data, weights, compile mode): the difference between "
+        "its losses and the first run's is the noise bound tuner's loss parity is read against",
+    )
+    parser.add_argument(
+        "--learnable-data",
+        action="store_true",
+        help="train on the learnable token batches of --compare-torchtune (written with a random HF checkpoint "
+        "that tuner loads) without running torchtune: a loss curve that falls, instead of random tokens",
+    )
+    parser.add_argument(
+        "--memory-cap-gib",
+        type=float,
+        metavar="GIB",
+        help="let the run use at most GIB of GPU memory (torch.cuda.set_per_process_memory_fraction); 0: no cap",
+    )
+    parser.add_argument(
+        "--max-context",
+        metavar="CAPS",
+        help="for each GPU memory cap in GiB (comma-separated, e.g. 16,24,48,80; 0: no cap), find the longest "
+        "sequence that trains, by bisection, each probe a fresh process running --steps steps "
+        "(use --workload qlora_8b_r32_all for unsloth's setup)",
+    )
+    parser.add_argument(
+        "--context-range", default="1024:524288", metavar="LO:HI", help="--max-context: lengths to search"
+    )
+    parser.add_argument(
+        "--context-multiple", type=int, default=1024, help="--max-context: lengths are multiples of this"
+    )
+    parser.add_argument("--probe-timeout", type=float, default=600, help="--max-context: seconds for one probe")
+    parser.add_argument("--time-budget", type=float, metavar="S", help="--max-context: start no probe after S seconds")
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = parser.parse_args(argv)
     from tuner.errors import TunerError
 
+    if args.max_context is not None:
+        try:
+            caps = [float(c) for c in args.max_context.split(",") if c.strip()]
+            lo, hi = (int(x) for x in args.context_range.split(":"))
+        except ValueError:
+            print(
+                f"error: --max-context {args.max_context!r} / --context-range {args.context_range!r} are not "
+                "numbers. Fix: e.g. --max-context 16,24,48,80 --context-range 1024:524288",
+                file=sys.stderr,
+            )
+            return 2
+        call = functools.partial(
+            max_context, args.workload, caps, lo, hi, args.context_multiple, args.steps, args.overrides,
+            device=args.device, probe_timeout=args.probe_timeout, time_budget=args.time_budget,
+        )  # fmt: skip
+    else:
+        call = functools.partial(
+            run, args.workload, args.steps, args.warmup, args.seq_len, args.batch_size, args.overrides,
+            device=args.device, compare_hf=args.compare_hf, packed=args.packed, profile=args.profile,
+            memory_snapshot=args.memory_snapshot, compare_torchtune=args.compare_torchtune,
+            torchtune_compile=args.torchtune_compile, torchtune_overrides=args.torchtune_override,
+            torchtune_timeout=args.torchtune_timeout, torchtune_dir=args.torchtune_dir,
+            torchtune_path=args.torchtune_path, parity_noise_seed=args.parity_noise_seed,
+            learnable_data=args.learnable_data, memory_cap_gib=args.memory_cap_gib,
+        )  # fmt: skip
     try:
-        result = run(
-            args.workload,
-            args.steps,
-            args.warmup,
-            args.seq_len,
-            args.batch_size,
-            args.overrides,
-            device=args.device,
-            compare_hf=args.compare_hf,
-            packed=args.packed,
-            profile=args.profile,
-            memory_snapshot=args.memory_snapshot,
-            compare_torchtune=args.compare_torchtune,
-            torchtune_compile=args.torchtune_compile,
-            torchtune_overrides=args.torchtune_override,
-            torchtune_timeout=args.torchtune_timeout,
-            torchtune_dir=args.torchtune_dir,
-            torchtune_path=args.torchtune_path,
-        )
+        result = call()
     except TunerError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -87,6 +87,12 @@ class Model:
         return f'\n    filename_format: model-{{}}-of-{{}}.safetensors\n    max_filename: "{n:05d}"'
 
     @property
+    def context(self) -> int:
+        """The model's context length (its builder's max_seq_len)."""
+        spec = self.spec
+        return int(spec.decoder_arguments(spec.size_arguments(spec.size(self.size_name)))["max_seq_len"])
+
+    @property
     def tied(self) -> bool:
         """Tied embeddings: no LoRA on the output projection."""
         spec = self.spec
@@ -98,7 +104,10 @@ MODELS: tuple[Model, ...] = (
     Model("llama2", "13b", ("qlora_single_device", "lora")),
     Model("llama2", "70b", ("lora", "qlora")),
     Model(
-        "llama3", "8b", ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"), big=True
+        "llama3",
+        "8b",
+        ("full_single_device", "lora_single_device", "qlora_single_device", "qlora_long_context", "full", "lora"),
+        big=True,
     ),
     Model("llama3", "70b", ("lora", "qlora")),
     Model(
@@ -109,6 +118,7 @@ MODELS: tuple[Model, ...] = (
             "lora_single_device",
             "qlora_single_device",
             "dora_single_device",
+            "qlora_long_context",
             "full",
             "lora",
             "qlora",
@@ -156,7 +166,12 @@ MODELS: tuple[Model, ...] = (
     Model(
         "qwen3", "4b_instruct", ("full_single_device", "lora_single_device", "qlora_single_device", "lora"), label="4B"
     ),
-    Model("qwen3", "8b_instruct", ("lora_single_device", "qlora_single_device", "full", "lora"), label="8B"),
+    Model(
+        "qwen3",
+        "8b_instruct",
+        ("lora_single_device", "qlora_single_device", "qlora_long_context", "full", "lora"),
+        label="8B",
+    ),
     Model("gemma2", "2b", ("full_single_device", "lora_single_device", "qlora_single_device", "lora")),
     Model("gemma2", "9b", ("lora_single_device", "qlora_single_device", "full", "lora")),
     Model("gemma2", "27b", ("qlora_single_device", "lora"), batch_size=2),
@@ -211,8 +226,15 @@ VARIANTS: dict[str, Variant] = {
     ),
 }
 
+# QLoRA at the model's whole context on one GPU, in the setup unsloth's long-context figures use:
+# rank 32 on every linear layer, batch 1, activations checkpointed and offloaded to CPU memory
+# (scripts/benchmark.py --max-context measures how long a sequence fits, docs/benchmarks.md).
+LONG_CONTEXT = "qlora_long_context"
+LONG_CONTEXT_MODULES = "['q_proj', 'k_proj', 'v_proj', 'output_proj']"
+
 RECIPE_OF = {
     "full_single_device": "full_finetune_single_device",
+    LONG_CONTEXT: "lora_finetune_single_device",
     **{f"{v}_single_device": "lora_finetune_single_device" for v in VARIANTS},
     "full": "full_finetune_distributed",
     "lora": "lora_finetune_distributed",
@@ -221,8 +243,8 @@ RECIPE_OF = {
 
 
 def _variant(method: str) -> tuple[str, Variant]:
-    """``rslora_single_device`` -> ("rslora", VARIANTS["rslora"])."""
-    name = method.removesuffix("_single_device").removesuffix("_cpu")
+    """``rslora_single_device`` -> ("rslora", VARIANTS["rslora"]); ``qlora_long_context`` is QLoRA."""
+    name = method.removesuffix("_single_device").removesuffix("_cpu").removesuffix("_long_context")
     return name, VARIANTS[name]
 
 
@@ -243,7 +265,13 @@ def _model_block(m: Model, method: str) -> str:
         return f"model:\n  _component_: tuner.models.{m.family}.{m.builder}\n"
     prefix = "qlora_" if method.startswith("qlora") else "lora_"
     rank, alpha = (
-        (8, 16) if method.startswith("qlora") else (64, 128) if m.size in ("1B", "135M", "360M", "0.5B") else (8, 16)
+        (32, 32)
+        if method == LONG_CONTEXT
+        else (8, 16)
+        if method.startswith("qlora")
+        else (64, 128)
+        if m.size in ("1B", "135M", "360M", "0.5B")
+        else (8, 16)
     )
     variant = _variant(method)[1] if method not in ("lora", "qlora") else VARIANTS[method]
     rank = variant.rank or rank
@@ -252,7 +280,7 @@ def _model_block(m: Model, method: str) -> str:
     lines = [
         "model:",
         f"  _component_: tuner.models.{m.family}.{prefix}{m.builder}",
-        f"  lora_attn_modules: {m.lora_modules}",
+        f"  lora_attn_modules: {LONG_CONTEXT_MODULES if method == LONG_CONTEXT else m.lora_modules}",
         f"  apply_lora_to_mlp: {mlp}",
         "  apply_lora_to_output: False",
         f"  lora_rank: {rank}",
@@ -262,17 +290,24 @@ def _model_block(m: Model, method: str) -> str:
     return "\n".join(lines) + "\n" + variant.model_keys
 
 
+LONG_CHUNKS = 64  # each chunk's logits (~max_seq_len/64 x vocab) exist only one at a time
+OFFLOAD_NOTE = "  # the checkpointed layers' inputs live in (pinned) CPU memory until backward"
+
+
 def render(m: Model, method: str) -> str:
     recipe = RECIPE_OF[method]
     distributed = recipe.endswith("distributed")
     full = method.startswith("full")
     qlora = method.startswith("qlora")
+    long = method == LONG_CONTEXT
     low_memory = full and not distributed and m.big
     folder = f"/tmp/{m.hf_repo.split('/')[-1]}"
     name = f"{m.family}/{m.size}_{method}"
     launch = f"tune run --nproc_per_node 8 {recipe}" if distributed else f"tune run {recipe}"
     what = "full fine-tuning" if full else VARIANTS[method if method in VARIANTS else _variant(method)[0]].title
     where = "several GPUs (FSDP2)" if distributed else "one device"
+    if long:
+        what, where = f"QLoRA at {m.context:,}-token context", "one GPU (rank 32 on every linear layer, batch 1)"
     header = (
         f"# {what} of {m.title} on {where}. Generated by scripts/generate_configs.py.\n"
         f"#\n"
@@ -317,7 +352,7 @@ def render(m: Model, method: str) -> str:
             f"ac_mode: selective  # checkpoint every ac_option-th layer only: less memory than none, "
             f"faster than all\nac_option: {m.full_ac_every}\n"
         )
-    if qlora and not distributed:  # faster for a little more memory (measured on the 8B shape: docs/benchmarks.md)
+    if qlora and not distributed and not long:  # faster for a little more memory (8B shape: docs/benchmarks.md)
         selective += (
             "nf4_keep_dense_for_backward: True  # the recompute's dequantized weights serve the backward: "
             "one dequantization less per weight and step, one layer's bf16 weights held for a moment\n"
@@ -332,7 +367,7 @@ output_dir: /tmp/tuner/{m.family}_{m.size}/{method}
 tokenizer:
   _component_: {m.tokenizer}
   path: {folder}/{m.tokenizer_file}
-  max_seq_len: 2048{m.tokenizer_extra}
+  max_seq_len: {m.context if long else 2048}{m.tokenizer_extra}
 
 checkpointer:
   _component_: tuner.checkpoint.HFCheckpointer
@@ -346,14 +381,14 @@ resume_from_checkpoint: False
 
 dataset:
   _component_: tuner.datasets.alpaca_cleaned_dataset  # yahma/alpaca-cleaned from the Hugging Face Hub (cached after the first run)
-  packed: False
+  packed: {long}{"  # examples packed into sequences of max_seq_len tokens" if long else ""}
 seed: 42
 shuffle: True
-batch_size: {m.batch_size}
+batch_size: {1 if long else m.batch_size}
 
 {optimizer}{scheduler}loss:
   _component_: tuner.training.loss.ChunkedCrossEntropyLoss
-  num_output_chunks: 8
+  num_output_chunks: {LONG_CHUNKS if long else 8}
 
 epochs: 1
 max_steps_per_epoch: null
@@ -364,7 +399,7 @@ compile: False
 device: cuda
 dtype: bf16
 enable_activation_checkpointing: {act_ckpt}
-{selective}enable_activation_offloading: False
+{selective}enable_activation_offloading: {long}{OFFLOAD_NOTE if long else ""}
 {dist}
 metric_logger:
   _component_: tuner.training.metric_logging.DiskLogger

@@ -40,7 +40,7 @@ RECIPES: tuple[Recipe, ...] = (
         "lora_finetune_single_device",
         "lora_finetune_single_device.py",
         False,
-        tuple(f"_{m}_{where}" for m in ADAPTER_METHODS for where in ("single_device", "cpu")),
+        (*(f"_{m}_{where}" for m in ADAPTER_METHODS for where in ("single_device", "cpu")), "_qlora_long_context"),
     ),
     Recipe("lora_finetune_distributed", "lora_finetune_distributed.py", True, tuple(f"_{m}" for m in ADAPTER_METHODS)),
     Recipe("generate", "generate.py", False, ("generation",)),

@@ -64,18 +64,13 @@ def test_random_dense_checkpoint_of_a_quantized_models_shape(tmp_path):
     assert 0.015 < loaded["layers.0.mlp.w1.weight"].float().std().item() < 0.025
 
 
-def test_tiktoken_file_and_text_data_give_full_length_samples(tmp_path):
+def test_tiktoken_file_is_a_llama3_ranks_file(tmp_path):
     from tuner.models.llama3 import llama3_tokenizer
 
     ranks = tt.write_tiktoken_ranks(tmp_path / "tokenizer.model")
     assert len(ranks.read_text().splitlines()) == tt.NUM_BASE_TOKENS == 128_000
     tok = llama3_tokenizer(str(ranks))
     assert tok.backend.num_base_tokens == 128_000 and tok.bos_id == 128_000
-    seq_len = 96
-    rows = json.loads(tt.write_text_data(tmp_path / "data.json", seq_len=seq_len, num_samples=6).read_text())
-    assert len(rows) == 6
-    for row in rows:  # torchtune keeps tokenizer.max_seq_len - 1 = seq_len of BOS + text
-        assert len(tok.encode(row["text"], add_bos=True, add_eos=False)) >= seq_len + 1
 
 
 def test_command_runs_torchtunes_recipe_with_tuners_batch_and_steps(tmp_path):
@@ -83,7 +78,9 @@ def test_command_runs_torchtunes_recipe_with_tuners_batch_and_steps(tmp_path):
         tmp_path / "model",
         ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"],
         tmp_path / "tokenizer.model",
-        tmp_path / "data.json",
+        tmp_path / "tokens.safetensors",
+        adapters=tmp_path / "adapters.safetensors",
+        model_builder="torchtune.models.llama3_1.qlora_llama3_1_8b",
     )
     site = tmp_path / "site"
     argv = tt.torchtune_command(
@@ -110,10 +107,12 @@ def test_command_runs_torchtunes_recipe_with_tuners_batch_and_steps(tmp_path):
         "batch_size=2",
         "max_steps_per_epoch=30",
         "gradient_accumulation_steps=1",
-        "tokenizer.max_seq_len=2049",
-        "dataset._component_=torchtune.datasets.text_completion_dataset",
-        "dataset.source=json",
-        f"dataset.data_files={tmp_path / 'data.json'}",
+        "tokenizer.max_seq_len=2048",
+        "dataset._component_=benchmarks.parity.token_file_dataset",  # tuner's batches, in tuner's order
+        f"dataset.path={tmp_path / 'tokens.safetensors'}",
+        "model._component_=benchmarks.parity.torchtune_model_with_adapters",  # tuner's initial adapters
+        "model.builder=torchtune.models.llama3_1.qlora_llama3_1_8b",
+        f"model.adapter_file={tmp_path / 'adapters.safetensors'}",
         "device=cuda",
         "checkpointer.checkpoint_files=[model-00001-of-00002.safetensors,model-00002-of-00002.safetensors]",
         f"checkpointer.checkpoint_dir={tmp_path / 'model'}",
@@ -133,6 +132,24 @@ def test_command_runs_torchtunes_recipe_with_tuners_batch_and_steps(tmp_path):
         "llama3_2/1B_full_single_device.yaml"
     )
     assert "compile=False" in full and "device=cpu" in full and "save_adapter_weights_only=True" not in full
+    assert not any(a.startswith("model.") for a in full)  # no adapters: torchtune's own model component
+
+    # a forwarded model component is the builder torchtune's model is made by, around tuner's adapters
+    small = tt.torchtune_command(
+        site,
+        "lora_1b",
+        assets,
+        tmp_path / "out",
+        seq_len=32,
+        batch_size=2,
+        steps=3,
+        compile=False,
+        seed=1,
+        overrides=["model._component_=torchtune.models.llama3_2.lora_llama3_2", "model.num_layers=2"],
+    )
+    assert "model.builder=torchtune.models.llama3_2.lora_llama3_2" in small and "seed=1" in small
+    assert "model._component_=benchmarks.parity.torchtune_model_with_adapters" in small
+    assert not any(a == "model._component_=torchtune.models.llama3_2.lora_llama3_2" for a in small)
 
     assert tt.forwarded_overrides(
         [
@@ -274,6 +291,7 @@ def test_a_vocabulary_smaller_than_llama3s_is_refused_before_training(capsys, be
             "16",
             "--batch-size",
             "1",
+            "--packed",  # torchtune tokenizes packed documents itself (unpacked, it reads tuner's token ids)
             "model.vocab_size=1000",
         ]
     )

@@ -100,6 +100,7 @@ CONFIG_MISTAKES = [
     (["tokenizer.max_seq_len=0"], "tokenizer.max_seq_len=0 is not valid"),
     (["~optimizer"], "optimizer is missing; the recipe needs it"),
     (["dataset.train_on_input=sometimes"], "dataset.train_on_input='sometimes' does not fit"),
+    (["model.base_dtype=fp16"], "model.base_dtype='fp16' does not fit"),
 ]
 
 

@@ -29,3 +29,23 @@ def test_every_generated_config_names_its_recipe_in_the_registry():
         name = str(path.relative_to(gen.CONFIGS).with_suffix(""))
         recipe = recipe_for_config(name)
         assert recipe is not None and "tune run" in path.read_text() and recipe.name in path.read_text(), name
+
+
+def test_long_context_configs_are_unsloths_setup_at_the_models_context():
+    """One ``8B_qlora_long_context`` per 8B family: QLoRA rank 32 on every linear layer, batch 1,
+    activation checkpointing and offloading, sequences of the model's whole context."""
+    from tuner.config import load_config
+    from tuner.models.families import family
+    from tuner.registry import recipe_for_config
+
+    gen = _generator()
+    for name, size in [("llama3", "8b"), ("llama3_1", "8b"), ("qwen3", "8b_instruct")]:
+        cfg = load_config(gen.CONFIGS / name / "8B_qlora_long_context.yaml")
+        spec = family(name)
+        context = spec.decoder_arguments(spec.size_arguments(spec.size(size)))["max_seq_len"]
+        assert recipe_for_config(f"{name}/8B_qlora_long_context").name == "lora_finetune_single_device"
+        assert cfg.model._component_ == f"tuner.models.{name}.qlora_{name}_{size}"
+        assert list(cfg.model.lora_attn_modules) == ["q_proj", "k_proj", "v_proj", "output_proj"]
+        assert cfg.model.apply_lora_to_mlp and cfg.model.lora_rank == 32 and cfg.batch_size == 1
+        assert cfg.enable_activation_checkpointing and cfg.enable_activation_offloading
+        assert cfg.tokenizer.max_seq_len == context >= 8192 and cfg.dataset.packed

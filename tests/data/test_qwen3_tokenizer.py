@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from qwen3_files import qwen3_tokenizer_dir
 from tests_data_helpers import CONVERSATIONS, hf_chat_ids
+from tokenizer_files import qwen3_tokenizer_dir
 
 from tuner.data.tokenizers import qwen3_tokenizer
 

@@ -232,10 +232,11 @@ def test_rank_error_ends_job_with_its_message(ckpt, tmp_path):
     assert "nope.safetensors" in proc.stderr and "error:" in proc.stderr
 
 
-def test_qlora_distributed_matches_single_device(ckpt, tmp_path):
-    """The NF4 base (replicated buffers) reaches every rank by broadcast from rank 0."""
+@pytest.mark.parametrize("base", [{"quantize_base": True}, {"base_dtype": "fp8"}], ids=["nf4", "fp8"])
+def test_quantized_base_distributed_matches_single_device(ckpt, tmp_path, base):
+    """The NF4 or FP8 base (replicated buffers) reaches every rank by broadcast from rank 0."""
     single, dist = _pair(
-        tmp_path, ckpt, "lora", {**LORA, "quantize_base": True}, max_steps_per_epoch=2, save_adapter_weights_only=True
+        tmp_path, ckpt, "lora", {**LORA, **base}, max_steps_per_epoch=2, save_adapter_weights_only=True
     )
     ls, ld = logged_losses(single), logged_losses(dist)
     assert sorted(ls) == sorted(ld) == [1, 2]

@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from tests.data.qwen3_files import qwen3_tokenizer_dir
+from tests.data.tokenizer_files import qwen3_tokenizer_dir
 from tuner.checkpoint.hf_config import builder_kwargs_from_hf_config
 from tuner.cli.run import run_recipe
 

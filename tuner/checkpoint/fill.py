@@ -21,7 +21,15 @@ from tuner.checkpoint.model_state import check_state_dict
 from tuner.config import instantiate
 from tuner.devices import set_default_dtype
 from tuner.errors import CheckpointError
-from tuner.quantization import has_nf4_weight, nf4_spec, quantize_state_dict_into, set_nf4_weight
+from tuner.quantization import (
+    fp8_spec,
+    has_fp8_weight,
+    has_nf4_weight,
+    nf4_spec,
+    quantize_state_dict_into,
+    set_fp8_weight,
+    set_nf4_weight,
+)
 
 #: The `torch.nn.init` functions that modules' constructors call to fill their parameters.
 _INIT_FUNCTIONS = (
@@ -141,13 +149,13 @@ def random_init(model: nn.Module, device: torch.device, std: float = 0.02) -> No
     """Give a meta-built model random weights on ``device`` (training from scratch, benchmarks).
 
     Linear and embedding weights are drawn from N(0, std), norms start at their modules' own
-    reset values; an NF4 base is quantized from random weights one module at a time, so a QLoRA
-    model never holds its dense base.
+    reset values; an NF4 or FP8 base is quantized from random weights one module at a time, so a
+    QLoRA model never holds its dense base.
     """
     for module in model.modules():
-        if has_nf4_weight(module):
-            shape, _ = nf4_spec(module)
-            set_nf4_weight(module, torch.randn(shape, device=device, dtype=torch.bfloat16) * std)
+        for has, spec, fill in ((has_nf4_weight, nf4_spec, set_nf4_weight), (has_fp8_weight, fp8_spec, set_fp8_weight)):
+            if has(module):
+                fill(module, torch.randn(spec(module)[0], device=device, dtype=torch.bfloat16) * std)
     materialize_remaining(model, device)
     for name, param in model.named_parameters():
         if param.dim() >= 2:

@@ -15,15 +15,16 @@ import torch
 from torch import nn
 
 from tuner.errors import CheckpointError
+from tuner.quantization import FP8_BUFFERS
 
 _SHOW = 5
-#: State-dict entries of an NF4-quantized weight (tuner.quantization); a dense ``<prefix>weight``
-#: from a checkpoint fills them through the module's load hook.
-_NF4_BUFFERS = ("weight_nf4", "weight_absmax", "weight_absmax_scale", "weight_absmax_offset")
+#: State-dict entries of an NF4- or FP8-quantized weight (tuner.quantization); a dense
+#: ``<prefix>weight`` from a checkpoint fills them through the module's load hook.
+_QUANTIZED_BUFFERS = ("weight_nf4", "weight_absmax", "weight_absmax_scale", "weight_absmax_offset", *FP8_BUFFERS)
 
 
-def _nf4_prefix(key: str) -> str | None:
-    for name in _NF4_BUFFERS:
+def _quantized_prefix(key: str) -> str | None:
+    for name in _QUANTIZED_BUFFERS:
         if key.endswith(name) and (len(key) == len(name) or key[-len(name) - 1] == "."):
             return key[: -len(name)]
     return None
@@ -68,16 +69,16 @@ def check_state_dict(
     """
     own = model.state_dict() if isinstance(model, nn.Module) else model
     ignore = tuple(ignore_missing)
-    nf4_dense = {p + "weight" for k in own if (p := _nf4_prefix(k)) is not None}
+    quantized_dense = {p + "weight" for k in own if (p := _quantized_prefix(k)) is not None}
     missing = [
         k
         for k in own
         if check_missing
         and k not in state_dict
         and not any(s in k for s in ignore)
-        and not ((p := _nf4_prefix(k)) is not None and p + "weight" in state_dict)
+        and not ((p := _quantized_prefix(k)) is not None and p + "weight" in state_dict)
     ]
-    unexpected = [k for k in state_dict if k not in own and k not in nf4_dense]
+    unexpected = [k for k in state_dict if k not in own and k not in quantized_dense]
     shapes = []
     for k, v in state_dict.items():
         if k in own:

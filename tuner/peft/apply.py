@@ -17,6 +17,7 @@ from torch import nn
 from tuner.errors import TunerError, did_you_mean
 from tuner.peft.lora import InitLoRAWeights, LoRALinear
 from tuner.peft.vera import VERA_PROJECTIONS_NAME, VeRALinear, VeRAProjections
+from tuner.quantization import BaseDtype, check_base_dtype
 
 LORA_ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "output_proj")
 LORA_MLP_MODULES = ("w1", "w2", "w3")
@@ -86,6 +87,7 @@ def apply_lora(
     use_vera: bool = False,
     vera_d_initial: float = 0.1,
     projection_prng_key: int = 0,
+    base_dtype: Optional[BaseDtype] = None,
     **unknown: object,
 ) -> nn.Module:
     """Replace the chosen ``nn.Linear`` modules of ``model`` with `LoRALinear` (or `VeRALinear`).
@@ -99,14 +101,25 @@ def apply_lora(
         use_dora, quantize_base, use_rslora, lora_fa, init_lora_weights: see `LoRALinear`.
         use_vera: VeRA instead of LoRA (shared random projections, trainable scaling vectors);
             ``vera_d_initial`` and ``projection_prng_key`` as in PEFT's ``VeraConfig``.
+        base_dtype: ``"fp8"`` stores each adapted layer's frozen base in FP8 (per-row scales) and runs
+            its GEMMs in FP8 on Ada / Hopper GPUs (emulated on CPU); None (default) keeps the model's dtype.
 
     Returns:
         the same ``model``, modified in place.
     """
     if unknown:
-        valid = ["use_rslora", "lora_fa", "init_lora_weights", "use_vera", "vera_d_initial", "projection_prng_key"]
+        valid = [
+            "use_rslora",
+            "lora_fa",
+            "init_lora_weights",
+            "use_vera",
+            "vera_d_initial",
+            "projection_prng_key",
+            "base_dtype",
+        ]
         said = ", ".join(f"{k!r}{did_you_mean(k, valid)}" for k in unknown)
         raise TunerError(f"unknown LoRA option(s) {said}", fix=f"LoRA variant options are {valid}")
+    check_base_dtype(base_dtype, quantize_base)
     attn = _validate_attn_modules(lora_attn_modules)
     if not attn and not apply_lora_to_mlp and not apply_lora_to_output:
         raise TunerError(
@@ -162,6 +175,7 @@ def apply_lora(
                 quantize_base=quantize_base,
                 weight=weight,
                 bias=bias,
+                base_dtype=base_dtype,
             )
         else:
             new = LoRALinear(
@@ -177,6 +191,7 @@ def apply_lora(
                 init_lora_weights=init_lora_weights,
                 weight=weight,
                 bias=bias,
+                base_dtype=base_dtype,
             )
         new.train(linear.training)
         _set_module(model, name, new)
@@ -184,8 +199,7 @@ def apply_lora(
 
 
 def _base_device(module: nn.Module) -> torch.device:
-    base = module._buffers.get("weight_nf4") if module.base_is_quantized() else module.weight
-    return base.device
+    return module.base_storage().device
 
 
 def _materialize(module: nn.Module, device: torch.device) -> None:

@@ -3,7 +3,9 @@
 A dense base is the module's ``weight`` (and ``bias``) parameter, frozen, so a base checkpoint's keys
 (``...q_proj.weight``) load as they are. With ``quantize_base=True`` the weight is stored by
 `tuner.quantization.register_nf4_weight` (state-dict keys ``weight_nf4``, ``weight_absmax``, ...; a
-dense ``weight`` loaded into the module is quantized on the fly), which is QLoRA.
+dense ``weight`` loaded into the module is quantized on the fly), which is QLoRA. With
+``base_dtype="fp8"`` it is stored in FP8 with per-row scales (`tuner.quantization.register_fp8_weight`,
+keys ``weight_fp8``, ``weight_fp8_scale``) and both GEMMs of the base run in FP8 on Ada / Hopper GPUs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class FrozenBase(nn.Module):
     in_dim: int
     out_dim: int
     quantize_base: bool
+    base_dtype: Optional[str] = None
 
     def _init_base(
         self,
@@ -47,8 +50,10 @@ class FrozenBase(nn.Module):
         quantize_base: bool,
         device: Optional[torch.device],
         dtype: Optional[torch.dtype],
+        base_dtype: Optional[str] = None,
     ) -> tuple[torch.device, torch.dtype]:
         """Store the base (wrapping ``weight``/``bias`` without copying); return the adapters' device/dtype."""
+        self.base_dtype = quant.check_base_dtype(base_dtype, quantize_base)
         if weight is None:
             weight = torch.empty(out_dim, in_dim, device=device, dtype=dtype)
             if weight.device.type != "meta":
@@ -66,28 +71,45 @@ class FrozenBase(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
         return device, dtype
 
+    def stores_quantized_base(self) -> bool:
+        """Whether the base is meant to be stored quantized (NF4 or FP8), loaded or not."""
+        return self.quantize_base or self.base_dtype is not None
+
     def _quantize(self) -> None:
-        """Move the dense ``weight`` into NF4 storage (empty meta buffers when still on meta)."""
-        q = quant
+        """Move the dense ``weight`` into NF4 or FP8 storage (empty meta buffers when still on meta)."""
         dense = self.weight.data
         del self.weight
-        q.register_nf4_weight(self, self.out_dim, self.in_dim, compute_dtype=dense.dtype, device=dense.device)
+        if self.base_dtype == "fp8":
+            quant.register_fp8_weight(self, (self.out_dim, self.in_dim), compute_dtype=dense.dtype, device=dense.device)
+            fill = quant.set_fp8_weight
+        else:
+            quant.register_nf4_weight(self, self.out_dim, self.in_dim, compute_dtype=dense.dtype, device=dense.device)
+            fill = quant.set_nf4_weight
         if dense.device.type != "meta":
-            q.set_nf4_weight(self, dense)
+            fill(self, dense)
 
     def base_is_quantized(self) -> bool:
-        return self.quantize_base and quant.has_nf4_weight(self)
+        return (self.quantize_base and quant.has_nf4_weight(self)) or quant.has_fp8_weight(self)
+
+    def base_storage(self) -> torch.Tensor:
+        """The tensor that holds the base weight (its device is the base's)."""
+        if quant.has_fp8_weight(self):
+            return self.weight_fp8
+        return self._buffers["weight_nf4"] if self.base_is_quantized() else self.weight
 
     def base_weight(self) -> torch.Tensor:
-        """The base weight as a dense tensor (dequantized when stored in NF4)."""
+        """The base weight as a dense tensor (dequantized when stored in NF4 or FP8)."""
+        if quant.has_fp8_weight(self):
+            return quant.dequantize_fp8(quant.get_fp8_weight(self))
         if self.base_is_quantized():
-            q = quant
-            return q.dequantize_nf4(q.get_nf4_weight(self))
+            return quant.dequantize_nf4(quant.get_nf4_weight(self))
         return self.weight
 
     def base_linear(self, x: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
         """``x @ W^T (+ b)`` with the frozen base."""
         bias = self.bias if with_bias else None
+        if quant.has_fp8_weight(self):
+            return quant.fp8_linear(self, x, bias)
         if self.base_is_quantized():
             return quant.nf4_linear(self, x, bias)
         return F.linear(x, self.weight, bias)

@@ -15,7 +15,9 @@ two with the same outputs:
 
 The frozen base stays on the module as ``weight`` / ``bias`` so the base state-dict keys do not change
 (``...q_proj.weight``); the adapter keys are ``lora_a.weight``, ``lora_b.weight`` and ``magnitude``.
-With ``quantize_base=True`` the base weight is stored in NF4 through `tuner.quantization`.
+With ``quantize_base=True`` the base weight is stored in NF4 through `tuner.quantization`; with
+``base_dtype="fp8"`` in FP8 (e4m3, per-row scales), its GEMMs in FP8 on Ada / Hopper GPUs. DoRA then
+normalises against the dequantized base, the weight the forward computes with.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class LoRALinear(FrozenBase):
         weight, bias: an existing base weight/bias to wrap (no copy), e.g. from the replaced
             ``nn.Linear``; created like ``nn.Linear``'s when not given.
         device, dtype: where and how to create new tensors (defaults: those of ``weight``).
+        base_dtype: ``"fp8"``: store the frozen base in FP8 with per-row scales and run its forward and
+            input-gradient GEMMs in FP8 (`tuner.quantization.linear_fp8`); None keeps it in ``dtype``.
         quantization_kwargs: torchtune's NF4 options ``block_size`` / ``scaler_block_size``; only
             with ``quantize_base``, and only at the values tuner's NF4 uses (64 / 256).
     """
@@ -92,6 +96,7 @@ class LoRALinear(FrozenBase):
         bias: Optional[torch.Tensor] = None,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
+        base_dtype: Optional[str] = None,
         **quantization_kwargs: int,
     ) -> None:
         super().__init__()
@@ -103,12 +108,20 @@ class LoRALinear(FrozenBase):
         if not 0.0 <= float(dropout) < 1.0:
             raise TunerError(f"lora_dropout must be in [0, 1), got {dropout!r}", fix="set lora_dropout: 0.05")
         _check_init(init_lora_weights)
+        if base_dtype is not None and isinstance(init_lora_weights, str) and init_lora_weights.startswith("pissa"):
+            raise ConfigError(
+                f"init_lora_weights: {init_lora_weights} rewrites the base into a residual, which base_dtype: "
+                f"{base_dtype} cannot merge back into the original weights",
+                fix="drop model.base_dtype, or use the default init_lora_weights with it",
+            )
         self.rank, self.alpha = rank, alpha
         self.use_rslora, self.use_dora, self.lora_fa = use_rslora, use_dora, lora_fa
         self.init_lora_weights = init_lora_weights
         self.scaling = lora_scaling(rank, alpha, use_rslora)
         self.disabled = False  # True: the adapter is skipped (base model output)
-        device, dtype = self._init_base(in_dim, out_dim, weight, bias, use_bias, quantize_base, device, dtype)
+        device, dtype = self._init_base(
+            in_dim, out_dim, weight, bias, use_bias, quantize_base, device, dtype, base_dtype=base_dtype
+        )
 
         self.dropout = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
         self.lora_a = nn.Linear(in_dim, rank, bias=False, device=device, dtype=dtype)
@@ -121,12 +134,12 @@ class LoRALinear(FrozenBase):
         if self._is_pissa() and real:
             # PiSSA factors the dense weight; the residual is then quantized (PEFT's advice for QLoRA).
             self.initialize_adapter()
-            if quantize_base:
+            if self.stores_quantized_base():
                 self._quantize()
                 if use_dora:  # DoRA's norm is of the weight the forward uses: the dequantized one
                     self.initialize_dora_magnitude()
         else:
-            if quantize_base:
+            if self.stores_quantized_base():
                 self._quantize()
             if real:
                 self.initialize_adapter()
@@ -248,6 +261,7 @@ class LoRALinear(FrozenBase):
                 ("rslora", self.use_rslora),
                 ("lora_fa", self.lora_fa),
                 ("nf4", self.quantize_base),
+                ("fp8", self.base_dtype == "fp8"),
             )
             if on
         ]

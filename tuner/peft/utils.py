@@ -376,4 +376,5 @@ def lora_config_from_model(model: nn.Module) -> dict[str, Any]:
         "lora_fa": first.lora_fa,
         "init_lora_weights": first.init_lora_weights,
         "quantize_base": first.quantize_base,
+        **({"base_dtype": first.base_dtype} if first.base_dtype else {}),
     }

@@ -65,6 +65,7 @@ class VeRALinear(FrozenBase):
         dropout: dropout on the adapter input.
         d_initial: initial value of ``vera_lambda_d`` (PEFT default 0.1).
         quantize_base: store the frozen base in NF4.
+        base_dtype: ``"fp8"`` stores the frozen base in FP8 (see `LoRALinear`).
         weight, bias: the base layer's tensors to wrap (no copy).
     """
 
@@ -82,6 +83,7 @@ class VeRALinear(FrozenBase):
         use_bias: bool = False,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
+        base_dtype: Optional[str] = None,
     ) -> None:
         super().__init__()
         if not isinstance(rank, int) or rank <= 0:
@@ -96,13 +98,15 @@ class VeRALinear(FrozenBase):
             )
         self.rank, self.d_initial = rank, d_initial
         self.disabled = False
-        device, dtype = self._init_base(in_dim, out_dim, weight, bias, use_bias, quantize_base, device, dtype)
+        device, dtype = self._init_base(
+            in_dim, out_dim, weight, bias, use_bias, quantize_base, device, dtype, base_dtype=base_dtype
+        )
         self.dropout = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
         self.vera_lambda_b = nn.Parameter(torch.empty(out_dim, device=device, dtype=dtype))
         self.vera_lambda_d = nn.Parameter(torch.empty(rank, device=device, dtype=dtype))
         object.__setattr__(self, "_projections", projections)  # shared, not a submodule
         self.initialize_adapter()
-        if quantize_base:
+        if self.stores_quantized_base():
             self._quantize()
 
     def frozen_adapter_param_names(self) -> set[str]:
@@ -137,6 +141,8 @@ class VeRALinear(FrozenBase):
         return (out + self.vera_lambda_b * F.linear(h, b.to(x.device, dtype))).to(out.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_dim={self.in_dim}, out_dim={self.out_dim}, rank={self.rank}" + (
-            ", nf4" if self.quantize_base else ""
+        return (
+            f"in_dim={self.in_dim}, out_dim={self.out_dim}, rank={self.rank}"
+            + (", nf4" if self.quantize_base else "")
+            + (f", base_dtype={self.base_dtype}" if self.base_dtype else "")
         )

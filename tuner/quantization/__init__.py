@@ -9,6 +9,10 @@ Public API:
   ``quantize_base=True``); `dequantized_state_dict(model)` for export (linear.py, whose docstring
   fixes what the state dict holds); `reparametrize_as_dtype_state_dict_post_hook` (torchtune's
   state-dict hook giving dense weights).
+- FP8 (e4m3, per-row scales) for LoRA's ``base_dtype: fp8``: `quantize_fp8`, `dequantize_fp8`,
+  `linear_fp8` (fp8.py: the format, and both GEMMs through ``torch._scaled_mm`` on Ada / Hopper,
+  emulated in float32 elsewhere); `register_fp8_weight`, `set_fp8_weight`, `get_fp8_weight`,
+  `has_fp8_weight`, `fp8_spec`, `fp8_linear`, `check_base_dtype` (fp8_storage.py: a module's buffers).
 - `quantize_state_dict_into(model, tensors, device=..., strict=...)` (load.py): quantize-as-load
   into a model built on the meta device.
 
@@ -21,6 +25,19 @@ any device. Without bitsandbytes installed, the first use raises a TunerError sa
 install it; importing this package does not need it.
 """
 
+from tuner.quantization.fp8 import FP8Weight, dequantize_fp8, linear_fp8, quantize_fp8
+from tuner.quantization.fp8_storage import (
+    BASE_DTYPES,
+    FP8_BUFFERS,
+    BaseDtype,
+    check_base_dtype,
+    fp8_linear,
+    fp8_spec,
+    get_fp8_weight,
+    has_fp8_weight,
+    register_fp8_weight,
+    set_fp8_weight,
+)
 from tuner.quantization.linear import (
     NF4Linear,
     dequantized_state_dict,
@@ -53,4 +70,18 @@ __all__ = [
     "reparametrize_as_dtype_state_dict_post_hook",
     "quantize_state_dict_into",
     "LoadResult",
+    "FP8Weight",
+    "quantize_fp8",
+    "dequantize_fp8",
+    "linear_fp8",
+    "BASE_DTYPES",
+    "BaseDtype",
+    "FP8_BUFFERS",
+    "check_base_dtype",
+    "register_fp8_weight",
+    "set_fp8_weight",
+    "get_fp8_weight",
+    "has_fp8_weight",
+    "fp8_spec",
+    "fp8_linear",
 ]

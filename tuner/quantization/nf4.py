@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from tuner.errors import TunerError
 from tuner.quantization import nf4_triton
+from tuner.quantization._checks import check_weight_to_quantize
 
 BLOCKSIZE = 64  # values per absmax block (QLoRA's choice)
 SCALE_BLOCKSIZE = 256  # absmax values per block of the second quantization (bitsandbytes' fixed size)
@@ -151,15 +152,7 @@ def quantize_nf4(weight: torch.Tensor, dtype: torch.dtype | None = None) -> NF4W
     `dtype` is the dtype dequantization returns (default: the weight's own); the weight is cast
     to it first, as bitsandbytes' `Linear4bit` does with its compute dtype.
     """
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or not weight.is_floating_point():
-        is_tensor = isinstance(weight, torch.Tensor)
-        what = f"a {weight.dim()}-D {weight.dtype} tensor" if is_tensor else type(weight).__name__
-        raise TunerError(f"quantize_nf4 needs a 2-D floating-point weight, got {what}")
-    if weight.is_meta:
-        raise TunerError(
-            "quantize_nf4 got a weight on the meta device, which has no values",
-            fix="load real weights first (load_state_dict(..., assign=True) or quantize_state_dict_into)",
-        )
+    check_weight_to_quantize(weight, "quantize_nf4")
     dtype = check_compute_dtype(dtype or weight.dtype)
     packed, qs = bnb_functional().quantize_4bit(
         weight.detach().to(dtype).contiguous(), blocksize=BLOCKSIZE, compress_statistics=True, quant_type="nf4"

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from tuner.checkpoint.model_state import check_state_dict
+from tuner.errors import CheckpointError
 from tuner.peft import (
     get_adapter_params,
     get_adapter_state_dict,
@@ -19,7 +20,7 @@ from tuner.peft import (
     lora_plus_param_groups,
     set_trainable_params,
 )
-from tuner.quantization import dequantized_state_dict, has_nf4_weight
+from tuner.quantization import FP8_BUFFERS, dequantized_state_dict, has_fp8_weight, has_nf4_weight
 from tuner.training.settings import LoRASettings
 from tuner.training.trainer import FinetuneMethod, Trainer
 
@@ -62,7 +63,7 @@ class LoRAFinetune(FinetuneMethod):
         state: dict[str, Any] = {"adapter": get_adapter_state_dict(full), "adapter_config": config}
         if not trainer.method_settings.save_adapter_weights_only and full:
             state["model"] = get_merged_lora_ckpt(
-                _with_dense_base(model, full),
+                _with_dense_base(model, full, trainer.checkpointer),
                 rank=config["lora_rank"],
                 alpha=config.get("lora_alpha"),
                 use_rslora=bool(config.get("use_rslora")),
@@ -88,12 +89,34 @@ def _adapter_mismatch_cause(expected: dict, saved: dict) -> str:
     return "the adapter settings differ from the run that saved it"
 
 
-def _with_dense_base(model: nn.Module, state_dict: dict) -> dict:
-    """``state_dict`` with every NF4 base weight (QLoRA) dequantized back under its dense ``weight``
-    key, so the adapters can be merged and the model saved in the input format."""
+def _with_dense_base(model: nn.Module, state_dict: dict, checkpointer: Any) -> dict:
+    """``state_dict`` with every quantized base weight back as a dense ``weight``, so the adapters
+    can be merged and the model saved in the input format: an FP8 base (``base_dtype: fp8``) is
+    read again from the original checkpoint (merging into the FP8-rounded weights would lose the
+    base's precision), an NF4 base (QLoRA) is dequantized, as PEFT merges into a 4-bit base."""
+    if any(has_fp8_weight(m) for m in model.modules()):
+        return _with_original_base(state_dict, checkpointer)
     if not any(has_nf4_weight(m) for m in model.modules()):
         return state_dict
     dense = dequantized_state_dict(model, device="cpu")
     out = {k: v for k, v in state_dict.items() if k in dense}  # drops the NF4 payload keys
     out.update({k: v for k, v in dense.items() if k not in state_dict})  # the dequantized weights
+    return out
+
+
+def _with_original_base(state_dict: dict, checkpointer: Any) -> dict:
+    """``state_dict`` with each FP8 base (``<prefix>weight_fp8`` + scale) replaced by ``<prefix>weight``
+    read from the checkpointer's original weight files, one file at a time, in their dtype."""
+    wanted = {k[: -len("_fp8")] for k in state_dict if k.endswith("weight_fp8")}
+    dense: dict = {}
+    for shard in checkpointer.iter_model_shards():
+        dense.update({k: v.to("cpu") for k, v in shard.items() if k in wanted})
+    missing = sorted(wanted - set(dense))
+    if missing:
+        raise CheckpointError(
+            f"the original checkpoint has no dense base weight for {len(missing)} FP8 layer(s) {missing[:3]}",
+            fix="keep the base checkpoint in checkpointer.checkpoint_dir, or set save_adapter_weights_only: True",
+        )
+    out = {k: v for k, v in state_dict.items() if not k.endswith(FP8_BUFFERS)}
+    out.update(dense)
     return out

@@ -3,7 +3,8 @@
 ``llama2_tokenizer``, ``mistral_tokenizer`` (SentencePiece), ``llama3_tokenizer`` (tiktoken, for
 Llama 3, 3.1, 3.2), ``qwen2_5_tokenizer``, ``qwen3_tokenizer``, ``smollm2_tokenizer``, ``gemma2_tokenizer``,
 ``phi3_mini_tokenizer`` (HF tokenizer.json). Each returns a `FamilyTokenizer` whose
-``tokenize_messages`` gives the ids of the family's HF chat template plus a loss mask.
+``tokenize_messages`` gives the ids of the family's chat reference (its HF chat template; Mistral's
+own ``mistral_common``) plus a loss mask.
 """
 
 from tuner.data.tokenizers._backends import HFBackend, HuggingFaceBaseTokenizer, SentencePieceBackend, TikTokenBackend

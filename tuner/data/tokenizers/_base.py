@@ -1,11 +1,12 @@
 """Tokenizer interfaces and the family tokenizer: a backend (text <-> ids) plus a chat format.
 
 ``FamilyTokenizer.tokenize_messages`` renders a conversation into text pieces (the chat format,
-written in Python after the family's HF chat template), tokenizes the joined text in one go exactly
-as ``apply_chat_template(tokenize=True)`` would, and derives the loss mask from which message each
-token starts in. Interface (docs/internals.md): ``encode``, ``decode``, ``tokenize_messages``,
-``bos_id``, ``eos_id``, ``pad_id``, ``stop_tokens``, ``max_seq_len``; calling the tokenizer on a
-sample ``{"messages": [...]}`` adds ``tokens`` and ``mask`` (the dataset's model transform).
+written in Python after the family's HF chat template, or Mistral's own reference), tokenizes the
+joined text in one go exactly as ``apply_chat_template(tokenize=True)`` would, and derives the loss
+mask from which message each token starts in. Interface (docs/internals.md): ``encode``,
+``decode``, ``tokenize_messages``, ``bos_id``, ``eos_id``, ``pad_id``, ``stop_tokens``,
+``max_seq_len``; calling the tokenizer on a sample ``{"messages": [...]}`` adds ``tokens`` and
+``mask`` (the dataset's model transform).
 
 A family tokenizer without a chat format (Llama 2 or Mistral with ``prompt_template: null`` or a
 template of another kind) tokenizes as torchtune does: each message on its own, BOS at the start
@@ -195,12 +196,12 @@ class FamilyTokenizer(ModelTokenizer):
     ) -> tuple[list[int], list[bool]]:
         """Messages -> (token ids, mask); mask True = not trained on. Truncated to max_seq_len.
 
-        With a chat format the ids equal those of the family's HF chat template for the same
-        conversation; each message's tokens (role header, content, end-of-turn) take the message's
-        ``masked`` flag; BOS, a default system prompt the template inserts, and the generation
-        prompt are masked. A conversation cut at ``max_seq_len`` ends with EOS (not trained on)
-        when it had its end tokens, as torchtune's tokenizers cut it. ``add_start_tokens=False``
-        leaves out the leading BOS;
+        With a chat format the ids equal those of the family's HF chat template (Mistral: its own
+        reference, mistral_common) for the same conversation; each message's tokens (role header,
+        content, end-of-turn) take the message's ``masked`` flag; BOS, a default system prompt the
+        template inserts, and the generation prompt are masked. A conversation cut at
+        ``max_seq_len`` ends with EOS (not trained on) when it had its end tokens, as torchtune's
+        tokenizers cut it. ``add_start_tokens=False`` leaves out the leading BOS;
         ``add_end_tokens=False`` (torchtune's ``add_eos=False`` for some families) leaves the last
         message open, for generation.
         """

@@ -14,8 +14,8 @@ class Gemma2Format:
     """Gemma-2-it's HF template: ``<bos><start_of_turn>user\\ncontent<end_of_turn>\\n<start_of_turn>model\\n...``.
 
     Contents are trimmed; the assistant role is called ``model``. Gemma has no system role (the HF
-    template raises on one); here a system prompt is put in front of the first user turn followed
-    by a blank line, as Gemma 3's template does.
+    template raises on one); here a system prompt (untrimmed) and a blank line go in front of the
+    first user turn's trimmed content, as Gemma 3's template does.
     """
 
     def __call__(self, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> list[Piece]:
@@ -23,11 +23,9 @@ class Gemma2Format:
         system = msgs.pop(0).text_content if msgs and msgs[0].role == "system" else None
         pieces: list[Piece] = [("<bos>", True)]
         for i, m in enumerate(msgs):
-            content = m.text_content
-            if system is not None and i == 0:
-                content = f"{system}\n\n{content}"
+            prefix = f"{system}\n\n" if system is not None and i == 0 else ""  # not trimmed, as Gemma 3's template
             role = "model" if m.role == "assistant" else m.role
-            text = f"<start_of_turn>{role}\n{content.strip()}"
+            text = f"<start_of_turn>{role}\n{prefix}{m.text_content.strip()}"
             if m.eot:
                 text += "<end_of_turn>\n"
             pieces.append((text, m.masked))

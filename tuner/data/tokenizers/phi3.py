@@ -38,7 +38,8 @@ def phi3_mini_tokenizer(
     """Phi-3-mini tokenizer from tokenizer.json or its folder.
 
     BOS ``<s>`` (only for ``encode``; the chat template adds none), EOS ``<|endoftext|>``, pad
-    ``<|endoftext|>``; generation also stops at ``<|end|>``. Given the folder's ``tokenizer.model``
+    ``<|endoftext|>``; generation also stops at ``<|end|>`` and ``<|assistant|>`` (the stop ids of
+    Phi-3-mini-4k-instruct's generation_config.json: 32000, 32001, 32007). Given the folder's ``tokenizer.model``
     (as torchtune's configs do), whose SentencePiece vocabulary lacks the chat tokens, the
     ``tokenizer.json`` beside it is read: the same vocabulary with those tokens added.
     """
@@ -54,7 +55,7 @@ def phi3_mini_tokenizer(
         bos_id=ids["<s>"],
         eos_id=ids["<|endoftext|>"],
         pad_id=ids["<|endoftext|>"],
-        stop_tokens=[ids["<|endoftext|>"], ids["<|end|>"]],
+        stop_tokens=[ids["<|endoftext|>"], ids["<|end|>"], ids["<|assistant|>"]],
         max_seq_len=max_seq_len,
         prompt_template=prompt_template,
         name="phi3_mini",

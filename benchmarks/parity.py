@@ -1,0 +1,201 @@
+"""Loss parity with torchtune: both tools train on the same token batches from the same weights.
+
+``scripts/benchmark.py --compare-torchtune`` writes what both read:
+
+- learnable tokens (`learnable_tokens`): a fixed random Markov chain over up to 4096 ids of the
+  vocabulary, each id followed by one of 4 successors with probabilities 0.5 / 0.25 / 0.15 / 0.1.
+  A model learns it (the loss falls from ~ln(vocab) towards the chain's entropy, 1.21 nats), so a
+  wrong gradient, optimizer step or weight shows as a loss curve that leaves the other tool's; random
+  tokens, as the speed figures used before, cannot show that (their loss stays at ln(vocab)).
+  The samples are written once (`write_token_file`) and read in order by `token_file_dataset`, a
+  dataset component that tuner's and torchtune's recipes both instantiate (``shuffle=False``);
+- an HF checkpoint that both load (``benchmarks.torchtune_side.write_hf_checkpoint``);
+- tuner's initial adapter weights (`write_adapter_file`), which torchtune's LoRA model loads through
+  `torchtune_model_with_adapters`, so that both start from the same ``lora_a`` (a random init).
+
+Both log the mean loss of every step; `loss_parity` compares the two series. The same comparison
+between two torchtune runs that differ only in kernels (compile on / off) or in their seed (which,
+with data, weights and dropout fixed, changes nothing but non-deterministic kernels) is the noise
+bound that tuner's difference is read against.
+
+This module is imported by torchtune's recipe process too: it needs torch and safetensors only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+BRANCH_PROBS = (0.5, 0.25, 0.15, 0.1)  # successors of each id; entropy 1.21 nats
+CHAIN_ENTROPY = -sum(p * math.log(p) for p in BRANCH_PROBS)
+
+
+def learnable_tokens(
+    num_samples: int, seq_len: int, vocab_size: int, seed: int = 0, states: int | None = None
+) -> torch.Tensor:
+    """``[num_samples, seq_len]`` int32 ids < ``vocab_size``: walks of a fixed random Markov chain on
+    ``states`` distinct ids (default: one per ~200 tokens of the data, 16 to 4096, so that each id is
+    seen about 200 times and a run of any length can learn its successors), each with
+    ``len(BRANCH_PROBS)`` successors. Deterministic for a given seed (same tensor on every machine:
+    CPU generator, no sampling kernels)."""
+    if num_samples < 1 or seq_len < 2 or vocab_size < 2:
+        raise ValueError(
+            f"need num_samples >= 1, seq_len >= 2, vocab_size >= 2; got {num_samples}, {seq_len}, {vocab_size}"
+        )
+    if states is None:
+        states = max(16, min(4096, num_samples * seq_len // 200))
+    g = torch.Generator().manual_seed(seed)
+    n = min(states, vocab_size)
+    ids = torch.randperm(vocab_size, generator=g)[:n]
+    successors = torch.randint(0, n, (n, len(BRANCH_PROBS)), generator=g)
+    cumulative = torch.tensor(BRANCH_PROBS, dtype=torch.float64).cumsum(0)
+    state = torch.randint(0, n, (num_samples,), generator=g)
+    draws = torch.rand(num_samples, seq_len, generator=g, dtype=torch.float64)
+    branches = torch.searchsorted(cumulative, draws, right=True).clamp(max=len(BRANCH_PROBS) - 1)
+    walk = torch.empty(num_samples, seq_len, dtype=torch.long)
+    for t in range(seq_len):
+        walk[:, t] = state
+        state = successors[state, branches[:, t]]
+    return ids[walk].to(torch.int32)
+
+
+def write_token_file(path: str | Path, tokens: torch.Tensor) -> Path:
+    """Save ``tokens`` ([samples, seq_len] ids) as safetensors (``tokens``), for `token_file_dataset`."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"tokens": tokens.to(torch.int32).contiguous()}, str(path))
+    return path
+
+
+class TokenFileDataset(Dataset):
+    """The rows of a token file, in order: ``{"tokens": ids, "labels": ids}`` (every token trained
+    on; labels aligned with tokens, shifted by the loss, as both tools' collates expect)."""
+
+    def __init__(self, path: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        self.tokens = load_file(str(path))["tokens"]
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        ids = self.tokens[i].tolist()
+        return {"tokens": ids, "labels": list(ids)}
+
+
+def token_file_dataset(tokenizer: Any, path: str, packed: bool = False, **_: Any) -> TokenFileDataset:
+    """Dataset component (``dataset._component_=benchmarks.parity.token_file_dataset``) for both tools'
+    recipes, which pass their tokenizer first; the ids are already tokens, so it is not used.
+    ``packed`` is accepted because both recipes read ``dataset.packed``; packing is refused."""
+    if packed:
+        raise ValueError("token_file_dataset holds fixed-length samples; packed=True is not supported")
+    return TokenFileDataset(path)
+
+
+def write_adapter_file(path: str | Path, adapters: dict[str, torch.Tensor]) -> Path:
+    """Save adapter tensors (tuner keys, which are torchtune's module paths: ``layers.0.attn.q_proj.lora_a.weight``)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in adapters.items()}, str(path))
+    return path
+
+
+def torchtune_model_with_adapters(builder: str, adapter_file: str, **kwargs: Any) -> torch.nn.Module:
+    """torchtune's model from ``builder`` (a dotted path, e.g. ``torchtune.models.llama3_2.lora_llama3_2_1b``)
+    with ``kwargs``, its adapter weights then set from ``adapter_file``: torchtune's LoRA recipe loads
+    the base checkpoint next with ``strict=False``, which leaves them as set. Every adapter weight of
+    the model must be in the file and have its shape."""
+    import importlib
+
+    from safetensors.torch import load_file
+
+    module_name, _, name = builder.rpartition(".")
+    model = getattr(importlib.import_module(module_name), name)(**kwargs)
+    adapters = load_file(adapter_file)
+    params = dict(model.named_parameters())
+    wanted = {k for k in params if ".lora_" in k or k.endswith(".magnitude")}
+    if set(adapters) != wanted:
+        raise ValueError(
+            f"{adapter_file}: adapter keys differ from the model's (missing {sorted(wanted - set(adapters))[:4]}, "
+            f"unexpected {sorted(set(adapters) - wanted)[:4]})"
+        )
+    with torch.no_grad():
+        for key, value in adapters.items():
+            if params[key].shape != value.shape:
+                raise ValueError(
+                    f"{adapter_file}: {key} has shape {tuple(value.shape)}, the model's is {tuple(params[key].shape)}"
+                )
+            params[key].copy_(value)
+    return model
+
+
+def loss_parity(reference: Sequence[float], other: Sequence[float]) -> dict[str, Any]:
+    """How far ``other``'s per-step losses are from ``reference``'s over the steps both logged:
+    the largest absolute and relative difference (and the step of the largest absolute one), the
+    mean absolute difference, and each series' first and last loss."""
+    n = min(len(reference), len(other))
+    if n == 0:
+        raise ValueError("no step logged by both runs")
+    diffs = [abs(a - b) for a, b in zip(reference[:n], other[:n])]
+    rel = [d / abs(a) if a else math.inf for d, a in zip(diffs, reference[:n])]
+    worst = max(range(n), key=diffs.__getitem__)
+    return {
+        "steps": n,
+        "max_abs_diff": max(diffs),
+        "max_rel_diff": max(rel),
+        "at_step": worst + 1,
+        "mean_abs_diff": sum(diffs) / n,
+        "first_loss": [reference[0], other[0]],
+        "last_loss": [reference[n - 1], other[n - 1]],
+    }
+
+
+def within_noise(parity: dict[str, Any], noise: Sequence[dict[str, Any]]) -> bool | None:
+    """Whether ``parity``'s largest difference is at most the largest of the ``noise`` comparisons
+    (None when there is no noise comparison to read it against)."""
+    if not noise:
+        return None
+    return parity["max_abs_diff"] <= max(n["max_abs_diff"] for n in noise)
+
+
+def side_by_side(series: dict[str, Sequence[float]], fmt: Callable[[float], str] = "{:.5f}".format) -> str:
+    """A text table: one row per step, one column per named loss series."""
+    names = list(series)
+    n = max(len(s) for s in series.values())
+    lines = ["step " + " ".join(f"{name:>14}" for name in names)]
+    for i in range(n):
+        cells = [fmt(series[k][i]) if i < len(series[k]) else "-" for k in names]
+        lines.append(f"{i + 1:>4} " + " ".join(f"{c:>14}" for c in cells))
+    return "\n".join(lines)
+
+
+def parity_report(tuner: Sequence[float], torchtune_runs: dict[str, Sequence[float]]) -> dict[str, Any]:
+    """tuner's per-step losses against each torchtune run's (``torchtune_runs``: entry name -> losses;
+    ``"torchtune"`` is the reference run), and the noise bound: every other torchtune run against the
+    reference. ``within_noise`` says whether tuner's largest difference from the reference is inside
+    that bound (None without a second torchtune run)."""
+    if "torchtune" not in torchtune_runs:
+        raise ValueError("parity_report needs the reference run, 'torchtune'")
+    reference = torchtune_runs["torchtune"]
+    vs = {f"tuner_vs_{name}": loss_parity(losses, tuner) for name, losses in torchtune_runs.items()}
+    noise = {
+        f"{name}_vs_torchtune": loss_parity(reference, losses)
+        for name, losses in torchtune_runs.items()
+        if name != "torchtune"
+    }
+    return {
+        **vs,
+        "noise": noise,
+        "noise_bound_max_abs_diff": max((n["max_abs_diff"] for n in noise.values()), default=None),
+        "within_noise": within_noise(vs["tuner_vs_torchtune"], list(noise.values())),
+    }

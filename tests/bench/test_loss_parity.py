@@ -1,0 +1,163 @@
+"""Loss parity with torchtune (``scripts/benchmark.py --compare-torchtune``): the learnable batches
+both tools read, the adapter weights torchtune's model starts from, torchtune's hyperparameters
+taken from tuner's config, and the comparison of the two loss series. The end-to-end comparison
+needs torchtune ($TORCHTUNE_PYTHONPATH; skipped without it, as in CI)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from benchmarks import parity
+from benchmarks import torchtune_side as tt
+from tests.bench.test_benchmark_harness import TINY
+
+SHAPE = ["model.vocab_size=512", *TINY]
+LORA = [
+    "model._component_=tuner.models.llama3_2.lora_llama3_2",
+    *SHAPE,
+    "lr_scheduler.num_warmup_steps=2",
+    "optimizer.lr=1e-2",
+]
+FULL = ["model._component_=tuner.models.llama3_2.llama3_2", *SHAPE, "optimizer.lr=3e-3"]  # no scheduler in the config
+
+
+def _tiny_run(bench, workload: str, overrides: list[str], steps: int, **options) -> dict:
+    return bench.run(workload, steps, 1, 32, 2, overrides, device="cpu", **options)
+
+
+def test_learnable_tokens_are_a_fixed_markov_chain_within_the_vocabulary():
+    tokens = parity.learnable_tokens(64, 128, vocab_size=300, seed=3, states=50)
+    assert tokens.shape == (64, 128) and tokens.dtype == torch.int32
+    assert torch.equal(tokens, parity.learnable_tokens(64, 128, vocab_size=300, seed=3, states=50))  # deterministic
+    assert not torch.equal(tokens, parity.learnable_tokens(64, 128, vocab_size=300, seed=4, states=50))
+    assert int(tokens.min()) >= 0 and int(tokens.max()) < 300 and len(tokens.unique()) <= 50
+    pairs = Counter(zip(tokens[:, :-1].flatten().tolist(), tokens[:, 1:].flatten().tolist()))
+    following = Counter(a for a, _ in pairs)
+    assert max(following.values()) <= len(parity.BRANCH_PROBS)  # at most 4 successors: learnable
+    # the empirical next-token entropy is at most the chain's (1.21 nats; less where two successors of an id
+    # coincide), far below the ln(50) = 3.9 of random ids
+    firsts = Counter(tokens[:, :-1].flatten().tolist())
+    entropy = -sum(n / firsts[a] * math.log(n / firsts[a]) * firsts[a] for (a, _), n in pairs.items()) / sum(
+        firsts.values()
+    )
+    assert 0.9 < entropy < parity.CHAIN_ENTROPY + 0.05
+    with pytest.raises(ValueError, match="seq_len >= 2"):
+        parity.learnable_tokens(4, 1, vocab_size=300)
+
+
+def test_token_file_is_read_back_in_order(tmp_path):
+    tokens = parity.learnable_tokens(5, 16, vocab_size=1000)
+    ds = parity.token_file_dataset(None, str(parity.write_token_file(tmp_path / "t.safetensors", tokens)))
+    assert len(ds) == 5
+    for i in range(5):
+        assert ds[i]["tokens"] == tokens[i].tolist() and ds[i]["labels"] == ds[i]["tokens"]
+    with pytest.raises(ValueError, match="packed=True is not supported"):
+        parity.token_file_dataset(None, str(tmp_path / "t.safetensors"), packed=True)
+
+
+def test_torchtunes_model_starts_from_the_adapter_file(tmp_path):
+    from tuner.models.llama3_2 import lora_llama3_2
+
+    kwargs = dict(
+        lora_attn_modules=["q_proj", "v_proj"],
+        lora_rank=4,
+        lora_alpha=8,
+        vocab_size=100,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        embed_dim=16,
+        intermediate_dim=32,
+        max_seq_len=32,
+    )
+    torch.manual_seed(0)
+    source = lora_llama3_2(**kwargs)
+    adapters = {k: v for k, v in source.state_dict().items() if ".lora_" in k}
+    adapters = {k: torch.randn_like(v) for k, v in adapters.items()}  # lora_b nonzero too: every tensor is set
+    path = parity.write_adapter_file(tmp_path / "a.safetensors", adapters)
+    # tuner's builder stands in for torchtune's here: the wrapper calls whatever builder it is given
+    model = parity.torchtune_model_with_adapters("tuner.models.llama3_2.lora_llama3_2", str(path), **kwargs)
+    state = model.state_dict()
+    for key, value in adapters.items():
+        assert torch.equal(state[key], value), key
+    del adapters["layers.0.attn.q_proj.lora_a.weight"]
+    parity.write_adapter_file(tmp_path / "b.safetensors", adapters)
+    with pytest.raises(ValueError, match=r"missing \['layers.0.attn.q_proj.lora_a.weight'\]"):
+        parity.torchtune_model_with_adapters(
+            "tuner.models.llama3_2.lora_llama3_2", str(tmp_path / "b.safetensors"), **kwargs
+        )
+
+
+def test_loss_parity_reports_the_largest_difference_and_the_noise_bound():
+    tuner = [10.0, 8.0, 6.0, 5.0]
+    report = parity.parity_report(
+        tuner, {"torchtune": [10.0, 8.01, 6.0, 5.002], "torchtune_seed1": [10.0, 8.0, 6.02, 5.0]}
+    )
+    vs = report["tuner_vs_torchtune"]
+    assert vs["steps"] == 4 and vs["at_step"] == 2
+    assert vs["max_abs_diff"] == pytest.approx(0.01) and vs["max_rel_diff"] == pytest.approx(0.01 / 8.01)
+    assert report["noise_bound_max_abs_diff"] == pytest.approx(0.02)
+    assert report["within_noise"] is True
+    assert report["tuner_vs_torchtune_seed1"]["max_abs_diff"] == pytest.approx(0.02)
+    outside = parity.parity_report(
+        [10.0, 8.5, 6.0, 5.0], {"torchtune": [10.0, 8.0, 6.0, 5.0], "t2": [10.0, 8.0, 6.0, 5.1]}
+    )
+    assert outside["within_noise"] is False
+    alone = parity.parity_report(tuner, {"torchtune": tuner})
+    assert alone["within_noise"] is None and alone["tuner_vs_torchtune"]["max_abs_diff"] == 0
+    with pytest.raises(ValueError, match="no step logged"):
+        parity.loss_parity([], [1.0])
+    table = parity.side_by_side({"tuner": [1.0, 2.0], "torchtune": [1.0]})
+    assert table.splitlines()[2].split() == ["2", "2.00000", "-"]
+
+
+def test_torchtune_gets_tuners_hyperparameters():
+    cfg = OmegaConf.create(
+        {
+            "optimizer": {"_component_": "torch.optim.AdamW", "lr": 3e-4, "weight_decay": 0.01, "betas": [0.9, 0.95]},
+            "lr_scheduler": {
+                "_component_": "tuner.training.lr_schedulers.get_cosine_schedule_with_warmup",
+                "num_warmup_steps": 10,
+            },
+            "clip_grad_norm": 1.0,
+        }
+    )
+    assert tt.parity_overrides(cfg) == [
+        "optimizer._component_=torch.optim.AdamW",
+        "optimizer.lr=0.0003",
+        "optimizer.weight_decay=0.01",
+        "optimizer.betas=[0.9,0.95]",
+        "lr_scheduler._component_=torchtune.training.lr_schedulers.get_cosine_schedule_with_warmup",
+        "lr_scheduler.num_warmup_steps=10",
+        "clip_grad_norm=1.0",
+        "optimizer_in_bwd=False",
+    ]
+    full = OmegaConf.create({"optimizer": {"_component_": "torch.optim.AdamW", "lr": 2e-5}, "clip_grad_norm": None})
+    assert tt.parity_overrides(full)[-2:] == ["clip_grad_norm=null", "optimizer_in_bwd=False"]
+
+
+def test_learnable_data_trains_tuner_from_a_written_checkpoint(bench):
+    """tuner loads the written HF checkpoint and trains on the token file: the loss falls (random
+    tokens would keep it at ln(vocab))."""
+    result = _tiny_run(bench, "full_1b", FULL, steps=8, learnable_data=True)
+    losses = result["losses"]
+    assert result["data"].startswith("learnable") and len(losses) == 8
+    assert abs(losses[0] - math.log(512)) < 0.1  # std-0.02 weights: near uniform at first
+    assert losses[-1] < losses[0] - 0.5
+
+
+@pytest.mark.skipif(not os.environ.get(tt.PATH_VARIABLE), reason=f"torchtune: set ${tt.PATH_VARIABLE}")
+@pytest.mark.parametrize("workload", ["lora_1b", "full_1b"])
+def test_tuner_and_torchtune_losses_agree_step_by_step(workload, bench):
+    overrides = LORA if workload == "lora_1b" else FULL
+    result = _tiny_run(bench, workload, overrides, steps=10, compare_torchtune=True, torchtune_compile="off")
+    vs = result["loss_parity"]["tuner_vs_torchtune"]
+    losses = result["losses"]
+    assert vs["steps"] == 10 and max(losses) - min(losses) > 0.05  # training moves the loss: a wrong step would show
+    assert vs["max_abs_diff"] < 1e-4  # float32 on CPU: the same model, data, weights and steps

@@ -1,0 +1,67 @@
+"""FP8 base weights on an FP8 GPU (Ada / Hopper): `torch._scaled_mm` against the CPU emulation and
+a bf16 reference, eager against compiled, and a LoRA layer over an FP8 base under compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tuner.peft import LoRALinear
+from tuner.quantization import linear_fp8, quantize_fp8
+from tuner.quantization.fp8 import scaled_mm_available
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def cuda():
+    device = torch.device("cuda")
+    if not scaled_mm_available(device):
+        pytest.skip("needs FP8 tensor cores (compute capability 8.9+)")
+    return device
+
+
+def _case(device, m=4096, k=2048, n=8192, seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    w = (torch.randn(n, k, generator=g) * 0.02).to(device, torch.bfloat16)
+    x = torch.randn(m, k, generator=g).to(device, torch.bfloat16)
+    grad = torch.randn(m, n, generator=g).to(device, torch.bfloat16)
+    return w, x, grad
+
+
+def _fwd_bwd(fn, x, grad):
+    x = x.detach().clone().requires_grad_()
+    y = fn(x)
+    y.backward(grad)
+    return y.float(), x.grad.float()
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def test_scaled_mm_matches_the_emulation_and_is_close_to_bf16(cuda):
+    w, x, grad = _case(cuda)
+    q = quantize_fp8(w)
+    y, dx = _fwd_bwd(lambda t: linear_fp8(t, q), x, grad)
+    q_cpu = quantize_fp8(w.cpu())
+    y_emu, dx_emu = _fwd_bwd(lambda t: linear_fp8(t, q_cpu), x.cpu().float(), grad.cpu().float())
+    # same quantized operands: only the accumulation order and the bf16 output rounding differ
+    assert _rel(y.cpu(), y_emu) < 5e-3 and _rel(dx.cpu(), dx_emu) < 5e-3
+    y_ref, dx_ref = _fwd_bwd(lambda t: F.linear(t, w), x, grad)
+    assert _rel(y, y_ref) < 0.05 and _rel(dx, dx_ref) < 0.05
+
+
+def test_compiled_lora_layer_over_fp8_matches_eager(cuda):
+    torch.manual_seed(0)
+    layer = LoRALinear(1024, 2048, 16, 32, base_dtype="fp8", init_lora_weights=False, device=cuda)
+    layer.to(torch.bfloat16)
+    x = torch.randn(2, 512, 1024, device=cuda, dtype=torch.bfloat16)
+    grad = torch.randn(2, 512, 2048, device=cuda, dtype=torch.bfloat16)
+    eager_y, eager_dx = _fwd_bwd(layer, x, grad)
+    eager_db = layer.lora_b.weight.grad.clone()
+    layer.lora_b.weight.grad = None
+    compiled_y, compiled_dx = _fwd_bwd(torch.compile(layer), x, grad)
+    assert _rel(compiled_y, eager_y) < 1e-2 and _rel(compiled_dx, eager_dx) < 1e-2
+    assert _rel(layer.lora_b.weight.grad.float(), eager_db.float()) < 1e-2

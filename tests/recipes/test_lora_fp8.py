@@ -1,0 +1,83 @@
+"""LoRA over an FP8 base (``model.base_dtype: fp8``) end to end on CPU (FP8 GEMMs emulated): the base
+is stored in FP8 and never changes, the adapters train with activation checkpointing, the adapter
+loads in PEFT on the original base, and the merged model is the original weights plus the adapter
+(not the FP8-rounded ones). A refused combination is one clear error. DoRA over an FP8 base is
+checked at the layer (tests/quantization/test_fp8.py), FSDP2 in tests/recipes/test_distributed.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.recipes.helpers import make_hf_checkpoint, write_config
+from tests.recipes.test_lora_finetune import LORA, _peft_logits, _train
+from tuner.checkpoint.hf_keys import hf_to_tuner
+from tuner.quantization import dequantize_fp8, get_fp8_weight, has_fp8_weight
+
+FP8_LORA = {**LORA, "base_dtype": "fp8"}
+ADAMW = {"_component_": "torch.optim.AdamW", "lr": 1e-2}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_hf_checkpoint(tmp_path_factory.mktemp("hf_tiny_fp8"), initializer_range=0.2)
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+# How far the FP8 model's logits may be from the exported (unquantized) model's. This random tiny
+# model (weights of std 0.2) amplifies any rounding from layer to layer: quantizing only the
+# activations already moves its logits by ~12%; a wrong scale layout moves them by ~100%.
+FP8_LOGIT_CHANGE = 0.25
+
+
+def test_fp8_base_trains_and_merges_into_the_original_weights(ckpt, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    trainer, before = _train(
+        tmp_path, ckpt, FP8_LORA, max_steps_per_epoch=3, enable_activation_checkpointing=True, optimizer=ADAMW
+    )
+    decoder = trainer.decoder
+    fp8_layers = {
+        n.replace("_checkpoint_wrapped_module.", ""): m for n, m in decoder.named_modules() if has_fp8_weight(m)
+    }
+    assert len(fp8_layers) == 2 * 6  # q, v, output projections and the three MLP weights of both layers
+    after = decoder.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(".lora_" in k for k in changed), sorted(changed)[:5]
+
+    hf_config = json.loads((ckpt / "config.json").read_text())
+    original = hf_to_tuner(load_file(ckpt / "model.safetensors"), "SMOLLM2", hf_config)
+    step = tmp_path / "out" / "step_3"
+    merged = hf_to_tuner(load_file(step / "model.safetensors"), "SMOLLM2", hf_config)
+    scaling = LORA["lora_alpha"] / LORA["lora_rank"]
+    for name, layer in fp8_layers.items():
+        delta = scaling * layer.lora_b.weight.detach() @ layer.lora_a.weight.detach()
+        torch.testing.assert_close(merged[name + ".weight"], original[name + ".weight"] + delta, rtol=0, atol=1e-6)
+        into_fp8 = dequantize_fp8(get_fp8_weight(layer)) + delta  # what merging into the FP8 base would give
+        assert (merged[name + ".weight"] - into_fp8).abs().max() > 1e-3
+
+    tokens = torch.randint(0, 49152, (2, 11))
+    decoder.eval()
+    with torch.no_grad():
+        ours = decoder(tokens)
+        exported = AutoModelForCausalLM.from_pretrained(step, torch_dtype=torch.float32)(tokens).logits
+    peft = _peft_logits(ckpt, step / "adapter", tokens)  # the adapter on the original (unquantized) base
+    torch.testing.assert_close(peft, exported, rtol=0, atol=1e-4)
+    assert _relative(ours, exported) < FP8_LOGIT_CHANGE  # what it exports, up to FP8 rounding
+
+
+def test_fp8_with_an_nf4_base_is_one_clear_error(ckpt, tmp_path, capsys):
+    from tests.cli.test_bad_inputs import assert_one_error
+    from tuner.cli.main import main
+
+    config = write_config(tmp_path / "run.yaml", ckpt, tmp_path / "out", lora={**FP8_LORA, "quantize_base": True})
+    assert main(["run", "lora_finetune_single_device", "--config", str(config)]) == 2
+    assert_one_error(capsys.readouterr().err, "base_dtype: fp8 and quantize_base: True", "Fix: use a lora_* builder")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("step_*"))

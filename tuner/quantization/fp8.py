@@ -1,0 +1,173 @@
+"""FP8 (e4m3) storage of frozen base weights and the linear op that computes with it.
+
+LoRA never updates its base, so the base can be quantized once, at load, instead of every step as
+FP8 training of whole models does. The format is rowwise: each output row of ``W [out, in]`` gets
+one float32 scale, ``W ~= data.float() * scale[:, None]`` with ``data`` in ``float8_e4m3fn`` and
+the row's largest magnitude mapped to e4m3's largest finite value (448). Activations and output
+gradients are quantized the same way, per row, on every call (dynamic scaling). The arithmetic is
+torchao's (``torchao.float8``: scale = 448 / amax computed in float64, saturating cast), which the
+tests check bit for bit.
+
+`linear_fp8(x, q, bias)` is ``x @ W^T + bias`` with both GEMMs of its forward and backward in FP8:
+
+- forward: ``y = _scaled_mm(xq, Wq^T, scale_a=sx [M, 1], scale_b=sw [1, N])``;
+- input gradient: ``dX = dY @ W``. Rowwise scaling needs the scales of the second operand along
+  its output dimension, but ``W``'s are along the contraction: they are folded into the gradient
+  (``dY * sw`` per column, then quantized per row) and the FP8 weight is transposed (a transient
+  1-byte copy, so the model holds one FP8 copy: 1 byte per base parameter, half of bf16).
+- no weight gradient: the base is frozen; nothing per call is saved for backward but the
+  (already stored) FP8 weight.
+
+On a GPU with FP8 tensor cores (compute capability 8.9+: Ada, Hopper) the GEMMs run through
+``torch._scaled_mm`` (cuBLAS, bf16 output). Elsewhere (CPU, older GPUs) they are emulated:
+the same quantized operands dequantized to float32 and multiplied, so the CPU tests exercise the
+exact numerics of the quantization and differ from the GPU only in accumulation order. Why not
+torchao's ``Float8Linear``: it quantizes the weight on every call (it trains it) and needs the
+weight in high precision; here the weight is stored in FP8 and only activations are scaled per call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tuner.errors import ConfigError, TunerError
+from tuner.quantization._checks import check_weight_to_quantize
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448.0
+_EPS = 1e-12  # smallest amax a scale is computed from (torchao's): an all-zero row stays zero
+GEMM_MULTIPLE = 16  # cuBLAS's FP8 GEMM needs the input and output features to be multiples of 16
+
+
+@dataclass(frozen=True)
+class FP8Weight:
+    """A 2-D weight in FP8 with one scale per output row.
+
+    data: float8_e4m3fn [out, in]; scale: float32 [out], what a row multiplies by to dequantize;
+    dtype: the dtype `dequantize_fp8` returns (the model's compute dtype).
+    """
+
+    data: torch.Tensor
+    scale: torch.Tensor
+    dtype: torch.dtype
+
+    shape = property(lambda self: self.data.shape, doc="[out, in]")
+    device = property(lambda self: self.data.device, doc="where the weight lives")
+
+
+def quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize a 2-D tensor to e4m3 per row: ``(q, scale)`` with ``t ~= q.float() * scale``, scale
+    float32 [rows, 1] (torchao's rowwise arithmetic: 448 / amax in float64, saturating cast)."""
+    amax = t.abs().amax(dim=-1, keepdim=True).to(torch.float64)
+    to_fp8 = (FP8_MAX / torch.clamp(amax, min=_EPS)).to(torch.float32)
+    q = (t.to(torch.float32) * to_fp8).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+    return q, to_fp8.reciprocal()
+
+
+def quantize_fp8(weight: torch.Tensor, dtype: torch.dtype | None = None) -> FP8Weight:
+    """Quantize a 2-D floating weight to FP8 with per-output-row scales, on its device."""
+    check_weight_to_quantize(weight, "quantize_fp8")
+    data, scale = quantize_rows(weight.detach())
+    return FP8Weight(data, scale.view(-1), dtype or weight.dtype)
+
+
+def dequantize_fp8(q: FP8Weight) -> torch.Tensor:
+    """The dense weight that `q` stands for, in `q.dtype`."""
+    return (q.data.to(torch.float32) * q.scale[:, None]).to(q.dtype)
+
+
+_SCALED_MM: dict[torch.device, bool] = {}  # a plain dict, which torch.compile reads as constants
+
+
+def scaled_mm_available(device: torch.device) -> bool:
+    """Whether `device` runs FP8 GEMMs (`torch._scaled_mm`): CUDA with compute capability >= 8.9."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    known = _SCALED_MM.get(device)
+    if known is None:
+        known = _SCALED_MM[device] = hasattr(torch, "_scaled_mm") and torch.cuda.get_device_capability(device) >= (8, 9)
+    return known
+
+
+def check_fp8_device(device: torch.device, shape: tuple[int, int]) -> None:
+    """Raise a ConfigError where FP8 GEMMs cannot run a weight of `shape` on `device` (a CUDA GPU
+    without FP8 tensor cores, or features that are not multiples of 16); CPU emulates and passes."""
+    device = torch.device(device)
+    if device.type == "cpu" or device.type == "meta":
+        return
+    if not scaled_mm_available(device):
+        raise ConfigError(
+            f"base_dtype: fp8 needs FP8 tensor cores (compute capability 8.9+: Ada, Hopper); {device} has none",
+            fix="drop model.base_dtype (bf16 base), or use QLoRA (qlora_* builders) to save memory",
+        )
+    if any(n % GEMM_MULTIPLE for n in shape):
+        raise ConfigError(
+            f"base_dtype: fp8 needs layer sizes that are multiples of {GEMM_MULTIPLE}, got a weight of {list(shape)}",
+            fix="drop model.base_dtype for this model",
+        )
+
+
+def _gemm(
+    a: torch.Tensor,
+    a_scale: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    fast_accum: bool = False,
+) -> torch.Tensor:
+    """``(a * a_scale) @ (b * b_scale[:, None])^T`` for e4m3 ``a [M, K]``, ``b [N, K]`` (both row-major),
+    ``a_scale [M, 1]``, ``b_scale [N]``: the rowwise-scaled FP8 GEMM, or its float32 emulation.
+    ``fast_accum``: Hopper's faster, less often rounded-up FP8 accumulation (torchao uses it for the
+    forward's output and not for gradients; so does `linear_fp8`)."""
+    if scaled_mm_available(a.device):
+        out = torch._scaled_mm(
+            a,
+            b.t(),
+            scale_a=a_scale,
+            scale_b=b_scale.view(1, -1),
+            out_dtype=torch.bfloat16,
+            use_fast_accum=fast_accum,
+        )
+        return out.to(out_dtype)
+    return ((a.to(torch.float32) * a_scale) @ (b.to(torch.float32) * b_scale[:, None]).t()).to(out_dtype)
+
+
+class _LinearFP8(torch.autograd.Function):
+    """y = x W^T + b with W frozen in FP8; both GEMMs in FP8 (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, data, scale, bias):
+        ctx.save_for_backward(data, scale)
+        ctx.has_bias = bias is not None
+        x2 = x.reshape(-1, x.shape[-1])
+        xq, xs = quantize_rows(x2)
+        y = _gemm(xq, xs, data, scale, x.dtype, fast_accum=True)
+        if bias is not None:
+            y = y + bias.to(y.dtype)
+        return y.view(*x.shape[:-1], data.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        data, scale = ctx.saved_tensors
+        grad_x = grad_bias = None
+        g2 = grad.reshape(-1, grad.shape[-1])
+        if ctx.needs_input_grad[0]:
+            # dX = (dY * s_w) @ Wq: the weight's row scales move onto the gradient's columns
+            gq, gs = quantize_rows(g2.to(torch.float32) * scale)
+            ones = torch.ones(data.shape[1], device=data.device, dtype=torch.float32)
+            grad_x = _gemm(gq, gs, data.t().contiguous(), ones, grad.dtype).view(*grad.shape[:-1], data.shape[1])
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            grad_bias = g2.sum(0)
+        return grad_x, None, None, grad_bias
+
+
+def linear_fp8(x: torch.Tensor, q: FP8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ W^T (+ bias)`` with a frozen FP8 weight (FP8 GEMMs on FP8 GPUs, emulated elsewhere)."""
+    if x.shape[-1] != q.shape[1]:
+        raise TunerError(f"linear_fp8: input has {x.shape[-1]} features but the FP8 weight expects {q.shape[1]}")
+    return _LinearFP8.apply(x, q.data, q.scale, bias)
