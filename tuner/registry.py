@@ -58,6 +58,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("chat", "chat.py", False, ("generation",)),
     Recipe("eval", "eval.py", False, ("evaluation",)),
     Recipe("merge", "merge.py", False, ("merge",)),
+    Recipe("export", "export.py", False, ("export",)),
 )
 
 

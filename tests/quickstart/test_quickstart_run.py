@@ -25,6 +25,7 @@ from tuner.data.quickstart import ANSWER_RE
 ROOT = Path(__file__).resolve().parents[2]
 RUN_DIR = Path("/tmp/tuner/smollm2_135M/lora_cpu")
 MERGED_DIR = Path("/tmp/tuner/smollm2_135M/lora_cpu_merged")
+GGUF_FILE = Path("/tmp/tuner/smollm2_135M/lora_cpu-q8_0.gguf")
 PROMPT = "What is 3 times 4?"
 
 
@@ -56,11 +57,11 @@ def first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
-def greedy_answer(model, tokenizer_dir: Path, prompt: str = PROMPT) -> str:
-    """Greedy answer of an HF model, chat-formatted by the HF tokenizer of the folder."""
+def greedy_answer(model, tokenizer_dir: Path, prompt: str = PROMPT, gguf_file: str | None = None) -> str:
+    """Greedy answer of an HF model, chat-formatted by the HF tokenizer of the folder (or of its GGUF file)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir, **({"gguf_file": gguf_file} if gguf_file else {}))
     ids = tok.apply_chat_template(
         [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
     )
@@ -76,6 +77,8 @@ def test_readme_quickstart_and_follow_ups_work_offline_in_order():
     assert quickstart == "tune run lora_finetune_single_device --config smollm2/135M_lora_cpu"
     for folder in (RUN_DIR, MERGED_DIR):
         shutil.rmtree(folder, ignore_errors=True)
+    for file in (GGUF_FILE, GGUF_FILE.with_suffix(".Modelfile")):
+        file.unlink(missing_ok=True)
 
     run = tune(quickstart)
     before = run.stdout.split("[before fine-tuning]", 1)[1].split("\n  -> ", 1)[1].split("\n[", 1)[0].strip()
@@ -96,8 +99,8 @@ def test_readme_quickstart_and_follow_ups_work_offline_in_order():
     for command in follow_ups:
         stdin = f"{PROMPT}\nexit\n" if " chat " in command else None
         done[command] = tune(command, stdin=stdin)
-    assert len(done) == 9, list(done)
-    validate, gen, gen_base, chat, ev, ev_base, merge, gen_merged, resume = done.values()
+    assert len(done) == 10, list(done)
+    validate, gen, gen_base, chat, ev, ev_base, merge, gen_merged, export, resume = done.values()
 
     assert "well-formed for recipe lora_finetune_single_device" in validate.stdout
     assert first_line(gen.stdout) == "ANSWER: 12", gen.stdout
@@ -113,12 +116,18 @@ def test_readme_quickstart_and_follow_ups_work_offline_in_order():
     assert "merged model written to" in merge.stdout and (MERGED_DIR / "model.safetensors").is_file()
     assert "warning" not in merge.stderr  # merged in the trained dtype: nothing lost
     assert first_line(gen_merged.stdout) == "ANSWER: 12", gen_merged.stdout
+    assert f"GGUF file written to {GGUF_FILE}" in export.stdout and "q8_0" in export.stdout
+    assert 'PARAMETER stop "<|im_end|>"' in GGUF_FILE.with_suffix(".Modelfile").read_text()
     assert "resuming at step 25" in resume.stdout and "[resumed from step 25]" in resume.stdout
     assert (RUN_DIR / "step_30" / "CHECKPOINT_COMPLETE").is_file()
 
     # The merged folder in transformers, at the dtype it was saved in, and the adapter in PEFT.
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
+
+    # The GGUF file (Q8_0) read back by transformers, tokenizer and chat template from the file itself.
+    gguf_model = AutoModelForCausalLM.from_pretrained(GGUF_FILE.parent, gguf_file=GGUF_FILE.name).eval()
+    assert first_line(greedy_answer(gguf_model, GGUF_FILE.parent, gguf_file=GGUF_FILE.name)) == "ANSWER: 12"
 
     merged = AutoModelForCausalLM.from_pretrained(MERGED_DIR, torch_dtype="auto").eval()
     assert merged.dtype == torch.float32

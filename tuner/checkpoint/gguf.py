@@ -72,13 +72,15 @@ _TOP_NAMES = {
 _TOKEN_CONTROL, _TOKEN_USER_DEFINED = 3, 4
 
 
-def _import_gguf() -> Any:
+def import_gguf(action: str = "reading GGUF files", extra: str = "quickstart") -> Any:
+    """The ``gguf`` package (imported on first use: only GGUF reading and writing need it), or a clear
+    error naming the tuner extra that installs it."""
     try:
         import gguf
     except ImportError as e:
         raise TunerError(
-            "reading GGUF files needs the 'gguf' package, which is not installed",
-            "pip install gguf (or pip install 'tuner[quickstart]')",
+            f"{action} needs the 'gguf' package, which is not installed",
+            f"pip install 'tuner[{extra}]' (or pip install gguf)",
         ) from e
     return gguf
 
@@ -301,7 +303,7 @@ def convert_gguf_to_hf(gguf_path: str | os.PathLike, output_dir: str | os.PathLi
     place, so `output_dir` is either absent or complete; it must not exist yet, or be empty.
     Returns the folder's path.
     """
-    gguf = _import_gguf()
+    gguf = import_gguf()
     source = Path(gguf_path).expanduser()
     out = Path(output_dir).expanduser()
     if dtype not in _DTYPES:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -39,15 +40,22 @@ def _target(settings: InferenceSettings) -> Path:
     return path
 
 
-def merge_checkpoint(cfg: DictConfig) -> Path:
-    """Merge ``adapter_dir`` into the base of ``checkpointer`` and write ``output_dir``; returns it."""
-    settings, _ = read_settings(cfg, InferenceSettings, MergeSettings)
-    target = _target(settings)
+def one_adapter_settings(cfg: DictConfig, own: type, recipe: str, output_key: str) -> tuple[InferenceSettings, Any]:
+    """The inference settings of an export recipe (merge, export) and its ``own`` settings; such a recipe
+    merges one adapter (``adapter_dir``), so several (``adapters``) are refused."""
+    settings, own_settings = read_settings(cfg, InferenceSettings, own)
     if settings.adapters is not None:
         raise ConfigError(
-            "merge takes one adapter (adapter_dir), not adapters: {...}",
-            fix="run the merge once per adapter, each with its own adapter_dir and output_dir",
+            f"{recipe} takes one adapter (adapter_dir), not adapters: {{...}}",
+            fix=f"run the {recipe} once per adapter, each with its own adapter_dir and {output_key}",
         )
+    return settings, own_settings
+
+
+def merge_checkpoint(cfg: DictConfig) -> Path:
+    """Merge ``adapter_dir`` into the base of ``checkpointer`` and write ``output_dir``; returns it."""
+    settings, _ = one_adapter_settings(cfg, MergeSettings, "merge", "output_dir")
+    target = _target(settings)
     # Merge in the dtype the adapter was trained in; a lower output dtype is a cast afterwards, measured.
     loaded = load_inference_model(dataclasses.replace(settings, dtype=None), with_tokenizer=False, keep_base=False)
     out_dtype = loaded.dtype if settings.dtype is None else get_dtype(settings.dtype, loaded.device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tuner.checkpoint.gguf_write import TENSOR_TYPES
 from tuner.config.settings import component, node, setting
 from tuner.devices import CONFIG_DTYPES
 
@@ -62,6 +63,24 @@ class GenerationSettings:
 @dataclass(frozen=True)
 class MergeSettings:
     """`tune run merge` adds no keys: ``output_dir`` (required there) is the merged folder."""
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What `tune run export` writes: one GGUF file (llama.cpp, Ollama, LM Studio) and an Ollama Modelfile."""
+
+    output_file: str | None = setting(None, str, doc="the .gguf file to write (must not exist yet)")
+    tensor_type: str = setting(
+        "f16", str, choices=tuple(TENSOR_TYPES), doc="f32 / f16 / bf16 / q8_0 (norms and biases stay f32)"
+    )
+    modelfile: bool = setting(True, bool, doc="also write an Ollama Modelfile next to the file")
+    tokenizer_dir: str | None = setting(
+        None,
+        str,
+        doc="the folder with tokenizer.json / tokenizer.model and tokenizer_config.json "
+        "(default: checkpointer.checkpoint_dir)",
+    )
+    name: str | None = setting(None, str, doc="general.name in the file (default: the family's title)")
 
 
 @dataclass(frozen=True)
