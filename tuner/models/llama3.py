@@ -9,6 +9,16 @@ from tuner.data.tokenizers import llama3 as _tokenizer
 from tuner.models._builder import llama_mlp_width
 from tuner.models.spec import FamilySpec, Size
 
+# The released sizes, one a row (a table: ruff format leaves it as written).
+# fmt: off
+_SIZES = Size.table(
+    ("name", "title", "num_layers", "num_heads", "embed_dim", "intermediate_dim", "params", "hf_repo", "shards"),
+    ("8b",  "Llama 3 8B Instruct",  32, 32, 4096, 14336,  8_030_261_248, "meta-llama/Meta-Llama-3-8B-Instruct",   4),
+    ("70b", "Llama 3 70B Instruct", 80, 64, 8192, 28672, 70_553_706_496, "meta-llama/Meta-Llama-3-70B-Instruct", 30),
+    vocab_size=128_256, num_kv_heads=8, max_seq_len=8192,
+)
+# fmt: on
+
 FAMILY = FamilySpec(
     name="llama3",
     title="Llama 3",
@@ -24,40 +34,7 @@ FAMILY = FamilySpec(
     tokenizer="tuner.models.llama3.llama3_tokenizer",
     tokenizer_file="original/tokenizer.model",
     chat_format=Llama3Format,
-    sizes=(
-        Size(
-            "8b",
-            "Llama 3 8B Instruct",
-            dict(
-                vocab_size=128_256,
-                num_layers=32,
-                num_heads=32,
-                num_kv_heads=8,
-                embed_dim=4096,
-                max_seq_len=8192,
-                intermediate_dim=14336,
-            ),
-            params=8_030_261_248,
-            hf_repo="meta-llama/Meta-Llama-3-8B-Instruct",
-            shards=4,
-        ),
-        Size(
-            "70b",
-            "Llama 3 70B Instruct",
-            dict(
-                vocab_size=128_256,
-                num_layers=80,
-                num_heads=64,
-                num_kv_heads=8,
-                embed_dim=8192,
-                max_seq_len=8192,
-                intermediate_dim=28672,
-            ),
-            params=70_553_706_496,
-            hf_repo="meta-llama/Meta-Llama-3-70B-Instruct",
-            shards=30,
-        ),
-    ),
+    sizes=_SIZES,
 )
 globals().update(FAMILY.builders)
 

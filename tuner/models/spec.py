@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from tuner.models._builder import make_lora_builder, transformer_decoder
 from tuner.models.transformer import TransformerDecoder
@@ -57,6 +57,18 @@ ARG_TYPES: dict[str, type] = {
 }
 
 
+#: The component builder arguments without a default that most of torchtune's families take, in its order.
+REQUIRED_DIMS = (
+    "vocab_size",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "embed_dim",
+    "intermediate_dim",
+    "max_seq_len",
+)
+
+
 @dataclass(frozen=True, eq=False)
 class Size:
     """One released size of a family (a litgpt-style row): the component builder's arguments plus
@@ -68,6 +80,22 @@ class Size:
     params: int | None = None  # published parameter count
     hf_repo: str | None = None  # HF Hub repo the configs download
     shards: int = 1  # safetensors files in that repo
+
+    @classmethod
+    def table(cls, columns: Sequence[str], *rows: Sequence[Any], **common: Any) -> tuple[Size, ...]:
+        """Sizes written as a table, one row per released size: ``columns`` names the cells of every
+        row; ``name``, ``title``, ``params``, ``hf_repo`` and ``shards`` are the `Size` fields, any other
+        name a component builder argument (a ``dims`` entry). ``common`` are builder arguments every
+        row shares (``vocab_size=128_256``), stated once."""
+        fields = {"name", "title", "params", "hf_repo", "shards"}
+        sizes = []
+        for row in rows:
+            if len(row) != len(columns):
+                raise TypeError(f"size row {row!r} has {len(row)} cells for {len(columns)} columns {columns!r}")
+            cells = dict(zip(columns, row))
+            dims = {**common, **{k: v for k, v in cells.items() if k not in fields}}
+            sizes.append(cls(dims=dims, **{k: v for k, v in cells.items() if k in fields}))
+        return tuple(sizes)
 
 
 @dataclass(frozen=True, eq=False)
