@@ -23,8 +23,6 @@ FAMILY = FamilySpec(
     model_type="TINY_LLAMA_TEST",
     aliases=("TLT",),
     hf_model_type="llama",
-    hf_architecture="LlamaForCausalLM",
-    required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "intermediate_dim", "max_seq_len"),
     defaults=dict(attn_dropout=0.0, norm_eps=1e-5, rope_base=10_000.0, tie_word_embeddings=False),
     sizes=(
         Size(

@@ -54,7 +54,6 @@ FAMILY = FamilySpec(
     title="Gemma 2",
     model_type="GEMMA2",
     hf_model_type="gemma2",
-    hf_architecture="Gemma2ForCausalLM",
     required=(
         "vocab_size",
         "num_layers",

@@ -24,7 +24,6 @@ FAMILY = FamilySpec(
     title="Llama 2",
     model_type="LLAMA2",
     hf_model_type="llama",
-    hf_architecture="LlamaForCausalLM",
     meta_format=True,
     required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "max_seq_len"),
     defaults=dict(

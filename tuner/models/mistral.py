@@ -4,7 +4,7 @@ says, and as transformers applies it), v0.3 a 32768 vocabulary, rope theta 1e6 a
 from __future__ import annotations
 
 from tuner.data.tokenizers import MistralChatTemplate, MistralFormat, mistral_tokenizer  # noqa: F401  (torchtune paths)
-from tuner.models.spec import REQUIRED_DIMS, FamilySpec, Size
+from tuner.models.spec import FamilySpec, Size
 
 # The released sizes, one a row (a table: ruff format leaves it as written).
 # fmt: off
@@ -22,8 +22,6 @@ FAMILY = FamilySpec(
     model_type="MISTRAL",
     hf_model_type="mistral",
     hf_reads=("llama",),
-    hf_architecture="MistralForCausalLM",
-    required=REQUIRED_DIMS,
     defaults=dict(
         attn_dropout=0.0,
         norm_eps=1e-5,

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from tuner.data.tokenizers import Phi3Format, phi3_mini_tokenizer  # noqa: F401  (torchtune path: tuner.models.phi3.*)
 from tuner.errors import ConfigError
-from tuner.models.spec import REQUIRED_DIMS, FamilySpec, Size
+from tuner.models.spec import FamilySpec, Size
 
 
 def _check_hf_config(c: Mapping[str, Any]) -> None:
@@ -32,8 +32,6 @@ FAMILY = FamilySpec(
     model_type="PHI3_MINI",
     aliases=("PHI3",),
     hf_model_type="phi3",
-    hf_architecture="Phi3ForCausalLM",
-    required=REQUIRED_DIMS,
     defaults=dict(attn_dropout=0.0, norm_eps=1e-5, rope_base=10_000.0, sliding_window=None, tie_word_embeddings=False),
     hf_fused={
         "attn.q_proj": "self_attn.qkv_proj",

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from tuner.data.tokenizers import ChatMLFormat, qwen2_5_tokenizer  # noqa: F401  (torchtune path)
 from tuner.errors import ConfigError
-from tuner.models.spec import REQUIRED_DIMS, FamilySpec, Size
+from tuner.models.spec import FamilySpec, Size
 
 
 def check_no_sliding_window(c: Mapping[str, Any]) -> None:
@@ -54,8 +54,6 @@ FAMILY = FamilySpec(
     model_type="QWEN2",
     aliases=("QWEN2_5",),
     hf_model_type="qwen2",
-    hf_architecture="Qwen2ForCausalLM",
-    required=REQUIRED_DIMS,
     defaults=dict(
         head_dim=None, attn_dropout=0.0, norm_eps=1e-6, rope_base=1_000_000.0, tie_word_embeddings=False, qkv_bias=True
     ),

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 from tuner.data.tokenizers import Qwen3Format, qwen3_tokenizer  # noqa: F401  (torchtune path: tuner.models.qwen3.*)
 from tuner.errors import ConfigError
 from tuner.models.qwen2_5 import check_no_sliding_window
-from tuner.models.spec import REQUIRED_DIMS, FamilySpec, Size
+from tuner.models.spec import FamilySpec, Size
 
 
 def _check_hf_config(c: Mapping[str, Any]) -> None:
@@ -42,8 +42,6 @@ FAMILY = FamilySpec(
     title="Qwen3",
     model_type="QWEN3",
     hf_model_type="qwen3",
-    hf_architecture="Qwen3ForCausalLM",
-    required=REQUIRED_DIMS,
     defaults=dict(head_dim=None, attn_dropout=0.0, norm_eps=1e-6, rope_base=1_000_000.0, tie_word_embeddings=False),
     decoder=dict(qk_norm=True),
     hf_extra={"use_sliding_window": False},

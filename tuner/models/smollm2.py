@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tuner.data.tokenizers import ChatMLFormat, smollm2_tokenizer  # noqa: F401  (torchtune path)
-from tuner.models.spec import REQUIRED_DIMS, FamilySpec, Size
+from tuner.models.spec import FamilySpec, Size
 
 # The released sizes, one a row (a table: ruff format leaves it as written).
 # fmt: off
@@ -22,8 +22,6 @@ FAMILY = FamilySpec(
     title="SmolLM2",
     model_type="SMOLLM2",
     hf_model_type="llama",
-    hf_architecture="LlamaForCausalLM",
-    required=REQUIRED_DIMS,
     defaults=dict(attn_dropout=0.0, rope_base=100_000.0, norm_eps=1e-5, tie_word_embeddings=True),
     tokenizer="tuner.models.smollm2.smollm2_tokenizer",
     chat_format=ChatMLFormat,

@@ -98,7 +98,7 @@ class Size:
         return tuple(sizes)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class FamilySpec:
     """Everything about one model family; see the module docstring. Specs compare by identity (the
     registry holds each once)."""
@@ -107,8 +107,8 @@ class FamilySpec:
     title: str  # e.g. "Llama 3.2" (messages and docstrings)
     model_type: str  # canonical checkpointer model_type
     hf_model_type: str  # config.json "model_type"
-    hf_architecture: str  # config.json "architectures"[0]
-    required: tuple[str, ...]  # component builder arguments without default, in order
+    hf_architecture: str = ""  # config.json "architectures"[0]; default transformers' <Model>ForCausalLM name
+    required: tuple[str, ...] = REQUIRED_DIMS  # component builder arguments without default, in order
     defaults: Mapping[str, Any]  # then these, in order
     sizes: tuple[Size, ...] = ()
     aliases: tuple[str, ...] = ()  # other model_type spellings that mean this family
@@ -129,6 +129,8 @@ class FamilySpec:
     def __post_init__(self) -> None:
         if not self.module:
             object.__setattr__(self, "module", f"tuner.models.{self.name}")
+        if not self.hf_architecture:
+            object.__setattr__(self, "hf_architecture", f"{self.hf_model_type.capitalize()}ForCausalLM")
         for key in (*self.required, *self.defaults):
             if key not in ARG_TYPES and self.defaults.get(key) is None:
                 raise TypeError(f"{self.name}: builder argument {key!r} has no type; add it to ARG_TYPES")
