@@ -52,7 +52,6 @@ _SIZES = Size.table(
 FAMILY = FamilySpec(
     name="gemma2",
     title="Gemma 2",
-    model_type="GEMMA2",
     hf_model_type="gemma2",
     required=(
         "vocab_size",

@@ -22,7 +22,6 @@ _SIZES = Size.table(
 FAMILY = FamilySpec(
     name="llama2",
     title="Llama 2",
-    model_type="LLAMA2",
     hf_model_type="llama",
     meta_format=True,
     required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "max_seq_len"),

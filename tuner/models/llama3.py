@@ -6,8 +6,8 @@ import sys as _sys
 
 from tuner.data.tokenizers import Llama3Format, Llama3Tokenizer, llama3_tokenizer  # noqa: F401  (torchtune paths)
 from tuner.data.tokenizers import llama3 as _tokenizer
-from tuner.models._builder import llama_mlp_width
-from tuner.models.spec import FamilySpec, Size
+from tuner.models import llama2
+from tuner.models.spec import Size
 
 # The released sizes, one a row (a table: ruff format leaves it as written).
 # fmt: off
@@ -19,17 +19,14 @@ _SIZES = Size.table(
 )
 # fmt: on
 
-FAMILY = FamilySpec(
+# Llama 2's architecture and checkpoint formats (Meta's too, and its MLP width rule) with its own defaults.
+FAMILY = llama2.FAMILY.variant(
     name="llama3",
     title="Llama 3",
     model_type="LLAMA3",
-    hf_model_type="llama",
-    meta_format=True,
-    required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "max_seq_len"),
     defaults=dict(
         attn_dropout=0.0, rope_base=500_000.0, intermediate_dim=None, norm_eps=1e-5, tie_word_embeddings=False
     ),
-    derive=(llama_mlp_width,),
     tokenizer="tuner.models.llama3.llama3_tokenizer",
     tokenizer_file="original/tokenizer.model",
     chat_format=Llama3Format,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from tuner.models import llama3
 from tuner.models._builder import llama3_rope_scaling, llama_mlp_width
 from tuner.models.spec import Size
@@ -20,21 +18,19 @@ _SIZES = Size.table(
 )
 # fmt: on
 
-FAMILY = replace(
-    llama3.FAMILY,
+#: Llama 3.1's "llama3" rope scaling, as builder arguments (`tuner.models._builder.llama3_rope_scaling`).
+ROPE_SCALING = dict(scale_factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, old_context_len=8192)
+
+FAMILY = llama3.FAMILY.variant(
     name="llama3_1",
     title="Llama 3.1",
     aliases=("LLAMA3_1",),
-    module="",
     defaults=dict(
         attn_dropout=0.0,
         rope_base=500_000.0,
         intermediate_dim=None,
         norm_eps=1e-5,
-        scale_factor=8.0,
-        low_freq_factor=1.0,
-        high_freq_factor=4.0,
-        old_context_len=8192,
+        **ROPE_SCALING,
         tie_word_embeddings=False,
     ),
     derive=(llama_mlp_width, llama3_rope_scaling),

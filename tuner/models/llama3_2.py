@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from tuner.models import llama3_1
 from tuner.models.spec import Size
 
@@ -17,13 +15,11 @@ _SIZES = Size.table(
 )
 # fmt: on
 
-FAMILY = replace(
-    llama3_1.FAMILY,
+FAMILY = llama3_1.FAMILY.variant(
     name="llama3_2",
     title="Llama 3.2",
     model_type="LLAMA3_2",
     aliases=(),
-    module="",
     defaults={**llama3_1.FAMILY.defaults, "scale_factor": 32.0, "tie_word_embeddings": True},
     sizes=_SIZES,
 )

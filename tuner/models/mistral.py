@@ -19,7 +19,6 @@ _SIZES = Size.table(
 FAMILY = FamilySpec(
     name="mistral",
     title="Mistral",
-    model_type="MISTRAL",
     hf_model_type="mistral",
     hf_reads=("llama",),
     defaults=dict(

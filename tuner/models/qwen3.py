@@ -40,7 +40,6 @@ _SIZES = Size.table(
 FAMILY = FamilySpec(
     name="qwen3",
     title="Qwen3",
-    model_type="QWEN3",
     hf_model_type="qwen3",
     defaults=dict(head_dim=None, attn_dropout=0.0, norm_eps=1e-6, rope_base=1_000_000.0, tie_word_embeddings=False),
     decoder=dict(qk_norm=True),

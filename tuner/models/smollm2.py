@@ -20,7 +20,6 @@ _SIZES = Size.table(
 FAMILY = FamilySpec(
     name="smollm2",
     title="SmolLM2",
-    model_type="SMOLLM2",
     hf_model_type="llama",
     defaults=dict(attn_dropout=0.0, rope_base=100_000.0, norm_eps=1e-5, tie_word_embeddings=True),
     tokenizer="tuner.models.smollm2.smollm2_tokenizer",

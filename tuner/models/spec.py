@@ -22,7 +22,7 @@ one builder per size ``<family>_<size>()``, and ``lora_`` / ``qlora_`` versions 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Callable, Mapping, Sequence
 
@@ -105,7 +105,7 @@ class FamilySpec:
 
     name: str  # module name, component builder and builder prefix
     title: str  # e.g. "Llama 3.2" (messages and docstrings)
-    model_type: str  # canonical checkpointer model_type
+    model_type: str = ""  # canonical checkpointer model_type; default the name in capitals (torchtune's names)
     hf_model_type: str  # config.json "model_type"
     hf_architecture: str = ""  # config.json "architectures"[0]; default transformers' <Model>ForCausalLM name
     required: tuple[str, ...] = REQUIRED_DIMS  # component builder arguments without default, in order
@@ -129,6 +129,8 @@ class FamilySpec:
     def __post_init__(self) -> None:
         if not self.module:
             object.__setattr__(self, "module", f"tuner.models.{self.name}")
+        if not self.model_type:
+            object.__setattr__(self, "model_type", self.name.upper())
         if not self.hf_architecture:
             object.__setattr__(self, "hf_architecture", f"{self.hf_model_type.capitalize()}ForCausalLM")
         for key in (*self.required, *self.defaults):
@@ -137,6 +139,11 @@ class FamilySpec:
         overlap = set(self.decoder) & {self.renames.get(k, k) for k in (*self.required, *self.defaults)}
         if overlap:
             raise TypeError(f"{self.name}: {sorted(overlap)} are both fixed and builder arguments")
+
+    def variant(self, **changes: Any) -> FamilySpec:
+        """A family that is this one with ``changes`` (Llama 3.1 of Llama 3): its builders live in the
+        module named after its own name unless ``module`` is given."""
+        return replace(self, **{"module": "", **changes})
 
     # -- what the builders compute ---------------------------------------------------------------
     @property
