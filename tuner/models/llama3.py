@@ -9,13 +9,19 @@ from tuner.data.tokenizers import llama3 as _tokenizer
 from tuner.models import llama2
 from tuner.models.spec import Size
 
-# The released sizes, one a row (a table: ruff format leaves it as written).
+#: What every Llama 3.x size shares: the tokenizer's vocabulary and 8 KV heads (grouped-query attention).
+SHARED_DIMS = dict(vocab_size=128_256, num_kv_heads=8)
+
+# The released sizes, one a row (a table: ruff format leaves it as written); the columns of every Llama 3.x
+# size table (the other builder arguments, then the release) are SIZE_COLUMNS.
 # fmt: off
+SIZE_COLUMNS = ("name", "title", "num_layers", "num_heads", "embed_dim", "intermediate_dim",
+                "params", "hf_repo", "shards")
 _SIZES = Size.table(
-    ("name", "title", "num_layers", "num_heads", "embed_dim", "intermediate_dim", "params", "hf_repo", "shards"),
+    SIZE_COLUMNS,
     ("8b",  "Llama 3 8B Instruct",  32, 32, 4096, 14336,  8_030_261_248, "meta-llama/Meta-Llama-3-8B-Instruct",   4),
     ("70b", "Llama 3 70B Instruct", 80, 64, 8192, 28672, 70_553_706_496, "meta-llama/Meta-Llama-3-70B-Instruct", 30),
-    vocab_size=128_256, num_kv_heads=8, max_seq_len=8192,
+    **SHARED_DIMS, max_seq_len=8192,
 )
 # fmt: on
 

@@ -10,11 +10,11 @@ from tuner.models.spec import Size
 # with a 128k context, and 405B.
 # fmt: off
 _SIZES = Size.table(
-    ("name", "title", "num_layers", "num_heads", "embed_dim", "intermediate_dim", "params", "hf_repo", "shards"),
+    llama3.SIZE_COLUMNS,
     ("8b",   "Llama 3.1 8B Instruct",    32,  32,  4096, 14336,   8_030_261_248, "meta-llama/Llama-3.1-8B-Instruct",     4),
     ("70b",  "Llama 3.1 70B Instruct",   80,  64,  8192, 28672,  70_553_706_496, "meta-llama/Llama-3.1-70B-Instruct",   30),
     ("405b", "Llama 3.1 405B Instruct", 126, 128, 16384, 53248, 405_853_388_800, "meta-llama/Llama-3.1-405B-Instruct", 191),
-    vocab_size=128_256, num_kv_heads=8, max_seq_len=131_072,
+    **llama3.SHARED_DIMS, max_seq_len=131_072,
 )
 # fmt: on
 

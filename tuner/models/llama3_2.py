@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from tuner.models import llama3_1
+from tuner.models import llama3, llama3_1
 from tuner.models.spec import Size
 
 # The released sizes, one a row (a table: ruff format leaves it as written).
 # fmt: off
 _SIZES = Size.table(
-    ("name", "title", "num_layers", "num_heads", "embed_dim", "intermediate_dim", "params", "hf_repo", "shards"),
+    llama3.SIZE_COLUMNS,
     ("1b", "Llama 3.2 1B Instruct", 16, 32, 2048, 8192, 1_235_814_400, "meta-llama/Llama-3.2-1B-Instruct", 1),
     ("3b", "Llama 3.2 3B Instruct", 28, 24, 3072, 8192, 3_212_749_824, "meta-llama/Llama-3.2-3B-Instruct", 2),
-    vocab_size=128_256, num_kv_heads=8, max_seq_len=131_072,
+    **llama3.SHARED_DIMS, max_seq_len=131_072,
 )
 # fmt: on
 
