@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuner.errors import UsageError
-from tuner.models.attention import MultiHeadAttention, causal_block_mask, flex_attention, is_block_mask
+from tuner.models.attention import (
+    Mask,
+    MultiHeadAttention,
+    RopeTables,
+    causal_block_mask,
+    flex_attention,
+    is_block_mask,
+)
 from tuner.models.rope import RotaryPositionalEmbeddings
 
 
@@ -50,8 +57,8 @@ class TransformerSelfAttentionLayer(nn.Module):
         self,
         x: torch.Tensor,
         *,
-        mask: torch.Tensor | object | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: Mask = None,
+        rope: RopeTables | None = None,
         cache_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = x + self.sa_scale(self.attn(self.sa_norm(x), mask=mask, rope=rope, cache_pos=cache_pos))
@@ -162,13 +169,7 @@ class TransformerDecoder(nn.Module):
         self._cache_next = 0
 
     # ---- forward -------------------------------------------------------------------------------
-    def hidden(
-        self,
-        tokens: torch.Tensor,
-        *,
-        mask: torch.Tensor | object | None = None,
-        input_pos: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def hidden(self, tokens: torch.Tensor, *, mask: Mask = None, input_pos: torch.Tensor | None = None) -> torch.Tensor:
         """Final-normed hidden states ``[b, s, embed_dim]``.
 
         ``mask``: None (causal), bool ``[b, s, s]`` (True = may attend; ``[b, s, cache_len]`` when the
@@ -218,11 +219,7 @@ class TransformerDecoder(nn.Module):
         return weight
 
     def forward(
-        self,
-        tokens: torch.Tensor,
-        *,
-        mask: torch.Tensor | object | None = None,
-        input_pos: torch.Tensor | None = None,
+        self, tokens: torch.Tensor, *, mask: Mask = None, input_pos: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Logits ``[b, s, vocab]``; see ``hidden`` for the arguments."""
         return self.project(self.hidden(tokens, mask=mask, input_pos=input_pos))
