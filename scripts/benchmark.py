@@ -496,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--torchtune-override",
+        dest="torchtune_overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -515,29 +516,11 @@ def main(argv: list[str] | None = None) -> int:
         help="write torchtune's inputs, outputs and logs here and keep them (default: a temporary folder)",
     )
     parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # every option is named as run's argument it sets
     from tuner.errors import TunerError
 
     try:
-        result = run(
-            args.workload,
-            args.steps,
-            args.warmup,
-            args.seq_len,
-            args.batch_size,
-            args.overrides,
-            device=args.device,
-            compare_hf=args.compare_hf,
-            packed=args.packed,
-            profile=args.profile,
-            memory_snapshot=args.memory_snapshot,
-            compare_torchtune=args.compare_torchtune,
-            torchtune_compile=args.torchtune_compile,
-            torchtune_overrides=args.torchtune_override,
-            torchtune_timeout=args.torchtune_timeout,
-            torchtune_dir=args.torchtune_dir,
-            torchtune_path=args.torchtune_path,
-        )
+        result = run(**vars(args))
     except TunerError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
