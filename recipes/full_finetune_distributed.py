@@ -9,21 +9,13 @@ rank 0, and checkpoints gather a full state dict so the output folder loads in t
 
 import sys
 
-from omegaconf import DictConfig
-
-from tuner import config
 from tuner.training.distributed import FSDP2
 from tuner.training.full import FullFinetune
-from tuner.training.trainer import Trainer
+from tuner.training.trainer import Trainer, training_recipe
 
 METHOD = FullFinetune()
 SETTINGS = Trainer.settings_classes(METHOD)  # the top-level keys this recipe reads (`tune validate` checks them)
-
-
-@config.parse
-def recipe_main(cfg: DictConfig) -> None:
-    Trainer(cfg, METHOD, placement=FSDP2).run()
-
+recipe_main = training_recipe(METHOD, placement=FSDP2)  # reads the config, runs Trainer(cfg, METHOD, placement)
 
 if __name__ == "__main__":
     sys.exit(recipe_main())

@@ -10,21 +10,13 @@ was loaded from) is `tuner.training.full.FullFinetune`. Copy this file with `tun
 
 import sys
 
-from omegaconf import DictConfig
-
-from tuner import config
 from tuner.training.full import FullFinetune
 from tuner.training.placement import SingleDevice
-from tuner.training.trainer import Trainer
+from tuner.training.trainer import Trainer, training_recipe
 
 METHOD = FullFinetune()
 SETTINGS = Trainer.settings_classes(METHOD)  # the top-level keys this recipe reads (`tune validate` checks them)
-
-
-@config.parse
-def recipe_main(cfg: DictConfig) -> None:
-    Trainer(cfg, METHOD, placement=SingleDevice).run()
-
+recipe_main = training_recipe(METHOD, placement=SingleDevice)  # reads the config, runs Trainer(cfg, METHOD, placement)
 
 if __name__ == "__main__":
     sys.exit(recipe_main())

@@ -10,21 +10,13 @@ the adapter in HF PEFT format and, unless `save_adapter_weights_only: True`, the
 
 import sys
 
-from omegaconf import DictConfig
-
-from tuner import config
 from tuner.training.distributed import FSDP2
 from tuner.training.lora import LoRAFinetune
-from tuner.training.trainer import Trainer
+from tuner.training.trainer import Trainer, training_recipe
 
 METHOD = LoRAFinetune()
 SETTINGS = Trainer.settings_classes(METHOD)  # the top-level keys this recipe reads (`tune validate` checks them)
-
-
-@config.parse
-def recipe_main(cfg: DictConfig) -> None:
-    Trainer(cfg, METHOD, placement=FSDP2).run()
-
+recipe_main = training_recipe(METHOD, placement=FSDP2)  # reads the config, runs Trainer(cfg, METHOD, placement)
 
 if __name__ == "__main__":
     sys.exit(recipe_main())

@@ -10,21 +10,13 @@ and, unless `save_adapter_weights_only: True`, the merged model in the format th
 
 import sys
 
-from omegaconf import DictConfig
-
-from tuner import config
 from tuner.training.lora import LoRAFinetune
 from tuner.training.placement import SingleDevice
-from tuner.training.trainer import Trainer
+from tuner.training.trainer import Trainer, training_recipe
 
 METHOD = LoRAFinetune()
 SETTINGS = Trainer.settings_classes(METHOD)  # the top-level keys this recipe reads (`tune validate` checks them)
-
-
-@config.parse
-def recipe_main(cfg: DictConfig) -> None:
-    Trainer(cfg, METHOD, placement=SingleDevice).run()
-
+recipe_main = training_recipe(METHOD, placement=SingleDevice)  # reads the config, runs Trainer(cfg, METHOD, placement)
 
 if __name__ == "__main__":
     sys.exit(recipe_main())

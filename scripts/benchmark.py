@@ -714,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--torchtune-override",
+        dest="torchtune_overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -790,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
             run, args.workload, args.steps, args.warmup, args.seq_len, args.batch_size, args.overrides,
             device=args.device, compare_hf=args.compare_hf, packed=args.packed, profile=args.profile,
             memory_snapshot=args.memory_snapshot, compare_torchtune=args.compare_torchtune,
-            torchtune_compile=args.torchtune_compile, torchtune_overrides=args.torchtune_override,
+            torchtune_compile=args.torchtune_compile, torchtune_overrides=args.torchtune_overrides,
             torchtune_timeout=args.torchtune_timeout, torchtune_dir=args.torchtune_dir,
             torchtune_path=args.torchtune_path, parity_noise_seed=args.parity_noise_seed,
             learnable_data=args.learnable_data, memory_cap_gib=args.memory_cap_gib,

@@ -16,6 +16,12 @@ TINY = [
 ]
 
 
+def run_tiny(bench, workload: str, *, component: str = "tuner.models.llama3_2.lora_llama3_2", **options) -> dict:
+    """``bench.run`` of ``workload`` on CPU with the TINY model (vocab 1000), batch 2, one warm-up step."""
+    overrides = [f"model._component_={component}", "model.vocab_size=1000", *TINY]
+    return bench.run(workload, warmup=1, batch_size=2, device="cpu", overrides=overrides, **options)
+
+
 @pytest.mark.parametrize(
     "workload,component",
     [
@@ -24,32 +30,14 @@ TINY = [
     ],
 )
 def test_side_by_side_starts_from_the_same_model(workload, component, bench):
-    result = bench.run(
-        workload,
-        steps=3,
-        warmup=1,
-        seq_len=32,
-        batch_size=2,
-        device="cpu",
-        compare_hf=True,
-        overrides=[f"model._component_={component}", "model.vocab_size=1000", *TINY],
-    )
+    result = run_tiny(bench, workload, steps=3, seq_len=32, compare_hf=True, component=component)
     # Different random weights give first losses ~2e-3 apart at this size; the same weights agree to ~1e-6.
     assert result["hf"]["first_loss"] == pytest.approx(result["first_loss"], abs=2e-5)
     assert result["tokens_per_s_median"] > 0 and result["ratio_tokens_per_s"] > 0
 
 
 def test_packed_workload_trains_on_packed_documents(bench):
-    result = bench.run(
-        "lora_1b",
-        steps=3,
-        warmup=1,
-        seq_len=64,
-        batch_size=2,
-        device="cpu",
-        packed=True,
-        overrides=["model._component_=tuner.models.llama3_2.lora_llama3_2", "model.vocab_size=1000", *TINY],
-    )
+    result = run_tiny(bench, "lora_1b", steps=3, seq_len=64, packed=True)
     assert result["workload"] == "lora_1b_packed"
     assert 6.0 < result["first_loss"] < 7.5  # ~ln(1000) on random tokens: every document is scored
 
@@ -71,16 +59,7 @@ def test_synthetic_packing_keeps_documents_apart():
 
 
 def test_profile_traces_the_steps_after_warmup(tmp_path, bench):
-    result = bench.run(
-        "lora_1b",
-        steps=4,
-        warmup=1,
-        seq_len=32,
-        batch_size=2,
-        device="cpu",
-        profile=str(tmp_path),
-        overrides=["model._component_=tuner.models.llama3_2.lora_llama3_2", "model.vocab_size=1000", *TINY],
-    )
+    result = run_tiny(bench, "lora_1b", steps=4, seq_len=32, profile=str(tmp_path))
     summary = result["profile"]
     assert summary["steps_traced"] == 2 and summary["wall_ms"] > 0
     assert summary["kernel_launches"] == 0  # CPU: no GPU kernels to list

@@ -219,87 +219,40 @@ def test_missing_torchtune_is_one_clear_error(tmp_path, monkeypatch):
     assert "scripts/device_setup.sh" in message and "Traceback" not in message
 
 
+# A tiny CPU comparison run; each test adds what must stop it before anything trains.
+COMPARE = ["--workload", "lora_1b", "--device", "cpu", "--compare-torchtune", "--steps", "2", "--warmup", "1"]
+COMPARE += ["--seq-len", "16", "--batch-size", "1"]
+
+
+def refused_before_training(bench, capsys, *extra: str) -> tuple[int, str]:
+    """Run the comparison with ``extra`` arguments; nothing trained (no JSON) and one stderr line: (exit code, line)."""
+    code = bench.main([*COMPARE, *extra])
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return code, lines[0]
+
+
 def test_benchmark_stops_before_training_when_torchtune_is_missing(tmp_path, monkeypatch, capsys, bench):
     _fake_torchtune(tmp_path, monkeypatch)
-    code = bench.main(
-        [
-            "--workload",
-            "lora_1b",
-            "--device",
-            "cpu",
-            "--compare-torchtune",
-            "--steps",
-            "2",
-            "--warmup",
-            "1",
-            "--seq-len",
-            "16",
-            "--batch-size",
-            "1",
-        ]
-    )
-    captured = capsys.readouterr()
-    assert code != 0 and captured.out == ""  # nothing trained, no JSON
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --compare-torchtune: torchtune is not importable")
+    code, line = refused_before_training(bench, capsys)
+    assert code != 0 and line.startswith("error: --compare-torchtune: torchtune is not importable")
 
 
 def test_packed_comparison_refuses_overrides_that_reorder_torchtunes_packs(capsys, bench):
-    code = bench.main(
-        [
-            "--workload",
-            "lora_1b",
-            "--device",
-            "cpu",
-            "--packed",
-            "--compare-torchtune",
-            "--steps",
-            "2",
-            "--torchtune-override",
-            "shuffle=True",
-            "--warmup",
-            "1",
-            "--seq-len",
-            "16",
-            "--batch-size",
-            "1",
-        ]
-    )
-    captured = capsys.readouterr()
-    assert code == 2 and captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert (
-        len(lines) == 1
-        and "sets torchtune's shuffle itself" in lines[0]
-        and "drop --torchtune-override shuffle=..." in lines[0]
-    )
+    code, line = refused_before_training(bench, capsys, "--packed", "--torchtune-override", "shuffle=True")
+    assert code == 2
+    assert "sets torchtune's shuffle itself" in line and "drop --torchtune-override shuffle=..." in line
 
 
 def test_a_vocabulary_smaller_than_llama3s_is_refused_before_training(capsys, bench):
-    code = bench.main(
-        [
-            "--workload",
-            "lora_1b",
-            "--device",
-            "cpu",
-            "--compare-torchtune",
-            "--steps",
-            "2",
-            "--warmup",
-            "1",
-            "--seq-len",
-            "16",
-            "--batch-size",
-            "1",
-            "--packed",  # torchtune tokenizes packed documents itself (unpacked, it reads tuner's token ids)
-            "model.vocab_size=1000",
-        ]
-    )
-    captured = capsys.readouterr()
-    assert code == 2 and captured.out == ""
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "needs vocab_size >= 128256" in lines[0] and "this model has 1000" in lines[0]
-    assert "drop the model.vocab_size override" in lines[0]
+    code, line = refused_before_training(
+        bench, capsys, "--packed", "model.vocab_size=1000"
+    )  # packed: torchtune tokenizes the documents itself (unpacked, it reads tuner's token ids)
+    assert code == 2
+    assert "needs vocab_size >= 128256" in line and "this model has 1000" in line
+    assert "drop the model.vocab_size override" in line
 
 
 def test_torchtunes_path_is_for_the_subprocess_alone():

@@ -7,18 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-VOCAB = 96
+from tests.models.hf_tiny import TINY, VOCAB
 
-_COMMON = dict(
-    vocab_size=VOCAB,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-    rms_norm_eps=1e-5,
-)
+_COMMON = dict(TINY, hidden_size=32, intermediate_size=64)
 
 #: family -> (tuner model_type, transformers config class name, extra config kwargs)
 FAMILIES: dict[str, tuple[str, str, dict]] = {

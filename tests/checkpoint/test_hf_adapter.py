@@ -12,10 +12,12 @@ from tuner.checkpoint import HFCheckpointer
 RANK, ALPHA = 4, 8.0
 
 
-def _adapter(num_layers: int, dim: int, kv_dim: int) -> dict[str, torch.Tensor]:
+def _adapter(c) -> dict[str, torch.Tensor]:
+    """A random rank-RANK adapter on q_proj and v_proj for every layer of the HF config ``c``."""
+    dim, kv_dim = c.hidden_size, c.num_key_value_heads * c.hidden_size // c.num_attention_heads
     g = torch.Generator().manual_seed(3)
     sd = {}
-    for i in range(num_layers):
+    for i in range(c.num_hidden_layers):
         for mod, out in (("q_proj", dim), ("v_proj", kv_dim)):
             sd[f"layers.{i}.attn.{mod}.lora_a.weight"] = torch.randn(RANK, dim, generator=g) * 0.1
             sd[f"layers.{i}.attn.{mod}.lora_b.weight"] = torch.randn(out, RANK, generator=g) * 0.1
@@ -28,10 +30,7 @@ def test_adapter_saved_in_peft_format_and_resumed(tmp_path, tokens):
 
     hf = make_hf_model("llama")
     src = save_hf_model(hf, tmp_path / "src")
-    c = hf.config
-    adapter = _adapter(
-        c.num_hidden_layers, c.hidden_size, c.num_key_value_heads * c.hidden_size // c.num_attention_heads
-    )
+    adapter = _adapter(hf.config)
     ckpt = HFCheckpointer(src, None, "LLAMA3", tmp_path / "out")
     base = ckpt.load_checkpoint()["model"]
     lora_config = {"lora_rank": RANK, "lora_alpha": ALPHA, "lora_attn_modules": ["q_proj", "v_proj"]}
@@ -50,7 +49,7 @@ def test_adapter_saved_in_peft_format_and_resumed(tmp_path, tokens):
     # reference: the base with W + alpha/r * B @ A merged by hand
     merged = make_hf_model("llama")
     with torch.no_grad():
-        for i in range(c.num_hidden_layers):
+        for i in range(hf.config.num_hidden_layers):
             for mod in ("q_proj", "v_proj"):
                 w = merged.model.layers[i].self_attn.get_submodule(mod).weight
                 a, b = adapter[f"layers.{i}.attn.{mod}.lora_a.weight"], adapter[f"layers.{i}.attn.{mod}.lora_b.weight"]
@@ -100,10 +99,7 @@ def test_adapter_only_folder_loads_with_automodel(tmp_path, tokens):
 
     hf = make_hf_model("llama")
     src = save_hf_model(hf, tmp_path / "src")
-    c = hf.config
-    adapter = _adapter(
-        c.num_hidden_layers, c.hidden_size, c.num_key_value_heads * c.hidden_size // c.num_attention_heads
-    )
+    adapter = _adapter(hf.config)
     for k in adapter:
         if "lora_b" in k:
             adapter[k] = torch.zeros_like(adapter[k])  # identity adapter: logits equal the base

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipes.helpers import make_hf_checkpoint, write_config
+from tests.recipes.helpers import (
+    checkpointer_node,
+    model_node,
+    tiny_checkpoint_fixture,
+    write_config,
+)
 from tuner.cli.main import main
 
 LORA = {"lora_attn_modules": ["q_proj", "v_proj"], "lora_rank": 4, "lora_alpha": 8}
@@ -46,9 +51,17 @@ def assert_one_error(err: str, *needles: str) -> str:
     return text
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_hf_checkpoint(tmp_path_factory.mktemp("bad_inputs_model"), initializer_range=0.2)
+def run_finished(capsys, finished, *overrides: str) -> tuple[int, str, str]:
+    """`tune run` of the finished run's config with ``overrides`` (exit code, stdout, stderr); whatever
+    happens, the finished run's saved files are left as they were."""
+    config, out = finished
+    before = snapshot(out)
+    code, stdout, err = tune(capsys, "run", RECIPE, "--config", str(config), *overrides)
+    assert snapshot(out) == before
+    return code, stdout, err
+
+
+ckpt = tiny_checkpoint_fixture(initializer_range=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -148,17 +161,8 @@ def test_validate_finds_the_recipe_of_a_copied_config(capsys, tmp_path):
 
 # ---- runtime failures ----------------------------------------------------------------------------------
 def test_resume_with_another_lora_rank_names_both_ranks(capsys, finished):
-    config, out = finished
-    before = snapshot(out)
-    code, _, err = tune(
-        capsys,
-        "run",
-        RECIPE,
-        "--config",
-        str(config),
-        "resume_from_checkpoint=True",
-        "max_steps_per_epoch=4",
-        "model.lora_rank=8",
+    code, _, err = run_finished(
+        capsys, finished, "resume_from_checkpoint=True", "max_steps_per_epoch=4", "model.lora_rank=8"
     )
     assert code == 1
     text = assert_one_error(
@@ -169,7 +173,6 @@ def test_resume_with_another_lora_rank_names_both_ranks(capsys, finished):
         "Fix: resume with the lora_* settings of the run that saved the adapter",
     )
     assert "load_state_dict" not in text and "size mismatch for" not in text
-    assert snapshot(out) == before
 
 
 def test_truncated_adapter_in_generate_names_the_file(capsys, finished, ckpt, tmp_path):
@@ -183,17 +186,12 @@ def test_truncated_adapter_in_generate_names_the_file(capsys, finished, ckpt, tm
     gen.write_text(
         json.dumps(
             {
-                "model": {"_component_": "tuner.models.smollm2.smollm2", **_dims()},
+                "model": model_node(),
                 "tokenizer": {
                     "_component_": "tuner.models.smollm2.smollm2_tokenizer",
                     "path": str(ckpt / "tokenizer.json"),
                 },
-                "checkpointer": {
-                    "_component_": "tuner.checkpoint.HFCheckpointer",
-                    "checkpoint_dir": str(ckpt),
-                    "checkpoint_files": ["model.safetensors"],
-                    "model_type": "SMOLLM2",
-                },
+                "checkpointer": checkpointer_node(ckpt),
                 "adapter_dir": str(adapter),
                 "prompt": "hi",
                 "max_new_tokens": 2,
@@ -204,14 +202,6 @@ def test_truncated_adapter_in_generate_names_the_file(capsys, finished, ckpt, tm
     code, _, err = tune(capsys, "run", "generate", "--config", str(gen))
     assert code == 1
     assert_one_error(err, f"cannot read '{adapter / 'adapter_model.safetensors'}'", "truncated")
-
-
-def _dims() -> dict:
-    from tests.recipes.helpers import model_node
-
-    node = model_node()
-    node.pop("_component_")
-    return node
 
 
 def test_disk_full_during_a_save_names_the_step_and_the_safe_one(capsys, ckpt, tmp_path, monkeypatch):
@@ -328,33 +318,24 @@ def test_bad_yaml_names_the_line(capsys, tmp_path):
 
 
 def test_wrong_model_size_for_the_checkpoint_is_a_runtime_error_with_shapes(capsys, finished):
-    config, out = finished
-    before = snapshot(out)
-    code, _, err = tune(
+    out = finished[1]
+    code, _, err = run_finished(
         capsys,
-        "run",
-        RECIPE,
-        "--config",
-        str(config),
+        finished,
         "output_dir=" + str(out.parent / "other"),
         "checkpointer.output_dir=" + str(out.parent / "other"),
         "model.embed_dim=32",
     )
     assert code == 1
     assert_one_error(err, "the checkpoint does not fit the model", "shape mismatch", "Fix:")
-    assert snapshot(out) == before
 
 
 def test_malformed_dataset_row_names_row_and_column(capsys, finished, tmp_path):
-    config, _ = finished
     rows = tmp_path / "rows.json"
     rows.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b"}, {"instruction": "a", "input": ""}]))
-    code, _, err = tune(
+    code, _, err = run_finished(
         capsys,
-        "run",
-        RECIPE,
-        "--config",
-        str(config),
+        finished,
         f"dataset.data_files={rows}",
         f"output_dir={tmp_path / 'o'}",
         f"checkpointer.output_dir={tmp_path / 'o'}",
@@ -369,13 +350,9 @@ def test_hub_dataset_offline_fails_at_once(capsys, finished, tmp_path, monkeypat
 
     monkeypatch.setattr(tuner.hub, "hub_reachable", lambda timeout=2.0: False)
     monkeypatch.setattr("tuner.datasets._loading.hub_reachable", lambda: False)
-    config, _ = finished
-    code, _, err = tune(
+    code, _, err = run_finished(
         capsys,
-        "run",
-        RECIPE,
-        "--config",
-        str(config),
+        finished,
         "dataset._component_=tuner.datasets.alpaca_cleaned_dataset",
         "~dataset.source",
         "~dataset.data_files",

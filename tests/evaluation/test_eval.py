@@ -15,14 +15,16 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from tests.real_data import ALPACA
-from tests.recipes.helpers import make_hf_checkpoint, model_node, tune
+from tests.recipes.helpers import (
+    alpaca_node,
+    checkpointer_node,
+    model_node,
+    tiny_checkpoint_fixture,
+    tune,
+)
 from tuner.errors import ConfigError, TunerError
 
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_hf_checkpoint(tmp_path_factory.mktemp("eval_tiny"), initializer_range=0.2)
+ckpt = tiny_checkpoint_fixture(initializer_range=0.2)
 
 
 def eval_cfg(ckpt: Path, **overrides) -> dict:
@@ -33,19 +35,8 @@ def eval_cfg(ckpt: Path, **overrides) -> dict:
             "path": str(ckpt / "tokenizer.json"),
             "max_seq_len": 160,
         },
-        "checkpointer": {
-            "_component_": "tuner.checkpoint.HFCheckpointer",
-            "checkpoint_dir": str(ckpt),
-            "checkpoint_files": ["model.safetensors"],
-            "model_type": "SMOLLM2",
-        },
-        "dataset": {
-            "_component_": "tuner.datasets.alpaca_dataset",
-            "source": "json",
-            "data_files": str(ALPACA),
-            "train_on_input": False,
-            "split": "train",
-        },
+        "checkpointer": checkpointer_node(ckpt),
+        "dataset": alpaca_node(),
         "batch_size": 3,
         "max_batches": 3,
         "device": "cpu",

@@ -15,29 +15,28 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.real_data import smollm2_chat_template
-from tests.recipes.helpers import make_hf_checkpoint, model_node, tune, write_config
+from tests.recipes.helpers import (
+    checkpointer_node,
+    model_node,
+    tiny_checkpoint_fixture,
+    train_in_process,
+    tune,
+)
 from tuner.errors import CheckpointError, ConfigError, UsageError
 from tuner.generation.runner import GenerationRun
 
 PROMPTS = ["Name a colour of the sky.", {"system": "Answer in one word.", "user": "What do bees make?"}]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    # a larger init scale gives varied greedy tokens (not one repeated token) from random weights
-    return make_hf_checkpoint(tmp_path_factory.mktemp("gen_tiny"), initializer_range=0.2)
+# a larger init scale gives varied greedy tokens (not one repeated token) from random weights
+ckpt = tiny_checkpoint_fixture(initializer_range=0.2)
 
 
 def gen_cfg(ckpt: Path, **overrides) -> dict:
     cfg = {
         "model": model_node(),
         "tokenizer": {"_component_": "tuner.models.smollm2.smollm2_tokenizer", "path": str(ckpt / "tokenizer.json")},
-        "checkpointer": {
-            "_component_": "tuner.checkpoint.HFCheckpointer",
-            "checkpoint_dir": str(ckpt),
-            "checkpoint_files": ["model.safetensors"],
-            "model_type": "SMOLLM2",
-        },
+        "checkpointer": checkpointer_node(ckpt),
         "device": "cpu",
         "dtype": "fp32",
         "max_new_tokens": 10,
@@ -211,10 +210,6 @@ def test_batched_prompts_with_their_adapters_equal_one_at_a_time(ckpt, two_adapt
 @pytest.fixture(scope="module")
 def ok_run(ckpt, tmp_path_factory) -> Path:
     """A 32-step LoRA run on CPU where every answer is exactly "OK"; returns its last step folder."""
-    from tuner.config import load_config
-    from tuner.training.lora import LoRAFinetune
-    from tuner.training.trainer import Trainer
-
     root = tmp_path_factory.mktemp("ok_run")
     rng = random.Random(0)
     words = "river apple cloud stone tiger piano garden rocket winter candle ocean bread honey magic".split()
@@ -239,24 +234,9 @@ def ok_run(ckpt, tmp_path_factory) -> Path:
         "data_files": str(root / "ok.json"),
         "split": "train",
     }
-    cfg = load_config(
-        write_config(
-            root / "train.yaml",
-            ckpt,
-            root / "out",
-            lora=lora,
-            dataset=dataset,
-            batch_size=4,
-            max_steps_per_epoch=16,
-            epochs=2,
-            shuffle=True,
-            optimizer={"_component_": "torch.optim.AdamW", "lr": 2e-2},
-        )
-    )
-    trainer = Trainer(cfg, LoRAFinetune())
-    trainer.setup()
-    trainer.train()
-    trainer.close()
+    run = dict(batch_size=4, max_steps_per_epoch=16, epochs=2, shuffle=True)
+    run["optimizer"] = {"_component_": "torch.optim.AdamW", "lr": 2e-2}
+    train_in_process(root / "train.yaml", ckpt, root / "out", lora=lora, dataset=dataset, **run)
     return max((root / "out").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
@@ -279,12 +259,7 @@ def test_learned_format_and_stop_at_end_of_turn(ckpt, ok_run, tmp_path):
     merged, _ = run_inprocess(
         gen_cfg(
             ok_run,
-            checkpointer={
-                "_component_": "tuner.checkpoint.HFCheckpointer",
-                "checkpoint_dir": str(ok_run),
-                "checkpoint_files": ["model.safetensors"],
-                "model_type": "SMOLLM2",
-            },
+            checkpointer=checkpointer_node(ok_run),
             prompt=prompts,
             max_new_tokens=20,
         )
@@ -319,17 +294,9 @@ def test_adapter_for_another_model_is_a_clear_error(ckpt, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    other = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=49152,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            tie_word_embeddings=True,
-        )
-    )
+    from tests.recipes.helpers import TINY
+
+    other = LlamaForCausalLM(LlamaConfig(**dict(TINY, hidden_size=32, intermediate_size=64)))
     get_peft_model(other, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(tmp_path / "other")
     with pytest.raises(CheckpointError, match="does not fit this model.*input size 32"):
         run_inprocess(gen_cfg(ckpt, adapter_dir=str(tmp_path / "other"), prompt="hi"))

@@ -15,20 +15,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.recipes.helpers import logged_losses, make_hf_checkpoint, tune, write_config
+from tests.recipes.helpers import LORA, SYNTHETIC, logged_losses, make_hf_checkpoint, tune, write_config
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.distributed,
     pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs"),
 ]
-LORA = {
-    "lora_attn_modules": ["q_proj", "v_proj", "output_proj"],
-    "apply_lora_to_mlp": True,
-    "lora_rank": 8,
-    "lora_alpha": 16,
-}
-SYNTHETIC = {"_component_": "benchmarks.synthetic_dataset", "seq_len": 64, "num_samples": 64, "vocab_size": 49152}
 
 
 @pytest.mark.parametrize("kind", ["full", "lora", "qlora"])

@@ -10,16 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.recipes.helpers import make_hf_checkpoint, write_config
+from tests.recipes.helpers import LORA, SYNTHETIC, checkpointer_node, make_hf_checkpoint, optimizer_node, write_config
 
 pytestmark = pytest.mark.gpu
-LORA = {
-    "lora_attn_modules": ["q_proj", "v_proj", "output_proj"],
-    "apply_lora_to_mlp": True,
-    "lora_rank": 8,
-    "lora_alpha": 16,
-}
-SYNTHETIC = {"_component_": "benchmarks.synthetic_dataset", "seq_len": 64, "num_samples": 64, "vocab_size": 49152}
 
 
 def _config(tmp_path, ckpt, lora, **overrides):
@@ -51,13 +44,7 @@ def test_cuda_run_saves_a_folder_transformers_loads_with_the_same_logits(tmp_pat
         lora,
         dtype="fp32",
         enable_activation_checkpointing=kind == "qlora",
-        checkpointer={
-            "_component_": "tuner.checkpoint.HFCheckpointer",
-            "checkpoint_dir": str(ckpt),
-            "checkpoint_files": None,
-            "model_type": "SMOLLM2",
-            "output_dir": str(tmp_path / "out"),
-        },
+        checkpointer=checkpointer_node(ckpt, tmp_path / "out", files=None),
     )
     trainer = Trainer(cfg, FullFinetune() if kind == "full" else LoRAFinetune())
     trainer.run()
@@ -85,7 +72,7 @@ def test_compiled_bf16_lora_learns(tmp_path):
         batch_size=4,
         dataset={**SYNTHETIC, "num_samples": 4, "seed": 1},
         epochs=12,
-        optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2},
+        optimizer=optimizer_node(1e-2),
     )
     Trainer(cfg, LoRAFinetune()).run()
     losses = [json.loads(line)["loss"] for line in (out / "logs" / "log.jsonl").read_text().splitlines()]

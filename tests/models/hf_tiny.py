@@ -7,7 +7,9 @@ import transformers
 
 VOCAB = 96
 
-_COMMON = dict(
+#: The config.json keys of the tiny decoder tests build (2 layers, width 64, MLP 96, 4 heads, 2 KV heads): the
+#: one place a test model's shape comes from; a test changes what it needs (``dict(TINY, hidden_size=32)``).
+TINY = dict(
     vocab_size=VOCAB,
     hidden_size=64,
     intermediate_size=96,
@@ -16,10 +18,8 @@ _COMMON = dict(
     num_key_value_heads=2,
     max_position_embeddings=64,
     rms_norm_eps=1e-5,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
 )
+_COMMON = dict(TINY, pad_token_id=0, bos_token_id=1, eos_token_id=2)
 
 # family -> (config class, model class, model_type, config kwargs)
 FAMILIES = {
@@ -93,11 +93,24 @@ FAMILIES = {
 }
 
 
+def tiny_hf_kwargs(family: str, **overrides) -> dict:
+    """The config.json keys of ``family``'s tiny model; ``overrides`` change keys (e.g. a ``vocab_size``
+    that fits a test tokenizer)."""
+    return {**_COMMON, **FAMILIES[family][3], **overrides}
+
+
+def tiny_hf_config(family: str, **overrides) -> transformers.PretrainedConfig:
+    """The HF config of ``family``'s tiny model (`tiny_hf_kwargs`), with eager attention."""
+    return getattr(transformers, FAMILIES[family][0])(
+        **tiny_hf_kwargs(family, **overrides), attn_implementation="eager"
+    )
+
+
 def tiny_hf_model(family: str, seed: int = 0, **config_overrides):
     """(HF model in eval mode with random weights, its config dict, model_type); ``config_overrides``
-    change the config (e.g. a ``vocab_size`` that fits a test tokenizer)."""
-    cfg_cls, model_cls, model_type, extra = FAMILIES[family]
-    config = getattr(transformers, cfg_cls)(**{**_COMMON, **extra, **config_overrides}, attn_implementation="eager")
+    change the config (`tiny_hf_config`)."""
+    _, model_cls, model_type, _ = FAMILIES[family]
+    config = tiny_hf_config(family, **config_overrides)
     torch.manual_seed(seed)
     model = getattr(transformers, model_cls)(config).eval()
     gen = torch.Generator().manual_seed(seed)
@@ -109,9 +122,8 @@ def tiny_hf_model(family: str, seed: int = 0, **config_overrides):
 
 def hf_model_from(family: str, state_dict: dict):
     """A fresh HF model of ``family`` loaded with ``state_dict`` (tied lm_head may be absent)."""
-    cfg_cls, model_cls, _, extra = FAMILIES[family]
-    config = getattr(transformers, cfg_cls)(**{**_COMMON, **extra}, attn_implementation="eager")
-    model = getattr(transformers, model_cls)(config).eval()
+    config = tiny_hf_config(family)
+    model = getattr(transformers, FAMILIES[family][1])(config).eval()
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     allowed = {"lm_head.weight"} if config.tie_word_embeddings else set()
     assert not unexpected, unexpected

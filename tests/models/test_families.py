@@ -13,6 +13,7 @@ from tuner.checkpoint.hf_config import build_model_from_hf_config, hf_config_fro
 from tuner.config import resolve_component
 from tuner.errors import ConfigError
 from tuner.models.families import families, family, model_types, normalize_model_type
+from tuner.models.spec import REQUIRED_DIMS, FamilySpec, Size
 
 
 def _sizes():
@@ -77,3 +78,33 @@ def test_size_survives_an_hf_config_round_trip(family_name, size):
         model.norm.eps,
         model.final_softcap,
     )
+
+
+def test_size_table_rows_become_sizes():
+    sizes = Size.table(
+        ("name", "title", "num_layers", "params", "hf_repo", "shards"),
+        ("1b", "One B", 16, 1_000, "org/one", 2),
+        ("3b", "Three B", 28, None, "org/three", 1),
+        vocab_size=128,
+    )
+    assert [(s.name, s.title, dict(s.dims), s.params, s.hf_repo, s.shards) for s in sizes] == [
+        ("1b", "One B", {"vocab_size": 128, "num_layers": 16}, 1_000, "org/one", 2),
+        ("3b", "Three B", {"vocab_size": 128, "num_layers": 28}, None, "org/three", 1),
+    ]
+    with pytest.raises(TypeError, match="has 2 cells for 3 columns"):
+        Size.table(("name", "title", "num_layers"), ("1b", "One B"))
+
+
+def test_spec_defaults_and_variant():
+    """What a family need not say: model_type is its name in capitals, the HF architecture transformers'
+    <Model>ForCausalLM, the required arguments most torchtune builders'; a variant keeps the rest and
+    gets its own module."""
+    spec = FamilySpec(name="tiny_x", title="Tiny", hf_model_type="qwen2", defaults={})
+    assert (spec.model_type, spec.hf_architecture, spec.required, spec.module) == (
+        "TINY_X",
+        "Qwen2ForCausalLM",
+        REQUIRED_DIMS,
+        "tuner.models.tiny_x",
+    )
+    other = spec.variant(name="tiny_y", title="Tiny Y", hf_architecture="Qwen2Model")
+    assert (other.module, other.model_type, other.hf_architecture) == ("tuner.models.tiny_y", "TINY_X", "Qwen2Model")

@@ -15,6 +15,10 @@ from tuner.checkpoint.hf_keys import hf_to_tuner
 from tuner.errors import ConfigError, UsageError
 from tuner.models import TiedLinear, TransformerDecoder
 
+# torchtune's LoRA builder arguments, in its order (what apply_lora receives, by name)
+LORA_ARGUMENTS = ("lora_attn_modules", "apply_lora_to_mlp", "apply_lora_to_output", "lora_rank", "lora_alpha")
+LORA_ARGUMENTS += ("lora_dropout", "use_dora", "quantize_base")
+
 
 def _model(family):
     hf, cfg, mt = tiny_hf_model(family)
@@ -150,29 +154,10 @@ def test_lora_builders_pass_arguments_to_apply_lora(monkeypatch):
     model = llama3_2.qlora_llama3_2(["q_proj", "v_proj"], True, lora_rank=4, lora_alpha=8, use_rslora=True, **dims)
     assert isinstance(model, TransformerDecoder) and model.tok_embeddings.num_embeddings == VOCAB
     _, kw = calls[-1]
-    assert kw == dict(
-        lora_attn_modules=["q_proj", "v_proj"],
-        apply_lora_to_mlp=True,
-        apply_lora_to_output=False,
-        lora_rank=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        use_dora=False,
-        quantize_base=True,
-        use_rslora=True,
-    )
+    assert kw == dict(zip(LORA_ARGUMENTS, (["q_proj", "v_proj"], True, False, 4, 8, 0.0, False, True)), use_rslora=True)
     with torch.device("meta"):
         llama3_2.lora_llama3_2_1b(["q_proj"], False, True, 16, 32.0, 0.1, True)
-    assert calls[-1][1] == dict(
-        lora_attn_modules=["q_proj"],
-        apply_lora_to_mlp=False,
-        apply_lora_to_output=True,
-        lora_rank=16,
-        lora_alpha=32.0,
-        lora_dropout=0.1,
-        use_dora=True,
-        quantize_base=False,
-    )
+    assert calls[-1][1] == dict(zip(LORA_ARGUMENTS, (["q_proj"], False, True, 16, 32.0, 0.1, True, False)))
     with pytest.raises(TypeError, match="multiple values"):
         llama3_2.lora_llama3_2_1b(["q_proj"], True, apply_lora_to_mlp=True)
     sig = inspect.signature(llama3_2.lora_llama3_2)

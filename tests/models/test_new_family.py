@@ -17,30 +17,16 @@ from tuner.errors import ConfigError
 from tuner.models.families import family, model_types, normalize_model_type, register, unregister
 from tuner.models.spec import FamilySpec, Size
 
+_DIMS = dict(
+    vocab_size=VOCAB, num_layers=2, num_heads=4, num_kv_heads=4, embed_dim=64, intermediate_dim=96, max_seq_len=64
+)
 FAMILY = FamilySpec(
     name="tiny_llama_test",
     title="Tiny Llama (test)",
-    model_type="TINY_LLAMA_TEST",
     aliases=("TLT",),
     hf_model_type="llama",
-    hf_architecture="LlamaForCausalLM",
-    required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "intermediate_dim", "max_seq_len"),
     defaults=dict(attn_dropout=0.0, norm_eps=1e-5, rope_base=10_000.0, tie_word_embeddings=False),
-    sizes=(
-        Size(
-            "2l",
-            "Tiny Llama 2 layers",
-            dict(
-                vocab_size=VOCAB,
-                num_layers=2,
-                num_heads=4,
-                num_kv_heads=4,
-                embed_dim=64,
-                intermediate_dim=96,
-                max_seq_len=64,
-            ),
-        ),
-    ),
+    sizes=(Size("2l", "Tiny Llama 2 layers", _DIMS),),
     module=__name__,
 )
 globals().update(FAMILY.builders)

@@ -14,6 +14,7 @@ import torch
 from peft import LoraConfig, PeftModel, VeraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from tests.models.hf_tiny import TINY
 from tuner.checkpoint.hf_config import build_model_from_hf_config
 from tuner.checkpoint.hf_keys import hf_to_tuner, tuner_to_hf
 from tuner.checkpoint.peft_format import load_peft_adapter, load_peft_adapter_config, save_peft_adapter
@@ -43,16 +44,7 @@ VARIANTS = {
 @pytest.fixture(scope="module")
 def hf_base():
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-    )
+    cfg = LlamaConfig(**dict(TINY, vocab_size=128, rms_norm_eps=1e-6, tie_word_embeddings=False))
     return LlamaForCausalLM(cfg).eval(), cfg.to_dict()
 
 
@@ -232,15 +224,7 @@ def test_interop_errors(hf_base, tmp_path):
 
 
 def test_tied_output_is_refused(tokens):
-    cfg = LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    ).to_dict()
+    cfg = LlamaConfig(**dict(TINY, vocab_size=128, num_hidden_layers=1, tie_word_embeddings=True)).to_dict()
     model = build_model_from_hf_config(cfg, MT)
     with pytest.raises(TunerError, match="tied"):
         apply_lora(model, ["q_proj"], apply_lora_to_output=True)

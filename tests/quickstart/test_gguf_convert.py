@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.models.hf_tiny import TINY
 from tuner.checkpoint import gguf as gguf_convert
 from tuner.checkpoint.gguf import convert_gguf_to_hf, default_smollm2_checkpoint
 from tuner.errors import CheckpointError, TunerError
@@ -47,21 +48,10 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def _tiny_hf_model(tie: bool = True):
+    tokens = dict(bos_token_id=1, eos_token_id=2, pad_token_id=2)
     cfg = transformers.LlamaConfig(
-        vocab_size=len(_tiny_vocab()),
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        max_position_embeddings=128,
-        tie_word_embeddings=tie,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
+        **dict(TINY, vocab_size=len(_tiny_vocab()), max_position_embeddings=128, tie_word_embeddings=tie, **tokens)
+    )  # rope theta: Llama's default, 1e4
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(cfg).eval()
     with torch.no_grad():  # norms away from 1 so a wrong name mapping shows

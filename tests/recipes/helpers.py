@@ -8,27 +8,31 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
+import pytest
 import torch
 
+from tests.models.hf_tiny import tiny_hf_kwargs
 from tests.real_data import ALPACA, smollm2_dir
+from tuner.checkpoint.hf_config import builder_kwargs_from_hf_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TINY = dict(
-    vocab_size=49152,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-    rope_theta=100000.0,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=True,
-    bos_token_id=1,
-    eos_token_id=2,
+#: The recipe tests' model: hf_tiny's SmolLM2 layout with SmolLM2's vocabulary (its real tokenizer), no pad token.
+TINY = tiny_hf_kwargs(
+    "smollm2", vocab_size=49152, intermediate_size=128, max_position_embeddings=512, pad_token_id=None
 )
+
+#: The recipe tests' usual adapter: LoRA on every attention projection and the MLP, rank 8.
+LORA = {
+    "lora_attn_modules": ["q_proj", "v_proj", "output_proj"],
+    "apply_lora_to_mlp": True,
+    "lora_rank": 8,
+    "lora_alpha": 16,
+}
+#: Random token sequences of SmolLM2's vocabulary (`benchmarks.synthetic_dataset`): no tokenizer or data files.
+SYNTHETIC = {"_component_": "benchmarks.synthetic_dataset", "seq_len": 64, "num_samples": 64, "vocab_size": 49152}
 
 
 def make_hf_checkpoint(
@@ -56,21 +60,53 @@ def make_hf_checkpoint(
     return folder
 
 
+def tiny_checkpoint_fixture(initializer_range: float = 0.02):
+    """A module-scoped ``ckpt`` fixture (``ckpt = tiny_checkpoint_fixture()`` in a test module): the tiny
+    checkpoint of `make_hf_checkpoint`, made once per module."""
+
+    @pytest.fixture(scope="module")
+    def ckpt(tmp_path_factory) -> Path:
+        return make_hf_checkpoint(tmp_path_factory.mktemp("hf_tiny"), initializer_range=initializer_range)
+
+    return ckpt
+
+
 def model_node(lora: dict | None = None) -> dict:
-    dims = dict(
-        vocab_size=TINY["vocab_size"],
-        num_layers=TINY["num_hidden_layers"],
-        num_heads=TINY["num_attention_heads"],
-        num_kv_heads=TINY["num_key_value_heads"],
-        embed_dim=TINY["hidden_size"],
-        intermediate_dim=TINY["intermediate_size"],
-        max_seq_len=512,
-        rope_base=TINY["rope_theta"],
-        norm_eps=TINY["rms_norm_eps"],
-    )
+    """The ``model`` node of TINY (the component builder's arguments from its config.json keys)."""
+    dims = builder_kwargs_from_hf_config(TINY, "SMOLLM2")
     if lora is None:
-        return {"_component_": "tuner.models.smollm2.smollm2", **dims}
-    return {"_component_": "tuner.models.smollm2.lora_smollm2", **dims, **lora}
+        return dims
+    return {**dims, "_component_": "tuner.models.smollm2.lora_smollm2", **lora}
+
+
+def checkpointer_node(
+    ckpt: Path, out: Path | None = None, files: Sequence[str] | None = ("model.safetensors",)
+) -> dict:
+    """The HF checkpointer node that reads ``files`` of the tiny checkpoint ``ckpt`` (all of its weight
+    files when None) and writes to ``out`` when given."""
+    node = {
+        "_component_": "tuner.checkpoint.HFCheckpointer",
+        "checkpoint_dir": str(ckpt),
+        "checkpoint_files": None if files is None else list(files),
+        "model_type": "SMOLLM2",
+    }
+    return node if out is None else {**node, "output_dir": str(out)}
+
+
+def optimizer_node(lr: float, name: str = "AdamW") -> dict:
+    """A ``torch.optim.<name>`` node with learning rate ``lr`` (the optimizer's other defaults)."""
+    return {"_component_": f"torch.optim.{name}", "lr": lr}
+
+
+def alpaca_node() -> dict:
+    """tuner's quickstart instruction rows as an alpaca dataset node."""
+    return {
+        "_component_": "tuner.datasets.alpaca_dataset",
+        "source": "json",
+        "data_files": str(ALPACA),
+        "train_on_input": False,
+        "split": "train",
+    }
 
 
 def write_config(path: Path, ckpt: Path, out: Path, *, lora: dict | None = None, **overrides) -> Path:
@@ -83,21 +119,9 @@ def write_config(path: Path, ckpt: Path, out: Path, *, lora: dict | None = None,
             "path": str(ckpt / "tokenizer.json"),
             "max_seq_len": 96,
         },
-        "checkpointer": {
-            "_component_": "tuner.checkpoint.HFCheckpointer",
-            "checkpoint_dir": str(ckpt),
-            "checkpoint_files": ["model.safetensors"],
-            "model_type": "SMOLLM2",
-            "output_dir": str(out),
-        },
+        "checkpointer": checkpointer_node(ckpt, out),
         "resume_from_checkpoint": False,
-        "dataset": {
-            "_component_": "tuner.datasets.alpaca_dataset",
-            "source": "json",
-            "data_files": str(ALPACA),
-            "train_on_input": False,
-            "split": "train",
-        },
+        "dataset": alpaca_node(),
         "seed": 1234,
         "shuffle": False,
         "batch_size": 4,
@@ -148,6 +172,20 @@ def shipped_quickstart_args(variant: str, ckpt: Path, out: Path) -> list[str]:
         "~sample_generation",
         "progress_bar=False",
     ]
+
+
+def train_in_process(path: Path, ckpt: Path, out: Path, *, method=None, **config):
+    """Write a recipe config at ``path`` (`write_config`'s arguments) and run a training recipe's `Trainer`
+    on it in this process to its end (LoRA unless ``method`` is given); returns the trainer."""
+    from tuner.config import load_config
+    from tuner.training.lora import LoRAFinetune
+    from tuner.training.trainer import Trainer
+
+    trainer = Trainer(load_config(write_config(path, ckpt, out, **config)), method or LoRAFinetune())
+    trainer.setup()
+    trainer.train()
+    trainer.close()
+    return trainer
 
 
 def tune(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -238,7 +276,7 @@ def assert_kill_and_resume_exact(
         save_every_n_steps=2,
         shuffle=True,
         batch_size=batch_size,
-        optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-3},
+        optimizer=optimizer_node(1e-3),
         **config,
     )
     straight_out, resumed_out = tmp_path / "straight", tmp_path / "resumed"

@@ -16,7 +16,7 @@ from tests.recipes.helpers import (
     ROOT,
     assert_kill_and_resume_exact,
     logged_losses,
-    make_hf_checkpoint,
+    tiny_checkpoint_fixture,
     tune,
     write_config,
 )
@@ -26,9 +26,7 @@ TWO = ("--nproc_per_node", "2", "--standalone")
 LORA = {"lora_attn_modules": ["q_proj", "v_proj"], "apply_lora_to_mlp": True, "lora_rank": 4, "lora_alpha": 8}
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_hf_checkpoint(tmp_path_factory.mktemp("hf_tiny"), initializer_range=0.2)
+ckpt = tiny_checkpoint_fixture(initializer_range=0.2)
 
 
 def _pair(tmp_path: Path, ckpt: Path, kind: str, lora: dict | None, **kw) -> tuple[Path, Path]:

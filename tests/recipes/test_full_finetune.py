@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
-from tests.recipes.helpers import assert_kill_and_resume_exact, logged_losses, make_hf_checkpoint, tune, write_config
+from tests.recipes.helpers import (
+    logged_losses,
+    optimizer_node,
+    tiny_checkpoint_fixture,
+    tune,
+    write_config,
+)
 
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_hf_checkpoint(tmp_path_factory.mktemp("hf_tiny"))
+ckpt = tiny_checkpoint_fixture()
 
 
 def _reference_losses(ckpt: Path, cfg_path: Path, steps: int) -> list[float]:
@@ -78,13 +80,7 @@ def test_losses_match_plain_hf_loop_and_output_loads_in_transformers(ckpt, tmp_p
 def test_loss_decreases_on_real_data(ckpt, tmp_path):
     out = tmp_path / "out"
     cfg = write_config(
-        tmp_path / "cfg.yaml",
-        ckpt,
-        out,
-        max_steps_per_epoch=30,
-        shuffle=True,
-        batch_size=4,
-        optimizer={"_component_": "torch.optim.AdamW", "lr": 3e-3},
+        tmp_path / "cfg.yaml", ckpt, out, max_steps_per_epoch=30, shuffle=True, optimizer=optimizer_node(3e-3)
     )
     tune("run", "full_finetune_single_device", "--config", str(cfg), "checkpointer.keep_last_n_checkpoints=1")
     losses = logged_losses(out)
@@ -94,4 +90,6 @@ def test_loss_decreases_on_real_data(ckpt, tmp_path):
 
 
 def test_kill_and_resume_is_exact(ckpt, tmp_path):
+    from tests.recipes.helpers import assert_kill_and_resume_exact
+
     assert_kill_and_resume_exact("full_finetune_single_device", ckpt, tmp_path)

@@ -11,22 +11,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.recipes.helpers import logged_losses, make_hf_checkpoint, write_config
+from tests.recipes.helpers import (
+    LORA,
+    logged_losses,
+    optimizer_node,
+    tiny_checkpoint_fixture,
+    write_config,
+)
 from tuner.config import instantiate, load_config
 from tuner.training.lora import LoRAFinetune
 from tuner.training.trainer import Trainer
 
-LORA = {
-    "lora_attn_modules": ["q_proj", "v_proj", "output_proj"],
-    "apply_lora_to_mlp": True,
-    "lora_rank": 8,
-    "lora_alpha": 16,
-}
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_hf_checkpoint(tmp_path_factory.mktemp("hf_tiny"), initializer_range=0.2)
+ckpt = tiny_checkpoint_fixture(initializer_range=0.2)
 
 
 def _train(tmp_path: Path, ckpt: Path, lora: dict, **overrides) -> tuple[Trainer, dict[str, torch.Tensor]]:
@@ -62,7 +58,7 @@ def test_only_adapters_change_loss_falls_and_outputs_load(ckpt, tmp_path):
         LORA,
         max_steps_per_epoch=25,
         shuffle=True,
-        optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2},
+        optimizer=optimizer_node(1e-2),
     )
     after = trainer.decoder.state_dict()
     changed = {k for k in after if not torch.equal(after[k], before[k])}
@@ -101,7 +97,7 @@ def test_variants_train_and_export_to_peft(ckpt, tmp_path, variant):
         lora,
         max_steps_per_epoch=3,
         save_adapter_weights_only=True,
-        optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2},
+        optimizer=optimizer_node(1e-2),
     )
     tokens = torch.randint(0, 49152, (2, 13))
     trainer.decoder.eval()
@@ -139,7 +135,7 @@ def test_qlora_trains_and_adapter_loads_in_peft_over_dequantized_base(ckpt, tmp_
         {**LORA, "quantize_base": True},
         max_steps_per_epoch=3,
         enable_activation_checkpointing=True,
-        optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2},
+        optimizer=optimizer_node(1e-2),
     )
     assert any(has_nf4_weight(m) for m in trainer.decoder.modules())
     after = trainer.decoder.state_dict()
@@ -175,7 +171,7 @@ def test_qlora_keeping_dense_weights_for_backward_changes_no_loss(ckpt, tmp_path
     common = {
         "max_steps_per_epoch": 2,
         "enable_activation_checkpointing": True,
-        "optimizer": {"_component_": "torch.optim.AdamW", "lr": 1e-2},
+        "optimizer": optimizer_node(1e-2),
     }
     (tmp_path / "plain").mkdir()
     (tmp_path / "kept").mkdir()

@@ -11,25 +11,23 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.recipes.helpers import make_hf_checkpoint, model_node, tune, write_config
+from tests.recipes.helpers import (
+    checkpointer_node,
+    model_node,
+    tiny_checkpoint_fixture,
+    train_in_process,
+    tune,
+)
 from tuner.errors import CheckpointError, ConfigError
 from tuner.generation.export import merge_checkpoint
 
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_hf_checkpoint(tmp_path_factory.mktemp("merge_tiny"), initializer_range=0.2)
+ckpt = tiny_checkpoint_fixture(initializer_range=0.2)
 
 
 def merge_cfg(ckpt: Path, adapter_dir: Path, out: Path, **overrides) -> dict:
     cfg = {
         "model": model_node(),
-        "checkpointer": {
-            "_component_": "tuner.checkpoint.HFCheckpointer",
-            "checkpoint_dir": str(ckpt),
-            "checkpoint_files": ["model.safetensors"],
-            "model_type": "SMOLLM2",
-        },
+        "checkpointer": checkpointer_node(ckpt),
         "adapter_dir": str(adapter_dir),
         "output_dir": str(out),
         "device": "cpu",
@@ -137,10 +135,6 @@ def test_cast_and_measure_reports_the_logit_change():
 def test_merge_qlora_run_adapter(ckpt, tmp_path):
     """A QLoRA run's adapter (trained over the NF4 base) merged into the dense base = PEFT's
     base + adapter over the dense base."""
-    from tuner.config import load_config
-    from tuner.training.lora import LoRAFinetune
-    from tuner.training.trainer import Trainer
-
     lora = {
         "lora_attn_modules": ["q_proj", "v_proj"],
         "apply_lora_to_mlp": True,
@@ -148,22 +142,9 @@ def test_merge_qlora_run_adapter(ckpt, tmp_path):
         "lora_alpha": 8,
         "quantize_base": True,
     }
-    cfg = load_config(
-        write_config(
-            tmp_path / "qlora.yaml",
-            ckpt,
-            tmp_path / "run",
-            lora=lora,
-            max_steps_per_epoch=3,
-            batch_size=2,
-            save_adapter_weights_only=True,
-            optimizer={"_component_": "torch.optim.AdamW", "lr": 1e-2},
-        )
-    )
-    trainer = Trainer(cfg, LoRAFinetune())
-    trainer.setup()
-    trainer.train()
-    trainer.close()
+    optimizer = {"_component_": "torch.optim.AdamW", "lr": 1e-2}
+    run = dict(max_steps_per_epoch=3, batch_size=2, save_adapter_weights_only=True, optimizer=optimizer)
+    train_in_process(tmp_path / "qlora.yaml", ckpt, tmp_path / "run", lora=lora, **run)
     step = tmp_path / "run" / "step_3"
     out = merge_checkpoint(OmegaConf.create(merge_cfg(ckpt, step, tmp_path / "merged", dtype="fp32")))
     with torch.no_grad():

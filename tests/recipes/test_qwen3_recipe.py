@@ -8,6 +8,7 @@ import json
 import torch
 
 from tests.data.tokenizer_files import qwen3_tokenizer_dir
+from tests.models.hf_tiny import tiny_hf_kwargs
 from tuner.checkpoint.hf_config import builder_kwargs_from_hf_config
 from tuner.cli.run import run_recipe
 
@@ -19,18 +20,8 @@ def test_qwen3_lora_config_trains_and_its_adapter_loads_in_peft(tmp_path, capsys
     from transformers import AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=151_936,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        initializer_range=0.2,
-    )
+    # hf_tiny's Qwen3 layout with Qwen3's vocabulary (its real tokenizer); weights large enough to train visibly
+    config = Qwen3Config(**tiny_hf_kwargs("qwen3", vocab_size=151_936, tie_word_embeddings=True, initializer_range=0.2))
     Qwen3ForCausalLM(config).save_pretrained(tmp_path / "ckpt")
     (tmp_path / "data.json").write_text(json.dumps(ROWS))
     dims = builder_kwargs_from_hf_config(config.to_dict(), "QWEN3")

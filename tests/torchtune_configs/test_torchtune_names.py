@@ -13,16 +13,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.recipes.helpers import logged_losses, make_hf_checkpoint, write_config
+from tests.recipes.helpers import logged_losses, tiny_checkpoint_fixture, write_config
 from tuner.cli.run import run_recipe
 from tuner.errors import CheckpointError
 
 LORA = {"lora_attn_modules": ["q_proj", "v_proj"], "apply_lora_to_mlp": True, "lora_rank": 4, "lora_alpha": 8}
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_hf_checkpoint(tmp_path_factory.mktemp("hf_tiny"), initializer_range=0.2)
+ckpt = tiny_checkpoint_fixture(initializer_range=0.2)
 
 
 def _run(recipe: str, ckpt: Path, out: Path, capsys, **overrides) -> tuple[int, str]:

@@ -10,16 +10,20 @@ import pytest
 import torch
 
 from tests.real_data import ALPACA
-from tests.recipes.helpers import make_hf_checkpoint, tune, write_config
+from tests.recipes.helpers import (
+    checkpointer_node,
+    make_hf_checkpoint,
+    optimizer_node,
+    tiny_checkpoint_fixture,
+    tune,
+    write_config,
+)
 from tuner.config import load_config
 from tuner.errors import ConfigError
 from tuner.training.full import FullFinetune
 from tuner.training.trainer import Trainer
 
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_hf_checkpoint(tmp_path_factory.mktemp("hf_tiny"))
+ckpt = tiny_checkpoint_fixture()
 
 
 def run(tmp_path: Path, ckpt: Path, name: str, **overrides) -> tuple[Trainer, list[dict]]:
@@ -142,16 +146,14 @@ def test_packed_dataset_trains(ckpt, tmp_path):
 
 
 def test_fp16_with_grad_scaler_tracks_fp32(ckpt, tmp_path):
-    _, rows32 = run(
-        tmp_path, ckpt, "fp32", max_steps_per_epoch=2, optimizer={"_component_": "torch.optim.SGD", "lr": 0.1}
-    )
+    _, rows32 = run(tmp_path, ckpt, "fp32", max_steps_per_epoch=2, optimizer=optimizer_node(0.1, "SGD"))
     t16, rows16 = run(
         tmp_path,
         ckpt,
         "fp16",
         max_steps_per_epoch=2,
         dtype="fp16",
-        optimizer={"_component_": "torch.optim.SGD", "lr": 0.1},
+        optimizer=optimizer_node(0.1, "SGD"),
     )
     assert t16.grad_scaler is not None
     assert losses(rows16) == pytest.approx(losses(rows32), rel=2e-3)
@@ -208,7 +210,7 @@ def test_nan_stops_the_run_and_nothing_bad_is_saved(ckpt, tmp_path):
         out,
         max_steps_per_epoch=6,
         save_every_n_steps=1,
-        optimizer={"_component_": "torch.optim.SGD", "lr": 1e30},
+        optimizer=optimizer_node(1e30, "SGD"),
     )
     proc = tune("run", "full_finetune_single_device", "--config", str(cfg), check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
@@ -282,13 +284,7 @@ def test_sharded_checkpoint_streams_in_and_a_missing_shard_is_named(tmp_path, mo
         sharded,
         "streamed",
         max_steps_per_epoch=1,
-        checkpointer={
-            "_component_": "tuner.checkpoint.HFCheckpointer",
-            "checkpoint_dir": str(sharded),
-            "checkpoint_files": None,
-            "model_type": "SMOLLM2",
-            "output_dir": str(tmp_path / "streamed"),
-        },
+        checkpointer=checkpointer_node(sharded, tmp_path / "streamed", files=None),
     )
     assert len(calls) == len(shards)  # one shard at a time, never one merged state dict
     assert len(losses(rows)) == 1
@@ -297,13 +293,7 @@ def test_sharded_checkpoint_streams_in_and_a_missing_shard_is_named(tmp_path, mo
             tmp_path / "partial.yaml",
             sharded,
             tmp_path / "partial",
-            checkpointer={
-                "_component_": "tuner.checkpoint.HFCheckpointer",
-                "checkpoint_dir": str(sharded),
-                "checkpoint_files": shards[:1],
-                "model_type": "SMOLLM2",
-                "output_dir": str(tmp_path / "partial"),
-            },
+            checkpointer=checkpointer_node(sharded, tmp_path / "partial", files=shards[:1]),
         )
     )
     with pytest.raises(
@@ -327,9 +317,7 @@ def test_optimizer_in_backward_asks_only_for_optimizers_on_the_training_device(m
         lambda cfg, params, device: asked.append(device) or real(cfg, params, torch.device("cpu")),
     )
     model = torch.nn.Linear(3, 2)
-    opt = optim.OptimizerInBackward(
-        OmegaConf.create({"_component_": "torch.optim.AdamW", "lr": 0.02}), model, torch.device("cuda")
-    )
+    opt = optim.OptimizerInBackward(OmegaConf.create(optimizer_node(0.02)), model, torch.device("cuda"))
     assert asked and set(asked) == {torch.device("cuda")}
     assert opt.lr_proxy.param_groups[0]["lr"] == 0.02
 

@@ -37,6 +37,11 @@ except ImportError:  # pragma: no cover - old torch
     create_block_mask = None  # type: ignore[assignment]
     flex_attention = None  # type: ignore[assignment]
 
+#: What a ``mask`` argument may be: None (causal), a bool tensor (True = may attend) or a FlexAttention BlockMask.
+Mask = torch.Tensor | object | None
+#: RoPE's (cos, sin) tables for the positions of one call.
+RopeTables = tuple[torch.Tensor, torch.Tensor]
+
 _compiled_flex = None
 
 
@@ -136,8 +141,8 @@ class MultiHeadAttention(nn.Module):
         self,
         x: torch.Tensor,
         *,
-        mask: torch.Tensor | object | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: Mask = None,
+        rope: RopeTables | None = None,
         cache_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x`` ``[b, s, d]`` -> ``[b, s, d]``.

@@ -37,12 +37,22 @@ def _check_hf_config(c: Mapping[str, Any]) -> None:
         raise ConfigError("Gemma 2 with untied embeddings is not supported", "set tie_word_embeddings true")
 
 
+# The released sizes, one a row (a table: ruff format leaves it as written).
+# fmt: off
+_SIZES = Size.table(
+    ("name", "title", "num_layers", "num_heads", "head_dim", "num_kv_heads", "embed_dim", "intermediate_dim",
+     "query_pre_attn_scalar", "params", "hf_repo", "shards"),
+    ("2b",  "Gemma 2 2B",  26,  8, 256,  4, 2304,  9216, 256,  2_614_341_888, "google/gemma-2-2b",   2),
+    ("9b",  "Gemma 2 9B",  42, 16, 256,  8, 3584, 14336, 256,  9_241_705_984, "google/gemma-2-9b",   4),
+    ("27b", "Gemma 2 27B", 46, 32, 128, 16, 4608, 36864, 144, 27_227_128_320, "google/gemma-2-27b", 12),
+    vocab_size=256_000, max_seq_len=8192,
+)
+# fmt: on
+
 FAMILY = FamilySpec(
     name="gemma2",
     title="Gemma 2",
-    model_type="GEMMA2",
     hf_model_type="gemma2",
-    hf_architecture="Gemma2ForCausalLM",
     required=(
         "vocab_size",
         "num_layers",
@@ -82,61 +92,6 @@ FAMILY = FamilySpec(
     check_hf_config=_check_hf_config,
     tokenizer="tuner.models.gemma2.gemma2_tokenizer",
     chat_format=Gemma2Format,
-    sizes=(
-        Size(
-            "2b",
-            "Gemma 2 2B",
-            dict(
-                vocab_size=256_000,
-                num_layers=26,
-                num_heads=8,
-                head_dim=256,
-                num_kv_heads=4,
-                embed_dim=2304,
-                intermediate_dim=9216,
-                max_seq_len=8192,
-                query_pre_attn_scalar=256,
-            ),
-            params=2_614_341_888,
-            hf_repo="google/gemma-2-2b",
-            shards=2,
-        ),
-        Size(
-            "9b",
-            "Gemma 2 9B",
-            dict(
-                vocab_size=256_000,
-                num_layers=42,
-                num_heads=16,
-                head_dim=256,
-                num_kv_heads=8,
-                embed_dim=3584,
-                intermediate_dim=14336,
-                max_seq_len=8192,
-                query_pre_attn_scalar=256,
-            ),
-            params=9_241_705_984,
-            hf_repo="google/gemma-2-9b",
-            shards=4,
-        ),
-        Size(
-            "27b",
-            "Gemma 2 27B",
-            dict(
-                vocab_size=256_000,
-                num_layers=46,
-                num_heads=32,
-                head_dim=128,
-                num_kv_heads=16,
-                embed_dim=4608,
-                intermediate_dim=36864,
-                max_seq_len=8192,
-                query_pre_attn_scalar=144,
-            ),
-            params=27_227_128_320,
-            hf_repo="google/gemma-2-27b",
-            shards=12,
-        ),
-    ),
+    sizes=_SIZES,
 )
 globals().update(FAMILY.builders)

@@ -7,12 +7,22 @@ from tuner.errors import unsupported
 from tuner.models._builder import llama_mlp_width
 from tuner.models.spec import FamilySpec, Size
 
+# The released sizes, one a row (a table: ruff format leaves it as written).
+# fmt: off
+_SIZES = Size.table(
+    ("name", "title", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "intermediate_dim", "params", "hf_repo",
+     "shards"),
+    ("7b",  "Llama 2 7B",  32, 32, 32, 4096, 11008,  6_738_415_616, "meta-llama/Llama-2-7b-hf",   2),
+    ("13b", "Llama 2 13B", 40, 40, 40, 5120, 13824, 13_015_864_320, "meta-llama/Llama-2-13b-hf",  3),
+    ("70b", "Llama 2 70B", 80, 64,  8, 8192, 28672, 68_976_648_192, "meta-llama/Llama-2-70b-hf", 15),
+    vocab_size=32_000, max_seq_len=4096,
+)
+# fmt: on
+
 FAMILY = FamilySpec(
     name="llama2",
     title="Llama 2",
-    model_type="LLAMA2",
     hf_model_type="llama",
-    hf_architecture="LlamaForCausalLM",
     meta_format=True,
     required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "max_seq_len"),
     defaults=dict(
@@ -22,56 +32,7 @@ FAMILY = FamilySpec(
     tokenizer="tuner.models.llama2.llama2_tokenizer",
     tokenizer_file="tokenizer.model",
     chat_format=Llama2Format,
-    sizes=(
-        Size(
-            "7b",
-            "Llama 2 7B",
-            dict(
-                vocab_size=32_000,
-                num_layers=32,
-                num_heads=32,
-                num_kv_heads=32,
-                embed_dim=4096,
-                intermediate_dim=11008,
-                max_seq_len=4096,
-            ),
-            params=6_738_415_616,
-            hf_repo="meta-llama/Llama-2-7b-hf",
-            shards=2,
-        ),
-        Size(
-            "13b",
-            "Llama 2 13B",
-            dict(
-                vocab_size=32_000,
-                num_layers=40,
-                num_heads=40,
-                num_kv_heads=40,
-                embed_dim=5120,
-                intermediate_dim=13824,
-                max_seq_len=4096,
-            ),
-            params=13_015_864_320,
-            hf_repo="meta-llama/Llama-2-13b-hf",
-            shards=3,
-        ),
-        Size(
-            "70b",
-            "Llama 2 70B",
-            dict(
-                vocab_size=32_000,
-                num_layers=80,
-                num_heads=64,
-                num_kv_heads=8,
-                embed_dim=8192,
-                intermediate_dim=28672,
-                max_seq_len=4096,
-            ),
-            params=68_976_648_192,
-            hf_repo="meta-llama/Llama-2-70b-hf",
-            shards=15,
-        ),
-    ),
+    sizes=_SIZES,
 )
 globals().update(FAMILY.builders)
 

@@ -6,58 +6,37 @@ import sys as _sys
 
 from tuner.data.tokenizers import Llama3Format, Llama3Tokenizer, llama3_tokenizer  # noqa: F401  (torchtune paths)
 from tuner.data.tokenizers import llama3 as _tokenizer
-from tuner.models._builder import llama_mlp_width
-from tuner.models.spec import FamilySpec, Size
+from tuner.models import llama2
+from tuner.models.spec import Size
 
-FAMILY = FamilySpec(
+#: What every Llama 3.x size shares: the tokenizer's vocabulary and 8 KV heads (grouped-query attention).
+SHARED_DIMS = dict(vocab_size=128_256, num_kv_heads=8)
+
+# The released sizes, one a row (a table: ruff format leaves it as written); the columns of every Llama 3.x
+# size table (the other builder arguments, then the release) are SIZE_COLUMNS.
+# fmt: off
+SIZE_COLUMNS = ("name", "title", "num_layers", "num_heads", "embed_dim", "intermediate_dim",
+                "params", "hf_repo", "shards")
+_SIZES = Size.table(
+    SIZE_COLUMNS,
+    ("8b",  "Llama 3 8B Instruct",  32, 32, 4096, 14336,  8_030_261_248, "meta-llama/Meta-Llama-3-8B-Instruct",   4),
+    ("70b", "Llama 3 70B Instruct", 80, 64, 8192, 28672, 70_553_706_496, "meta-llama/Meta-Llama-3-70B-Instruct", 30),
+    **SHARED_DIMS, max_seq_len=8192,
+)
+# fmt: on
+
+# Llama 2's architecture and checkpoint formats (Meta's too, and its MLP width rule) with its own defaults.
+FAMILY = llama2.FAMILY.variant(
     name="llama3",
     title="Llama 3",
     model_type="LLAMA3",
-    hf_model_type="llama",
-    hf_architecture="LlamaForCausalLM",
-    meta_format=True,
-    required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "max_seq_len"),
     defaults=dict(
         attn_dropout=0.0, rope_base=500_000.0, intermediate_dim=None, norm_eps=1e-5, tie_word_embeddings=False
     ),
-    derive=(llama_mlp_width,),
     tokenizer="tuner.models.llama3.llama3_tokenizer",
     tokenizer_file="original/tokenizer.model",
     chat_format=Llama3Format,
-    sizes=(
-        Size(
-            "8b",
-            "Llama 3 8B Instruct",
-            dict(
-                vocab_size=128_256,
-                num_layers=32,
-                num_heads=32,
-                num_kv_heads=8,
-                embed_dim=4096,
-                max_seq_len=8192,
-                intermediate_dim=14336,
-            ),
-            params=8_030_261_248,
-            hf_repo="meta-llama/Meta-Llama-3-8B-Instruct",
-            shards=4,
-        ),
-        Size(
-            "70b",
-            "Llama 3 70B Instruct",
-            dict(
-                vocab_size=128_256,
-                num_layers=80,
-                num_heads=64,
-                num_kv_heads=8,
-                embed_dim=8192,
-                max_seq_len=8192,
-                intermediate_dim=28672,
-            ),
-            params=70_553_706_496,
-            hf_repo="meta-llama/Meta-Llama-3-70B-Instruct",
-            shards=30,
-        ),
-    ),
+    sizes=_SIZES,
 )
 globals().update(FAMILY.builders)
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from tuner.models import llama3_1
 from tuner.models.spec import Size
 
-FAMILY = replace(
-    llama3_1.FAMILY,
+FAMILY = llama3_1.FAMILY.variant(
     name="llama3_3",
     title="Llama 3.3",
     aliases=("LLAMA3_3",),
-    module="",
     sizes=(
         Size(
             "70b",

@@ -16,14 +16,22 @@ def _check_hf_config(c: Mapping[str, Any]) -> None:
         raise ConfigError("Phi-3 with partial_rotary_factor != 1 is not supported", "use Phi-3-mini")
 
 
+# The released sizes, one a row (a table: ruff format leaves it as written).
+# fmt: off
+_SIZES = Size.table(
+    ("name", "title", "params", "hf_repo", "shards"),
+    ("mini", "Phi-3 mini 4k Instruct", 3_821_079_552, "microsoft/Phi-3-mini-4k-instruct", 2),
+    vocab_size=32_064, num_layers=32, num_heads=32, num_kv_heads=32, embed_dim=3072, intermediate_dim=8192,
+    max_seq_len=4096, sliding_window=2047,
+)
+# fmt: on
+
 FAMILY = FamilySpec(
     name="phi3",
     title="Phi-3",
     model_type="PHI3_MINI",
     aliases=("PHI3",),
     hf_model_type="phi3",
-    hf_architecture="Phi3ForCausalLM",
-    required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "intermediate_dim", "max_seq_len"),
     defaults=dict(attn_dropout=0.0, norm_eps=1e-5, rope_base=10_000.0, sliding_window=None, tie_word_embeddings=False),
     hf_fused={
         "attn.q_proj": "self_attn.qkv_proj",
@@ -36,24 +44,6 @@ FAMILY = FamilySpec(
     check_hf_config=_check_hf_config,
     tokenizer="tuner.models.phi3.phi3_mini_tokenizer",
     chat_format=Phi3Format,
-    sizes=(
-        Size(
-            "mini",
-            "Phi-3 mini 4k Instruct",
-            dict(
-                vocab_size=32_064,
-                num_layers=32,
-                num_heads=32,
-                num_kv_heads=32,
-                embed_dim=3072,
-                intermediate_dim=8192,
-                max_seq_len=4096,
-                sliding_window=2047,
-            ),
-            params=3_821_079_552,
-            hf_repo="microsoft/Phi-3-mini-4k-instruct",
-            shards=2,
-        ),
-    ),
+    sizes=_SIZES,
 )
 globals().update(FAMILY.builders)

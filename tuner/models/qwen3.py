@@ -19,78 +19,34 @@ def _check_hf_config(c: Mapping[str, Any]) -> None:
         )
 
 
-def _dims(layers: int, heads: int, dim: int, inter: int, tied: bool, max_seq_len: int) -> dict[str, Any]:
-    return dict(
-        vocab_size=151_936,
-        num_layers=layers,
-        num_heads=heads,
-        num_kv_heads=8,
-        embed_dim=dim,
-        intermediate_dim=inter,
-        max_seq_len=max_seq_len,
-        head_dim=128,
-        tie_word_embeddings=tied,
-    )
-
-
-# released config.json values; a size's base and post-trained checkpoints differ only in context length
-_0_6B, _1_7B, _4B, _8B = (
-    (28, 16, 1024, 3072, True),
-    (28, 16, 2048, 6144, True),
-    (36, 32, 2560, 9728, True),
-    (36, 32, 4096, 12288, False),
+# The released sizes, one a row (a table: ruff format leaves it as written), as in their config.json files;
+# a size's base and post-trained checkpoints differ only in context length.
+# fmt: off
+_SIZES = Size.table(
+    ("name", "title", "num_layers", "num_heads", "embed_dim", "intermediate_dim", "tie_word_embeddings", "max_seq_len",
+     "params", "hf_repo", "shards"),
+    ("0_6b_base",     "Qwen3 0.6B Base", 28, 16, 1024,  3072,  True, 32_768,   596_049_920, "Qwen/Qwen3-0.6B-Base", 1),
+    ("0_6b_instruct", "Qwen3 0.6B",      28, 16, 1024,  3072,  True, 40_960,   596_049_920, "Qwen/Qwen3-0.6B",      1),
+    ("1_7b_base",     "Qwen3 1.7B Base", 28, 16, 2048,  6144,  True, 32_768, 1_720_574_976, "Qwen/Qwen3-1.7B-Base", 2),
+    ("1_7b_instruct", "Qwen3 1.7B",      28, 16, 2048,  6144,  True, 40_960, 1_720_574_976, "Qwen/Qwen3-1.7B",      2),
+    ("4b_base",       "Qwen3 4B Base",   36, 32, 2560,  9728,  True, 32_768, 4_022_468_096, "Qwen/Qwen3-4B-Base",   3),
+    ("4b_instruct",   "Qwen3 4B",        36, 32, 2560,  9728,  True, 40_960, 4_022_468_096, "Qwen/Qwen3-4B",        3),
+    ("8b_base",       "Qwen3 8B Base",   36, 32, 4096, 12288, False, 32_768, 8_190_735_360, "Qwen/Qwen3-8B-Base",   5),
+    ("8b_instruct",   "Qwen3 8B",        36, 32, 4096, 12288, False, 40_960, 8_190_735_360, "Qwen/Qwen3-8B",        5),
+    vocab_size=151_936, num_kv_heads=8, head_dim=128,
 )
+# fmt: on
 
 FAMILY = FamilySpec(
     name="qwen3",
     title="Qwen3",
-    model_type="QWEN3",
     hf_model_type="qwen3",
-    hf_architecture="Qwen3ForCausalLM",
-    required=("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "intermediate_dim", "max_seq_len"),
     defaults=dict(head_dim=None, attn_dropout=0.0, norm_eps=1e-6, rope_base=1_000_000.0, tie_word_embeddings=False),
     decoder=dict(qk_norm=True),
     hf_extra={"use_sliding_window": False},
     check_hf_config=_check_hf_config,
     tokenizer="tuner.models.qwen3.qwen3_tokenizer",
     chat_format=Qwen3Format,
-    sizes=(
-        Size("0_6b_base", "Qwen3 0.6B Base", _dims(*_0_6B, 32_768), params=596_049_920, hf_repo="Qwen/Qwen3-0.6B-Base"),
-        Size("0_6b_instruct", "Qwen3 0.6B", _dims(*_0_6B, 40_960), params=596_049_920, hf_repo="Qwen/Qwen3-0.6B"),
-        Size(
-            "1_7b_base",
-            "Qwen3 1.7B Base",
-            _dims(*_1_7B, 32_768),
-            params=1_720_574_976,
-            hf_repo="Qwen/Qwen3-1.7B-Base",
-            shards=2,
-        ),
-        Size(
-            "1_7b_instruct",
-            "Qwen3 1.7B",
-            _dims(*_1_7B, 40_960),
-            params=1_720_574_976,
-            hf_repo="Qwen/Qwen3-1.7B",
-            shards=2,
-        ),
-        Size(
-            "4b_base",
-            "Qwen3 4B Base",
-            _dims(*_4B, 32_768),
-            params=4_022_468_096,
-            hf_repo="Qwen/Qwen3-4B-Base",
-            shards=3,
-        ),
-        Size("4b_instruct", "Qwen3 4B", _dims(*_4B, 40_960), params=4_022_468_096, hf_repo="Qwen/Qwen3-4B", shards=3),
-        Size(
-            "8b_base",
-            "Qwen3 8B Base",
-            _dims(*_8B, 32_768),
-            params=8_190_735_360,
-            hf_repo="Qwen/Qwen3-8B-Base",
-            shards=5,
-        ),
-        Size("8b_instruct", "Qwen3 8B", _dims(*_8B, 40_960), params=8_190_735_360, hf_repo="Qwen/Qwen3-8B", shards=5),
-    ),
+    sizes=_SIZES,
 )
 globals().update(FAMILY.builders)

@@ -22,9 +22,9 @@ one builder per size ``<family>_<size>()``, and ``lora_`` / ``qlora_`` versions 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from tuner.models._builder import make_lora_builder, transformer_decoder
 from tuner.models.transformer import TransformerDecoder
@@ -57,6 +57,18 @@ ARG_TYPES: dict[str, type] = {
 }
 
 
+#: The component builder arguments without a default that most of torchtune's families take, in its order.
+REQUIRED_DIMS = (
+    "vocab_size",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "embed_dim",
+    "intermediate_dim",
+    "max_seq_len",
+)
+
+
 @dataclass(frozen=True, eq=False)
 class Size:
     """One released size of a family (a litgpt-style row): the component builder's arguments plus
@@ -69,18 +81,34 @@ class Size:
     hf_repo: str | None = None  # HF Hub repo the configs download
     shards: int = 1  # safetensors files in that repo
 
+    @classmethod
+    def table(cls, columns: Sequence[str], *rows: Sequence[Any], **common: Any) -> tuple[Size, ...]:
+        """Sizes written as a table, one row per released size: ``columns`` names the cells of every
+        row; ``name``, ``title``, ``params``, ``hf_repo`` and ``shards`` are the `Size` fields, any other
+        name a component builder argument (a ``dims`` entry). ``common`` are builder arguments every
+        row shares (``vocab_size=128_256``), stated once."""
+        fields = {"name", "title", "params", "hf_repo", "shards"}
+        sizes = []
+        for row in rows:
+            if len(row) != len(columns):
+                raise TypeError(f"size row {row!r} has {len(row)} cells for {len(columns)} columns {columns!r}")
+            cells = dict(zip(columns, row))
+            dims = {**common, **{k: v for k, v in cells.items() if k not in fields}}
+            sizes.append(cls(dims=dims, **{k: v for k, v in cells.items() if k in fields}))
+        return tuple(sizes)
 
-@dataclass(frozen=True, eq=False)
+
+@dataclass(frozen=True, eq=False, kw_only=True)
 class FamilySpec:
     """Everything about one model family; see the module docstring. Specs compare by identity (the
     registry holds each once)."""
 
     name: str  # module name, component builder and builder prefix
     title: str  # e.g. "Llama 3.2" (messages and docstrings)
-    model_type: str  # canonical checkpointer model_type
+    model_type: str = ""  # canonical checkpointer model_type; default the name in capitals (torchtune's names)
     hf_model_type: str  # config.json "model_type"
-    hf_architecture: str  # config.json "architectures"[0]
-    required: tuple[str, ...]  # component builder arguments without default, in order
+    hf_architecture: str = ""  # config.json "architectures"[0]; default transformers' <Model>ForCausalLM name
+    required: tuple[str, ...] = REQUIRED_DIMS  # component builder arguments without default, in order
     defaults: Mapping[str, Any]  # then these, in order
     sizes: tuple[Size, ...] = ()
     aliases: tuple[str, ...] = ()  # other model_type spellings that mean this family
@@ -101,12 +129,21 @@ class FamilySpec:
     def __post_init__(self) -> None:
         if not self.module:
             object.__setattr__(self, "module", f"tuner.models.{self.name}")
+        if not self.model_type:
+            object.__setattr__(self, "model_type", self.name.upper())
+        if not self.hf_architecture:
+            object.__setattr__(self, "hf_architecture", f"{self.hf_model_type.capitalize()}ForCausalLM")
         for key in (*self.required, *self.defaults):
             if key not in ARG_TYPES and self.defaults.get(key) is None:
                 raise TypeError(f"{self.name}: builder argument {key!r} has no type; add it to ARG_TYPES")
         overlap = set(self.decoder) & {self.renames.get(k, k) for k in (*self.required, *self.defaults)}
         if overlap:
             raise TypeError(f"{self.name}: {sorted(overlap)} are both fixed and builder arguments")
+
+    def variant(self, **changes: Any) -> FamilySpec:
+        """A family that is this one with ``changes`` (Llama 3.1 of Llama 3): its builders live in the
+        module named after its own name unless ``module`` is given."""
+        return replace(self, **{"module": "", **changes})
 
     # -- what the builders compute ---------------------------------------------------------------
     @property

@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuner.errors import UsageError
-from tuner.models.attention import MultiHeadAttention, causal_block_mask, flex_attention, is_block_mask
+from tuner.models.attention import (
+    Mask,
+    MultiHeadAttention,
+    RopeTables,
+    causal_block_mask,
+    flex_attention,
+    is_block_mask,
+)
 from tuner.models.rope import RotaryPositionalEmbeddings
 
 
@@ -50,8 +57,8 @@ class TransformerSelfAttentionLayer(nn.Module):
         self,
         x: torch.Tensor,
         *,
-        mask: torch.Tensor | object | None = None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: Mask = None,
+        rope: RopeTables | None = None,
         cache_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = x + self.sa_scale(self.attn(self.sa_norm(x), mask=mask, rope=rope, cache_pos=cache_pos))
@@ -171,7 +178,7 @@ class TransformerDecoder(nn.Module):
         self,
         tokens: torch.Tensor,
         *,
-        mask: torch.Tensor | object | None = None,
+        mask: Mask = None,
         input_pos: torch.Tensor | None = None,
         cache_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -230,7 +237,7 @@ class TransformerDecoder(nn.Module):
         self,
         tokens: torch.Tensor,
         *,
-        mask: torch.Tensor | object | None = None,
+        mask: Mask = None,
         input_pos: torch.Tensor | None = None,
         cache_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:

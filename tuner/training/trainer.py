@@ -13,7 +13,7 @@ import random
 import time
 from contextlib import ExitStack
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from tuner.checkpoint import capture_rng_state, restore_rng_state
 from tuner.checkpoint.fill import build_on_meta, fill_model
-from tuner.config import instantiate, resolve_component, to_container
+from tuner.config import instantiate, parse, resolve_component, to_container
 from tuner.config.settings import read_settings
 from tuner.data.collate import padded_collate_packed, padded_collate_sft
 from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX
@@ -697,3 +697,15 @@ class Trainer:
             print(f"[{label}] {prompt}\n  -> {answers[-1]}", flush=True)
         self.decoder.train(was_training)
         return answers
+
+
+def training_recipe(method: FinetuneMethod, placement: type[Placement] = SingleDevice) -> Callable[..., NoReturn]:
+    """A training recipe's entry point: ``recipe.py --config x.yaml a=b`` (or ``tune run``) reads the
+    config and runs ``Trainer(cfg, method, placement=placement)``, errors reported as one ``error:`` line.
+    The recipe itself says only what is its own: its method and its placement."""
+
+    @parse
+    def recipe_main(cfg: DictConfig) -> None:
+        Trainer(cfg, method, placement=placement).run()
+
+    return recipe_main

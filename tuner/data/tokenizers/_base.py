@@ -31,6 +31,13 @@ Piece = tuple[str, bool]
 ChatFormat = Callable[..., list[Piece]]
 
 
+def split_system(messages: Sequence[Message]) -> tuple[Optional[str], list[Message]]:
+    """(the leading system turn's text or None, the other turns): for templates with no system role,
+    which put the system prompt in front of a user turn."""
+    msgs = list(messages)
+    return (msgs.pop(0).text_content if msgs and msgs[0].role == "system" else None), msgs
+
+
 class BaseTokenizer(Protocol):
     """Text <-> ids: ``encode(text, **kwargs) -> list[int]``, ``decode(ids, **kwargs) -> str``."""
 

@@ -69,9 +69,7 @@ class ChatMLFormat:
                 pieces.append((tool_response(messages, i), m.masked))
                 continue
             text = f"<|im_start|>{m.role}\n{m.text_content}"
-            if m.eot:
-                text += "<|im_end|>\n"
-            pieces.append((text, m.masked))
+            pieces.append((text + ("<|im_end|>\n" if m.eot else ""), m.masked))
         if add_generation_prompt:
             pieces.append(("<|im_start|>assistant\n", True))
         return pieces

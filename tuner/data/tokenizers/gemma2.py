@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 from tuner.data.messages import Message
 from tuner.data.prompt_templates import PromptTemplateLike
 from tuner.data.tokenizers._backends import iter_required, load_backend
-from tuner.data.tokenizers._base import FamilyTokenizer, Piece
+from tuner.data.tokenizers._base import FamilyTokenizer, Piece, split_system
 
 
 class Gemma2Format:
@@ -19,16 +19,13 @@ class Gemma2Format:
     """
 
     def __call__(self, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> list[Piece]:
-        msgs = list(messages)
-        system = msgs.pop(0).text_content if msgs and msgs[0].role == "system" else None
+        system, msgs = split_system(messages)
         pieces: list[Piece] = [("<bos>", True)]
         for i, m in enumerate(msgs):
             prefix = f"{system}\n\n" if system is not None and i == 0 else ""  # not trimmed, as Gemma 3's template
             role = "model" if m.role == "assistant" else m.role
             text = f"<start_of_turn>{role}\n{prefix}{m.text_content.strip()}"
-            if m.eot:
-                text += "<end_of_turn>\n"
-            pieces.append((text, m.masked))
+            pieces.append((text + ("<end_of_turn>\n" if m.eot else ""), m.masked))
         if add_generation_prompt:
             pieces.append(("<start_of_turn>model\n", True))
         return pieces

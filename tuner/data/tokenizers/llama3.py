@@ -74,9 +74,7 @@ class Llama3Format:
                 )
             else:
                 text = f"<|start_header_id|>{m.role}<|end_header_id|>\n\n{m.text_content.strip()}"
-            if m.eot:
-                text += "<|eot_id|>"
-            pieces.append((text, m.masked))
+            pieces.append((text + ("<|eot_id|>" if m.eot else ""), m.masked))
         if add_generation_prompt:
             pieces.append(("<|start_header_id|>assistant<|end_header_id|>\n\n", True))
         return pieces

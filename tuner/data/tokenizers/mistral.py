@@ -6,7 +6,13 @@ from typing import Optional, Sequence
 
 from tuner.data.messages import Message
 from tuner.data.prompt_templates import PromptTemplateInterface, PromptTemplateLike, wrap
-from tuner.data.tokenizers._base import FamilyTokenizer, Piece, select_chat_format, sentencepiece_tokenizer
+from tuner.data.tokenizers._base import (
+    FamilyTokenizer,
+    Piece,
+    select_chat_format,
+    sentencepiece_tokenizer,
+    split_system,
+)
 from tuner.errors import DataError
 
 
@@ -30,8 +36,7 @@ class MistralFormat:
         self.instruct_tokens = instruct_tokens
 
     def __call__(self, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> list[Piece]:
-        msgs = list(messages)
-        system = msgs.pop(0).text_content if msgs and msgs[0].role == "system" else None
+        system, msgs = split_system(messages)
         users = [i for i, m in enumerate(msgs) if m.role == "user"]
         system_turn = (users[-1] if self.instruct_tokens else users[0]) if users else None
         pieces: list[Piece] = [("<s>", True)]

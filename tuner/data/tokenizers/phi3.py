@@ -22,9 +22,7 @@ class Phi3Format:
         pieces: list[Piece] = []
         for m in messages:
             text = f"<|{m.role}|>\n{m.text_content}"
-            if m.eot:
-                text += "<|end|>\n"
-            pieces.append((text, m.masked))
+            pieces.append((text + ("<|end|>\n" if m.eot else ""), m.masked))
         if add_generation_prompt:
             pieces.append(("<|assistant|>\n", True))
         elif messages[-1].eot:
