@@ -8,14 +8,15 @@ by default the checkpointer's own base), sharded across ranks like the policy. C
 those of full_finetune_distributed.
 """
 
-from tuner import config
+import sys
+
 from tuner.training.distributed import FSDP2
 from tuner.training.dpo import FullDPO
-from tuner.training.trainer import Trainer
+from tuner.training.trainer import Trainer, training_recipe
 
 METHOD = FullDPO()
 SETTINGS = Trainer.settings_classes(METHOD)  # the top-level keys this recipe reads (`tune validate` checks them)
-recipe_main = config.parse(lambda cfg: Trainer(cfg, METHOD, placement=FSDP2).run())
+recipe_main = training_recipe(METHOD, placement=FSDP2)  # reads the config, runs Trainer(cfg, METHOD, placement)
 
 if __name__ == "__main__":
-    recipe_main()  # exits with the run's status
+    sys.exit(recipe_main())

@@ -9,14 +9,15 @@ reference (no second copy). Logs rewards/chosen, rewards/rejected, rewards/accur
 rewards/margins beside the loss. Checkpoints are those of lora_finetune_single_device.
 """
 
-from tuner import config
+import sys
+
 from tuner.training.dpo import LoRADPO
 from tuner.training.placement import SingleDevice
-from tuner.training.trainer import Trainer
+from tuner.training.trainer import Trainer, training_recipe
 
 METHOD = LoRADPO()
 SETTINGS = Trainer.settings_classes(METHOD)  # the top-level keys this recipe reads (`tune validate` checks them)
-recipe_main = config.parse(lambda cfg: Trainer(cfg, METHOD, placement=SingleDevice).run())
+recipe_main = training_recipe(METHOD, placement=SingleDevice)  # reads the config, runs Trainer(cfg, METHOD, placement)
 
 if __name__ == "__main__":
-    recipe_main()  # exits with the run's status
+    sys.exit(recipe_main())

@@ -238,7 +238,7 @@ def test_a_family_without_a_gguf_architecture_is_refused(ckpt, tmp_path):
             export_gguf(OmegaConf.create(cfg))
         assert "smollm2" in e.value.fix and "tune run merge" in e.value.fix
     finally:
-        unregister(spec)
+        unregister(spec.name)
     assert not (tmp_path / "x.gguf").exists()
 
 

@@ -117,4 +117,4 @@ def test_the_recipes_placement_is_the_one_the_run_uses(tmp_path):
     }
     for recipe, placement in (("full_finetune_single_device", "SingleDevice"), ("lora_finetune_distributed", "FSDP2")):
         text = (Path(trainer_module.__file__).parents[2] / "recipes" / f"{recipe}.py").read_text()
-        assert f"Trainer(cfg, METHOD, placement={placement})" in text
+        assert f"training_recipe(METHOD, placement={placement})" in text
