@@ -64,18 +64,10 @@ def test_token_file_is_read_back_in_order(tmp_path):
 def test_torchtunes_model_starts_from_the_adapter_file(tmp_path):
     from tuner.models.llama3_2 import lora_llama3_2
 
-    kwargs = dict(
-        lora_attn_modules=["q_proj", "v_proj"],
-        lora_rank=4,
-        lora_alpha=8,
-        vocab_size=100,
-        num_layers=1,
-        num_heads=2,
-        num_kv_heads=1,
-        embed_dim=16,
-        intermediate_dim=32,
-        max_seq_len=32,
+    shape = dict(
+        vocab_size=100, num_layers=1, num_heads=2, num_kv_heads=1, embed_dim=16, intermediate_dim=32, max_seq_len=32
     )
+    kwargs = dict(lora_attn_modules=["q_proj", "v_proj"], lora_rank=4, lora_alpha=8, **shape)
     torch.manual_seed(0)
     source = lora_llama3_2(**kwargs)
     adapters = {k: v for k, v in source.state_dict().items() if ".lora_" in k}

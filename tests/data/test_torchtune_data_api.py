@@ -236,3 +236,16 @@ def test_image_dir_is_one_clear_error(transform):
         getattr(messages, transform)(image_dir="/tmp/images")
     assert caught.value.fix == "remove image_dir"
     getattr(messages, transform)()  # without it, the transform builds
+
+
+def test_image_options_only_where_torchtune_takes_them():
+    """ShareGPT/OpenAI accept torchtune's image options (unused: images are refused); the
+    input/output transform, which has none in torchtune, names the unknown argument."""
+    from tuner.data.messages import InputOutputToMessages, OpenAIToMessages, ShareGPTToMessages
+
+    assert ShareGPTToMessages(image_tag="<image>").column_map["conversations"] == "conversations"
+    assert OpenAIToMessages(column_map={"messages": "chat"}).column_map["messages"] == "chat"
+    with pytest.raises(DataError, match=r"InputOutputToMessages got unknown argument\(s\) \['image_tag'\]"):
+        InputOutputToMessages(image_tag="<image>")
+    with pytest.raises(DataError, match="column_map"):
+        InputOutputToMessages(column_map={"question": "q"})

@@ -80,24 +80,24 @@ def _files_from_index(index_path: Path) -> list[Path]:
     return paths
 
 
+def _hf_layout_files(d: Path, index_name: str, weights_name: str, shard_glob: str) -> list[Path]:
+    """The files of one HF layout (safetensors or .bin): those its index names, else its single
+    weights file, else the shards matching ``shard_glob`` in shard order (maybe none)."""
+    if (d / index_name).is_file():
+        return _files_from_index(d / index_name)
+    if (d / weights_name).is_file():
+        return [d / weights_name]
+    return sorted(d.glob(shard_glob), key=_shard_key)
+
+
 def discover_files(checkpoint_dir: Path, fmt: str) -> list[Path]:
     """Find the weight files of format ``fmt`` ("hf", "meta", "native") in ``checkpoint_dir``."""
     d = checkpoint_dir
     candidates: list[Path] = []
     if fmt in ("hf", "native"):
-        if (d / SAFE_INDEX_NAME).is_file():
-            candidates = _files_from_index(d / SAFE_INDEX_NAME)
-        elif (d / SAFE_WEIGHTS_NAME).is_file():
-            candidates = [d / SAFE_WEIGHTS_NAME]
-        else:
-            candidates = sorted(d.glob("model-*-of-*.safetensors"), key=_shard_key)
+        candidates = _hf_layout_files(d, SAFE_INDEX_NAME, SAFE_WEIGHTS_NAME, "model-*-of-*.safetensors")
         if not candidates and fmt == "hf":
-            if (d / BIN_INDEX_NAME).is_file():
-                candidates = _files_from_index(d / BIN_INDEX_NAME)
-            elif (d / BIN_WEIGHTS_NAME).is_file():
-                candidates = [d / BIN_WEIGHTS_NAME]
-            else:
-                candidates = sorted(d.glob("pytorch_model-*-of-*.bin"), key=_shard_key)
+            candidates = _hf_layout_files(d, BIN_INDEX_NAME, BIN_WEIGHTS_NAME, "pytorch_model-*-of-*.bin")
         if not candidates and fmt == "native":
             candidates = sorted(d.glob("*.safetensors")) or sorted(d.glob("*.pt"))
     elif fmt == "meta":

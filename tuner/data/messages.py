@@ -230,12 +230,17 @@ def _refuse_image_dir(image_dir: Any) -> None:
         raise DataError("image_dir is for image datasets; tuner fine-tunes text-only models", "remove image_dir")
 
 
-class InputOutputToMessages(Transform):
-    """A row with an input column and an output column -> [user, assistant].
-
-    ``column_map`` maps "input"/"output" to the dataset's names. ``train_on_input=False`` masks the
-    user turn; ``new_system_prompt`` adds a system turn first.
+class _RowToMessages(Transform):
+    """The settings torchtune's row -> messages transforms share, in its argument order: whether
+    the prompt is trained on, the column map (of the class's ``_columns``, ``_optional_columns``
+    allowed too), a system prompt to add. Images are refused (``image_dir``); the other image
+    options torchtune's conversation transforms take (e.g. ShareGPT's ``image_tag``) are accepted
+    and unused where ``_takes_image_options`` says so, refused elsewhere.
     """
+
+    _columns: tuple[str, ...]
+    _optional_columns: tuple[str, ...] = ()
+    _takes_image_options = False
 
     def __init__(
         self,
@@ -243,11 +248,27 @@ class InputOutputToMessages(Transform):
         column_map: Optional[Mapping[str, str]] = None,
         new_system_prompt: Optional[str] = None,
         image_dir: Any = None,
+        **image_options: Any,
     ) -> None:
         _refuse_image_dir(image_dir)
+        if image_options and not self._takes_image_options:
+            raise DataError(
+                f"{type(self).__name__} got unknown argument(s) {sorted(image_options)}",
+                "use train_on_input, column_map, new_system_prompt",
+            )
         self.train_on_input = train_on_input
-        self.column_map = _mapped(column_map, ("input", "output"))
+        self.column_map = _mapped(column_map, self._columns, optional=self._optional_columns)
         self.new_system_prompt = new_system_prompt
+
+
+class InputOutputToMessages(_RowToMessages):
+    """A row with an input column and an output column -> [user, assistant].
+
+    ``column_map`` maps "input"/"output" to the dataset's names. ``train_on_input=False`` masks the
+    user turn; ``new_system_prompt`` adds a system turn first.
+    """
+
+    _columns = ("input", "output")
 
     def __call__(self, row: Mapping[str, Any]) -> dict[str, list[Message]]:
         messages = _system(self.new_system_prompt)
@@ -303,7 +324,7 @@ class AlpacaToMessages(Transform):
         }
 
 
-class _ConversationToMessages(Transform):
+class _ConversationToMessages(_RowToMessages):
     """The loop the conversation styles share: a column holding a list of turn objects -> messages.
 
     A style names its column (``_column``), the keys of a turn's speaker and text
@@ -316,19 +337,12 @@ class _ConversationToMessages(Transform):
     _speaker_key: str
     _text_key: str
     _other_style: str
+    _optional_columns = ("image",)
+    _takes_image_options = True
 
-    def __init__(
-        self,
-        train_on_input: bool = False,
-        column_map: Optional[Mapping[str, str]] = None,
-        new_system_prompt: Optional[str] = None,
-        image_dir: Any = None,
-        **image_options: Any,
-    ) -> None:
-        _refuse_image_dir(image_dir)
-        self.train_on_input = train_on_input
-        self.column_map = _mapped(column_map, (self._column,), optional=("image",))
-        self.new_system_prompt = new_system_prompt
+    @property
+    def _columns(self) -> tuple[str, ...]:
+        return (self._column,)
 
     def _role(self, speaker: Any, col: str, j: int) -> str:
         raise NotImplementedError

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Optional
 
 from tuner.data.messages import OpenAIToMessages, ShareGPTToMessages
-from tuner.datasets._packing import maybe_pack
-from tuner.datasets._sft import SFTDataset
+from tuner.datasets._sft import build_sft_dataset
 from tuner.errors import ConfigError
 
 _STYLES = {"openai": (OpenAIToMessages, "messages"), "sharegpt": (ShareGPTToMessages, "conversations")}
@@ -40,17 +39,10 @@ def chat_dataset(
     if conversation_column is not None:
         cm[default_col] = conversation_column
     transform = cls(train_on_input=train_on_input, column_map=cm, new_system_prompt=new_system_prompt)
-    ds = SFTDataset(
-        source=source,
-        data_files=data_files,
-        message_transform=transform,
-        model_transform=tokenizer,
-        filter_fn=filter_fn,
-        required_columns=[(transform.column_map[default_col], default_col)],
-        split=split,
-        **load_dataset_kwargs,
+    required = [(transform.column_map[default_col], default_col)]
+    return build_sft_dataset(
+        tokenizer, transform, required, packed, source, data_files, filter_fn, split, **load_dataset_kwargs
     )
-    return maybe_pack(ds, tokenizer, packed)
 
 
 def slimorca_dataset(tokenizer: Any, *, source: str = "Open-Orca/SlimOrca-Dedup", **kwargs: Any):

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Optional
 
 from tuner.data.messages import AlpacaToMessages, InputOutputToMessages
-from tuner.datasets._packing import maybe_pack
-from tuner.datasets._sft import SFTDataset
+from tuner.datasets._sft import build_sft_dataset
 
 
 def alpaca_dataset(
@@ -32,17 +31,9 @@ def alpaca_dataset(
     required = [(cm["instruction"], "instruction"), (cm["output"], "output")]
     if column_map and "input" in column_map:
         required.append((cm["input"], "input"))
-    ds = SFTDataset(
-        source=source,
-        data_files=data_files,
-        message_transform=transform,
-        model_transform=tokenizer,
-        filter_fn=filter_fn,
-        required_columns=required,
-        split=split,
-        **load_dataset_kwargs,
+    return build_sft_dataset(
+        tokenizer, transform, required, packed, source, data_files, filter_fn, split, **load_dataset_kwargs
     )
-    return maybe_pack(ds, tokenizer, packed)
 
 
 def alpaca_cleaned_dataset(tokenizer: Any, source: str = "yahma/alpaca-cleaned", **kwargs: Any):
@@ -71,17 +62,10 @@ def instruct_dataset(
         train_on_input=train_on_input, column_map=column_map, new_system_prompt=new_system_prompt
     )
     cm = transform.column_map
-    ds = SFTDataset(
-        source=source,
-        data_files=data_files,
-        message_transform=transform,
-        model_transform=tokenizer,
-        filter_fn=filter_fn,
-        required_columns=[(cm["input"], "input"), (cm["output"], "output")],
-        split=split,
-        **load_dataset_kwargs,
+    required = [(cm["input"], "input"), (cm["output"], "output")]
+    return build_sft_dataset(
+        tokenizer, transform, required, packed, source, data_files, filter_fn, split, **load_dataset_kwargs
     )
-    return maybe_pack(ds, tokenizer, packed)
 
 
 def samsum_dataset(

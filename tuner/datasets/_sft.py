@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX, validate_messages
 from tuner.datasets._loading import filter_rows, where
 from tuner.datasets._loading import load_hf_dataset as load_dataset
+from tuner.datasets._packing import maybe_pack
 from tuner.errors import DataError
 
 
@@ -87,3 +88,30 @@ class SFTDataset(Dataset):
         if not tokens:
             raise DataError(f"{self._where}, row {index}: no tokens", "drop empty rows with filter_fn")
         return {"tokens": tokens, "labels": labels_from_mask(tokens, mask)}
+
+
+def build_sft_dataset(
+    tokenizer: Any,
+    message_transform: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+    required_columns: Sequence[tuple[str, str]],
+    packed: bool,
+    source: str,
+    data_files: Any,
+    filter_fn: Optional[Callable[[Mapping[str, Any]], bool]],
+    split: str,
+    **load_dataset_kwargs: Any,
+) -> Any:
+    """The SFTDataset of one builder (chat, instruct, alpaca), packed when ``packed=True``: the one
+    place where the public dataset builders turn their arguments into a dataset (the arguments
+    after ``required_columns`` are the builders' own, in their order)."""
+    ds = SFTDataset(
+        source=source,
+        data_files=data_files,
+        message_transform=message_transform,
+        model_transform=tokenizer,
+        filter_fn=filter_fn,
+        required_columns=required_columns,
+        split=split,
+        **load_dataset_kwargs,
+    )
+    return maybe_pack(ds, tokenizer, packed)

@@ -12,6 +12,8 @@ Contract (docs/internals.md): ``forward(tokens, *, mask=None, input_pos=None) ->
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,7 +22,6 @@ from tuner.errors import UsageError
 from tuner.models.attention import (
     Mask,
     MultiHeadAttention,
-    RopeTables,
     causal_block_mask,
     flex_attention,
     is_block_mask,
@@ -46,22 +47,14 @@ class TransformerSelfAttentionLayer(nn.Module):
         mlp_scale: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.attn = attn
-        self.mlp = mlp
-        self.sa_norm = sa_norm
-        self.mlp_norm = mlp_norm
+        self.attn, self.mlp, self.sa_norm, self.mlp_norm = attn, mlp, sa_norm, mlp_norm
         self.sa_scale = sa_scale if sa_scale is not None else nn.Identity()
         self.mlp_scale = mlp_scale if mlp_scale is not None else nn.Identity()
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        mask: Mask = None,
-        rope: RopeTables | None = None,
-        cache_pos: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        x = x + self.sa_scale(self.attn(self.sa_norm(x), mask=mask, rope=rope, cache_pos=cache_pos))
+    def forward(self, x: torch.Tensor, **attn_kwargs: Any) -> torch.Tensor:
+        """``x`` ``[b, s, d]`` -> ``[b, s, d]``; the keyword arguments (``mask``, ``rope``, ``cache_pos``)
+        are the attention's, passed on as they are."""
+        x = x + self.sa_scale(self.attn(self.sa_norm(x), **attn_kwargs))
         return x + self.mlp_scale(self.mlp(self.mlp_norm(x)))
 
 
@@ -233,16 +226,10 @@ class TransformerDecoder(nn.Module):
             return None
         return weight
 
-    def forward(
-        self,
-        tokens: torch.Tensor,
-        *,
-        mask: Mask = None,
-        input_pos: torch.Tensor | None = None,
-        cache_pos: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits ``[b, s, vocab]``; see ``hidden`` for the arguments."""
-        return self.project(self.hidden(tokens, mask=mask, input_pos=input_pos, cache_pos=cache_pos))
+    def forward(self, tokens: torch.Tensor, **hidden_kwargs: Any) -> torch.Tensor:
+        """Logits ``[b, s, vocab]``; the keyword arguments (``mask``, ``input_pos``, ``cache_pos``) are
+        ``hidden``'s, passed on as they are."""
+        return self.project(self.hidden(tokens, **hidden_kwargs))
 
     def _layer_masks(self, mask, s: int, cache_pos: torch.Tensor | None, device) -> dict:
         """One mask per distinct sliding window among the layers (key None = full attention)."""

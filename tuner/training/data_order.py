@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 from torch.utils.data import Sampler
 
 
+@dataclass(eq=False)
 class ResumableSampler(Sampler[list[int]]):
     """Batches of indices, shuffled per epoch from ``seed + epoch``, sharded across ranks.
 
@@ -16,17 +18,14 @@ class ResumableSampler(Sampler[list[int]]):
     is dropped so that every rank runs the same number of steps.
     """
 
-    def __init__(
-        self, dataset_len: int, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1
-    ) -> None:
-        self.dataset_len = dataset_len
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-        self.skip_batches = 0
+    dataset_len: int
+    batch_size: int
+    shuffle: bool = True
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    epoch: int = field(default=0, init=False)
+    skip_batches: int = field(default=0, init=False)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         self.epoch = epoch

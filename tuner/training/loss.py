@@ -119,6 +119,11 @@ class _FrozenLinearCrossEntropySum(torch.autograd.Function):
         return grad_hidden * grad.to(grad_hidden.dtype), None, None, None, None
 
 
+# The model's output projection, hidden states -> logits (`TransformerDecoder.project`): the third
+# argument of every loss the trainer calls as ``loss(hidden, labels, project, frozen_weight)``.
+Projection = Callable[[torch.Tensor], torch.Tensor]
+
+
 def cross_entropy_sum(
     logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = CROSS_ENTROPY_IGNORE_IDX
 ) -> torch.Tensor:
@@ -126,9 +131,7 @@ def cross_entropy_sum(
     return _CrossEntropySum.apply(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index)
 
 
-def _chunk_ce_sum(
-    project: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor, ignore_index: int
-) -> torch.Tensor:
+def _chunk_ce_sum(project: Projection, hidden: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
     return cross_entropy_sum(project(hidden), targets, ignore_index)
 
 
@@ -155,11 +158,7 @@ class ChunkedCrossEntropyLoss(nn.Module):
         self.checkpoint_chunks = checkpoint_chunks
 
     def forward(
-        self,
-        hidden: torch.Tensor,
-        labels: torch.Tensor,
-        project: Callable[[torch.Tensor], torch.Tensor],
-        frozen_weight: torch.Tensor | None = None,
+        self, hidden: torch.Tensor, labels: torch.Tensor, project: Projection, frozen_weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``frozen_weight``: the weight W of ``project`` when it is exactly ``h @ W^T`` and W is
         frozen (`TransformerDecoder.frozen_output_weight`); the loss then keeps no logits."""
@@ -210,11 +209,7 @@ class LogitsLoss(nn.Module):
         self._checked = False
 
     def forward(
-        self,
-        hidden: torch.Tensor,
-        labels: torch.Tensor,
-        project: Callable[[torch.Tensor], torch.Tensor],
-        frozen_weight: torch.Tensor | None = None,
+        self, hidden: torch.Tensor, labels: torch.Tensor, project: Projection, frozen_weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         targets = shift_labels(labels, self.ignore_index)
         logits = project(hidden).float()

@@ -126,9 +126,7 @@ class FamilyTokenizer(ModelTokenizer):
     ) -> None:
         self.backend = backend
         self.chat_format = chat_format
-        self.bos_id = bos_id
-        self.eos_id = eos_id
-        self.pad_id = pad_id
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.stop_tokens = list(dict.fromkeys(stop_tokens))
         self.max_seq_len = max_seq_len
         self.prompt_template = resolve_prompt_template(prompt_template)
