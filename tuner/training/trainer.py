@@ -75,8 +75,9 @@ class FinetuneMethod:
 
     def training_state(self, trainer: "Trainer", model: nn.Module) -> dict:
         """What the method needs back to resume exactly, beyond the weights part and the optimizer
-        (plain data: tensors, numbers). Saved in the training state; on resume `after_load` finds it
-        in ``checkpoint["training_state"]["method"]`` (none, for full fine-tuning and LoRA)."""
+        (plain data: tensors, numbers). Saved in the training state; on resume `before_training` gets it
+        back on every rank, and `after_load` finds it in ``checkpoint["training_state"]["method"]`` when
+        the state is whole (not sharded) (none, for full fine-tuning and LoRA)."""
         return {}
 
     def before_training(self, trainer: "Trainer", model: nn.Module, saved: dict) -> None:
