@@ -6,6 +6,8 @@
 Adapters (and their optimizer states) are sharded across ranks; a bf16 base is sharded too, an
 NF4 base (QLoRA) is held whole by every rank (see tuner/training/distributed.py). Checkpoints hold
 the adapter in HF PEFT format and, unless `save_adapter_weights_only: True`, the merged model.
+Delta-LoRA (`delta_lora_update_ratio=0.5`) moves each rank's rows of the sharded base; its
+checkpoints are the merged model, its sharded training state holds the moved base weights.
 """
 
 import sys

@@ -1,8 +1,10 @@
-"""Delta-LoRA in `lora_finetune_single_device` on a tiny real checkpoint: the base moves by the
+"""Delta-LoRA on a tiny real checkpoint. `lora_finetune_single_device`: the base moves by the
 paper's rule (checked against a direct float64 implementation of it, step by step), with no
 gradient or optimizer state; the checkpoint is the merged model, which transformers loads with the
 trained logits; an interrupted run resumed from its checkpoint gives the same losses and weights;
-combinations that cannot work are refused with one error line."""
+combinations that cannot work are refused with one error line. `lora_finetune_distributed` (2 gloo
+processes, FSDP2, rows split unevenly): the same losses, merged model and logits as one device, the
+moved base weights in the sharded training state, and an exact resume."""
 
 from __future__ import annotations
 
@@ -12,7 +14,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.recipes.helpers import logged_losses, make_hf_checkpoint, write_config
+from tests.recipes.helpers import (
+    logged_losses,
+    make_hf_checkpoint,
+    model_node,
+    train_in_process,
+    tune,
+    write_config,
+)
 from tuner.config import load_config
 from tuner.errors import ConfigError
 from tuner.peft import DeltaLoRA, LoRALinear
@@ -39,8 +48,6 @@ def _trainer(tmp_path: Path, ckpt: Path, out: str = "out", lora: dict = LORA, **
 
 
 def test_base_moves_by_the_paper_rule_with_no_gradient_or_optimizer_state(ckpt, tmp_path):
-    from transformers import AutoModelForCausalLM
-
     trainer = _trainer(tmp_path, ckpt)
     trainer.setup()
     delta = trainer.method_state["delta_lora"]
@@ -79,11 +86,18 @@ def test_base_moves_by_the_paper_rule_with_no_gradient_or_optimizer_state(ckpt, 
     # The checkpoint is the merged model alone (no adapter over the original base), as transformers loads it.
     step = tmp_path / "out" / "step_4"
     assert (step / "model.safetensors").is_file() and not (step / "adapter").exists()
+    _assert_transformers_gives_the_logits_of(step, trainer.decoder)
+
+
+def _assert_transformers_gives_the_logits_of(folder: Path, decoder: torch.nn.Module) -> None:
+    """transformers loads ``folder`` (a merged model) with ``decoder``'s logits (base W and adapters apart)."""
+    from transformers import AutoModelForCausalLM
+
     tokens = torch.randint(0, 49152, (2, 11))
-    trainer.decoder.eval()
+    decoder.eval()
     with torch.no_grad():
-        ours = trainer.decoder(tokens)
-        theirs = AutoModelForCausalLM.from_pretrained(step, torch_dtype=torch.float32)(tokens).logits
+        ours = decoder(tokens)
+        theirs = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)(tokens).logits
     torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-4)
 
 
@@ -148,15 +162,17 @@ def test_resuming_a_delta_lora_checkpoint_without_it_is_refused(ckpt, tmp_path):
         again.setup()
 
 
-def test_distributed_placement_is_refused_before_any_weight_is_read():
+def test_fsdp_cpu_offload_is_refused_before_any_weight_is_read():
     model = torch.nn.Module()
     model.q = LoRALinear(8, 8, rank=2, alpha=4)
     trainer = SimpleNamespace(
-        method_settings=SimpleNamespace(delta_lora_update_ratio=0.5), placement=SimpleNamespace(world_size=2)
+        method_settings=SimpleNamespace(delta_lora_update_ratio=0.5), placement=SimpleNamespace(cpu_offload=True)
     )
-    with pytest.raises(ConfigError, match="one device"):
+    with pytest.raises(ConfigError, match="fsdp_cpu_offload: False"):
         LoRAFinetune().set_trainable(trainer, model)
-    assert DeltaLoRA(model, 0.5).layers.keys() == {"q"}  # the same model is fine on one device
+    trainer.placement.cpu_offload = False
+    LoRAFinetune().set_trainable(trainer, model)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["q.lora_a.weight", "q.lora_b.weight"]
 
 
 def test_shipped_quickstart_config_trains_and_saves_a_merged_model_only(ckpt, tmp_path, capsys):
@@ -207,3 +223,136 @@ def test_a_bf16_base_keeps_changes_below_its_rounding_step():
     moved = layer.weight.detach().float() - w0
     assert (moved - total).abs().mean() < 0.3 * total.abs().mean()
     assert abs((moved - total).mean().item()) < 0.02 * total.abs().mean().item()
+
+
+class _Rows:
+    """`RowShards` of one "rank" holding rows ``start:stop`` of every row-sharded tensor (A gathered whole)."""
+
+    def __init__(self, module: LoRALinear, start: int, stop: int) -> None:
+        self.sharded = {id(module.weight), id(module.lora_b.weight)}
+        self.start, self.stop = start, stop
+
+    def local_rows(self, tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return (tensor[self.start : self.stop], self.start) if id(tensor) in self.sharded else (tensor, 0)
+
+    def full_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+
+def test_ranks_moving_their_own_rows_give_the_one_device_weights_bit_for_bit():
+    """A bf16 base of 7 rows split 4 + 3 (FSDP2's uneven shards): each "rank" moves its rows of W from
+    its rows of B and the whole A, rounding with the whole tensor's random bits: the same bits as one device."""
+    torch.manual_seed(0)
+    whole, split = torch.nn.Module(), torch.nn.Module()
+    whole.q = LoRALinear(5, 7, rank=3, alpha=6, dtype=torch.bfloat16, init_lora_weights=False)
+    split.q = LoRALinear(5, 7, rank=3, alpha=6, dtype=torch.bfloat16)
+    split.load_state_dict(whole.state_dict())
+    start = whole.q.weight.detach().clone()
+    one = DeltaLoRA(whole, update_ratio=0.5, seed=3)
+    ranks = [DeltaLoRA(split, 0.5, seed=3, shards=_Rows(split.q, a, b)) for a, b in ((0, 4), (4, 7))]
+    with torch.no_grad():
+        for step in range(1, 4):
+            change = {k: torch.randn_like(v) * 0.1 for k, v in whole.state_dict().items() if ".lora_" in k}
+            for model in (whole, split):
+                for k, v in model.state_dict().items():
+                    v.add_(change.get(k, torch.zeros_like(v)))
+            one.after_step(step)
+            for rank in ranks:
+                rank.after_step(step)
+    assert not torch.equal(whole.q.weight, start)
+    assert torch.equal(split.q.weight, whole.q.weight)
+
+
+# --------------------------------------------------------------- lora_finetune_distributed, 2 gloo processes
+TWO = ("--nproc_per_node", "2", "--standalone")
+#: w1/w3 have 127 rows (two ranks hold 64 + 63) and lora_rank 3 splits each A's rows 2 + 1: uneven shards.
+UNEVEN = {"lora_attn_modules": ["q_proj", "v_proj"], "apply_lora_to_mlp": True, "lora_rank": 3, "lora_alpha": 6}
+
+
+def _uneven_config(tmp: Path, ckpt: Path, out: str, **overrides) -> dict:
+    """`write_config`'s keys for 4 steps of Delta-LoRA on the uneven model, saving at step 2."""
+    return dict(
+        path=tmp / f"{out}.yaml",
+        ckpt=ckpt,
+        out=tmp / out,
+        model={**model_node(UNEVEN), "intermediate_dim": 127},
+        delta_lora_update_ratio=RATIO,
+        delta_lora_start_step=START,
+        max_steps_per_epoch=4,
+        save_every_n_steps=2,
+        shuffle=True,
+        optimizer=OPTIMIZER,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> tuple[Path, Path]:
+    """A 2-process Delta-LoRA run of 4 steps (batch 2 per rank) on the uneven model; (its folder, the checkpoint)."""
+    tmp = tmp_path_factory.mktemp("delta_two")
+    ckpt = make_hf_checkpoint(tmp / "hf", initializer_range=0.2, intermediate_size=127)
+    cfg = write_config(**_uneven_config(tmp, ckpt, "dist", batch_size=2))
+    run = tune("run", *TWO, "lora_finetune_distributed", "--config", str(cfg))
+    assert "Delta-LoRA: after each optimizer step t > 1" in run.stderr
+    return tmp, ckpt
+
+
+def _merged(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "step_4" / "model.safetensors")
+
+
+@pytest.mark.distributed
+def test_two_processes_train_as_one_device(two_processes):
+    """Same losses (1e-5) and merged weights (1e-6) as one device with the global batch; the base moved;
+    transformers loads the 2-process folder with the one-device model's trained logits."""
+    from safetensors.torch import load_file
+
+    tmp, ckpt = two_processes
+    single = train_in_process(**_uneven_config(tmp, ckpt, "single", batch_size=4))
+    ls, ld = logged_losses(tmp / "single"), logged_losses(tmp / "dist")
+    assert sorted(ls) == sorted(ld) == [1, 2, 3, 4]
+    assert all(abs(ls[s] - ld[s]) < 1e-5 for s in ls), (ls, ld)
+    a, b = _merged(tmp / "single"), _merged(tmp / "dist")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
+    original = load_file(ckpt / "model.safetensors")["model.layers.0.mlp.gate_proj.weight"]
+    assert (single.decoder.layers[0].mlp.w1.weight - original).abs().max() > 1e-3  # Delta-LoRA moved the base
+    assert not (tmp / "dist" / "step_4" / "adapter").exists()
+    _assert_transformers_gives_the_logits_of(tmp / "dist" / "step_4", single.decoder)
+
+
+@pytest.mark.distributed
+def test_two_processes_resume_exactly_from_the_sharded_state(two_processes):
+    """The sharded state of step 2 holds each rank's rows of the moved base weights (no optimizer state for
+    them); resumed on 2 processes the run ends as the straight one, bit for bit. The resumed run saves a
+    gathered training state (sharded_state=False), which one device resumes into the trained model."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    tmp, ckpt = two_processes
+    saved = FileSystemReader(str(tmp / "dist" / "step_2" / "sharded_state")).read_metadata().state_dict_metadata
+    modules = ("attn.q_proj", "attn.v_proj", "mlp.w1", "mlp.w2", "mlp.w3")
+    bases = {f"decoder.layers.{i}.{m}.weight" for i in (0, 1) for m in modules}
+    assert {f"model.{k}" for k in bases} <= set(saved)
+    optimized = {k.removeprefix("optimizer.state.").rsplit(".", 1)[0] for k in saved if k.startswith("optimizer.")}
+    assert optimized and not optimized & bases
+
+    step_2 = str(tmp / "dist" / "step_2")
+    resumed = write_config(**_uneven_config(tmp, ckpt, "resumed", batch_size=2, resume_from_checkpoint=step_2))
+    run = tune("run", *TWO, "lora_finetune_distributed", "--config", str(resumed), "checkpointer.sharded_state=False")
+    assert "resuming at step 2 (sharded training state of 2 ranks)" in run.stdout
+    la, lb = logged_losses(tmp / "dist"), logged_losses(tmp / "resumed")
+    assert sorted(lb) == [3, 4] and all(la[s] == lb[s] for s in lb), (la, lb)
+    wa, wb = _merged(tmp / "dist"), _merged(tmp / "resumed")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    gathered = tmp / "resumed" / "step_4"
+    assert (gathered / "training_state.pt").is_file() and not (gathered / "sharded_state").exists()
+    one = Trainer(
+        load_config(write_config(**_uneven_config(tmp, ckpt, "one", resume_from_checkpoint=str(gathered)))),
+        LoRAFinetune(),
+    )
+    one.setup()
+    assert one.resumed_from == 4
+    _assert_transformers_gives_the_logits_of(gathered, one.decoder)  # moved base + adapter = the merged model
+    one.close()

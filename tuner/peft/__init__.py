@@ -5,7 +5,7 @@ Adapter files in HF PEFT's format are a checkpoint format: `tuner.checkpoint.pef
 
 from tuner.peft.apply import LORA_ATTN_MODULES, LORA_MLP_MODULES, apply_lora, initialize_adapters
 from tuner.peft.base import AdapterModule
-from tuner.peft.delta_lora import DeltaLoRA
+from tuner.peft.delta_lora import DeltaLoRA, RowShards, delta_lora_layers, load_moved_base
 from tuner.peft.lora import DoRALinear, LoRALinear, lora_scaling
 from tuner.peft.utils import (
     LoRAStateDictError,
@@ -34,10 +34,12 @@ __all__ = [
     "DoRALinear",
     "LoRALinear",
     "LoRAStateDictError",
+    "RowShards",
     "VeRALinear",
     "VeRAProjections",
     "apply_lora",
     "clone_merged",
+    "delta_lora_layers",
     "disable_adapter",
     "disable_adapters",
     "get_lora_module_names",
@@ -46,6 +48,7 @@ __all__ = [
     "get_merged_lora_ckpt",
     "initialize_adapters",
     "is_adapter_key",
+    "load_moved_base",
     "lora_plus_param_groups",
     "lora_scaling",
     "merge_lora_weights",

@@ -23,16 +23,24 @@ As in the paper, the adapter branch has no dropout (then the gradient of ``W`` e
 A``, which is what the update stands in for); DoRA's magnitude, VeRA's shared matrices and an NF4
 (QLoRA) or FP8 (``base_dtype: fp8``) base do not fit the rule and are refused. Since ``W`` changes,
 the trained model is the merged ``W + s B A``: an adapter alone over the original base is not it.
+
+Sharded across ranks (FSDP2 shards every parameter by rows), each rank moves its own rows of ``W``:
+``W_local += lambda * s * (B_local A - B_prev,local A_prev)``. ``B`` is sharded by the same rows as
+``W`` (both have ``out`` rows), so only ``A`` (``r x in``) is gathered whole, once per layer and step;
+the kept copies are the whole previous ``A`` and this rank's rows of the previous ``B``. The
+stochastic rounding's random bits are drawn over the whole ``W`` and sliced to the local rows, so
+two ranks round every element as one device does. Which rows a rank holds, and gathering ``A``, is
+the placement's business: it is handed in as `RowShards` (one device: the whole tensors).
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Protocol
 
 import torch
 from torch import nn
 
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, TrainingError
 from tuner.peft.lora import LoRALinear
 from tuner.peft.vera import VeRALinear
 
@@ -76,12 +84,41 @@ def _refusal(module: LoRALinear) -> tuple[str, str] | None:
     return None
 
 
-def round_to_bf16_stochastically(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def round_to_bf16_stochastically(
+    x: torch.Tensor, generator: torch.Generator, full_rows: int | None = None, first_row: int = 0
+) -> torch.Tensor:
     """float32 ``x`` rounded to bfloat16 up or down at random, with the probabilities that make the
-    expected result ``x`` (a uniform 16-bit number is added to the bits bf16 drops, then they are cut)."""
+    expected result ``x`` (a uniform 16-bit number is added to the bits bf16 drops, then they are cut).
+
+    ``x`` may be rows ``first_row ..`` of a tensor of ``full_rows`` rows (one rank's shard): the random
+    numbers are drawn for the whole tensor and sliced, so each element gets the number it gets unsharded."""
     bits = x.contiguous().view(torch.int32)
-    noise = torch.randint(0, 1 << 16, bits.shape, dtype=torch.int32, device=x.device, generator=generator)
+    shape = (bits.shape[0] if full_rows is None else full_rows, *bits.shape[1:])
+    noise = torch.randint(0, 1 << 16, shape, dtype=torch.int32, device=x.device, generator=generator)
+    noise = noise[first_row : first_row + bits.shape[0]]
     return ((bits + noise) & -65536).view(torch.float32).to(torch.bfloat16)
+
+
+class RowShards(Protocol):
+    """How a placement lays a parameter out: this process's rows of it, and the whole of it."""
+
+    def local_rows(self, tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """This process's rows of ``tensor`` (a tensor it may update in place) and the index of the first."""
+        ...
+
+    def full_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The whole ``tensor`` (every process calls it, in the same order)."""
+        ...
+
+
+class WholeTensors:
+    """`RowShards` of one process holding every tensor whole."""
+
+    def local_rows(self, tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return tensor, 0
+
+    def full_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
 
 
 class DeltaLoRA:
@@ -92,64 +129,81 @@ class DeltaLoRA:
         update_ratio: the paper's ``lambda``.
         start_step: the paper's ``K``: the base moves after optimizer steps ``t > K`` (``t`` from 0).
         seed: seeds the stochastic rounding of bf16 base weights (with the step and the layer).
+        shards: how the parameters are laid out across processes (default: whole, one process).
 
-    Create it once the adapters hold their starting values (initialised, or loaded on resume):
-    those are the "previous" factors of the first step.
+    Create it once the adapters and base weights hold their starting values (initialised, or loaded
+    on resume): those are the "previous" factors of the first step.
     """
 
-    def __init__(self, model: nn.Module, update_ratio: float, start_step: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        update_ratio: float,
+        start_step: int = 0,
+        seed: int = 0,
+        shards: RowShards | None = None,
+    ) -> None:
         self.layers = delta_lora_layers(model)
         self.update_ratio = float(update_ratio)
         self.start_step = int(start_step)
         self.seed = int(seed)
+        self.shards: RowShards = shards if shards is not None else WholeTensors()
         self.previous: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.remember_factors()
 
     def remember_factors(self) -> None:
-        """Take the current ``A``, ``B`` of every layer as the previous step's."""
+        """Take the current ``A`` (whole) and this process's rows of ``B`` as the previous step's."""
         self.previous = {
-            name: (m.lora_a.weight.detach().clone(), m.lora_b.weight.detach().clone())
+            name: (
+                self.shards.full_tensor(m.lora_a.weight).detach().clone(),
+                self.shards.local_rows(m.lora_b.weight)[0].detach().clone(),
+            )
             for name, m in self.layers.items()
         }
 
     @torch.no_grad()
     def after_step(self, step_index: int) -> None:
-        """Call after optimizer step ``step_index`` (from 0): move each ``W`` by ``lambda * s *
-        (B A - B_prev A_prev)`` when ``step_index > start_step``; then remember ``A``, ``B``."""
+        """Call after optimizer step ``step_index`` (from 0): move each ``W`` (this process's rows) by
+        ``lambda * s * (B A - B_prev A_prev)`` when ``step_index > start_step``; then remember ``A``, ``B``."""
         update = step_index > self.start_step
         for index, (name, module) in enumerate(self.layers.items()):
             a_prev, b_prev = self.previous[name]
-            a, b = module.lora_a.weight, module.lora_b.weight
+            a = self.shards.full_tensor(module.lora_a.weight)
+            b, b_row = self.shards.local_rows(module.lora_b.weight)
             if update:
-                weight = module.weight
+                weight, w_row = self.shards.local_rows(module.weight)
+                if (w_row, weight.shape[0]) != (b_row, b.shape[0]):
+                    raise TrainingError(
+                        f"Delta-LoRA: {name}'s base weight holds rows {w_row}..{w_row + weight.shape[0]} on this "
+                        f"process but its lora_b rows {b_row}..{b_row + b.shape[0]}; the update needs the same rows",
+                        fix="shard the base weight and lora_b alike (FSDP2 by rows), or set delta_lora_update_ratio: "
+                        "null",
+                    )
                 factor_b, factor_a = torch.cat([b, b_prev], dim=1), torch.cat([a, -a_prev], dim=0)
                 alpha = self.update_ratio * module.scaling
                 if weight.dtype == torch.bfloat16:
                     exact = torch.addmm(weight.float(), factor_b.float(), factor_a.float(), alpha=alpha)
                     generator = torch.Generator(device=weight.device)
                     generator.manual_seed(self.seed * 1_000_003 + step_index * 10_007 + index)
-                    weight.copy_(round_to_bf16_stochastically(exact, generator))
+                    full_rows = module.weight.shape[0]
+                    weight.copy_(round_to_bf16_stochastically(exact, generator, full_rows, w_row))
                 else:
                     weight.addmm_(factor_b.to(weight.dtype), factor_a.to(weight.dtype), alpha=alpha)
             a_prev.copy_(a)
             b_prev.copy_(b)
 
-    def base_state(self) -> dict[str, torch.Tensor]:
-        """The updated base weights (``<layer>.weight``), on the CPU: what a resume needs back."""
-        return {f"{name}.weight": m.weight.detach().cpu().clone() for name, m in self.layers.items()}
 
-    @torch.no_grad()
-    def load_base_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        """Put back the base weights `base_state` returned (then the factors are the previous ones)."""
-        expected = {f"{name}.weight": m for name, m in self.layers.items()}
-        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-        if missing or unexpected:
-            raise ConfigError(
-                "the checkpoint's Delta-LoRA base weights do not fit this model's LoRA layers "
-                f"(missing {missing[:3]}, unexpected {unexpected[:3]})",
-                fix="resume with the lora_attn_modules / apply_lora_to_mlp / apply_lora_to_output of the run that "
-                "saved it",
-            )
-        for key, module in expected.items():
-            module.weight.copy_(tensors[key].to(module.weight.device, module.weight.dtype))
-        self.remember_factors()
+@torch.no_grad()
+def load_moved_base(model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Put back the moved base weights of ``model``'s LoRA layers (``<layer>.weight``, as a resume's
+    training state holds them), after checking that they are exactly those layers'."""
+    expected = {f"{name}.weight": m for name, m in delta_lora_layers(model).items()}
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ConfigError(
+            "the checkpoint's Delta-LoRA base weights do not fit this model's LoRA layers "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})",
+            fix="resume with the lora_attn_modules / apply_lora_to_mlp / apply_lora_to_output of the run that saved it",
+        )
+    for key, module in expected.items():
+        module.weight.copy_(tensors[key].to(module.weight.device, module.weight.dtype))

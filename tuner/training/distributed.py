@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import torch
 import torch.distributed as dist
@@ -35,12 +35,12 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Shard
 
 from tuner.checkpoint.keys import clean_tuner_key
 from tuner.checkpoint.sharded import SHARDED_STATE_DIR, blob, load_sharded_state, save_sharded_state, unblob
 from tuner.devices import get_device
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, TrainingError
 from tuner.training.optim import OptimizerInBackward
 from tuner.training.placement import ModelParts, Placement, Resumed, TrainingState
 
@@ -129,14 +129,32 @@ class FSDP2(Placement):
     def local(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
+    def local_rows(self, tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """A DTensor sharded by rows (FSDP2's ``Shard(0)``; the last ranks' shards may be shorter or
+        empty): its local rows, a view FSDP2 gathers from, and the index of the first."""
+        if not isinstance(tensor, DTensor):
+            return tensor, 0
+        if tuple(tensor.placements) != (Shard(0),):
+            raise TrainingError(
+                f"expected a parameter sharded by rows (Shard(0)), got placements {tuple(tensor.placements)}",
+                fix="shard with fully_shard's default (dim 0)",
+            )
+        (chunk,) = tensor.__create_chunk_list__()  # this rank's offsets, as torch.distributed.checkpoint reads them
+        return tensor.to_local(), int(chunk.offsets[0])
+
+    def full_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
     def clip_grad_norm(self, params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
         norm = super().clip_grad_norm(params, max_norm)
         return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
-    def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+    def full_state_dict(self, model: nn.Module, keys: Collection[str] | None = None) -> dict[str, torch.Tensor]:
         """Every rank takes part; rank 0 gets full CPU tensors, the others an empty dict."""
         out = {}
         for key, value in model.state_dict().items():
+            if keys is not None and key not in keys:
+                continue
             full = value.full_tensor() if isinstance(value, DTensor) else value
             if self.is_main:
                 out[key] = full.detach().cpu()
@@ -153,6 +171,9 @@ class FSDP2(Placement):
         dist.barrier()
 
     # -------------------------------------------------------- training state
+    def saves_sharded_state(self, checkpointer: Any) -> bool:
+        return self.world_size > 1 and bool(getattr(checkpointer, "sharded_state", False))
+
     def optimizer_state_dict(self, model: nn.Module, optimizer: Any) -> dict:
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_optimizer_state_dict(model, _torch_optimizers(optimizer), options=options)
@@ -167,7 +188,7 @@ class FSDP2(Placement):
         """Several ranks write the training state sharded (unless ``checkpointer.sharded_state`` is
         False: then gathered, as the base class does): each rank writes its shards into the step's
         temporary folder, then rank 0 writes the exported model and the manifest."""
-        if not (self.world_size > 1 and getattr(checkpointer, "sharded_state", False)):
+        if not self.saves_sharded_state(checkpointer):
             super().save_checkpoint(checkpointer, state, training, step=step, epoch=epoch, adapter_only=adapter_only)
             return
         state["sharded_state"] = {
@@ -191,7 +212,7 @@ class FSDP2(Placement):
         """All ranks: write this rank's shards of the training state into rank 0's temporary step
         folder ``tmp`` (rank 0 passes it, the others receive it), then wait for every rank."""
         folder = Path(self._broadcast_object(None if tmp is None else str(tmp)))
-        state = self._sharded_state(training.model, training.optimizer)
+        state = self._sharded_state(training)
         state["trainer"] = blob(training.loop)
         state["ranks"] = {f"rank_{self.rank}": blob(training.rank)}
         save_sharded_state(folder / SHARDED_STATE_DIR, state)
@@ -204,11 +225,11 @@ class FSDP2(Placement):
         if info is None:
             return super().load_training_state(checkpointer, checkpoint, training)
         rank_key = f"rank_{self.rank}"
-        state = self._sharded_state(training.model, training.optimizer)
+        state = self._sharded_state(training)
         state["trainer"] = None  # placeholders: filled from the checkpoint
         state["ranks"] = {rank_key: None}
         load_sharded_state(info["path"], state)
-        # Frozen parameters (a LoRA base) are left as loaded.
+        # Frozen parameters (a LoRA base) are left as loaded, but for those the method moves (`TrainingState.moved`).
         set_state_dict(
             training.model,
             _torch_optimizers(training.optimizer),
@@ -219,12 +240,16 @@ class FSDP2(Placement):
         loop, rank = unblob(state["trainer"], "trainer"), unblob(state["ranks"][rank_key], rank_key)
         return Resumed({**loop, **rank}, source=f"sharded training state of {self.world_size} ranks")
 
-    def _sharded_state(self, model: nn.Module, optimizer: Any) -> dict:
-        """``{"model": trainable parameters, "optimizer": state}`` as this rank's DTensor shards (no
-        gather), keyed by parameter name; the layout DCP saves and loads in place."""
-        model_sd, optim_sd = get_state_dict(model, _torch_optimizers(optimizer))
-        trainable = _trainable_names(model)
-        return {"model": {k: v for k, v in model_sd.items() if k in trainable}, "optimizer": optim_sd}
+    def _sharded_state(self, training: TrainingState) -> dict:
+        """``{"model": trainable parameters and the frozen ones the method moves, "optimizer": state}``
+        as this rank's DTensor shards (no gather), keyed by parameter name; the layout DCP saves and
+        loads in place."""
+        model_sd, optim_sd = get_state_dict(training.model, _torch_optimizers(training.optimizer))
+        moved = {id(p) for p in training.moved}
+        names = _trainable_names(training.model) | {
+            clean_tuner_key(n) for n, p in training.model.named_parameters() if id(p) in moved
+        }
+        return {"model": {k: v for k, v in model_sd.items() if k in names}, "optimizer": optim_sd}
 
     def close(self) -> None:
         if dist.is_initialized():

@@ -9,15 +9,18 @@ from typing import Any
 
 from torch import nn
 
+from tuner.checkpoint.keys import clean_tuner_key
 from tuner.checkpoint.model_state import check_state_dict
 from tuner.errors import CheckpointError, ConfigError, note
 from tuner.peft import (
     DeltaLoRA,
+    delta_lora_layers,
     get_adapter_params,
     get_adapter_state_dict,
     get_merged_lora_ckpt,
     initialize_adapters,
     is_adapter_key,
+    load_moved_base,
     lora_config_from_model,
     lora_plus_param_groups,
     set_trainable_params,
@@ -45,13 +48,7 @@ class LoRAFinetune(FinetuneMethod):
                 "repaired rows)",
             )
         saved_delta = ((checkpoint.get("training_state") or {}).get("method") or {}).get("delta_lora")
-        if saved_delta is not None and settings.delta_lora_update_ratio is None:
-            raise ConfigError(
-                "the checkpoint was trained with Delta-LoRA (its base weights moved), but delta_lora_update_ratio is "
-                "not set",
-                fix="resume with the delta_lora_update_ratio of the run that saved it",
-            )
-        adapter = checkpoint.get("adapter", saved_delta["adapter"] if saved_delta is not None else None)
+        adapter = checkpoint.get("adapter", saved_delta.get("adapter") if saved_delta is not None else None)
         if adapter is not None:
             expected = {k: v for k, v in model.state_dict().items() if is_adapter_key(k)}
             check_state_dict(
@@ -63,13 +60,29 @@ class LoRAFinetune(FinetuneMethod):
                 "in another output_dir",
             )
             model.load_state_dict({k: v.to(trainer.device) for k, v in adapter.items()}, strict=False)
-        if settings.delta_lora_update_ratio is not None:
-            delta = DeltaLoRA(
-                model, settings.delta_lora_update_ratio, settings.delta_lora_start_step, seed=int(trainer.seed)
+        if settings.delta_lora_update_ratio is not None and saved_delta is not None and "base" in saved_delta:
+            load_moved_base(model, saved_delta["base"])  # a sharded training state brings them back itself
+
+    def before_training(self, trainer: Trainer, model: nn.Module, saved: dict) -> None:
+        """Delta-LoRA: its update, over the placed model (sharded or not) with the adapters it starts from."""
+        settings = trainer.method_settings
+        if "delta_lora" in saved and settings.delta_lora_update_ratio is None:
+            raise ConfigError(
+                "the checkpoint was trained with Delta-LoRA (its base weights moved), but delta_lora_update_ratio is "
+                "not set",
+                fix="resume with the delta_lora_update_ratio of the run that saved it",
             )
-            if saved_delta is not None:
-                delta.load_base_state(saved_delta["base"])
-            trainer.method_state["delta_lora"] = delta
+        if settings.delta_lora_update_ratio is None:
+            return
+        delta = DeltaLoRA(
+            model,
+            settings.delta_lora_update_ratio,
+            settings.delta_lora_start_step,
+            seed=int(trainer.seed),
+            shards=trainer.placement,
+        )
+        trainer.method_state["delta_lora"] = delta
+        if trainer.placement.is_main:
             note(
                 f"Delta-LoRA: after each optimizer step t > {delta.start_step} (from 0) the base weights of "
                 f"{len(delta.layers)} adapted layers move by {delta.update_ratio} x alpha/r x the change of B A; "
@@ -77,13 +90,21 @@ class LoRAFinetune(FinetuneMethod):
             )
 
     def set_trainable(self, trainer: Trainer, model: nn.Module) -> None:
-        if trainer.method_settings.delta_lora_update_ratio is not None and trainer.placement.world_size > 1:
-            raise ConfigError(
-                "Delta-LoRA runs on one device only: under FSDP2 the base weights it updates are sharded and not "
-                "in the sharded training state",
-                fix="use lora_finetune_single_device, or set delta_lora_update_ratio: null",
-            )
+        if trainer.method_settings.delta_lora_update_ratio is not None:
+            delta_lora_layers(model)  # refuse what Delta-LoRA cannot update before any weight is read
+            if getattr(trainer.placement, "cpu_offload", False):
+                raise ConfigError(
+                    "Delta-LoRA updates the sharded base weights on the GPU after each step, which fsdp_cpu_offload "
+                    "keeps on the CPU",
+                    fix="set fsdp_cpu_offload: False, or delta_lora_update_ratio: null",
+                )
         set_trainable_params(model, get_adapter_params(model))
+
+    def moved_frozen_params(self, trainer: Trainer, model: nn.Module) -> list[nn.Parameter]:
+        """Delta-LoRA's base weights (asked before its update exists: on resume, to load them)."""
+        if trainer.method_settings.delta_lora_update_ratio is None:
+            return []
+        return [m.weight for m in delta_lora_layers(model).values()]
 
     def after_optimizer_step(self, trainer: Trainer, model: nn.Module, step_index: int) -> None:
         delta = trainer.method_state.get("delta_lora")
@@ -91,11 +112,19 @@ class LoRAFinetune(FinetuneMethod):
             delta.after_step(step_index)
 
     def training_state(self, trainer: Trainer, model: nn.Module) -> dict:
-        """Delta-LoRA: the moved base weights and the adapter (its checkpoints hold only the merged model)."""
+        """Delta-LoRA: the moved base weights and the adapter (its checkpoints hold only the merged
+        model), gathered on the main rank; in a sharded training state they are among its shards
+        (`moved_frozen_params`), so only the flag is kept here."""
         delta = trainer.method_state.get("delta_lora")
         if delta is None:
             return {}
-        return {"delta_lora": {"base": delta.base_state(), "adapter": get_adapter_state_dict(model.state_dict())}}
+        if trainer.placement.saves_sharded_state(trainer.checkpointer):
+            return {"delta_lora": {"in_sharded_state": True}}
+        base_keys = {clean_tuner_key(f"{name}.weight") for name in delta.layers}
+        adapter_keys = {k for k in model.state_dict() if is_adapter_key(k)}
+        full = trainer.placement.full_state_dict(model, keys=base_keys | adapter_keys)
+        base = {k: v for k, v in full.items() if k in base_keys}
+        return {"delta_lora": {"base": base, "adapter": get_adapter_state_dict(full)}}
 
     def param_groups(self, trainer: Trainer, model: nn.Module) -> list[Any]:
         ratio = trainer.method_settings.lora_plus_ratio

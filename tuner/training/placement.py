@@ -6,9 +6,11 @@ never branches on the number of ranks itself. The interface (`Placement`):
 - ``build_model(parts, checkpointer)``: build the model, fill it with the checkpoint's weights and
   place it; returns the module to train and the rest of the checkpoint (adapter, training state);
 - ``all_reduce_sum``, ``all_finite``, ``clip_grad_norm``: numbers over every rank;
-- ``full_state_dict(model)``: the whole model on the CPU (on the main rank), to export;
+- ``local_rows``, ``full_tensor``: this rank's rows of a parameter and the whole of it (`tuner.peft.RowShards`,
+  for Delta-LoRA's update of the sharded base);
+- ``full_state_dict(model, keys=None)``: the whole model (or some entries) on the CPU (on the main rank), to export;
 - ``save_checkpoint(checkpointer, state, training, ...)`` / ``load_training_state(...)``: a checkpoint
-  with its training state (whole in ``training_state.pt``, or each rank's shards);
+  with its training state (whole in ``training_state.pt``, or each rank's shards: ``saves_sharded_state``);
 - ``rank``, ``world_size``, ``is_main``, ``whole_model``, ``device``; ``close()``.
 
 A recipe says which placement it runs with: ``Trainer(cfg, METHOD, placement=FSDP2)``.
@@ -17,7 +19,7 @@ A recipe says which placement it runs with: ``Trainer(cfg, METHOD, placement=FSD
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 import torch
 from torch import nn
@@ -46,6 +48,9 @@ class TrainingState:
     optimizer: Any
     loop: dict = field(default_factory=dict)  # where the loop is (the same on every rank)
     rank: dict = field(default_factory=dict)  # what differs between ranks: RNG states, the gradient scaler
+    #: Frozen parameters the method changes (Delta-LoRA's base weights): a sharded training state
+    #: keeps them with the trainable ones (a whole one holds them in the loop's ``method`` entry).
+    moved: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,14 @@ class Placement:
         """This rank's part of ``tensor``."""
         return tensor
 
+    def local_rows(self, tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """This rank's rows of ``tensor`` (updatable in place) and the index of the first."""
+        return tensor, 0
+
+    def full_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The whole ``tensor`` (every rank calls it)."""
+        return tensor
+
     def all_finite(self, tensors: Iterable[torch.Tensor]) -> bool:
         """Whether every element of ``tensors`` is finite, on every rank (one sync)."""
         flags = [torch.isfinite(self.local(t)).all() for t in tensors]
@@ -105,14 +118,18 @@ class Placement:
         """Clip the gradients of ``params`` to a total norm of ``max_norm``; the norm before clipping."""
         return torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm)
 
-    def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The model's state dict on the CPU, ready to merge and save."""
-        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    def full_state_dict(self, model: nn.Module, keys: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+        """The model's state dict (only ``keys``, when given) on the CPU, ready to merge and save."""
+        return {k: v.detach().cpu() for k, v in model.state_dict().items() if keys is None or k in keys}
 
     def barrier(self) -> None:
         pass
 
     # -------------------------------------------------------- training state
+    def saves_sharded_state(self, checkpointer: Any) -> bool:
+        """Whether `save_checkpoint` writes each rank's shards (else one whole ``training_state.pt``)."""
+        return False
+
     def optimizer_state_dict(self, model: nn.Module, optimizer: Any) -> dict:
         return optimizer.state_dict()
 

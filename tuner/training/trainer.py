@@ -75,9 +75,21 @@ class FinetuneMethod:
 
     def training_state(self, trainer: "Trainer", model: nn.Module) -> dict:
         """What the method needs back to resume exactly, beyond the weights part and the optimizer
-        (plain data: tensors, numbers). Saved in the training state; on resume `after_load` finds it
-        in ``checkpoint["training_state"]["method"]`` (none, for full fine-tuning and LoRA)."""
+        (plain data: tensors, numbers). Saved in the training state; on resume `before_training` gets it
+        back on every rank, and `after_load` finds it in ``checkpoint["training_state"]["method"]`` when
+        the state is whole (not sharded) (none, for full fine-tuning and LoRA)."""
         return {}
+
+    def before_training(self, trainer: "Trainer", model: nn.Module, saved: dict) -> None:
+        """Anything to do on every rank once the model is placed and, on resume, its training state
+        loaded (a sharded one included), before the first step; ``saved`` is what `training_state`
+        returned for the checkpoint resumed from (empty for a new run). Delta-LoRA: remember the
+        adapters' starting values, on the placed (maybe sharded) model."""
+
+    def moved_frozen_params(self, trainer: "Trainer", model: nn.Module) -> list[nn.Parameter]:
+        """Frozen parameters the method changes in training (Delta-LoRA's base weights): a sharded
+        training state saves and loads them with the trainable ones (none, by default)."""
+        return []
 
     def after_optimizer_step(self, trainer: "Trainer", model: nn.Module, step_index: int) -> None:
         """Anything to do after optimizer step ``step_index`` (counted from 0), under ``no_grad``
@@ -234,10 +246,11 @@ class Trainer:
             self.lr_scheduler = instantiate(cfg.lr_scheduler, target, num_training_steps=self.total_steps)
         self.grad_scaler = torch.amp.GradScaler(self.device.type) if self.dtype is torch.float16 else None
 
-        training = TrainingState(self.model, self.optimizer)
+        training = TrainingState(self.model, self.optimizer, moved=self.method.moved_frozen_params(self, self.decoder))
         resumed = self.placement.load_training_state(self.checkpointer, checkpoint, training)
         if resumed is not None:
             self._restore_training_state(resumed.state)
+        self.method.before_training(self, self.decoder, (resumed.state.get("method") if resumed else None) or {})
         self._log_start(resumed.source if resumed is not None else None)
 
     def _seed_everything(self) -> None:
@@ -406,7 +419,13 @@ class Trainer:
         state = self.method.checkpoint_state(self, self.decoder, final)
         state["training_dtype"] = dtype_name(self.dtype)
         adapter_only = bool(getattr(self.method_settings, "save_adapter_weights_only", False))
-        training = TrainingState(self.model, self.optimizer, loop=self._loop_state(), rank=self._rank_state())
+        training = TrainingState(
+            self.model,
+            self.optimizer,
+            loop=self._loop_state(),
+            rank=self._rank_state(),
+            moved=self.method.moved_frozen_params(self, self.decoder),
+        )
         self.placement.save_checkpoint(
             self.checkpointer, state, training, step=self.global_step, epoch=self.epoch, adapter_only=adapter_only
         )
