@@ -233,6 +233,17 @@ def test_a_language_modelling_loss_or_dataset_is_refused_with_a_fix(ckpt, data, 
     assert "cannot be packed" in capsys.readouterr().err
 
 
+def test_delta_lora_is_refused_for_lora_dpo_whose_reference_is_the_base(ckpt, data, tmp_path, capsys):
+    from tuner.cli.run import run_recipe
+
+    config = _config(tmp_path, ckpt, data, delta_lora_update_ratio=0.5)
+    assert run_recipe(["lora_dpo_single_device", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "delta_lora_update_ratio is set for LoRA DPO" in err and "remove delta_lora_update_ratio" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.safetensors"))
+
+
 @pytest.mark.slow
 def test_lora_dpo_kill_and_resume_is_exact(ckpt, data, tmp_path):
     from tests.recipes.helpers import assert_kill_and_resume_exact

@@ -32,7 +32,7 @@ from tuner.training.lora import LoRAFinetune
 from tuner.training.loss import cross_entropy_sum, shift_labels
 from tuner.training.placement import ModelParts
 from tuner.training.preference_loss import DPOLoss, PreferenceLoss
-from tuner.training.settings import DPOSettings
+from tuner.training.settings import DPOSettings, LoRADPOSettings
 from tuner.training.trainer import FinetuneMethod, Trainer, batch_on_device, forward_context
 
 #: The metrics logged each step besides the loss, in the order `PreferenceMethod` accumulates them.
@@ -155,6 +155,7 @@ class LoRADPO(PreferenceMethod, LoRAFinetune):
     """LoRA-family DPO: adapters train; the reference is the same model with its adapters off."""
 
     name = "LoRA DPO"
+    settings = LoRADPOSettings
 
     def reference_log_probs(self, trainer: Trainer, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with disable_adapter(trainer.decoder):

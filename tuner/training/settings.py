@@ -130,6 +130,20 @@ class LoRASettings:
 
 
 @dataclass(frozen=True)
+class LoRADPOSettings(LoRASettings):
+    """LoRA DPO's keys: LoRA's, less Delta-LoRA (its reference is the base with the adapters off)."""
+
+    def problems(self) -> list[str]:
+        if self.delta_lora_update_ratio is not None:
+            return [
+                "delta_lora_update_ratio is set for LoRA DPO: Delta-LoRA moves the base weights, and LoRA DPO's "
+                "reference model is that base with the adapters off, so the reference would drift with training; "
+                "remove delta_lora_update_ratio (or use full DPO, whose reference is a frozen copy)"
+            ]
+        return super().problems()
+
+
+@dataclass(frozen=True)
 class DPOSettings:
     """Keys of full DPO (`tuner.training.dpo.FullDPO`), on top of `TrainingSettings`."""
 
