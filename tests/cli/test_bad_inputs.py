@@ -108,6 +108,8 @@ CONFIG_MISTAKES = [
         ["optimizer_in_bwd=True", "gradient_accumulation_steps=2"],
         "optimizer_in_bwd=True needs gradient_accumulation_steps=1",
     ),
+    (["mlp_chunk_size=0"], "mlp_chunk_size=0 is not valid; it must be an integer >= 1 (or null)"),
+    (["mlp_chunk_size=4096", "compile=True"], "mlp_chunk_size=4096 (the sequence-tiled MLP) runs eagerly"),
     (["model._component_=tuner.models.smollm2.lora_smollm3"], "did you mean 'tuner.models.smollm2.lora_smollm2'?"),
     (["optimizer._component_=torch.optim.AdamX"], "unknown component 'torch.optim.AdamX'"),
     (["tokenizer.max_seq_len=0"], "tokenizer.max_seq_len=0 is not valid"),
