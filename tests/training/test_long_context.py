@@ -61,14 +61,14 @@ def test_offloaded_checkpoints_give_the_checkpointed_gradients(dropout):
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
 
 
-def _layer_inputs_alive_after_forward(offload: bool) -> int:
+def _layer_inputs_alive_after_forward(offload: bool, device: str = "cpu") -> int:
     """How many of the layers' input tensors are still alive between forward and backward."""
-    model = tiny()
+    model = tiny().to(device)
     memory.apply_activation_checkpointing(model, offload=offload)
     inputs: list[weakref.ref] = []
     for layer in model.layers:
         layer.register_forward_pre_hook(lambda _m, args: inputs.append(weakref.ref(args[0])))
-    loss = model.hidden(TOKENS).pow(2).mean()
+    loss = model.hidden(TOKENS.to(device)).pow(2).mean()
     gc.collect()
     alive = sum(ref() is not None for ref in inputs)
     loss.backward()  # the offloaded inputs come back for it
@@ -169,3 +169,47 @@ def test_size_builders_take_max_seq_len():
     long = llama3_1.llama3_1(**DIMS, max_seq_len=1024).rope
     assert long.cos.shape[0] == 1024
     assert torch.equal(long.cos[:64], short.cos) and torch.equal(long.sin[:64], short.sin)
+
+
+@pytest.mark.parametrize("offset", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lean_rms_norm_gives_autograds_output_and_gradients(monkeypatch, offset, dtype):
+    """The lean norm (input and 1/rms saved, blocks of rows) against autograd through HF's operations."""
+    from tuner.models import norms
+
+    monkeypatch.setattr(norms, "ROWS_ELEMENTS", 7 * 32)  # 7 rows a block: 3 blocks and a short one
+    norm = norms.RMSNorm(32, eps=1e-5, offset=offset).to(dtype)
+    with torch.no_grad():
+        norm.scale.normal_(0.5, 0.1)
+    x = torch.randn(3, 8, 32, dtype=dtype, requires_grad=True)
+    grad = torch.randn(3, 8, 32, dtype=dtype)
+
+    def run(fn):
+        x.grad, norm.scale.grad = None, None
+        out = fn()
+        out.backward(grad)
+        return out.detach(), x.grad, norm.scale.grad
+
+    expected = run(lambda: norms._rms_norm(x, norm.scale, norm.eps, offset)[0])  # plain autograd
+    got = run(lambda: norm(x))
+    assert torch.equal(got[0], expected[0])  # the forward is the same operations
+    assert torch.equal(got[1], expected[1])  # the input's gradient: autograd's operations row by row
+    # the scale's: the blocks' sums added in float32 (autograd sums all rows at once)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype is torch.float32 else dict(rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(got[2], expected[2], **tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("quantize_base", [False, True])
+def test_offloaded_checkpoints_and_tiled_mlp_on_cuda(quantize_base):
+    """The CUDA path: host copies on a side stream, prefetch, pinned pieces; NF4 MLPs tiled."""
+    tokens = TOKENS.cuda()
+    plain, both = tiny(quantize_base=quantize_base).cuda(), tiny(quantize_base=quantize_base).cuda()
+    memory.apply_activation_checkpointing(plain)
+    memory.tile_mlps(both, 20)
+    memory.apply_activation_checkpointing(both, offload=True)
+    expected, got = grads(plain, tokens), grads(both, tokens)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert _layer_inputs_alive_after_forward(offload=True, device="cuda") == 0
