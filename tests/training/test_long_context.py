@@ -50,15 +50,19 @@ def grads(model: torch.nn.Module, tokens: torch.Tensor, seed: int = 1) -> dict[s
 TOKENS = torch.randint(0, 128, (2, 48), generator=torch.Generator().manual_seed(3))
 
 
+def assert_same_gradients(reference: torch.nn.Module, model: torch.nn.Module, tokens=TOKENS, **tolerance) -> None:
+    expected, got = grads(reference, tokens), grads(model, tokens)
+    assert expected.keys() == got.keys() and len(got) == 3 * 7 * 2  # every adapter of every layer got one
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], **tolerance, msg=name)
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_offloaded_checkpoints_give_the_checkpointed_gradients(dropout):
     plain, offloaded = tiny(dropout=dropout), tiny(dropout=dropout)
     memory.apply_activation_checkpointing(plain)
     memory.apply_activation_checkpointing(offloaded, offload=True)
-    expected, got = grads(plain, TOKENS), grads(offloaded, TOKENS)
-    assert expected.keys() == got.keys() and len(got) == 3 * 7 * 2  # every adapter of every layer got one
-    for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
+    assert_same_gradients(plain, offloaded, rtol=0, atol=1e-6)
 
 
 def _layer_inputs_alive_after_forward(offload: bool, device: str = "cpu") -> int:
@@ -87,10 +91,7 @@ def test_sequence_tiled_mlp_gives_the_untiled_gradients(quantize_base):
     memory.tile_mlps(tiled, 20)  # 96 tokens: chunks of 20, the last one 16
     with torch.no_grad():
         torch.testing.assert_close(tiled(TOKENS), untiled(TOKENS), rtol=0, atol=1e-6)
-    expected, got = grads(untiled, TOKENS), grads(tiled, TOKENS)
-    assert expected.keys() == got.keys()
-    for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert_same_gradients(untiled, tiled, rtol=1e-5, atol=1e-6)
 
 
 def test_tiled_mlp_with_dropout_recomputes_the_forward_masks():
@@ -120,10 +121,7 @@ def test_tiled_mlp_under_offloaded_checkpoints_with_dropout():
     for model in (tiled, both):
         memory.tile_mlps(model, 16)
     memory.apply_activation_checkpointing(both, offload=True)
-    expected, got = grads(tiled, TOKENS), grads(both, TOKENS)
-    assert expected.keys() == got.keys()
-    for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert_same_gradients(tiled, both, rtol=1e-5, atol=1e-6)
 
 
 def test_tiled_mlp_reaches_the_weights_when_its_input_needs_no_gradient():
@@ -203,13 +201,9 @@ def test_lean_rms_norm_gives_autograds_output_and_gradients(monkeypatch, offset,
 @pytest.mark.parametrize("quantize_base", [False, True])
 def test_offloaded_checkpoints_and_tiled_mlp_on_cuda(quantize_base):
     """The CUDA path: host copies on a side stream, prefetch, pinned pieces; NF4 MLPs tiled."""
-    tokens = TOKENS.cuda()
     plain, both = tiny(quantize_base=quantize_base).cuda(), tiny(quantize_base=quantize_base).cuda()
     memory.apply_activation_checkpointing(plain)
     memory.tile_mlps(both, 20)
     memory.apply_activation_checkpointing(both, offload=True)
-    expected, got = grads(plain, tokens), grads(both, tokens)
-    assert expected.keys() == got.keys()
-    for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert_same_gradients(plain, both, TOKENS.cuda(), rtol=1e-4, atol=1e-5)
     assert _layer_inputs_alive_after_forward(offload=True, device="cuda") == 0
