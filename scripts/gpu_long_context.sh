@@ -6,7 +6,8 @@
 # Jobs, run in the order given, each with the time left (none starts with less than 30 s left):
 #   gpu_tests            the @pytest.mark.gpu tests of tests/training/test_long_context.py (the CUDA path)
 #   speed                qlora_8b at 2 x 2048 tokens, 6 steps: checkpoints kept on the GPU, then offloaded
-#   context:CAP:LO:HI    --max-context CAP (GiB; 0 = the whole GPU) over multiples of 4096 in LO:HI, goal first
+#   context:CAP:LO:HI[:S] --max-context CAP (GiB; 0 = the whole GPU) over multiples of 4096 in LO:HI, goal
+#                        first; no probe starts after S seconds (default: the time left)
 # Every job writes $OUT/<job>.json and $OUT/<job>.log; max-context prints each probe as it ends.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,10 +33,11 @@ for job in "$@"; do
           --steps 6 --warmup 2 enable_activation_offloading=$offload >>"$out/$name.json" 2>>"$out/$name.log"
       done ;;
     context:*)
-      IFS=: read -r _ cap lo hi <<<"$job"
+      IFS=: read -r _ cap lo hi own <<<"$job"
+      own=${own:-$t}
       timeout -k 5 "$t" python3 scripts/benchmark.py --workload qlora_8b_r32_all --steps 1 --max-context "$cap" \
-        --context-range "$lo:$hi" --context-multiple 4096 --time-budget "$((t - 15))" --probe-timeout "$((t - 10))" \
-        >"$out/$name.json" 2>"$out/$name.log" ;;
+        --context-range "$lo:$hi" --context-multiple 4096 --time-budget "$((own < t - 15 ? own : t - 15))" \
+        --probe-timeout "$((t - 10))" >"$out/$name.json" 2>"$out/$name.log" ;;
     *) echo "unknown job $job" >&2 ;;
   esac
   echo "$name: exit $? after $(($(date +%s) - start)) s" | tee -a "$out/jobs.txt"
