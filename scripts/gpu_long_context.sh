@@ -8,6 +8,9 @@
 #   speed                qlora_8b at 2 x 2048 tokens, 6 steps: checkpoints kept on the GPU, then offloaded
 #   context:CAP:LO:HI[:S] --max-context CAP (GiB; 0 = the whole GPU) over multiples of 4096 in LO:HI, goal
 #                        first; no probe starts after S seconds (default: the time left)
+#   peak:LEN[:LAYERS]    one uncapped step of qlora_8b_r32_all at LEN tokens (peak GPU and host memory,
+#                        tokens/s); LAYERS: the 8B shape with that many layers (activations offloaded per
+#                        layer do not grow with depth: a short model measures a long sequence's activations)
 # Every job writes $OUT/<job>.json and $OUT/<job>.log; max-context prints each probe as it ends.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +41,15 @@ for job in "$@"; do
       timeout -k 5 "$t" python3 scripts/benchmark.py --workload qlora_8b_r32_all --steps 1 --max-context "$cap" \
         --context-range "$lo:$hi" --context-multiple 4096 --time-budget "$((own < t - 15 ? own : t - 15))" \
         --probe-timeout "$((t - 10))" >"$out/$name.json" 2>"$out/$name.log" ;;
+    peak:*)
+      IFS=: read -r _ len layers <<<"$job"
+      shape=()
+      if [ -n "$layers" ]; then
+        shape=(model._component_=tuner.models.llama3_1.qlora_llama3_1 model.vocab_size=128256 "model.num_layers=$layers"
+          model.num_heads=32 model.num_kv_heads=8 model.embed_dim=4096 model.intermediate_dim=14336)
+      fi
+      timeout -k 5 "$t" python3 scripts/benchmark.py --workload qlora_8b_r32_all --seq-len "$len" --batch-size 1 \
+        --steps 1 --warmup 0 "model.max_seq_len=$len" "${shape[@]}" >"$out/$name.json" 2>"$out/$name.log" ;;
     *) echo "unknown job $job" >&2 ;;
   esac
   echo "$name: exit $? after $(($(date +%s) - start)) s" | tee -a "$out/jobs.txt"
