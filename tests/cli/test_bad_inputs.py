@@ -364,3 +364,13 @@ def test_hub_dataset_offline_fails_at_once(capsys, finished, tmp_path, monkeypat
     )
     assert code == 1
     assert_one_error(err, "comes from the Hugging Face Hub, which cannot be reached", "dataset.source=json")
+
+
+def test_offloaded_checkpoints_under_fsdp2_are_one_clear_error(capsys, finished):
+    """Offloaded checkpoints back-propagate each layer in a nested backward, which FSDP2 does not follow."""
+    config, out = finished
+    before = snapshot(out)
+    pair = ("enable_activation_checkpointing=True", "enable_activation_offloading=True")
+    code, _, err = tune(capsys, "run", "lora_finetune_distributed", "--config", str(config), *pair)
+    assert code == 2 and snapshot(out) == before
+    assert_one_error(err, "FSDP2", "set enable_activation_offloading=False")

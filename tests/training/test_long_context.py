@@ -1,12 +1,12 @@
 """Long-context memory features on a tiny model on CPU (issue #26): offloaded activation checkpoints
 and the sequence-tiled MLP give the gradients of the plain paths; offloading frees the layers'
-inputs after forward; the 8B size builders take ``max_seq_len``; bad combinations are refused."""
+inputs after forward; the lean RMSNorm gives autograd's gradients; the 8B size builders take
+``max_seq_len``. (FSDP2's refusal of offloaded checkpoints: tests/cli/test_bad_inputs.py.)"""
 
 from __future__ import annotations
 
 import gc
 import weakref
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -144,17 +144,6 @@ def test_tiling_a_model_without_the_gated_mlp_is_refused():
     model.layers = torch.nn.ModuleList([Layer()])
     with pytest.raises(ConfigError, match="mlp_chunk_size.*layer 0's is Linear"):
         memory.tile_mlps(model, 64)
-
-
-def test_fsdp2_refuses_offloaded_checkpoints():
-    from tuner.training.distributed import FSDP2
-
-    settings = SimpleNamespace(
-        enable_activation_checkpointing=True, ac_mode=None, ac_option=None, enable_activation_offloading=True
-    )
-    with pytest.raises(ConfigError, match="enable_activation_offloading=True with activation checkpointing") as err:
-        FSDP2.from_settings(settings)
-    assert "enable_activation_offloading=False" in err.value.fix
 
 
 def test_size_builders_take_max_seq_len():
