@@ -69,6 +69,7 @@ class _HostCopy:
             if side is not None:
                 self._ready = torch.cuda.Event()
                 self._ready.record(side)
+                out.record_stream(side)  # freed unused (a run stopped in backward): not reused mid-copy
         self._on_device = out
 
     def take(self, streams: "OffloadStreams") -> torch.Tensor:
