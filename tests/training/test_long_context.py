@@ -198,3 +198,12 @@ def test_offloaded_checkpoints_and_tiled_mlp_on_cuda(quantize_base):
     memory.apply_activation_checkpointing(both, offload=True)
     assert_same_gradients(plain, both, TOKENS.cuda(), rtol=1e-4, atol=1e-5)
     assert _layer_inputs_alive_after_forward(offload=True, device="cuda") == 0
+
+
+def test_compiled_layers_keep_autograds_rms_norm(monkeypatch):
+    from tuner.models import norms
+
+    norm, x = norms.RMSNorm(32), torch.randn(2, 5, 32, requires_grad=True)
+    assert type(norm(x).grad_fn).__name__ == "_LeanRMSNormBackward"
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert type(norm(x).grad_fn).__name__ == "MulBackward0"  # scale * x_hat, traced as it is

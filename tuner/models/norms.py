@@ -29,7 +29,9 @@ class RMSNorm(nn.Module):
         self.scale = nn.Parameter(torch.zeros(dim) if offset else torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad):
+        # Compiled layers keep autograd's norm: the compiler fuses it and plans its memory itself.
+        lean = not torch.compiler.is_compiling() and (x.requires_grad or self.scale.requires_grad)
+        if lean and torch.is_grad_enabled():
             return _LeanRMSNorm.apply(x, self.scale, self.eps, self.offset)
         return _rms_norm(x, self.scale, self.eps, self.offset)[0]
 
