@@ -133,8 +133,9 @@ def host_peak_rss_gib() -> float | None:
 def probe_command(
     workload: str, seq_len: int, cap_gib: float, steps: int, overrides: Sequence[str], device: str = "cuda"
 ) -> list[str]:
-    """argv of one probe: the workload at ``seq_len`` (batch 1; at most the model's max_seq_len, 131,072 for 8B 3.1)
-    for ``steps`` steps under a ``cap_gib`` memory cap (0: no cap); tokens/s is the last step's (with
+    """argv of one probe: the workload at ``seq_len`` (batch 1; the model built with
+    ``max_seq_len=seq_len``, its RoPE tables for exactly that many positions, unless ``overrides``
+    set it) for ``steps`` steps under a ``cap_gib`` memory cap (0: no cap); tokens/s is the last step's (with
     one step, the first's, which includes one-time costs: small next to a step at long context)."""
     script = Path(__file__).resolve().parent.parent / "scripts" / "benchmark.py"
     return [
@@ -154,6 +155,7 @@ def probe_command(
         device,
         "--memory-cap-gib",
         str(cap_gib),
+        f"model.max_seq_len={seq_len}",
         *overrides,
     ]
 

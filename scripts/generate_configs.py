@@ -299,8 +299,13 @@ def _model_block(m: Model, method: str) -> str:
     return "\n".join(lines) + "\n" + variant.model_keys
 
 
-LONG_CHUNKS = 64  # each chunk's logits (~max_seq_len/64 x vocab) exist only one at a time
+LONG_CHUNKS = 256  # each chunk's logits (~max_seq_len/256 x vocab) exist only one at a time
 OFFLOAD_NOTE = "  # the checkpointed layers' inputs live in (pinned) CPU memory until backward"
+LONG_MLP_CHUNK = 4096
+MLP_CHUNK_LINE = (
+    f"mlp_chunk_size: {LONG_MLP_CHUNK}  # each MLP runs over chunks of {LONG_MLP_CHUNK} tokens; "
+    "none of its [tokens, intermediate] activations is kept\n"
+)
 
 
 def render(m: Model, method: str) -> str:
@@ -409,7 +414,7 @@ device: cuda
 dtype: bf16
 enable_activation_checkpointing: {act_ckpt}
 {selective}enable_activation_offloading: {long}{OFFLOAD_NOTE if long else ""}
-{dist}
+{MLP_CHUNK_LINE if long else ""}{dist}
 metric_logger:
   _component_: tuner.training.metric_logging.DiskLogger
   log_dir: ${{output_dir}}/logs

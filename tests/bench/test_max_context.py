@@ -17,7 +17,7 @@ TINY_QLORA = [
     "model.num_kv_heads=2",
     "model.embed_dim=64",
     "model.intermediate_dim=128",
-    "model.max_seq_len=256",  # the component builder takes it; the 8B size builder has its own (131,072)
+    "model.max_seq_len=256",  # over the probe's own max_seq_len=<seq_len>: overrides come last
 ]
 
 
@@ -100,6 +100,7 @@ def test_memory_caps_on_cpu_are_refused_in_one_line(args, message, capsys, bench
 def test_one_real_probe_trains_the_long_context_workload_on_cpu():
     """A fresh process runs unsloth's setup (tiny shape, no cap): it fits, with tokens/s and host memory."""
     argv = mc.probe_command("qlora_8b_r32_all", 64, 0, 1, TINY_QLORA, device="cpu")
+    assert argv.index("model.max_seq_len=64") < argv.index("model.max_seq_len=256")  # the user's wins
     probe = mc.run_probe(argv, 64, timeout=300)
     assert probe.fits is True, probe.error
     assert probe.tokens_per_s > 0 and probe.host_peak_rss_gib > 0.1 and probe.peak_alloc_gib is None

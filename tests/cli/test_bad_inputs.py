@@ -108,6 +108,8 @@ CONFIG_MISTAKES = [
         ["optimizer_in_bwd=True", "gradient_accumulation_steps=2"],
         "optimizer_in_bwd=True needs gradient_accumulation_steps=1",
     ),
+    (["mlp_chunk_size=0"], "mlp_chunk_size=0 is not valid; it must be an integer >= 1 (or null)"),
+    (["mlp_chunk_size=4096", "compile=True"], "mlp_chunk_size=4096 (the sequence-tiled MLP) runs eagerly"),
     (["model._component_=tuner.models.smollm2.lora_smollm3"], "did you mean 'tuner.models.smollm2.lora_smollm2'?"),
     (["optimizer._component_=torch.optim.AdamX"], "unknown component 'torch.optim.AdamX'"),
     (["tokenizer.max_seq_len=0"], "tokenizer.max_seq_len=0 is not valid"),
@@ -362,3 +364,13 @@ def test_hub_dataset_offline_fails_at_once(capsys, finished, tmp_path, monkeypat
     )
     assert code == 1
     assert_one_error(err, "comes from the Hugging Face Hub, which cannot be reached", "dataset.source=json")
+
+
+def test_offloaded_checkpoints_under_fsdp2_are_one_clear_error(capsys, finished):
+    """Offloaded checkpoints back-propagate each layer in a nested backward, which FSDP2 does not follow."""
+    config, out = finished
+    before = snapshot(out)
+    pair = ("enable_activation_checkpointing=True", "enable_activation_offloading=True")
+    code, _, err = tune(capsys, "run", "lora_finetune_distributed", "--config", str(config), *pair)
+    assert code == 2 and snapshot(out) == before
+    assert_one_error(err, "FSDP2", "set enable_activation_offloading=False")

@@ -33,7 +33,7 @@ def test_every_generated_config_names_its_recipe_in_the_registry():
 
 def test_long_context_configs_are_unsloths_setup_at_the_models_context():
     """One ``8B_qlora_long_context`` per 8B family: QLoRA rank 32 on every linear layer, batch 1,
-    activation checkpointing and offloading, sequences of the model's whole context."""
+    offloaded activation checkpoints, the sequence-tiled MLP, sequences of the model's whole context."""
     from tuner.config import load_config
     from tuner.models.families import family
     from tuner.registry import recipe_for_config
@@ -48,4 +48,5 @@ def test_long_context_configs_are_unsloths_setup_at_the_models_context():
         assert list(cfg.model.lora_attn_modules) == ["q_proj", "k_proj", "v_proj", "output_proj"]
         assert cfg.model.apply_lora_to_mlp and cfg.model.lora_rank == 32 and cfg.batch_size == 1
         assert cfg.enable_activation_checkpointing and cfg.enable_activation_offloading
+        assert cfg.mlp_chunk_size == gen.LONG_MLP_CHUNK and not cfg.compile
         assert cfg.tokenizer.max_seq_len == context >= 8192 and cfg.dataset.packed

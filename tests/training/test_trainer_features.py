@@ -80,10 +80,19 @@ def test_optimizer_in_backward_resumes_exactly(ckpt, tmp_path):
 
 
 def test_activation_checkpointing_and_offloading_change_nothing(ckpt, tmp_path):
+    """With both keys each layer's input is offloaded (`tuner.training.offloaded_checkpoint`); the
+    sequence-tiled MLP (chunks of 16 tokens) changes nothing either."""
     plain, rows_plain = run(tmp_path, ckpt, "plain")
     saving, rows_saving = run(
-        tmp_path, ckpt, "saving", enable_activation_checkpointing=True, enable_activation_offloading=True
+        tmp_path,
+        ckpt,
+        "saving",
+        enable_activation_checkpointing=True,
+        enable_activation_offloading=True,
+        mlp_chunk_size=16,
     )
+    assert all(type(layer).__name__ == "OffloadedCheckpointWrapper" for layer in saving.decoder.layers)
+    assert all(layer.mlp.chunk_size == 16 for layer in saving.decoder.layers)
     assert losses(rows_plain) == pytest.approx(losses(rows_saving), abs=1e-6)
     assert_same(plain, saving, 1e-6)
 

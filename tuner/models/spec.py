@@ -216,16 +216,26 @@ class FamilySpec:
     def _size_builder(
         self, component: Callable[..., TransformerDecoder], size: Size
     ) -> Callable[[], TransformerDecoder]:
-        def build() -> TransformerDecoder:
-            return component(**size.dims)
+        """``<family>_<size>(max_seq_len=<the size's>)``: the one dimension a user may change is the
+        longest sequence (the RoPE tables and the KV cache's default length; a long-context run asks
+        for more than the released context, which RoPE extrapolates as the family's scaling says)."""
+        default_len = self.size_arguments(size).get("max_seq_len")
+        params = []
+        if default_len is not None:
+            params.append(
+                inspect.Parameter("max_seq_len", inspect.Parameter.KEYWORD_ONLY, default=default_len, annotation=int)
+            )
+
+        def build(**kwargs: Any) -> TransformerDecoder:
+            return component(**{**size.dims, **kwargs})
 
         count = f" ({size.params:,} parameters)" if size.params else ""
         return _named(
             build,
             f"{self.name}_{size.name}",
             self.module,
-            inspect.Signature(return_annotation=TransformerDecoder),
-            f"{size.title}{count}.",
+            inspect.Signature(params, return_annotation=TransformerDecoder),
+            f"{size.title}{count}." + (f" ``max_seq_len``: positions (default {default_len:,})." if params else ""),
         )
 
 

@@ -1,5 +1,6 @@
-"""Memory and speed features applied to a decoder's layers: activation checkpointing, activation
-offloading to CPU, per-layer torch.compile, and peak-memory readings."""
+"""Memory and speed features applied to a decoder's layers: activation checkpointing (offloaded or
+not), activation offloading to CPU, the sequence-tiled MLP, per-layer torch.compile, and peak-memory
+readings."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from torch import nn
 from torch.distributed.algorithms._checkpoint import checkpoint_wrapper as torch_checkpointing
 
 from tuner.errors import ConfigError
+from tuner.models.mlp import FeedForward
 from tuner.quantization import keep_dense_weights_for_backward
+from tuner.training.offloaded_checkpoint import OffloadedCheckpointWrapper, OffloadStreams
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -23,23 +26,42 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def apply_activation_checkpointing(
-    model: nn.Module, keep_nf4_dense: bool = False, every_n_layers: int = 1
+    model: nn.Module, keep_nf4_dense: bool = False, every_n_layers: int = 1, offload: bool = False
 ) -> list[int]:
     """Recompute decoder layers' activations in backward instead of storing them.
 
     ``every_n_layers``: checkpoint every n-th layer only (the n-th, 2n-th, ...; torchtune's
     ``ac_mode: selective``), trading memory for the recompute of the others. ``keep_nf4_dense``:
     NF4 weights dequantized by the recompute serve the backward too, instead of being dequantized a
-    third time (see `keep_dense_weights_for_backward`). Returns the indices of the checkpointed layers.
+    third time (see `keep_dense_weights_for_backward`). ``offload``: each checkpointed layer's input
+    waits for backward in pinned CPU memory, not on the GPU (`offloaded_checkpoint`). Returns the
+    indices of the checkpointed layers.
     """
     if every_n_layers < 1:
         raise ValueError(f"every_n_layers must be >= 1, got {every_n_layers}")
     layers = decoder_layers(model)
     chosen = [i for i in range(len(layers)) if (i + 1) % every_n_layers == 0]
+    streams = OffloadStreams()  # one for the model: its layers prefetch each other
     for i in chosen:
         keep_dense_weights_for_backward(layers[i], keep_nf4_dense)
-        layers[i] = torch_checkpointing.checkpoint_wrapper(layers[i], preserve_rng_state=True)
+        if offload:
+            layers[i] = OffloadedCheckpointWrapper(layers[i], streams)
+        else:
+            layers[i] = torch_checkpointing.checkpoint_wrapper(layers[i], preserve_rng_state=True)
     return chosen
+
+
+def tile_mlps(model: nn.Module, chunk_size: int) -> None:
+    """Compute every decoder layer's MLP over chunks of ``chunk_size`` tokens (the ``mlp_chunk_size``
+    key; `tuner.models.mlp` says how), so that no ``[tokens, intermediate_dim]`` tensor exists whole."""
+    for i, layer in enumerate(decoder_layers(model)):
+        mlp = getattr(layer, "mlp", None)
+        if not isinstance(mlp, FeedForward):
+            raise ConfigError(
+                f"mlp_chunk_size needs the gated MLP (FeedForward) in every layer; layer {i}'s is {type(mlp).__name__}",
+                "set mlp_chunk_size=null for this model",
+            )
+        mlp.chunk_size = int(chunk_size)
 
 
 def set_activation_checkpointing(model: nn.Module, auto_wrap_policy, **kwargs) -> None:
@@ -91,7 +113,11 @@ def compile_layers(model: nn.Module) -> None:
 
 @contextlib.contextmanager
 def activation_offloading(enabled: bool, pin_memory: bool = True) -> Iterator[None]:
-    """Keep tensors saved for backward on the CPU while ``enabled`` (trades speed for GPU memory)."""
+    """Keep tensors saved for backward on the CPU while ``enabled`` (trades speed for GPU memory).
+
+    Under activation checkpointing this reaches only what lies outside the checkpointed layers (the
+    embedding, the loss); the layers' own inputs are offloaded by ``apply_activation_checkpointing(...,
+    offload=True)``, which the trainer asks for when both keys are on."""
     if not enabled:
         yield
         return

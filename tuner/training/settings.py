@@ -56,6 +56,9 @@ class TrainingSettings:
     ac_option: int | None = setting(None, int, min=1)
     enable_activation_offloading: bool = setting(False, bool)
     nf4_keep_dense_for_backward: bool = setting(False, bool)
+    mlp_chunk_size: int | None = setting(
+        None, int, min=1, doc="compute each MLP over chunks of this many tokens, keeping none of its activations"
+    )
     fsdp_cpu_offload: bool = setting(False, bool)
     fsdp_reshard_after_forward: bool = setting(True, bool)
     fix_untrained_tokens: bool = setting(
@@ -77,6 +80,11 @@ class TrainingSettings:
             )
         if self.optimizer_in_bwd and self.dtype in ("fp16", "float16"):
             out.append("dtype=fp16 (a gradient scaler) does not work with optimizer_in_bwd=True; use bf16 or fp32")
+        if self.mlp_chunk_size is not None and self.compile:
+            out.append(
+                f"mlp_chunk_size={self.mlp_chunk_size} (the sequence-tiled MLP) runs eagerly; set compile=False, "
+                "or mlp_chunk_size=null to compile"
+            )
         if self.ac_mode == "selective" and self.ac_option is None:
             out.append("ac_mode=selective needs ac_option=N (checkpoint every N-th layer), e.g. ac_option=2")
         return out

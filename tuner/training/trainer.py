@@ -286,9 +286,14 @@ class Trainer:
         """The decoder made ready to train (trainable set, memory features) with its loss; the
         placement shards it or not."""
         self.method.set_trainable(self, model)
+        if self.settings.mlp_chunk_size is not None:
+            memory.tile_mlps(model, self.settings.mlp_chunk_size)
         if self.checkpoint_every is not None:
             memory.apply_activation_checkpointing(
-                model, self.settings.nf4_keep_dense_for_backward, self.checkpoint_every
+                model,
+                self.settings.nf4_keep_dense_for_backward,
+                self.checkpoint_every,
+                offload=self.settings.enable_activation_offloading,
             )
         if self.settings.compile:
             memory.compile_layers(model)
