@@ -14,7 +14,7 @@ from tuner.training.full import FullFinetune
 from tuner.training.trainer import Trainer, training_recipe
 
 METHOD = FullFinetune()
-SETTINGS = Trainer.settings_classes(METHOD)  # the top-level keys this recipe reads (`tune validate` checks them)
+SETTINGS = Trainer.settings_classes(METHOD, FSDP2)  # the top-level keys this recipe reads (`tune validate` checks them)
 recipe_main = training_recipe(METHOD, placement=FSDP2)  # reads the config, runs Trainer(cfg, METHOD, placement)
 
 if __name__ == "__main__":

@@ -374,3 +374,7 @@ def test_offloaded_checkpoints_under_fsdp2_are_one_clear_error(capsys, finished)
     code, _, err = tune(capsys, "run", "lora_finetune_distributed", "--config", str(config), *pair)
     assert code == 2 and snapshot(out) == before
     assert_one_error(err, "FSDP2", "set enable_activation_offloading=False")
+    code, _, err = tune(capsys, "validate", str(config), *pair, "--recipe", "lora_finetune_distributed")
+    assert code == 2 and "FSDP2" in err and "set enable_activation_offloading=False" in err
+    code, _, _ = tune(capsys, "validate", str(config), *pair, "--recipe", "lora_finetune_single_device")
+    assert code == 0  # one device takes offloaded checkpoints

@@ -41,9 +41,9 @@ from tuner.checkpoint.keys import clean_tuner_key
 from tuner.checkpoint.sharded import SHARDED_STATE_DIR, blob, load_sharded_state, save_sharded_state, unblob
 from tuner.devices import get_device
 from tuner.errors import ConfigError, TrainingError
-from tuner.training.memory import checkpointing_plan
 from tuner.training.optim import OptimizerInBackward
 from tuner.training.placement import ModelParts, Placement, Resumed, TrainingState
+from tuner.training.settings import ShardedTrainingSettings
 
 
 def is_distributed_env() -> bool:
@@ -55,6 +55,9 @@ class FSDP2(Placement):
     """Placement across ranks with FSDP2; see the module docstring."""
 
     whole_model = False
+    #: Refuses activation offloading with checkpointing: the offloaded checkpoints accumulate
+    #: parameter gradients in a nested backward, which FSDP2's per-layer gradient reduction does not follow.
+    settings = ShardedTrainingSettings
 
     def __init__(self, device: torch.device, reshard_after_forward: bool = True, cpu_offload: bool = False) -> None:
         if not is_distributed_env():
@@ -75,20 +78,7 @@ class FSDP2(Placement):
 
     @classmethod
     def from_settings(cls, settings: Any) -> "FSDP2":
-        """This rank's device, and the ``fsdp_reshard_after_forward`` / ``fsdp_cpu_offload`` keys.
-
-        Refuses activation offloading together with checkpointing: the offloaded checkpoints
-        accumulate parameter gradients in a nested backward, which FSDP2's per-layer gradient
-        reduction does not follow."""
-        s = settings
-        checkpointing = checkpointing_plan(s.enable_activation_checkpointing, s.ac_mode, s.ac_option)
-        if s.enable_activation_offloading and checkpointing is not None:
-            raise ConfigError(
-                "enable_activation_offloading=True with activation checkpointing offloads each checkpointed "
-                "layer's input (a nested backward per layer), which FSDP2's sharded gradients do not support",
-                "on several GPUs set enable_activation_offloading=False (sharding already divides the memory), "
-                "or train on one GPU with lora_finetune_single_device",
-            )
+        """This rank's device, and the ``fsdp_reshard_after_forward`` / ``fsdp_cpu_offload`` keys."""
         return cls(
             get_device(settings.device),
             reshard_after_forward=settings.fsdp_reshard_after_forward,

@@ -26,6 +26,7 @@ from torch import nn
 
 from tuner.checkpoint.sharded import check_world_size
 from tuner.devices import get_device
+from tuner.training.settings import TrainingSettings
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class Placement:
     rank = 0
     world_size = 1
     is_main = True
+    #: The top-level settings a recipe with this placement reads (`tune validate` checks the same).
+    settings: type = TrainingSettings
     #: Whether this process holds every weight (the before/after sample generates with it).
     whole_model = True
 

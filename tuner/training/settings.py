@@ -104,6 +104,23 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class ShardedTrainingSettings(TrainingSettings):
+    """`TrainingSettings` as the FSDP2 recipes read them: the same keys, one more combination refused."""
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        checkpointing = self.enable_activation_checkpointing or self.ac_mode in ("full", "selective")
+        if self.enable_activation_offloading and checkpointing:
+            out.append(
+                "enable_activation_offloading=True with activation checkpointing offloads each checkpointed "
+                "layer's input (a nested backward per layer), which FSDP2's sharded gradients do not support; "
+                "on several GPUs set enable_activation_offloading=False (sharding already divides the memory), "
+                "or train on one GPU with the single-device recipe"
+            )
+        return out
+
+
+@dataclass(frozen=True)
 class FullSettings:
     """Full fine-tuning adds no keys of its own."""
 

@@ -167,7 +167,7 @@ class Trainer:
         """``placement``: where the model lives (`SingleDevice`, or `tuner.training.distributed.FSDP2`
         under torchrun); built here from the run's settings."""
         self.settings: TrainingSettings
-        self.settings, self.method_settings = read_settings(cfg, *self.settings_classes(method))
+        self.settings, self.method_settings = read_settings(cfg, *self.settings_classes(method, placement))
         self.cfg = cfg
         self.method = method
         s = self.settings
@@ -197,9 +197,9 @@ class Trainer:
         self.repaired_tokens: list[int] = []
 
     @staticmethod
-    def settings_classes(method: FinetuneMethod) -> tuple[type, ...]:
-        """The settings classes a config for ``method`` is checked against (its top-level keys)."""
-        return (TrainingSettings, method.settings)
+    def settings_classes(method: FinetuneMethod, placement: type[Placement] = SingleDevice) -> tuple[type, ...]:
+        """The settings classes a config for ``method`` on ``placement`` is checked against (its top-level keys)."""
+        return (placement.settings, method.settings)
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
