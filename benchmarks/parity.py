@@ -199,3 +199,41 @@ def parity_report(tuner: Sequence[float], torchtune_runs: dict[str, Sequence[flo
         "noise_bound_max_abs_diff": max((n["max_abs_diff"] for n in noise.values()), default=None),
         "within_noise": within_noise(vs["tuner_vs_torchtune"], list(noise.values())),
     }
+
+
+def smoothed(losses: Sequence[float], window: int = 20) -> list[float]:
+    """Trailing mean of ``losses`` over up to ``window`` steps (step i: the mean of steps i-window+1..i)."""
+    out, total = [], 0.0
+    for i, x in enumerate(losses):
+        total += x - (losses[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def curve_gap(reference: Sequence[float], other: Sequence[float], window: int = 20, bound: float = 0.01) -> dict:
+    """How far ``other``'s loss curve is from ``reference``'s, relative, both smoothed over ``window``
+    steps (`smoothed`): the largest ``|other / reference - 1|`` and its step, the steps past ``bound``
+    (how many, the last one), and the held-out figure, the mean loss of the last ``window`` steps
+    (every batch of the learnable data is new, so those are losses on unseen data) and its relative
+    difference. ``within`` says whether both the curve and the final figure stay within ``bound``."""
+    n = min(len(reference), len(other))
+    if n == 0:
+        raise ValueError("no step logged by both runs")
+    a, b = smoothed(reference[:n], window), smoothed(other[:n], window)
+    rel = [y / x - 1 for x, y in zip(a, b)]
+    worst = max(range(n), key=lambda i: abs(rel[i]))
+    past = [i + 1 for i in range(n) if abs(rel[i]) > bound]
+    tail = min(window, n)
+    held = [sum(s[n - tail : n]) / tail for s in (reference, other)]
+    final_rel = held[1] / held[0] - 1
+    return {
+        "steps": n,
+        "max_rel": rel[worst],
+        "at_step": worst + 1,
+        "steps_past_bound": len(past),
+        "last_step_past_bound": past[-1] if past else None,
+        "held_out": held,
+        "held_out_rel": final_rel,
+        "within": not past and abs(final_rel) <= bound,
+        "bound": bound,
+    }
