@@ -75,13 +75,14 @@ def write_token_file(path: str | Path, tokens: torch.Tensor) -> Path:
 
 
 class TokenFileDataset(Dataset):
-    """The rows of a token file, in order: ``{"tokens": ids, "labels": ids}`` (every token trained
-    on; labels aligned with tokens, shifted by the loss, as both tools' collates expect)."""
+    """The rows of a token file (or of ``tokens`` [samples, seq_len]), in order: ``{"tokens": ids,
+    "labels": ids}`` (every token trained on; labels aligned with tokens, shifted by the loss, as both
+    tools' collates expect)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path | None = None, tokens: torch.Tensor | None = None) -> None:
         from safetensors.torch import load_file
 
-        self.tokens = load_file(str(path))["tokens"]
+        self.tokens = load_file(str(path))["tokens"] if tokens is None else tokens
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -98,6 +99,24 @@ def token_file_dataset(tokenizer: Any, path: str, packed: bool = False, **_: Any
     if packed:
         raise ValueError("token_file_dataset holds fixed-length samples; packed=True is not supported")
     return TokenFileDataset(path)
+
+
+def learnable_dataset(
+    tokenizer: Any,
+    seq_len: int = 2048,
+    num_samples: int = 1000,
+    vocab_size: int = 32000,
+    seed: int = 0,
+    states: int | None = None,
+    packed: bool = False,
+    **_: Any,
+) -> TokenFileDataset:
+    """Dataset component: `learnable_tokens` made in memory (no file), for tuner alone on the weights
+    its checkpointer gives (``scripts/benchmark.py`` with ``dataset._component_=benchmarks.parity.learnable_dataset``;
+    the FP8 quality runs, docs/benchmarks.md). ``states`` as in `learnable_tokens`."""
+    if packed:
+        raise ValueError("learnable_dataset holds fixed-length samples; packed=True is not supported")
+    return TokenFileDataset(tokens=learnable_tokens(num_samples, seq_len, vocab_size, seed=seed, states=states))
 
 
 def write_adapter_file(path: str | Path, adapters: dict[str, torch.Tensor]) -> Path:

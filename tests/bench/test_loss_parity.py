@@ -168,3 +168,11 @@ def test_curve_gap_reads_the_smoothed_relative_difference_and_the_held_out_tail(
     assert gap["last_step_past_bound"] < 70 and gap["held_out_rel"] == 0
     late = parity.curve_gap(reference, reference[:80] + [x * 1.02 for x in reference[80:]])
     assert not late["within"] and late["held_out_rel"] == pytest.approx(0.02)
+
+
+def test_learnable_dataset_is_the_token_generator_in_memory():
+    ds = parity.learnable_dataset(None, seq_len=16, num_samples=3, vocab_size=1000, seed=2, states=32)
+    expected = parity.learnable_tokens(3, 16, 1000, seed=2, states=32)
+    assert len(ds) == 3 and all(ds[i]["tokens"] == expected[i].tolist() == ds[i]["labels"] for i in range(3))
+    with pytest.raises(ValueError, match="packed=True"):
+        parity.learnable_dataset(None, packed=True)
