@@ -102,20 +102,14 @@ def token_file_dataset(tokenizer: Any, path: str, packed: bool = False, **_: Any
 
 
 def learnable_dataset(
-    tokenizer: Any,
-    seq_len: int = 2048,
-    num_samples: int = 1000,
-    vocab_size: int = 32000,
-    seed: int = 0,
-    states: int | None = None,
-    packed: bool = False,
-    **_: Any,
+    tokenizer: Any, seq_len: int, num_samples: int, vocab_size: int, *, states: int | None = None, **options: Any
 ) -> TokenFileDataset:
     """Dataset component: `learnable_tokens` made in memory (no file), for tuner alone on the weights
     its checkpointer gives (``scripts/benchmark.py`` with ``dataset._component_=benchmarks.parity.learnable_dataset``;
     the FP8 quality runs, docs/benchmarks.md). ``states`` as in `learnable_tokens`."""
-    if packed:
+    if options.get("packed"):
         raise ValueError("learnable_dataset holds fixed-length samples; packed=True is not supported")
+    seed = int(options.get("seed", 0))
     return TokenFileDataset(tokens=learnable_tokens(num_samples, seq_len, vocab_size, seed=seed, states=states))
 
 

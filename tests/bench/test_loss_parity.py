@@ -175,4 +175,4 @@ def test_learnable_dataset_is_the_token_generator_in_memory():
     expected = parity.learnable_tokens(3, 16, 1000, seed=2, states=32)
     assert len(ds) == 3 and all(ds[i]["tokens"] == expected[i].tolist() == ds[i]["labels"] for i in range(3))
     with pytest.raises(ValueError, match="packed=True"):
-        parity.learnable_dataset(None, packed=True)
+        parity.learnable_dataset(None, 16, 3, 1000, packed=True)
