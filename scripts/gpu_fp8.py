@@ -76,6 +76,7 @@ PLANS: dict[str, dict[str, list[tuple[str, list[str]]]]] = {
         "speed": [
             ("lora_1b_fp8_all", _speed("lora_1b_fp8", SPEED_1B, overrides=("model.base_dtype=fp8_all",))),
             ("lora_1b", _speed("lora_1b", SPEED_1B)),
+            ("lora_1b_fp8_fwd", _speed("lora_1b_fp8", SPEED_1B, overrides=("model.base_dtype=fp8_fwd",))),
         ],
         "quality": [
             ("quality_bf16", _quality()),
