@@ -56,6 +56,12 @@ def _quality(*overrides: str) -> list[str]:
     return [*QUALITY, *QUALITY_OVERRIDES, *overrides]
 
 
+RECIPE_QUALITY = [  # bf16, the noise reference (another LoRA init), and both FP8 recipes
+    ("quality_bf16", _quality()),
+    ("quality_bf16_seed1", _quality("seed=1")),
+    ("quality_fp8_all", _quality("model.base_dtype=fp8_all")),
+    ("quality_fp8_fwd", _quality("model.base_dtype=fp8_fwd")),
+]
 PLANS: dict[str, dict[str, list[tuple[str, list[str]]]]] = {
     "dev": {
         "speed": [
@@ -65,12 +71,7 @@ PLANS: dict[str, dict[str, list[tuple[str, list[str]]]]] = {
             ),
             ("lora_1b_fp8_fwd", _speed("lora_1b_fp8", SPEED_1B, overrides=("model.base_dtype=fp8_fwd",))),
         ],
-        "quality": [
-            ("quality_bf16", _quality()),
-            ("quality_bf16_seed1", _quality("seed=1")),
-            ("quality_fp8_all", _quality("model.base_dtype=fp8_all")),
-            ("quality_fp8_fwd", _quality("model.base_dtype=fp8_fwd")),
-        ],
+        "quality": RECIPE_QUALITY,
     },
     "final": {  # what fitted in this session's device time (docs/benchmarks.md)
         "speed": [
@@ -78,12 +79,7 @@ PLANS: dict[str, dict[str, list[tuple[str, list[str]]]]] = {
             ("lora_1b", _speed("lora_1b", SPEED_1B)),
             ("lora_1b_fp8_fwd", _speed("lora_1b_fp8", SPEED_1B, overrides=("model.base_dtype=fp8_fwd",))),
         ],
-        "quality": [
-            ("quality_bf16", _quality()),
-            ("quality_bf16_seed1", _quality("seed=1")),
-            ("quality_fp8_all", _quality("model.base_dtype=fp8_all")),
-            ("quality_fp8_fwd", _quality("model.base_dtype=fp8_fwd")),
-        ],
+        "quality": RECIPE_QUALITY,
     },
     "side_by_side": {
         "speed": [
