@@ -20,36 +20,17 @@ class NullTokenizer:
 
 
 class _Synthetic(Dataset):
-    def __init__(
-        self, seq_len: int, num_samples: int, vocab_size: int, seed: int, min_len: int | None, learnable: int = 0
-    ) -> None:
+    def __init__(self, seq_len: int, num_samples: int, vocab_size: int, seed: int, min_len: int | None) -> None:
         self.seq_len, self.num_samples, self.vocab_size, self.seed = seq_len, num_samples, vocab_size, seed
-        self.min_len, self.learnable = min_len, learnable
-        if learnable:  # a fixed random map over `learnable` token ids: the structure to learn
-            g = torch.Generator().manual_seed(seed)
-            self.symbols = torch.randperm(vocab_size, generator=g)[:learnable]
-            self.next = torch.randperm(learnable, generator=g)
+        self.min_len = min_len
 
     def __len__(self) -> int:
         return self.num_samples
 
     def __getitem__(self, i: int) -> dict[str, list[int]]:
         g = _generator(self.seed, i)
-        n = _length(self.seq_len, self.min_len, g)
-        if not self.learnable:
-            tokens = torch.randint(0, self.vocab_size, (n,), generator=g).tolist()
-            return {"tokens": tokens, "labels": list(tokens)}
-        # a Markov chain: the next symbol is next[current] with probability 0.9, else any of them
-        jumps = torch.randint(0, self.learnable, (n,), generator=g)
-        follow = torch.rand(n, generator=g) < LEARNABLE_FOLLOW
-        state = [int(jumps[0])]
-        for t in range(1, n):
-            state.append(int(self.next[state[-1]]) if follow[t] else int(jumps[t]))
-        tokens = self.symbols[torch.tensor(state)].tolist()
+        tokens = torch.randint(0, self.vocab_size, (_length(self.seq_len, self.min_len, g),), generator=g).tolist()
         return {"tokens": tokens, "labels": list(tokens)}
-
-
-LEARNABLE_FOLLOW = 0.9  # how often `learnable` data takes its map's next symbol
 
 
 def _generator(seed: int, i: int) -> torch.Generator:
@@ -74,18 +55,16 @@ def synthetic_dataset(
     seed: int = 0,
     packed: bool = False,
     min_len: int | None = None,
-    learnable: int = 0,
 ) -> Dataset:
     """``num_samples`` random token sequences, every token trained on.
 
     Each is exactly ``seq_len`` long, or (with ``min_len``) of a random length in
     [min_len, seq_len], like real documents; ``packed=True`` then packs them into ``seq_len``
-    sequences with per-document positions and masks, as the dataset builders do. ``learnable=n``
-    gives data with structure (quality comparisons): a Markov chain over ``n`` token ids that moves
-    to a fixed successor of the current id 90% of the time, so the loss can fall from ln(vocab) to
-    about 0.1 ln(n) + 0.33 nats; every sample is new, so a step's loss is on unseen data.
+    sequences with per-document positions and masks, as the dataset builders do. Their loss stays at
+    ln(vocab) (speed only); data a model can learn, for quality comparisons, is
+    `benchmarks.parity.learnable_tokens` (``scripts/benchmark.py --learnable-data``).
     """
-    data = _Synthetic(seq_len, num_samples, vocab_size, seed, min_len, learnable)
+    data = _Synthetic(seq_len, num_samples, vocab_size, seed, min_len)
     if not packed:
         return data
     from tuner.data.packing import PackedDataset

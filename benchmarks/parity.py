@@ -75,13 +75,14 @@ def write_token_file(path: str | Path, tokens: torch.Tensor) -> Path:
 
 
 class TokenFileDataset(Dataset):
-    """The rows of a token file, in order: ``{"tokens": ids, "labels": ids}`` (every token trained
-    on; labels aligned with tokens, shifted by the loss, as both tools' collates expect)."""
+    """The rows of a token file (or of ``tokens`` [samples, seq_len]), in order: ``{"tokens": ids,
+    "labels": ids}`` (every token trained on; labels aligned with tokens, shifted by the loss, as both
+    tools' collates expect)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path | None = None, tokens: torch.Tensor | None = None) -> None:
         from safetensors.torch import load_file
 
-        self.tokens = load_file(str(path))["tokens"]
+        self.tokens = load_file(str(path))["tokens"] if tokens is None else tokens
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -98,6 +99,18 @@ def token_file_dataset(tokenizer: Any, path: str, packed: bool = False, **_: Any
     if packed:
         raise ValueError("token_file_dataset holds fixed-length samples; packed=True is not supported")
     return TokenFileDataset(path)
+
+
+def learnable_dataset(
+    tokenizer: Any, seq_len: int, num_samples: int, vocab_size: int, *, states: int | None = None, **options: Any
+) -> TokenFileDataset:
+    """Dataset component: `learnable_tokens` made in memory (no file), for tuner alone on the weights
+    its checkpointer gives (``scripts/benchmark.py`` with ``dataset._component_=benchmarks.parity.learnable_dataset``;
+    the FP8 quality runs, docs/benchmarks.md). ``states`` as in `learnable_tokens`."""
+    if options.get("packed"):
+        raise ValueError("learnable_dataset holds fixed-length samples; packed=True is not supported")
+    seed = int(options.get("seed", 0))
+    return TokenFileDataset(tokens=learnable_tokens(num_samples, seq_len, vocab_size, seed=seed, states=states))
 
 
 def write_adapter_file(path: str | Path, adapters: dict[str, torch.Tensor]) -> Path:
@@ -198,4 +211,42 @@ def parity_report(tuner: Sequence[float], torchtune_runs: dict[str, Sequence[flo
         "noise": noise,
         "noise_bound_max_abs_diff": max((n["max_abs_diff"] for n in noise.values()), default=None),
         "within_noise": within_noise(vs["tuner_vs_torchtune"], list(noise.values())),
+    }
+
+
+def smoothed(losses: Sequence[float], window: int = 20) -> list[float]:
+    """Trailing mean of ``losses`` over up to ``window`` steps (step i: the mean of steps i-window+1..i)."""
+    out, total = [], 0.0
+    for i, x in enumerate(losses):
+        total += x - (losses[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def curve_gap(reference: Sequence[float], other: Sequence[float], window: int = 20, bound: float = 0.01) -> dict:
+    """How far ``other``'s loss curve is from ``reference``'s, relative, both smoothed over ``window``
+    steps (`smoothed`): the largest ``|other / reference - 1|`` and its step, the steps past ``bound``
+    (how many, the last one), and the held-out figure, the mean loss of the last ``window`` steps
+    (every batch of the learnable data is new, so those are losses on unseen data) and its relative
+    difference. ``within`` says whether both the curve and the final figure stay within ``bound``."""
+    n = min(len(reference), len(other))
+    if n == 0:
+        raise ValueError("no step logged by both runs")
+    a, b = smoothed(reference[:n], window), smoothed(other[:n], window)
+    rel = [y / x - 1 for x, y in zip(a, b)]
+    worst = max(range(n), key=lambda i: abs(rel[i]))
+    past = [i + 1 for i in range(n) if abs(rel[i]) > bound]
+    tail = min(window, n)
+    held = [sum(s[n - tail : n]) / tail for s in (reference, other)]
+    final_rel = held[1] / held[0] - 1
+    return {
+        "steps": n,
+        "max_rel": rel[worst],
+        "at_step": worst + 1,
+        "steps_past_bound": len(past),
+        "last_step_past_bound": past[-1] if past else None,
+        "held_out": held,
+        "held_out_rel": final_rel,
+        "within": not past and abs(final_rel) <= bound,
+        "bound": bound,
     }

@@ -454,7 +454,7 @@ def run(
         "first_loss": rows[0]["loss"],
         "final_loss": rows[-1]["loss"],
         "losses": [r["loss"] for r in rows],
-        "data": "learnable (benchmarks.parity)" if tt_assets is not None else "random tokens",
+        "data": "learnable (benchmarks.parity)" if "parity" in str(cfg.dataset._component_) else "random tokens",
         "tokens_per_s_steps": [round(r["tokens_per_second_per_gpu"]) for r in rows],
         # seconds the loop waited for each step's GPU work, read a step later: ~0 means launch-bound
         "wait_for_gpu_s_steps": [round(r["wait_for_gpu_s"], 4) for r in rows if "wait_for_gpu_s" in r],

@@ -153,3 +153,26 @@ def test_tuner_and_torchtune_losses_agree_step_by_step(workload, bench):
     losses = result["losses"]
     assert vs["steps"] == 10 and max(losses) - min(losses) > 0.05  # training moves the loss: a wrong step would show
     assert vs["max_abs_diff"] < 1e-4  # float32 on CPU: the same model, data, weights and steps
+
+
+def test_curve_gap_reads_the_smoothed_relative_difference_and_the_held_out_tail():
+    assert parity.smoothed([4.0, 2.0, 6.0, 0.0], window=2) == [4.0, 3.0, 4.0, 3.0]
+    reference = [10.0 - 0.03 * i for i in range(100)]
+    same = parity.curve_gap(reference, reference)
+    assert same["max_rel"] == 0 and same["within"] and same["last_step_past_bound"] is None
+    # a curve 3% higher over steps 30-49 only: past the 1% bound there (smoothing spreads it over
+    # 20 more steps), back within it at the end, so the held-out figure agrees
+    bumped = [x * (1.03 if 30 <= i < 50 else 1.0) for i, x in enumerate(reference)]
+    gap = parity.curve_gap(reference, bumped, window=20, bound=0.01)
+    assert not gap["within"] and 30 < gap["at_step"] <= 51 and 0.025 < gap["max_rel"] <= 0.03
+    assert gap["last_step_past_bound"] < 70 and gap["held_out_rel"] == 0
+    late = parity.curve_gap(reference, reference[:80] + [x * 1.02 for x in reference[80:]])
+    assert not late["within"] and late["held_out_rel"] == pytest.approx(0.02)
+
+
+def test_learnable_dataset_is_the_token_generator_in_memory():
+    ds = parity.learnable_dataset(None, seq_len=16, num_samples=3, vocab_size=1000, seed=2, states=32)
+    expected = parity.learnable_tokens(3, 16, 1000, seed=2, states=32)
+    assert len(ds) == 3 and all(ds[i]["tokens"] == expected[i].tolist() == ds[i]["labels"] for i in range(3))
+    with pytest.raises(ValueError, match="packed=True"):
+        parity.learnable_dataset(None, 16, 3, 1000, packed=True)

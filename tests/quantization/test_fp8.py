@@ -20,6 +20,9 @@ from tuner.quantization import (
     quantize_fp8,
 )
 from tuner.quantization.fp8 import FP8_DTYPE, FP8_MAX, check_fp8_device, quantize_rows
+from tuner.quantization.fp8_storage import FP8_DEFAULT, FP8Linear
+
+MLP = ("mlp.w1", "mlp.w2", "mlp.w3")
 
 
 def _weight(out_dim: int = 48, in_dim: int = 32, seed: int = 0) -> torch.Tensor:
@@ -92,6 +95,47 @@ def test_linear_fp8_gemms_emulated_match_their_formula_and_the_dense_linear():
     assert (x.grad - xd.grad).norm() / xd.grad.norm() < 0.05
 
 
+def test_bf16_input_gradient_is_the_dequantized_weights_and_the_forward_stays_fp8():
+    torch.manual_seed(0)
+    w = torch.randn(48, 64) * 0.1
+    q_all, q_fwd = quantize_fp8(w), quantize_fp8(w, fp8_input_grad=False)
+    x = torch.randn(2, 5, 64)
+    grad = torch.randn(2, 5, 48)
+    outs = {}
+    for name, q in (("all", q_all), ("fwd", q_fwd)):
+        xi = x.clone().requires_grad_()
+        y = linear_fp8(xi, q)
+        y.backward(grad)
+        outs[name] = (y.detach(), xi.grad)
+    assert torch.equal(outs["all"][0], outs["fwd"][0])  # the same FP8 forward
+    w_deq = q_fwd.data.double() * q_fwd.scale.double()[:, None]
+    torch.testing.assert_close(outs["fwd"][1].double(), grad.double() @ w_deq, rtol=1e-6, atol=1e-6)
+    # the output gradient is not rounded to e4m3: dX is the dequantized weight's (<= e4m3's 2^-4 per weight
+    # from the dense one), nearer the dense dX than the all-FP8 recipe's
+    dense_dx = grad @ w
+    err_fwd = float((outs["fwd"][1] - dense_dx).norm() / dense_dx.norm())
+    err_all = float((outs["all"][1] - dense_dx).norm() / dense_dx.norm())
+    assert err_fwd < 0.03 and err_all > 1.2 * err_fwd
+
+
+def test_base_dtype_values_choose_the_input_gradient_recipe():
+    w = _weight(32, 16)
+    for base_dtype, fp8_grad in (("fp8_all", True), ("fp8_fwd", False), ("fp8", FP8_DEFAULT == "fp8_all")):
+        layer = LoRALinear(16, 32, rank=4, alpha=8, weight=w.clone(), base_dtype=base_dtype)
+        assert get_fp8_weight(layer).fp8_input_grad is fp8_grad, base_dtype
+        assert base_dtype in repr(layer)
+    linear = torch.nn.Linear(16, 32, bias=True)
+    frozen = FP8Linear(linear, fp8_input_grad=False)
+    assert get_fp8_weight(frozen).fp8_input_grad is False and torch.equal(frozen.bias, linear.bias)
+    x = torch.randn(3, 16)
+    expected = linear_fp8(x, quantize_fp8(linear.weight.detach()), linear.bias.detach())
+    assert torch.equal(frozen(x), expected) and (expected - linear(x)).norm() / linear(x).norm() < 0.05
+    with torch.device("meta"):  # built empty, filled by a checkpoint's dense weight through the load hook
+        empty = FP8Linear(torch.nn.Linear(16, 32, bias=False))
+    empty.load_state_dict({"weight": linear.weight.detach()}, strict=False, assign=True)
+    assert torch.equal(empty.weight_fp8, frozen.weight_fp8)
+
+
 def test_lora_layer_stores_fp8_quantizes_on_load_and_keeps_its_bits_through_casts():
     w = _weight(32, 16)
     layer = LoRALinear(16, 32, rank=4, alpha=8, weight=w.clone(), base_dtype="fp8", init_lora_weights=False)
@@ -154,10 +198,12 @@ def test_vera_and_lora_builders_take_base_dtype():
             torch.manual_seed(0)
             models.append(lora_smollm2(["q_proj", "v_proj"], max_seq_len=64, base_dtype=base_dtype, **variant, **dims))
         dense, quantized = models
+        # the adapted q/v and every frozen block linear (k, output_proj, MLP); not the output projection
         assert [n for n, m in quantized.named_modules() if has_fp8_weight(m)] == [
-            "layers.0.attn.q_proj",
-            "layers.0.attn.v_proj",
+            f"layers.0.{m}" for m in ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.output_proj", *MLP)
         ]
+        k_proj = quantized.layers[0].attn.k_proj
+        assert isinstance(k_proj, FP8Linear) and sorted(k_proj.state_dict()) == ["weight_fp8", "weight_fp8_scale"]
         with torch.no_grad():
             a, b = dense(tokens), quantized(tokens)
         assert 0 < (a - b).norm() / a.norm() < 0.05, variant  # the same model up to FP8 rounding

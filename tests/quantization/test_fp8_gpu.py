@@ -41,11 +41,12 @@ def _rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
-def test_scaled_mm_matches_the_emulation_and_is_close_to_bf16(cuda):
+@pytest.mark.parametrize("fp8_input_grad", [True, False], ids=["fp8_all", "fp8_fwd"])
+def test_scaled_mm_matches_the_emulation_and_is_close_to_bf16(cuda, fp8_input_grad):
     w, x, grad = _case(cuda)
-    q = quantize_fp8(w)
+    q = quantize_fp8(w, fp8_input_grad=fp8_input_grad)
     y, dx = _fwd_bwd(lambda t: linear_fp8(t, q), x, grad)
-    q_cpu = quantize_fp8(w.cpu())
+    q_cpu = quantize_fp8(w.cpu(), fp8_input_grad=fp8_input_grad)
     y_emu, dx_emu = _fwd_bwd(lambda t: linear_fp8(t, q_cpu), x.cpu().float(), grad.cpu().float())
     # same quantized operands: only the accumulation order and the bf16 output rounding differ
     assert _rel(y.cpu(), y_emu) < 5e-3 and _rel(dx.cpu(), dx_emu) < 5e-3

@@ -1,8 +1,10 @@
 """LoRA over an FP8 base (``model.base_dtype: fp8``) end to end on CPU (FP8 GEMMs emulated): the base
-is stored in FP8 and never changes, the adapters train with activation checkpointing, the adapter
-loads in PEFT on the original base, and the merged model is the original weights plus the adapter
-(not the FP8-rounded ones). A refused combination is one clear error. DoRA over an FP8 base is
-checked at the layer (tests/quantization/test_fp8.py), FSDP2 in tests/recipes/test_distributed.py."""
+is stored in FP8 and never changes (k_proj, not adapted, too), the adapters train with activation
+checkpointing, the adapter loads in PEFT on the original base, the logits are those of HF transformers
++ PEFT with torchao's rowwise FP8 arithmetic in every block linear (tightly), and the merged model is
+the original weights plus the adapter (not the FP8-rounded ones). A refused combination is one clear
+error. DoRA over an FP8 base is checked at the layer (tests/quantization/test_fp8.py), FSDP2 in
+tests/recipes/test_distributed.py."""
 
 from __future__ import annotations
 
@@ -31,9 +33,51 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-# How far the FP8 model's logits may be from the exported (unquantized) model's. This random tiny
-# model (weights of std 0.2) amplifies any rounding from layer to layer: quantizing only the
-# activations already moves its logits by ~12%; a wrong scale layout moves them by ~100%.
+def _torchao_fp8_linear(linear: torch.nn.Linear):
+    """A forward for an HF block linear that is the FP8 GEMM written out from torchao's rowwise
+    quantization (x and W each e4m3 with one scale per row), in float64: independent of tuner's code."""
+    from torchao.float8.config import ScalingGranularity
+    from torchao.float8.float8_utils import tensor_to_scale, to_fp8_saturated
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        e4m3 = torch.float8_e4m3fn
+        scale = tensor_to_scale(t, e4m3, scaling_granularity=ScalingGranularity.AXISWISE, axiswise_dim=-1)
+        return to_fp8_saturated(t.float() * scale, e4m3).double() / scale.double()
+
+    w = rows(linear.weight.detach())
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        y = rows(x.reshape(-1, x.shape[-1])) @ w.t()
+        return y.view(*x.shape[:-1], -1).to(x.dtype)
+
+    return forward
+
+
+def _fp8_reference_logits(ckpt: Path, adapter_dir: Path, tokens: torch.Tensor) -> torch.Tensor:
+    """HF transformers' model of the original checkpoint with the adapter loaded by PEFT, every linear
+    of its blocks (PEFT's base layers and the plain k_proj) computing `_torchao_fp8_linear`."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    patched = 0
+    for name, module in model.named_modules():
+        if type(module) is torch.nn.Linear and ".layers." in name and "lora_" not in name:
+            module.forward, patched = _torchao_fp8_linear(module), patched + 1
+    assert patched == 2 * 7  # q, k, v, o and the three MLP weights of both layers
+    model.eval()
+    with torch.no_grad():
+        return model(tokens).logits
+
+
+# The FP8 model against the reference above: the same arithmetic but for float32 sums in another
+# order and another model implementation; measured 3.9e-7. Leaving out the activations' quantization
+# alone moves the logits by ~10%, so this is what pins the numerics down.
+FP8_REFERENCE_TOLERANCE = 1e-4
+# ... and against the exported (unquantized) model, loosely, as a sanity bound: this random tiny model
+# (weights of std 0.2) amplifies rounding from layer to layer, so FP8 rounding (2^-4 per value) moves
+# its logits by 18% (measured, all seven block linears in FP8); a wrong scale layout moves them ~100%.
 FP8_LOGIT_CHANGE = 0.25
 
 
@@ -47,7 +91,7 @@ def test_fp8_base_trains_and_merges_into_the_original_weights(ckpt, tmp_path):
     fp8_layers = {
         n.replace("_checkpoint_wrapped_module.", ""): m for n, m in decoder.named_modules() if has_fp8_weight(m)
     }
-    assert len(fp8_layers) == 2 * 6  # q, v, output projections and the three MLP weights of both layers
+    assert len(fp8_layers) == 2 * 7  # adapted: q, v, output_proj, the MLP; frozen: k_proj (FP8Linear)
     after = decoder.state_dict()
     changed = {k for k in after if not torch.equal(after[k], before[k])}
     assert changed and all(".lora_" in k for k in changed), sorted(changed)[:5]
@@ -58,6 +102,9 @@ def test_fp8_base_trains_and_merges_into_the_original_weights(ckpt, tmp_path):
     merged = hf_to_tuner(load_file(step / "model.safetensors"), "SMOLLM2", hf_config)
     scaling = LORA["lora_alpha"] / LORA["lora_rank"]
     for name, layer in fp8_layers.items():
+        if not hasattr(layer, "lora_b"):  # k_proj: frozen, merged unchanged from the original
+            assert torch.equal(merged[name + ".weight"], original[name + ".weight"])
+            continue
         delta = scaling * layer.lora_b.weight.detach() @ layer.lora_a.weight.detach()
         torch.testing.assert_close(merged[name + ".weight"], original[name + ".weight"] + delta, rtol=0, atol=1e-6)
         into_fp8 = dequantize_fp8(get_fp8_weight(layer)) + delta  # what merging into the FP8 base would give
@@ -70,6 +117,8 @@ def test_fp8_base_trains_and_merges_into_the_original_weights(ckpt, tmp_path):
         exported = AutoModelForCausalLM.from_pretrained(step, torch_dtype=torch.float32)(tokens).logits
     peft = _peft_logits(ckpt, step / "adapter", tokens)  # the adapter on the original (unquantized) base
     torch.testing.assert_close(peft, exported, rtol=0, atol=1e-4)
+    ref = _fp8_reference_logits(ckpt, step / "adapter", tokens)
+    assert _relative(ours, ref) < FP8_REFERENCE_TOLERANCE
     assert _relative(ours, exported) < FP8_LOGIT_CHANGE  # what it exports, up to FP8 rounding
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from tuner.errors import TunerError, did_you_mean
 from tuner.peft.lora import InitLoRAWeights, LoRALinear
 from tuner.peft.vera import VERA_PROJECTIONS_NAME, VeRALinear, VeRAProjections
-from tuner.quantization import BaseDtype, check_base_dtype
+from tuner.quantization import BaseDtype, FP8Linear, check_base_dtype, fp8_input_grad
 
 LORA_ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "output_proj")
 LORA_MLP_MODULES = ("w1", "w2", "w3")
@@ -101,8 +101,10 @@ def apply_lora(
         use_dora, quantize_base, use_rslora, lora_fa, init_lora_weights: see `LoRALinear`.
         use_vera: VeRA instead of LoRA (shared random projections, trainable scaling vectors);
             ``vera_d_initial`` and ``projection_prng_key`` as in PEFT's ``VeraConfig``.
-        base_dtype: ``"fp8"`` stores each adapted layer's frozen base in FP8 (per-row scales) and runs
-            its GEMMs in FP8 on Ada / Hopper GPUs (emulated on CPU); None (default) keeps the model's dtype.
+        base_dtype: ``"fp8"`` (or ``"fp8_fwd"`` / ``"fp8_all"``, `tuner.quantization.BaseDtype`) stores the
+            frozen base in FP8 (per-row scales) and runs its GEMMs in FP8 on Ada / Hopper GPUs (emulated on
+            CPU): each adapted layer's and every frozen attention / MLP linear of the blocks that is not
+            adapted (`FP8Linear`); the output projection and embeddings stay. None (default): the model's dtype.
 
     Returns:
         the same ``model``, modified in place.
@@ -195,7 +197,18 @@ def apply_lora(
             )
         new.train(linear.training)
         _set_module(model, name, new)
+    if base_dtype is not None:
+        _frozen_block_linears_to_fp8(model, fp8_input_grad(base_dtype))
     return model
+
+
+def _frozen_block_linears_to_fp8(model: nn.Module, fp8_grad: bool) -> None:
+    """Store every plain (not adapted) attention / MLP linear of the blocks in FP8 (`FP8Linear`)."""
+    for name, module in list(model.named_modules()):
+        if type(module) is nn.Linear and _wanted(name, list(LORA_ATTN_MODULES), True, False):
+            fp8 = FP8Linear(module, fp8_input_grad=fp8_grad)
+            fp8.train(module.training)
+            _set_module(model, name, fp8)
 
 
 def _base_device(module: nn.Module) -> torch.device:

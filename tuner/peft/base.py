@@ -79,8 +79,14 @@ class FrozenBase(nn.Module):
         """Move the dense ``weight`` into NF4 or FP8 storage (empty meta buffers when still on meta)."""
         dense = self.weight.data
         del self.weight
-        if self.base_dtype == "fp8":
-            quant.register_fp8_weight(self, (self.out_dim, self.in_dim), compute_dtype=dense.dtype, device=dense.device)
+        if self.base_dtype is not None:  # one of the FP8 recipes (quant.BASE_DTYPES)
+            quant.register_fp8_weight(
+                self,
+                (self.out_dim, self.in_dim),
+                compute_dtype=dense.dtype,
+                device=dense.device,
+                fp8_input_grad=quant.fp8_input_grad(self.base_dtype),
+            )
             fill = quant.set_fp8_weight
         else:
             quant.register_nf4_weight(self, self.out_dim, self.in_dim, compute_dtype=dense.dtype, device=dense.device)

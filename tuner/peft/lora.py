@@ -272,7 +272,7 @@ class LoRALinear(FrozenBase):
                 ("rslora", self.use_rslora),
                 ("lora_fa", self.lora_fa),
                 ("nf4", self.quantize_base),
-                ("fp8", self.base_dtype == "fp8"),
+                (str(self.base_dtype), self.base_dtype is not None),
             )
             if on
         ]

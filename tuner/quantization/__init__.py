@@ -12,7 +12,8 @@ Public API:
 - FP8 (e4m3, per-row scales) for LoRA's ``base_dtype: fp8``: `quantize_fp8`, `dequantize_fp8`,
   `linear_fp8` (fp8.py: the format, and both GEMMs through ``torch._scaled_mm`` on Ada / Hopper,
   emulated in float32 elsewhere); `register_fp8_weight`, `set_fp8_weight`, `get_fp8_weight`,
-  `has_fp8_weight`, `fp8_spec`, `fp8_linear`, `check_base_dtype` (fp8_storage.py: a module's buffers).
+  `has_fp8_weight`, `fp8_spec`, `fp8_linear`, `check_base_dtype`, `fp8_input_grad`, `FP8Linear` (a frozen
+  linear LoRA does not adapt) (fp8_storage.py: a module's buffers).
 - `quantize_state_dict_into(model, tensors, device=..., strict=...)` (load.py): quantize-as-load
   into a model built on the meta device.
 
@@ -30,7 +31,9 @@ from tuner.quantization.fp8_storage import (
     BASE_DTYPES,
     FP8_BUFFERS,
     BaseDtype,
+    FP8Linear,
     check_base_dtype,
+    fp8_input_grad,
     fp8_linear,
     fp8_spec,
     get_fp8_weight,
@@ -78,6 +81,8 @@ __all__ = [
     "BaseDtype",
     "FP8_BUFFERS",
     "check_base_dtype",
+    "fp8_input_grad",
+    "FP8Linear",
     "register_fp8_weight",
     "set_fp8_weight",
     "get_fp8_weight",

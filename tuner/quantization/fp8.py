@@ -18,6 +18,12 @@ tests check bit for bit.
 - no weight gradient: the base is frozen; nothing per call is saved for backward but the
   (already stored) FP8 weight.
 
+Two recipes, one per `FP8Weight.fp8_input_grad` (chosen by ``model.base_dtype``, fp8_storage.py):
+both GEMMs in FP8 as above (``fp8_all``), or the forward alone (``fp8_fwd``): the input gradient is
+then ``dY @ dequantize(W)`` in the compute dtype (bf16), so the output gradient is never rounded to
+e4m3 (3 mantissa bits per value, one scale per row); it costs a bf16 GEMM and a dequantized copy
+of one weight at a time. docs/benchmarks.md gives each recipe's speed and loss curve.
+
 On a GPU with FP8 tensor cores (compute capability 8.9+: Ada, Hopper) the GEMMs run through
 ``torch._scaled_mm`` (cuBLAS, bf16 output). Elsewhere (CPU, older GPUs) they are emulated:
 the same quantized operands dequantized to float32 and multiplied, so the CPU tests exercise the
@@ -46,12 +52,14 @@ class FP8Weight:
     """A 2-D weight in FP8 with one scale per output row.
 
     data: float8_e4m3fn [out, in]; scale: float32 [out], what a row multiplies by to dequantize;
-    dtype: the dtype `dequantize_fp8` returns (the model's compute dtype).
+    dtype: the dtype `dequantize_fp8` returns (the model's compute dtype); fp8_input_grad: whether
+    `linear_fp8`'s input-gradient GEMM runs in FP8 too (else in ``dtype`` on the dequantized weight).
     """
 
     data: torch.Tensor
     scale: torch.Tensor
     dtype: torch.dtype
+    fp8_input_grad: bool = True
 
     shape = property(lambda self: self.data.shape, doc="[out, in]")
     device = property(lambda self: self.data.device, doc="where the weight lives")
@@ -66,16 +74,20 @@ def quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, to_fp8.reciprocal()
 
 
-def quantize_fp8(weight: torch.Tensor, dtype: torch.dtype | None = None) -> FP8Weight:
+def quantize_fp8(weight: torch.Tensor, dtype: torch.dtype | None = None, fp8_input_grad: bool = True) -> FP8Weight:
     """Quantize a 2-D floating weight to FP8 with per-output-row scales, on its device."""
     check_weight_to_quantize(weight, "quantize_fp8")
     data, scale = quantize_rows(weight.detach())
-    return FP8Weight(data, scale.view(-1), dtype or weight.dtype)
+    return FP8Weight(data, scale.view(-1), dtype or weight.dtype, fp8_input_grad)
+
+
+def _dequantize(data: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (data.to(torch.float32) * scale[:, None]).to(dtype)
 
 
 def dequantize_fp8(q: FP8Weight) -> torch.Tensor:
     """The dense weight that `q` stands for, in `q.dtype`."""
-    return (q.data.to(torch.float32) * q.scale[:, None]).to(q.dtype)
+    return _dequantize(q.data, q.scale, q.dtype)
 
 
 _SCALED_MM: dict[torch.device, bool] = {}  # a plain dict, which torch.compile reads as constants
@@ -138,12 +150,13 @@ def _gemm(
 
 
 class _LinearFP8(torch.autograd.Function):
-    """y = x W^T + b with W frozen in FP8; both GEMMs in FP8 (see the module docstring)."""
+    """y = x W^T + b with W frozen in FP8; the forward GEMM in FP8, the input gradient's in FP8 when
+    ``fp8_input_grad`` else in x's dtype on the dequantized weight (see the module docstring)."""
 
     @staticmethod
-    def forward(ctx, x, data, scale, bias):
+    def forward(ctx, x, data, scale, bias, fp8_input_grad):
         ctx.save_for_backward(data, scale)
-        ctx.has_bias = bias is not None
+        ctx.has_bias, ctx.fp8_input_grad = bias is not None, fp8_input_grad
         x2 = x.reshape(-1, x.shape[-1])
         xq, xs = quantize_rows(x2)
         y = _gemm(xq, xs, data, scale, x.dtype, fast_accum=True)
@@ -156,18 +169,22 @@ class _LinearFP8(torch.autograd.Function):
         data, scale = ctx.saved_tensors
         grad_x = grad_bias = None
         g2 = grad.reshape(-1, grad.shape[-1])
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and ctx.fp8_input_grad:
             # dX = (dY * s_w) @ Wq: the weight's row scales move onto the gradient's columns
             gq, gs = quantize_rows(g2.to(torch.float32) * scale)
             ones = torch.ones(data.shape[1], device=data.device, dtype=torch.float32)
-            grad_x = _gemm(gq, gs, data.t().contiguous(), ones, grad.dtype).view(*grad.shape[:-1], data.shape[1])
+            grad_x = _gemm(gq, gs, data.t().contiguous(), ones, grad.dtype)
+        elif ctx.needs_input_grad[0]:  # dX = dY @ dequantize(W), in the gradient's dtype
+            grad_x = g2 @ _dequantize(data, scale, g2.dtype)
+        if grad_x is not None:
+            grad_x = grad_x.view(*grad.shape[:-1], data.shape[1])
         if ctx.has_bias and ctx.needs_input_grad[3]:
             grad_bias = g2.sum(0)
-        return grad_x, None, None, grad_bias
+        return grad_x, None, None, grad_bias, None
 
 
 def linear_fp8(x: torch.Tensor, q: FP8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ W^T (+ bias)`` with a frozen FP8 weight (FP8 GEMMs on FP8 GPUs, emulated elsewhere)."""
     if x.shape[-1] != q.shape[1]:
         raise TunerError(f"linear_fp8: input has {x.shape[-1]} features but the FP8 weight expects {q.shape[1]}")
-    return _LinearFP8.apply(x, q.data, q.scale, bias)
+    return _LinearFP8.apply(x, q.data, q.scale, bias, q.fp8_input_grad)

@@ -1,0 +1,32 @@
+"""scripts/gpu_fp8.py: the quality runs of every plan train on identical batches and differ from the
+bf16 run in one setting only, and the summary reads each run's curve gap against the bf16 run."""
+
+from __future__ import annotations
+
+from tests.bench.conftest import load_script
+
+gpu_fp8 = load_script("gpu_fp8")
+
+
+def test_quality_runs_differ_from_the_bf16_run_in_one_setting():
+    for plan in gpu_fp8.PLANS.values():
+        runs = dict(plan["quality"])
+        reference = runs.pop("quality_bf16")
+        assert "dataset._component_=benchmarks.parity.learnable_dataset" in reference
+        for name, args in runs.items():
+            assert args[: len(reference)] == reference and len(args) == len(reference) + 1, name
+            assert args[-1].startswith(("seed=", "model.base_dtype=")), name
+
+
+def test_summary_lists_speed_and_each_quality_gap():
+    falling = [10.0 - 0.02 * i for i in range(60)]
+    results = {
+        "lora_1b": {"tokens_per_s_median": 100.0, "peak_alloc_gib": 1.0, "peak_reserved_gib": 1.5, "mfu": 0.5},
+        "quality_bf16": {"losses": falling},
+        "quality_fp8_all": {"losses": [x * 1.05 for x in falling]},
+        "skipped": {"error": "out of time"},
+    }
+    text = gpu_fp8.summary(results)
+    assert "lora_1b | 100.0 | 1.0 / 1.5 | 0.5" in text and "skipped" not in text
+    gap = next(line for line in text.splitlines() if line.startswith("quality_fp8_all vs quality_bf16"))
+    assert '"within": false' in gap and '"held_out_rel": 0.05' in gap
