@@ -9,7 +9,7 @@ gpu_fp8 = load_script("gpu_fp8")
 
 
 def test_quality_runs_differ_from_the_bf16_run_in_one_setting():
-    for plan in gpu_fp8.PLANS.values():
+    for plan in (plan for plan in gpu_fp8.PLANS.values() if plan["quality"]):
         runs = dict(plan["quality"])
         reference = runs.pop("quality_bf16")
         assert "dataset._component_=benchmarks.parity.learnable_dataset" in reference
