@@ -125,6 +125,14 @@ def activation_offloading(enabled: bool, pin_memory: bool = True) -> Iterator[No
         yield
 
 
+def _allocator_settings_setter():
+    """torch's setter of the caching allocator's settings: the accelerator-wide one where it exists
+    (torch 2.11 deprecates the CUDA one with a warning on every run), else the CUDA one, else None."""
+    return getattr(torch._C, "_accelerator_setAllocatorSettings", None) or getattr(
+        torch.cuda.memory, "_set_allocator_settings", None
+    )
+
+
 def use_expandable_segments(device: torch.device) -> bool:
     """Let the CUDA caching allocator grow segments in place (``expandable_segments:True``) unless
     the user set ``PYTORCH_CUDA_ALLOC_CONF`` themselves. Fewer, growable segments leave less memory
@@ -132,7 +140,7 @@ def use_expandable_segments(device: torch.device) -> bool:
     docs/benchmarks.md). Returns whether it was switched on."""
     if device.type != "cuda" or "PYTORCH_CUDA_ALLOC_CONF" in os.environ:
         return False
-    setter = getattr(torch.cuda.memory, "_set_allocator_settings", None)
+    setter = _allocator_settings_setter()
     if setter is None:  # older torch: only the environment variable, read before CUDA starts
         return False
     setter("expandable_segments:True")
