@@ -356,7 +356,8 @@ def test_cuda_allocator_gets_expandable_segments_unless_the_user_chose(monkeypat
 
     calls = []
     monkeypatch.setattr(torch._C, "_accelerator_setAllocatorSettings", calls.append, raising=False)
-    monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", lambda _: pytest.fail("deprecated"), raising=False)
+    deprecated = lambda _: pytest.fail("the deprecated CUDA setter was called")  # noqa: E731
+    monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", deprecated, raising=False)
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
     assert memory.use_expandable_segments(torch.device("cpu")) is False and calls == []
     assert memory.use_expandable_segments(torch.device("cuda", 0)) is True
