@@ -134,3 +134,12 @@ def test_fp8_with_an_nf4_base_is_one_clear_error(ckpt, tmp_path, capsys):
     assert main(["run", "lora_finetune_single_device", "--config", str(config)]) == 2
     assert_one_error(capsys.readouterr().err, "base_dtype: fp8 and quantize_base: True", "Fix: use a lora_* builder")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("step_*"))
+
+
+def test_fp8_output_without_an_fp8_base_is_one_clear_error(ckpt, tmp_path, capsys):
+    from tests.cli.test_bad_inputs import assert_one_error
+    from tuner.cli.main import main
+
+    config = write_config(tmp_path / "run.yaml", ckpt, tmp_path / "out", lora={**LORA, "fp8_output": True})
+    assert main(["run", "lora_finetune_single_device", "--config", str(config)]) == 2
+    assert_one_error(capsys.readouterr().err, "fp8_output: True needs an FP8 base", "Fix: set model.base_dtype: fp8")
