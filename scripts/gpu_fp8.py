@@ -13,6 +13,12 @@ Plans (docs/benchmarks.md, "LoRA over an FP8 base"):
 - ``side_by_side``: one after the other: torchtune compile and tuner bf16 LoRA 1B
   (``--compare-torchtune``), tuner FP8 LoRA 1B, LoRA 8B FP8, QLoRA 8B, bf16 LoRA 8B (speed only:
   ``final`` measured the quality runs on the same code).
+- ``next`` (session 9's code, ``python3 scripts/gpu_fp8.py next 470``: one call, <= 8 min with compile):
+  LoRA 1B bf16, then FP8 with each new option alone and both (``fp8_shared_input``: one quantization
+  of q/k/v's and gate/up's input, on by default; ``fp8_output``: the loss's logits GEMM in FP8), then
+  LoRA 8B FP8 with both if the budget still allows; then 300-step quality of bf16, bf16 seed 1, FP8
+  and FP8 + ``fp8_output`` (``fp8_shared_input`` changes no number, so it needs no quality run), from
+  which the next session sets the defaults.
 
 Speed runs go one at a time (the GPU to itself); the quality runs then all at once (their losses do
 not depend on what else runs; their tokens/s does, and is not reported). A job that would start with
@@ -62,6 +68,17 @@ RECIPE_QUALITY = [  # bf16, the noise reference (another LoRA init), and both FP
     ("quality_fp8_all", _quality("model.base_dtype=fp8_all")),
     ("quality_fp8_fwd", _quality("model.base_dtype=fp8_fwd")),
 ]
+UNSHARED = "model.fp8_shared_input=False"  # each FP8 projection quantizes its own input (session 8's code)
+FP8_OUTPUT = "model.fp8_output=True"
+NEXT_SPEED = [  # bf16; FP8 as session 8 ran it; each new option alone; both (the new defaults + fp8_output)
+    ("lora_1b", _speed("lora_1b", SPEED_1B)),
+    ("lora_1b_fp8_unshared", _speed("lora_1b_fp8", SPEED_1B, overrides=(UNSHARED,))),
+    ("lora_1b_fp8_shared", _speed("lora_1b_fp8", SPEED_1B)),
+    ("lora_1b_fp8_output_unshared", _speed("lora_1b_fp8", SPEED_1B, overrides=(UNSHARED, FP8_OUTPUT))),
+    ("lora_1b_fp8_output_shared", _speed("lora_1b_fp8", SPEED_1B, overrides=(FP8_OUTPUT,))),
+    ("lora_8b_fp8_output_shared", _speed("lora_8b_fp8", SPEED_8B, overrides=(FP8_OUTPUT,))),
+]
+NEXT_QUALITY = [*RECIPE_QUALITY[:3], ("quality_fp8_all_output", _quality("model.base_dtype=fp8_all", FP8_OUTPUT))]
 PLANS: dict[str, dict[str, list[tuple[str, list[str]]]]] = {
     "dev": {
         "speed": [
@@ -91,6 +108,7 @@ PLANS: dict[str, dict[str, list[tuple[str, list[str]]]]] = {
         ],
         "quality": [],  # measured by `final` on the same code (docs/benchmarks.md)
     },
+    "next": {"speed": NEXT_SPEED, "quality": NEXT_QUALITY},
 }
 QUALITY_RESERVE_S = 110  # what the quality runs of a plan need together (four at 2 x 2048: ~1.5 min)
 MIN_JOB_S = 45  # a speed job with less than this left is skipped

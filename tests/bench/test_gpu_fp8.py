@@ -14,8 +14,31 @@ def test_quality_runs_differ_from_the_bf16_run_in_one_setting():
         reference = runs.pop("quality_bf16")
         assert "dataset._component_=benchmarks.parity.learnable_dataset" in reference
         for name, args in runs.items():
-            assert args[: len(reference)] == reference and len(args) == len(reference) + 1, name
-            assert args[-1].startswith(("seed=", "model.base_dtype=")), name
+            extra = args[len(reference) :]
+            assert args[: len(reference)] == reference and extra, name
+            # one setting: the seed (the noise reference) or the FP8 recipe (base_dtype and its fp8_ options)
+            if extra[0].startswith("seed="):
+                assert len(extra) == 1, name
+            else:
+                assert extra[0].startswith("model.base_dtype="), name
+                assert all(e.startswith("model.fp8_") for e in extra[1:]), name
+
+
+def test_next_plan_measures_each_new_fp8_option_alone_and_together_and_their_quality():
+    plan = gpu_fp8.PLANS["next"]
+    speed = dict(plan["speed"])
+    assert speed["lora_1b"][:2] == ["--workload", "lora_1b"]
+    base = speed["lora_1b_fp8_shared"]  # the new default: q/k/v and gate/up share their input's quantization
+    options = {name: frozenset(args[len(base) :]) for name, args in speed.items() if args[: len(base)] == base}
+    unshared, output = "model.fp8_shared_input=False", "model.fp8_output=True"
+    # the default, session 8's code, fp8_output alone, both: one run each, otherwise the same command
+    assert sorted(options.values(), key=sorted) == sorted(
+        [frozenset(), frozenset({unshared}), frozenset({output}), frozenset({unshared, output})], key=sorted
+    )
+    quality = dict(plan["quality"])
+    assert {"quality_bf16", "quality_bf16_seed1"} <= quality.keys()
+    assert any(output in args for args in quality.values())  # the numerics fp8_output changes
+    assert not any(unshared in args for args in quality.values())  # sharing changes no number (tests/quantization)
 
 
 def test_summary_lists_speed_and_each_quality_gap():

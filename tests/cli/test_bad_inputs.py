@@ -116,6 +116,7 @@ CONFIG_MISTAKES = [
     (["~optimizer"], "optimizer is missing; the recipe needs it"),
     (["dataset.train_on_input=sometimes"], "dataset.train_on_input='sometimes' does not fit"),
     (["model.base_dtype=fp16"], "model.base_dtype='fp16' does not fit"),
+    (["model.fp8_output=sometimes"], "model.fp8_output='sometimes' does not fit"),
 ]
 
 

@@ -66,3 +66,40 @@ def test_compiled_lora_layer_over_fp8_matches_eager(cuda):
     compiled_y, compiled_dx = _fwd_bwd(torch.compile(layer), x, grad)
     assert _rel(compiled_y, eager_y) < 1e-2 and _rel(compiled_dx, eager_dx) < 1e-2
     assert _rel(layer.lora_b.weight.grad.float(), eager_db.float()) < 1e-2
+
+
+def test_compiled_block_with_shared_input_quantization_matches_eager(cuda):
+    from tuner.models.smollm2 import lora_smollm2
+
+    torch.manual_seed(0)
+    dims = dict(vocab_size=256, num_layers=1, num_heads=16, num_kv_heads=4, embed_dim=1024, intermediate_dim=2048)
+    model = lora_smollm2(["q_proj", "v_proj"], apply_lora_to_mlp=True, max_seq_len=512, base_dtype="fp8", **dims)
+    model.to(cuda, torch.bfloat16)
+    block = model.layers[0]
+    x = torch.randn(2, 512, 1024, device=cuda, dtype=torch.bfloat16)
+    grad = torch.randn_like(x)
+    eager_y, eager_dx = _fwd_bwd(block, x, grad)
+    compiled_y, compiled_dx = _fwd_bwd(torch.compile(block, fullgraph=True), x, grad)
+    assert _rel(compiled_y, eager_y) < 1e-2 and _rel(compiled_dx, eager_dx) < 1e-2
+
+
+@pytest.mark.parametrize("fp8_input_grad", [True, False], ids=["fp8_all", "fp8_fwd"])
+def test_fp8_output_loss_matches_the_emulation_and_is_close_to_bf16(cuda, fp8_input_grad):
+    from tuner.training.loss import ChunkedCrossEntropyLoss
+
+    w, hidden, _ = _case(cuda, m=2048, k=2048, n=16384)
+    labels = torch.randint(0, w.shape[0], (1, hidden.shape[0]), device=cuda)
+    loss_fn = ChunkedCrossEntropyLoss(num_output_chunks=4, reduction="sum")
+
+    def run(h, weight):
+        h = h.detach().clone().requires_grad_()
+        loss = loss_fn(h[None], labels.to(h.device), None, weight)
+        loss.backward()
+        return loss.float(), h.grad.float()
+
+    q = quantize_fp8(w, fp8_input_grad=fp8_input_grad)
+    loss, grad = run(hidden, q)
+    loss_emu, grad_emu = run(hidden.cpu().float(), quantize_fp8(w.cpu(), fp8_input_grad=fp8_input_grad))
+    assert abs(float(loss) / float(loss_emu) - 1) < 5e-3 and _rel(grad.cpu(), grad_emu) < 2e-2
+    loss_ref, grad_ref = run(hidden, w)
+    assert abs(float(loss) / float(loss_ref) - 1) < 0.01 and _rel(grad, grad_ref) < 0.05

@@ -2,7 +2,8 @@
 is stored in FP8 and never changes (k_proj, not adapted, too), the adapters train with activation
 checkpointing, the adapter loads in PEFT on the original base, the logits are those of HF transformers
 + PEFT with torchao's rowwise FP8 arithmetic in every block linear (tightly), and the merged model is
-the original weights plus the adapter (not the FP8-rounded ones). A refused combination is one clear
+the original weights plus the adapter (not the FP8-rounded ones); with ``fp8_output`` the loss's logits
+GEMM runs on an FP8 copy of the output weight and no key changes. A refused combination is one clear
 error. DoRA over an FP8 base is checked at the layer (tests/quantization/test_fp8.py), FSDP2 in
 tests/recipes/test_distributed.py."""
 
@@ -18,7 +19,7 @@ from safetensors.torch import load_file
 from tests.recipes.helpers import make_hf_checkpoint, write_config
 from tests.recipes.test_lora_finetune import LORA, _peft_logits, _train
 from tuner.checkpoint.hf_keys import hf_to_tuner
-from tuner.quantization import dequantize_fp8, get_fp8_weight, has_fp8_weight
+from tuner.quantization import FP8Weight, dequantize_fp8, get_fp8_weight, has_fp8_weight
 
 FP8_LORA = {**LORA, "base_dtype": "fp8"}
 ADAMW = {"_component_": "torch.optim.AdamW", "lr": 1e-2}
@@ -84,10 +85,13 @@ FP8_LOGIT_CHANGE = 0.25
 def test_fp8_base_trains_and_merges_into_the_original_weights(ckpt, tmp_path):
     from transformers import AutoModelForCausalLM
 
+    # with fp8_output: the loss's logits GEMM in FP8 on a copy of the tied embedding, made after the load
+    lora = {**FP8_LORA, "fp8_output": True}
     trainer, before = _train(
-        tmp_path, ckpt, FP8_LORA, max_steps_per_epoch=3, enable_activation_checkpointing=True, optimizer=ADAMW
+        tmp_path, ckpt, lora, max_steps_per_epoch=3, enable_activation_checkpointing=True, optimizer=ADAMW
     )
     decoder = trainer.decoder
+    assert isinstance(decoder.frozen_output_weight(), FP8Weight)  # what the loss multiplied by
     fp8_layers = {
         n.replace("_checkpoint_wrapped_module.", ""): m for n, m in decoder.named_modules() if has_fp8_weight(m)
     }
@@ -130,3 +134,12 @@ def test_fp8_with_an_nf4_base_is_one_clear_error(ckpt, tmp_path, capsys):
     assert main(["run", "lora_finetune_single_device", "--config", str(config)]) == 2
     assert_one_error(capsys.readouterr().err, "base_dtype: fp8 and quantize_base: True", "Fix: use a lora_* builder")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("step_*"))
+
+
+def test_fp8_output_without_an_fp8_base_is_one_clear_error(ckpt, tmp_path, capsys):
+    from tests.cli.test_bad_inputs import assert_one_error
+    from tuner.cli.main import main
+
+    config = write_config(tmp_path / "run.yaml", ckpt, tmp_path / "out", lora={**LORA, "fp8_output": True})
+    assert main(["run", "lora_finetune_single_device", "--config", str(config)]) == 2
+    assert_one_error(capsys.readouterr().err, "fp8_output: True needs an FP8 base", "Fix: set model.base_dtype: fp8")

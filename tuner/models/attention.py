@@ -29,6 +29,7 @@ from torch import nn
 from tuner.errors import ConfigError
 from tuner.models.kv_cache import KVCache
 from tuner.models.rope import apply_rope
+from tuner.quantization import project_shared
 
 try:  # FlexAttention exists from torch 2.5
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
@@ -151,14 +152,15 @@ class MultiHeadAttention(nn.Module):
         dtype. ``cache_pos``: ``[s]`` cache slots to write when the KV cache is on.
         """
         b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim)
+        q, k, v = project_shared(x, self.q_proj, self.k_proj, self.v_proj)  # FP8 ones share x's quantization
+        q = q.view(b, s, self.num_heads, self.head_dim)
+        k = k.view(b, s, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q = self.q_norm(q)
         if self.k_norm is not None:
             k = self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
-        v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
         if rope is not None:
             cos, sin = rope
             q = apply_rope(q, cos, sin)

@@ -18,6 +18,7 @@ from torch import nn
 
 from tuner.errors import ConfigError
 from tuner.models.recompute import autocast_state, restored_autocast, restored_rng, rng_state
+from tuner.quantization import project_shared
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +63,8 @@ class FeedForward(nn.Module):
 
     def untiled(self, x: torch.Tensor) -> torch.Tensor:
         """The block over all of ``x`` at once."""
-        return self.w2(self.act(self.w1(x)) * self.w3(x))
+        gate, up = project_shared(x, self.w1, self.w3)  # FP8 ones share x's quantization
+        return self.w2(self.act(gate) * up)
 
 
 class _SequenceTiled(torch.autograd.Function):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner.errors import UsageError
+from tuner.errors import ConfigError, UsageError
 from tuner.models.attention import (
     Mask,
     MultiHeadAttention,
@@ -27,6 +27,7 @@ from tuner.models.attention import (
     is_block_mask,
 )
 from tuner.models.rope import RotaryPositionalEmbeddings
+from tuner.quantization import FP8Weight, get_fp8_copy, has_fp8_copy
 
 
 class TransformerSelfAttentionLayer(nn.Module):
@@ -212,19 +213,26 @@ class TransformerDecoder(nn.Module):
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
         return logits
 
-    def frozen_output_weight(self) -> torch.Tensor | None:
+    def frozen_output_weight(self) -> torch.Tensor | FP8Weight | None:
         """W when the logits are exactly ``hidden @ W^T`` with W frozen and held whole on this
         device (no bias, no soft-capping, no adapter, not sharded), else None. The loss can then
         take the gradient of the hidden states chunk by chunk in its forward and keep no logits
-        (`tuner.training.loss`)."""
+        (`tuner.training.loss`). With LoRA's ``fp8_output`` it is W's FP8 copy (an `FP8Weight`),
+        which the loss multiplies by in FP8."""
         out = self.output
         plain = isinstance(out, TiedLinear) or (type(out) is nn.Linear and out.bias is None)
         if not plain or self.final_softcap is not None:
             return None
         weight = out.weight
-        if weight.requires_grad or type(weight) not in (torch.Tensor, nn.Parameter):  # e.g. a DTensor shard
+        sharded = type(weight) not in (torch.Tensor, nn.Parameter)  # e.g. a DTensor shard
+        if sharded and has_fp8_copy(out):
+            raise ConfigError(
+                "fp8_output: True needs the output projection whole on each device; FSDP2 shards it",
+                fix="drop model.fp8_output with the distributed recipes (it works with the single-device ones)",
+            )
+        if weight.requires_grad or sharded:
             return None
-        return weight
+        return get_fp8_copy(out) if has_fp8_copy(out) else weight
 
     def forward(self, tokens: torch.Tensor, **hidden_kwargs: Any) -> torch.Tensor:
         """Logits ``[b, s, vocab]``; the keyword arguments (``mask``, ``input_pos``, ``cache_pos``) are

@@ -14,10 +14,20 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
-from tuner.errors import TunerError, did_you_mean
+from tuner.errors import ConfigError, TunerError, did_you_mean
 from tuner.peft.lora import InitLoRAWeights, LoRALinear
 from tuner.peft.vera import VERA_PROJECTIONS_NAME, VeRALinear, VeRAProjections
-from tuner.quantization import BaseDtype, FP8Linear, check_base_dtype, fp8_input_grad
+from tuner.quantization import (
+    BaseDtype,
+    FP8Linear,
+    check_base_dtype,
+    fp8_input_grad,
+    has_fp8_copy,
+    has_fp8_weight,
+    refresh_fp8_copy,
+    register_fp8_copy,
+)
+from tuner.quantization.fp8_storage import SHARE_INPUT
 
 LORA_ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "output_proj")
 LORA_MLP_MODULES = ("w1", "w2", "w3")
@@ -88,6 +98,8 @@ def apply_lora(
     vera_d_initial: float = 0.1,
     projection_prng_key: int = 0,
     base_dtype: Optional[BaseDtype] = None,
+    fp8_output: bool = False,
+    fp8_shared_input: bool = True,
     **unknown: object,
 ) -> nn.Module:
     """Replace the chosen ``nn.Linear`` modules of ``model`` with `LoRALinear` (or `VeRALinear`).
@@ -105,6 +117,13 @@ def apply_lora(
             frozen base in FP8 (per-row scales) and runs its GEMMs in FP8 on Ada / Hopper GPUs (emulated on
             CPU): each adapted layer's and every frozen attention / MLP linear of the blocks that is not
             adapted (`FP8Linear`); the output projection and embeddings stay. None (default): the model's dtype.
+        fp8_output: with ``base_dtype``, the loss's logits GEMM (and its input gradient) in FP8 too, on an
+            FP8 copy of the frozen output weight (`tuner.quantization.register_fp8_copy`: vocab x dim bytes
+            more; the dense weight stays for the embedding lookup, generation and export). Refreshed from
+            the loaded weight by `initialize_adapters`. Not with ``apply_lora_to_output`` or soft-capping.
+        fp8_shared_input: with ``base_dtype``, the FP8 projections that read one activation (q/k/v; the
+            MLP's gate and up) quantize it once (`tuner.quantization.shared_fp8_input`; the same numbers,
+            fewer passes over it); False quantizes it once per projection, for measuring only.
 
     Returns:
         the same ``model``, modified in place.
@@ -118,10 +137,14 @@ def apply_lora(
             "vera_d_initial",
             "projection_prng_key",
             "base_dtype",
+            "fp8_output",
+            "fp8_shared_input",
         ]
         said = ", ".join(f"{k!r}{did_you_mean(k, valid)}" for k in unknown)
         raise TunerError(f"unknown LoRA option(s) {said}", fix=f"LoRA variant options are {valid}")
     check_base_dtype(base_dtype, quantize_base)
+    if fp8_output:
+        _check_fp8_output(model, base_dtype, apply_lora_to_output)
     attn = _validate_attn_modules(lora_attn_modules)
     if not attn and not apply_lora_to_mlp and not apply_lora_to_output:
         raise TunerError(
@@ -199,7 +222,31 @@ def apply_lora(
         _set_module(model, name, new)
     if base_dtype is not None:
         _frozen_block_linears_to_fp8(model, fp8_input_grad(base_dtype))
+        for module in model.modules():
+            if has_fp8_weight(module):
+                setattr(module, SHARE_INPUT, bool(fp8_shared_input))
+    if fp8_output:
+        register_fp8_copy(model.output, fp8_input_grad=fp8_input_grad(base_dtype))
     return model
+
+
+def _check_fp8_output(model: nn.Module, base_dtype: Optional[str], apply_lora_to_output: bool) -> None:
+    """fp8_output needs an FP8 base recipe, a frozen output projection and plain logits (no soft-capping)."""
+    if base_dtype is None:
+        raise ConfigError(
+            "fp8_output: True needs an FP8 base (it follows base_dtype's recipe)",
+            fix="set model.base_dtype: fp8, or drop model.fp8_output",
+        )
+    if apply_lora_to_output:
+        raise ConfigError(
+            "fp8_output: True keeps a frozen FP8 copy of the output projection, which apply_lora_to_output trains",
+            fix="set model.apply_lora_to_output: False, or drop model.fp8_output",
+        )
+    if getattr(model, "final_softcap", None) is not None:
+        raise ConfigError(
+            "fp8_output: True computes the logits in the loss as hidden @ W^T, which this model soft-caps",
+            fix="drop model.fp8_output for this model (Gemma 2)",
+        )
 
 
 def _frozen_block_linears_to_fp8(model: nn.Module, fp8_grad: bool) -> None:
@@ -259,3 +306,6 @@ def initialize_adapters(model: nn.Module, device: Optional[torch.device] = None)
                 module.vera_B = fresh.vera_B.to(target)
         for module in adapters:
             module.initialize_adapter()
+        for module in model.modules():
+            if has_fp8_copy(module):  # the output projection's FP8 copy (fp8_output), from the loaded weight
+                refresh_fp8_copy(module)

@@ -111,11 +111,14 @@ class FrozenBase(nn.Module):
             return quant.dequantize_nf4(quant.get_nf4_weight(self))
         return self.weight
 
-    def base_linear(self, x: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
-        """``x @ W^T (+ b)`` with the frozen base."""
+    def base_linear(
+        self, x: torch.Tensor, with_bias: bool = True, x_fp8: Optional[quant.FP8Input] = None
+    ) -> torch.Tensor:
+        """``x @ W^T (+ b)`` with the frozen base; ``x_fp8``: ``x`` already quantized for an FP8 base
+        (`tuner.quantization.shared_fp8_input`), ignored by the other bases."""
         bias = self.bias if with_bias else None
         if quant.has_fp8_weight(self):
-            return quant.fp8_linear(self, x, bias)
+            return quant.fp8_linear(self, x, bias, x_fp8)
         if self.base_is_quantized():
             return quant.nf4_linear(self, x, bias)
         return F.linear(x, self.weight, bias)

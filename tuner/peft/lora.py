@@ -30,6 +30,7 @@ from torch import nn
 
 from tuner.errors import ConfigError, TrainingError, TunerError
 from tuner.peft.base import FrozenBase
+from tuner.quantization import FP8Input
 
 # torchao's NF4 options that torchtune's LoRALinear takes; tuner's NF4 (bitsandbytes) has them fixed.
 NF4_BLOCK_SIZES = {"block_size": 64, "scaler_block_size": 256}
@@ -244,8 +245,9 @@ class LoRALinear(FrozenBase):
             return dora_merged_weight(base, a, b, self.scaling, self.magnitude)
         return base + lora_delta(a, b, self.scaling)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_linear(x)
+    def forward(self, x: torch.Tensor, x_fp8: Optional[FP8Input] = None) -> torch.Tensor:
+        """``x_fp8``: ``x`` already quantized for an FP8 base (`tuner.quantization.project_shared`)."""
+        out = self.base_linear(x, x_fp8=x_fp8)
         if self.disabled:
             return out
         xd = self.dropout(x)

@@ -24,6 +24,7 @@ from torch import nn
 
 from tuner.errors import TunerError
 from tuner.peft.base import FrozenBase
+from tuner.quantization import FP8Input
 
 VERA_PROJECTIONS_NAME = "vera_projections"
 
@@ -131,8 +132,9 @@ class VeRALinear(FrozenBase):
     def merged_weight(self) -> torch.Tensor:
         return self.base_weight().to(self.vera_lambda_d.dtype) + self.delta_weight()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_linear(x)
+    def forward(self, x: torch.Tensor, x_fp8: Optional[FP8Input] = None) -> torch.Tensor:
+        """``x_fp8``: ``x`` already quantized for an FP8 base (`tuner.quantization.project_shared`)."""
+        out = self.base_linear(x, x_fp8=x_fp8)
         if self.disabled:
             return out
         a, b = self._sliced()

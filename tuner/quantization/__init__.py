@@ -13,7 +13,10 @@ Public API:
   `linear_fp8` (fp8.py: the format, and both GEMMs through ``torch._scaled_mm`` on Ada / Hopper,
   emulated in float32 elsewhere); `register_fp8_weight`, `set_fp8_weight`, `get_fp8_weight`,
   `has_fp8_weight`, `fp8_spec`, `fp8_linear`, `check_base_dtype`, `fp8_input_grad`, `FP8Linear` (a frozen
-  linear LoRA does not adapt) (fp8_storage.py: a module's buffers).
+  linear LoRA does not adapt) (fp8_storage.py: a module's buffers); `quantize_input`, `FP8Input`,
+  `shared_fp8_input`, `project_shared` (one quantization of an activation for every FP8 projection
+  that reads it); `register_fp8_copy`, `refresh_fp8_copy`, `has_fp8_copy`, `get_fp8_copy` (an FP8 copy
+  beside a dense weight: the output projection's, for the logits GEMM of the loss).
 - `quantize_state_dict_into(model, tensors, device=..., strict=...)` (load.py): quantize-as-load
   into a model built on the meta device.
 
@@ -26,7 +29,7 @@ any device. Without bitsandbytes installed, the first use raises a TunerError sa
 install it; importing this package does not need it.
 """
 
-from tuner.quantization.fp8 import FP8Weight, dequantize_fp8, linear_fp8, quantize_fp8
+from tuner.quantization.fp8 import FP8Input, FP8Weight, dequantize_fp8, linear_fp8, quantize_fp8, quantize_input
 from tuner.quantization.fp8_storage import (
     BASE_DTYPES,
     FP8_BUFFERS,
@@ -36,10 +39,16 @@ from tuner.quantization.fp8_storage import (
     fp8_input_grad,
     fp8_linear,
     fp8_spec,
+    get_fp8_copy,
     get_fp8_weight,
+    has_fp8_copy,
     has_fp8_weight,
+    project_shared,
+    refresh_fp8_copy,
+    register_fp8_copy,
     register_fp8_weight,
     set_fp8_weight,
+    shared_fp8_input,
 )
 from tuner.quantization.linear import (
     NF4Linear,
@@ -77,6 +86,14 @@ __all__ = [
     "quantize_fp8",
     "dequantize_fp8",
     "linear_fp8",
+    "FP8Input",
+    "quantize_input",
+    "shared_fp8_input",
+    "project_shared",
+    "register_fp8_copy",
+    "refresh_fp8_copy",
+    "has_fp8_copy",
+    "get_fp8_copy",
     "BASE_DTYPES",
     "BaseDtype",
     "FP8_BUFFERS",

@@ -35,6 +35,7 @@ weight in high precision; here the weight is stored in FP8 and only activations 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -149,17 +150,67 @@ def _gemm(
     return ((a.to(torch.float32) * a_scale) @ (b.to(torch.float32) * b_scale[:, None]).t()).to(out_dtype)
 
 
+class FP8Input(NamedTuple):
+    """An activation quantized once for every FP8 projection that reads it (q/k/v read the same
+    normed x, and so do the MLP's gate and up): ``data`` e4m3 ``[rows, in]`` (the input's leading
+    dimensions flattened), ``scale`` float32 ``[rows, 1]``."""
+
+    data: torch.Tensor
+    scale: torch.Tensor
+
+
+def quantize_input(x: torch.Tensor) -> FP8Input:
+    """``x`` [..., in] quantized per row as `linear_fp8`'s forward does it (no gradient flows through
+    it: `linear_fp8` still takes ``x`` itself for its input gradient)."""
+    return FP8Input(*quantize_rows(x.detach().reshape(-1, x.shape[-1])))
+
+
+def fp8_matmul(x2: torch.Tensor, q: FP8Weight, x_fp8: FP8Input | None = None) -> torch.Tensor:
+    """``x2 @ W^T`` for ``x2`` [M, in] in FP8 (forward GEMM, fast accumulation), in ``x2``'s dtype;
+    ``x_fp8``: ``x2`` already quantized (`quantize_input`), else it is quantized here."""
+    xq, xs = x_fp8 if x_fp8 is not None else quantize_rows(x2)
+    return _gemm(xq, xs, q.data, q.scale, x2.dtype, fast_accum=True)
+
+
+def input_grad_operand(q: FP8Weight, dtype: torch.dtype) -> torch.Tensor:
+    """What `fp8_matmul_grad` multiplies by: the transposed FP8 weight ``[in, out]`` (a transient
+    1-byte copy) when the input gradient's GEMM is FP8, else the weight dequantized to ``dtype``.
+    Made once per weight and call, so a caller that splits the rows (the chunked loss) shares it."""
+    return q.data.t().contiguous() if q.fp8_input_grad else _dequantize(q.data, q.scale, dtype)
+
+
+def quantize_output_grad(g2: torch.Tensor, weight_scale: torch.Tensor) -> FP8Input:
+    """An output gradient ``g2`` [M, out] as `fp8_matmul_grad`'s FP8 GEMM takes it: the weight's row
+    scales ``weight_scale`` [out] folded into its columns, then quantized per row (a caller may fuse
+    this with what makes ``g2``, as the chunked loss does)."""
+    return FP8Input(*quantize_rows(g2.to(torch.float32) * weight_scale))
+
+
+def fp8_matmul_grad(
+    g2: torch.Tensor, q: FP8Weight, operand: torch.Tensor | None = None, g_fp8: FP8Input | None = None
+) -> torch.Tensor:
+    """``g2 @ W`` for an output gradient ``g2`` [M, out]: in FP8 with ``W``'s row scales folded into
+    ``g2``'s columns (``q.fp8_input_grad``), else in ``g2``'s dtype on the dequantized weight;
+    ``operand``: `input_grad_operand` made by the caller; ``g_fp8``: `quantize_output_grad` of ``g2``
+    made by the caller (then only ``g2``'s dtype, the result's, is read)."""
+    operand = input_grad_operand(q, g2.dtype) if operand is None else operand
+    if not q.fp8_input_grad:
+        return g2 @ operand
+    gq, gs = g_fp8 if g_fp8 is not None else quantize_output_grad(g2, q.scale)
+    ones = torch.ones(operand.shape[0], device=operand.device, dtype=torch.float32)
+    return _gemm(gq, gs, operand, ones, g2.dtype)
+
+
 class _LinearFP8(torch.autograd.Function):
     """y = x W^T + b with W frozen in FP8; the forward GEMM in FP8, the input gradient's in FP8 when
     ``fp8_input_grad`` else in x's dtype on the dequantized weight (see the module docstring)."""
 
     @staticmethod
-    def forward(ctx, x, data, scale, bias, fp8_input_grad):
+    def forward(ctx, x, data, scale, bias, fp8_input_grad, x_fp8):
         ctx.save_for_backward(data, scale)
         ctx.has_bias, ctx.fp8_input_grad = bias is not None, fp8_input_grad
-        x2 = x.reshape(-1, x.shape[-1])
-        xq, xs = quantize_rows(x2)
-        y = _gemm(xq, xs, data, scale, x.dtype, fast_accum=True)
+        q = FP8Weight(data, scale, x.dtype, fp8_input_grad)
+        y = fp8_matmul(x.reshape(-1, x.shape[-1]), q, x_fp8)
         if bias is not None:
             y = y + bias.to(y.dtype)
         return y.view(*x.shape[:-1], data.shape[0])
@@ -169,22 +220,19 @@ class _LinearFP8(torch.autograd.Function):
         data, scale = ctx.saved_tensors
         grad_x = grad_bias = None
         g2 = grad.reshape(-1, grad.shape[-1])
-        if ctx.needs_input_grad[0] and ctx.fp8_input_grad:
-            # dX = (dY * s_w) @ Wq: the weight's row scales move onto the gradient's columns
-            gq, gs = quantize_rows(g2.to(torch.float32) * scale)
-            ones = torch.ones(data.shape[1], device=data.device, dtype=torch.float32)
-            grad_x = _gemm(gq, gs, data.t().contiguous(), ones, grad.dtype)
-        elif ctx.needs_input_grad[0]:  # dX = dY @ dequantize(W), in the gradient's dtype
-            grad_x = g2 @ _dequantize(data, scale, g2.dtype)
-        if grad_x is not None:
-            grad_x = grad_x.view(*grad.shape[:-1], data.shape[1])
+        if ctx.needs_input_grad[0]:
+            q = FP8Weight(data, scale, g2.dtype, ctx.fp8_input_grad)
+            grad_x = fp8_matmul_grad(g2, q).view(*grad.shape[:-1], data.shape[1])
         if ctx.has_bias and ctx.needs_input_grad[3]:
             grad_bias = g2.sum(0)
-        return grad_x, None, None, grad_bias, None
+        return grad_x, None, None, grad_bias, None, None
 
 
-def linear_fp8(x: torch.Tensor, q: FP8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``x @ W^T (+ bias)`` with a frozen FP8 weight (FP8 GEMMs on FP8 GPUs, emulated elsewhere)."""
+def linear_fp8(
+    x: torch.Tensor, q: FP8Weight, bias: torch.Tensor | None = None, x_fp8: FP8Input | None = None
+) -> torch.Tensor:
+    """``x @ W^T (+ bias)`` with a frozen FP8 weight (FP8 GEMMs on FP8 GPUs, emulated elsewhere);
+    ``x_fp8``: ``x`` already quantized by `quantize_input` (shared with the other projections of ``x``)."""
     if x.shape[-1] != q.shape[1]:
         raise TunerError(f"linear_fp8: input has {x.shape[-1]} features but the FP8 weight expects {q.shape[1]}")
-    return _LinearFP8.apply(x, q.data, q.scale, bias, q.fp8_input_grad)
+    return _LinearFP8.apply(x, q.data, q.scale, bias, q.fp8_input_grad, x_fp8)

@@ -18,7 +18,15 @@ import torch
 from torch import nn
 
 from tuner.errors import ConfigError, TunerError, did_you_mean
-from tuner.quantization.fp8 import FP8_DTYPE, FP8Weight, check_fp8_device, linear_fp8, quantize_fp8
+from tuner.quantization.fp8 import (
+    FP8_DTYPE,
+    FP8Input,
+    FP8Weight,
+    check_fp8_device,
+    linear_fp8,
+    quantize_fp8,
+    quantize_input,
+)
 
 FP8_BUFFERS = ("weight_fp8", "weight_fp8_scale")
 _SPEC = "_fp8_spec"  # module attribute: (shape, compute dtype, FP8 input gradient) of its FP8 weight
@@ -105,9 +113,34 @@ def get_fp8_weight(module: nn.Module) -> FP8Weight:
     return FP8Weight(data, scale, dtype, fp8_input_grad)
 
 
-def fp8_linear(module: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``x @ W^T (+ bias)`` with `module`'s FP8 weight."""
-    return linear_fp8(x, get_fp8_weight(module), bias)
+def fp8_linear(
+    module: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None, x_fp8: FP8Input | None = None
+) -> torch.Tensor:
+    """``x @ W^T (+ bias)`` with `module`'s FP8 weight; ``x_fp8``: ``x`` already quantized (`shared_fp8_input`)."""
+    return linear_fp8(x, get_fp8_weight(module), bias, x_fp8)
+
+
+SHARE_INPUT = "share_fp8_input"  # module attribute, default True: the module takes a shared quantized input
+
+
+def shared_fp8_input(x: torch.Tensor, modules: tuple[nn.Module, ...]) -> FP8Input | None:
+    """``x`` quantized once (`quantize_input`) when two or more `modules` read it and every one computes
+    with an FP8 weight and shares its input (attribute ``share_fp8_input``, set by LoRA's
+    ``fp8_shared_input`` option); else None, and each module quantizes ``x`` itself. Each such module's
+    ``forward(x, x_fp8=...)`` takes it. The result is the same bit for bit either way: the same rows are
+    quantized by the same arithmetic, once instead of once per projection (an amax pass and a scaled
+    cast of ``x`` saved per extra reader: two for q/k/v, one for the MLP's gate/up)."""
+    if len(modules) < 2 or not all(has_fp8_weight(m) and getattr(m, SHARE_INPUT, True) for m in modules):
+        return None
+    return quantize_input(x)
+
+
+def project_shared(x: torch.Tensor, *modules: nn.Module) -> list[torch.Tensor]:
+    """Each of `modules` applied to ``x``, the FP8 ones sharing one quantization of it (`shared_fp8_input`)."""
+    x_fp8 = shared_fp8_input(x, modules)
+    if x_fp8 is None:
+        return [m(x) for m in modules]
+    return [m(x, x_fp8=x_fp8) for m in modules]
 
 
 class FP8Linear(nn.Module):
@@ -129,11 +162,62 @@ class FP8Linear(nn.Module):
         if not w.is_meta:
             set_fp8_weight(self, w)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fp8_linear(self, x, self.bias)
+    def forward(self, x: torch.Tensor, x_fp8: FP8Input | None = None) -> torch.Tensor:
+        return fp8_linear(self, x, self.bias, x_fp8)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, fp8"
+
+
+# An FP8 copy of a weight the module keeps dense (the output projection, tied to the embedding or not):
+# non-persistent buffers, so that state-dict keys and checkpoints do not change; integer bit views, as above.
+FP8_COPY_BUFFERS = ("weight_fp8_copy", "weight_fp8_copy_scale")
+_COPY = "_fp8_copy_spec"  # module attribute: (compute dtype, FP8 input gradient) of its FP8 copy
+_COPY_OF = "_fp8_copy_of"  # module attribute: (storage pointer, version) of the weight the copy was made from
+
+
+def _weight_stamp(weight: torch.Tensor) -> tuple[int, int]:
+    """What changes when a weight is replaced (a new storage) or written in place (its version)."""
+    return weight.data_ptr(), weight._version
+
+
+def register_fp8_copy(module: nn.Module, *, fp8_input_grad: bool = True) -> None:
+    """Give `module` (which has a dense ``weight`` [out, in], parameter or property) an FP8 copy of it,
+    empty until `refresh_fp8_copy`; its extra memory is out x in bytes + 4 bytes a row."""
+    weight = module.weight
+    for name, shape, dtype in zip(FP8_COPY_BUFFERS, (weight.shape, weight.shape[:1]), (torch.uint8, torch.int32)):
+        module.register_buffer(name, torch.empty(shape, dtype=dtype, device="meta"), persistent=False)
+    setattr(module, _COPY, (weight.dtype, fp8_input_grad))
+    if not weight.is_meta:
+        refresh_fp8_copy(module)
+
+
+def refresh_fp8_copy(module: nn.Module) -> None:
+    """Quantize `module`'s current dense ``weight`` into its FP8 copy (after the weight is loaded)."""
+    dtype, _ = getattr(module, _COPY)
+    weight = module.weight.detach()
+    check_fp8_device(weight.device, tuple(weight.shape))
+    q = quantize_fp8(weight, dtype)
+    module.weight_fp8_copy, module.weight_fp8_copy_scale = q.data.view(torch.uint8), q.scale.view(torch.int32)
+    setattr(module, _COPY_OF, _weight_stamp(module.weight))
+
+
+def has_fp8_copy(module: nn.Module) -> bool:
+    """Whether `module` holds an FP8 copy of its weight (`register_fp8_copy`)."""
+    return hasattr(module, _COPY)
+
+
+def get_fp8_copy(module: nn.Module) -> FP8Weight:
+    """The `FP8Weight` view of `module`'s FP8 copy; a TunerError when it was not made from the current
+    weight (never filled, or the weight was loaded or changed since)."""
+    dtype, fp8_input_grad = getattr(module, _COPY)
+    if getattr(module, _COPY_OF, None) != _weight_stamp(module.weight):
+        raise TunerError(
+            f"the FP8 copy of {type(module).__name__}'s weight was not made from its current weight",
+            fix="call tuner.peft.initialize_adapters(model) after loading the base weights",
+        )
+    data, scale = module.weight_fp8_copy.view(FP8_DTYPE), module.weight_fp8_copy_scale.view(torch.float32)
+    return FP8Weight(data, scale, dtype, fp8_input_grad)
 
 
 #: Values of the LoRA builders' ``base_dtype`` option (None: the base stays in the model's dtype);

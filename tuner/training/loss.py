@@ -26,6 +26,8 @@ from torch.utils.checkpoint import checkpoint
 from tuner.config import instantiate, resolve_component
 from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX
 from tuner.errors import ConfigError
+from tuner.quantization import FP8Weight
+from tuner.quantization.fp8 import FP8Input, fp8_matmul, fp8_matmul_grad, input_grad_operand, quantize_output_grad
 
 
 def shift_labels(labels: torch.Tensor, ignore_index: int = CROSS_ENTROPY_IGNORE_IDX) -> torch.Tensor:
@@ -54,6 +56,15 @@ def _ce_forward_backward(
     """(summed loss, its gradient w.r.t. the logits in their dtype): both passes for one chunk."""
     loss, lse = _ce_forward(logits, safe, valid)
     return loss, _ce_backward(logits, safe, valid, lse, logits.new_ones((), dtype=torch.float32))
+
+
+def _ce_forward_backward_fp8(
+    logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor, weight_scale: torch.Tensor
+) -> tuple[torch.Tensor, FP8Input]:
+    """`_ce_forward_backward` with the logits' gradient quantized for the FP8 input-gradient GEMM in the
+    same kernel (``fp8_output``): no [rows, vocab] float32 copy of it is written."""
+    loss, grad = _ce_forward_backward(logits, safe, valid)
+    return loss, quantize_output_grad(grad, weight_scale)
 
 
 _COMPILED: dict[str, Callable] = {}
@@ -89,7 +100,9 @@ class _CrossEntropySum(torch.autograd.Function):
 class _FrozenLinearCrossEntropySum(torch.autograd.Function):
     """Summed cross-entropy of ``hidden @ weight^T`` [N, V] against ``targets`` [N] for a frozen
     ``weight``, in chunks of rows; the gradient w.r.t. ``hidden`` is made in forward (see the module
-    docstring), so only it is saved."""
+    docstring), so only it is saved. ``weight`` may be an `FP8Weight` (LoRA's ``fp8_output``): each
+    chunk's logits and hidden-state gradient are then `fp8_matmul` / `fp8_matmul_grad`, the GEMMs of an
+    FP8 block linear (the transposed FP8 copy, or the dequantized one, made once for all chunks)."""
 
     @staticmethod
     def forward(
@@ -97,18 +110,27 @@ class _FrozenLinearCrossEntropySum(torch.autograd.Function):
     ) -> torch.Tensor:
         total = hidden.new_zeros((), dtype=torch.float32)
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        fp8 = isinstance(weight, FP8Weight)  # LoRA's fp8_output: both GEMMs as an FP8 block linear's
+        grad_operand = input_grad_operand(weight, hidden.dtype) if fp8 and grad_hidden is not None else None
         for start in range(0, hidden.shape[0], rows_per_chunk):
             rows = slice(start, start + rows_per_chunk)
-            logits = hidden[rows] @ weight.t()
+            logits = fp8_matmul(hidden[rows], weight) if fp8 else hidden[rows] @ weight.t()
             valid = targets[rows] != ignore_index
             safe = targets[rows].masked_fill(~valid, 0)
             if grad_hidden is None:
                 loss, _ = _kernel("forward", _ce_forward, logits.is_cuda)(logits, safe, valid)
+            elif fp8 and weight.fp8_input_grad:
+                kernel = _kernel("forward_backward_fp8", _ce_forward_backward_fp8, logits.is_cuda)
+                loss, g_fp8 = kernel(logits, safe, valid, weight.scale)
+                grad_hidden[rows] = fp8_matmul_grad(logits, weight, grad_operand, g_fp8)  # logits: the dtype
             else:
                 loss, grad_logits = _kernel("forward_backward", _ce_forward_backward, logits.is_cuda)(
                     logits, safe, valid
                 )
-                torch.mm(grad_logits, weight, out=grad_hidden[rows])
+                if fp8:
+                    grad_hidden[rows] = fp8_matmul_grad(grad_logits, weight, grad_operand)
+                else:
+                    torch.mm(grad_logits, weight, out=grad_hidden[rows])
             total = total + loss
         ctx.save_for_backward(grad_hidden)
         return total
@@ -158,10 +180,15 @@ class ChunkedCrossEntropyLoss(nn.Module):
         self.checkpoint_chunks = checkpoint_chunks
 
     def forward(
-        self, hidden: torch.Tensor, labels: torch.Tensor, project: Projection, frozen_weight: torch.Tensor | None = None
+        self,
+        hidden: torch.Tensor,
+        labels: torch.Tensor,
+        project: Projection,
+        frozen_weight: torch.Tensor | FP8Weight | None = None,
     ) -> torch.Tensor:
         """``frozen_weight``: the weight W of ``project`` when it is exactly ``h @ W^T`` and W is
-        frozen (`TransformerDecoder.frozen_output_weight`); the loss then keeps no logits."""
+        frozen (`TransformerDecoder.frozen_output_weight`), dense or its FP8 copy; the loss then keeps
+        no logits."""
         targets = shift_labels(labels, self.ignore_index)
         total = hidden.new_zeros((), dtype=torch.float32)
         if frozen_weight is not None:
