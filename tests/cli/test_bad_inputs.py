@@ -367,15 +367,25 @@ def test_hub_dataset_offline_fails_at_once(capsys, finished, tmp_path, monkeypat
     assert_one_error(err, "comes from the Hugging Face Hub, which cannot be reached", "dataset.source=json")
 
 
-def test_offloaded_checkpoints_under_fsdp2_are_one_clear_error(capsys, finished):
-    """Offloaded checkpoints back-propagate each layer in a nested backward, which FSDP2 does not follow."""
+@pytest.mark.parametrize(
+    "keys, fix",
+    [
+        # Offloaded checkpoints back-propagate each layer in a nested backward, which FSDP2 does not follow.
+        (
+            ("enable_activation_checkpointing=True", "enable_activation_offloading=True"),
+            "set enable_activation_offloading=False",
+        ),
+        # FSDP2 shards the output projection; fp8_output's FP8 copy needs it whole.
+        (("model.base_dtype=fp8", "model.fp8_output=True"), "drop model.fp8_output with the distributed recipes"),
+    ],
+)
+def test_what_fsdp2_cannot_do_is_one_clear_error_in_run_and_validate(capsys, finished, keys, fix):
     config, out = finished
     before = snapshot(out)
-    pair = ("enable_activation_checkpointing=True", "enable_activation_offloading=True")
-    code, _, err = tune(capsys, "run", "lora_finetune_distributed", "--config", str(config), *pair)
+    code, _, err = tune(capsys, "run", "lora_finetune_distributed", "--config", str(config), *keys)
     assert code == 2 and snapshot(out) == before
-    assert_one_error(err, "FSDP2", "set enable_activation_offloading=False")
-    code, _, err = tune(capsys, "validate", str(config), *pair, "--recipe", "lora_finetune_distributed")
-    assert code == 2 and "FSDP2" in err and "set enable_activation_offloading=False" in err
-    code, _, _ = tune(capsys, "validate", str(config), *pair, "--recipe", "lora_finetune_single_device")
-    assert code == 0  # one device takes offloaded checkpoints
+    assert_one_error(err, "FSDP2", fix)
+    code, _, err = tune(capsys, "validate", str(config), *keys, "--recipe", "lora_finetune_distributed")
+    assert code == 2 and "FSDP2" in err and fix in err
+    code, _, _ = tune(capsys, "validate", str(config), *keys, "--recipe", "lora_finetune_single_device")
+    assert code == 0  # one device takes them

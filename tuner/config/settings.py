@@ -66,7 +66,8 @@ class Spec:
         if value is None:
             return None if self.nullable else f"{key} is null; it must be {self.describe()}"
         if not _fits(self, value):
-            return f"{key}={_show(value)} is not valid; it must be {self.describe()}"
+            why = f"; {self.fix}" if self.fix else ""
+            return f"{key}={_show(value)} is not valid; it must be {self.describe()}{why}"
         return None
 
 

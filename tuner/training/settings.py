@@ -119,6 +119,16 @@ class ShardedTrainingSettings(TrainingSettings):
             )
         return out
 
+    ARGUMENTS: ClassVar[dict[str, Spec]] = {
+        **TrainingSettings.ARGUMENTS,
+        "model.fp8_output": Spec(
+            bool,
+            choices=(False,),
+            fix="FSDP2 shards the output projection, and its FP8 copy needs it whole; drop model.fp8_output "
+            "with the distributed recipes (the single-device ones take it)",
+        ),
+    }
+
 
 @dataclass(frozen=True)
 class FullSettings:
