@@ -40,8 +40,10 @@ def test_wheel_installs_and_tune_works_from_any_directory(tmp_path):
             [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
         ).strip()
     )
-    # The dependencies come from this interpreter's environment; tuner itself only from the wheel.
-    (venv_site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # The dependencies come from this interpreter's environment (its site folder and any it chains to by a
+    # .pth line, as a venv layered on a shared one does); tuner itself only from the wheel.
+    sites = [sysconfig.get_paths()["purelib"], *(p for p in sys.path if p.endswith("site-packages"))]
+    (venv_site / "deps.pth").write_text("".join(f"{p}\n" for p in dict.fromkeys(sites)))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(venv_site), str(wheel)], check=True
     )

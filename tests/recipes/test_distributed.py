@@ -29,8 +29,11 @@ LORA = {"lora_attn_modules": ["q_proj", "v_proj"], "apply_lora_to_mlp": True, "l
 ckpt = tiny_checkpoint_fixture(initializer_range=0.2)
 
 
-def _pair(tmp_path: Path, ckpt: Path, kind: str, lora: dict | None, **kw) -> tuple[Path, Path]:
-    """Train 4 steps on one process (batch 4) and on two (batch 2 each); return both output dirs."""
+def _pair(
+    tmp_path: Path, ckpt: Path, kind: str, lora: dict | None, dist_args: tuple[str, ...] = (), **kw
+) -> tuple[Path, Path]:
+    """Train 4 steps on one process (batch 4) and on two (batch 2 each, ``dist_args`` appended to its
+    command line); return both output dirs."""
     single, dist = tmp_path / "single", tmp_path / "dist"
     common = {"max_steps_per_epoch": 4, "shuffle": True, **kw}
     tune(
@@ -45,6 +48,7 @@ def _pair(tmp_path: Path, ckpt: Path, kind: str, lora: dict | None, **kw) -> tup
         f"{kind}_finetune_distributed",
         "--config",
         str(write_config(tmp_path / "d.yaml", ckpt, dist, lora=lora, batch_size=2, **common)),
+        *dist_args,
     )
     return single, dist
 
@@ -60,9 +64,24 @@ def _assert_same_run(single: Path, dist: Path, weights: str) -> None:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
-def test_full_distributed_matches_single_device(ckpt, tmp_path):
-    single, dist = _pair(tmp_path, ckpt, "full", None, gradient_accumulation_steps=1)
+def test_full_distributed_matches_single_device_with_gathered_state(ckpt, tmp_path):
+    """checkpointer.sharded_state=False: the optimizer is gathered into training_state.pt, and the
+    distributed run resumes on one device (one launch checks both: the sharded state's own runs are
+    the kill-and-resume tests below)."""
+    single, dist = _pair(
+        tmp_path, ckpt, "full", None, ("checkpointer.sharded_state=False",), gradient_accumulation_steps=1
+    )
     _assert_same_run(single, dist, "model.safetensors")
+    assert (dist / "step_4" / "training_state.pt").is_file() and not (dist / "step_4" / "sharded_state").exists()
+    again = tune(
+        "run",
+        "full_finetune_single_device",
+        "--config",
+        str(tmp_path / "d.yaml"),
+        "resume_from_checkpoint=True",
+        "epochs=2",
+    )
+    assert "resuming at step 4" in again.stdout
 
 
 def test_lora_distributed_matches_single_device_with_accumulation(ckpt, tmp_path):
@@ -112,6 +131,25 @@ def test_distributed_kill_and_resume_is_exact(ckpt, tmp_path):
     )
     assert "(sharded training state of 2 ranks)" in again.stdout
 
+    # The same sharded state, resumed on another number of ranks: one clear error, no traceback.
+    proc = tune(
+        "run",
+        "--nproc_per_node",
+        "1",
+        "--standalone",
+        "full_finetune_distributed",
+        "--config",
+        str(tmp_path / "b.yaml"),  # assert_kill_and_resume_exact's resumed run
+        "resume_from_checkpoint=True",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert (
+        "error: the checkpoint" in proc.stderr
+        and "sharded across 2 processes, but this run has one process" in proc.stderr
+    )
+    assert "--nproc_per_node 2" in proc.stderr and "Traceback" not in proc.stderr
+
 
 def test_distributed_lora_kill_and_resume_is_exact(ckpt, tmp_path):
     """LoRA: the base comes from checkpoint_dir as at the start, the adapters and their optimizer
@@ -134,40 +172,6 @@ def test_distributed_lora_kill_and_resume_is_exact(ckpt, tmp_path):
         before_resume=prepare,
     )
     assert "(sharded training state of 2 ranks)" in again.stdout
-
-
-def test_sharded_resume_on_another_number_of_ranks_fails_clearly(ckpt, tmp_path):
-    out = tmp_path / "out"
-    cfg = write_config(tmp_path / "w.yaml", ckpt, out, batch_size=2, max_steps_per_epoch=1)
-    tune("run", *TWO, "full_finetune_distributed", "--config", str(cfg))
-    proc = tune(
-        "run",
-        "--nproc_per_node",
-        "1",
-        "--standalone",
-        "full_finetune_distributed",
-        "--config",
-        str(cfg),
-        "resume_from_checkpoint=True",
-        check=False,
-    )
-    assert proc.returncode != 0
-    assert (
-        "error: the checkpoint" in proc.stderr
-        and "sharded across 2 processes, but this run has one process" in proc.stderr
-    )
-    assert "--nproc_per_node 2" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_gathered_training_state_when_sharded_state_is_off(ckpt, tmp_path):
-    """checkpointer.sharded_state=False: the optimizer is gathered into training_state.pt (resumable
-    on one device too)."""
-    out = tmp_path / "out"
-    cfg = write_config(tmp_path / "g.yaml", ckpt, out, batch_size=2, max_steps_per_epoch=1)
-    tune("run", *TWO, "full_finetune_distributed", "--config", str(cfg), "checkpointer.sharded_state=False")
-    assert (out / "step_1" / "training_state.pt").is_file() and not (out / "step_1" / "sharded_state").exists()
-    again = tune("run", "full_finetune_single_device", "--config", str(cfg), "resume_from_checkpoint=True", "epochs=2")
-    assert "resuming at step 1" in again.stdout
 
 
 def _free_port() -> int:
