@@ -56,7 +56,10 @@ def test_stdout_and_disk_loggers(tmp_path, capsys):
     assert capsys.readouterr().out == "Step 3 | loss:1.5\nStep 4 | loss:1.25 lr:2e-05 \n"
     # torchtune's DiskLogger text (values as Python prints them, a tensor as its number), read back
     disk = metric_logging.DiskLogger(log_dir=str(tmp_path))
+    disk.log_config({"output_dir": str(tmp_path / "out"), "seed": 3})
+    assert not (tmp_path / "out").exists()  # nothing is written before the first line
     disk.log(name="loss", data=torch.tensor(1.5), step=1)
+    assert (tmp_path / "out" / metric_logging.CONFIG_FILENAME).is_file()  # torchtune's save_config
     disk.log_dict({"loss": 1.0 / 3, "lr": 2e-5}, step=2)
     disk.close()
     text = disk.path_to_log_file().read_text()
