@@ -55,6 +55,7 @@ from typing import Any
 import torch
 
 from tuner.errors import TunerError, UsageError
+from tuner.training.metric_logging import parse_step_lines
 
 TORCHTUNE_VERSION = "0.6.1"
 
@@ -521,22 +522,7 @@ def _packed_data(assets: Assets, seq_len: int) -> list[str]:
 
 
 # ---- the log -------------------------------------------------------------------------------------
-_STEP = re.compile(r"^Step (\d+) \| (.*)$")
-_PAIR = re.compile(r"(\w+):(?:tensor\()?([-+]?(?:[0-9.]+(?:[eE][-+]?\d+)?|nan|inf))")
 _INIT_MEM = re.compile(r"peak memory (allocation|reserved): ([0-9.]+) GiB")
-
-
-def parse_step_lines(text: str) -> list[dict[str, float]]:
-    """Rows ``{"step": N, key: value, ...}`` from torchtune's DiskLogger text (``Step N | k:v k:v``;
-    a value printed as ``tensor(x, device=...)`` reads as x)."""
-    rows = []
-    for line in text.splitlines():
-        m = _STEP.match(line.strip())
-        if m:
-            row = {k: float(v) for k, v in _PAIR.findall(m.group(2))}
-            row["step"] = int(m.group(1))
-            rows.append(row)
-    return rows
 
 
 COUNTED_UNPACKED = (

@@ -343,7 +343,7 @@ def run(
             "log_every_n_steps=1",
             "progress_bar=False",
             "save_every_n_steps=null",
-            "metric_logger={_component_: tuner.training.metric_logging.DiskLogger, "
+            "metric_logger={_component_: tuner.training.metric_logging.JsonLinesLogger, "
             f"log_dir: {out}, filename: log.jsonl}}",
             f"device={device}",
             "dtype=bf16",

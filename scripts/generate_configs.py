@@ -416,7 +416,7 @@ enable_activation_checkpointing: {act_ckpt}
 {selective}enable_activation_offloading: {long}{OFFLOAD_NOTE if long else ""}
 {MLP_CHUNK_LINE if long else ""}{dist}
 metric_logger:
-  _component_: tuner.training.metric_logging.DiskLogger
+  _component_: tuner.training.metric_logging.JsonLinesLogger
   log_dir: ${{output_dir}}/logs
 log_every_n_steps: 1
 log_peak_memory_stats: True
@@ -511,7 +511,7 @@ sample_generation:
   max_new_tokens: 40
 
 metric_logger:
-  _component_: tuner.training.metric_logging.DiskLogger
+  _component_: tuner.training.metric_logging.JsonLinesLogger
   log_dir: ${{output_dir}}/logs
 log_every_n_steps: 1
 """
@@ -782,7 +782,7 @@ device: cpu
 dtype: fp32
 
 metric_logger:
-  _component_: tuner.training.metric_logging.DiskLogger
+  _component_: tuner.training.metric_logging.JsonLinesLogger
   log_dir: ${{output_dir}}/logs
 log_every_n_steps: 1
 """

@@ -25,7 +25,6 @@ it) and their difference; exits 1 when it exceeds ``--tolerance`` (1e-4).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -119,11 +118,8 @@ def tuner_loss(python_site_config: Path, work: Path) -> float:
     code = run_recipe(["lora_finetune_single_device", "--config", str(renamed), *overrides(work, "tuner", "tuner")])
     if code:
         raise SystemExit(f"tuner failed ({code})")
-    rows = [
-        json.loads(line)
-        for f in sorted((work / "tuner" / "logs").glob("*.jsonl"))
-        for line in f.read_text().splitlines()
-    ]
+    # the config's DiskLogger writes torchtune's text lines in tuner too
+    rows = [r for f in sorted((work / "tuner" / "logs").glob("*.txt")) for r in parse_step_lines(f.read_text())]
     return next(r["loss"] for r in rows if r.get("step") == 1 and "loss" in r)
 
 

@@ -138,7 +138,7 @@ def write_config(path: Path, ckpt: Path, out: Path, *, lora: dict | None = None,
         "device": "cpu",
         "dtype": "fp32",
         "metric_logger": {
-            "_component_": "tuner.training.metric_logging.DiskLogger",
+            "_component_": "tuner.training.metric_logging.JsonLinesLogger",
             "log_dir": str(out / "logs"),
             "filename": "log.jsonl",
         },

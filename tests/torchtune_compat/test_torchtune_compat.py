@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 SUITE = HERE / "vendor"
 MIRROR = Path("/work/.mirror/pytorch+torchtune/repo")  # a torchtune clone, where one exists
 
-MIN_PASSING = 189  # of 210 (90.0%) on 2026-12-01; the issue asks for at least 80%
+MIN_PASSING = 192  # of 210 (91.4%) on 2026-12-02; the issue asks for at least 80%
 
 
 def _vendor():

@@ -61,6 +61,7 @@ from tests.real_data import ALPACA, preference_rows
 from tuner.cli.main import main
 from tuner.cli.run import run_recipe
 from tuner.config import load_config
+from tuner.training.metric_logging import parse_step_lines
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
@@ -259,7 +260,8 @@ def _run(recipe: str, config: Path, overrides: list[str], capsys) -> str:
 
 
 def _logged_steps(log_dir: Path) -> dict[int, float]:
-    rows = [json.loads(line) for f in sorted(log_dir.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    # torchtune's configs log with DiskLogger, which writes torchtune's text lines
+    rows = [r for f in sorted(log_dir.glob("*.txt")) for r in parse_step_lines(f.read_text())]
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 

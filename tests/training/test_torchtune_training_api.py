@@ -54,10 +54,28 @@ def test_stdout_and_disk_loggers(tmp_path, capsys):
     logger.log("loss", 1.5, step=3)
     logger.log_dict({"loss": 1.25, "lr": 2e-5}, step=4)
     assert capsys.readouterr().out == "Step 3 | loss:1.5\nStep 4 | loss:1.25 lr:2e-05 \n"
-    disk = metric_logging.DiskLogger(log_dir=str(tmp_path), filename="log.jsonl")
-    disk.log(name="loss", data=1.5, step=1)
+    # torchtune's DiskLogger text (values as Python prints them, a tensor as its number), read back
+    disk = metric_logging.DiskLogger(log_dir=str(tmp_path))
+    disk.log_config({"output_dir": str(tmp_path / "out"), "seed": 3})
+    assert not (tmp_path / "out").exists()  # nothing is written before the first line
+    disk.log(name="loss", data=torch.tensor(1.5), step=1)
+    assert (tmp_path / "out" / metric_logging.CONFIG_FILENAME).is_file()  # torchtune's save_config
+    disk.log_dict({"loss": 1.0 / 3, "lr": 2e-5}, step=2)
     disk.close()
-    assert json.loads(disk.path_to_log_file().read_text()) == {"step": 1, "loss": 1.5}
+    text = disk.path_to_log_file().read_text()
+    assert disk.path_to_log_file().suffix == ".txt"
+    assert text == "Step 1 | loss:1.5\nStep 2 | loss:0.3333333333333333 lr:2e-05 \n"
+    assert metric_logging.parse_step_lines(text) == [
+        {"step": 1, "loss": 1.5},
+        {"step": 2, "loss": 1.0 / 3, "lr": 2e-5},
+    ]
+    # tuner's configs' logger: JSON lines, the config beside them
+    jsonl = metric_logging.JsonLinesLogger(log_dir=str(tmp_path / "j"), filename="log.jsonl")
+    jsonl.log_config({"seed": 3})
+    jsonl.log(name="loss", data=torch.tensor(1.5), step=1)
+    jsonl.close()
+    assert json.loads(jsonl.path_to_log_file().read_text()) == {"step": 1, "loss": 1.5}
+    assert json.loads((tmp_path / "j" / "config.json").read_text()) == {"seed": 3}
 
 
 def test_mlflow_logger_logs_metrics_params_and_the_config(tmp_path, monkeypatch):

@@ -254,7 +254,7 @@ def test_tensorboard_wandb_offline_and_profiler(ckpt, tmp_path, monkeypatch):
     out = tmp_path / "loggers"
     loggers = [
         {
-            "_component_": "tuner.training.metric_logging.DiskLogger",
+            "_component_": "tuner.training.metric_logging.JsonLinesLogger",
             "log_dir": str(out / "logs"),
             "filename": "log.jsonl",
         },

@@ -1,4 +1,4 @@
-"""Metric loggers: stdout, disk (JSON lines), TensorBoard, Weights & Biases, Comet, MLflow.
+"""Metric loggers: stdout, disk (torchtune's text lines or JSON lines), TensorBoard, Weights & Biases, Comet, MLflow.
 
 Each takes torchtune's calls: ``log(name, data, step)``, ``log_dict(payload, step)``,
 ``log_config(config)`` and ``close()``. Recipes log from rank 0 only (see `is_logging_rank`).
@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ def _require(module: str, logger: str, extra: str):
     except ImportError:
         raise ConfigError(
             f"{logger} needs the {module} package, which is not installed",
-            f"pip install 'tuner[{extra}]' (or use tuner.training.metric_logging.DiskLogger / StdoutLogger)",
+            f"pip install 'tuner[{extra}]' (or use tuner.training.metric_logging.JsonLinesLogger / StdoutLogger)",
         ) from None
 
 
@@ -92,47 +93,83 @@ class MetricLogger:
         pass
 
 
-class StdoutLogger(MetricLogger):
-    """One line per logging step, as torchtune prints it: ``Step 12 | loss:1.23 lr:2e-05 ``."""
+_STEP_LINE = re.compile(r"^Step (\d+) \| (.*)$")
+_STEP_PAIR = re.compile(r"(\w+):(?:tensor\()?([-+]?(?:[0-9.]+(?:[eE][-+]?\d+)?|nan|inf))")
+
+
+def parse_step_lines(text: str) -> list[dict[str, float]]:
+    """Rows ``{"step": N, key: value, ...}`` read back from `DiskLogger` / `StdoutLogger` text, or
+    torchtune's (``Step N | k:v k:v``; other lines are skipped; a value torchtune printed as
+    ``tensor(x, device=...)`` reads as x)."""
+    rows = []
+    for line in text.splitlines():
+        m = _STEP_LINE.match(line.strip())
+        if m:
+            row = {k: float(v) for k, v in _STEP_PAIR.findall(m.group(2))}
+            row["step"] = int(m.group(1))
+            rows.append(row)
+    return rows
+
+
+class _StepLinesLogger(MetricLogger):
+    """torchtune's text layout, one line per call: ``log`` writes ``Step 12 | loss:1.23``, ``log_dict``
+    ``Step 12 | loss:1.23 lr:2e-05 `` (each pair followed by a space). Subclasses say where a line
+    goes (`_write`) and how a value reads (`_value`)."""
+
+    def _value(self, value: Any) -> str:
+        return str(value)
+
+    def _write(self, line: str) -> None:
+        raise NotImplementedError
+
+    def log(self, name: str, data: Any, step: int) -> None:
+        self._write(f"Step {step} | {name}:{self._value(data)}")
+
+    def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
+        self._write(f"Step {step} | " + "".join(f"{k}:{self._value(v)} " for k, v in payload.items()))
+
+
+class StdoutLogger(_StepLinesLogger):
+    """One line per logging step, as torchtune prints it: ``Step 12 | loss:1.23 lr:2e-05 `` (floats
+    to 6 significant digits)."""
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream
 
-    def log(self, name: str, data: Any, step: int) -> None:
-        print(f"Step {step} | {name}:{_fmt(data)}", file=self.stream or sys.stdout, flush=True)
+    def _value(self, value: Any) -> str:
+        return _fmt(value)
 
-    def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
-        line = f"Step {step} | " + "".join(f"{k}:{_fmt(v)} " for k, v in payload.items())
+    def _write(self, line: str) -> None:
         print(line, file=self.stream or sys.stdout, flush=True)
 
 
-class DiskLogger(MetricLogger):
-    """JSON lines at ``log_dir/log_<time>.jsonl`` (or ``filename``): one object per step."""
+class _FileLogger(MetricLogger):
+    """A log file at ``log_dir/filename`` (default ``log_<unix time><suffix>``), opened for appending
+    at the first line, so a run that fails or trains nothing leaves the folder as it was."""
+
+    SUFFIX = ""
 
     def __init__(self, log_dir: str, filename: str | None = None, **_: Any) -> None:
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
-        self.path = Path(log_dir) / (filename or f"log_{int(time.time())}.jsonl")
-        # Written at the first step, so a run that fails or trains nothing leaves the folder as it was.
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.log_dir / (filename or f"log_{int(time.time())}{self.SUFFIX}")
         self._file: Any = None
-        self._config: Mapping[str, Any] | None = None
-
-    def path_to_log_file(self) -> Path:
-        return self.path
-
-    def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
-        if self._file is None:
-            if self._config is not None:
-                (self.path.parent / "config.json").write_text(
-                    json.dumps(_as_container(self._config), indent=2, default=str)
-                )
-            self._file = open(self.path, "a", buffering=1)
-        self._file.write(
-            json.dumps({"step": step, **{k: (float(v) if hasattr(v, "item") else v) for k, v in payload.items()}})
-            + "\n"
-        )
+        self._config: Mapping[str, Any] | None = None  # from log_config, written with the first line
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         self._config = config
+
+    def _on_open(self) -> None:
+        """Runs once, before the first line is written (writes the config where the format keeps it)."""
+
+    def _append(self, line: str) -> None:
+        if self._file is None:
+            self._on_open()
+            self._file = open(self.path, "a", buffering=1)
+        self._file.write(line + "\n")
+
+    def path_to_log_file(self) -> Path:
+        return self.path
 
     def location(self) -> str | None:
         return str(self.path)
@@ -140,6 +177,42 @@ class DiskLogger(MetricLogger):
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+
+
+class DiskLogger(_StepLinesLogger, _FileLogger):
+    """torchtune's DiskLogger: its text lines (``Step 12 | loss:1.2345 lr:2e-05 ``, values as Python
+    prints them) in ``log_dir/log_<time>.txt`` (or ``filename``); the config of ``log_config`` goes to
+    ``output_dir`` (`save_config`) with the first line. Configs written for torchtune get the log torchtune writes;
+    tuner's own configs use `JsonLinesLogger`, which tools read back without parsing text."""
+
+    SUFFIX = ".txt"
+
+    def _value(self, value: Any) -> str:
+        return str(value.item() if hasattr(value, "item") else value)  # a 0-d tensor reads as its number
+
+    def _write(self, line: str) -> None:
+        self._append(line)
+
+    def _on_open(self) -> None:
+        if self._config is not None:
+            save_config(self._config)
+
+
+class JsonLinesLogger(_FileLogger):
+    """JSON lines in ``log_dir/log_<time>.jsonl`` (or ``filename``): one object per step
+    (``{"step": 12, "loss": 1.2345, ...}``), and the config as ``config.json`` beside them.
+    tuner's configs log with it; torchtune's `DiskLogger` writes text."""
+
+    SUFFIX = ".jsonl"
+
+    def _on_open(self) -> None:
+        if self._config is not None:
+            config = json.dumps(_as_container(self._config), indent=2, default=str)
+            (self.path.parent / "config.json").write_text(config)
+
+    def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
+        values = {k: (float(v) if hasattr(v, "item") else v) for k, v in payload.items()}
+        self._append(json.dumps({"step": step, **values}))
 
 
 class TensorBoardLogger(MetricLogger):
