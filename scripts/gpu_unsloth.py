@@ -55,8 +55,14 @@ INSTALL_FIX = (
     "install the carried wheels on this machine: `python3 scripts/gpu_unsloth.py install .whl_unsloth/a`, then "
     "`install .whl_unsloth/b --after a` on the same warm machine, and export PYTHONPATH=" + SITE
 )
-# unsloth must see no network: no statistics download, the Hub offline
-OFFLINE_ENV = {"UNSLOTH_DISABLE_STATISTICS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+# unsloth must see no network (no statistics download, the Hub offline) and keep its generated code
+# out of the working directory
+OFFLINE_ENV = {
+    "UNSLOTH_DISABLE_STATISTICS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "UNSLOTH_COMPILE_LOCATION": "/tmp/unsloth_compiled_cache",
+}
 
 
 class ScriptError(Exception):
@@ -208,10 +214,11 @@ def versions() -> dict[str, str | None]:
 
 
 def unsloth_steps(
-    model_dir: str, lora: LoraSetup, seq_len: int, batch_size: int, steps: int, seed: int = 0
+    model_dir: str, lora: LoraSetup, seq_len: int, batch_size: int, steps: int, device: str = "cuda", seed: int = 0
 ) -> dict[str, Any]:
-    """Load, adapt and train ``steps`` steps with unsloth on CUDA; per-step times and losses, the GPU
-    memory after setup and the attention unsloth chose."""
+    """Load, adapt and train ``steps`` steps with unsloth (on CUDA; on CPU unsloth's own CPU fallback,
+    a check of this runner); per-step times and losses, the GPU memory after setup and the attention
+    unsloth chose."""
     import_unsloth()
     import torch
     from unsloth import FastLanguageModel
@@ -233,12 +240,12 @@ def unsloth_steps(
         max_seq_length=seq_len,
     )
     FastLanguageModel.for_training(model)
-    setup_alloc = torch.cuda.memory_allocated()
+    setup_alloc = torch.cuda.memory_allocated() if device == "cuda" else None
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lora.lr, weight_decay=lora.weight_decay, fused=True)
+    opt = torch.optim.AdamW(params, lr=lora.lr, weight_decay=lora.weight_decay, fused=device == "cuda")
     vocab = model.get_input_embeddings().weight.shape[0]
     gen = torch.Generator().manual_seed(seed)
-    batches = (torch.randint(0, vocab, (batch_size, seq_len), generator=gen).cuda() for _ in range(steps))
+    batches = (torch.randint(0, vocab, (batch_size, seq_len), generator=gen).to(device) for _ in range(steps))
     times, losses = timed_steps(model, opt, batches)
     from unsloth.models import _utils
 
@@ -248,6 +255,7 @@ def unsloth_steps(
         "setup_alloc_bytes": setup_alloc,
         "trainable_params": sum(p.numel() for p in params),
         "attention": "xformers " + _utils.xformers_version if _utils.xformers_version else "no xformers",
+        "adapted": sorted({type(m).__name__ for n, m in model.named_modules() if n.endswith(".base_layer")}),
     }
 
 
@@ -291,6 +299,7 @@ def probe_result(
         "losses": run["losses"],
         "trainable_params": run.get("trainable_params"),
         "attention": run.get("attention"),
+        "adapted": run.get("adapted"),  # the classes under the LoRA layers: Linear4bit for QLoRA
         "data": "random tokens",
         "device": device,
         "versions": tool_versions,
@@ -305,29 +314,32 @@ def probe(
     steps: int,
     warmup: int,
     memory_cap_gib: float | None,
+    device: str = "cuda",
     runner=unsloth_steps,
 ) -> dict[str, Any]:
-    """One probe in this process: cap, train with ``runner`` (unsloth's, or a stand-in in tests), report."""
+    """One probe in this process: cap, train with ``runner`` (unsloth's, or a stand-in in tests), report.
+    ``device="cpu"``: unsloth's CPU fallback, no cap (a check of the runner, not a figure)."""
     from benchmarks.max_context import cap_gpu_memory, host_peak_rss_gib
 
     if steps < 1 or not 0 <= warmup < steps:
         raise ScriptError(f"--steps {steps} --warmup {warmup}", "use --steps >= 1 and 0 <= --warmup < --steps")
+    if device != "cuda":
+        cap_gpu_memory(memory_cap_gib, device)  # refuses a cap where there is no GPU
     if not Path(model_dir, "config.json").is_file():
         raise ScriptError(f"no model folder at {model_dir}", "write it first: python3 scripts/gpu_unsloth.py prepare")
-    cuda = runner is unsloth_steps
-    if cuda:
+    if runner is unsloth_steps:
         import_unsloth()  # first: it patches transformers and peft; one line if it cannot be imported
+    if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise ScriptError("unsloth's probe needs a CUDA GPU and none is visible", "run it on the GPU machine")
-        cap_gpu_memory(memory_cap_gib, "cuda")
+        cap_gpu_memory(memory_cap_gib, device)
         torch.cuda.reset_peak_memory_stats()
     lora = lora_setup(config)
-    run = runner(model_dir, lora, seq_len, batch_size, steps)
+    run = runner(model_dir, lora, seq_len, batch_size, steps, device=device)
     peak_alloc = peak_reserved = None
-    device = "cpu (stand-in runner)"
-    if cuda:
+    if device == "cuda":
         peak_alloc, peak_reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
         device = torch.cuda.get_device_name()
     result = probe_result(
@@ -418,6 +430,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=1)
     r.add_argument("--warmup", type=int, default=0)
     r.add_argument("--memory-cap-gib", type=float, default=0.0)
+    r.add_argument("--device", default="cuda", help="cuda (figures) or cpu (unsloth's CPU fallback: a check)")
     m = sub.add_parser("max-context", help="the longest context per GPU memory cap, by bisection")
     m.add_argument("caps", help="GiB, comma-separated (16,24,48,80; 0: no cap)")
     m.add_argument("--model-dir", default=MODEL_DIR)
@@ -450,6 +463,7 @@ def main(argv: list[str] | None = None, runner=unsloth_steps, command=probe_comm
                 args.steps,
                 args.warmup,
                 args.memory_cap_gib,
+                device=args.device,
                 runner=runner,
             )
         else:

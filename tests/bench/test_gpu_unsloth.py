@@ -59,15 +59,15 @@ def test_the_lora_is_read_off_tuners_configs_in_hf_module_names(gu):
 def test_a_probe_reports_tuners_benchmark_fields(gu, tiny_model, capsys):
     seen = {}
 
-    def runner(model_dir, lora, seq_len, batch_size, steps):
-        seen.update(model_dir=model_dir, rank=lora.rank, seq_len=seq_len, batch=batch_size, steps=steps)
+    def runner(model_dir, lora, seq_len, batch_size, steps, device):
+        seen.update(model_dir=model_dir, rank=lora.rank, seq_len=seq_len, batch=batch_size, steps=steps, device=device)
         return {"step_s": [4.0, 2.0, 1.0, 0.5], "losses": [6.3, 6.2, 6.1, 6.0], "setup_alloc_bytes": 3 * 2**30}
 
     argv = ["probe", "--model-dir", str(tiny_model), "--config", "llama3_1/8B_qlora_single_device"]
-    argv += ["--seq-len", "2048", "--batch-size", "2", "--steps", "4", "--warmup", "1"]
+    argv += ["--seq-len", "2048", "--batch-size", "2", "--steps", "4", "--warmup", "1", "--device", "cpu"]
     assert gu.main(argv, runner=runner) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert seen == {"model_dir": str(tiny_model), "rank": 8, "seq_len": 2048, "batch": 2, "steps": 4}
+    assert seen == {"model_dir": str(tiny_model), "rank": 8, "seq_len": 2048, "batch": 2, "steps": 4, "device": "cpu"}
     assert result["tokens_per_s_steps"] == [1024, 2048, 4096, 8192]
     assert result["tokens_per_s_median"] == 4096.0  # median of the three steps after the warm-up
     assert (result["first_loss"], result["final_loss"], result["setup_alloc_gib"]) == (6.3, 6.0, 3.0)
@@ -82,6 +82,7 @@ def test_a_probe_reports_tuners_benchmark_fields(gu, tiny_model, capsys):
     [
         (["probe", "--model-dir", "/nonexistent/model"], "no model folder at /nonexistent/model"),
         (["probe", "--steps", "2", "--warmup", "2"], "--steps 2 --warmup 2"),
+        (["probe", "--device", "cpu", "--memory-cap-gib", "16", "--model-dir", "."], "caps GPU memory"),
         (["max-context", "16,x"], "are not numbers"),
         (["max-context", "16", "--context-range", "8192:4096"], "--context-range 8192:4096"),
         (["install", "/nonexistent/b", "--target", "/nonexistent/site", "--after", "a"], "group a is not installed"),
@@ -97,7 +98,7 @@ def test_without_unsloth_the_probe_says_so_in_one_line(gu, tiny_model, capsys, m
     """unsloth is not in the dev environment (it needs a GPU to import at all)."""
     for key, value in gu.OFFLINE_ENV.items():  # set by the probe; restored for the tests after this one
         monkeypatch.setenv(key, value)
-    assert gu.main(["probe", "--model-dir", str(tiny_model)]) == 2
+    assert gu.main(["probe", "--model-dir", str(tiny_model), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unsloth cannot be imported here (ModuleNotFoundError")
     assert "install .whl_unsloth/b --after a" in err[0]
