@@ -4,10 +4,10 @@ random tokens, the same memory caps and the same probe JSON as ``scripts/benchma
 On the GPU machine (no network; the wheels of ``benchmarks/unsloth_wheels.txt`` carried in two
 groups, docs/benchmarks.md "unsloth side by side"):
 
-    python3 scripts/gpu_unsloth.py install .whl_unsloth/a                 # call 1: group a into /tmp/site_unsloth
+    python3 scripts/gpu_unsloth.py install .whl_unsloth/a                 # call 1: group a into .whl_unsloth/site
     python3 scripts/gpu_unsloth.py prepare                                # random-init Llama 3.1 8B HF folder
     python3 scripts/gpu_unsloth.py install .whl_unsloth/b --after a       # call 2, on the same warm machine
-    export PYTHONPATH=/tmp/site_unsloth
+    export PYTHONPATH=$PWD/.whl_unsloth/site
     python3 scripts/gpu_unsloth.py probe --config llama3_1/8B_qlora_single_device --seq-len 2048 \
         --batch-size 2 --steps 6 --warmup 2                               # the qlora_8b speed point
     python3 scripts/gpu_unsloth.py max-context 16,24 --context-range 4096:196608 --time-budget 300
@@ -36,6 +36,7 @@ per cap a bisection, the goal (1.5x unsloth's published figure) probed first, ea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -48,8 +49,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SITE = "/tmp/site_unsloth"  # where the carried wheels are installed (survives between calls on a warm machine)
-MODEL_DIR = "/tmp/unsloth_llama3_1_8b"
+# Where the carried wheels are installed and the model folder is written: an ignored folder of the checkout,
+# which the device machine keeps between calls while it stays warm (a fresh machine keeps nothing).
+SITE = str(ROOT / ".whl_unsloth" / "site")
+MODEL_DIR = str(ROOT / ".whl_unsloth" / "model")
 LONG_CONTEXT_CONFIG = "llama3_1/8B_qlora_long_context"  # unsloth's published setup (qlora_8b_r32_all)
 INSTALL_FIX = (
     "install the carried wheels on this machine: `python3 scripts/gpu_unsloth.py install .whl_unsloth/a`, then "
@@ -455,17 +458,18 @@ def main(argv: list[str] | None = None, runner=unsloth_steps, command=probe_comm
             print(prepare(args.model_dir, args.config, args.overrides, args.device))
             return 0
         if args.command == "probe":
-            result = probe(
-                args.model_dir,
-                args.config,
-                args.seq_len,
-                args.batch_size,
-                args.steps,
-                args.warmup,
-                args.memory_cap_gib,
-                device=args.device,
-                runner=runner,
-            )
+            with contextlib.redirect_stdout(sys.stderr):  # unsloth prints banners: stdout keeps the JSON alone
+                result = probe(
+                    args.model_dir,
+                    args.config,
+                    args.seq_len,
+                    args.batch_size,
+                    args.steps,
+                    args.warmup,
+                    args.memory_cap_gib,
+                    device=args.device,
+                    runner=runner,
+                )
         else:
             try:
                 caps = [float(c) for c in args.caps.split(",") if c.strip()]

@@ -60,13 +60,16 @@ def test_a_probe_reports_tuners_benchmark_fields(gu, tiny_model, capsys):
     seen = {}
 
     def runner(model_dir, lora, seq_len, batch_size, steps, device):
+        print("Unsloth: a banner")  # unsloth prints to stdout; the probe's stdout stays one JSON line
         seen.update(model_dir=model_dir, rank=lora.rank, seq_len=seq_len, batch=batch_size, steps=steps, device=device)
         return {"step_s": [4.0, 2.0, 1.0, 0.5], "losses": [6.3, 6.2, 6.1, 6.0], "setup_alloc_bytes": 3 * 2**30}
 
     argv = ["probe", "--model-dir", str(tiny_model), "--config", "llama3_1/8B_qlora_single_device"]
     argv += ["--seq-len", "2048", "--batch-size", "2", "--steps", "4", "--warmup", "1", "--device", "cpu"]
     assert gu.main(argv, runner=runner) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    result = json.loads(out[0])
     assert seen == {"model_dir": str(tiny_model), "rank": 8, "seq_len": 2048, "batch": 2, "steps": 4, "device": "cpu"}
     assert result["tokens_per_s_steps"] == [1024, 2048, 4096, 8192]
     assert result["tokens_per_s_median"] == 4096.0  # median of the three steps after the warm-up
