@@ -77,10 +77,13 @@ class ScriptError(Exception):
 
 # ---- install ------------------------------------------------------------------------------------
 def installed_marker(target: str | Path, group: str) -> Path:
+    """The file that says wheel group ``group`` (its folder's name) was installed into ``target``."""
     return Path(target) / f".installed_{group}"
 
 
 def install_command(folder: Path, target: str) -> list[str]:
+    """pip's install of every wheel in ``folder`` into ``target``, offline and without resolving (the
+    set was checked with benchmarks/wheel_set.py)."""
     wheels = sorted(str(p) for p in folder.glob("*.whl"))
     if not wheels:
         raise ScriptError(f"no wheels in {folder}", "download them first (benchmarks/unsloth_wheels.txt)")
@@ -125,11 +128,8 @@ def write_tokenizer(folder: str | Path, vocab_size: int) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from tuner.data.tokenizers.llama3 import NUM_RESERVED_SPECIAL_TOKENS, llama3_special_tokens
-
-    base = vocab_size - NUM_RESERVED_SPECIAL_TOKENS
-    special = llama3_special_tokens(base)
-    vocab = {f"t{i}": i for i in range(base)} | special
+    special = llama3_ids(vocab_size)
+    vocab = {f"t{i}": i for i in range(min(special.values()))} | special
     tok = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.add_special_tokens(list(special))
@@ -156,6 +156,7 @@ def prepare(model_dir: str = MODEL_DIR, config: str = LONG_CONTEXT_CONFIG, overr
 
 
 def llama3_ids(vocab_size: int) -> dict[str, int]:
+    """Llama 3's 256 special tokens as the last ids of a ``vocab_size`` vocabulary (128,000+ for the real one)."""
     from tuner.data.tokenizers.llama3 import NUM_RESERVED_SPECIAL_TOKENS, llama3_special_tokens
 
     return llama3_special_tokens(vocab_size - NUM_RESERVED_SPECIAL_TOKENS)
