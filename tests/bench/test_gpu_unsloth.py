@@ -176,3 +176,31 @@ def test_two_groups_install_into_one_target_the_second_after_the_first(gu, tmp_p
     assert gu.main(["install", str(tmp_path / "b"), "--target", str(site), "--after", "a"]) == 0
     assert (site / "carried_a" / "__init__.py").is_file() and (site / "carried_b" / "__init__.py").is_file()
     assert (site / ".installed_a").is_file() and (site / ".installed_b").is_file()
+
+
+def test_the_8b_folder_describes_llama_3_1_8b_and_its_tokenizer_has_all_128256_ids(gu, tmp_path):
+    """What `prepare` writes on the GPU machine, but the weights (16 GB): the config and the tokenizer."""
+    from transformers import AutoTokenizer
+
+    config = gu.hf_config_of(gu.LONG_CONTEXT_CONFIG, [])
+    expected = {
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 14336,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": False,
+    }
+    assert {k: config[k] for k in expected} == expected
+    assert config["rope_scaling"]["rope_type"] == "llama3" and config["rope_scaling"]["factor"] == 8.0
+    gu.write_tokenizer(tmp_path, 128256)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert len(tok) == 128256
+    assert tok.convert_tokens_to_ids(["<|begin_of_text|>", "<|finetune_right_pad_id|>", "<|eot_id|>"]) == [
+        128000,
+        128004,
+        128009,
+    ]
