@@ -196,6 +196,84 @@ def run_probe(argv: list[str], seq_len: int, timeout: float) -> Probe:
     return read_probe(seq_len, proc.returncode, output, round(time.perf_counter() - start, 1))
 
 
+def check_search(caps_gib: Sequence[float], lo: int, hi: int, multiple: int, steps: int, device: str) -> None:
+    """Refuse, in one UsageError, a search that cannot run: caps on CPU, no steps, an empty range."""
+    from tuner.errors import UsageError
+
+    if device != "cuda" and any(caps_gib):
+        raise UsageError(
+            "--max-context caps GPU memory; on CPU nothing would be capped",
+            "run on CUDA, or pass --max-context 0 (no cap) to try the probes on CPU",
+        )
+    if steps < 1:
+        raise UsageError(f"--max-context needs --steps >= 1, got {steps}")
+    if not 1 <= multiple <= lo <= hi:
+        raise UsageError(
+            f"--context-range {lo}:{hi} with --context-multiple {multiple} is empty",
+            "use --context-multiple <= LO <= HI, e.g. --context-range 4096:524288 --context-multiple 4096",
+        )
+
+
+def search_caps(
+    caps_gib: Sequence[float],
+    lo: int,
+    hi: int,
+    multiple: int,
+    command: Callable[[int, float], list[str]],
+    probe_timeout: float = 600,
+    time_budget: float | None = None,
+) -> dict[str, dict[str, Any]]:
+    """For each cap (GiB; 0: none), the longest length that trains: a bisection (`longest_fitting`)
+    whose probes run ``command(seq_len, cap)`` in a fresh process, the issue's goal probed first.
+    The command is any runner printing the probe JSON line `read_probe` reads (tuner's
+    `probe_command`, or another tool's). Each probe is printed on stderr as it ends; past
+    ``time_budget`` seconds no probe starts. Returns cap -> the search, unsloth's figure, the goal
+    and whether it was met."""
+    deadline = time.monotonic() + time_budget if time_budget else None
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.monotonic() > deadline
+
+    results = {}
+    for cap in caps_gib:
+
+        def probe(seq_len: int, cap: float = cap) -> Probe:
+            result = run_probe(command(seq_len, cap), seq_len, probe_timeout)
+            print(f"probe: cap {cap:g} GiB " + json.dumps(vars(result)), file=sys.stderr, flush=True)
+            return result
+
+        goal = goal_tokens(cap)
+        search = longest_fitting(probe, lo, hi, multiple, first=goal, out_of_time=out_of_time)
+        entry = search.as_dict()
+        entry.update(unsloth_tokens=UNSLOTH_8B_TOKENS.get(int(cap)), goal_tokens=goal)
+        entry["goal_met"] = goal_met(search, goal)
+        results[f"{cap:g}"] = entry
+    return results
+
+
+def cap_gpu_memory(cap_gib: float | None, device: str) -> None:
+    """Let this process allocate at most ``cap_gib`` GiB of GPU memory (0 or None: no cap), as a GPU
+    of that size would: ``torch.cuda.set_per_process_memory_fraction``."""
+    import torch
+
+    from tuner.errors import UsageError
+
+    if not cap_gib:
+        return
+    if device != "cuda":
+        raise UsageError(
+            f"--memory-cap-gib {cap_gib:g} caps GPU memory; on {device} there is none to cap",
+            "run on CUDA, or pass 0 (no cap) to try the probe on CPU",
+        )
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    if cap_gib * 2**30 > total:
+        raise UsageError(
+            f"--memory-cap-gib {cap_gib:g} is more than this GPU's {total / 2**30:.1f} GiB",
+            "pass a smaller cap, or 0 for the whole GPU",
+        )
+    torch.cuda.set_per_process_memory_fraction(cap_gib * 2**30 / total)
+
+
 def goal_met(search: Search, goal: int | None) -> bool | None:
     """True when a length >= ``goal`` trained, False when one <= ``goal`` ran out of memory, None
     when the probes did not decide it (or there is no goal)."""

@@ -95,11 +95,10 @@ def _peak_gib(device: str) -> tuple[float | None, float | None]:
 
 def run_hf(workload: str, tuner_result: dict, trainer, initial_state: dict | None, device: str) -> dict:
     """The same workload as a plain transformers (+ peft) training loop over the same batches."""
-    import time
-
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from benchmarks.timed_steps import timed_steps
     from tuner.checkpoint.hf_config import hf_config_from_model
     from tuner.checkpoint.hf_keys import tuner_to_hf
 
@@ -131,18 +130,14 @@ def run_hf(workload: str, tuner_result: dict, trainer, initial_state: dict | Non
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tuner_result["lr"], fused=device == "cuda")
     batch, seq = tuner_result["batch_size"], tuner_result["seq_len"]
-    losses, times = [], []
-    for step in range(tuner_result["steps"]):
-        ids = torch.tensor([tuner_result["dataset"][step * batch + i]["tokens"] for i in range(batch)], device=device)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        times.append(time.perf_counter() - t)
+    times, losses = timed_steps(
+        model,
+        opt,
+        (
+            torch.tensor([tuner_result["dataset"][step * batch + i]["tokens"] for i in range(batch)], device=device)
+            for step in range(tuner_result["steps"])
+        ),
+    )
     peak_alloc, peak_reserved = _peak_gib(device)
     tps = statistics.median(batch * seq / t for t in times[tuner_result["warmup_steps"] :])
     return {
@@ -311,7 +306,7 @@ def run(
     import torch
 
     from benchmarks import matmul_tflops, training_flops_per_token
-    from benchmarks.max_context import host_peak_rss_gib
+    from benchmarks.max_context import cap_gpu_memory, host_peak_rss_gib
     from tuner.config import apply_overrides, load_config
     from tuner.registry import resolve_config
     from tuner.training.full import FullFinetune
@@ -408,7 +403,7 @@ def run(
         tt_work = Path(torchtune_dir) if torchtune_dir else Path(tempfile.mkdtemp(prefix=f"bench_tt_{workload}_"))
         if not packed:  # both tools train on the same learnable batches from the same checkpoint
             tt_assets = _parity_inputs(cfg, workload, tt_work, batch * steps, seq_len, device)
-    _cap_memory(memory_cap_gib, device)
+    cap_gpu_memory(memory_cap_gib, device)
     peak_tflops = matmul_tflops() if device == "cuda" else None
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -501,29 +496,6 @@ def run(
     return result
 
 
-def _cap_memory(cap_gib: float | None, device: str) -> None:
-    """Let this process allocate at most ``cap_gib`` GiB of GPU memory (0 or None: no cap), as a GPU
-    of that size would: ``torch.cuda.set_per_process_memory_fraction``."""
-    import torch
-
-    from tuner.errors import UsageError
-
-    if not cap_gib:
-        return
-    if device != "cuda":
-        raise UsageError(
-            f"--memory-cap-gib {cap_gib:g} caps GPU memory; on {device} there is none to cap",
-            "run on CUDA, or pass 0 (no cap) to try the probe on CPU",
-        )
-    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-    if cap_gib * 2**30 > total:
-        raise UsageError(
-            f"--memory-cap-gib {cap_gib:g} is more than this GPU's {total / 2**30:.1f} GiB",
-            "pass a smaller cap, or 0 for the whole GPU",
-        )
-    torch.cuda.set_per_process_memory_fraction(cap_gib * 2**30 / total)
-
-
 def max_context(
     workload: str,
     caps_gib: list[float],
@@ -540,43 +512,14 @@ def max_context(
     a bisection whose probes each run ``steps`` steps in a fresh process, the issue's goal (1.5x
     unsloth's figure) probed first. Each probe is printed on stderr as it ends; past ``time_budget``
     seconds no new probe starts and the caps left say so."""
-    import time
-
     from benchmarks import max_context as mc
-    from tuner.errors import UsageError
 
-    if device != "cuda" and any(caps_gib):
-        raise UsageError(
-            "--max-context caps GPU memory; on CPU nothing would be capped",
-            "run on CUDA, or pass --max-context 0 (no cap) to try the probes on CPU",
-        )
-    if steps < 1:
-        raise UsageError(f"--max-context needs --steps >= 1, got {steps}")
-    if not 1 <= multiple <= lo <= hi:
-        raise UsageError(
-            f"--context-range {lo}:{hi} with --context-multiple {multiple} is empty",
-            "use --context-multiple <= LO <= HI, e.g. --context-range 4096:524288 --context-multiple 4096",
-        )
-    deadline = time.monotonic() + time_budget if time_budget else None
+    mc.check_search(caps_gib, lo, hi, multiple, steps, device)
 
-    def out_of_time() -> bool:
-        return deadline is not None and time.monotonic() > deadline
+    def command(seq_len: int, cap: float) -> list[str]:
+        return mc.probe_command(workload, seq_len, cap, steps, overrides, device)
 
-    results = {}
-    for cap in caps_gib:
-
-        def probe(seq_len: int, cap: float = cap) -> "mc.Probe":
-            argv = mc.probe_command(workload, seq_len, cap, steps, overrides, device)
-            result = mc.run_probe(argv, seq_len, probe_timeout)
-            print(f"probe: cap {cap:g} GiB " + json.dumps(vars(result)), file=sys.stderr, flush=True)
-            return result
-
-        goal = mc.goal_tokens(cap)
-        search = mc.longest_fitting(probe, lo, hi, multiple, first=goal, out_of_time=out_of_time)
-        entry = search.as_dict()
-        entry.update(unsloth_tokens=mc.UNSLOTH_8B_TOKENS.get(int(cap)), goal_tokens=goal)
-        entry["goal_met"] = mc.goal_met(search, goal)
-        results[f"{cap:g}"] = entry
+    results = mc.search_caps(caps_gib, lo, hi, multiple, command, probe_timeout, time_budget)
     return {"workload": workload, "multiple": multiple, "range": [lo, hi], "probe_steps": steps, "caps_gib": results}
 
 
