@@ -155,3 +155,28 @@ def test_frozen_projection_loss_projects_only_the_scored_rows_on_cpu():
     torch.testing.assert_close(loss, ref.detach())
     torch.testing.assert_close(grad, h.grad)
     assert torch.count_nonzero(grad[:, : s // 2]) == 0
+
+
+def test_loss_without_gradient_projects_only_the_scored_rows_on_cpu():
+    """Evaluation (no gradient) scores only the rows with a target on CPU, through any projection: FLOPs
+    follow the scored rows, and the loss equals plain cross-entropy over every row."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    b, s, d, v = 2, 16, 8, 64
+    hidden = torch.randn(b, s, d)
+    proj = torch.nn.Linear(d, v, bias=False)
+    labels = torch.randint(0, v, (b, s))
+    labels[0, :10] = -100
+    labels[1, 4:] = -100  # whole chunks of row 1 score nothing
+    loss_fn = ChunkedCrossEntropyLoss(num_output_chunks=4, reduction="sum")
+    every = torch.randint(0, v, (b, s))
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            loss = loss_fn(hidden, labels, proj)
+        with FlopCounterMode(display=False) as counter_every:
+            loss_fn(hidden, every, proj)
+    scored, scored_every = (int((shift_labels(x) != -100).sum()) for x in (labels, every))
+    assert counter.get_total_flops() == counter_every.get_total_flops() * scored // scored_every
+    ref = F.cross_entropy(proj(hidden).reshape(-1, v), shift_labels(labels).reshape(-1), reduction="sum")
+    torch.testing.assert_close(loss, ref.detach())

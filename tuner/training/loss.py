@@ -106,7 +106,8 @@ def _scored_rows(targets: torch.Tensor, ignore_index: int) -> torch.Tensor | Non
     and padding rows (3 in 4 on the quickstart) would each cost a vocabulary-wide matmul row and
     softmax. Each kept row's numbers are the same operations on the same row, and the chunk's
     losses are summed in their original places with zeros between, so the loss is the same; only
-    on CPU, where learning the count (a host read) stalls nothing, unlike a CUDA queue.
+    on CPU, where learning the count (a host read) stalls nothing, unlike a CUDA queue. Evaluation
+    (no gradient) does the same with any projection.
     """
     valid = targets != ignore_index
     keep = valid.nonzero().squeeze(1)
@@ -189,7 +190,17 @@ def cross_entropy_sum(
 
 
 def _chunk_ce_sum(project: Projection, hidden: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    return cross_entropy_sum(project(hidden), targets, ignore_index)
+    keep = None
+    if not torch.is_grad_enabled() and not hidden.is_cuda:  # evaluation: only the scored rows (`_scored_rows`)
+        keep = _scored_rows(targets.reshape(-1), ignore_index)
+    if keep is None:
+        return cross_entropy_sum(project(hidden), targets, ignore_index)
+    losses = hidden.new_zeros(targets.numel(), dtype=torch.float32)
+    if keep.numel():
+        scored = targets.reshape(-1).index_select(0, keep)
+        logits = project(hidden.reshape(-1, hidden.shape[-1]).index_select(0, keep))
+        losses.index_copy_(0, keep, _ce_forward(logits, scored, torch.ones_like(scored, dtype=torch.bool))[0])
+    return losses.sum()
 
 
 class ChunkedCrossEntropyLoss(nn.Module):
