@@ -196,3 +196,24 @@ def test_registry_recipe_files_exist_for_listed_recipes():
     names = {r.name for r in available_recipes()}
     assert {"full_finetune_single_device", "lora_finetune_single_device"} <= names
     assert all(r.name in {x.name for x in RECIPES} for r in available_recipes())
+
+
+_WAIT_POLICY = """
+import os, sys
+from tuner.cli.main import main
+assert main(["--version"]) == 0
+print(os.environ.get("OMP_WAIT_POLICY"), "torch" in sys.modules)
+"""
+
+
+def test_tune_makes_openmp_threads_wait_passively_before_torch_loads_unless_the_user_chose():
+    """`tune` sets OMP_WAIT_POLICY=PASSIVE (idle threads do not spin on a core another process needs)
+    before torch, and so OpenMP, is loaded, since OpenMP reads it only then; a user's own value stays."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for user, expected in ((None, "PASSIVE False"), ("ACTIVE", "ACTIVE False")):
+        run_env = env if user is None else {**env, "OMP_WAIT_POLICY": user}
+        proc = subprocess.run([sys.executable, "-c", _WAIT_POLICY], capture_output=True, text=True, env=run_env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.split("\n")[-2] == expected, proc.stdout

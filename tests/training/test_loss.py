@@ -121,3 +121,62 @@ def test_decoder_offers_its_output_weight_only_when_plain_and_frozen():
     )
     set_trainable_params(adapted, get_adapter_params(adapted))
     assert adapted.frozen_output_weight() is None  # a LoRA output projection is not a plain matmul
+
+
+def test_frozen_projection_loss_projects_only_the_scored_rows_on_cpu():
+    """Ignored rows (an SFT batch's prompt and padding) add 0 to the loss and its gradient, so on CPU the
+    frozen-projection loss computes no logits for them: its matmul FLOPs follow the scored rows, and
+    loss and hidden-state gradient equal those with every row scored (a chunk with none scored included)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    b, s, d, v = 2, 16, 8, 64
+    hidden = torch.randn(b, s, d)
+    weight = torch.randn(v, d)
+    labels = torch.randint(0, v, (b, s))
+    labels[:, : s // 2 + 1] = -100  # the shifted targets of each row's first half are ignored
+    loss_fn = ChunkedCrossEntropyLoss(num_output_chunks=4, reduction="sum")
+
+    def run(lab):
+        h = hidden.clone().requires_grad_(True)
+        with FlopCounterMode(display=False) as counter:
+            loss = loss_fn(h, lab, None, frozen_weight=weight)
+        loss.backward()
+        return loss.detach(), h.grad, counter.get_total_flops()
+
+    loss, grad, flops = run(labels)
+    every = torch.randint(0, v, (b, s))  # all scored but each row's last position (no next token)
+    _, _, flops_every = run(every)
+    scored, scored_every = (int((shift_labels(x) != -100).sum()) for x in (labels, every))
+    assert flops == flops_every * scored // scored_every  # 2 matmuls (logits, their gradient) per scored row only
+    h = hidden.clone().requires_grad_(True)
+    ref = F.cross_entropy((h @ weight.t()).reshape(-1, v), shift_labels(labels).reshape(-1), reduction="sum")
+    ref.backward()
+    torch.testing.assert_close(loss, ref.detach())
+    torch.testing.assert_close(grad, h.grad)
+    assert torch.count_nonzero(grad[:, : s // 2]) == 0
+
+
+def test_loss_without_gradient_projects_only_the_scored_rows_on_cpu():
+    """Evaluation (no gradient) scores only the rows with a target on CPU, through any projection: FLOPs
+    follow the scored rows, and the loss equals plain cross-entropy over every row."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    b, s, d, v = 2, 16, 8, 64
+    hidden = torch.randn(b, s, d)
+    proj = torch.nn.Linear(d, v, bias=False)
+    labels = torch.randint(0, v, (b, s))
+    labels[0, :10] = -100
+    labels[1, 4:] = -100  # whole chunks of row 1 score nothing
+    loss_fn = ChunkedCrossEntropyLoss(num_output_chunks=4, reduction="sum")
+    every = torch.randint(0, v, (b, s))
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            loss = loss_fn(hidden, labels, proj)
+        with FlopCounterMode(display=False) as counter_every:
+            loss_fn(hidden, every, proj)
+    scored, scored_every = (int((shift_labels(x) != -100).sum()) for x in (labels, every))
+    assert counter.get_total_flops() == counter_every.get_total_flops() * scored // scored_every
+    ref = F.cross_entropy(proj(hidden).reshape(-1, v), shift_labels(labels).reshape(-1), reduction="sum")
+    torch.testing.assert_close(loss, ref.detach())

@@ -7,7 +7,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, MutableMapping, Optional
 
 import typer
 
@@ -190,8 +190,22 @@ def _click_exceptions(name: str) -> tuple[type, ...]:
     return tuple(found)
 
 
+def wait_passively_between_parallel_ops(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Make OpenMP's idle threads sleep at once rather than spin (``OMP_WAIT_POLICY=PASSIVE``)
+    unless the user chose a policy; read when torch loads, so called before any import of it.
+
+    A spinning thread holds its core: when anything else runs on the machine (a browser, another
+    job), the torch thread that still has work waits for that core, and every parallel op costs a
+    scheduler slice. On a busy 2-core machine the quickstart's steps took 1.7-2x as long (an
+    RMSNorm forward + backward 40x), with bitwise the same numbers either way (docs/benchmarks.md,
+    "CPU quickstart: where the time goes"). On an idle machine sleeping costs a wake-up per op.
+    """
+    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the `tune` console script."""
+    wait_passively_between_parallel_ops()
     args = sys.argv[1:] if argv is None else list(argv)
     if not args:
         args = ["--help"]  # bare `tune` shows the help and succeeds

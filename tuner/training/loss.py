@@ -36,10 +36,11 @@ def shift_labels(labels: torch.Tensor, ignore_index: int = CROSS_ENTROPY_IGNORE_
 
 
 def _ce_forward(logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's loss (0 where not ``valid``; the caller sums) and its log-sum-exp."""
     as_float = logits.float()
     lse = torch.logsumexp(as_float, dim=-1)
     picked = as_float.gather(1, safe[:, None]).squeeze(1)
-    return ((lse - picked) * valid).sum(), lse
+    return (lse - picked) * valid, lse
 
 
 def _ce_backward(
@@ -53,7 +54,7 @@ def _ce_backward(
 def _ce_forward_backward(
     logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed loss, its gradient w.r.t. the logits in their dtype): both passes for one chunk."""
+    """(each row's loss, the gradient of their sum w.r.t. the logits in their dtype): both passes for one chunk."""
     loss, lse = _ce_forward(logits, safe, valid)
     return loss, _ce_backward(logits, safe, valid, lse, logits.new_ones((), dtype=torch.float32))
 
@@ -87,14 +88,30 @@ class _CrossEntropySum(torch.autograd.Function):
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
         valid = targets != ignore_index
         safe = targets.masked_fill(~valid, 0)
-        loss, lse = _kernel("forward", _ce_forward, logits.is_cuda)(logits, safe, valid)
+        row_losses, lse = _kernel("forward", _ce_forward, logits.is_cuda)(logits, safe, valid)
         ctx.save_for_backward(logits, safe, valid, lse)
-        return loss
+        return row_losses.sum()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         logits, safe, valid, lse = ctx.saved_tensors
         return _kernel("backward", _ce_backward, logits.is_cuda)(logits, safe, valid, lse, grad), None, None
+
+
+def _scored_rows(targets: torch.Tensor, ignore_index: int) -> torch.Tensor | None:
+    """Indices of the rows of ``targets`` that are scored (not ``ignore_index``); None when all are.
+
+    An ignored row adds exactly 0 to the loss and to the gradient, so the frozen-projection loss
+    computes logits only for the scored rows: an SFT batch trains on its answers, and its prompt
+    and padding rows (3 in 4 on the quickstart) would each cost a vocabulary-wide matmul row and
+    softmax. Each kept row's numbers are the same operations on the same row, and the chunk's
+    losses are summed in their original places with zeros between, so the loss is the same; only
+    on CPU, where learning the count (a host read) stalls nothing, unlike a CUDA queue. Evaluation
+    (no gradient) does the same with any projection.
+    """
+    valid = targets != ignore_index
+    keep = valid.nonzero().squeeze(1)
+    return None if keep.numel() == targets.numel() else keep
 
 
 class _FrozenLinearCrossEntropySum(torch.autograd.Function):
@@ -109,29 +126,48 @@ class _FrozenLinearCrossEntropySum(torch.autograd.Function):
         ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int, rows_per_chunk: int
     ) -> torch.Tensor:
         total = hidden.new_zeros((), dtype=torch.float32)
-        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        scored_only = not hidden.is_cuda  # see `_scored_rows`
+        grad_hidden = None
+        if ctx.needs_input_grad[0]:
+            grad_hidden = torch.zeros_like(hidden) if scored_only else torch.empty_like(hidden)
         fp8 = isinstance(weight, FP8Weight)  # LoRA's fp8_output: both GEMMs as an FP8 block linear's
         grad_operand = input_grad_operand(weight, hidden.dtype) if fp8 and grad_hidden is not None else None
         for start in range(0, hidden.shape[0], rows_per_chunk):
-            rows = slice(start, start + rows_per_chunk)
-            logits = fp8_matmul(hidden[rows], weight) if fp8 else hidden[rows] @ weight.t()
-            valid = targets[rows] != ignore_index
-            safe = targets[rows].masked_fill(~valid, 0)
+            chunk = slice(start, start + rows_per_chunk)
+            keep = _scored_rows(targets[chunk], ignore_index) if scored_only else None
+            if keep is not None and keep.numel() == 0:
+                continue  # nothing scored: the chunk adds 0 to the loss and to the gradient
+            h, chunk_targets = hidden[chunk], targets[chunk]
+            if keep is not None:
+                h, chunk_targets = h.index_select(0, keep), chunk_targets.index_select(0, keep)
+            logits = fp8_matmul(h, weight) if fp8 else h @ weight.t()
+            valid = chunk_targets != ignore_index
+            safe = chunk_targets.masked_fill(~valid, 0)
+            grad_h = None
             if grad_hidden is None:
-                loss, _ = _kernel("forward", _ce_forward, logits.is_cuda)(logits, safe, valid)
+                losses, _ = _kernel("forward", _ce_forward, logits.is_cuda)(logits, safe, valid)
             elif fp8 and weight.fp8_input_grad:
                 kernel = _kernel("forward_backward_fp8", _ce_forward_backward_fp8, logits.is_cuda)
-                loss, g_fp8 = kernel(logits, safe, valid, weight.scale)
-                grad_hidden[rows] = fp8_matmul_grad(logits, weight, grad_operand, g_fp8)  # logits: the dtype
+                losses, g_fp8 = kernel(logits, safe, valid, weight.scale)
+                grad_h = fp8_matmul_grad(logits, weight, grad_operand, g_fp8)  # logits: the dtype
             else:
-                loss, grad_logits = _kernel("forward_backward", _ce_forward_backward, logits.is_cuda)(
+                losses, grad_logits = _kernel("forward_backward", _ce_forward_backward, logits.is_cuda)(
                     logits, safe, valid
                 )
                 if fp8:
-                    grad_hidden[rows] = fp8_matmul_grad(grad_logits, weight, grad_operand)
+                    grad_h = fp8_matmul_grad(grad_logits, weight, grad_operand)
+                elif keep is None:
+                    torch.mm(grad_logits, weight, out=grad_hidden[chunk])
                 else:
-                    torch.mm(grad_logits, weight, out=grad_hidden[rows])
-            total = total + loss
+                    grad_h = grad_logits @ weight
+            if grad_h is not None:
+                if keep is None:
+                    grad_hidden[chunk] = grad_h
+                else:
+                    grad_hidden[chunk].index_copy_(0, keep, grad_h)
+            if keep is not None:  # the chunk's rows back in place, zeros between: the same sum as every row's
+                losses = losses.new_zeros(targets[chunk].shape[0]).index_copy_(0, keep, losses)
+            total = total + losses.sum()
         ctx.save_for_backward(grad_hidden)
         return total
 
@@ -154,7 +190,17 @@ def cross_entropy_sum(
 
 
 def _chunk_ce_sum(project: Projection, hidden: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    return cross_entropy_sum(project(hidden), targets, ignore_index)
+    keep = None
+    if not torch.is_grad_enabled() and not hidden.is_cuda:  # evaluation: only the scored rows (`_scored_rows`)
+        keep = _scored_rows(targets.reshape(-1), ignore_index)
+    if keep is None:
+        return cross_entropy_sum(project(hidden), targets, ignore_index)
+    losses = hidden.new_zeros(targets.numel(), dtype=torch.float32)
+    if keep.numel():
+        scored = targets.reshape(-1).index_select(0, keep)
+        logits = project(hidden.reshape(-1, hidden.shape[-1]).index_select(0, keep))
+        losses.index_copy_(0, keep, _ce_forward(logits, scored, torch.ones_like(scored, dtype=torch.bool))[0])
+    return losses.sum()
 
 
 class ChunkedCrossEntropyLoss(nn.Module):
