@@ -29,8 +29,8 @@ HOOKS = [
         ("full_finetune_distributed", "FullFinetune", "FullSettings"),
         ("lora_finetune_single_device", "LoRAFinetune", "LoRASettings"),
         ("lora_finetune_distributed", "LoRAFinetune", "LoRASettings"),
-        ("lora_dpo_single_device", "LoRADPO", "LoRASettings"),
-        ("lora_dpo_distributed", "LoRADPO", "LoRASettings"),
+        ("lora_dpo_single_device", "LoRADPO", "LoRADPOSettings"),
+        ("lora_dpo_distributed", "LoRADPO", "LoRADPOSettings"),
         ("full_dpo_distributed", "FullDPO", "DPOSettings"),
     ],
 )
