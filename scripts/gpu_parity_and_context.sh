@@ -3,6 +3,7 @@
 # trains under each GPU memory cap, within BUDGET seconds (default 470).
 #
 #   bash scripts/gpu_parity_and_context.sh [BUDGET_S]      # results in $OUT (default /tmp/gpu_out)
+#   JOBS=parity_qlora_8b,context_48 bash scripts/gpu_parity_and_context.sh 560   # only these jobs
 #
 # Jobs, most wanted first: parity lora_1b, context at 16 and 24 GiB, parity full_1b and qlora_8b,
 # context at 48 and 80 GiB. With one GPU they run one after another until the budget is spent (each
@@ -34,6 +35,13 @@ jobs=(  # name | options | config overrides (argparse wants these last)
   "context_48|$context --max-context 48 --context-range 4096:393216|"
   "context_80|$context --max-context 80 --context-range 4096:655360|"
 )
+
+if [ -n "${JOBS:-}" ]; then  # keep only the named jobs, in the order above
+  wanted=()
+  for job in "${jobs[@]}"; do [[ ",$JOBS," == *",${job%%|*},"* ]] && wanted+=("$job"); done
+  [ ${#wanted[@]} -ge 1 ] || { echo "error: JOBS=$JOBS names no job. Fix: one of: ${jobs[*]%%|*}" >&2; exit 2; }
+  jobs=("${wanted[@]}")
+fi
 
 run_job() {  # name | options | overrides
   local name=${1%%|*} rest=${1#*|}

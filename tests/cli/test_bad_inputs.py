@@ -375,6 +375,12 @@ def test_hub_dataset_offline_fails_at_once(capsys, finished, tmp_path, monkeypat
             ("enable_activation_checkpointing=True", "enable_activation_offloading=True"),
             "set enable_activation_offloading=False",
         ),
+        # ac_mode (torchtune's distributed key) turns checkpointing on by itself.
+        (("ac_mode=full", "enable_activation_offloading=True"), "set enable_activation_offloading=False"),
+        (
+            ("ac_mode=selective", "ac_option=2", "enable_activation_offloading=True"),
+            "set enable_activation_offloading=False",
+        ),
         # FSDP2 shards the output projection; fp8_output's FP8 copy needs it whole.
         (("model.base_dtype=fp8", "model.fp8_output=True"), "drop model.fp8_output with the distributed recipes"),
     ],

@@ -74,31 +74,6 @@ def set_activation_checkpointing(model: nn.Module, auto_wrap_policy, **kwargs) -
     torch_checkpointing.apply_activation_checkpointing(model, auto_wrap_policy=auto_wrap_policy, **kwargs)
 
 
-def checkpointing_plan(enable: bool, ac_mode: str | None, ac_option: object) -> int | None:
-    """Every how many layers to checkpoint (None: none) from the config keys
-    ``enable_activation_checkpointing``, ``ac_mode`` (full | selective) and ``ac_option`` (n)."""
-    if ac_mode is None or str(ac_mode).lower() == "none":
-        return 1 if enable else None
-    mode = str(ac_mode).lower()
-    if mode == "full":
-        return 1
-    if mode != "selective":
-        raise ConfigError(
-            f"ac_mode={ac_mode!r} is not a mode", "use ac_mode=full, ac_mode=selective (with ac_option=N) or null"
-        )
-    try:
-        every = int(ac_option)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        every = 0
-    if every < 1 or str(ac_option).strip() != str(every):
-        raise ConfigError(
-            "ac_mode=selective needs ac_option=N, a whole number >= 1 (checkpoint every N-th layer); got "
-            f"{ac_option!r}",
-            "e.g. ac_option=2 checkpoints every second layer",
-        )
-    return every
-
-
 def compile_layers(model: nn.Module) -> None:
     """torch.compile each decoder layer (fast to compile, reused across identical layers).
 

@@ -89,6 +89,15 @@ class TrainingSettings:
             out.append("ac_mode=selective needs ac_option=N (checkpoint every N-th layer), e.g. ac_option=2")
         return out
 
+    @property
+    def checkpoint_every(self) -> int | None:
+        """Every how many decoder layers activations are checkpointed (None: none), from
+        ``enable_activation_checkpointing``, ``ac_mode`` (full | selective, as torchtune's distributed
+        recipes read it) and ``ac_option`` (selective's N)."""
+        if self.ac_mode == "selective":
+            return self.ac_option
+        return 1 if self.ac_mode == "full" or self.enable_activation_checkpointing else None
+
     #: Scalars inside component nodes that the loop relies on.
     ARGUMENTS: ClassVar[dict[str, Spec]] = {
         "optimizer.lr": Spec(float, min=0),
@@ -109,8 +118,7 @@ class ShardedTrainingSettings(TrainingSettings):
 
     def problems(self) -> list[str]:
         out = super().problems()
-        checkpointing = self.enable_activation_checkpointing or self.ac_mode in ("full", "selective")
-        if self.enable_activation_offloading and checkpointing:
+        if self.enable_activation_offloading and self.checkpoint_every is not None:
             out.append(
                 "enable_activation_offloading=True with activation checkpointing offloads each checkpointed "
                 "layer's input (a nested backward per layer), which FSDP2's sharded gradients do not support; "

@@ -184,7 +184,7 @@ class Trainer:
         self.log_every = s.log_every_n_steps
         self.save_every = s.save_every_n_steps
         self.optimizer_in_bwd = s.optimizer_in_bwd
-        self.checkpoint_every = memory.checkpointing_plan(s.enable_activation_checkpointing, s.ac_mode, s.ac_option)
+        self.checkpoint_every = s.checkpoint_every
         self.seed = s.seed
         self.global_step = 0
         self.epoch = 0
