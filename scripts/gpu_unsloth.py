@@ -4,10 +4,10 @@ random tokens, the same memory caps and the same probe JSON as ``scripts/benchma
 On the GPU machine (no network; the wheels of ``benchmarks/unsloth_wheels.txt`` carried in two
 groups, docs/benchmarks.md "unsloth side by side"):
 
-    python3 scripts/gpu_unsloth.py install .whl_unsloth/a                 # call 1: group a into .whl_unsloth/site
+    python3 scripts/gpu_unsloth.py install .whl_unsloth/a                 # call 1: group a into /tmp/tuner_unsloth/site
     python3 scripts/gpu_unsloth.py prepare                                # random-init Llama 3.1 8B HF folder
     python3 scripts/gpu_unsloth.py install .whl_unsloth/b --after a       # call 2, on the same warm machine
-    export PYTHONPATH=$PWD/.whl_unsloth/site
+    export PYTHONPATH=/tmp/tuner_unsloth/site
     python3 scripts/gpu_unsloth.py probe --config llama3_1/8B_qlora_single_device --seq-len 2048 \
         --batch-size 2 --steps 6 --warmup 2                               # the qlora_8b speed point
     python3 scripts/gpu_unsloth.py max-context 16,24 --context-range 4096:196608 --time-budget 300
@@ -49,10 +49,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# Where the carried wheels are installed and the model folder is written: an ignored folder of the checkout,
-# which the device machine keeps between calls while it stays warm (a fresh machine keeps nothing).
-SITE = str(ROOT / ".whl_unsloth" / "site")
-MODEL_DIR = str(ROOT / ".whl_unsloth" / "model")
+# Where the carried wheels are installed and the model folder is written: outside the checkout, in /tmp,
+# which the device machine keeps between calls while it stays warm (a fresh machine keeps nothing). Not an
+# ignored folder of the checkout: session 9 found one under .whl_unsloth/ gone at the next call, the
+# carried .whl_unsloth/b having replaced its parent there.
+WORK = Path(os.environ.get("TUNER_UNSLOTH_WORK", "/tmp/tuner_unsloth"))
+SITE = str(WORK / "site")
+MODEL_DIR = str(WORK / "model")
 LONG_CONTEXT_CONFIG = "llama3_1/8B_qlora_long_context"  # unsloth's published setup (qlora_8b_r32_all)
 INSTALL_FIX = (
     "install the carried wheels on this machine: `python3 scripts/gpu_unsloth.py install .whl_unsloth/a`, then "

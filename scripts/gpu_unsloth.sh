@@ -1,12 +1,12 @@
 #!/bin/bash
 # On the GPU machine: unsloth side by side with tuner (issue #26) in two device calls on ONE warm machine.
 # The carried wheels (~92 MiB with bitsandbytes) exceed one call's 64 MiB, so group a travels in call 1 and
-# group b in call 2; both install into .whl_unsloth/site (ignored by git), which the machine keeps only while
+# group b in call 2; both install into /tmp/tuner_unsloth/site, which the machine keeps only while
 # it stays warm (30 s after a call): make call 2 right after call 1 returns. Results and logs in $OUT (default /tmp/gpu_out).
 #
 #   call 1 (carry .whl_unsloth/a):  bash scripts/gpu_unsloth.sh call1
 #       install group a; check the image's versions against it; write the random-init 8B folder (16 GB,
-#       .whl_unsloth/model); tuner's qlora_8b speed point (2 x 2048, 6 steps) on this machine, for the ratio
+#       /tmp/tuner_unsloth/model); tuner's qlora_8b speed point (2 x 2048, 6 steps) on this machine, for the ratio
 #   call 2 (carry .whl_unsloth/b):  bash scripts/gpu_unsloth.sh call2 [BUDGET_S]
 #       install group b (refused on a fresh machine: call 1's state is gone); check every requirement
 #       against what is installed; import unsloth (one line if it cannot); unsloth's speed point on the
@@ -15,7 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu_out}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/.whl_unsloth/site${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1 PYTHONPATH=${TUNER_UNSLOTH_WORK:-/tmp/tuner_unsloth}/site${PYTHONPATH:+:$PYTHONPATH}
 run() { python3 scripts/gpu_unsloth.py "$@"; }
 speed=(--seq-len 2048 --batch-size 2 --steps 6 --warmup 2)  # tuner's qlora_8b workload, as measured in session 8
 
