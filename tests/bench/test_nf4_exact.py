@@ -1,12 +1,10 @@
 """``scripts/benchmark.py --nf4-exact-weights``: QLoRA weights that tuner's NF4 (bitsandbytes' format) and
-torchtune's (torchao 0.11's) both hold exactly, so that the loss comparison with torchtune starts from
-identical dequantized weights.
+torchtune's (torchao's) both hold exactly, so that the loss comparison with torchtune starts from
+identical dequantized weights; ``scripts/nf4_exact_check.py`` measures it.
 
-torchao is not installed in CI (nor in the dev extra), so its side is `_torchao_dequantize`: its
-``NF4Tensor`` format rules restated (levels rounded to 4 decimals, the absmaxes' mean subtracted and
-linear int8 per 256-block, ``round(x * 128 / blockmax)`` clamped to [-128, 127]). Against the real
-torchao 0.11 on CPU it returned the same tensors as ``to_nf4(w).get_original_weight()`` on every weight
-here (docs/benchmarks.md, "Measured on CPU")."""
+torchao's side is the real ``torchao.dtypes.nf4tensor`` of the dev extra (0.16-0.17, there for
+torchtune's vendored tests): its NF4 code, from ``get_block_absmax`` to ``get_original_weight``, is
+the same text as torchao 0.11's, which torchtune 0.6.1 runs (compared 2026-12-02)."""
 
 from __future__ import annotations
 
@@ -15,66 +13,44 @@ import torch
 
 from benchmarks import nf4_exact
 from benchmarks import torchtune_side as tt
+from tests.bench.conftest import load_script
 from tests.bench.test_benchmark_harness import TINY
-from tuner.quantization import dequantize_nf4, quantize_nf4
 
 pytest.importorskip("bitsandbytes")
 
-# torchao 0.11's NF4 levels (torchao/dtypes/nf4tensor.py, NF4Tensor.from_tensor): bitsandbytes' to 4 decimals
-TORCHAO_LEVELS = [
-    -1.0, -0.6962, -0.5251, -0.3949, -0.2844, -0.1848, -0.0911, 0.0,
-    0.0796, 0.1609, 0.2461, 0.3379, 0.4407, 0.5626, 0.7230, 1.0,
-]  # fmt: skip
 
-
-def _torchao_dequantize(weight: torch.Tensor) -> torch.Tensor:
-    """``torchao.dtypes.nf4tensor.to_nf4(weight).get_original_weight()`` (block 64, scaler block 256),
-    in ``weight``'s dtype as torchao computes it."""
-    dtype = weight.dtype
-    levels = torch.tensor(TORCHAO_LEVELS, dtype=dtype)
-    blocks = weight.flatten().view(-1, 64)
-    absmax = blocks.abs().max(dim=1).values
-    mean = absmax.mean()
-    centred = (absmax - mean).view(-1, 256)
-    factor = 256 / (2 * centred.abs().max(dim=1, keepdim=True).values)
-    stored = (centred * factor).round().clamp(-128, 127).to(torch.int8)
-    scales = (stored / factor).flatten().to(dtype) + mean
-    index = (blocks / absmax[:, None]).unsqueeze(-1).sub(levels).abs().argmin(dim=-1)
-    return (levels[index] * scales[:, None]).view(weight.shape)
+@pytest.fixture(scope="module")
+def check():
+    """``scripts/nf4_exact_check.py``: its weights on CPU and its check against torchao's ``to_nf4``."""
+    to_nf4 = pytest.importorskip("torchao.dtypes.nf4tensor").to_nf4
+    script = load_script("nf4_exact_check")
+    weights = script.weights("cpu")
+    return lambda name, dtype: (weights[name].to(dtype), script.check(weights[name].to(dtype), to_nf4, False))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_both_nf4_formats_hold_the_weight_exactly(dtype):
-    weight = nf4_exact.nf4_exact_weight((256, 512), torch.Generator().manual_seed(0)).to(dtype)
+def test_both_nf4_formats_hold_the_weight_exactly(dtype, check):
+    weight, result = check("nf4_exact", dtype)
     assert set(weight.float().unique().tolist()) == {-nf4_exact.SCALE, 0.0, nf4_exact.SCALE}
     assert torch.equal(weight.float().view(-1, 64).abs().amax(1), torch.full((2048,), nf4_exact.SCALE))
     assert 0.019 < weight.float().std().item() < 0.021  # as the usual std-0.02 init
-    assert torch.equal(dequantize_nf4(quantize_nf4(weight)), weight)  # tuner: bitsandbytes' format
-    assert torch.equal(_torchao_dequantize(weight), weight)
+    assert result["tuner_exact"] and result["torchao_exact"] and result["entries_differing"] == 0
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_normal_weight_dequantizes_differently_in_the_two_formats(dtype):
+def test_a_normal_weight_dequantizes_differently_in_the_two_formats(dtype, check):
     """What the option removes: the same std-0.02 weight becomes two different dense weights."""
-    weight = (torch.randn(256, 512, generator=torch.Generator().manual_seed(1)) * 0.02).to(dtype)
-    tuner_side, torchao_side = dequantize_nf4(quantize_nf4(weight)), _torchao_dequantize(weight)
-    assert not torch.equal(tuner_side, weight) and not torch.equal(torchao_side, weight)
-    assert (tuner_side != torchao_side).float().mean() > 0.2
+    _, result = check("normal", dtype)
+    assert not result["tuner_exact"] and not result["torchao_exact"]
+    assert result["entries_differing"] > 0.2 and result["rel_norm_diff"] > 1e-3
 
 
-def test_two_block_scales_cannot_be_exact_in_float32():
+def test_two_block_scales_cannot_be_exact_in_float32(check):
     """Why one scale per weight: with two (2^-5 and 2^-6 alternating, the absmaxes' mean exact) the
     centred absmaxes are +-2^-7; bitsandbytes' 8-bit dynamic code has +1.0 but no -1.0, torchao stores
-    +2^-7 as 127/128 of it, so each format rounds one half of the blocks."""
-    levels = nf4_exact.nf4_exact_weight((256, 512), torch.Generator().manual_seed(2)) / nf4_exact.SCALE
-    scales = torch.tensor([2.0**-5, 2.0**-6]).repeat(levels.numel() // 128)
-    weight = (levels.view(-1, 64) * scales[:, None]).view(256, 512)
-    tuner_side, torchao_side = dequantize_nf4(quantize_nf4(weight)), _torchao_dequantize(weight)
-    low, high = weight.view(-1, 64)[1::2] != 0, weight.view(-1, 64)[0::2] != 0
-    assert not torch.equal(tuner_side.view(-1, 64)[1::2][low], weight.view(-1, 64)[1::2][low])
-    assert torch.equal(tuner_side.view(-1, 64)[0::2][high], weight.view(-1, 64)[0::2][high])
-    assert not torch.equal(torchao_side.view(-1, 64)[0::2][high], weight.view(-1, 64)[0::2][high])
-    assert torch.equal(torchao_side.view(-1, 64)[1::2][low], weight.view(-1, 64)[1::2][low])
+    +2^-7 as 127/128 of it: neither holds the weight (in float32)."""
+    _, result = check("two_scales", torch.float32)
+    assert not result["tuner_exact"] and not result["torchao_exact"] and result["entries_differing"] > 0.2
 
 
 def test_checkpoint_has_nf4_exact_block_linears_and_normal_embeddings(tmp_path):
