@@ -7,15 +7,17 @@ then linear int8, ``round(x * 128 / blockmax)`` clamped to [-128, 127]), and tor
 bitsandbytes' rounded to 4 decimals (-0.6962 for -0.69619...). So one random bf16 weight becomes two
 different dense weights, and a loss comparison of the two tools measures the formats, not the kernels.
 
-What both hold exactly (checked on CPU in float32 and bf16, docs/benchmarks.md):
+What both hold exactly (checked on CPU in float32 and bf16: ``scripts/nf4_exact_check.py``,
+``tests/bench/test_nf4_exact.py``, docs/benchmarks.md):
 
 - levels: only -1, 0 and +1 are the same in both tables;
 - absmaxes: one value per weight tensor. With two or more, the centred absmaxes are +-d for some
   d > 0 in some 256-block whose largest magnitude is then d; bitsandbytes' code has +1.0 but no
   -1.0 (its most negative entry is -0.99297), torchao maps +d to 127/128 d: whichever sign the
   largest magnitude has, one library rounds it. With one value the centred absmaxes are all 0, both
-  libraries store 0 for them (0/0 gives NaN, whose code, whatever it is, is multiplied by a block
-  maximum of 0 again) and dequantize each to the mean, which is that value exactly.
+  libraries dequantize each to the mean, which is that value exactly (bitsandbytes stores a block
+  maximum of 0, so whatever code 0/0 picked is multiplied by 0; torchao's int8 of 0 x inf is divided
+  by the infinite factor again).
 
 So every such weight is ``SCALE x {-1, 0, +1}``: +-1 with probability ``NONZERO`` (random signs),
 else 0, and the first entry of every 64-block +-1, so that each block's absmax is exactly ``SCALE``.
@@ -60,9 +62,10 @@ def is_block_linear(key: str, shape: Sequence[int]) -> bool:
 def nf4_differences(model: torch.nn.Module, reference: dict[str, torch.Tensor]) -> dict[str, int | float]:
     """How far ``model``'s NF4 weights, dequantized as its forward does, are from the ``reference``
     state dict (tuner keys; the checkpoint it loaded): the number of NF4 weights, of their entries
-    that differ, and the largest absolute difference. On `nf4_exact_weight`s both counts of
-    differences are 0 on every device; the benchmark reports it next to the losses, so that a tuner
-    NF4 path that rounds them shows there, not as a loss difference."""
+    that differ, and the largest absolute difference. On `nf4_exact_weight`s both are 0 (measured on
+    CPU; bitsandbytes' CUDA quantization and tuner's Triton kernel are checked by the GPU runs that
+    report it): the benchmark gives it next to the losses, so that a tuner NF4 path that rounds them
+    shows there, not as a loss difference."""
     from tuner.checkpoint.keys import clean_tuner_key
     from tuner.quantization import dequantize_nf4, get_nf4_weight, has_nf4_weight
 
