@@ -35,10 +35,18 @@ def parity_line(name: str, r: dict[str, Any]) -> str:
     if not vs:
         return f"{head}; loss parity: {p.get('error', 'not measured')}"
     bound = p.get("noise_bound_max_abs_diff")
+    exact = r.get("nf4_exact")  # --nf4-exact-weights: both tools start from the same dequantized weights
     return (
         f"{head}; loss parity over {vs['steps']} steps: max |diff| {vs['max_abs_diff']:.4g} at step {vs['at_step']} "
-        f"(losses {vs['first_loss'][0]:.3f} -> {vs['last_loss'][0]:.3f}); torchtune-vs-torchtune bound "
+        f"(step 1: {abs(vs['first_loss'][0] - vs['first_loss'][1]):.3g}; "
+        f"losses {vs['first_loss'][0]:.3f} -> {vs['last_loss'][0]:.3f}); torchtune-vs-torchtune bound "
         f"{'not measured' if bound is None else f'{bound:.4g}'}; within bound: {p.get('within_noise')}"
+        + (
+            f"; nf4-exact weights, tuner's NF4 entries differing from them: {exact['entries_differing']} "
+            f"of {exact['nf4_weights']} weights"
+            if exact
+            else ""
+        )
     )
 
 

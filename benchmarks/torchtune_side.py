@@ -144,9 +144,17 @@ def find_torchtune(
 
 # ---- assets --------------------------------------------------------------------------------------
 def _random_dense_state_dict(
-    hf_config: Mapping[str, Any], model_type: str, dtype: torch.dtype, device: str, seed: int = 0
+    hf_config: Mapping[str, Any],
+    model_type: str,
+    dtype: torch.dtype,
+    device: str,
+    seed: int = 0,
+    nf4_exact: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Random weights (normal, std 0.02; norms 1) in tuner keys for the dense model of ``hf_config``."""
+    """Random weights (normal, std 0.02; norms 1) in tuner keys for the dense model of ``hf_config``;
+    with ``nf4_exact``, the decoder layers' linears are weights that both NF4 formats hold exactly
+    (`benchmarks.nf4_exact`)."""
+    from benchmarks.nf4_exact import is_block_linear, nf4_exact_weight
     from tuner.checkpoint.hf_config import build_model_from_hf_config
 
     with torch.device("meta"):
@@ -156,6 +164,8 @@ def _random_dense_state_dict(
     for key, shape in shapes.items():
         if len(shape) == 1:
             out[key] = torch.ones(shape, dtype=dtype)
+        elif nf4_exact and is_block_linear(key, shape):
+            out[key] = nf4_exact_weight(shape, gen, device).to(dtype).cpu()
         else:
             t = torch.empty(shape, device=device, dtype=torch.float32).normal_(0.0, 0.02, generator=gen)
             out[key] = t.to(dtype).cpu()
@@ -171,10 +181,12 @@ def write_hf_checkpoint(
     dtype: torch.dtype = torch.bfloat16,
     device: str = "cpu",
     max_shard_size: int | str = "5GB",
+    nf4_exact: bool = False,
 ) -> list[str]:
     """An HF model folder (config.json + safetensors, sharded with an index past ``max_shard_size``)
     from a tuner state dict (adapter weights are left out), or random-init dense weights of
-    ``hf_config``'s shape when ``state_dict`` is None. Returns the weight file names, in order."""
+    ``hf_config``'s shape when ``state_dict`` is None (``nf4_exact``: `_random_dense_state_dict`'s).
+    Returns the weight file names, in order."""
     from tuner.checkpoint.hf_folder import saved_dtype, write_hf_config
     from tuner.checkpoint.hf_keys import tuner_to_hf
     from tuner.checkpoint.weights import save_sharded_safetensors
@@ -183,7 +195,9 @@ def write_hf_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if state_dict is None:
-        state_dict = _random_dense_state_dict(hf_config, model_type, dtype, device)
+        state_dict = _random_dense_state_dict(hf_config, model_type, dtype, device, nf4_exact=nf4_exact)
+    elif nf4_exact:
+        raise ValueError("nf4_exact shapes random weights; a given state_dict is written as it is")
     base = {k: v for k, v in state_dict.items() if not is_adapter_key(k)}
     hf_sd = tuner_to_hf(base, model_type, hf_config)
     files = save_sharded_safetensors(hf_sd, folder, max_shard_size=max_shard_size)
@@ -357,10 +371,11 @@ def write_assets(
     *,
     tokens: torch.Tensor | None = None,
     doc_lengths: Sequence[int] | None = None,
+    nf4_exact: bool = False,
 ) -> Assets:
-    """Checkpoint (``state_dict``, or random dense weights of ``hf_config``'s shape), tokenizer and
-    data under ``folder``: ``tokens`` ([samples, seq_len] ids, both tools' batches) or, packed, one
-    document of each of ``doc_lengths``."""
+    """Checkpoint (``state_dict``, or random dense weights of ``hf_config``'s shape; ``nf4_exact``:
+    see `write_hf_checkpoint`), tokenizer and data under ``folder``: ``tokens`` ([samples, seq_len]
+    ids, both tools' batches) or, packed, one document of each of ``doc_lengths``."""
     from benchmarks.parity import write_token_file
 
     if (tokens is None) == (doc_lengths is None):
@@ -368,7 +383,7 @@ def write_assets(
     folder = Path(folder)
     if doc_lengths is not None:
         check_vocab_size(int(hf_config["vocab_size"]))
-    files = write_hf_checkpoint(folder / "model", hf_config, model_type, state_dict, device=device)
+    files = write_hf_checkpoint(folder / "model", hf_config, model_type, state_dict, device=device, nf4_exact=nf4_exact)
     ranks = write_tiktoken_ranks(folder / "tokenizer.model")
     if tokens is not None:
         return Assets(folder / "model", files, ranks, write_token_file(folder / "tokens.safetensors", tokens))

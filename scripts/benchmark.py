@@ -302,6 +302,7 @@ def run(
     parity_noise_seed: int | None = None,
     learnable_data: bool = False,
     memory_cap_gib: float | None = None,
+    nf4_exact_weights: bool = False,
 ) -> dict:
     import torch
 
@@ -364,6 +365,8 @@ def run(
         }
     if compare_hf and packed:
         raise SystemExit("--compare-hf compares unpacked workloads only (the HF baseline has no packing)")
+    if nf4_exact_weights:
+        _check_nf4_exact_weights(cfg, workload, compare_torchtune or learnable_data, packed)
     if compare_torchtune:  # fail before minutes of tuner training if torchtune cannot run
         from benchmarks import torchtune_side as tt
         from tuner.errors import UsageError
@@ -402,7 +405,9 @@ def run(
     if compare_torchtune or learnable_data:
         tt_work = Path(torchtune_dir) if torchtune_dir else Path(tempfile.mkdtemp(prefix=f"bench_tt_{workload}_"))
         if not packed:  # both tools train on the same learnable batches from the same checkpoint
-            tt_assets = _parity_inputs(cfg, workload, tt_work, batch * steps, seq_len, device)
+            tt_assets = _parity_inputs(
+                cfg, workload, tt_work, batch * steps, seq_len, device, nf4_exact=nf4_exact_weights
+            )
     cap_gpu_memory(memory_cap_gib, device)
     peak_tflops = matmul_tflops() if device == "cuda" else None
     if device == "cuda":
@@ -415,6 +420,7 @@ def run(
     setup_alloc = round(torch.cuda.memory_allocated() / 2**30, 2) if device == "cuda" else None
     if tt_assets is not None and method == "lora":
         _write_initial_adapters(trainer, cfg, tt_assets)
+    nf4_exact = _nf4_exact_check(trainer, cfg, tt_assets) if nf4_exact_weights and tt_assets is not None else None
     dense = not any(n.endswith(("weight_nf4", "weight_fp8")) for n, _ in trainer.decoder.named_buffers())
     keep_initial = (compare_hf or (compare_torchtune and packed)) and dense
     initial_state = (
@@ -450,6 +456,8 @@ def run(
         "final_loss": rows[-1]["loss"],
         "losses": [r["loss"] for r in rows],
         "data": "learnable (benchmarks.parity)" if "parity" in str(cfg.dataset._component_) else "random tokens",
+        "weights": "nf4-exact (benchmarks.nf4_exact)" if nf4_exact_weights else "random normal, std 0.02",
+        "nf4_exact": nf4_exact,  # tuner's NF4 weights against the checkpoint: 0 entries differing expected
         "tokens_per_s_steps": [round(r["tokens_per_second_per_gpu"]) for r in rows],
         # seconds the loop waited for each step's GPU work, read a step later: ~0 means launch-bound
         "wait_for_gpu_s_steps": [round(r["wait_for_gpu_s"], 4) for r in rows if "wait_for_gpu_s" in r],
@@ -523,10 +531,34 @@ def max_context(
     return {"workload": workload, "multiple": multiple, "range": [lo, hi], "probe_steps": steps, "caps_gib": results}
 
 
-def _parity_inputs(cfg, workload: str, work: Path, num_samples: int, seq_len: int, device: str):
+def _check_nf4_exact_weights(cfg, workload: str, writes_checkpoint: bool, packed: bool) -> None:
+    """Refuse ``--nf4-exact-weights`` where it would change nothing: it shapes the random checkpoint
+    that the unpacked ``--compare-torchtune`` / ``--learnable-data`` write, for a model with an NF4
+    base (a ``qlora_*`` builder, or ``model.quantize_base=True``)."""
+    from tuner.errors import UsageError
+
+    builder = str(cfg.model._component_).rsplit(".", 1)[-1]
+    if not cfg.model.get("quantize_base", builder.startswith("qlora_")):
+        raise UsageError(
+            f"--nf4-exact-weights is for QLoRA (an NF4 base); --workload {workload} with model "
+            f"{cfg.model._component_} quantizes nothing",
+            "use --workload qlora_8b, or drop --nf4-exact-weights",
+        )
+    if not writes_checkpoint or packed:
+        raise UsageError(
+            "--nf4-exact-weights shapes the checkpoint that the unpacked --compare-torchtune and --learnable-data "
+            "write; this run writes none" + (" (--packed)" if packed else ""),
+            "add --compare-torchtune (without --packed) or --learnable-data, or drop --nf4-exact-weights",
+        )
+
+
+def _parity_inputs(
+    cfg, workload: str, work: Path, num_samples: int, seq_len: int, device: str, *, nf4_exact: bool = False
+):
     """Write what both tools train from (``benchmarks.parity``): a random dense HF checkpoint of the
-    model's shape and learnable token batches, and point tuner's config at them (the checkpointer
-    loads without saving; the dataset reads the batches in order). Returns torchtune's assets."""
+    model's shape (``nf4_exact``: its decoder layers' linears held exactly by both NF4 formats,
+    `benchmarks.nf4_exact`) and learnable token batches, and point tuner's config at them (the
+    checkpointer loads without saving; the dataset reads the batches in order). Returns torchtune's assets."""
     import torch
 
     from benchmarks import torchtune_side as tt
@@ -539,7 +571,7 @@ def _parity_inputs(cfg, workload: str, work: Path, num_samples: int, seq_len: in
     dtype = get_dtype(str(cfg.dtype), torch.device(device))
     hf_config = hf_config_from_model(build_on_meta(cfg.model, dtype), model_type)
     tokens = learnable_tokens(num_samples, seq_len, int(hf_config["vocab_size"]))
-    assets = tt.write_assets(work / "assets", hf_config, model_type, None, device, tokens=tokens)
+    assets = tt.write_assets(work / "assets", hf_config, model_type, None, device, tokens=tokens, nf4_exact=nf4_exact)
     cfg.checkpointer = {
         "_component_": "benchmarks.checkpointers.LoadOnlyHFCheckpointer",
         "checkpoint_dir": str(assets.checkpoint_dir),
@@ -551,6 +583,18 @@ def _parity_inputs(cfg, workload: str, work: Path, num_samples: int, seq_len: in
     if str(cfg.optimizer._component_) == "torch.optim.AdamW" and "fused" not in cfg.optimizer:
         cfg.optimizer.fused = device == "cuda"  # torchtune's configs ask for it; both tools run the same
     return assets
+
+
+def _nf4_exact_check(trainer, cfg, assets) -> dict:
+    """tuner's NF4 weights, dequantized, against the checkpoint it loaded (`benchmarks.nf4_exact.nf4_differences`)."""
+    from benchmarks.checkpointers import LoadOnlyHFCheckpointer
+    from benchmarks.nf4_exact import nf4_differences
+
+    checkpoint = cfg.checkpointer
+    loaded = LoadOnlyHFCheckpointer(
+        checkpoint.checkpoint_dir, list(checkpoint.checkpoint_files), checkpoint.model_type, checkpoint.output_dir
+    ).load_checkpoint()["model"]
+    return nf4_differences(trainer.decoder, loaded)
 
 
 def _write_initial_adapters(trainer, cfg, assets) -> None:
@@ -690,6 +734,13 @@ def main(argv: list[str] | None = None) -> int:
         "that tuner loads) without running torchtune: a loss curve that falls, instead of random tokens",
     )
     parser.add_argument(
+        "--nf4-exact-weights",
+        action="store_true",
+        help="QLoRA with --compare-torchtune or --learnable-data: write the decoder layers' linears as weights that "
+        "bitsandbytes' and torchao's NF4 both hold exactly (benchmarks/nf4_exact.py), so that both tools start "
+        "from the same dequantized weights and a loss difference is kernels, not the NF4 format",
+    )
+    parser.add_argument(
         "--memory-cap-gib",
         type=float,
         metavar="GIB",
@@ -738,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
             torchtune_timeout=args.torchtune_timeout, torchtune_dir=args.torchtune_dir,
             torchtune_path=args.torchtune_path, parity_noise_seed=args.parity_noise_seed,
             learnable_data=args.learnable_data, memory_cap_gib=args.memory_cap_gib,
+            nf4_exact_weights=args.nf4_exact_weights,
         )  # fmt: skip
     try:
         result = call()

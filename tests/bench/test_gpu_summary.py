@@ -55,6 +55,9 @@ def test_summary_puts_speed_next_to_parity_and_reads_cut_short_jobs(tmp_path):
         "probe: cap 48 GiB " + json.dumps({"seq_len": 409600, "fits": False, "error": "out of memory"}) + "\n"
     )
     (tmp_path / "parity_qlora_8b.log").write_text("skipped: no torchtune")
+    exact = {**PARITY, "workload": "qlora_8b", "nf4_exact": {"nf4_weights": 192, "entries_differing": 0}}
+    (tmp_path / "parity_qlora_8b_nf4_exact.json").write_text(json.dumps(exact) + "\n")
+    (tmp_path / "parity_qlora_8b_nf4_exact.log").write_text("")
     lines = summary(tmp_path)
     assert lines[0].startswith("cap 16 GiB: longest that trained 65,536 tokens (first that did not: 69,632)")
     assert "goal 61,086 (unsloth 40,724): met True" in lines[0] and "15.1 GiB GPU, 30.2 GiB host" in lines[0]
@@ -62,7 +65,9 @@ def test_summary_puts_speed_next_to_parity_and_reads_cut_short_jobs(tmp_path):
     assert "search not complete" in lines[1]
     assert lines[2].startswith("parity_lora_1b: tuner 70,000 tokens/s, torchtune 63,636 (1.1x); loss parity over 100")
     assert "max |diff| 0.0123 at step 57" in lines[2] and "bound 0.02; within bound: True" in lines[2]
+    assert "(step 1: 0; losses 11.900 -> 3.200)" in lines[2] and "nf4-exact" not in lines[2]
     assert lines[3] == "parity_qlora_8b: no result (skipped: no torchtune)"
+    assert lines[4].endswith("; nf4-exact weights, tuner's NF4 entries differing from them: 0 of 192 weights")
 
 
 def test_the_gpu_script_is_valid_bash():

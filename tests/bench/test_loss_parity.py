@@ -25,6 +25,17 @@ LORA = [
     "optimizer.lr=1e-2",
 ]
 FULL = ["model._component_=tuner.models.llama3_2.llama3_2", *SHAPE, "optimizer.lr=3e-3"]  # no scheduler in the config
+# QLoRA from weights both NF4 formats hold (--nf4-exact-weights); torchao quantizes k_proj too, and wants weights of
+# 16,384-entry multiples: dim 256, 2 kv heads of 64
+QLORA = [
+    "model._component_=tuner.models.llama3_1.lora_llama3_1",
+    "model.quantize_base=True",
+    *[o for o in SHAPE if not o.startswith(("model.embed_dim", "model.intermediate_dim"))],
+    "model.embed_dim=256",
+    "model.intermediate_dim=256",
+    "lr_scheduler.num_warmup_steps=2",
+    "optimizer.lr=1e-2",
+]
 
 
 def _tiny_run(bench, workload: str, overrides: list[str], steps: int, **options) -> dict:
@@ -145,10 +156,11 @@ def test_learnable_data_trains_tuner_from_a_written_checkpoint(bench):
 
 
 @pytest.mark.skipif(not os.environ.get(tt.PATH_VARIABLE), reason=f"torchtune: set ${tt.PATH_VARIABLE}")
-@pytest.mark.parametrize("workload", ["lora_1b", "full_1b"])
+@pytest.mark.parametrize("workload", ["lora_1b", "full_1b", "qlora_8b"])
 def test_tuner_and_torchtune_losses_agree_step_by_step(workload, bench):
-    overrides = LORA if workload == "lora_1b" else FULL
-    result = _tiny_run(bench, workload, overrides, steps=10, compare_torchtune=True, torchtune_compile="off")
+    overrides = {"lora_1b": LORA, "full_1b": FULL, "qlora_8b": QLORA}[workload]
+    exact = {"nf4_exact_weights": True} if workload == "qlora_8b" else {}
+    result = _tiny_run(bench, workload, overrides, steps=10, compare_torchtune=True, torchtune_compile="off", **exact)
     vs = result["loss_parity"]["tuner_vs_torchtune"]
     losses = result["losses"]
     assert vs["steps"] == 10 and max(losses) - min(losses) > 0.05  # training moves the loss: a wrong step would show
