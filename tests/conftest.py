@@ -13,12 +13,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tuner.cli.main import wait_passively_between_parallel_ops  # noqa: E402  (imports no torch)
-
-# As `tune` does, before torch loads: with 2 test workers on 2 cores, an idle OpenMP thread that spins holds
-# the core the other worker needs.
-wait_passively_between_parallel_ops()
-
 from tests import real_data  # noqa: E402  (needs the repo root on sys.path)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
