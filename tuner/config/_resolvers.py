@@ -3,6 +3,8 @@ model that a pip package ships (converted once into the cache), so the quickstar
 
 from __future__ import annotations
 
+import inspect
+
 from omegaconf import OmegaConf
 
 from tuner.config._components import resolve_component
@@ -24,5 +26,8 @@ def builtin_model(name: str) -> str:
 def register_resolvers() -> None:
     if OmegaConf.has_resolver("builtin_model"):
         return
-    register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver  # omegaconf < 2.4
+    # omegaconf 2.4 names it register_resolver; before 2.4 that name is the legacy one, without use_cache.
+    register = getattr(OmegaConf, "register_resolver", None)
+    if register is None or "use_cache" not in inspect.signature(register).parameters:
+        register = OmegaConf.register_new_resolver
     register("builtin_model", builtin_model, use_cache=True)
