@@ -765,6 +765,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from tuner.errors import TunerError
 
+    if args.profile and args.steps < args.warmup + 3:  # the profiler's schedule: warm-up, 1 step, 2 traced
+        print(
+            f"error: --profile traces steps {args.warmup + 2} and {args.warmup + 3}, but --steps is {args.steps}: the "
+            f"trace would hold the end-of-run save instead. Fix: --steps {args.warmup + 3} or more",
+            file=sys.stderr,
+        )
+        return 2
     if args.max_context is not None:
         try:
             caps = [float(c) for c in args.max_context.split(",") if c.strip()]

@@ -119,3 +119,27 @@ def test_every_shipped_config_validates(name, capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     assert f"well-formed for recipe {recipe_for_config(name).name}" in out.out
+
+
+def _legacy_register_resolver(name, resolver):  # omegaconf <= 2.3's register_resolver: no use_cache
+    raise AssertionError("the legacy register_resolver must not be used")
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["omegaconf<=2.3", "omegaconf>=2.4"])
+def test_builtin_model_resolver_registers_on_either_omegaconf_api(monkeypatch, legacy):
+    """omegaconf 2.3 (pyproject allows it; the GPU image has it) has a legacy ``register_resolver``
+    without ``use_cache``; 2.4 gives that name the new signature. Either way the resolver must register."""
+    from omegaconf import OmegaConf
+
+    from tuner.config import _resolvers
+
+    registered = {}
+
+    def new_api(name, resolver, *, replace=False, use_cache=False):
+        registered[name] = (resolver, use_cache)
+
+    monkeypatch.setattr(OmegaConf, "has_resolver", staticmethod(lambda name: False))
+    monkeypatch.setattr(OmegaConf, "register_new_resolver", staticmethod(new_api))
+    monkeypatch.setattr(OmegaConf, "register_resolver", staticmethod(_legacy_register_resolver if legacy else new_api))
+    _resolvers.register_resolvers()
+    assert registered == {"builtin_model": (_resolvers.builtin_model, True)}
