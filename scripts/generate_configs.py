@@ -150,7 +150,7 @@ MODELS: tuple[Model, ...] = (
     Model(
         "mistral",
         "7b_v0_3",
-        ("full_single_device", "lora_single_device", "qlora_single_device", "full", "lora"),
+        ("full_single_device", "lora_single_device", "qlora_single_device", "qlora_long_context", "full", "lora"),
         label="7B",
         big=True,
         full_lr="5e-6",
@@ -158,7 +158,7 @@ MODELS: tuple[Model, ...] = (
     Model("qwen2_5", "0_5b", ("full_single_device", "lora_single_device")),
     Model("qwen2_5", "1_5b", ("full_single_device", "lora_single_device")),
     Model("qwen2_5", "3b", ("full_single_device", "lora_single_device", "lora")),
-    Model("qwen2_5", "7b", ("lora_single_device", "qlora_single_device", "full", "lora")),
+    Model("qwen2_5", "7b", ("lora_single_device", "qlora_single_device", "qlora_long_context", "full", "lora")),
     Model("qwen2_5", "14b", ("qlora_single_device", "lora")),
     Model("qwen2_5", "32b", ("lora", "qlora"), batch_size=2),
     Model("qwen2_5", "72b", ("lora", "qlora"), batch_size=2),

@@ -32,19 +32,24 @@ def test_every_generated_config_names_its_recipe_in_the_registry():
 
 
 def test_long_context_configs_are_unsloths_setup_at_the_models_context():
-    """One ``8B_qlora_long_context`` per 8B family: QLoRA rank 32 on every linear layer, batch 1,
+    """A ``qlora_long_context`` config per 7-8B family: QLoRA rank 32 on every linear layer, batch 1,
     offloaded activation checkpoints, the sequence-tiled MLP, sequences of the model's whole context."""
     from tuner.config import load_config
     from tuner.models.families import family
     from tuner.registry import recipe_for_config
 
     gen = _generator()
-    for name, size in [("llama3", "8b"), ("llama3_1", "8b"), ("qwen3", "8b_instruct")]:
-        cfg = load_config(gen.CONFIGS / name / "8B_qlora_long_context.yaml")
-        spec = family(name)
-        context = spec.decoder_arguments(spec.size_arguments(spec.size(size)))["max_seq_len"]
-        assert recipe_for_config(f"{name}/8B_qlora_long_context").name == "lora_finetune_single_device"
-        assert cfg.model._component_ == f"tuner.models.{name}.qlora_{name}_{size}"
+    rows = [m for m in gen.MODELS if gen.LONG_CONTEXT in m.methods]
+    assert {(m.family, m.size) for m in rows} >= {
+        ("llama3", "8B"), ("llama3_1", "8B"), ("qwen3", "8B"), ("mistral", "7B"), ("qwen2_5", "7B")
+    }  # fmt: skip
+    for m in rows:
+        name = f"{m.family}/{m.size}_qlora_long_context"
+        cfg = load_config(gen.CONFIGS / f"{name}.yaml")
+        spec = family(m.family)
+        context = spec.decoder_arguments(spec.size_arguments(spec.size(m.size_name)))["max_seq_len"]
+        assert recipe_for_config(name).name == "lora_finetune_single_device"
+        assert cfg.model._component_ == f"tuner.models.{m.family}.qlora_{m.family}_{m.size_name}"
         assert list(cfg.model.lora_attn_modules) == ["q_proj", "k_proj", "v_proj", "output_proj"]
         assert cfg.model.apply_lora_to_mlp and cfg.model.lora_rank == 32 and cfg.batch_size == 1
         assert cfg.enable_activation_checkpointing and cfg.enable_activation_offloading
