@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.autograd_helpers import saved_tensor_shapes
 from tuner.models.smollm2 import qlora_smollm2
 from tuner.peft import LoRALinear, get_adapter_params, set_trainable_params
 from tuner.quantization import (
@@ -162,7 +163,7 @@ def test_dora_over_an_nf4_base_computing_in_fp8_normalises_against_the_nf4_weigh
     torch.testing.assert_close(ours.magnitude.detach(), expected)
     x = torch.randn(3, 16)
     y, y_plain = ours(x), plain(x)  # the FP8 GEMM inside DoRA's forward, within FP8 rounding of QLoRA's
-    assert 0 < float((y - y_plain).norm() / y_plain.norm()) < 0.05
+    assert 0 < float((y - y_plain).detach().norm() / y_plain.detach().norm()) < 0.05
     y.sum().backward()
     assert ours.magnitude.grad is not None and ours.lora_a.weight.grad is not None
 
@@ -192,3 +193,52 @@ def test_a_compiled_layer_is_one_graph_with_the_eager_numbers(save_dense):
         torch._dynamo.reset()
     assert torch.equal(ours[0], eager[0])
     torch.testing.assert_close(ours[1], eager[1], rtol=1e-5, atol=1e-5)  # summed in another order
+
+
+def test_compiled_layers_keep_no_copy_of_the_weight_for_backward():
+    """As for the plain NF4 linear (tests/quantization/test_nf4.py): compiled, the forward's FP8 (or
+    dense) weight must not be kept for backward, which for a model is every layer's weights."""
+    torch.manual_seed(0)
+    kw = dict(rank=4, alpha=8, quantize_base=True, base_dtype="fp8_all", dtype=torch.float32)
+    layers = torch.nn.Sequential(LoRALinear(128, 96, **kw), LoRALinear(96, 128, **kw))
+    torch._dynamo.reset()
+    compiled = torch.compile(layers, fullgraph=True)
+    x = torch.randn(4, 128, requires_grad=True)
+    try:
+        with saved_tensor_shapes() as saved:
+            y = compiled(x)
+        y.sum().backward()
+    finally:
+        torch._dynamo.reset()
+    assert saved and x.grad is not None
+    assert not {(96, 128), (128, 96)} & set(saved), saved
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["keep_fp8_copy", "requantize_in_backward"])
+def test_checkpointed_layers_make_the_fp8_weight_twice_per_step_when_kept(monkeypatch, keep):
+    """With activation checkpointing the recompute's FP8 weight serves the backward (2 dequantizations
+    per weight and step, the same gradients); without keeping it, the backward makes it again (3)."""
+    from tuner.quantization import nf4 as nf4_module
+    from tuner.training.memory import apply_activation_checkpointing
+
+    def two_layers() -> torch.nn.Module:
+        torch.manual_seed(0)
+        kw = dict(rank=2, alpha=4, quantize_base=True, base_dtype="fp8", init_lora_weights=False)
+        model = torch.nn.Module()
+        model.layers = torch.nn.ModuleList(torch.nn.Sequential(LoRALinear(32, 32, **kw)) for _ in range(2))
+        model.forward = lambda x: model.layers[1](model.layers[0](x))
+        return model
+
+    x = torch.randn(3, 32, requires_grad=True)
+    plain = two_layers()
+    plain(x).square().sum().backward()
+    reference = [p.grad for p in plain.parameters() if p.requires_grad]
+    model = two_layers()
+    apply_activation_checkpointing(model, keep_nf4_dense=keep)
+    calls = []
+    real = nf4_module._dequantize
+    monkeypatch.setattr(nf4_module, "_dequantize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model(x).square().sum().backward()
+    assert len(calls) == 2 * (2 if keep else 3)
+    for got, want in zip([p.grad for p in model.parameters() if p.requires_grad], reference):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
