@@ -3,8 +3,10 @@ an NF4 linear computing in FP8 is exactly `linear_fp8` on the per-row quantizati
 weight (forward and input gradient, both recipes, with or without keeping the FP8 copy for backward)
 and within FP8 rounding of the plain NF4 linear; the built model stores the very same NF4 base as plain
 QLoRA (bytes, keys) and trains its adapters; the MLP's gate/up share one quantization of their input;
-DoRA normalises against the dequantized NF4 weight. The recipe end to end (saving, the adapter format)
-is in tests/recipes/test_lora_fp8.py."""
+DoRA normalises against the dequantized NF4 weight; compiled, no copy of the weight is kept for
+backward, and under activation checkpointing the recompute's FP8 weight serves the backward when kept.
+The recipe end to end (saving, the adapter format) is in tests/recipes/test_lora_fp8.py, FSDP2 in
+tests/recipes/test_distributed.py."""
 
 from __future__ import annotations
 
