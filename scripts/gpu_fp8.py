@@ -19,6 +19,11 @@ Plans (docs/benchmarks.md, "LoRA over an FP8 base"):
   LoRA 8B FP8 with both if the budget still allows; then 300-step quality of bf16, bf16 seed 1, FP8
   and FP8 + ``fp8_output`` (``fp8_shared_input`` changes no number, so it needs no quality run), from
   which the next session sets the defaults.
+- ``qlora`` (``python3 scripts/gpu_fp8.py qlora 470``: three 8B runs with compile, ~3-4 min): QLoRA 8B
+  (``qlora_8b``: NF4 base, r8, activation checkpointing, 2 x 2048) as shipped (bf16 GEMMs), then with
+  ``model.base_dtype=fp8`` (= ``fp8_all``: NF4 storage, forward and input-gradient GEMMs in FP8) and
+  ``fp8_fwd`` (input gradient in bf16): speed and memory only; there is no QLoRA 1B workload for the
+  300-step quality runs yet.
 
 Speed runs go one at a time (the GPU to itself); the quality runs then all at once (their losses do
 not depend on what else runs; their tokens/s does, and is not reported). A job that would start with
@@ -109,6 +114,14 @@ PLANS: dict[str, dict[str, list[tuple[str, list[str]]]]] = {
         "quality": [],  # measured by `final` on the same code (docs/benchmarks.md)
     },
     "next": {"speed": NEXT_SPEED, "quality": NEXT_QUALITY},
+    "qlora": {  # NF4 storage, FP8 GEMMs (a qlora_* builder with base_dtype): against QLoRA's bf16 GEMMs
+        "speed": [
+            ("qlora_8b", _speed("qlora_8b", SPEED_8B)),
+            ("qlora_8b_fp8_all", _speed("qlora_8b", SPEED_8B, overrides=("model.base_dtype=fp8_all",))),
+            ("qlora_8b_fp8_fwd", _speed("qlora_8b", SPEED_8B, overrides=("model.base_dtype=fp8_fwd",))),
+        ],
+        "quality": [],
+    },
 }
 QUALITY_RESERVE_S = 110  # what the quality runs of a plan need together (four at 2 x 2048: ~1.5 min)
 MIN_JOB_S = 45  # a speed job with less than this left is skipped

@@ -41,6 +41,17 @@ def test_next_plan_measures_each_new_fp8_option_alone_and_together_and_their_qua
     assert not any(unshared in args for args in quality.values())  # sharing changes no number (tests/quantization)
 
 
+def test_qlora_plan_measures_the_8b_qlora_with_each_fp8_compute_recipe_against_bf16():
+    speed = dict(gpu_fp8.PLANS["qlora"]["speed"])
+    base = speed.pop("qlora_8b")
+    assert base == ["--workload", "qlora_8b", *gpu_fp8.SPEED_8B, "compile=True"]
+    # one override each: the FP8 compute recipe, on the very same command
+    assert {name: args[len(base) :] for name, args in speed.items() if args[: len(base)] == base} == {
+        "qlora_8b_fp8_all": ["model.base_dtype=fp8_all"],
+        "qlora_8b_fp8_fwd": ["model.base_dtype=fp8_fwd"],
+    }
+
+
 def test_summary_lists_speed_and_each_quality_gap():
     falling = [10.0 - 0.02 * i for i in range(60)]
     results = {

@@ -234,9 +234,14 @@ def test_rank_error_ends_job_with_its_message(ckpt, tmp_path):
     assert "nope.safetensors" in proc.stderr and "error:" in proc.stderr
 
 
-@pytest.mark.parametrize("base", [{"quantize_base": True}, {"base_dtype": "fp8"}], ids=["nf4", "fp8"])
+@pytest.mark.parametrize(
+    "base",
+    [{"quantize_base": True}, {"base_dtype": "fp8"}, {"quantize_base": True, "base_dtype": "fp8"}],
+    ids=["nf4", "fp8", "nf4_computing_in_fp8"],
+)
 def test_quantized_base_distributed_matches_single_device(ckpt, tmp_path, base):
-    """The NF4 or FP8 base (replicated buffers) reaches every rank by broadcast from rank 0."""
+    """The NF4 or FP8 base (replicated buffers) reaches every rank by broadcast from rank 0; an NF4 base
+    computing in FP8 (QLoRA with base_dtype) does so on every rank too."""
     single, dist = _pair(
         tmp_path, ckpt, "lora", {**LORA, **base}, max_steps_per_epoch=2, save_adapter_weights_only=True
     )

@@ -3,9 +3,10 @@ is stored in FP8 and never changes (k_proj, not adapted, too), the adapters trai
 checkpointing, the adapter loads in PEFT on the original base, the logits are those of HF transformers
 + PEFT with torchao's rowwise FP8 arithmetic in every block linear (tightly), and the merged model is
 the original weights plus the adapter (not the FP8-rounded ones); with ``fp8_output`` the loss's logits
-GEMM runs on an FP8 copy of the output weight and no key changes. A refused combination is one clear
-error. DoRA over an FP8 base is checked at the layer (tests/quantization/test_fp8.py), FSDP2 in
-tests/recipes/test_distributed.py."""
+GEMM runs on an FP8 copy of the output weight and no key changes. QLoRA with ``base_dtype`` keeps plain
+QLoRA's NF4 base and saves a plain QLoRA adapter. A refused combination is one clear error. DoRA over
+an FP8 base is checked at the layer (tests/quantization/test_fp8.py; over NF4 computing in FP8:
+tests/quantization/test_nf4_fp8.py), FSDP2 in tests/recipes/test_distributed.py."""
 
 from __future__ import annotations
 
@@ -126,14 +127,45 @@ def test_fp8_base_trains_and_merges_into_the_original_weights(ckpt, tmp_path):
     assert _relative(ours, exported) < FP8_LOGIT_CHANGE  # what it exports, up to FP8 rounding
 
 
-def test_fp8_with_an_nf4_base_is_one_clear_error(ckpt, tmp_path, capsys):
-    from tests.cli.test_bad_inputs import assert_one_error
-    from tuner.cli.main import main
+def test_qlora_computing_in_fp8_keeps_the_nf4_base_and_saves_a_plain_qlora_adapter(ckpt, tmp_path):
+    from tests.recipes.helpers import logged_losses
+    from tuner.quantization import has_nf4_weight, nf4_computes_in_fp8
 
-    config = write_config(tmp_path / "run.yaml", ckpt, tmp_path / "out", lora={**FP8_LORA, "quantize_base": True})
-    assert main(["run", "lora_finetune_single_device", "--config", str(config)]) == 2
-    assert_one_error(capsys.readouterr().err, "base_dtype: fp8 and quantize_base: True", "Fix: use a lora_* builder")
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("step_*"))
+    runs = {}
+    for name, lora in (("qlora", {**LORA, "quantize_base": True}), ("fp8", {**FP8_LORA, "quantize_base": True})):
+        (tmp_path / name).mkdir()
+        if name == "fp8":  # and the loss's logits GEMM in FP8, on a copy of the (dense) tied embedding
+            lora = {**lora, "fp8_output": True}
+        common = dict(max_steps_per_epoch=2, enable_activation_checkpointing=True, optimizer=ADAMW)
+        runs[name] = _train(tmp_path / name, ckpt, lora, nf4_keep_dense_for_backward=True, **common)
+    (_, plain_before), (ours, before) = runs["qlora"], runs["fp8"]
+    assert isinstance(ours.decoder.frozen_output_weight(), FP8Weight)
+    nf4 = [m for m in ours.decoder.modules() if has_nf4_weight(m)]
+    assert len(nf4) == 2 * 6 and all(nf4_computes_in_fp8(m) for m in nf4)  # q, v, output_proj, the MLP
+    assert not any(has_fp8_weight(m) for m in ours.decoder.modules())  # nothing stored in FP8
+    # the same base, byte for byte, as plain QLoRA's: same keys, dtypes and NF4 payload, and it never changes
+    assert before.keys() == plain_before.keys()
+    for key, value in before.items():
+        if ".lora_" not in key:
+            assert value.dtype == plain_before[key].dtype and torch.equal(value, plain_before[key]), key
+    after = ours.decoder.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(".lora_" in k for k in changed), sorted(changed)[:5]
+    losses = logged_losses(tmp_path / "fp8" / "out")
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    plain_losses = logged_losses(tmp_path / "qlora" / "out")  # FP8 GEMMs: not QLoRA's numbers, but close
+    assert losses != plain_losses and all(abs(losses[s] / plain_losses[s] - 1) < 0.05 for s in losses)
+    # the saved adapter has a plain QLoRA adapter's format: the same files, config, keys, shapes and dtypes
+    folders = {name: tmp_path / name / "out" / "step_2" for name in runs}
+    assert sorted(p.name for p in folders["fp8"].iterdir()) == sorted(p.name for p in folders["qlora"].iterdir())
+    adapters = {name: folder / "adapter" for name, folder in folders.items()}
+    assert sorted(p.name for p in adapters["fp8"].iterdir()) == sorted(p.name for p in adapters["qlora"].iterdir())
+    configs = {name: json.loads((a / "adapter_config.json").read_text()) for name, a in adapters.items()}
+    assert configs["fp8"] == configs["qlora"]
+    weights = {name: load_file(a / "adapter_model.safetensors") for name, a in adapters.items()}
+    assert {k: (v.shape, v.dtype) for k, v in weights["fp8"].items()} == {
+        k: (v.shape, v.dtype) for k, v in weights["qlora"].items()
+    }
 
 
 def test_fp8_output_without_an_fp8_base_is_one_clear_error(ckpt, tmp_path, capsys):

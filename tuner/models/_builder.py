@@ -158,6 +158,9 @@ def make_lora_builder(
     Signature: ``(lora_attn_modules, apply_lora_to_mlp=False, apply_lora_to_output=False, lora_rank=8,
     lora_alpha=16.0, lora_dropout=0.0, use_dora=False, quantize_base=False, *, <base's parameters>,
     **variant_kwargs)``; ``qlora_*`` builders are the same with ``quantize_base=True`` by default.
+    ``base_dtype`` (``fp8`` / ``fp8_fwd`` / ``fp8_all``, a variant keyword): a ``lora_*`` builder stores
+    the frozen base in FP8 and runs its GEMMs in FP8; a ``qlora_*`` builder keeps the base stored in NF4
+    and runs the same FP8 GEMMs on it, dequantized and quantized per row at each call (`apply_lora`).
     Keyword arguments that ``base`` accepts (its dimensions, for component builders) go to ``base``;
     any other keyword (variant options such as ``use_rslora``) goes on to ``apply_lora``.
     """

@@ -23,11 +23,10 @@ from tuner.quantization import (
     check_base_dtype,
     fp8_input_grad,
     has_fp8_copy,
-    has_fp8_weight,
     refresh_fp8_copy,
     register_fp8_copy,
 )
-from tuner.quantization.fp8_storage import SHARE_INPUT
+from tuner.quantization.fp8_storage import SHARE_INPUT, computes_in_fp8
 
 LORA_ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "output_proj")
 LORA_MLP_MODULES = ("w1", "w2", "w3")
@@ -116,7 +115,12 @@ def apply_lora(
         base_dtype: ``"fp8"`` (or ``"fp8_fwd"`` / ``"fp8_all"``, `tuner.quantization.BaseDtype`) stores the
             frozen base in FP8 (per-row scales) and runs its GEMMs in FP8 on Ada / Hopper GPUs (emulated on
             CPU): each adapted layer's and every frozen attention / MLP linear of the blocks that is not
-            adapted (`FP8Linear`); the output projection and embeddings stay. None (default): the model's dtype.
+            adapted (`FP8Linear`); the output projection and embeddings stay. With ``quantize_base`` (the
+            qlora_* builders) the adapted layers' base stays stored in NF4 (the same memory and keys) and
+            only their GEMMs run in FP8: each call dequantizes the NF4 weight and quantizes it per row
+            (`tuner.quantization.compute_nf4_in_fp8`); the layers that are not adapted stay dense, as in
+            QLoRA. ``fp8_fwd`` / ``fp8_all`` mean the same in both. None (default): the model's dtype (or
+            NF4 computing in it).
         fp8_output: with ``base_dtype``, the loss's logits GEMM (and its input gradient) in FP8 too, on an
             FP8 copy of the frozen output weight (`tuner.quantization.register_fp8_copy`: vocab x dim bytes
             more; the dense weight stays for the embedding lookup, generation and export). Refreshed from
@@ -221,9 +225,10 @@ def apply_lora(
         new.train(linear.training)
         _set_module(model, name, new)
     if base_dtype is not None:
-        _frozen_block_linears_to_fp8(model, fp8_input_grad(base_dtype))
+        if not quantize_base:  # QLoRA keeps its frozen linears as they are (dense, like its memory)
+            _frozen_block_linears_to_fp8(model, fp8_input_grad(base_dtype))
         for module in model.modules():
-            if has_fp8_weight(module):
+            if computes_in_fp8(module):
                 setattr(module, SHARE_INPUT, bool(fp8_shared_input))
     if fp8_output:
         register_fp8_copy(model.output, fp8_input_grad=fp8_input_grad(base_dtype))

@@ -6,6 +6,8 @@ A dense base is the module's ``weight`` (and ``bias``) parameter, frozen, so a b
 dense ``weight`` loaded into the module is quantized on the fly), which is QLoRA. With
 ``base_dtype="fp8"`` it is stored in FP8 with per-row scales (`tuner.quantization.register_fp8_weight`,
 keys ``weight_fp8``, ``weight_fp8_scale``) and both GEMMs of the base run in FP8 on Ada / Hopper GPUs.
+With both, the base stays stored in NF4 (the same keys and bytes as QLoRA) and only its GEMMs run in
+FP8: each call dequantizes it and quantizes it per row to e4m3 (`tuner.quantization.compute_nf4_in_fp8`).
 """
 
 from __future__ import annotations
@@ -76,10 +78,11 @@ class FrozenBase(nn.Module):
         return self.quantize_base or self.base_dtype is not None
 
     def _quantize(self) -> None:
-        """Move the dense ``weight`` into NF4 or FP8 storage (empty meta buffers when still on meta)."""
+        """Move the dense ``weight`` into NF4 or FP8 storage (empty meta buffers when still on meta);
+        NF4 (``quantize_base``) wins, and with ``base_dtype`` too its GEMMs run in FP8."""
         dense = self.weight.data
         del self.weight
-        if self.base_dtype is not None:  # one of the FP8 recipes (quant.BASE_DTYPES)
+        if self.base_dtype is not None and not self.quantize_base:  # FP8 storage (quant.BASE_DTYPES)
             quant.register_fp8_weight(
                 self,
                 (self.out_dim, self.in_dim),
@@ -90,6 +93,8 @@ class FrozenBase(nn.Module):
             fill = quant.set_fp8_weight
         else:
             quant.register_nf4_weight(self, self.out_dim, self.in_dim, compute_dtype=dense.dtype, device=dense.device)
+            if self.base_dtype is not None:  # QLoRA computing in FP8: NF4 storage, FP8 GEMMs
+                quant.compute_nf4_in_fp8(self, quant.fp8_input_grad(self.base_dtype))
             fill = quant.set_nf4_weight
         if dense.device.type != "meta":
             fill(self, dense)
@@ -115,12 +120,13 @@ class FrozenBase(nn.Module):
         self, x: torch.Tensor, with_bias: bool = True, x_fp8: Optional[quant.FP8Input] = None
     ) -> torch.Tensor:
         """``x @ W^T (+ b)`` with the frozen base; ``x_fp8``: ``x`` already quantized for an FP8 base
-        (`tuner.quantization.shared_fp8_input`), ignored by the other bases."""
+        (`tuner.quantization.shared_fp8_input`), also taken by an NF4 base computing in FP8, ignored by
+        the other bases."""
         bias = self.bias if with_bias else None
         if quant.has_fp8_weight(self):
             return quant.fp8_linear(self, x, bias, x_fp8)
         if self.base_is_quantized():
-            return quant.nf4_linear(self, x, bias)
+            return quant.nf4_linear(self, x, bias, x_fp8)
         return F.linear(x, self.weight, bias)
 
     def base_numel(self) -> int:

@@ -16,8 +16,9 @@ two with the same outputs:
 The frozen base stays on the module as ``weight`` / ``bias`` so the base state-dict keys do not change
 (``...q_proj.weight``); the adapter keys are ``lora_a.weight``, ``lora_b.weight`` and ``magnitude``.
 With ``quantize_base=True`` the base weight is stored in NF4 through `tuner.quantization`; with
-``base_dtype="fp8"`` in FP8 (e4m3, per-row scales), its GEMMs in FP8 on Ada / Hopper GPUs. DoRA then
-normalises against the dequantized base, the weight the forward computes with.
+``base_dtype="fp8"`` in FP8 (e4m3, per-row scales), its GEMMs in FP8 on Ada / Hopper GPUs; with both,
+stored in NF4 and made FP8 per call for the same GEMMs. DoRA then normalises against the dequantized
+base (NF4 or FP8: the stored weight).
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ class LoRALinear(FrozenBase):
             ``nn.Linear``; created like ``nn.Linear``'s when not given.
         device, dtype: where and how to create new tensors (defaults: those of ``weight``).
         base_dtype: ``"fp8"``: store the frozen base in FP8 with per-row scales and run its forward and
-            input-gradient GEMMs in FP8 (`tuner.quantization.linear_fp8`); None keeps it in ``dtype``.
+            input-gradient GEMMs in FP8 (`tuner.quantization.linear_fp8`); with ``quantize_base`` the base
+            stays stored in NF4 and each call dequantizes it and quantizes it per row for the same FP8
+            GEMMs (`tuner.quantization.linear_nf4_fp8`); None keeps it in ``dtype`` (or NF4 computing in it).
         quantization_kwargs: torchtune's NF4 options ``block_size`` / ``scaler_block_size``; only
             with ``quantize_base``, and only at the values tuner's NF4 uses (64 / 256).
     """
@@ -120,7 +123,8 @@ class LoRALinear(FrozenBase):
         if not 0.0 <= float(dropout) < 1.0:
             raise TunerError(f"lora_dropout must be in [0, 1), got {dropout!r}", fix="set lora_dropout: 0.05")
         _check_init(init_lora_weights)
-        if base_dtype is not None and isinstance(init_lora_weights, str) and init_lora_weights.startswith("pissa"):
+        pissa = isinstance(init_lora_weights, str) and init_lora_weights.startswith("pissa")
+        if base_dtype is not None and not quantize_base and pissa:  # an NF4 base keeps PiSSA's residual as QLoRA does
             raise ConfigError(
                 f"init_lora_weights: {init_lora_weights} rewrites the base into a residual, which base_dtype: "
                 f"{base_dtype} cannot merge back into the original weights",

@@ -66,7 +66,8 @@ class VeRALinear(FrozenBase):
         dropout: dropout on the adapter input.
         d_initial: initial value of ``vera_lambda_d`` (PEFT default 0.1).
         quantize_base: store the frozen base in NF4.
-        base_dtype: ``"fp8"`` stores the frozen base in FP8 (see `LoRALinear`).
+        base_dtype: ``"fp8"`` stores the frozen base in FP8, or with ``quantize_base`` runs the NF4 base's
+            GEMMs in FP8 (see `LoRALinear`).
         weight, bias: the base layer's tensors to wrap (no copy).
     """
 

@@ -2,9 +2,12 @@
 
 Public API:
 - `quantize_nf4(weight, dtype=None) -> NF4Weight`, `dequantize_nf4(q) -> Tensor`,
-  `linear_nf4(x, q, bias=None) -> Tensor` (nf4.py): the format and the frozen linear op.
+  `linear_nf4(x, q, bias=None) -> Tensor` (nf4.py): the format and the frozen linear op;
+  `linear_nf4_fp8`, `nf4_as_fp8`: the same op through FP8 GEMMs (the weight made FP8 per call).
 - `NF4Linear` (+ `NF4Linear.from_linear`); `nf4_linear(module, x, bias)`;
-  `keep_dense_weights_for_backward(module)` (activation-checkpointed layers); `register_nf4_weight`, `get_nf4_weight`,
+  `keep_dense_weights_for_backward(module)` (activation-checkpointed layers);
+  `compute_nf4_in_fp8(module, ...)`, `nf4_computes_in_fp8` (QLoRA with ``base_dtype: fp8``: NF4
+  storage, FP8 GEMMs through `linear_nf4_fp8`); `register_nf4_weight`, `get_nf4_weight`,
   `set_nf4_weight`, `has_nf4_weight`, `nf4_spec` for other modules (LoRA layers with
   ``quantize_base=True``); `dequantized_state_dict(model)` for export (linear.py, whose docstring
   fixes what the state dict holds); `reparametrize_as_dtype_state_dict_post_hook` (torchtune's
@@ -52,10 +55,12 @@ from tuner.quantization.fp8_storage import (
 )
 from tuner.quantization.linear import (
     NF4Linear,
+    compute_nf4_in_fp8,
     dequantized_state_dict,
     get_nf4_weight,
     has_nf4_weight,
     keep_dense_weights_for_backward,
+    nf4_computes_in_fp8,
     nf4_linear,
     nf4_spec,
     register_nf4_weight,
@@ -63,13 +68,17 @@ from tuner.quantization.linear import (
     set_nf4_weight,
 )
 from tuner.quantization.load import LoadResult, quantize_state_dict_into
-from tuner.quantization.nf4 import NF4Weight, dequantize_nf4, linear_nf4, quantize_nf4
+from tuner.quantization.nf4 import NF4Weight, dequantize_nf4, linear_nf4, linear_nf4_fp8, nf4_as_fp8, quantize_nf4
 
 __all__ = [
     "NF4Weight",
     "quantize_nf4",
     "dequantize_nf4",
     "linear_nf4",
+    "linear_nf4_fp8",
+    "nf4_as_fp8",
+    "compute_nf4_in_fp8",
+    "nf4_computes_in_fp8",
     "NF4Linear",
     "register_nf4_weight",
     "get_nf4_weight",

@@ -116,7 +116,7 @@ def check_fp8_device(device: torch.device, shape: tuple[int, int]) -> None:
     if not scaled_mm_available(device):
         raise ConfigError(
             f"base_dtype: fp8 needs FP8 tensor cores (compute capability 8.9+: Ada, Hopper); {device} has none",
-            fix="drop model.base_dtype (bf16 base), or use QLoRA (qlora_* builders) to save memory",
+            fix="drop model.base_dtype (a bf16 base; with a qlora_* builder an NF4 base computing in bf16)",
         )
     if any(n % GEMM_MULTIPLE for n in shape):
         raise ConfigError(

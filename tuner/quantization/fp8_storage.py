@@ -27,6 +27,7 @@ from tuner.quantization.fp8 import (
     quantize_fp8,
     quantize_input,
 )
+from tuner.quantization.linear import nf4_computes_in_fp8
 
 FP8_BUFFERS = ("weight_fp8", "weight_fp8_scale")
 _SPEC = "_fp8_spec"  # module attribute: (shape, compute dtype, FP8 input gradient) of its FP8 weight
@@ -123,14 +124,21 @@ def fp8_linear(
 SHARE_INPUT = "share_fp8_input"  # module attribute, default True: the module takes a shared quantized input
 
 
+def computes_in_fp8(module: nn.Module) -> bool:
+    """Whether `module`'s frozen weight runs FP8 GEMMs: stored in FP8 (`register_fp8_weight`), or stored
+    in NF4 and made FP8 per call (`tuner.quantization.compute_nf4_in_fp8`, QLoRA with ``base_dtype``)."""
+    return has_fp8_weight(module) or nf4_computes_in_fp8(module)
+
+
 def shared_fp8_input(x: torch.Tensor, modules: tuple[nn.Module, ...]) -> FP8Input | None:
     """``x`` quantized once (`quantize_input`) when two or more `modules` read it and every one computes
-    with an FP8 weight and shares its input (attribute ``share_fp8_input``, set by LoRA's
-    ``fp8_shared_input`` option); else None, and each module quantizes ``x`` itself. Each such module's
-    ``forward(x, x_fp8=...)`` takes it. The result is the same bit for bit either way: the same rows are
-    quantized by the same arithmetic, once instead of once per projection (an amax pass and a scaled
-    cast of ``x`` saved per extra reader: two for q/k/v, one for the MLP's gate/up)."""
-    if len(modules) < 2 or not all(has_fp8_weight(m) and getattr(m, SHARE_INPUT, True) for m in modules):
+    with FP8 GEMMs (`computes_in_fp8`: an FP8 weight, or an NF4 one made FP8 per call) and shares its
+    input (attribute ``share_fp8_input``, set by LoRA's ``fp8_shared_input`` option); else None, and
+    each module quantizes ``x`` itself. Each such module's ``forward(x, x_fp8=...)`` takes it. The
+    result is the same bit for bit either way: the same rows are quantized by the same arithmetic, once
+    instead of once per projection (an amax pass and a scaled cast of ``x`` saved per extra reader: two
+    for q/k/v, one for the MLP's gate/up)."""
+    if len(modules) < 2 or not all(computes_in_fp8(m) and getattr(m, SHARE_INPUT, True) for m in modules):
         return None
     return quantize_input(x)
 
@@ -235,18 +243,18 @@ def fp8_input_grad(base_dtype: str) -> bool:
 
 
 def check_base_dtype(base_dtype: str | None, quantize_base: bool = False) -> str | None:
-    """Return `base_dtype` (None or one of `BASE_DTYPES`); a ConfigError names a bad value or a clash
-    with ``quantize_base`` (NF4), since a base is stored in one format."""
+    """Return `base_dtype` (None or one of `BASE_DTYPES`); a ConfigError names a bad value.
+
+    Without ``quantize_base`` the base is stored in FP8 (per-row scales) and its GEMMs run in FP8. With
+    ``quantize_base`` (QLoRA) it stays stored in NF4 and only its compute changes: each call dequantizes
+    it, quantizes it per row to e4m3 and runs the same FP8 GEMMs (`tuner.quantization.compute_nf4_in_fp8`);
+    ``fp8_all`` / ``fp8_fwd`` mean the same input-gradient recipe in both cases."""
     if base_dtype is None:
         return None
     if base_dtype not in BASE_DTYPES:
+        store = "NF4 base computing in bf16" if quantize_base else "base in the model's dtype"
         raise ConfigError(
             f"unknown base_dtype {base_dtype!r}{did_you_mean(str(base_dtype), BASE_DTYPES)}",
-            fix=f"set model.base_dtype to one of {list(BASE_DTYPES)}, or drop it for a base in the model's dtype",
-        )
-    if quantize_base:
-        raise ConfigError(
-            f"base_dtype: {base_dtype} and quantize_base: True both choose how the base is stored",
-            fix="use a lora_* builder with base_dtype: fp8, or a qlora_* builder (NF4) without base_dtype",
+            fix=f"set model.base_dtype to one of {list(BASE_DTYPES)}, or drop it for a {store}",
         )
     return base_dtype

@@ -30,11 +30,13 @@ import torch
 from torch import nn
 
 from tuner.errors import TunerError
+from tuner.quantization.fp8 import FP8Input, check_fp8_device
 from tuner.quantization.nf4 import (
     NF4Weight,
     check_compute_dtype,
     dequantize_nf4,
     linear_nf4,
+    linear_nf4_fp8,
     lookup_tables,
     nf4_sizes,
     quantize_nf4,
@@ -43,6 +45,7 @@ from tuner.quantization.nf4 import (
 _BUFFERS = ("weight_nf4", "weight_absmax", "weight_absmax_scale", "weight_absmax_offset")
 _SPEC = "_nf4_spec"  # module attribute: (shape, compute dtype) of its NF4 weight
 _SAVE_DENSE = "_nf4_save_dense"  # module attribute: keep the dequantized weight for backward
+_FP8_COMPUTE = "_nf4_fp8_compute"  # module attribute: compute through FP8 GEMMs; its value: fp8_input_grad
 
 
 def has_nf4_weight(module: nn.Module) -> bool:
@@ -145,7 +148,8 @@ def get_nf4_weight(module: nn.Module) -> NF4Weight:
 
 
 def keep_dense_weights_for_backward(module: nn.Module, enabled: bool = True) -> int:
-    """Let each NF4 weight under `module` keep its dequantized copy from forward to backward.
+    """Let each NF4 weight under `module` keep its dequantized copy from forward to backward (its FP8
+    copy, 1 byte a value, where it computes in FP8: `compute_nf4_in_fp8`).
 
     For layers under activation checkpointing: their forward is recomputed right before their
     backward, so keeping the dense weights costs one layer's worth of bf16 weights for a moment and
@@ -161,9 +165,38 @@ def keep_dense_weights_for_backward(module: nn.Module, enabled: bool = True) -> 
     return count
 
 
-def nf4_linear(module: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``x @ W^T (+ bias)`` with `module`'s NF4 weight, honouring `keep_dense_weights_for_backward`."""
-    return linear_nf4(x, get_nf4_weight(module), bias, save_dense=getattr(module, _SAVE_DENSE, False))
+def compute_nf4_in_fp8(module: nn.Module, fp8_input_grad: bool | None) -> None:
+    """Let `module`'s NF4 weight compute through FP8 GEMMs (`linear_nf4_fp8`: dequantized, quantized
+    per row to e4m3, `linear_fp8`), its storage unchanged: QLoRA with ``base_dtype: fp8``.
+    ``fp8_input_grad``: the input gradient's GEMM in FP8 too (``fp8_all``) or in the compute dtype
+    (``fp8_fwd``); None: back to the plain NF4 linear (a dense GEMM in the compute dtype)."""
+    nf4_spec(module)  # a clear error where there is no NF4 weight
+    if fp8_input_grad is None:
+        if hasattr(module, _FP8_COMPUTE):
+            delattr(module, _FP8_COMPUTE)
+    else:
+        setattr(module, _FP8_COMPUTE, bool(fp8_input_grad))
+
+
+def nf4_computes_in_fp8(module: nn.Module) -> bool:
+    """Whether `module`'s NF4 weight computes through FP8 GEMMs (`compute_nf4_in_fp8`)."""
+    return getattr(module, _FP8_COMPUTE, None) is not None
+
+
+def nf4_linear(
+    module: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None, x_fp8: FP8Input | None = None
+) -> torch.Tensor:
+    """``x @ W^T (+ bias)`` with `module`'s NF4 weight, honouring `keep_dense_weights_for_backward` and
+    `compute_nf4_in_fp8`; ``x_fp8``: ``x`` already quantized for FP8 compute (`shared_fp8_input`),
+    ignored by the plain NF4 linear."""
+    q = get_nf4_weight(module)
+    save_dense = getattr(module, _SAVE_DENSE, False)
+    fp8_input_grad = getattr(module, _FP8_COMPUTE, None)
+    if fp8_input_grad is None:
+        return linear_nf4(x, q, bias, save_dense=save_dense)
+    if not torch.compiler.is_compiling():
+        check_fp8_device(module.weight_nf4.device, tuple(q.shape))  # e.g. after .to() onto a GPU without FP8
+    return linear_nf4_fp8(x, q, bias, fp8_input_grad=fp8_input_grad, x_fp8=x_fp8, save_dense=save_dense)
 
 
 class NF4Linear(nn.Module):

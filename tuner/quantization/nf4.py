@@ -16,6 +16,12 @@ gradient instead of saving the dense weight, so no bf16 copy of the base outlive
 before their backward anyway) the dense weight is kept from the recompute to the backward, which
 saves one of the three dequantizations per step. The weight is frozen: it gets no gradient.
 
+`linear_nf4_fp8` computes with an NF4 weight through FP8 GEMMs instead (QLoRA with ``base_dtype: fp8``):
+each call dequantizes the weight to its compute dtype, quantizes it per row to e4m3 (`fp8.quantize_rows`,
+the FP8 base's arithmetic) and runs `fp8.linear_fp8`'s GEMMs; the storage stays NF4. By default its
+backward dequantizes and quantizes again (nothing but the NF4 payload is kept); ``save_dense=True``
+keeps the FP8 copy (1 byte a value) from the recompute to the backward instead.
+
 Dequantization runs one Triton kernel on CUDA (`nf4_triton`, bit-identical to bitsandbytes'; less
 GPU time a step than the two below, measured in docs/benchmarks.md),
 launched by compiled graphs directly (a ``triton_op``), and bitsandbytes' kernels elsewhere.
@@ -38,6 +44,7 @@ import torch.nn.functional as F
 from tuner.errors import TunerError
 from tuner.quantization import nf4_triton
 from tuner.quantization._checks import check_weight_to_quantize
+from tuner.quantization.fp8 import FP8Input, FP8Weight, fp8_matmul, fp8_matmul_grad, linear_fp8, quantize_rows
 
 BLOCKSIZE = 64  # values per absmax block (QLoRA's choice)
 SCALE_BLOCKSIZE = 256  # absmax values per block of the second quantization (bitsandbytes' fixed size)
@@ -274,3 +281,65 @@ def linear_nf4(
     if save_dense:
         return F.linear(x, dequantize_nf4(q).to(x.dtype), bias)
     return _LinearNF4.apply(x, q.packed, q.absmax, q.absmax_scale, q.absmax_offset, bias, q.shape, q.dtype)
+
+
+def _nf4_as_fp8(q: NF4Weight, dtype: torch.dtype, fp8_input_grad: bool, backward: bool = False) -> FP8Weight:
+    """``q`` dequantized to its compute dtype, then quantized to e4m3 per row (`quantize_rows`) as an
+    `FP8Weight` computing in ``dtype``; ``backward``: for a backward pass (see `_dequantize`)."""
+    data, scale = quantize_rows(_dequantize(q, backward=backward))
+    return FP8Weight(data, scale.view(-1), dtype, fp8_input_grad)
+
+
+def nf4_as_fp8(q: NF4Weight, dtype: torch.dtype | None = None, fp8_input_grad: bool = True) -> FP8Weight:
+    """The FP8 weight that `linear_nf4_fp8` computes with: ``quantize_fp8(dequantize_nf4(q))``."""
+    return _nf4_as_fp8(q, dtype or q.dtype, fp8_input_grad)
+
+
+class _LinearNF4FP8(torch.autograd.Function):
+    """y = x W^T + b through `fp8_matmul` on the NF4 weight made FP8 per call; backward makes it again
+    from the NF4 payload (never the forward's copy, as in `_LinearNF4`) for `fp8_matmul_grad`."""
+
+    @staticmethod
+    def forward(ctx, x, packed, absmax, absmax_scale, absmax_offset, bias, shape, dtype, fp8_input_grad, x_fp8):
+        q = NF4Weight(packed, absmax, absmax_scale, absmax_offset, shape, dtype)
+        ctx.save_for_backward(packed, absmax, absmax_scale, absmax_offset)
+        ctx.shape, ctx.dtype, ctx.fp8_input_grad, ctx.has_bias = shape, dtype, fp8_input_grad, bias is not None
+        y = fp8_matmul(x.reshape(-1, x.shape[-1]), _nf4_as_fp8(q, x.dtype, fp8_input_grad), x_fp8)
+        if bias is not None:
+            y = y + bias.to(y.dtype)
+        return y.view(*x.shape[:-1], shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad_x = grad_bias = None
+        g2 = grad.reshape(-1, grad.shape[-1])
+        if ctx.needs_input_grad[0]:
+            q = NF4Weight(*ctx.saved_tensors, ctx.shape, ctx.dtype)
+            w = _nf4_as_fp8(q, g2.dtype, ctx.fp8_input_grad, backward=True)
+            grad_x = fp8_matmul_grad(g2, w).view(*grad.shape[:-1], ctx.shape[1])
+        if ctx.has_bias and ctx.needs_input_grad[5]:
+            grad_bias = g2.sum(0)
+        return grad_x, None, None, None, None, grad_bias, None, None, None, None
+
+
+def linear_nf4_fp8(
+    x: torch.Tensor,
+    q: NF4Weight,
+    bias: torch.Tensor | None = None,
+    *,
+    fp8_input_grad: bool = True,
+    x_fp8: FP8Input | None = None,
+    save_dense: bool = False,
+) -> torch.Tensor:
+    """``linear_fp8(x, nf4_as_fp8(q, x.dtype, fp8_input_grad), bias, x_fp8)`` with a frozen NF4 weight:
+    FP8 GEMMs over NF4 storage (``fp8_input_grad``: the input gradient's GEMM in FP8 too, else in
+    ``x``'s dtype on the FP8 weight dequantized). By default backward makes the FP8 weight again from
+    NF4 (no per-layer copy outlives the call); ``save_dense=True`` keeps the FP8 copy for backward
+    (activation-checkpointed layers, as `linear_nf4`'s)."""
+    if x.shape[-1] != q.shape[1]:
+        raise TunerError(f"linear_nf4_fp8: input has {x.shape[-1]} features but the NF4 weight expects {q.shape[1]}")
+    if save_dense:
+        return linear_fp8(x, _nf4_as_fp8(q, x.dtype, fp8_input_grad), bias, x_fp8)
+    return _LinearNF4FP8.apply(
+        x, q.packed, q.absmax, q.absmax_scale, q.absmax_offset, bias, q.shape, q.dtype, fp8_input_grad, x_fp8
+    )
