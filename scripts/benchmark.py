@@ -60,6 +60,7 @@ WORKLOADS = {
     # LoRA over an FP8 base (model.base_dtype: fp8) and the bf16 LoRA 8B it is compared with; the 8B
     # runs checkpoint activations as the QLoRA 8B config does, so the three 8B rows differ in the base only
     "lora_1b_fp8": ("llama3_2/1B_lora_single_device", "lora", 4, ["model.base_dtype=fp8"]),
+    "qlora_1b": ("llama3_2/1B_qlora_single_device", "lora", 4, []),  # QLoRA quality runs at 1B cost
     "lora_8b": ("llama3_1/8B_lora_single_device", "lora", 2, ["enable_activation_checkpointing=True"]),
     "lora_8b_fp8": (
         "llama3_1/8B_lora_single_device",
@@ -79,6 +80,7 @@ MODEL_TYPES = {
     "full_1b": "LLAMA3_2",
     "qlora_8b": "LLAMA3",
     "lora_1b_fp8": "LLAMA3_2",
+    "qlora_1b": "LLAMA3_2",
     "lora_8b": "LLAMA3",
     "lora_8b_fp8": "LLAMA3",
     "qlora_8b_r32_all": "LLAMA3",

@@ -22,8 +22,8 @@ Plans (docs/benchmarks.md, "LoRA over an FP8 base"):
 - ``qlora`` (``python3 scripts/gpu_fp8.py qlora 470``: three 8B runs with compile, ~3-4 min): QLoRA 8B
   (``qlora_8b``: NF4 base, r8, activation checkpointing, 2 x 2048) as shipped (bf16 GEMMs), then with
   ``model.base_dtype=fp8`` (= ``fp8_all``: NF4 storage, forward and input-gradient GEMMs in FP8) and
-  ``fp8_fwd`` (input gradient in bf16): speed and memory only; there is no QLoRA 1B workload for the
-  300-step quality runs yet.
+  ``fp8_fwd`` (input gradient in bf16): speed and memory; then the 300-step quality runs on QLoRA 1B
+  (``qlora_1b``): bf16 GEMMs, the same with seed 1 (the noise reference), FP8 GEMMs (``fp8_all``).
 
 Speed runs go one at a time (the GPU to itself); the quality runs then all at once (their losses do
 not depend on what else runs; their tokens/s does, and is not reported). A job that would start with
@@ -73,6 +73,10 @@ RECIPE_QUALITY = [  # bf16, the noise reference (another LoRA init), and both FP
     ("quality_fp8_all", _quality("model.base_dtype=fp8_all")),
     ("quality_fp8_fwd", _quality("model.base_dtype=fp8_fwd")),
 ]
+QLORA_QUALITY = [  # the same 300 steps with an NF4 base (QLoRA 1B): bf16 GEMMs, a seed-1 reference, FP8 GEMMs
+    (name.replace("quality", "quality_qlora"), [*args[:1], "qlora_1b", *args[2:]])
+    for name, args in (RECIPE_QUALITY[0], RECIPE_QUALITY[1], RECIPE_QUALITY[2])
+]
 UNSHARED = "model.fp8_shared_input=False"  # each FP8 projection quantizes its own input (session 8's code)
 FP8_OUTPUT = "model.fp8_output=True"
 NEXT_SPEED = [  # bf16; FP8 as session 8 ran it; each new option alone; both (the new defaults + fp8_output)
@@ -120,7 +124,7 @@ PLANS: dict[str, dict[str, list[tuple[str, list[str]]]]] = {
             ("qlora_8b_fp8_all", _speed("qlora_8b", SPEED_8B, overrides=("model.base_dtype=fp8_all",))),
             ("qlora_8b_fp8_fwd", _speed("qlora_8b", SPEED_8B, overrides=("model.base_dtype=fp8_fwd",))),
         ],
-        "quality": [],
+        "quality": QLORA_QUALITY,
     },
 }
 QUALITY_RESERVE_S = 110  # what the quality runs of a plan need together (four at 2 x 2048: ~1.5 min)
@@ -190,7 +194,8 @@ def _collect(proc: subprocess.Popen, results: dict, out: Path, work: Path) -> No
 
 
 def summary(results: dict) -> str:
-    """The speed table and each quality run's curve gap against ``quality_bf16``."""
+    """The speed table and each quality run's curve gap against the bf16 run over the same base storage
+    (``quality_bf16``; ``quality_qlora_bf16`` for the NF4 runs)."""
     from benchmarks.parity import curve_gap
 
     lines = ["job | tokens/s | peak alloc / reserved GiB | mfu"]
@@ -203,11 +208,12 @@ def summary(results: dict) -> str:
         for tt_name, tt in r.items():
             if tt_name.startswith("torchtune") and isinstance(tt, dict) and "tokens_per_s_median" in tt:
                 lines.append(f"  {tt_name} | {tt['tokens_per_s_median']} | {tt.get('peak_alloc_gib')} |")
-    reference = results.get("quality_bf16", {}).get("losses")
     for name, r in results.items():
-        if name.startswith("quality") and name != "quality_bf16" and reference and r.get("losses"):
+        base = "quality_qlora_bf16" if name.startswith("quality_qlora_") else "quality_bf16"  # same base storage
+        reference = results.get(base, {}).get("losses")
+        if name.startswith("quality") and name != base and reference and r.get("losses"):
             gap = curve_gap(reference, r["losses"])
-            lines.append(f"{name} vs quality_bf16: {json.dumps(gap)}")
+            lines.append(f"{name} vs {base}: {json.dumps(gap)}")
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ gpu_fp8 = load_script("gpu_fp8")
 def test_quality_runs_differ_from_the_bf16_run_in_one_setting():
     for plan in (plan for plan in gpu_fp8.PLANS.values() if plan["quality"]):
         runs = dict(plan["quality"])
-        reference = runs.pop("quality_bf16")
+        reference = runs.pop("quality_bf16", None) or runs.pop("quality_qlora_bf16")  # an NF4 base: its own
         assert "dataset._component_=benchmarks.parity.learnable_dataset" in reference
         for name, args in runs.items():
             extra = args[len(reference) :]
@@ -50,6 +50,24 @@ def test_qlora_plan_measures_the_8b_qlora_with_each_fp8_compute_recipe_against_b
         "qlora_8b_fp8_all": ["model.base_dtype=fp8_all"],
         "qlora_8b_fp8_fwd": ["model.base_dtype=fp8_fwd"],
     }
+    # quality: the LoRA 1B runs' settings on QLoRA 1B (one setting apart: the test above)
+    quality = dict(gpu_fp8.PLANS["qlora"]["quality"])
+    ref = quality["quality_qlora_bf16"]
+    assert ref[:2] == ["--workload", "qlora_1b"] and ref[2:] == dict(gpu_fp8.RECIPE_QUALITY)["quality_bf16"][2:]
+    assert sorted(quality) == ["quality_qlora_bf16", "quality_qlora_bf16_seed1", "quality_qlora_fp8_all"]
+
+
+def test_summary_reads_qlora_quality_runs_against_the_qlora_bf16_run():
+    falling = [10.0 - 0.02 * i for i in range(60)]
+    results = {
+        "quality_bf16": {"losses": [x * 2 for x in falling]},
+        "quality_qlora_bf16": {"losses": falling},
+        "quality_qlora_fp8_all": {"losses": falling},
+    }
+    text = gpu_fp8.summary(results)
+    gap = next(line for line in text.splitlines() if line.startswith("quality_qlora_fp8_all vs "))
+    assert gap.startswith("quality_qlora_fp8_all vs quality_qlora_bf16:") and '"within": true' in gap
+    assert "quality_qlora_bf16 vs quality_bf16" not in text
 
 
 def test_summary_lists_speed_and_each_quality_gap():
