@@ -103,3 +103,28 @@ def test_fp8_output_loss_matches_the_emulation_and_is_close_to_bf16(cuda, fp8_in
     assert abs(float(loss) / float(loss_emu) - 1) < 5e-3 and _rel(grad.cpu(), grad_emu) < 2e-2
     loss_ref, grad_ref = run(hidden, w)
     assert abs(float(loss) / float(loss_ref) - 1) < 0.01 and _rel(grad, grad_ref) < 0.05
+
+
+@pytest.mark.parametrize("save_dense", [False, True], ids=["requantize_in_backward", "keep_fp8_copy"])
+def test_compiled_qlora_layer_computing_in_fp8_matches_eager_and_is_close_to_nf4(cuda, save_dense):
+    """QLoRA with base_dtype: fp8 on the GPU: the Triton NF4 kernel, then `_scaled_mm`, compiled as the
+    recipes compile a layer; eager is the reference, the plain NF4 (bf16 GEMM) layer the sanity bound."""
+    from tuner.quantization import compute_nf4_in_fp8, keep_dense_weights_for_backward
+
+    torch.manual_seed(0)
+    w = torch.randn(2048, 1024) * 0.02
+    layer = LoRALinear(1024, 2048, 16, 32, weight=w, quantize_base=True, init_lora_weights=False).to(cuda)
+    layer.to(torch.bfloat16)
+    x = torch.randn(2, 512, 1024, device=cuda, dtype=torch.bfloat16)
+    grad = torch.randn(2, 512, 2048, device=cuda, dtype=torch.bfloat16)
+    nf4_y, nf4_dx = _fwd_bwd(layer, x, grad)
+    layer.lora_b.weight.grad = None
+    compute_nf4_in_fp8(layer, True)
+    keep_dense_weights_for_backward(layer, save_dense)
+    eager_y, eager_dx = _fwd_bwd(layer, x, grad)
+    eager_db = layer.lora_b.weight.grad.clone()
+    layer.lora_b.weight.grad = None
+    compiled_y, compiled_dx = _fwd_bwd(torch.compile(layer), x, grad)
+    assert _rel(compiled_y, eager_y) < 1e-2 and _rel(compiled_dx, eager_dx) < 1e-2
+    assert _rel(layer.lora_b.weight.grad.float(), eager_db.float()) < 1e-2
+    assert 0 < _rel(eager_y, nf4_y) < 0.05 and 0 < _rel(eager_dx, nf4_dx) < 0.05
