@@ -58,14 +58,24 @@ def test_compiled_lora_layer_over_fp8_matches_eager(cuda):
     torch.manual_seed(0)
     layer = LoRALinear(1024, 2048, 16, 32, base_dtype="fp8", init_lora_weights=False, device=cuda)
     layer.to(torch.bfloat16)
-    x = torch.randn(2, 512, 1024, device=cuda, dtype=torch.bfloat16)
-    grad = torch.randn(2, 512, 2048, device=cuda, dtype=torch.bfloat16)
+    _assert_compiled_matches_eager(layer, *_layer_inputs(cuda))
+
+
+def _layer_inputs(device):
+    x = torch.randn(2, 512, 1024, device=device, dtype=torch.bfloat16)
+    return x, torch.randn(2, 512, 2048, device=device, dtype=torch.bfloat16)
+
+
+def _assert_compiled_matches_eager(layer, x, grad):
+    """The compiled LoRA layer's output, input gradient and B gradient against eager's; eager's (y, dx)."""
+    layer.lora_b.weight.grad = None
     eager_y, eager_dx = _fwd_bwd(layer, x, grad)
     eager_db = layer.lora_b.weight.grad.clone()
     layer.lora_b.weight.grad = None
     compiled_y, compiled_dx = _fwd_bwd(torch.compile(layer), x, grad)
     assert _rel(compiled_y, eager_y) < 1e-2 and _rel(compiled_dx, eager_dx) < 1e-2
     assert _rel(layer.lora_b.weight.grad.float(), eager_db.float()) < 1e-2
+    return eager_y, eager_dx
 
 
 def test_compiled_block_with_shared_input_quantization_matches_eager(cuda):
@@ -115,16 +125,9 @@ def test_compiled_qlora_layer_computing_in_fp8_matches_eager_and_is_close_to_nf4
     w = torch.randn(2048, 1024) * 0.02
     layer = LoRALinear(1024, 2048, 16, 32, weight=w, quantize_base=True, init_lora_weights=False).to(cuda)
     layer.to(torch.bfloat16)
-    x = torch.randn(2, 512, 1024, device=cuda, dtype=torch.bfloat16)
-    grad = torch.randn(2, 512, 2048, device=cuda, dtype=torch.bfloat16)
+    x, grad = _layer_inputs(cuda)
     nf4_y, nf4_dx = _fwd_bwd(layer, x, grad)
-    layer.lora_b.weight.grad = None
     compute_nf4_in_fp8(layer, True)
     keep_dense_weights_for_backward(layer, save_dense)
-    eager_y, eager_dx = _fwd_bwd(layer, x, grad)
-    eager_db = layer.lora_b.weight.grad.clone()
-    layer.lora_b.weight.grad = None
-    compiled_y, compiled_dx = _fwd_bwd(torch.compile(layer), x, grad)
-    assert _rel(compiled_y, eager_y) < 1e-2 and _rel(compiled_dx, eager_dx) < 1e-2
-    assert _rel(layer.lora_b.weight.grad.float(), eager_db.float()) < 1e-2
+    eager_y, eager_dx = _assert_compiled_matches_eager(layer, x, grad)
     assert 0 < _rel(eager_y, nf4_y) < 0.05 and 0 < _rel(eager_dx, nf4_dx) < 0.05
