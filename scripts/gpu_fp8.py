@@ -50,7 +50,7 @@ SPEED_8B = ["--steps", "14", "--warmup", "6"]
 # nats), made in memory, from the model's own random init (RandomInitCheckpointer: the 1B learns it in
 # ~150 steps; the std-0.02 checkpoint of --learnable-data sat on a plateau near ln(vocab) for 150+
 # steps, where two bf16 seeds left it 100 steps apart: the dev call of session 8)
-QUALITY = ["--workload", "lora_1b", "--steps", "300", "--warmup", "8", "--batch-size", "2"]
+QUALITY = ["--steps", "300", "--warmup", "8", "--batch-size", "2"]
 QUALITY_OVERRIDES = [
     "compile=True",
     "optimizer.lr=1e-3",
@@ -63,8 +63,8 @@ def _speed(workload: str, steps: list[str], *extra: str, overrides: tuple[str, .
     return ["--workload", workload, *steps, *extra, "compile=True", *overrides]
 
 
-def _quality(*overrides: str) -> list[str]:
-    return [*QUALITY, *QUALITY_OVERRIDES, *overrides]
+def _quality(*overrides: str, workload: str = "lora_1b") -> list[str]:
+    return ["--workload", workload, *QUALITY, *QUALITY_OVERRIDES, *overrides]
 
 
 RECIPE_QUALITY = [  # bf16, the noise reference (another LoRA init), and both FP8 recipes
@@ -74,8 +74,9 @@ RECIPE_QUALITY = [  # bf16, the noise reference (another LoRA init), and both FP
     ("quality_fp8_fwd", _quality("model.base_dtype=fp8_fwd")),
 ]
 QLORA_QUALITY = [  # the same 300 steps with an NF4 base (QLoRA 1B): bf16 GEMMs, a seed-1 reference, FP8 GEMMs
-    (name.replace("quality", "quality_qlora"), [*args[:1], "qlora_1b", *args[2:]])
-    for name, args in (RECIPE_QUALITY[0], RECIPE_QUALITY[1], RECIPE_QUALITY[2])
+    ("quality_qlora_bf16", _quality(workload="qlora_1b")),
+    ("quality_qlora_bf16_seed1", _quality("seed=1", workload="qlora_1b")),
+    ("quality_qlora_fp8_all", _quality("model.base_dtype=fp8_all", workload="qlora_1b")),
 ]
 UNSHARED = "model.fp8_shared_input=False"  # each FP8 projection quantizes its own input (session 8's code)
 FP8_OUTPUT = "model.fp8_output=True"

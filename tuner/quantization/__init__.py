@@ -3,7 +3,7 @@
 Public API:
 - `quantize_nf4(weight, dtype=None) -> NF4Weight`, `dequantize_nf4(q) -> Tensor`,
   `linear_nf4(x, q, bias=None) -> Tensor` (nf4.py): the format and the frozen linear op;
-  `linear_nf4_fp8`, `nf4_as_fp8`: the same op through FP8 GEMMs (the weight made FP8 per call).
+  `linear_nf4_fp8`: the same op through FP8 GEMMs (the weight made FP8 per call).
 - `NF4Linear` (+ `NF4Linear.from_linear`); `nf4_linear(module, x, bias)`;
   `keep_dense_weights_for_backward(module)` (activation-checkpointed layers);
   `compute_nf4_in_fp8(module, ...)`, `nf4_computes_in_fp8` (QLoRA with ``base_dtype: fp8``: NF4
@@ -68,7 +68,7 @@ from tuner.quantization.linear import (
     set_nf4_weight,
 )
 from tuner.quantization.load import LoadResult, quantize_state_dict_into
-from tuner.quantization.nf4 import NF4Weight, dequantize_nf4, linear_nf4, linear_nf4_fp8, nf4_as_fp8, quantize_nf4
+from tuner.quantization.nf4 import NF4Weight, dequantize_nf4, linear_nf4, linear_nf4_fp8, quantize_nf4
 
 __all__ = [
     "NF4Weight",
@@ -76,7 +76,6 @@ __all__ = [
     "dequantize_nf4",
     "linear_nf4",
     "linear_nf4_fp8",
-    "nf4_as_fp8",
     "compute_nf4_in_fp8",
     "nf4_computes_in_fp8",
     "NF4Linear",

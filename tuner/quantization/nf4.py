@@ -290,11 +290,6 @@ def _nf4_as_fp8(q: NF4Weight, dtype: torch.dtype, fp8_input_grad: bool, backward
     return FP8Weight(data, scale.view(-1), dtype, fp8_input_grad)
 
 
-def nf4_as_fp8(q: NF4Weight, dtype: torch.dtype | None = None, fp8_input_grad: bool = True) -> FP8Weight:
-    """The FP8 weight that `linear_nf4_fp8` computes with: ``quantize_fp8(dequantize_nf4(q))``."""
-    return _nf4_as_fp8(q, dtype or q.dtype, fp8_input_grad)
-
-
 class _LinearNF4FP8(torch.autograd.Function):
     """y = x W^T + b through `fp8_matmul` on the NF4 weight made FP8 per call; backward makes it again
     from the NF4 payload (never the forward's copy, as in `_LinearNF4`) for `fp8_matmul_grad`."""
@@ -331,7 +326,7 @@ def linear_nf4_fp8(
     x_fp8: FP8Input | None = None,
     save_dense: bool = False,
 ) -> torch.Tensor:
-    """``linear_fp8(x, nf4_as_fp8(q, x.dtype, fp8_input_grad), bias, x_fp8)`` with a frozen NF4 weight:
+    """``linear_fp8(x, _nf4_as_fp8(q, x.dtype, fp8_input_grad), bias, x_fp8)`` with a frozen NF4 weight:
     FP8 GEMMs over NF4 storage (``fp8_input_grad``: the input gradient's GEMM in FP8 too, else in
     ``x``'s dtype on the FP8 weight dequantized). By default backward makes the FP8 weight again from
     NF4 (no per-layer copy outlives the call); ``save_dense=True`` keeps the FP8 copy for backward
