@@ -763,8 +763,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--probe-timeout", type=float, default=600, help="--max-context: seconds for one probe")
     parser.add_argument("--time-budget", type=float, metavar="S", help="--max-context: start no probe after S seconds")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key=value")
-    args = parser.parse_args(argv)
+    parser.add_argument("overrides", nargs="*", help="config overrides, key=value (before, between or after options)")
+    args = parser.parse_intermixed_args(argv)
     from tuner.errors import TunerError
 
     if args.profile and args.steps < args.warmup + 3:  # the profiler's schedule: warm-up, 1 step, 2 traced
