@@ -201,6 +201,27 @@ def fp8_matmul_grad(
     return _gemm(gq, gs, operand, ones, g2.dtype)
 
 
+def linear_fp8_forward(
+    x: torch.Tensor, q: FP8Weight, bias: torch.Tensor | None, x_fp8: FP8Input | None
+) -> torch.Tensor:
+    """The forward of an FP8 linear (``x`` [..., in] -> [..., out]): what `linear_fp8`'s autograd
+    Function and NF4's FP8 one (`nf4.linear_nf4_fp8`) both compute."""
+    y = fp8_matmul(x.reshape(-1, x.shape[-1]), q, x_fp8)
+    if bias is not None:
+        y = y + bias.to(y.dtype)
+    return y.view(*x.shape[:-1], q.shape[0])
+
+
+def linear_fp8_grads(
+    grad: torch.Tensor, q: FP8Weight | None, bias_grad: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(grad_x, grad_bias)`` of an FP8 linear for the output gradient ``grad`` [..., out]: no input
+    gradient where ``q`` is None, no bias gradient unless ``bias_grad``."""
+    g2 = grad.reshape(-1, grad.shape[-1])
+    grad_x = None if q is None else fp8_matmul_grad(g2, q).view(*grad.shape[:-1], q.shape[1])
+    return grad_x, g2.sum(0) if bias_grad else None
+
+
 class _LinearFP8(torch.autograd.Function):
     """y = x W^T + b with W frozen in FP8; the forward GEMM in FP8, the input gradient's in FP8 when
     ``fp8_input_grad`` else in x's dtype on the dequantized weight (see the module docstring)."""
@@ -209,22 +230,13 @@ class _LinearFP8(torch.autograd.Function):
     def forward(ctx, x, data, scale, bias, fp8_input_grad, x_fp8):
         ctx.save_for_backward(data, scale)
         ctx.has_bias, ctx.fp8_input_grad = bias is not None, fp8_input_grad
-        q = FP8Weight(data, scale, x.dtype, fp8_input_grad)
-        y = fp8_matmul(x.reshape(-1, x.shape[-1]), q, x_fp8)
-        if bias is not None:
-            y = y + bias.to(y.dtype)
-        return y.view(*x.shape[:-1], data.shape[0])
+        return linear_fp8_forward(x, FP8Weight(data, scale, x.dtype, fp8_input_grad), bias, x_fp8)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         data, scale = ctx.saved_tensors
-        grad_x = grad_bias = None
-        g2 = grad.reshape(-1, grad.shape[-1])
-        if ctx.needs_input_grad[0]:
-            q = FP8Weight(data, scale, g2.dtype, ctx.fp8_input_grad)
-            grad_x = fp8_matmul_grad(g2, q).view(*grad.shape[:-1], data.shape[1])
-        if ctx.has_bias and ctx.needs_input_grad[3]:
-            grad_bias = g2.sum(0)
+        q = FP8Weight(data, scale, grad.dtype, ctx.fp8_input_grad) if ctx.needs_input_grad[0] else None
+        grad_x, grad_bias = linear_fp8_grads(grad, q, ctx.has_bias and ctx.needs_input_grad[3])
         return grad_x, None, None, grad_bias, None, None
 
 

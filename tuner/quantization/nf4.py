@@ -44,7 +44,14 @@ import torch.nn.functional as F
 from tuner.errors import TunerError
 from tuner.quantization import nf4_triton
 from tuner.quantization._checks import check_weight_to_quantize
-from tuner.quantization.fp8 import FP8Input, FP8Weight, fp8_matmul, fp8_matmul_grad, linear_fp8, quantize_rows
+from tuner.quantization.fp8 import (
+    FP8Input,
+    FP8Weight,
+    linear_fp8,
+    linear_fp8_forward,
+    linear_fp8_grads,
+    quantize_rows,
+)
 
 BLOCKSIZE = 64  # values per absmax block (QLoRA's choice)
 SCALE_BLOCKSIZE = 256  # absmax values per block of the second quantization (bitsandbytes' fixed size)
@@ -299,21 +306,15 @@ class _LinearNF4FP8(torch.autograd.Function):
         q = NF4Weight(packed, absmax, absmax_scale, absmax_offset, shape, dtype)
         ctx.save_for_backward(packed, absmax, absmax_scale, absmax_offset)
         ctx.shape, ctx.dtype, ctx.fp8_input_grad, ctx.has_bias = shape, dtype, fp8_input_grad, bias is not None
-        y = fp8_matmul(x.reshape(-1, x.shape[-1]), _nf4_as_fp8(q, x.dtype, fp8_input_grad), x_fp8)
-        if bias is not None:
-            y = y + bias.to(y.dtype)
-        return y.view(*x.shape[:-1], shape[0])
+        return linear_fp8_forward(x, _nf4_as_fp8(q, x.dtype, fp8_input_grad), bias, x_fp8)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        grad_x = grad_bias = None
-        g2 = grad.reshape(-1, grad.shape[-1])
+        w = None
         if ctx.needs_input_grad[0]:
             q = NF4Weight(*ctx.saved_tensors, ctx.shape, ctx.dtype)
-            w = _nf4_as_fp8(q, g2.dtype, ctx.fp8_input_grad, backward=True)
-            grad_x = fp8_matmul_grad(g2, w).view(*grad.shape[:-1], ctx.shape[1])
-        if ctx.has_bias and ctx.needs_input_grad[5]:
-            grad_bias = g2.sum(0)
+            w = _nf4_as_fp8(q, grad.dtype, ctx.fp8_input_grad, backward=True)
+        grad_x, grad_bias = linear_fp8_grads(grad, w, ctx.has_bias and ctx.needs_input_grad[5])
         return grad_x, None, None, None, None, grad_bias, None, None, None, None
 
 
