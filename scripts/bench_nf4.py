@@ -6,7 +6,9 @@ Prints one JSON line per weight shape, milliseconds per call (mean of 20 after 3
 dense (bf16 matmul, the floor), bitsandbytes' dequantize kernels, tuner's Triton kernel (what
 `dequantize_nf4` runs on CUDA, eager and compiled), the same dequantization as tensor
 ops eager and compiled (what a compiled layer runs where Triton is missing), `linear_nf4` with and
-without the dense weight saved for backward, and torchao's NF4 (torchtune's path) when installed.
+without the dense weight saved for backward, and torchao's NF4 (torchtune's path) when installed; for
+QLoRA computing in FP8, the rowwise e4m3 weight made in two steps (dequantization, then
+`fp8.quantize_rows`; eager and compiled) and by the fused kernel (`nf4_triton.nf4_to_fp8_rows`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from tuner.quantization import nf4  # noqa: E402
+from tuner.quantization import nf4, nf4_triton  # noqa: E402
+from tuner.quantization.fp8 import quantize_rows  # noqa: E402
 
 
 def mean_ms(fn, n: int = 20) -> float:
@@ -38,6 +41,7 @@ def mean_ms(fn, n: int = 20) -> float:
 def main() -> None:
     tokens = 4096
     compiled_ops = torch.compile(nf4.dequantize_nf4_ops)
+    two_step_compiled = torch.compile(lambda q: quantize_rows(nf4.dequantize_nf4(q)))
     for out_f, in_f in [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)]:
         w = torch.randn(out_f, in_f, device="cuda", dtype=torch.bfloat16) * 0.02
         q = nf4.quantize_nf4(w)
@@ -53,6 +57,13 @@ def main() -> None:
             "dequant_ops_compiled": mean_ms(lambda: compiled_ops(q, *tables)),
             "nf4_fwd_bwd": mean_ms(lambda: nf4.linear_nf4(x, q).backward(g)),
             "nf4_fwd_bwd_save_dense": mean_ms(lambda: nf4.linear_nf4(x, q, save_dense=True).backward(g)),
+            "fp8_rows_two_step": mean_ms(lambda: quantize_rows(nf4.dequantize_nf4(q))),
+            "fp8_rows_two_step_compiled": mean_ms(lambda: two_step_compiled(q)),
+            "fp8_rows_fused": mean_ms(
+                lambda: nf4_triton.nf4_to_fp8_rows(
+                    q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *tables, q.shape, q.dtype
+                )
+            ),
         }
         try:
             from torchao.dtypes.nf4tensor import linear_nf4 as ao_linear_nf4

@@ -19,6 +19,8 @@ Plans (docs/benchmarks.md, "LoRA over an FP8 base"):
   LoRA 8B FP8 with both if the budget still allows; then 300-step quality of bf16, bf16 seed 1, FP8
   and FP8 + ``fp8_output`` (``fp8_shared_input`` changes no number, so it needs no quality run), from
   which the next session sets the defaults.
+- ``qlora_fused`` (session 12): ``qlora``'s three speed runs after the fused NF4 -> e4m3 kernel, and a
+  profiled ``fp8_all`` run (its trace summary in the job's log).
 - ``qlora`` (``python3 scripts/gpu_fp8.py qlora 470``: three 8B runs with compile, ~3-4 min): QLoRA 8B
   (``qlora_8b``: NF4 base, r8, activation checkpointing, 2 x 2048) as shipped (bf16 GEMMs), then with
   ``model.base_dtype=fp8`` (= ``fp8_all``: NF4 storage, forward and input-gradient GEMMs in FP8) and
@@ -119,6 +121,20 @@ PLANS: dict[str, dict[str, list[tuple[str, list[str]]]]] = {
         "quality": [],  # measured by `final` on the same code (docs/benchmarks.md)
     },
     "next": {"speed": NEXT_SPEED, "quality": NEXT_QUALITY},
+    "qlora_fused": {  # the same with the fused NF4 -> e4m3 kernel, and a profile of the fp8_all step
+        "speed": [
+            ("qlora_8b", _speed("qlora_8b", SPEED_8B)),
+            ("qlora_8b_fp8_all", _speed("qlora_8b", SPEED_8B, overrides=("model.base_dtype=fp8_all",))),
+            ("qlora_8b_fp8_fwd", _speed("qlora_8b", SPEED_8B, overrides=("model.base_dtype=fp8_fwd",))),
+            (
+                "qlora_8b_fp8_all_profiled",
+                _speed(
+                    "qlora_8b", SPEED_8B, "--profile", "/tmp/qlora_fp8_trace", overrides=("model.base_dtype=fp8_all",)
+                ),
+            ),
+        ],
+        "quality": [],  # the fused kernel's weights are the two-step path's, bit for bit (tests)
+    },
     "qlora": {  # NF4 storage, FP8 GEMMs (a qlora_* builder with base_dtype): against QLoRA's bf16 GEMMs
         "speed": [
             ("qlora_8b", _speed("qlora_8b", SPEED_8B)),

@@ -1,14 +1,18 @@
-"""Checks of the Triton NF4 kernel on the CPU, run by test_nf4_triton.py in a subprocess with
-TRITON_INTERPRET=1 (Triton reads it at import, so it cannot be switched on inside pytest's process)."""
+"""Checks of the Triton NF4 kernels (dequantization; NF4 -> rowwise e4m3) on the CPU, run by
+test_nf4_triton.py in a subprocess with TRITON_INTERPRET=1 (Triton reads it at import, so it cannot
+be switched on inside pytest's process)."""
 
 from __future__ import annotations
 
 import os
 
 import torch
+import triton
+import triton.language as tl
 
 from tuner.quantization import nf4 as nf4_module
 from tuner.quantization import nf4_triton
+from tuner.quantization.fp8 import FP8Weight, linear_fp8, quantize_rows
 
 SHAPES = [(256, 4096), (37, 129), (33, 100), (1, 1)]
 # bitsandbytes' CPU backend (0.50) dequantizes some shapes wrongly, e.g. [64, 96] (mean error 2.5x
@@ -84,9 +88,121 @@ def check_linear_nf4_uses_the_kernel() -> None:
     torch.testing.assert_close(x.grad, dense.sum(0).expand(5, -1))
 
 
+def fp8_rows_of(q: nf4_module.NF4Weight, backward: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    return nf4_triton.nf4_to_fp8_rows(
+        q.packed,
+        q.absmax,
+        q.absmax_scale,
+        q.absmax_offset,
+        *nf4_module.lookup_tables(q.device),
+        q.shape,
+        q.dtype,
+        backward=backward,
+    )
+
+
+def two_step_fp8_rows(q: nf4_module.NF4Weight) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the fused kernel replaces: dequantize (tensor ops, = bitsandbytes), then `quantize_rows`."""
+    data, scale = quantize_rows(nf4_module.dequantize_nf4_ops(q, *nf4_module.lookup_tables(q.device)))
+    return data, scale.view(-1)
+
+
+def assert_same_fp8(got: tuple[torch.Tensor, torch.Tensor], want: tuple[torch.Tensor, torch.Tensor], what) -> None:
+    assert got[0].dtype == torch.float8_e4m3fn and got[0].shape == want[0].shape, what
+    assert torch.equal(got[0].view(torch.uint8), want[0].view(torch.uint8)), what  # bits: -0 is not +0
+    assert got[1].dtype == torch.float32 and torch.equal(got[1], want[1]), what
+
+
+def check_fp8_rows_bit_identical() -> None:
+    """`nf4_to_fp8_rows` = dequantize then `quantize_rows`, bit for bit: rows of many chunks, rows that
+    share 64-value blocks, a single value pair, an all-zero row, and blocks ~1e-4 / 3e-6 of their row's
+    largest value (e4m3's subnormals)."""
+    shapes = [(16, 4096), (3, 14336), (37, 130), (33, 100), (64, 96), (1, 2)]
+    for shape in shapes:
+        for dtype in DTYPES:
+            torch.manual_seed(0)
+            w = torch.randn(shape) * 0.05
+            w[0] = 0.0
+            q = nf4_module.quantize_nf4(w, dtype)
+            assert_same_fp8(fp8_rows_of(q), two_step_fp8_rows(q), (shape, dtype))
+    w = torch.randn(16, 1024) * 0.02
+    w[:, 64:512] *= 1e-4
+    w[:, 512:] *= 3e-6
+    for dtype in DTYPES:
+        q = nf4_module.quantize_nf4(w, dtype)
+        want = two_step_fp8_rows(q)
+        assert ((want[0].view(torch.uint8) & 0x78) == 0).sum() > 1000  # subnormal codes were exercised
+        assert_same_fp8(fp8_rows_of(q), want, ("subnormals", dtype))
+
+
+def _e4m3_bits_of(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + i, nf4_triton._e4m3_bits(tl.load(x_ptr + i, mask=i < n)).to(tl.uint8), mask=i < n)
+
+
+def check_e4m3_rounding_matches_torchs_cast() -> None:
+    """The kernel's hand-made e4m3 rounding against torch's cast: every finite e4m3 value, every
+    midpoint between neighbours (ties to even) and one float32 step either side of it, random values."""
+    kernel = triton.jit(_e4m3_bits_of)
+    every = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float()
+    every = every[torch.isfinite(every)].unique()
+    mid = (every[1:] + every[:-1]) / 2
+    up, down = torch.full_like(mid, 1e9), torch.full_like(mid, -1e9)
+    x = torch.cat(
+        [
+            every,
+            mid,
+            torch.nextafter(mid, up),
+            torch.nextafter(mid, down),
+            (torch.rand(20000) * 2 - 1) * 448,
+            torch.randn(20000) * 0.01,
+            torch.tensor([0.0, -0.0, 1e-30, -1e-30]),
+        ]
+    ).contiguous()
+    out = torch.empty(x.numel(), dtype=torch.uint8)
+    kernel[(triton.cdiv(x.numel(), 1024),)](x, out, x.numel(), BLOCK=1024)
+    assert torch.equal(out, x.to(torch.float8_e4m3fn).view(torch.uint8))
+
+
+def check_the_fp8_rows_op_that_compiled_graphs_call() -> None:
+    torch.manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float32):
+        q = nf4_module.quantize_nf4(torch.randn(37, 130) * 0.05, dtype)
+        for backward in (False, True):
+            payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *nf4_module.lookup_tables(q.device))
+            got = torch.ops.tuner.nf4_to_fp8_rows(*payload, 37, 130, dtype, backward)
+            assert_same_fp8(tuple(got), fp8_rows_of(q, backward), (dtype, backward))
+
+
+def check_linear_nf4_fp8_makes_its_weight_with_the_fused_kernel() -> None:
+    """`linear_nf4_fp8` makes the FP8 weight with the fused kernel in forward and backward (the same
+    numbers as from the two-step weight), and in two steps where rows are not whole bytes."""
+    real = nf4_triton.nf4_to_fp8_rows
+    for in_features, fused in ((64, True), (63, False)):
+        torch.manual_seed(0)
+        q = nf4_module.quantize_nf4(torch.randn(48, in_features) * 0.05, torch.float32)
+        calls: list[int] = []
+        nf4_triton.nf4_to_fp8_rows = lambda *a, calls=calls, **k: calls.append(1) or real(*a, **k)
+        try:
+            x = torch.randn(5, in_features, requires_grad=True)
+            y = nf4_module.linear_nf4_fp8(x, q)
+            y.square().sum().backward()
+        finally:
+            nf4_triton.nf4_to_fp8_rows = real
+        assert len(calls) == (2 if fused else 0), (in_features, calls)
+        x_ref = x.detach().clone().requires_grad_()
+        y_ref = linear_fp8(x_ref, FP8Weight(*two_step_fp8_rows(q), torch.float32))
+        y_ref.square().sum().backward()
+        assert torch.equal(y, y_ref) and torch.equal(x.grad, x_ref.grad), in_features
+
+
 if __name__ == "__main__":
     assert os.environ.get("TRITON_INTERPRET") == "1" and nf4_triton.available(torch.device("cpu"))
     check_bit_identical()
     check_the_op_that_compiled_graphs_call()
     check_linear_nf4_uses_the_kernel()
+    check_fp8_rows_bit_identical()
+    check_e4m3_rounding_matches_torchs_cast()
+    check_the_fp8_rows_op_that_compiled_graphs_call()
+    check_linear_nf4_fp8_makes_its_weight_with_the_fused_kernel()
     print("interpreted NF4 kernel checks passed")

@@ -218,7 +218,7 @@ def test_compiled_layers_keep_no_copy_of_the_weight_for_backward():
 
 @pytest.mark.parametrize("keep", [True, False], ids=["keep_fp8_copy", "requantize_in_backward"])
 def test_checkpointed_layers_make_the_fp8_weight_twice_per_step_when_kept(monkeypatch, keep):
-    """With activation checkpointing the recompute's FP8 weight serves the backward (2 dequantizations
+    """With activation checkpointing the recompute's FP8 weight serves the backward (2 FP8 weights made
     per weight and step, the same gradients); without keeping it, the backward makes it again (3)."""
     from tuner.quantization import nf4 as nf4_module
     from tuner.training.memory import apply_activation_checkpointing
@@ -238,8 +238,8 @@ def test_checkpointed_layers_make_the_fp8_weight_twice_per_step_when_kept(monkey
     model = two_layers()
     apply_activation_checkpointing(model, keep_nf4_dense=keep)
     calls = []
-    real = nf4_module._dequantize
-    monkeypatch.setattr(nf4_module, "_dequantize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = nf4_module._nf4_as_fp8  # the FP8 weight, made in two steps or by the fused kernel
+    monkeypatch.setattr(nf4_module, "_nf4_as_fp8", lambda *a, **k: calls.append(1) or real(*a, **k))
     model(x).square().sum().backward()
     assert len(calls) == 2 * (2 if keep else 3)
     for got, want in zip([p.grad for p in model.parameters() if p.requires_grad], reference):

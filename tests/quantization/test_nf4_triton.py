@@ -88,3 +88,72 @@ def test_cuda_compiled_lora_over_nf4_launches_the_kernel_directly_keeps_no_dense
     got = [x.grad, *(p.grad for p in layers.parameters() if p.requires_grad)]
     for g, want in zip(got, eager):  # bf16, fused differently: a few elements round differently
         assert (g.float() - want.float()).norm() <= 1e-2 * want.float().norm()
+
+
+def _fp8_rows_of(q, backward=False):
+    return nf4_triton.nf4_to_fp8_rows(
+        q.packed,
+        q.absmax,
+        q.absmax_scale,
+        q.absmax_offset,
+        *nf4_module.lookup_tables(q.device),
+        q.shape,
+        q.dtype,
+        backward=backward,
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("shape", [(14336, 4096), (1024, 4096), (4096, 14336), (64, 96), (33, 100)])
+def test_cuda_fp8_rows_kernel_is_bit_identical_to_dequantize_then_quantize_rows(dtype, shape):
+    from tuner.quantization.fp8 import quantize_rows
+
+    torch.manual_seed(0)
+    w = torch.randn(shape, device="cuda") * 0.05
+    w[0] = 0.0
+    w[1, 64:] *= 1e-5  # e4m3 subnormals
+    q = nf4_module.quantize_nf4(w, dtype)
+    data, scale = _fp8_rows_of(q)
+    want_data, want_scale = quantize_rows(bnbf.dequantize_4bit(q.packed, q.quant_state()))
+    assert torch.equal(data.view(torch.uint8), want_data.view(torch.uint8))
+    assert torch.equal(scale, want_scale.view(-1))
+    payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *nf4_module.lookup_tables(q.device))
+    compiled = torch.compile(lambda: torch.ops.tuner.nf4_to_fp8_rows(*payload, *shape, dtype, True))
+    got = compiled()
+    assert torch.equal(got[0].view(torch.uint8), data.view(torch.uint8)) and torch.equal(got[1], scale)
+
+
+@pytest.mark.gpu
+def test_cuda_compiled_qlora_layer_in_fp8_launches_the_fused_kernel_from_inductor(monkeypatch):
+    """A compiled LoRA layer over NF4 computing in FP8 makes its FP8 weight with the fused kernel,
+    launched from inductor's code (no Python call), in forward and backward, with eager's numbers."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from tuner.peft.lora import LoRALinear
+    from tuner.quantization.fp8 import scaled_mm_available
+
+    if not scaled_mm_available(torch.device("cuda")):
+        pytest.skip("needs FP8 tensor cores (compute capability 8.9+)")
+    torch.manual_seed(0)
+    kw = dict(rank=4, alpha=8, quantize_base=True, base_dtype="fp8_all", init_lora_weights=False, dtype=torch.bfloat16)
+    layers = torch.nn.Sequential(LoRALinear(256, 192, **kw), LoRALinear(192, 256, **kw)).cuda()
+    x = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    layers(x).float().square().sum().backward()
+    eager = [t.clone() for t in (x.grad, *(p.grad for p in layers.parameters() if p.requires_grad))]
+    compiled = torch.compile(layers, fullgraph=True)
+    compiled(x).float().square().sum().backward()  # compiles
+    x.grad = None
+    layers.zero_grad()
+    calls = []
+    real = nf4_triton.nf4_to_fp8_rows
+    monkeypatch.setattr(nf4_triton, "nf4_to_fp8_rows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        compiled(x).float().square().sum().backward()
+        torch.cuda.synchronize()
+    launches = [e for e in prof.events() if "nf4_to_fp8_rows" in e.name and e.device_type.name == "CUDA"]
+    assert calls == []
+    assert len(launches) == 4, [e.name for e in launches]  # two weights, forward and backward
+    got = [x.grad, *(p.grad for p in layers.parameters() if p.requires_grad)]
+    for g, want in zip(got, eager):
+        assert (g.float() - want.float()).norm() <= 1e-2 * want.float().norm()

@@ -292,7 +292,15 @@ def linear_nf4(
 
 def _nf4_as_fp8(q: NF4Weight, dtype: torch.dtype, fp8_input_grad: bool, backward: bool = False) -> FP8Weight:
     """``q`` dequantized to its compute dtype, then quantized to e4m3 per row (`quantize_rows`) as an
-    `FP8Weight` computing in ``dtype``; ``backward``: for a backward pass (see `_dequantize`)."""
+    `FP8Weight` computing in ``dtype``; ``backward``: for a backward pass (see `_dequantize`). Where
+    Triton runs, one kernel does both from the 4-bit codes (`nf4_triton.nf4_to_fp8_rows`, same bits)."""
+    if nf4_triton.available(q.device) and nf4_triton.fp8_rows_fits(q.shape):
+        payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *lookup_tables(q.device))
+        if torch.compiler.is_compiling():
+            data, scale = torch.ops.tuner.nf4_to_fp8_rows(*payload, q.shape[0], q.shape[1], q.dtype, backward)
+        else:
+            data, scale = nf4_triton.nf4_to_fp8_rows(*payload, q.shape, q.dtype, backward=backward)
+        return FP8Weight(data, scale, dtype, fp8_input_grad)
     data, scale = quantize_rows(_dequantize(q, backward=backward))
     return FP8Weight(data, scale.view(-1), dtype, fp8_input_grad)
 

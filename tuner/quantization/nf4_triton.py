@@ -46,6 +46,53 @@ def available(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and _interpreting())
 
 
+def _byte_values(
+    packed_ptr, absmax_ptr, absmax_scale_ptr, offset_ptr, levels_ptr, code_ptr, byte, inside, EXACT_MUL: tl.constexpr
+):
+    """The two float32 values (earlier, later) that each packed byte at ``byte`` stands for, before
+    rounding to the compute dtype: bitsandbytes' arithmetic, shared by both kernels."""
+    codes = tl.load(packed_ptr + byte, mask=inside, other=0).to(tl.int32)
+    block = byte // 32  # 64 values = 32 bytes per block scale
+    scale = tl.load(code_ptr + tl.load(absmax_ptr + block, mask=inside, other=0).to(tl.int32))
+    scale_of_scale = tl.load(absmax_scale_ptr + block // 256, mask=inside, other=0.0)
+    if EXACT_MUL:  # rounded on its own, as bitsandbytes does, before the offset is added
+        scale = tl.inline_asm_elementwise(
+            "mul.rn.f32 $0, $1, $2;", "=f,f,f", [scale, scale_of_scale], dtype=tl.float32, is_pure=True, pack=1
+        )
+    else:  # the interpreter computes in numpy, which never fuses
+        scale = scale * scale_of_scale
+    scale = scale + tl.load(offset_ptr)
+    high = tl.load(levels_ptr + (codes >> 4)) * scale  # the high nibble holds the earlier value
+    low = tl.load(levels_ptr + (codes & 15)) * scale
+    return high, low
+
+
+def _round_to(values, ROUND_TO: tl.constexpr):
+    """float32 ``values`` rounded to the compute dtype (0: bfloat16, 1: float16, 2: float32) and back;
+    bfloat16 by hand (round to nearest even), the same on every backend."""
+    if ROUND_TO == 0:
+        bits = values.to(tl.int32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
+        values = bits.to(tl.float32, bitcast=True)
+    elif ROUND_TO == 1:
+        values = values.to(tl.float16).to(tl.float32)
+    return values
+
+
+def _e4m3_bits(y):
+    """The float8_e4m3fn bit pattern (as int32) of float32 ``y`` in [-448, 448], rounded to nearest
+    even as torch's cast does; by hand so that the interpreter (numpy: no FP8) computes it too."""
+    bits = y.to(tl.int32, bitcast=True)
+    sign = (bits >> 24) & 0x80
+    magnitude = bits & 0x7FFFFFFF
+    normal = (magnitude + 0x7FFFF + ((magnitude >> 20) & 1)) >> 20  # exponent and 3 mantissa bits
+    normal = normal - (120 << 3)  # float32's exponent bias 127 to e4m3's 7
+    # below 2^-6 the step is 2^-9: the code is the value in steps, rounded (the float32 add rounds
+    # to an integer: 2^23 has a unit last place), and 8 steps is the smallest normal's code
+    subnormal = ((tl.abs(y) * 512.0 + 8388608.0) - 8388608.0).to(tl.int32)
+    return tl.where(magnitude >= 0x3C800000, normal, subnormal) | sign
+
+
 def _dequantize_nf4_kernel(
     packed_ptr,
     absmax_ptr,
@@ -66,19 +113,9 @@ def _dequantize_nf4_kernel(
     pid = tl.program_id(0).to(tl.int64)
     byte = pid * BYTES + tl.arange(0, BYTES)
     inside = byte < n_bytes
-    codes = tl.load(packed_ptr + byte, mask=inside, other=0).to(tl.int32)
-    block = byte // 32  # 64 values = 32 bytes per block scale
-    scale = tl.load(code_ptr + tl.load(absmax_ptr + block, mask=inside, other=0).to(tl.int32))
-    scale_of_scale = tl.load(absmax_scale_ptr + block // 256, mask=inside, other=0.0)
-    if EXACT_MUL:  # rounded on its own, as bitsandbytes does, before the offset is added
-        scale = tl.inline_asm_elementwise(
-            "mul.rn.f32 $0, $1, $2;", "=f,f,f", [scale, scale_of_scale], dtype=tl.float32, is_pure=True, pack=1
-        )
-    else:  # the interpreter computes in numpy, which never fuses
-        scale = scale * scale_of_scale
-    scale = scale + tl.load(offset_ptr)
-    high = tl.load(levels_ptr + (codes >> 4)) * scale  # the high nibble holds the earlier value
-    low = tl.load(levels_ptr + (codes & 15)) * scale
+    high, low = _byte_values(
+        packed_ptr, absmax_ptr, absmax_scale_ptr, offset_ptr, levels_ptr, code_ptr, byte, inside, EXACT_MUL
+    )
     values = tl.interleave(high, low)
     if BF16_BITS:  # round to nearest even by hand: the same on every backend (out is bf16 seen as int16)
         bits = values.to(tl.int32, bitcast=True)
@@ -90,8 +127,77 @@ def _dequantize_nf4_kernel(
     tl.store(out_ptr + index, values, mask=index < numel)
 
 
+def _nf4_to_fp8_rows_kernel(
+    packed_ptr,
+    absmax_ptr,
+    absmax_scale_ptr,
+    offset_ptr,
+    levels_ptr,
+    code_ptr,
+    out_ptr,
+    scale_ptr,
+    n_rows,
+    row_bytes,
+    ROWS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    ROUND_TO: tl.constexpr,
+    EXACT_MUL: tl.constexpr,
+    BACKWARD: tl.constexpr,
+):
+    # ROWS whole rows per program, read twice: for their largest magnitude, then (from cache) to write
+    # them in e4m3. BACKWARD: as in the dequantization kernel.
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < n_rows
+    first_byte = rows[:, None] * row_bytes
+    amax = tl.zeros([ROWS], dtype=tl.float32)
+    for start in range(0, row_bytes, CHUNK):
+        column = start + tl.arange(0, CHUNK)
+        inside = row_ok[:, None] & (column[None, :] < row_bytes)
+        high, low = _byte_values(
+            packed_ptr,
+            absmax_ptr,
+            absmax_scale_ptr,
+            offset_ptr,
+            levels_ptr,
+            code_ptr,
+            first_byte + column[None, :],
+            inside,
+            EXACT_MUL,
+        )
+        largest = tl.maximum(tl.abs(_round_to(high, ROUND_TO)), tl.abs(_round_to(low, ROUND_TO)))
+        amax = tl.maximum(amax, tl.max(tl.where(inside, largest, 0.0), axis=1))
+    # fp8.quantize_rows' arithmetic: 448 / amax in float64 (IEEE division, unlike float32's '/'), then
+    # float32; its reciprocal correctly rounded (torch's reciprocal, not Triton's approximate one)
+    to_fp8 = (448.0 / tl.maximum(amax.to(tl.float64), 1e-12)).to(tl.float32)
+    tl.store(scale_ptr + rows, tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), to_fp8), mask=row_ok)
+    for start in range(0, row_bytes, CHUNK):
+        column = start + tl.arange(0, CHUNK)
+        inside = row_ok[:, None] & (column[None, :] < row_bytes)
+        high, low = _byte_values(
+            packed_ptr,
+            absmax_ptr,
+            absmax_scale_ptr,
+            offset_ptr,
+            levels_ptr,
+            code_ptr,
+            first_byte + column[None, :],
+            inside,
+            EXACT_MUL,
+        )
+        high = tl.clamp(_round_to(high, ROUND_TO) * to_fp8[:, None], -448.0, 448.0)
+        low = tl.clamp(_round_to(low, ROUND_TO) * to_fp8[:, None], -448.0, 448.0)
+        codes = tl.interleave(_e4m3_bits(high), _e4m3_bits(low)).to(tl.uint8)
+        index = 2 * first_byte + 2 * start + tl.arange(0, 2 * CHUNK)[None, :]
+        written = row_ok[:, None] & ((2 * start + tl.arange(0, 2 * CHUNK))[None, :] < 2 * row_bytes)
+        tl.store(out_ptr + index, codes, mask=written)
+
+
 if triton is not None:
+    _byte_values = triton.jit(_byte_values)
+    _round_to = triton.jit(_round_to)
+    _e4m3_bits = triton.jit(_e4m3_bits)
     _dequantize_nf4_kernel = triton.jit(_dequantize_nf4_kernel)
+    _nf4_to_fp8_rows_kernel = triton.jit(_nf4_to_fp8_rows_kernel)
 
 
 def dequantize_nf4_triton(
@@ -166,7 +272,92 @@ def _dequantize_nf4_op(
     )
 
 
+_ROUND_TO = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
+_VALUES_PER_PROGRAM = 4096  # rows x chunk of each pass of `_nf4_to_fp8_rows_kernel`
+
+
+def fp8_rows_fits(shape: torch.Size) -> bool:
+    """Whether `nf4_to_fp8_rows` takes an NF4 weight of ``shape`` [out, in]: rows of whole bytes (an
+    even number of input features); other shapes dequantize and quantize in two steps."""
+    return len(shape) == 2 and shape[1] % 2 == 0 and shape.numel() > 0
+
+
+def nf4_to_fp8_rows(
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    absmax_scale: torch.Tensor,
+    absmax_offset: torch.Tensor,
+    levels: torch.Tensor,
+    scale_code: torch.Tensor,
+    shape: torch.Size,
+    dtype: torch.dtype,
+    *,
+    backward: bool = False,
+    traced: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fp8.quantize_rows(dequantize_nf4(q))`` in one launch, bit for bit: the rowwise e4m3 weight
+    ``[out, in]`` and its float32 scales ``[out]``, straight from the NF4 payload (``dtype``: the
+    compute dtype the weight is rounded to first). It reads the 4-bit codes where the two-step
+    path writes and reads a dense copy: a QLoRA step computing in FP8 makes every base weight this
+    way in each forward and recompute. ``backward``, ``traced``: as for `dequantize_nf4_triton`;
+    ``shape`` must pass `fp8_rows_fits`."""
+    rows, columns = shape
+    row_bytes = columns // 2
+    chunk = min(1024, triton.next_power_of_2(row_bytes))
+    rows_per_program = max(1, min(_VALUES_PER_PROGRAM // (2 * chunk), triton.next_power_of_2(rows)))
+    out = torch.empty(shape, dtype=torch.uint8, device=packed.device)
+    scale = torch.empty(rows, dtype=torch.float32, device=packed.device)
+    kernel = wrap_triton(_nf4_to_fp8_rows_kernel) if traced else _nf4_to_fp8_rows_kernel
+    kernel[(-(-rows // rows_per_program),)](
+        packed,
+        absmax,
+        absmax_scale,
+        absmax_offset.reshape(1),
+        levels,
+        scale_code,
+        out,
+        scale,
+        rows,
+        row_bytes,
+        ROWS=rows_per_program,
+        CHUNK=chunk,
+        ROUND_TO=_ROUND_TO[dtype],
+        EXACT_MUL=not _interpreting(),
+        BACKWARD=backward,
+        num_warps=8,
+    )
+    return out.view(torch.float8_e4m3fn), scale
+
+
+def _nf4_to_fp8_rows_op(
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    absmax_scale: torch.Tensor,
+    absmax_offset: torch.Tensor,
+    levels: torch.Tensor,
+    scale_code: torch.Tensor,
+    out_features: int,
+    in_features: int,
+    dtype: torch.dtype,
+    backward: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`nf4_to_fp8_rows` as an op that compiled graphs call (and inductor launches directly)."""
+    return nf4_to_fp8_rows(
+        packed,
+        absmax,
+        absmax_scale,
+        absmax_offset,
+        levels,
+        scale_code,
+        torch.Size((out_features, in_features)),
+        dtype,
+        backward=backward,
+        traced=True,
+    )
+
+
 # Registering a triton_op imports inductor (~1.5 s); only a machine that can run the kernel pays it.
 _OP_REGISTERED = triton is not None and (torch.cuda.is_available() or _interpreting())
 if _OP_REGISTERED:
     torch.library.triton_op("tuner::dequantize_nf4", _dequantize_nf4_op, mutates_args=())
+    torch.library.triton_op("tuner::nf4_to_fp8_rows", _nf4_to_fp8_rows_op, mutates_args=())
