@@ -8,7 +8,8 @@ dense (bf16 matmul, the floor), bitsandbytes' dequantize kernels, tuner's Triton
 ops eager and compiled (what a compiled layer runs where Triton is missing), `linear_nf4` with and
 without the dense weight saved for backward, and torchao's NF4 (torchtune's path) when installed; for
 QLoRA computing in FP8, the rowwise e4m3 weight made in two steps (dequantization, then
-`fp8.quantize_rows`; eager and compiled) and by the fused kernel (`nf4_triton.nf4_to_fp8_rows`).
+`fp8.quantize_rows`; eager and compiled) and by the fused kernel (`nf4_triton.nf4_to_fp8_rows`), in
+both layouts, against a compiled transposing copy of an FP8 weight.
 """
 
 from __future__ import annotations
@@ -42,10 +43,13 @@ def main() -> None:
     tokens = 4096
     compiled_ops = torch.compile(nf4.dequantize_nf4_ops)
     two_step_compiled = torch.compile(lambda q: quantize_rows(nf4.dequantize_nf4(q)))
+    transpose_compiled = torch.compile(lambda t: t.t().contiguous())  # what fp8_all's backward did to the kept copy
     for out_f, in_f in [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)]:
         w = torch.randn(out_f, in_f, device="cuda", dtype=torch.bfloat16) * 0.02
         q = nf4.quantize_nf4(w)
         tables = nf4.lookup_tables(q.device)
+        payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *tables)
+        fp8_weight = quantize_rows(w)[0]
         x = torch.randn(tokens, in_f, device="cuda", dtype=torch.bfloat16, requires_grad=True)
         g = torch.randn(tokens, out_f, device="cuda", dtype=torch.bfloat16)
         row = {
@@ -59,11 +63,11 @@ def main() -> None:
             "nf4_fwd_bwd_save_dense": mean_ms(lambda: nf4.linear_nf4(x, q, save_dense=True).backward(g)),
             "fp8_rows_two_step": mean_ms(lambda: quantize_rows(nf4.dequantize_nf4(q))),
             "fp8_rows_two_step_compiled": mean_ms(lambda: two_step_compiled(q)),
-            "fp8_rows_fused": mean_ms(
-                lambda: nf4_triton.nf4_to_fp8_rows(
-                    q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *tables, q.shape, q.dtype
-                )
+            "fp8_rows_fused": mean_ms(lambda: nf4_triton.nf4_to_fp8_rows(*payload, q.shape, q.dtype)),
+            "fp8_rows_fused_transposed": mean_ms(
+                lambda: nf4_triton.nf4_to_fp8_rows(*payload, q.shape, q.dtype, transposed=True)
             ),
+            "fp8_transpose_compiled": mean_ms(lambda: transpose_compiled(fp8_weight)),
         }
         try:
             from torchao.dtypes.nf4tensor import linear_nf4 as ao_linear_nf4

@@ -88,7 +88,9 @@ def check_linear_nf4_uses_the_kernel() -> None:
     torch.testing.assert_close(x.grad, dense.sum(0).expand(5, -1))
 
 
-def fp8_rows_of(q: nf4_module.NF4Weight, backward: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def fp8_rows_of(
+    q: nf4_module.NF4Weight, backward: bool = False, transposed: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     return nf4_triton.nf4_to_fp8_rows(
         q.packed,
         q.absmax,
@@ -98,6 +100,7 @@ def fp8_rows_of(q: nf4_module.NF4Weight, backward: bool = False) -> tuple[torch.
         q.shape,
         q.dtype,
         backward=backward,
+        transposed=transposed,
     )
 
 
@@ -114,9 +117,9 @@ def assert_same_fp8(got: tuple[torch.Tensor, torch.Tensor], want: tuple[torch.Te
 
 
 def check_fp8_rows_bit_identical() -> None:
-    """`nf4_to_fp8_rows` = dequantize then `quantize_rows`, bit for bit: rows of many chunks, rows that
-    share 64-value blocks, a single value pair, an all-zero row, and blocks ~1e-4 / 3e-6 of their row's
-    largest value (e4m3's subnormals)."""
+    """`nf4_to_fp8_rows` = dequantize then `quantize_rows`, bit for bit, in both layouts: rows of many
+    chunks, rows that share 64-value blocks, a single value pair, an all-zero row, and blocks ~1e-4 /
+    3e-6 of their row's largest value (e4m3's subnormals)."""
     shapes = [(16, 4096), (3, 14336), (37, 130), (33, 100), (64, 96), (1, 2)]
     for shape in shapes:
         for dtype in DTYPES:
@@ -124,7 +127,11 @@ def check_fp8_rows_bit_identical() -> None:
             w = torch.randn(shape) * 0.05
             w[0] = 0.0
             q = nf4_module.quantize_nf4(w, dtype)
-            assert_same_fp8(fp8_rows_of(q), two_step_fp8_rows(q), (shape, dtype))
+            want = two_step_fp8_rows(q)
+            assert_same_fp8(fp8_rows_of(q), want, (shape, dtype))
+            data_t, scale = fp8_rows_of(q, transposed=True)  # W^T [in, out], row-major
+            assert data_t.is_contiguous() and data_t.shape == (shape[1], shape[0])
+            assert_same_fp8((data_t.t(), scale), want, (shape, dtype, "transposed"))
     w = torch.randn(16, 1024) * 0.02
     w[:, 64:512] *= 1e-4
     w[:, 512:] *= 3e-6
@@ -170,30 +177,42 @@ def check_the_fp8_rows_op_that_compiled_graphs_call() -> None:
         q = nf4_module.quantize_nf4(torch.randn(37, 130) * 0.05, dtype)
         for backward in (False, True):
             payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *nf4_module.lookup_tables(q.device))
-            got = torch.ops.tuner.nf4_to_fp8_rows(*payload, 37, 130, dtype, backward)
-            assert_same_fp8(tuple(got), fp8_rows_of(q, backward), (dtype, backward))
+            for transposed in (False, True):
+                got = torch.ops.tuner.nf4_to_fp8_rows(*payload, 37, 130, dtype, transposed, backward)
+                want = fp8_rows_of(q, backward, transposed)
+                assert_same_fp8(tuple(got), want, (dtype, backward, transposed))
 
 
 def check_linear_nf4_fp8_makes_its_weight_with_the_fused_kernel() -> None:
     """`linear_nf4_fp8` makes the FP8 weight with the fused kernel in forward and backward (the same
-    numbers as from the two-step weight), and in two steps where rows are not whole bytes."""
+    numbers as from the two-step weight), and in two steps where rows are not whole bytes. Kept for
+    backward (``save_dense``), the FP8 input gradient's ``W^T`` is still made from NF4 (no transposing
+    copy); the bf16 input gradient (``fp8_fwd``) uses the kept copy."""
     real = nf4_triton.nf4_to_fp8_rows
-    for in_features, fused in ((64, True), (63, False)):
+    cases = [  # in_features, fp8_input_grad, save_dense, calls of the fused kernel
+        (64, True, False, 2),
+        (64, True, True, 2),
+        (64, False, False, 2),
+        (64, False, True, 1),
+        (63, True, False, 0),
+    ]
+    for in_features, fp8_input_grad, save_dense, n_calls in cases:
         torch.manual_seed(0)
         q = nf4_module.quantize_nf4(torch.randn(48, in_features) * 0.05, torch.float32)
         calls: list[int] = []
         nf4_triton.nf4_to_fp8_rows = lambda *a, calls=calls, **k: calls.append(1) or real(*a, **k)
         try:
             x = torch.randn(5, in_features, requires_grad=True)
-            y = nf4_module.linear_nf4_fp8(x, q)
+            y = nf4_module.linear_nf4_fp8(x, q, fp8_input_grad=fp8_input_grad, save_dense=save_dense)
             y.square().sum().backward()
         finally:
             nf4_triton.nf4_to_fp8_rows = real
-        assert len(calls) == (2 if fused else 0), (in_features, calls)
+        case = (in_features, fp8_input_grad, save_dense)
+        assert len(calls) == n_calls, (case, calls)
         x_ref = x.detach().clone().requires_grad_()
-        y_ref = linear_fp8(x_ref, FP8Weight(*two_step_fp8_rows(q), torch.float32))
+        y_ref = linear_fp8(x_ref, FP8Weight(*two_step_fp8_rows(q), torch.float32, fp8_input_grad))
         y_ref.square().sum().backward()
-        assert torch.equal(y, y_ref) and torch.equal(x.grad, x_ref.grad), in_features
+        assert torch.equal(y, y_ref) and torch.equal(x.grad, x_ref.grad), case
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def test_cuda_compiled_lora_over_nf4_launches_the_kernel_directly_keeps_no_dense
         assert (g.float() - want.float()).norm() <= 1e-2 * want.float().norm()
 
 
-def _fp8_rows_of(q, backward=False):
+def _fp8_rows_of(q, backward=False, transposed=False):
     return nf4_triton.nf4_to_fp8_rows(
         q.packed,
         q.absmax,
@@ -100,6 +100,7 @@ def _fp8_rows_of(q, backward=False):
         q.shape,
         q.dtype,
         backward=backward,
+        transposed=transposed,
     )
 
 
@@ -118,10 +119,13 @@ def test_cuda_fp8_rows_kernel_is_bit_identical_to_dequantize_then_quantize_rows(
     want_data, want_scale = quantize_rows(bnbf.dequantize_4bit(q.packed, q.quant_state()))
     assert torch.equal(data.view(torch.uint8), want_data.view(torch.uint8))
     assert torch.equal(scale, want_scale.view(-1))
+    data_t, scale_t = _fp8_rows_of(q, transposed=True)
+    assert data_t.is_contiguous() and torch.equal(data_t.t().view(torch.uint8), data.view(torch.uint8))
+    assert torch.equal(scale_t, scale)
     payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *nf4_module.lookup_tables(q.device))
-    compiled = torch.compile(lambda: torch.ops.tuner.nf4_to_fp8_rows(*payload, *shape, dtype, True))
+    compiled = torch.compile(lambda: torch.ops.tuner.nf4_to_fp8_rows(*payload, *shape, dtype, True, True))
     got = compiled()
-    assert torch.equal(got[0].view(torch.uint8), data.view(torch.uint8)) and torch.equal(got[1], scale)
+    assert torch.equal(got[0].view(torch.uint8), data_t.view(torch.uint8)) and torch.equal(got[1], scale)
 
 
 @pytest.mark.gpu
@@ -151,9 +155,12 @@ def test_cuda_compiled_qlora_layer_in_fp8_launches_the_fused_kernel_from_inducto
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         compiled(x).float().square().sum().backward()
         torch.cuda.synchronize()
-    launches = [e for e in prof.events() if "nf4_to_fp8_rows" in e.name and e.device_type.name == "CUDA"]
+    kernels = [e.name for e in prof.events() if e.device_type.name == "CUDA"]
     assert calls == []
-    assert len(launches) == 4, [e.name for e in launches]  # two weights, forward and backward
+    # two weights, forward and backward (W^T): no dequantization, no transposing copy
+    assert sum("_fp8_rows_write_kernel" in k for k in kernels) == 4, kernels
+    assert sum("_fp8_row_scales_kernel" in k for k in kernels) == 4, kernels
+    assert not any("dequantize_nf4" in k for k in kernels), kernels
     got = [x.grad, *(p.grad for p in layers.parameters() if p.requires_grad)]
     for g, want in zip(got, eager):
         assert (g.float() - want.float()).norm() <= 1e-2 * want.float().norm()

@@ -290,17 +290,27 @@ def linear_nf4(
     return _LinearNF4.apply(x, q.packed, q.absmax, q.absmax_scale, q.absmax_offset, bias, q.shape, q.dtype)
 
 
+def _fused_fp8(q: NF4Weight) -> bool:
+    """Whether `q`'s FP8 weight comes from the fused kernel (`nf4_triton.nf4_to_fp8_rows`)."""
+    return nf4_triton.available(q.device) and nf4_triton.fp8_rows_fits(q.shape)
+
+
 def _nf4_as_fp8(q: NF4Weight, dtype: torch.dtype, fp8_input_grad: bool, backward: bool = False) -> FP8Weight:
     """``q`` dequantized to its compute dtype, then quantized to e4m3 per row (`quantize_rows`) as an
     `FP8Weight` computing in ``dtype``; ``backward``: for a backward pass (see `_dequantize`). Where
-    Triton runs, one kernel does both from the 4-bit codes (`nf4_triton.nf4_to_fp8_rows`, same bits)."""
-    if nf4_triton.available(q.device) and nf4_triton.fp8_rows_fits(q.shape):
+    Triton runs, the fused kernel makes it from the 4-bit codes (same bits); for the FP8 input
+    gradient it writes ``W^T`` row-major, so ``data`` is a transposed view and `fp8.input_grad_operand`
+    copies nothing."""
+    if _fused_fp8(q):
+        transposed = backward and fp8_input_grad
         payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *lookup_tables(q.device))
         if torch.compiler.is_compiling():
-            data, scale = torch.ops.tuner.nf4_to_fp8_rows(*payload, q.shape[0], q.shape[1], q.dtype, backward)
+            data, scale = torch.ops.tuner.nf4_to_fp8_rows(*payload, *q.shape, q.dtype, transposed, backward)
         else:
-            data, scale = nf4_triton.nf4_to_fp8_rows(*payload, q.shape, q.dtype, backward=backward)
-        return FP8Weight(data, scale, dtype, fp8_input_grad)
+            data, scale = nf4_triton.nf4_to_fp8_rows(
+                *payload, q.shape, q.dtype, transposed=transposed, backward=backward
+            )
+        return FP8Weight(data.t() if transposed else data, scale, dtype, fp8_input_grad)
     data, scale = quantize_rows(_dequantize(q, backward=backward))
     return FP8Weight(data, scale.view(-1), dtype, fp8_input_grad)
 
@@ -339,10 +349,11 @@ def linear_nf4_fp8(
     FP8 GEMMs over NF4 storage (``fp8_input_grad``: the input gradient's GEMM in FP8 too, else in
     ``x``'s dtype on the FP8 weight dequantized). By default backward makes the FP8 weight again from
     NF4 (no per-layer copy outlives the call); ``save_dense=True`` keeps the FP8 copy for backward
-    (activation-checkpointed layers, as `linear_nf4`'s)."""
+    (activation-checkpointed layers, as `linear_nf4`'s), except where the fused kernel makes the FP8
+    input gradient's ``W^T`` from NF4: that costs less than transposing the kept copy."""
     if x.shape[-1] != q.shape[1]:
         raise TunerError(f"linear_nf4_fp8: input has {x.shape[-1]} features but the NF4 weight expects {q.shape[1]}")
-    if save_dense:
+    if save_dense and not (fp8_input_grad and _fused_fp8(q)):
         return linear_fp8(x, _nf4_as_fp8(q, x.dtype, fp8_input_grad), bias, x_fp8)
     return _LinearNF4FP8.apply(
         x, q.packed, q.absmax, q.absmax_scale, q.absmax_offset, bias, q.shape, q.dtype, fp8_input_grad, x_fp8

@@ -46,12 +46,8 @@ def available(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and _interpreting())
 
 
-def _byte_values(
-    packed_ptr, absmax_ptr, absmax_scale_ptr, offset_ptr, levels_ptr, code_ptr, byte, inside, EXACT_MUL: tl.constexpr
-):
-    """The two float32 values (earlier, later) that each packed byte at ``byte`` stands for, before
-    rounding to the compute dtype: bitsandbytes' arithmetic, shared by both kernels."""
-    codes = tl.load(packed_ptr + byte, mask=inside, other=0).to(tl.int32)
+def _block_scales(absmax_ptr, absmax_scale_ptr, offset_ptr, code_ptr, byte, inside, EXACT_MUL: tl.constexpr):
+    """The float32 scale of the 64-value block that each packed byte at ``byte`` belongs to."""
     block = byte // 32  # 64 values = 32 bytes per block scale
     scale = tl.load(code_ptr + tl.load(absmax_ptr + block, mask=inside, other=0).to(tl.int32))
     scale_of_scale = tl.load(absmax_scale_ptr + block // 256, mask=inside, other=0.0)
@@ -61,27 +57,40 @@ def _byte_values(
         )
     else:  # the interpreter computes in numpy, which never fuses
         scale = scale * scale_of_scale
-    scale = scale + tl.load(offset_ptr)
+    return scale + tl.load(offset_ptr)
+
+
+def _byte_values(
+    packed_ptr, absmax_ptr, absmax_scale_ptr, offset_ptr, levels_ptr, code_ptr, byte, inside, EXACT_MUL: tl.constexpr
+):
+    """The two float32 values (earlier, later) that each packed byte at ``byte`` stands for, before
+    rounding to the compute dtype: bitsandbytes' arithmetic, shared by the kernels."""
+    codes = tl.load(packed_ptr + byte, mask=inside, other=0).to(tl.int32)
+    scale = _block_scales(absmax_ptr, absmax_scale_ptr, offset_ptr, code_ptr, byte, inside, EXACT_MUL)
     high = tl.load(levels_ptr + (codes >> 4)) * scale  # the high nibble holds the earlier value
     low = tl.load(levels_ptr + (codes & 15)) * scale
     return high, low
 
 
-def _round_to(values, ROUND_TO: tl.constexpr):
-    """float32 ``values`` rounded to the compute dtype (0: bfloat16, 1: float16, 2: float32) and back;
-    bfloat16 by hand (round to nearest even), the same on every backend."""
+def _round_to(values, ROUND_TO: tl.constexpr, NATIVE: tl.constexpr):
+    """float32 ``values`` rounded to the compute dtype (0: bfloat16, 1: float16, 2: float32) and back,
+    to nearest even; ``NATIVE``: by the GPU's conversions, else bfloat16 by hand (the interpreter's
+    numpy has no bfloat16)."""
     if ROUND_TO == 0:
-        bits = values.to(tl.int32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
-        values = bits.to(tl.float32, bitcast=True)
+        if NATIVE:
+            values = values.to(tl.bfloat16, fp_downcast_rounding="rtne").to(tl.float32)
+        else:
+            bits = values.to(tl.int32, bitcast=True)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
+            values = bits.to(tl.float32, bitcast=True)
     elif ROUND_TO == 1:
-        values = values.to(tl.float16).to(tl.float32)
+        values = values.to(tl.float16, fp_downcast_rounding="rtne").to(tl.float32)
     return values
 
 
 def _e4m3_bits(y):
     """The float8_e4m3fn bit pattern (as int32) of float32 ``y`` in [-448, 448], rounded to nearest
-    even as torch's cast does; by hand so that the interpreter (numpy: no FP8) computes it too."""
+    even as torch's cast does; by hand, for the interpreter (numpy has no FP8)."""
     bits = y.to(tl.int32, bitcast=True)
     sign = (bits >> 24) & 0x80
     magnitude = bits & 0x7FFFFFFF
@@ -91,6 +100,14 @@ def _e4m3_bits(y):
     # to an integer: 2^23 has a unit last place), and 8 steps is the smallest normal's code
     subnormal = ((tl.abs(y) * 512.0 + 8388608.0) - 8388608.0).to(tl.int32)
     return tl.where(magnitude >= 0x3C800000, normal, subnormal) | sign
+
+
+def _e4m3_codes(y, NATIVE: tl.constexpr):
+    """float32 ``y`` as float8_e4m3fn bytes (uint8): clamped to +-448, rounded to nearest even."""
+    y = tl.clamp(y, -448.0, 448.0)
+    if NATIVE:
+        return y.to(tl.float8e4nv, fp_downcast_rounding="rtne").to(tl.uint8, bitcast=True)
+    return _e4m3_bits(y).to(tl.uint8)
 
 
 def _dequantize_nf4_kernel(
@@ -127,77 +144,101 @@ def _dequantize_nf4_kernel(
     tl.store(out_ptr + index, values, mask=index < numel)
 
 
-def _nf4_to_fp8_rows_kernel(
+def _fp8_row_scales_kernel(
     packed_ptr,
     absmax_ptr,
     absmax_scale_ptr,
     offset_ptr,
     levels_ptr,
     code_ptr,
-    out_ptr,
     scale_ptr,
+    to_fp8_ptr,
     n_rows,
     row_bytes,
     ROWS: tl.constexpr,
     CHUNK: tl.constexpr,
     ROUND_TO: tl.constexpr,
-    EXACT_MUL: tl.constexpr,
-    BACKWARD: tl.constexpr,
+    NATIVE: tl.constexpr,
 ):
-    # ROWS whole rows per program, read twice: for their largest magnitude, then (from cache) to write
-    # them in e4m3. BACKWARD: as in the dequantization kernel.
-    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    # Each row's largest magnitude, from each byte's larger level times its block scale (|l s| = |l||s|,
+    # and rounding to the compute dtype is monotonic, so it may come after the max), then
+    # fp8.quantize_rows' arithmetic: 448 / amax in float64 (IEEE division, unlike float32's '/'), cast
+    # to float32 (to_fp8), and its reciprocal correctly rounded (scale, as torch's reciprocal).
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < n_rows
     first_byte = rows[:, None] * row_bytes
-    amax = tl.zeros([ROWS], dtype=tl.float32)
+    largest = tl.zeros([ROWS, CHUNK], dtype=tl.float32)
     for start in range(0, row_bytes, CHUNK):
         column = start + tl.arange(0, CHUNK)
         inside = row_ok[:, None] & (column[None, :] < row_bytes)
-        high, low = _byte_values(
-            packed_ptr,
-            absmax_ptr,
-            absmax_scale_ptr,
-            offset_ptr,
-            levels_ptr,
-            code_ptr,
-            first_byte + column[None, :],
-            inside,
-            EXACT_MUL,
-        )
-        largest = tl.maximum(tl.abs(_round_to(high, ROUND_TO)), tl.abs(_round_to(low, ROUND_TO)))
-        amax = tl.maximum(amax, tl.max(tl.where(inside, largest, 0.0), axis=1))
-    # fp8.quantize_rows' arithmetic: 448 / amax in float64 (IEEE division, unlike float32's '/'), then
-    # float32; its reciprocal correctly rounded (torch's reciprocal, not Triton's approximate one)
+        byte = first_byte + column[None, :]
+        codes = tl.load(packed_ptr + byte, mask=inside, other=0).to(tl.int32)
+        level = tl.maximum(tl.abs(tl.load(levels_ptr + (codes >> 4))), tl.abs(tl.load(levels_ptr + (codes & 15))))
+        scale = _block_scales(absmax_ptr, absmax_scale_ptr, offset_ptr, code_ptr, byte, inside, NATIVE)
+        largest = tl.maximum(largest, tl.where(inside, level * tl.abs(scale), 0.0))
+    amax = _round_to(tl.max(largest, axis=1), ROUND_TO, NATIVE)
     to_fp8 = (448.0 / tl.maximum(amax.to(tl.float64), 1e-12)).to(tl.float32)
+    tl.store(to_fp8_ptr + rows, to_fp8, mask=row_ok)
     tl.store(scale_ptr + rows, tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), to_fp8), mask=row_ok)
-    for start in range(0, row_bytes, CHUNK):
-        column = start + tl.arange(0, CHUNK)
-        inside = row_ok[:, None] & (column[None, :] < row_bytes)
-        high, low = _byte_values(
-            packed_ptr,
-            absmax_ptr,
-            absmax_scale_ptr,
-            offset_ptr,
-            levels_ptr,
-            code_ptr,
-            first_byte + column[None, :],
-            inside,
-            EXACT_MUL,
-        )
-        high = tl.clamp(_round_to(high, ROUND_TO) * to_fp8[:, None], -448.0, 448.0)
-        low = tl.clamp(_round_to(low, ROUND_TO) * to_fp8[:, None], -448.0, 448.0)
-        codes = tl.interleave(_e4m3_bits(high), _e4m3_bits(low)).to(tl.uint8)
-        index = 2 * first_byte + 2 * start + tl.arange(0, 2 * CHUNK)[None, :]
-        written = row_ok[:, None] & ((2 * start + tl.arange(0, 2 * CHUNK))[None, :] < 2 * row_bytes)
-        tl.store(out_ptr + index, codes, mask=written)
+
+
+def _fp8_rows_write_kernel(
+    packed_ptr,
+    absmax_ptr,
+    absmax_scale_ptr,
+    offset_ptr,
+    levels_ptr,
+    code_ptr,
+    to_fp8_ptr,
+    out_ptr,
+    n_rows,
+    row_bytes,
+    ROWS: tl.constexpr,
+    BYTES: tl.constexpr,
+    ROUND_TO: tl.constexpr,
+    TRANSPOSED: tl.constexpr,
+    NATIVE: tl.constexpr,
+    BACKWARD: tl.constexpr,
+):
+    # A tile of ROWS rows x 2 * BYTES columns in e4m3: W [out, in] row-major, or TRANSPOSED W^T
+    # [in, out] row-major (the input gradient's FP8 GEMM operand). BACKWARD: as in the dequantization
+    # kernel.
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    column = tl.program_id(1) * BYTES + tl.arange(0, BYTES)
+    row_ok = rows < n_rows
+    inside = row_ok[:, None] & (column[None, :] < row_bytes)
+    high, low = _byte_values(
+        packed_ptr,
+        absmax_ptr,
+        absmax_scale_ptr,
+        offset_ptr,
+        levels_ptr,
+        code_ptr,
+        rows[:, None] * row_bytes + column[None, :],
+        inside,
+        NATIVE,
+    )
+    to_fp8 = tl.load(to_fp8_ptr + rows, mask=row_ok, other=0.0)[:, None]
+    high = _e4m3_codes(_round_to(high, ROUND_TO, NATIVE) * to_fp8, NATIVE)
+    low = _e4m3_codes(_round_to(low, ROUND_TO, NATIVE) * to_fp8, NATIVE)
+    codes = tl.interleave(high, low)
+    value = tl.program_id(1) * (2 * BYTES) + tl.arange(0, 2 * BYTES)
+    written = row_ok[:, None] & (value[None, :] < 2 * row_bytes)
+    if TRANSPOSED:
+        tl.store(out_ptr + value[None, :] * n_rows + rows[:, None], codes, mask=written)
+    else:
+        tl.store(out_ptr + rows[:, None] * (2 * row_bytes) + value[None, :], codes, mask=written)
 
 
 if triton is not None:
+    _block_scales = triton.jit(_block_scales)
     _byte_values = triton.jit(_byte_values)
     _round_to = triton.jit(_round_to)
     _e4m3_bits = triton.jit(_e4m3_bits)
+    _e4m3_codes = triton.jit(_e4m3_codes)
     _dequantize_nf4_kernel = triton.jit(_dequantize_nf4_kernel)
-    _nf4_to_fp8_rows_kernel = triton.jit(_nf4_to_fp8_rows_kernel)
+    _fp8_row_scales_kernel = triton.jit(_fp8_row_scales_kernel)
+    _fp8_rows_write_kernel = triton.jit(_fp8_rows_write_kernel)
 
 
 def dequantize_nf4_triton(
@@ -273,13 +314,16 @@ def _dequantize_nf4_op(
 
 
 _ROUND_TO = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
-_VALUES_PER_PROGRAM = 4096  # rows x chunk of each pass of `_nf4_to_fp8_rows_kernel`
 
 
 def fp8_rows_fits(shape: torch.Size) -> bool:
     """Whether `nf4_to_fp8_rows` takes an NF4 weight of ``shape`` [out, in]: rows of whole bytes (an
-    even number of input features); other shapes dequantize and quantize in two steps."""
-    return len(shape) == 2 and shape[1] % 2 == 0 and shape.numel() > 0
+    even number of input features), indices within int32; others dequantize and quantize in two steps."""
+    return len(shape) == 2 and shape[1] % 2 == 0 and 0 < shape.numel() < 2**31
+
+
+def _pow2_at_most(n: int, cap: int) -> int:
+    return min(cap, triton.next_power_of_2(n))
 
 
 def nf4_to_fp8_rows(
@@ -292,39 +336,59 @@ def nf4_to_fp8_rows(
     shape: torch.Size,
     dtype: torch.dtype,
     *,
+    transposed: bool = False,
     backward: bool = False,
     traced: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fp8.quantize_rows(dequantize_nf4(q))`` in one launch, bit for bit: the rowwise e4m3 weight
-    ``[out, in]`` and its float32 scales ``[out]``, straight from the NF4 payload (``dtype``: the
-    compute dtype the weight is rounded to first). It reads the 4-bit codes where the two-step
-    path writes and reads a dense copy: a QLoRA step computing in FP8 makes every base weight this
-    way in each forward and recompute. ``backward``, ``traced``: as for `dequantize_nf4_triton`;
-    ``shape`` must pass `fp8_rows_fits`."""
+    """``fp8.quantize_rows(dequantize_nf4(q))`` straight from the NF4 payload, bit for bit: the e4m3
+    weight ``[out, in]`` (``transposed``: laid out as ``W^T``, a contiguous ``[in, out]``, the input
+    gradient's GEMM operand) and its float32 row scales ``[out]``. ``dtype``: the compute dtype the
+    weight is rounded to first. Two launches (the row scales, then the tiles) that read the 4-bit
+    codes where the two-step path writes and reads a dense copy, and write the transposed layout
+    without a transposing copy. ``backward``, ``traced``: as for `dequantize_nf4_triton`; ``shape``
+    must pass `fp8_rows_fits`."""
     rows, columns = shape
     row_bytes = columns // 2
-    chunk = min(1024, triton.next_power_of_2(row_bytes))
-    rows_per_program = max(1, min(_VALUES_PER_PROGRAM // (2 * chunk), triton.next_power_of_2(rows)))
-    out = torch.empty(shape, dtype=torch.uint8, device=packed.device)
-    scale = torch.empty(rows, dtype=torch.float32, device=packed.device)
-    kernel = wrap_triton(_nf4_to_fp8_rows_kernel) if traced else _nf4_to_fp8_rows_kernel
-    kernel[(-(-rows // rows_per_program),)](
-        packed,
-        absmax,
-        absmax_scale,
-        absmax_offset.reshape(1),
-        levels,
-        scale_code,
-        out,
+    device = packed.device
+    out = torch.empty((columns, rows) if transposed else (rows, columns), dtype=torch.uint8, device=device)
+    scale = torch.empty(rows, dtype=torch.float32, device=device)
+    to_fp8 = torch.empty(rows, dtype=torch.float32, device=device)
+    payload = (packed, absmax, absmax_scale, absmax_offset.reshape(1), levels, scale_code)
+    native = not _interpreting()
+    chunk = _pow2_at_most(row_bytes, 512)
+    scales_rows = _pow2_at_most(rows, max(1, 2048 // chunk))
+    scales_kernel, write_kernel = _fp8_row_scales_kernel, _fp8_rows_write_kernel
+    if traced:
+        scales_kernel, write_kernel = wrap_triton(scales_kernel), wrap_triton(write_kernel)
+    scales_kernel[(triton.cdiv(rows, scales_rows),)](
+        *payload,
         scale,
+        to_fp8,
         rows,
         row_bytes,
-        ROWS=rows_per_program,
+        ROWS=scales_rows,
         CHUNK=chunk,
         ROUND_TO=_ROUND_TO[dtype],
-        EXACT_MUL=not _interpreting(),
+        NATIVE=native,
+        num_warps=4,
+    )
+    # tiles whose stores are contiguous runs in either layout: 2 x tile_bytes values along a row, or
+    # tile_rows values along a column of W^T
+    tile_bytes = _pow2_at_most(row_bytes, 32 if transposed else 128)
+    tile_rows = _pow2_at_most(rows, 4096 // (2 * tile_bytes))
+    write_kernel[(triton.cdiv(rows, tile_rows), triton.cdiv(row_bytes, tile_bytes))](
+        *payload,
+        to_fp8,
+        out,
+        rows,
+        row_bytes,
+        ROWS=tile_rows,
+        BYTES=tile_bytes,
+        ROUND_TO=_ROUND_TO[dtype],
+        TRANSPOSED=transposed,
+        NATIVE=native,
         BACKWARD=backward,
-        num_warps=8,
+        num_warps=4,
     )
     return out.view(torch.float8_e4m3fn), scale
 
@@ -339,6 +403,7 @@ def _nf4_to_fp8_rows_op(
     out_features: int,
     in_features: int,
     dtype: torch.dtype,
+    transposed: bool,
     backward: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`nf4_to_fp8_rows` as an op that compiled graphs call (and inductor launches directly)."""
@@ -351,6 +416,7 @@ def _nf4_to_fp8_rows_op(
         scale_code,
         torch.Size((out_features, in_features)),
         dtype,
+        transposed=transposed,
         backward=backward,
         traced=True,
     )
