@@ -355,7 +355,9 @@ def nf4_to_fp8_rows(
     to_fp8 = torch.empty(rows, dtype=torch.float32, device=device)
     payload = (packed, absmax, absmax_scale, absmax_offset.reshape(1), levels, scale_code)
     native = not _interpreting()
-    chunk = _pow2_at_most(row_bytes, 512)
+    # one row (or a few short ones) per program: a program of several long rows had too little
+    # parallelism for the dependent loads of each byte (codes, then levels; block scales, then theirs)
+    chunk = _pow2_at_most(row_bytes, 2048)
     scales_rows = _pow2_at_most(rows, max(1, 2048 // chunk))
     scales_kernel, write_kernel = _fp8_row_scales_kernel, _fp8_rows_write_kernel
     if traced:
@@ -370,7 +372,7 @@ def nf4_to_fp8_rows(
         CHUNK=chunk,
         ROUND_TO=_ROUND_TO[dtype],
         NATIVE=native,
-        num_warps=4,
+        num_warps=8,
     )
     # tiles whose stores are contiguous runs in either layout: 2 x tile_bytes values along a row, or
     # tile_rows values along a column of W^T
@@ -388,7 +390,7 @@ def nf4_to_fp8_rows(
         TRANSPOSED=transposed,
         NATIVE=native,
         BACKWARD=backward,
-        num_warps=4,
+        num_warps=8,
     )
     return out.view(torch.float8_e4m3fn), scale
 
