@@ -4,6 +4,7 @@ plain path's losses and weights; schedulers, validation, NaN stop, loggers and p
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -349,6 +350,26 @@ def test_checkpointed_layers_are_compiled_inside_their_checkpoint_wrapper():
         assert wrapper._compiled_call_impl is None
         assert wrapper._checkpoint_wrapped_module._compiled_call_impl is not None
     assert all(layer._compiled_call_impl is not None for layer in plain.layers)
+
+
+def test_compiling_layers_lets_inductor_launch_tuners_triton_kernels_statically_unless_the_user_chose(monkeypatch):
+    """compile_layers turns on inductor's static launcher for user-defined Triton kernels (tuner's NF4
+    ops), in the environment its compile workers read and in the process's config; a user's own
+    setting of the variable stands."""
+    import torch._inductor.config as inductor_config
+
+    from tuner.training import memory
+
+    monkeypatch.setattr(inductor_config, "static_launch_user_defined_triton_kernels", False)
+    monkeypatch.delenv(memory.STATIC_LAUNCH_ENV, raising=False)
+    model = torch.nn.Module()
+    model.layers = torch.nn.ModuleList([torch.nn.Linear(4, 4)])
+    memory.compile_layers(model)
+    assert os.environ[memory.STATIC_LAUNCH_ENV] == "1"
+    assert inductor_config.static_launch_user_defined_triton_kernels is True
+    monkeypatch.setenv(memory.STATIC_LAUNCH_ENV, "0")
+    memory.compile_layers(model)
+    assert inductor_config.static_launch_user_defined_triton_kernels is False
 
 
 def test_cuda_allocator_gets_expandable_segments_unless_the_user_chose(monkeypatch):

@@ -314,6 +314,10 @@ def _dequantize_nf4_op(
 
 
 _ROUND_TO = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
+# Work per program of `nf4_to_fp8_rows`' kernels, the fastest of three settings timed in the QLoRA 8B
+# step (docs/benchmarks.md): bytes of a row per loop step and bytes per program of the row scales;
+# bytes along a row and bytes per program of the tiles.
+SCALES_CHUNK, SCALES_BYTES, TILE_ROW_BYTES, TILE_BYTES = 1024, 4096, 256, 4096
 
 
 def fp8_rows_fits(shape: torch.Size) -> bool:
@@ -355,10 +359,8 @@ def nf4_to_fp8_rows(
     to_fp8 = torch.empty(rows, dtype=torch.float32, device=device)
     payload = (packed, absmax, absmax_scale, absmax_offset.reshape(1), levels, scale_code)
     native = not _interpreting()
-    # one row (or a few short ones) per program: a program of several long rows had too little
-    # parallelism for the dependent loads of each byte (codes, then levels; block scales, then theirs)
-    chunk = _pow2_at_most(row_bytes, 2048)
-    scales_rows = _pow2_at_most(rows, max(1, 2048 // chunk))
+    chunk = _pow2_at_most(row_bytes, SCALES_CHUNK)
+    scales_rows = _pow2_at_most(rows, max(1, SCALES_BYTES // chunk))
     scales_kernel, write_kernel = _fp8_row_scales_kernel, _fp8_rows_write_kernel
     if traced:
         scales_kernel, write_kernel = wrap_triton(scales_kernel), wrap_triton(write_kernel)
@@ -372,12 +374,12 @@ def nf4_to_fp8_rows(
         CHUNK=chunk,
         ROUND_TO=_ROUND_TO[dtype],
         NATIVE=native,
-        num_warps=8,
+        num_warps=4,
     )
     # tiles whose stores are contiguous runs in either layout: 2 x tile_bytes values along a row, or
     # tile_rows values along a column of W^T
-    tile_bytes = _pow2_at_most(row_bytes, 32 if transposed else 128)
-    tile_rows = _pow2_at_most(rows, 4096 // (2 * tile_bytes))
+    tile_bytes = _pow2_at_most(row_bytes, 32 if transposed else TILE_ROW_BYTES)
+    tile_rows = _pow2_at_most(rows, TILE_BYTES // tile_bytes)
     write_kernel[(triton.cdiv(rows, tile_rows), triton.cdiv(row_bytes, tile_bytes))](
         *payload,
         to_fp8,
@@ -390,7 +392,7 @@ def nf4_to_fp8_rows(
         TRANSPOSED=transposed,
         NATIVE=native,
         BACKWARD=backward,
-        num_warps=8,
+        num_warps=4,
     )
     return out.view(torch.float8_e4m3fn), scale
 
