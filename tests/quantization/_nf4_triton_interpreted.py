@@ -12,7 +12,7 @@ import triton.language as tl
 
 from tuner.quantization import nf4 as nf4_module
 from tuner.quantization import nf4_triton
-from tuner.quantization.fp8 import FP8Weight, linear_fp8, quantize_rows
+from tuner.quantization.fp8 import FP8Weight, linear_fp8, quantize_rows, row_scales
 
 SHAPES = [(256, 4096), (37, 129), (33, 100), (1, 1)]
 # bitsandbytes' CPU backend (0.50) dequantizes some shapes wrongly, e.g. [64, 96] (mean error 2.5x
@@ -215,6 +215,31 @@ def check_linear_nf4_fp8_makes_its_weight_with_the_fused_kernel() -> None:
         assert torch.equal(y, y_ref) and torch.equal(x.grad, x_ref.grad), case
 
 
+def check_kept_row_scales_leave_one_kernel_per_call() -> None:
+    """With the row scales kept (`nf4.fp8_row_scales`: the scales kernel, the two-step path's to_fp8 and
+    scale bit for bit), each forward and backward launches the e4m3 writer alone, with the same numbers."""
+    torch.manual_seed(0)
+    q = nf4_module.quantize_nf4(torch.randn(48, 128) * 0.05, torch.bfloat16)
+    kept = nf4_module.fp8_row_scales(q)
+    to_fp8, scale = row_scales(nf4_module.dequantize_nf4_ops(q, *nf4_module.lookup_tables(q.device)))
+    assert torch.equal(kept, torch.stack((to_fp8.view(-1), scale.view(-1))))
+    real_scales, real_write = nf4_triton.nf4_row_scales, nf4_triton.nf4_to_fp8
+    calls: list[str] = []
+    nf4_triton.nf4_row_scales = lambda *a, **k: calls.append("scales") or real_scales(*a, **k)
+    nf4_triton.nf4_to_fp8 = lambda *a, **k: calls.append("write") or real_write(*a, **k)
+    try:
+        results = []
+        for scales in (kept, None):
+            x = torch.randn(5, 128, generator=torch.Generator().manual_seed(1)).bfloat16().requires_grad_()
+            y = nf4_module.linear_nf4_fp8(x, q, row_scales=scales)
+            y.float().square().sum().backward()
+            results.append((y, x.grad))
+    finally:
+        nf4_triton.nf4_row_scales, nf4_triton.nf4_to_fp8 = real_scales, real_write
+    assert calls == ["write", "write", "scales", "write", "scales", "write"], calls
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
 if __name__ == "__main__":
     assert os.environ.get("TRITON_INTERPRET") == "1" and nf4_triton.available(torch.device("cpu"))
     check_bit_identical()
@@ -224,4 +249,5 @@ if __name__ == "__main__":
     check_e4m3_rounding_matches_torchs_cast()
     check_the_fp8_rows_op_that_compiled_graphs_call()
     check_linear_nf4_fp8_makes_its_weight_with_the_fused_kernel()
+    check_kept_row_scales_leave_one_kernel_per_call()
     print("interpreted NF4 kernel checks passed")

@@ -244,3 +244,69 @@ def test_checkpointed_layers_make_the_fp8_weight_twice_per_step_when_kept(monkey
     assert len(calls) == 2 * (2 if keep else 3)
     for got, want in zip([p.grad for p in model.parameters() if p.requires_grad], reference):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def _kept_row_scales(module):
+    return module._buffers["weight_fp8_row_scales"].view(torch.float32)
+
+
+def _fresh_row_scales(module):
+    from tuner.quantization.fp8 import row_scales
+
+    to_fp8, scale = row_scales(dequantize_nf4(get_nf4_weight(module)))
+    return torch.stack((to_fp8.view(-1), scale.view(-1)))
+
+
+def test_kept_fp8_row_scales_follow_every_way_the_nf4_weight_changes(monkeypatch):
+    """QLoRA computing in FP8 keeps each frozen weight's row scales (computed once, not per call); they
+    must never go stale: set, dense load, NF4 load, meta build then assign-load, dtype casts. Loads of
+    other keys do not recompute them, they stay out of the state dict, and turning FP8 off drops them."""
+    from tuner.quantization import linear as linear_module
+    from tuner.quantization import set_nf4_weight
+
+    torch.manual_seed(0)
+    kw = dict(rank=4, alpha=8, quantize_base=True, base_dtype="fp8")
+    layer = LoRALinear(64, 32, weight=torch.randn(32, 64), **kw)
+    assert torch.equal(_kept_row_scales(layer), _fresh_row_scales(layer))
+    assert not any("fp8_row_scales" in k for k in layer.state_dict())
+    before = _kept_row_scales(layer).clone()
+    layer.to(torch.bfloat16)  # casts floating buffers: the scales are kept as int32 bits
+    assert torch.equal(_kept_row_scales(layer), before)
+    layer.to(torch.float32)
+    set_nf4_weight(layer, torch.randn(32, 64) * 3)
+    assert torch.equal(_kept_row_scales(layer), _fresh_row_scales(layer))
+    assert not torch.equal(_kept_row_scales(layer), before)
+    layer.load_state_dict({"weight": torch.randn(32, 64) * 0.1}, strict=False)  # dense: quantized on load
+    assert torch.equal(_kept_row_scales(layer), _fresh_row_scales(layer))
+    other = LoRALinear(64, 32, weight=torch.randn(32, 64) * 7, **kw)
+    nf4_entries = {k: v for k, v in other.state_dict().items() if k.startswith("weight_")}
+    layer.load_state_dict(nf4_entries, strict=False)  # NF4 buffers as saved
+    assert torch.equal(_kept_row_scales(layer), _kept_row_scales(other))
+    calls = []
+    real = linear_module.fp8_row_scales
+    monkeypatch.setattr(linear_module, "fp8_row_scales", lambda q: calls.append(1) or real(q))
+    layer.load_state_dict({"lora_a.weight": torch.zeros(4, 64)}, strict=False)
+    assert calls == []  # an adapter load leaves the base (and its scales) alone
+    with torch.device("meta"):
+        meta = LoRALinear(64, 32, **kw)
+    meta.load_state_dict({"weight": torch.randn(32, 64)}, strict=False, assign=True)
+    assert _kept_row_scales(meta).device.type == "cpu" and calls == [1]
+    assert torch.equal(_kept_row_scales(meta), _fresh_row_scales(meta))
+    compute_nf4_in_fp8(layer, None)
+    assert "weight_fp8_row_scales" not in layer._buffers
+
+
+def test_kept_row_scales_give_the_per_call_numbers_bit_for_bit():
+    from tuner.quantization.nf4 import linear_nf4_fp8
+
+    torch.manual_seed(0)
+    layer = LoRALinear(64, 32, rank=4, alpha=8, weight=torch.randn(32, 64), quantize_base=True, base_dtype="fp8")
+    q = get_nf4_weight(layer)
+    for fp8_input_grad in (True, False):
+        out = []
+        for scales in (_kept_row_scales(layer), None):
+            x = torch.randn(5, 64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+            y = linear_nf4_fp8(x, q, fp8_input_grad=fp8_input_grad, row_scales=scales)
+            y.square().sum().backward()
+            out.append((y, x.grad))
+        assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1]), fp8_input_grad

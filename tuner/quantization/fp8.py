@@ -66,13 +66,24 @@ class FP8Weight:
     device = property(lambda self: self.data.device, doc="where the weight lives")
 
 
-def quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Quantize a 2-D tensor to e4m3 per row: ``(q, scale)`` with ``t ~= q.float() * scale``, scale
-    float32 [rows, 1] (torchao's rowwise arithmetic: 448 / amax in float64, saturating cast)."""
+def row_scales(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(to_fp8, scale)`` of a 2-D tensor's rows, float32 [rows, 1] each: what each row is multiplied
+    by to reach e4m3 (torchao's rowwise arithmetic: 448 / amax in float64) and its reciprocal."""
     amax = t.abs().amax(dim=-1, keepdim=True).to(torch.float64)
     to_fp8 = (FP8_MAX / torch.clamp(amax, min=_EPS)).to(torch.float32)
-    q = (t.to(torch.float32) * to_fp8).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
-    return q, to_fp8.reciprocal()
+    return to_fp8, to_fp8.reciprocal()
+
+
+def quantize_rows_with(t: torch.Tensor, to_fp8: torch.Tensor) -> torch.Tensor:
+    """``t`` [rows, n] in e4m3, each row multiplied by its ``to_fp8`` [rows, 1] (saturating cast)."""
+    return (t.to(torch.float32) * to_fp8).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+
+
+def quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize a 2-D tensor to e4m3 per row: ``(q, scale)`` with ``t ~= q.float() * scale``, scale
+    float32 [rows, 1] (`row_scales`, then `quantize_rows_with`)."""
+    to_fp8, scale = row_scales(t)
+    return quantize_rows_with(t, to_fp8), scale
 
 
 def quantize_fp8(weight: torch.Tensor, dtype: torch.dtype | None = None, fp8_input_grad: bool = True) -> FP8Weight:

@@ -35,6 +35,7 @@ from tuner.quantization.nf4 import (
     NF4Weight,
     check_compute_dtype,
     dequantize_nf4,
+    fp8_row_scales,
     linear_nf4,
     linear_nf4_fp8,
     lookup_tables,
@@ -46,6 +47,10 @@ _BUFFERS = ("weight_nf4", "weight_absmax", "weight_absmax_scale", "weight_absmax
 _SPEC = "_nf4_spec"  # module attribute: (shape, compute dtype) of its NF4 weight
 _SAVE_DENSE = "_nf4_save_dense"  # module attribute: keep the dequantized weight for backward
 _FP8_COMPUTE = "_nf4_fp8_compute"  # module attribute: compute through FP8 GEMMs; its value: fp8_input_grad
+# Non-persistent buffer of a module computing in FP8: `nf4.fp8_row_scales` of its frozen weight as int32
+# bits (``model.to(torch.bfloat16)`` casts floating buffers), kept in step with the NF4 buffers by
+# `set_nf4_weight` and a load_state_dict post-hook.
+_FP8_ROW_SCALES = "weight_fp8_row_scales"
 
 
 def has_nf4_weight(module: nn.Module) -> bool:
@@ -111,8 +116,11 @@ def _quantize_for(module: nn.Module, weight: torch.Tensor, name: str) -> tuple[t
 
 
 def _quantize_dense_weight_on_load(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """load_state_dict pre-hook: a dense `<prefix>weight` becomes the NF4 buffers' entries."""
+    """load_state_dict pre-hook: a dense `<prefix>weight` becomes the NF4 buffers' entries (and a load
+    that changes the weight marks the module's kept FP8 row scales for `_refresh_fp8_row_scales`)."""
     key = prefix + "weight"
+    if key in state_dict or any(prefix + name in state_dict for name in _BUFFERS):
+        module._nf4_weight_loading = True
     if key not in state_dict:
         return
     for name, tensor in zip(_BUFFERS, _quantize_for(module, state_dict.pop(key), key)):
@@ -125,6 +133,22 @@ def set_nf4_weight(module: nn.Module, weight: torch.Tensor) -> None:
         raise TunerError(f"{type(module).__name__} has no NF4 weight; call register_nf4_weight first")
     for name, tensor in zip(_BUFFERS, _quantize_for(module, weight, "weight")):
         setattr(module, name, tensor)
+    _refresh_fp8_row_scales(module)
+
+
+def _refresh_fp8_row_scales(module: nn.Module) -> None:
+    """Recompute the kept FP8 row scales of `module` (computing in FP8) from its NF4 buffers, once they
+    hold a weight (not meta)."""
+    if _FP8_ROW_SCALES in module._buffers and not module.weight_nf4.is_meta:
+        with torch.no_grad():
+            module._buffers[_FP8_ROW_SCALES] = fp8_row_scales(get_nf4_weight(module)).view(torch.int32)
+
+
+def _refresh_fp8_row_scales_after_load(module: nn.Module, incompatible_keys: Any) -> None:
+    """load_state_dict post-hook: a load that changed the NF4 weight (marked by the pre-hook) refreshes
+    the kept FP8 row scales; loads of other keys (biases, adapters) leave them."""
+    if module.__dict__.pop("_nf4_weight_loading", False):
+        _refresh_fp8_row_scales(module)
 
 
 def get_nf4_weight(module: nn.Module) -> NF4Weight:
@@ -169,13 +193,23 @@ def compute_nf4_in_fp8(module: nn.Module, fp8_input_grad: bool | None) -> None:
     """Let `module`'s NF4 weight compute through FP8 GEMMs (`linear_nf4_fp8`: dequantized, quantized
     per row to e4m3, `linear_fp8`), its storage unchanged: QLoRA with ``base_dtype: fp8``.
     ``fp8_input_grad``: the input gradient's GEMM in FP8 too (``fp8_all``) or in the compute dtype
-    (``fp8_fwd``); None: back to the plain NF4 linear (a dense GEMM in the compute dtype)."""
-    nf4_spec(module)  # a clear error where there is no NF4 weight
+    (``fp8_fwd``); None: back to the plain NF4 linear (a dense GEMM in the compute dtype). The rows'
+    FP8 scales are computed once and kept (a non-persistent buffer, recomputed whenever the NF4 weight
+    is set or loaded), so each call only writes the e4m3 weight."""
+    shape = nf4_spec(module)[0]  # a clear error where there is no NF4 weight
     if fp8_input_grad is None:
         if hasattr(module, _FP8_COMPUTE):
             delattr(module, _FP8_COMPUTE)
-    else:
-        setattr(module, _FP8_COMPUTE, bool(fp8_input_grad))
+            del module._buffers[_FP8_ROW_SCALES]
+        return
+    if not hasattr(module, _FP8_COMPUTE):
+        empty = torch.zeros((2, shape[0]), dtype=torch.int32, device=module.weight_nf4.device)
+        module.register_buffer(_FP8_ROW_SCALES, empty, persistent=False)
+        if not getattr(module, "_nf4_fp8_hook", False):
+            module.register_load_state_dict_post_hook(_refresh_fp8_row_scales_after_load)
+            module._nf4_fp8_hook = True
+        _refresh_fp8_row_scales(module)
+    setattr(module, _FP8_COMPUTE, bool(fp8_input_grad))
 
 
 def nf4_computes_in_fp8(module: nn.Module) -> bool:
@@ -196,7 +230,10 @@ def nf4_linear(
         return linear_nf4(x, q, bias, save_dense=save_dense)
     if not torch.compiler.is_compiling():
         check_fp8_device(module.weight_nf4.device, tuple(q.shape))  # e.g. after .to() onto a GPU without FP8
-    return linear_nf4_fp8(x, q, bias, fp8_input_grad=fp8_input_grad, x_fp8=x_fp8, save_dense=save_dense)
+    row_scales = module._buffers[_FP8_ROW_SCALES].view(torch.float32)
+    return linear_nf4_fp8(
+        x, q, bias, fp8_input_grad=fp8_input_grad, x_fp8=x_fp8, save_dense=save_dense, row_scales=row_scales
+    )
 
 
 class NF4Linear(nn.Module):

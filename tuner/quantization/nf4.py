@@ -51,7 +51,9 @@ from tuner.quantization.fp8 import (
     linear_fp8_forward,
     linear_fp8_grads,
     quantize_rows,
+    quantize_rows_with,
 )
+from tuner.quantization.fp8 import row_scales as dense_row_scales
 
 BLOCKSIZE = 64  # values per absmax block (QLoRA's choice)
 SCALE_BLOCKSIZE = 256  # absmax values per block of the second quantization (bitsandbytes' fixed size)
@@ -291,27 +293,56 @@ def linear_nf4(
 
 
 def _fused_fp8(q: NF4Weight) -> bool:
-    """Whether `q`'s FP8 weight comes from the fused kernel (`nf4_triton.nf4_to_fp8_rows`)."""
+    """Whether `q`'s FP8 weight comes from the fused kernels (`nf4_triton.nf4_to_fp8_rows`)."""
     return nf4_triton.available(q.device) and nf4_triton.fp8_rows_fits(q.shape)
 
 
-def _nf4_as_fp8(q: NF4Weight, dtype: torch.dtype, fp8_input_grad: bool, backward: bool = False) -> FP8Weight:
-    """``q`` dequantized to its compute dtype, then quantized to e4m3 per row (`quantize_rows`) as an
-    `FP8Weight` computing in ``dtype``; ``backward``: for a backward pass (see `_dequantize`). Where
-    Triton runs, the fused kernel makes it from the 4-bit codes (same bits); for the FP8 input
-    gradient it writes ``W^T`` row-major, so ``data`` is a transposed view and `fp8.input_grad_operand`
-    copies nothing."""
+def fp8_row_scales(q: NF4Weight) -> torch.Tensor:
+    """float32 ``[2, out]``: each row's ``to_fp8`` and ``scale`` (`fp8.row_scales`) of ``q`` dequantized
+    to its compute dtype. Constants of a frozen weight: `compute_nf4_in_fp8` keeps them, so that each
+    call only writes the e4m3 weight (`linear_nf4_fp8`'s ``row_scales``)."""
     if _fused_fp8(q):
-        transposed = backward and fp8_input_grad
         payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *lookup_tables(q.device))
-        if torch.compiler.is_compiling():
+        to_fp8, scale = nf4_triton.nf4_row_scales(*payload, q.shape, q.dtype)
+    else:
+        to_fp8, scale = dense_row_scales(dequantize_nf4(q))  # the dequantization the forward uses here
+    return torch.stack((to_fp8.view(-1), scale.view(-1)))
+
+
+def _nf4_as_fp8(
+    q: NF4Weight,
+    dtype: torch.dtype,
+    fp8_input_grad: bool,
+    backward: bool = False,
+    row_scales: torch.Tensor | None = None,
+) -> FP8Weight:
+    """``q`` dequantized to its compute dtype, then quantized to e4m3 per row (`quantize_rows`) as an
+    `FP8Weight` computing in ``dtype``; ``backward``: for a backward pass (see `_dequantize`);
+    ``row_scales``: `fp8_row_scales(q)` kept from before (else computed here). Where Triton runs, the
+    fused kernels make it from the 4-bit codes (same bits); for the FP8 input gradient they write
+    ``W^T`` row-major, so ``data`` is a transposed view and `fp8.input_grad_operand` copies nothing."""
+    transposed = backward and fp8_input_grad
+    if _fused_fp8(q):
+        payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *lookup_tables(q.device))
+        compiling = torch.compiler.is_compiling()
+        if row_scales is None and compiling:
             data, scale = torch.ops.tuner.nf4_to_fp8_rows(*payload, *q.shape, q.dtype, transposed, backward)
-        else:
+        elif row_scales is None:
             data, scale = nf4_triton.nf4_to_fp8_rows(
                 *payload, q.shape, q.dtype, transposed=transposed, backward=backward
             )
+        elif compiling:
+            data = torch.ops.tuner.nf4_to_fp8(*payload, row_scales[0], *q.shape, q.dtype, transposed, backward)
+            scale = row_scales[1]
+        else:
+            to_fp8, scale = row_scales
+            data = nf4_triton.nf4_to_fp8(*payload, to_fp8, q.shape, q.dtype, transposed=transposed, backward=backward)
         return FP8Weight(data.t() if transposed else data, scale, dtype, fp8_input_grad)
-    data, scale = quantize_rows(_dequantize(q, backward=backward))
+    dense = _dequantize(q, backward=backward)
+    if row_scales is None:
+        data, scale = quantize_rows(dense)
+    else:
+        data, scale = quantize_rows_with(dense, row_scales[0][:, None]), row_scales[1]
     return FP8Weight(data, scale.view(-1), dtype, fp8_input_grad)
 
 
@@ -320,20 +351,23 @@ class _LinearNF4FP8(torch.autograd.Function):
     from the NF4 payload (never the forward's copy, as in `_LinearNF4`) for `fp8_matmul_grad`."""
 
     @staticmethod
-    def forward(ctx, x, packed, absmax, absmax_scale, absmax_offset, bias, shape, dtype, fp8_input_grad, x_fp8):
+    def forward(
+        ctx, x, packed, absmax, absmax_scale, absmax_offset, bias, shape, dtype, fp8_input_grad, x_fp8, row_scales
+    ):
         q = NF4Weight(packed, absmax, absmax_scale, absmax_offset, shape, dtype)
-        ctx.save_for_backward(packed, absmax, absmax_scale, absmax_offset)
+        ctx.save_for_backward(packed, absmax, absmax_scale, absmax_offset, row_scales)
         ctx.shape, ctx.dtype, ctx.fp8_input_grad, ctx.has_bias = shape, dtype, fp8_input_grad, bias is not None
-        return linear_fp8_forward(x, _nf4_as_fp8(q, x.dtype, fp8_input_grad), bias, x_fp8)
+        return linear_fp8_forward(x, _nf4_as_fp8(q, x.dtype, fp8_input_grad, row_scales=row_scales), bias, x_fp8)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         w = None
         if ctx.needs_input_grad[0]:
-            q = NF4Weight(*ctx.saved_tensors, ctx.shape, ctx.dtype)
-            w = _nf4_as_fp8(q, grad.dtype, ctx.fp8_input_grad, backward=True)
+            *payload, row_scales = ctx.saved_tensors
+            q = NF4Weight(*payload, ctx.shape, ctx.dtype)
+            w = _nf4_as_fp8(q, grad.dtype, ctx.fp8_input_grad, backward=True, row_scales=row_scales)
         grad_x, grad_bias = linear_fp8_grads(grad, w, ctx.has_bias and ctx.needs_input_grad[5])
-        return grad_x, None, None, None, None, grad_bias, None, None, None, None
+        return grad_x, None, None, None, None, grad_bias, None, None, None, None, None
 
 
 def linear_nf4_fp8(
@@ -344,17 +378,30 @@ def linear_nf4_fp8(
     fp8_input_grad: bool = True,
     x_fp8: FP8Input | None = None,
     save_dense: bool = False,
+    row_scales: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``linear_fp8(x, _nf4_as_fp8(q, x.dtype, fp8_input_grad), bias, x_fp8)`` with a frozen NF4 weight:
     FP8 GEMMs over NF4 storage (``fp8_input_grad``: the input gradient's GEMM in FP8 too, else in
     ``x``'s dtype on the FP8 weight dequantized). By default backward makes the FP8 weight again from
     NF4 (no per-layer copy outlives the call); ``save_dense=True`` keeps the FP8 copy for backward
     (activation-checkpointed layers, as `linear_nf4`'s), except where the fused kernel makes the FP8
-    input gradient's ``W^T`` from NF4: that costs less than transposing the kept copy."""
+    input gradient's ``W^T`` from NF4: that costs less than transposing the kept copy.
+    ``row_scales``: `fp8_row_scales(q)`, kept by the caller (the weight is frozen), else computed on
+    each call."""
     if x.shape[-1] != q.shape[1]:
         raise TunerError(f"linear_nf4_fp8: input has {x.shape[-1]} features but the NF4 weight expects {q.shape[1]}")
     if save_dense and not (fp8_input_grad and _fused_fp8(q)):
-        return linear_fp8(x, _nf4_as_fp8(q, x.dtype, fp8_input_grad), bias, x_fp8)
+        return linear_fp8(x, _nf4_as_fp8(q, x.dtype, fp8_input_grad, row_scales=row_scales), bias, x_fp8)
     return _LinearNF4FP8.apply(
-        x, q.packed, q.absmax, q.absmax_scale, q.absmax_offset, bias, q.shape, q.dtype, fp8_input_grad, x_fp8
+        x,
+        q.packed,
+        q.absmax,
+        q.absmax_scale,
+        q.absmax_offset,
+        bias,
+        q.shape,
+        q.dtype,
+        fp8_input_grad,
+        x_fp8,
+        row_scales,
     )

@@ -330,6 +330,95 @@ def _pow2_at_most(n: int, cap: int) -> int:
     return min(cap, triton.next_power_of_2(n))
 
 
+def nf4_row_scales(
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    absmax_scale: torch.Tensor,
+    absmax_offset: torch.Tensor,
+    levels: torch.Tensor,
+    scale_code: torch.Tensor,
+    shape: torch.Size,
+    dtype: torch.dtype,
+    *,
+    traced: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(to_fp8, scale)``, float32 ``[out]`` each: what `fp8.row_scales` gives for the NF4 weight
+    dequantized to ``dtype`` (the multiplier to e4m3 and its reciprocal), from the 4-bit codes."""
+    rows, columns = shape
+    row_bytes = columns // 2
+    scale = torch.empty(rows, dtype=torch.float32, device=packed.device)
+    to_fp8 = torch.empty(rows, dtype=torch.float32, device=packed.device)
+    chunk = _pow2_at_most(row_bytes, SCALES_CHUNK)
+    scales_rows = _pow2_at_most(rows, max(1, SCALES_BYTES // chunk))
+    kernel = wrap_triton(_fp8_row_scales_kernel) if traced else _fp8_row_scales_kernel
+    kernel[(triton.cdiv(rows, scales_rows),)](
+        packed,
+        absmax,
+        absmax_scale,
+        absmax_offset.reshape(1),
+        levels,
+        scale_code,
+        scale,
+        to_fp8,
+        rows,
+        row_bytes,
+        ROWS=scales_rows,
+        CHUNK=chunk,
+        ROUND_TO=_ROUND_TO[dtype],
+        NATIVE=not _interpreting(),
+        num_warps=4,
+    )
+    return to_fp8, scale
+
+
+def nf4_to_fp8(
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    absmax_scale: torch.Tensor,
+    absmax_offset: torch.Tensor,
+    levels: torch.Tensor,
+    scale_code: torch.Tensor,
+    to_fp8: torch.Tensor,
+    shape: torch.Size,
+    dtype: torch.dtype,
+    *,
+    transposed: bool = False,
+    backward: bool = False,
+    traced: bool = False,
+) -> torch.Tensor:
+    """The NF4 weight (rounded to ``dtype``) times each row's ``to_fp8`` [out], in e4m3: ``[out, in]``,
+    or with ``transposed`` laid out as ``W^T``, a contiguous ``[in, out]`` (the FP8 input gradient's
+    GEMM operand, without a transposing copy). ``backward``, ``traced``: as for `dequantize_nf4_triton`."""
+    rows, columns = shape
+    row_bytes = columns // 2
+    out = torch.empty((columns, rows) if transposed else (rows, columns), dtype=torch.uint8, device=packed.device)
+    # tiles whose stores are contiguous runs in either layout: 2 x tile_bytes values along a row, or
+    # tile_rows values along a column of W^T
+    tile_bytes = _pow2_at_most(row_bytes, 32 if transposed else TILE_ROW_BYTES)
+    tile_rows = _pow2_at_most(rows, TILE_BYTES // tile_bytes)
+    kernel = wrap_triton(_fp8_rows_write_kernel) if traced else _fp8_rows_write_kernel
+    kernel[(triton.cdiv(rows, tile_rows), triton.cdiv(row_bytes, tile_bytes))](
+        packed,
+        absmax,
+        absmax_scale,
+        absmax_offset.reshape(1),
+        levels,
+        scale_code,
+        to_fp8,
+        out,
+        rows,
+        row_bytes,
+        ROWS=tile_rows,
+        BYTES=tile_bytes,
+        ROUND_TO=_ROUND_TO[dtype],
+        TRANSPOSED=transposed,
+        NATIVE=not _interpreting(),
+        BACKWARD=backward,
+        num_warps=4,
+    )
+    return out.view(torch.float8_e4m3fn)
+
+
 def nf4_to_fp8_rows(
     packed: torch.Tensor,
     absmax: torch.Tensor,
@@ -345,56 +434,13 @@ def nf4_to_fp8_rows(
     traced: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``fp8.quantize_rows(dequantize_nf4(q))`` straight from the NF4 payload, bit for bit: the e4m3
-    weight ``[out, in]`` (``transposed``: laid out as ``W^T``, a contiguous ``[in, out]``, the input
-    gradient's GEMM operand) and its float32 row scales ``[out]``. ``dtype``: the compute dtype the
-    weight is rounded to first. Two launches (the row scales, then the tiles) that read the 4-bit
-    codes where the two-step path writes and reads a dense copy, and write the transposed layout
-    without a transposing copy. ``backward``, ``traced``: as for `dequantize_nf4_triton`; ``shape``
-    must pass `fp8_rows_fits`."""
-    rows, columns = shape
-    row_bytes = columns // 2
-    device = packed.device
-    out = torch.empty((columns, rows) if transposed else (rows, columns), dtype=torch.uint8, device=device)
-    scale = torch.empty(rows, dtype=torch.float32, device=device)
-    to_fp8 = torch.empty(rows, dtype=torch.float32, device=device)
-    payload = (packed, absmax, absmax_scale, absmax_offset.reshape(1), levels, scale_code)
-    native = not _interpreting()
-    chunk = _pow2_at_most(row_bytes, SCALES_CHUNK)
-    scales_rows = _pow2_at_most(rows, max(1, SCALES_BYTES // chunk))
-    scales_kernel, write_kernel = _fp8_row_scales_kernel, _fp8_rows_write_kernel
-    if traced:
-        scales_kernel, write_kernel = wrap_triton(scales_kernel), wrap_triton(write_kernel)
-    scales_kernel[(triton.cdiv(rows, scales_rows),)](
-        *payload,
-        scale,
-        to_fp8,
-        rows,
-        row_bytes,
-        ROWS=scales_rows,
-        CHUNK=chunk,
-        ROUND_TO=_ROUND_TO[dtype],
-        NATIVE=native,
-        num_warps=4,
-    )
-    # tiles whose stores are contiguous runs in either layout: 2 x tile_bytes values along a row, or
-    # tile_rows values along a column of W^T
-    tile_bytes = _pow2_at_most(row_bytes, 32 if transposed else TILE_ROW_BYTES)
-    tile_rows = _pow2_at_most(rows, TILE_BYTES // tile_bytes)
-    write_kernel[(triton.cdiv(rows, tile_rows), triton.cdiv(row_bytes, tile_bytes))](
-        *payload,
-        to_fp8,
-        out,
-        rows,
-        row_bytes,
-        ROWS=tile_rows,
-        BYTES=tile_bytes,
-        ROUND_TO=_ROUND_TO[dtype],
-        TRANSPOSED=transposed,
-        NATIVE=native,
-        BACKWARD=backward,
-        num_warps=4,
-    )
-    return out.view(torch.float8_e4m3fn), scale
+    weight (`nf4_to_fp8`'s layouts) and its float32 row scales ``[out]``, in two launches that read the
+    4-bit codes where the two-step path writes and reads a dense copy. ``shape`` must pass
+    `fp8_rows_fits`."""
+    payload = (packed, absmax, absmax_scale, absmax_offset, levels, scale_code)
+    to_fp8, scale = nf4_row_scales(*payload, shape, dtype, traced=traced)
+    data = nf4_to_fp8(*payload, to_fp8, shape, dtype, transposed=transposed, backward=backward, traced=traced)
+    return data, scale
 
 
 def _nf4_to_fp8_rows_op(
@@ -411,19 +457,29 @@ def _nf4_to_fp8_rows_op(
     backward: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`nf4_to_fp8_rows` as an op that compiled graphs call (and inductor launches directly)."""
-    return nf4_to_fp8_rows(
-        packed,
-        absmax,
-        absmax_scale,
-        absmax_offset,
-        levels,
-        scale_code,
-        torch.Size((out_features, in_features)),
-        dtype,
-        transposed=transposed,
-        backward=backward,
-        traced=True,
-    )
+    payload = (packed, absmax, absmax_scale, absmax_offset, levels, scale_code)
+    shape = torch.Size((out_features, in_features))
+    return nf4_to_fp8_rows(*payload, shape, dtype, transposed=transposed, backward=backward, traced=True)
+
+
+def _nf4_to_fp8_op(
+    packed: torch.Tensor,
+    absmax: torch.Tensor,
+    absmax_scale: torch.Tensor,
+    absmax_offset: torch.Tensor,
+    levels: torch.Tensor,
+    scale_code: torch.Tensor,
+    to_fp8: torch.Tensor,
+    out_features: int,
+    in_features: int,
+    dtype: torch.dtype,
+    transposed: bool,
+    backward: bool,
+) -> torch.Tensor:
+    """`nf4_to_fp8` as an op that compiled graphs call (and inductor launches directly)."""
+    payload = (packed, absmax, absmax_scale, absmax_offset, levels, scale_code)
+    shape = torch.Size((out_features, in_features))
+    return nf4_to_fp8(*payload, to_fp8, shape, dtype, transposed=transposed, backward=backward, traced=True)
 
 
 # Registering a triton_op imports inductor (~1.5 s); only a machine that can run the kernel pays it.
@@ -431,3 +487,4 @@ _OP_REGISTERED = triton is not None and (torch.cuda.is_available() or _interpret
 if _OP_REGISTERED:
     torch.library.triton_op("tuner::dequantize_nf4", _dequantize_nf4_op, mutates_args=())
     torch.library.triton_op("tuner::nf4_to_fp8_rows", _nf4_to_fp8_rows_op, mutates_args=())
+    torch.library.triton_op("tuner::nf4_to_fp8", _nf4_to_fp8_op, mutates_args=())
