@@ -8,8 +8,9 @@ dense (bf16 matmul, the floor), bitsandbytes' dequantize kernels, tuner's Triton
 ops eager and compiled (what a compiled layer runs where Triton is missing), `linear_nf4` with and
 without the dense weight saved for backward, and torchao's NF4 (torchtune's path) when installed; for
 QLoRA computing in FP8, the rowwise e4m3 weight made in two steps (dequantization, then
-`fp8.quantize_rows`; eager and compiled) and by the fused kernel (`nf4_triton.nf4_to_fp8_rows`), in
-both layouts, against a compiled transposing copy of an FP8 weight.
+`fp8.quantize_rows`; eager and compiled) and by the fused kernels (`nf4_triton.nf4_row_scales`, once per
+weight where the scales are kept, and `nf4_triton.nf4_to_fp8` in both layouts), against a compiled
+transposing copy of an FP8 weight.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
         tables = nf4.lookup_tables(q.device)
         payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *tables)
         fp8_weight = quantize_rows(w)[0]
+        to_fp8 = nf4_triton.nf4_row_scales(*payload, q.shape, q.dtype)[0]
         x = torch.randn(tokens, in_f, device="cuda", dtype=torch.bfloat16, requires_grad=True)
         g = torch.randn(tokens, out_f, device="cuda", dtype=torch.bfloat16)
         row = {
@@ -63,9 +65,10 @@ def main() -> None:
             "nf4_fwd_bwd_save_dense": mean_ms(lambda: nf4.linear_nf4(x, q, save_dense=True).backward(g)),
             "fp8_rows_two_step": mean_ms(lambda: quantize_rows(nf4.dequantize_nf4(q))),
             "fp8_rows_two_step_compiled": mean_ms(lambda: two_step_compiled(q)),
-            "fp8_rows_fused": mean_ms(lambda: nf4_triton.nf4_to_fp8_rows(*payload, q.shape, q.dtype)),
-            "fp8_rows_fused_transposed": mean_ms(
-                lambda: nf4_triton.nf4_to_fp8_rows(*payload, q.shape, q.dtype, transposed=True)
+            "fp8_row_scales_fused": mean_ms(lambda: nf4_triton.nf4_row_scales(*payload, q.shape, q.dtype)),
+            "fp8_write_fused": mean_ms(lambda: nf4_triton.nf4_to_fp8(*payload, to_fp8, q.shape, q.dtype)),
+            "fp8_write_fused_transposed": mean_ms(
+                lambda: nf4_triton.nf4_to_fp8(*payload, to_fp8, q.shape, q.dtype, transposed=True)
             ),
             "fp8_transpose_compiled": mean_ms(lambda: transpose_compiled(fp8_weight)),
         }

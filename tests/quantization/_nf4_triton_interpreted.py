@@ -91,17 +91,11 @@ def check_linear_nf4_uses_the_kernel() -> None:
 def fp8_rows_of(
     q: nf4_module.NF4Weight, backward: bool = False, transposed: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return nf4_triton.nf4_to_fp8_rows(
-        q.packed,
-        q.absmax,
-        q.absmax_scale,
-        q.absmax_offset,
-        *nf4_module.lookup_tables(q.device),
-        q.shape,
-        q.dtype,
-        backward=backward,
-        transposed=transposed,
-    )
+    """The fused path: the row scales kernel, then the e4m3 writer."""
+    payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *nf4_module.lookup_tables(q.device))
+    to_fp8, scale = nf4_triton.nf4_row_scales(*payload, q.shape, q.dtype)
+    data = nf4_triton.nf4_to_fp8(*payload, to_fp8, q.shape, q.dtype, backward=backward, transposed=transposed)
+    return data, scale
 
 
 def two_step_fp8_rows(q: nf4_module.NF4Weight) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +111,7 @@ def assert_same_fp8(got: tuple[torch.Tensor, torch.Tensor], want: tuple[torch.Te
 
 
 def check_fp8_rows_bit_identical() -> None:
-    """`nf4_to_fp8_rows` = dequantize then `quantize_rows`, bit for bit, in both layouts: rows of many
+    """`nf4_row_scales` + `nf4_to_fp8` = dequantize then `quantize_rows`, bit for bit, in both layouts: rows of many
     chunks, rows that share 64-value blocks, a single value pair, an all-zero row, and blocks ~1e-4 /
     3e-6 of their row's largest value (e4m3's subnormals)."""
     shapes = [(16, 4096), (3, 14336), (37, 130), (33, 100), (64, 96), (1, 2)]
@@ -171,44 +165,57 @@ def check_e4m3_rounding_matches_torchs_cast() -> None:
     assert torch.equal(out, x.to(torch.float8_e4m3fn).view(torch.uint8))
 
 
-def check_the_fp8_rows_op_that_compiled_graphs_call() -> None:
+def check_the_fp8_ops_that_compiled_graphs_call() -> None:
     torch.manual_seed(0)
     for dtype in (torch.bfloat16, torch.float32):
         q = nf4_module.quantize_nf4(torch.randn(37, 130) * 0.05, dtype)
+        payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *nf4_module.lookup_tables(q.device))
+        to_fp8, scale = torch.ops.tuner.nf4_row_scales(*payload, 37, 130, dtype)
         for backward in (False, True):
-            payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *nf4_module.lookup_tables(q.device))
             for transposed in (False, True):
-                got = torch.ops.tuner.nf4_to_fp8_rows(*payload, 37, 130, dtype, transposed, backward)
+                got = torch.ops.tuner.nf4_to_fp8(*payload, to_fp8, 37, 130, dtype, transposed, backward)
                 want = fp8_rows_of(q, backward, transposed)
-                assert_same_fp8(tuple(got), want, (dtype, backward, transposed))
+                assert_same_fp8((got, scale), want, (dtype, backward, transposed))
 
 
-def check_linear_nf4_fp8_makes_its_weight_with_the_fused_kernel() -> None:
-    """`linear_nf4_fp8` makes the FP8 weight with the fused kernel in forward and backward (the same
-    numbers as from the two-step weight), and in two steps where rows are not whole bytes. Kept for
-    backward (``save_dense``), the FP8 input gradient's ``W^T`` is still made from NF4 (no transposing
-    copy); the bf16 input gradient (``fp8_fwd``) uses the kept copy."""
-    real = nf4_triton.nf4_to_fp8_rows
-    cases = [  # in_features, fp8_input_grad, save_dense, calls of the fused kernel
-        (64, True, False, 2),
-        (64, True, True, 2),
-        (64, False, False, 2),
-        (64, False, True, 1),
-        (63, True, False, 0),
+def _counting_kernels(calls: list[str]):
+    """Make `nf4_triton`'s row scales and e4m3 writer record their calls in ``calls``; returns the undo."""
+    real_scales, real_write = nf4_triton.nf4_row_scales, nf4_triton.nf4_to_fp8
+    nf4_triton.nf4_row_scales = lambda *a, **k: calls.append("scales") or real_scales(*a, **k)
+    nf4_triton.nf4_to_fp8 = lambda *a, **k: calls.append("write") or real_write(*a, **k)
+
+    def undo() -> None:
+        nf4_triton.nf4_row_scales, nf4_triton.nf4_to_fp8 = real_scales, real_write
+
+    return undo
+
+
+def check_linear_nf4_fp8_makes_its_weight_with_the_fused_kernels() -> None:
+    """`linear_nf4_fp8` makes the FP8 weight with the fused kernels (the row scales once, in forward;
+    the e4m3 weight in forward and backward) with the two-step weight's numbers, and in two steps
+    where rows are not whole bytes. Kept for backward (``save_dense``), the FP8 input gradient's
+    ``W^T`` is still made from NF4 (no transposing copy); the bf16 input gradient (``fp8_fwd``) uses
+    the kept copy."""
+    cases = [  # in_features, fp8_input_grad, save_dense, kernel calls
+        (64, True, False, ["scales", "write", "write"]),
+        (64, True, True, ["scales", "write", "write"]),
+        (64, False, False, ["scales", "write", "write"]),
+        (64, False, True, ["scales", "write"]),
+        (63, True, False, []),
     ]
-    for in_features, fp8_input_grad, save_dense, n_calls in cases:
+    for in_features, fp8_input_grad, save_dense, expected_calls in cases:
         torch.manual_seed(0)
         q = nf4_module.quantize_nf4(torch.randn(48, in_features) * 0.05, torch.float32)
-        calls: list[int] = []
-        nf4_triton.nf4_to_fp8_rows = lambda *a, calls=calls, **k: calls.append(1) or real(*a, **k)
+        calls: list[str] = []
+        undo = _counting_kernels(calls)
         try:
             x = torch.randn(5, in_features, requires_grad=True)
             y = nf4_module.linear_nf4_fp8(x, q, fp8_input_grad=fp8_input_grad, save_dense=save_dense)
             y.square().sum().backward()
         finally:
-            nf4_triton.nf4_to_fp8_rows = real
+            undo()
         case = (in_features, fp8_input_grad, save_dense)
-        assert len(calls) == n_calls, (case, calls)
+        assert calls == expected_calls, (case, calls)
         x_ref = x.detach().clone().requires_grad_()
         y_ref = linear_fp8(x_ref, FP8Weight(*two_step_fp8_rows(q), torch.float32, fp8_input_grad))
         y_ref.square().sum().backward()
@@ -223,10 +230,8 @@ def check_kept_row_scales_leave_one_kernel_per_call() -> None:
     kept = nf4_module.fp8_row_scales(q)
     to_fp8, scale = row_scales(nf4_module.dequantize_nf4_ops(q, *nf4_module.lookup_tables(q.device)))
     assert torch.equal(kept, torch.stack((to_fp8.view(-1), scale.view(-1))))
-    real_scales, real_write = nf4_triton.nf4_row_scales, nf4_triton.nf4_to_fp8
     calls: list[str] = []
-    nf4_triton.nf4_row_scales = lambda *a, **k: calls.append("scales") or real_scales(*a, **k)
-    nf4_triton.nf4_to_fp8 = lambda *a, **k: calls.append("write") or real_write(*a, **k)
+    undo = _counting_kernels(calls)
     try:
         results = []
         for scales in (kept, None):
@@ -235,8 +240,8 @@ def check_kept_row_scales_leave_one_kernel_per_call() -> None:
             y.float().square().sum().backward()
             results.append((y, x.grad))
     finally:
-        nf4_triton.nf4_row_scales, nf4_triton.nf4_to_fp8 = real_scales, real_write
-    assert calls == ["write", "write", "scales", "write", "scales", "write"], calls
+        undo()
+    assert calls == ["write", "write", "scales", "write", "write"], calls
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
@@ -247,7 +252,7 @@ if __name__ == "__main__":
     check_linear_nf4_uses_the_kernel()
     check_fp8_rows_bit_identical()
     check_e4m3_rounding_matches_torchs_cast()
-    check_the_fp8_rows_op_that_compiled_graphs_call()
-    check_linear_nf4_fp8_makes_its_weight_with_the_fused_kernel()
+    check_the_fp8_ops_that_compiled_graphs_call()
+    check_linear_nf4_fp8_makes_its_weight_with_the_fused_kernels()
     check_kept_row_scales_leave_one_kernel_per_call()
     print("interpreted NF4 kernel checks passed")

@@ -91,17 +91,10 @@ def test_cuda_compiled_lora_over_nf4_launches_the_kernel_directly_keeps_no_dense
 
 
 def _fp8_rows_of(q, backward=False, transposed=False):
-    return nf4_triton.nf4_to_fp8_rows(
-        q.packed,
-        q.absmax,
-        q.absmax_scale,
-        q.absmax_offset,
-        *nf4_module.lookup_tables(q.device),
-        q.shape,
-        q.dtype,
-        backward=backward,
-        transposed=transposed,
-    )
+    payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *nf4_module.lookup_tables(q.device))
+    to_fp8, scale = nf4_triton.nf4_row_scales(*payload, q.shape, q.dtype)
+    data = nf4_triton.nf4_to_fp8(*payload, to_fp8, q.shape, q.dtype, backward=backward, transposed=transposed)
+    return data, scale
 
 
 @pytest.mark.gpu
@@ -123,13 +116,14 @@ def test_cuda_fp8_rows_kernel_is_bit_identical_to_dequantize_then_quantize_rows(
     assert data_t.is_contiguous() and torch.equal(data_t.t().view(torch.uint8), data.view(torch.uint8))
     assert torch.equal(scale_t, scale)
     payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *nf4_module.lookup_tables(q.device))
-    compiled = torch.compile(lambda: torch.ops.tuner.nf4_to_fp8_rows(*payload, *shape, dtype, True, True))
-    got = compiled()
+
+    def both_ops():
+        to_fp8, scale = torch.ops.tuner.nf4_row_scales(*payload, *shape, dtype)
+        return torch.ops.tuner.nf4_to_fp8(*payload, to_fp8, *shape, dtype, True, True), scale
+
+    got = torch.compile(both_ops)()
     assert torch.equal(got[0].view(torch.uint8), data_t.view(torch.uint8)) and torch.equal(got[1], scale)
-    kept = nf4_module.fp8_row_scales(q)
-    assert torch.equal(kept[1], scale)
-    compiled = torch.compile(lambda: torch.ops.tuner.nf4_to_fp8(*payload, kept[0], *shape, dtype, False, False))
-    assert torch.equal(compiled().view(torch.uint8), data.view(torch.uint8))
+    assert torch.equal(nf4_module.fp8_row_scales(q)[1], scale)
 
 
 @pytest.mark.gpu

@@ -50,7 +50,6 @@ from tuner.quantization.fp8 import (
     linear_fp8,
     linear_fp8_forward,
     linear_fp8_grads,
-    quantize_rows,
     quantize_rows_with,
 )
 from tuner.quantization.fp8 import row_scales as dense_row_scales
@@ -293,71 +292,60 @@ def linear_nf4(
 
 
 def _fused_fp8(q: NF4Weight) -> bool:
-    """Whether `q`'s FP8 weight comes from the fused kernels (`nf4_triton.nf4_to_fp8_rows`)."""
+    """Whether `q`'s FP8 weight comes from the fused kernels (`nf4_triton`)."""
     return nf4_triton.available(q.device) and nf4_triton.fp8_rows_fits(q.shape)
 
 
 def fp8_row_scales(q: NF4Weight) -> torch.Tensor:
     """float32 ``[2, out]``: each row's ``to_fp8`` and ``scale`` (`fp8.row_scales`) of ``q`` dequantized
-    to its compute dtype. Constants of a frozen weight: `compute_nf4_in_fp8` keeps them, so that each
-    call only writes the e4m3 weight (`linear_nf4_fp8`'s ``row_scales``)."""
+    to its compute dtype (a Triton kernel on the 4-bit codes where it runs). Constants of a frozen
+    weight: `compute_nf4_in_fp8` keeps them, so that each call only writes the e4m3 weight."""
     if _fused_fp8(q):
         payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *lookup_tables(q.device))
-        to_fp8, scale = nf4_triton.nf4_row_scales(*payload, q.shape, q.dtype)
+        if torch.compiler.is_compiling():
+            to_fp8, scale = torch.ops.tuner.nf4_row_scales(*payload, *q.shape, q.dtype)
+        else:
+            to_fp8, scale = nf4_triton.nf4_row_scales(*payload, q.shape, q.dtype)
     else:
         to_fp8, scale = dense_row_scales(dequantize_nf4(q))  # the dequantization the forward uses here
     return torch.stack((to_fp8.view(-1), scale.view(-1)))
 
 
 def _nf4_as_fp8(
-    q: NF4Weight,
-    dtype: torch.dtype,
-    fp8_input_grad: bool,
-    backward: bool = False,
-    row_scales: torch.Tensor | None = None,
+    q: NF4Weight, dtype: torch.dtype, fp8_input_grad: bool, row_scales: torch.Tensor, backward: bool = False
 ) -> FP8Weight:
-    """``q`` dequantized to its compute dtype, then quantized to e4m3 per row (`quantize_rows`) as an
-    `FP8Weight` computing in ``dtype``; ``backward``: for a backward pass (see `_dequantize`);
-    ``row_scales``: `fp8_row_scales(q)` kept from before (else computed here). Where Triton runs, the
-    fused kernels make it from the 4-bit codes (same bits); for the FP8 input gradient they write
-    ``W^T`` row-major, so ``data`` is a transposed view and `fp8.input_grad_operand` copies nothing."""
+    """``q`` dequantized to its compute dtype, then quantized to e4m3 per row with ``row_scales``
+    (`fp8_row_scales(q)`) as an `FP8Weight` computing in ``dtype``: `fp8.quantize_rows`' numbers.
+    ``backward``: for a backward pass (see `_dequantize`). Where Triton runs, a kernel writes it from
+    the 4-bit codes (same bits); for the FP8 input gradient as ``W^T`` row-major, so ``data`` is a
+    transposed view and `fp8.input_grad_operand` copies nothing."""
+    to_fp8, scale = row_scales
     transposed = backward and fp8_input_grad
     if _fused_fp8(q):
         payload = (q.packed, q.absmax, q.absmax_scale, q.absmax_offset, *lookup_tables(q.device))
-        compiling = torch.compiler.is_compiling()
-        if row_scales is None and compiling:
-            data, scale = torch.ops.tuner.nf4_to_fp8_rows(*payload, *q.shape, q.dtype, transposed, backward)
-        elif row_scales is None:
-            data, scale = nf4_triton.nf4_to_fp8_rows(
-                *payload, q.shape, q.dtype, transposed=transposed, backward=backward
-            )
-        elif compiling:
-            data = torch.ops.tuner.nf4_to_fp8(*payload, row_scales[0], *q.shape, q.dtype, transposed, backward)
-            scale = row_scales[1]
+        if torch.compiler.is_compiling():
+            data = torch.ops.tuner.nf4_to_fp8(*payload, to_fp8, *q.shape, q.dtype, transposed, backward)
         else:
-            to_fp8, scale = row_scales
             data = nf4_triton.nf4_to_fp8(*payload, to_fp8, q.shape, q.dtype, transposed=transposed, backward=backward)
         return FP8Weight(data.t() if transposed else data, scale, dtype, fp8_input_grad)
-    dense = _dequantize(q, backward=backward)
-    if row_scales is None:
-        data, scale = quantize_rows(dense)
-    else:
-        data, scale = quantize_rows_with(dense, row_scales[0][:, None]), row_scales[1]
-    return FP8Weight(data, scale.view(-1), dtype, fp8_input_grad)
+    data = quantize_rows_with(_dequantize(q, backward=backward), to_fp8[:, None])
+    return FP8Weight(data, scale, dtype, fp8_input_grad)
 
 
 class _LinearNF4FP8(torch.autograd.Function):
     """y = x W^T + b through `fp8_matmul` on the NF4 weight made FP8 per call; backward makes it again
-    from the NF4 payload (never the forward's copy, as in `_LinearNF4`) for `fp8_matmul_grad`."""
+    from the NF4 payload (never the forward's copy, as in `_LinearNF4`) for `fp8_matmul_grad`, with
+    the forward's row scales."""
 
     @staticmethod
     def forward(
         ctx, x, packed, absmax, absmax_scale, absmax_offset, bias, shape, dtype, fp8_input_grad, x_fp8, row_scales
     ):
         q = NF4Weight(packed, absmax, absmax_scale, absmax_offset, shape, dtype)
+        row_scales = fp8_row_scales(q) if row_scales is None else row_scales
         ctx.save_for_backward(packed, absmax, absmax_scale, absmax_offset, row_scales)
         ctx.shape, ctx.dtype, ctx.fp8_input_grad, ctx.has_bias = shape, dtype, fp8_input_grad, bias is not None
-        return linear_fp8_forward(x, _nf4_as_fp8(q, x.dtype, fp8_input_grad, row_scales=row_scales), bias, x_fp8)
+        return linear_fp8_forward(x, _nf4_as_fp8(q, x.dtype, fp8_input_grad, row_scales), bias, x_fp8)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -365,7 +353,7 @@ class _LinearNF4FP8(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             *payload, row_scales = ctx.saved_tensors
             q = NF4Weight(*payload, ctx.shape, ctx.dtype)
-            w = _nf4_as_fp8(q, grad.dtype, ctx.fp8_input_grad, backward=True, row_scales=row_scales)
+            w = _nf4_as_fp8(q, grad.dtype, ctx.fp8_input_grad, row_scales, backward=True)
         grad_x, grad_bias = linear_fp8_grads(grad, w, ctx.has_bias and ctx.needs_input_grad[5])
         return grad_x, None, None, None, None, grad_bias, None, None, None, None, None
 
@@ -386,12 +374,13 @@ def linear_nf4_fp8(
     NF4 (no per-layer copy outlives the call); ``save_dense=True`` keeps the FP8 copy for backward
     (activation-checkpointed layers, as `linear_nf4`'s), except where the fused kernel makes the FP8
     input gradient's ``W^T`` from NF4: that costs less than transposing the kept copy.
-    ``row_scales``: `fp8_row_scales(q)`, kept by the caller (the weight is frozen), else computed on
-    each call."""
+    ``row_scales``: `fp8_row_scales(q)`, kept by the caller (the weight is frozen), else computed by
+    each forward (and kept for its backward)."""
     if x.shape[-1] != q.shape[1]:
         raise TunerError(f"linear_nf4_fp8: input has {x.shape[-1]} features but the NF4 weight expects {q.shape[1]}")
     if save_dense and not (fp8_input_grad and _fused_fp8(q)):
-        return linear_fp8(x, _nf4_as_fp8(q, x.dtype, fp8_input_grad, row_scales=row_scales), bias, x_fp8)
+        row_scales = fp8_row_scales(q) if row_scales is None else row_scales
+        return linear_fp8(x, _nf4_as_fp8(q, x.dtype, fp8_input_grad, row_scales), bias, x_fp8)
     return _LinearNF4FP8.apply(
         x,
         q.packed,

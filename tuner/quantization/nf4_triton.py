@@ -314,14 +314,14 @@ def _dequantize_nf4_op(
 
 
 _ROUND_TO = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}
-# Work per program of `nf4_to_fp8_rows`' kernels, the fastest of three settings timed in the QLoRA 8B
+# Work per program of the NF4 -> e4m3 kernels, the fastest of three settings timed in the QLoRA 8B
 # step (docs/benchmarks.md): bytes of a row per loop step and bytes per program of the row scales;
 # bytes along a row and bytes per program of the tiles.
 SCALES_CHUNK, SCALES_BYTES, TILE_ROW_BYTES, TILE_BYTES = 1024, 4096, 256, 4096
 
 
 def fp8_rows_fits(shape: torch.Size) -> bool:
-    """Whether `nf4_to_fp8_rows` takes an NF4 weight of ``shape`` [out, in]: rows of whole bytes (an
+    """Whether `nf4_row_scales` and `nf4_to_fp8` take an NF4 weight of ``shape`` [out, in]: rows of whole bytes (an
     even number of input features), indices within int32; others dequantize and quantize in two steps."""
     return len(shape) == 2 and shape[1] % 2 == 0 and 0 < shape.numel() < 2**31
 
@@ -343,7 +343,9 @@ def nf4_row_scales(
     traced: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(to_fp8, scale)``, float32 ``[out]`` each: what `fp8.row_scales` gives for the NF4 weight
-    dequantized to ``dtype`` (the multiplier to e4m3 and its reciprocal), from the 4-bit codes."""
+    dequantized to ``dtype`` (the multiplier to e4m3 and its reciprocal), from the 4-bit codes, bit for
+    bit. With `nf4_to_fp8` it is ``fp8.quantize_rows(dequantize_nf4(q))`` without the dense copy that
+    the two-step path writes and reads. ``shape`` must pass `fp8_rows_fits`."""
     rows, columns = shape
     row_bytes = columns // 2
     scale = torch.empty(rows, dtype=torch.float32, device=packed.device)
@@ -419,31 +421,7 @@ def nf4_to_fp8(
     return out.view(torch.float8_e4m3fn)
 
 
-def nf4_to_fp8_rows(
-    packed: torch.Tensor,
-    absmax: torch.Tensor,
-    absmax_scale: torch.Tensor,
-    absmax_offset: torch.Tensor,
-    levels: torch.Tensor,
-    scale_code: torch.Tensor,
-    shape: torch.Size,
-    dtype: torch.dtype,
-    *,
-    transposed: bool = False,
-    backward: bool = False,
-    traced: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fp8.quantize_rows(dequantize_nf4(q))`` straight from the NF4 payload, bit for bit: the e4m3
-    weight (`nf4_to_fp8`'s layouts) and its float32 row scales ``[out]``, in two launches that read the
-    4-bit codes where the two-step path writes and reads a dense copy. ``shape`` must pass
-    `fp8_rows_fits`."""
-    payload = (packed, absmax, absmax_scale, absmax_offset, levels, scale_code)
-    to_fp8, scale = nf4_row_scales(*payload, shape, dtype, traced=traced)
-    data = nf4_to_fp8(*payload, to_fp8, shape, dtype, transposed=transposed, backward=backward, traced=traced)
-    return data, scale
-
-
-def _nf4_to_fp8_rows_op(
+def _nf4_row_scales_op(
     packed: torch.Tensor,
     absmax: torch.Tensor,
     absmax_scale: torch.Tensor,
@@ -453,13 +431,10 @@ def _nf4_to_fp8_rows_op(
     out_features: int,
     in_features: int,
     dtype: torch.dtype,
-    transposed: bool,
-    backward: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`nf4_to_fp8_rows` as an op that compiled graphs call (and inductor launches directly)."""
+    """`nf4_row_scales` as an op that compiled graphs call (and inductor launches directly)."""
     payload = (packed, absmax, absmax_scale, absmax_offset, levels, scale_code)
-    shape = torch.Size((out_features, in_features))
-    return nf4_to_fp8_rows(*payload, shape, dtype, transposed=transposed, backward=backward, traced=True)
+    return nf4_row_scales(*payload, torch.Size((out_features, in_features)), dtype, traced=True)
 
 
 def _nf4_to_fp8_op(
@@ -486,5 +461,5 @@ def _nf4_to_fp8_op(
 _OP_REGISTERED = triton is not None and (torch.cuda.is_available() or _interpreting())
 if _OP_REGISTERED:
     torch.library.triton_op("tuner::dequantize_nf4", _dequantize_nf4_op, mutates_args=())
-    torch.library.triton_op("tuner::nf4_to_fp8_rows", _nf4_to_fp8_rows_op, mutates_args=())
+    torch.library.triton_op("tuner::nf4_row_scales", _nf4_row_scales_op, mutates_args=())
     torch.library.triton_op("tuner::nf4_to_fp8", _nf4_to_fp8_op, mutates_args=())
