@@ -119,7 +119,7 @@ def _quantize_dense_weight_on_load(module: nn.Module, state_dict: dict[str, Any]
     """load_state_dict pre-hook: a dense `<prefix>weight` becomes the NF4 buffers' entries (and a load
     that changes the weight marks the module's kept FP8 row scales for `_refresh_fp8_row_scales`)."""
     key = prefix + "weight"
-    if key in state_dict or any(prefix + name in state_dict for name in _BUFFERS):
+    if _FP8_ROW_SCALES in module._buffers and any(prefix + n in state_dict for n in ("weight", *_BUFFERS)):
         module._nf4_weight_loading = True
     if key not in state_dict:
         return
