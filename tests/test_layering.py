@@ -51,6 +51,7 @@ LAZY_OK = {
     "torch.distributed.run",
     "torch.distributed.elastic",
     "torch.utils.tensorboard",
+    "torch._inductor",  # the compiler (never imported at start: _NOT_AT_START); only compiled runs set it up
 }
 
 
