@@ -125,7 +125,7 @@ def test_loss_rewards_and_gradients_match_trl_formulas(kind, cls, args):
 
     # IPO's loss is a square near 25, whose float32 step is 2e-6: the summation order of the log-probs
     # (BLAS-dependent) moves it by a few steps, hence a relative term; the rewards below pin the log-probs
-    assert torch.allclose(losses, ref_losses, atol=TOL, rtol=2e-6), (losses - ref_losses)
+    assert torch.allclose(losses, ref_losses, atol=TOL, rtol=2e-6), losses - ref_losses
     assert torch.allclose(chosen_rewards, ref_chosen, atol=TOL, rtol=0)
     assert torch.allclose(rejected_rewards, ref_rejected, atol=TOL, rtol=0)
     assert losses.std() > 0 and chosen_rewards.abs().max() > 1e-3  # the weights differ: a non-trivial case
