@@ -54,6 +54,33 @@ def _innermost(intervals: list[dict], starts: list[float], ts: float) -> dict | 
     return best
 
 
+def _launch_index(events: list[dict]) -> tuple[dict, list[dict], list[float]]:
+    """(runtime launch event by correlation id, CPU ops sorted by start, their starts)."""
+    launches = {
+        e["args"]["correlation"]: e
+        for e in events
+        if e.get("cat") in RUNTIME_CATEGORIES and "correlation" in e.get("args", {})
+    }
+    ops = sorted((e for e in events if e.get("cat") == "cpu_op" and e.get("ph") == "X"), key=lambda e: e["ts"])
+    return launches, ops, [e["ts"] for e in ops]
+
+
+def kernel_launchers(events: list[dict], top: int = 15) -> list[list]:
+    """GPU time per (kernel, the CPU op that launched it, that op's input shapes when recorded), largest
+    first: which call a costly kernel belongs to when its name does not say (a copy, a fill, a GEMM)."""
+    launches, ops, op_starts = _launch_index(events)
+    rows: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for e in events:
+        if e.get("cat") not in GPU_CATEGORIES:
+            continue
+        launch = launches.get(e.get("args", {}).get("correlation"))
+        op = _innermost(ops, op_starts, launch["ts"]) if launch else None
+        shapes = str(op.get("args", {}).get("Input Dims", ""))[:100] if op else ""
+        rows[(e["name"][:60], op["name"][:60] if op else "?", shapes)].append(e.get("dur", 0) / 1e3)
+    ranked = sorted(((sum(d), len(d), *key) for key, d in rows.items()), reverse=True)
+    return [[round(ms, 2), n, kernel, op, shapes] for ms, n, kernel, op, shapes in ranked[:top]]
+
+
 def idle_gaps(events: list[dict], min_gap_us: float = 20.0, top: int = 15) -> dict[str, Any]:
     """GPU idle time inside the traced steps, blamed on what the CPU did (see the module docstring)."""
     steps = _steps(events)
@@ -64,13 +91,7 @@ def idle_gaps(events: list[dict], min_gap_us: float = 20.0, top: int = 15) -> di
     gpu = sorted((e for e in events if e.get("cat") in GPU_CATEGORIES and lo <= e["ts"] <= hi), key=lambda e: e["ts"])
     if not gpu:
         return {"error": "no GPU activity in the traced steps"}
-    launches = {
-        e["args"]["correlation"]: e
-        for e in events
-        if e.get("cat") in RUNTIME_CATEGORIES and "correlation" in e.get("args", {})
-    }
-    ops = sorted((e for e in events if e.get("cat") == "cpu_op" and e.get("ph") == "X"), key=lambda e: e["ts"])
-    op_starts = [e["ts"] for e in ops]
+    launches, ops, op_starts = _launch_index(events)
     syncs = sorted(
         (e for e in events if e.get("cat") in RUNTIME_CATEGORIES and e.get("name") in SYNC_CALLS), key=lambda e: e["ts"]
     )

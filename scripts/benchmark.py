@@ -152,11 +152,11 @@ def run_hf(workload: str, tuner_result: dict, trainer, initial_state: dict | Non
 
 
 def kernel_summary(trace_dir: str, top: int = 25) -> dict:
-    """GPU time per kernel name and GPU idle time (blamed on CPU ops) over the traced steps,
-    from the profiler's Chrome trace (`benchmarks.trace`)."""
+    """GPU time per kernel name and per launching CPU op, and GPU idle time (blamed on CPU ops) over the
+    traced steps, from the profiler's Chrome trace (`benchmarks.trace`)."""
     import gzip
 
-    from benchmarks.trace import idle_gaps
+    from benchmarks.trace import idle_gaps, kernel_launchers
     from benchmarks.trace import kernel_summary as summarise
 
     # The profiler writes iteration_<step>/<worker>.pt.trace.json.gz (tuner.training.profiler).
@@ -165,7 +165,7 @@ def kernel_summary(trace_dir: str, top: int = 25) -> dict:
         return {"error": f"no trace in {trace_dir}"}
     raw = traces[-1].read_bytes()
     events = json.loads(gzip.decompress(raw) if traces[-1].suffix == ".gz" else raw).get("traceEvents", [])
-    return {**summarise(events, top), "idle": idle_gaps(events)}
+    return {**summarise(events, top), "launchers": kernel_launchers(events), "idle": idle_gaps(events)}
 
 
 def _memory_peak(path: str) -> dict:

@@ -21,6 +21,10 @@ Plans (docs/benchmarks.md, "LoRA over an FP8 base"):
   which the next session sets the defaults.
 - ``qlora_fused`` (session 12): ``qlora``'s three speed runs after the fused NF4 -> e4m3 kernel, and a
   profiled ``fp8_all`` run (its trace summary in the job's log).
+- ``long`` (session 13): QLoRA 8B at 1 x 16,384 in bf16 and (profiled) ``fp8_all``, then LoRA 1B FP8 +
+  ``fp8_output`` and LoRA 8B FP8 again (issue #27's goals) with the static launcher of session 12.
+- ``qlora8b_quality`` (session 13): a profiled LoRA 1B FP8 + ``fp8_output`` step, then 160-step quality
+  runs of QLoRA 8B (bf16, bf16 seed 1, ``fp8_all``) on the chain below, all three at once.
 - ``qlora`` (``python3 scripts/gpu_fp8.py qlora 470``: three 8B runs with compile, ~3-4 min): QLoRA 8B
   (``qlora_8b``: NF4 base, r8, activation checkpointing, 2 x 2048) as shipped (bf16 GEMMs), then with
   ``model.base_dtype=fp8`` (= ``fp8_all``: NF4 storage, forward and input-gradient GEMMs in FP8) and
@@ -48,11 +52,12 @@ sys.path.insert(0, str(ROOT))
 
 SPEED_1B = ["--steps", "20", "--warmup", "6"]
 SPEED_8B = ["--steps", "14", "--warmup", "6"]
+SPEED_16K = ["--seq-len", "16384", "--batch-size", "1", "--steps", "8", "--warmup", "3"]
 # 300 steps of 2 x 2048 on a 512-state chain of `benchmarks.parity.learnable_tokens` (entropy 1.21
 # nats), made in memory, from the model's own random init (RandomInitCheckpointer: the 1B learns it in
 # ~150 steps; the std-0.02 checkpoint of --learnable-data sat on a plateau near ln(vocab) for 150+
 # steps, where two bf16 seeds left it 100 steps apart: the dev call of session 8)
-QUALITY = ["--steps", "300", "--warmup", "8", "--batch-size", "2"]
+QUALITY = ["--warmup", "8", "--batch-size", "2"]
 QUALITY_OVERRIDES = [
     "compile=True",
     "optimizer.lr=1e-3",
@@ -65,8 +70,8 @@ def _speed(workload: str, steps: list[str], *extra: str, overrides: tuple[str, .
     return ["--workload", workload, *steps, *extra, "compile=True", *overrides]
 
 
-def _quality(*overrides: str, workload: str = "lora_1b") -> list[str]:
-    return ["--workload", workload, *QUALITY, *QUALITY_OVERRIDES, *overrides]
+def _quality(*overrides: str, workload: str = "lora_1b", steps: int = 300) -> list[str]:
+    return ["--workload", workload, "--steps", str(steps), *QUALITY, *QUALITY_OVERRIDES, *overrides]
 
 
 RECIPE_QUALITY = [  # bf16, the noise reference (another LoRA init), and both FP8 recipes
@@ -79,6 +84,11 @@ QLORA_QUALITY = [  # the same 300 steps with an NF4 base (QLoRA 1B): bf16 GEMMs,
     ("quality_qlora_bf16", _quality(workload="qlora_1b")),
     ("quality_qlora_bf16_seed1", _quality("seed=1", workload="qlora_1b")),
     ("quality_qlora_fp8_all", _quality("model.base_dtype=fp8_all", workload="qlora_1b")),
+]
+QLORA_8B_QUALITY = [  # the same on QLoRA 8B, 160 steps (three 8B runs share the GPU)
+    ("quality_qlora8b_bf16", _quality(workload="qlora_8b", steps=160)),
+    ("quality_qlora8b_bf16_seed1", _quality("seed=1", workload="qlora_8b", steps=160)),
+    ("quality_qlora8b_fp8_all", _quality("model.base_dtype=fp8_all", workload="qlora_8b", steps=160)),
 ]
 UNSHARED = "model.fp8_shared_input=False"  # each FP8 projection quantizes its own input (session 8's code)
 FP8_OUTPUT = "model.fp8_output=True"
@@ -134,6 +144,27 @@ PLANS: dict[str, dict[str, list[tuple[str, list[str]]]]] = {
             ),
         ],
         "quality": [],  # the fused kernel's weights are the two-step path's, bit for bit (tests)
+    },
+    "long": {  # QLoRA 8B at 1 x 16,384 (bf16, profiled fp8_all), and the FP8 LoRA goals of #27 again
+        "speed": [
+            ("qlora_8b_16k", _speed("qlora_8b", SPEED_16K)),
+            (
+                "qlora_8b_16k_fp8_all_profiled",
+                _speed("qlora_8b", SPEED_16K, "--profile", "/tmp/qlora_16k", overrides=("model.base_dtype=fp8_all",)),
+            ),
+            ("lora_1b_fp8_output", _speed("lora_1b_fp8", SPEED_1B, overrides=(UNSHARED, FP8_OUTPUT))),
+            ("lora_8b_fp8", _speed("lora_8b_fp8", SPEED_8B)),
+        ],
+        "quality": [],
+    },
+    "qlora8b_quality": {  # where the LoRA 1B FP8 step goes now; QLoRA 8B's FP8 quality against bf16's seed noise
+        "speed": [
+            (
+                "lora_1b_fp8_output_profiled",
+                _speed("lora_1b_fp8", SPEED_1B, "--profile", "/tmp/lora_1b_fp8", overrides=(UNSHARED, FP8_OUTPUT)),
+            ),
+        ],
+        "quality": QLORA_8B_QUALITY,
     },
     "qlora": {  # NF4 storage, FP8 GEMMs (a qlora_* builder with base_dtype): against QLoRA's bf16 GEMMs
         "speed": [
@@ -212,7 +243,7 @@ def _collect(proc: subprocess.Popen, results: dict, out: Path, work: Path) -> No
 
 def summary(results: dict) -> str:
     """The speed table and each quality run's curve gap against the bf16 run over the same base storage
-    (``quality_bf16``; ``quality_qlora_bf16`` for the NF4 runs)."""
+    (``quality_bf16``; ``quality_qlora_bf16`` / ``quality_qlora8b_bf16`` for the NF4 runs)."""
     from benchmarks.parity import curve_gap
 
     lines = ["job | tokens/s | peak alloc / reserved GiB | mfu"]
@@ -226,7 +257,8 @@ def summary(results: dict) -> str:
             if tt_name.startswith("torchtune") and isinstance(tt, dict) and "tokens_per_s_median" in tt:
                 lines.append(f"  {tt_name} | {tt['tokens_per_s_median']} | {tt.get('peak_alloc_gib')} |")
     for name, r in results.items():
-        base = "quality_qlora_bf16" if name.startswith("quality_qlora_") else "quality_bf16"  # same base storage
+        prefix = next((p for p in ("quality_qlora8b_", "quality_qlora_", "quality_") if name.startswith(p)), "")
+        base = prefix + "bf16"  # the bf16 run over the same base storage and model
         reference = results.get(base, {}).get("losses")
         if name.startswith("quality") and name != base and reference and r.get("losses"):
             gap = curve_gap(reference, r["losses"])

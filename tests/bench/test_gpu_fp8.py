@@ -11,7 +11,8 @@ gpu_fp8 = load_script("gpu_fp8")
 def test_quality_runs_differ_from_the_bf16_run_in_one_setting():
     for plan in (plan for plan in gpu_fp8.PLANS.values() if plan["quality"]):
         runs = dict(plan["quality"])
-        reference = runs.pop("quality_bf16", None) or runs.pop("quality_qlora_bf16")  # an NF4 base: its own
+        (base,) = [name for name in runs if name.endswith("_bf16")]  # an NF4 base or another model: its own
+        reference = runs.pop(base)
         assert "dataset._component_=benchmarks.parity.learnable_dataset" in reference
         for name, args in runs.items():
             extra = args[len(reference) :]
@@ -68,6 +69,10 @@ def test_summary_reads_qlora_quality_runs_against_the_qlora_bf16_run():
     gap = next(line for line in text.splitlines() if line.startswith("quality_qlora_fp8_all vs "))
     assert gap.startswith("quality_qlora_fp8_all vs quality_qlora_bf16:") and '"within": true' in gap
     assert "quality_qlora_bf16 vs quality_bf16" not in text
+    results = {"quality_qlora_bf16": {"losses": falling}, "quality_qlora8b_bf16": {"losses": [x * 2 for x in falling]}}
+    results["quality_qlora8b_fp8_all"] = {"losses": [x * 2 for x in falling]}
+    gap = next(line for line in gpu_fp8.summary(results).splitlines() if line.startswith("quality_qlora8b_fp8_all"))
+    assert gap.startswith("quality_qlora8b_fp8_all vs quality_qlora8b_bf16:") and '"within": true' in gap
 
 
 def test_summary_lists_speed_and_each_quality_gap():

@@ -1,6 +1,6 @@
 """GPU idle-gap accounting of `benchmarks.trace` on a hand-made trace."""
 
-from benchmarks.trace import idle_gaps, kernel_summary
+from benchmarks.trace import idle_gaps, kernel_launchers, kernel_summary
 
 
 def _x(cat, name, ts, dur, **args):
@@ -13,7 +13,7 @@ def _trace():
     return [
         _x("user_annotation", "ProfilerStep#3", 0, 1000),
         _x("cpu_op", "Outer", 0, 1000),
-        _x("cpu_op", "aten::mm", 400, 50),
+        _x("cpu_op", "aten::mm", 400, 50, **{"Input Dims": [[8, 4], [4, 2]]}),
         _x("cpu_op", "aten::add", 620, 10),
         _x("cuda_runtime", "cudaStreamSynchronize", 210, 150),
         _x("cuda_runtime", "cudaLaunchKernel", 5, 1, correlation=1),
@@ -51,3 +51,13 @@ def test_kernel_summary_sums_gpu_time_per_kernel():
         (0.1, 1, "k_a"),
         (0.1, 1, "k_b"),
     ]
+
+
+def test_kernel_launchers_names_the_op_and_shapes_behind_each_kernel():
+    events = _trace()
+    rows = kernel_launchers(events)
+    assert [0.1, 1, "gemm", "aten::mm", "[[8, 4], [4, 2]]"] in rows and len(rows) == 4
+    assert [0.05, 1, "k_add", "aten::add", ""] in rows
+    assert [0.1, 1, "k_a", "Outer", ""] in rows  # launched inside no narrower op
+    events.append(_x("kernel", "gemm", 800, 100, correlation=3))  # the same launch site again: summed
+    assert kernel_launchers(events)[0] == [0.2, 2, "gemm", "aten::mm", "[[8, 4], [4, 2]]"]
