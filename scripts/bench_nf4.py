@@ -11,6 +11,12 @@ QLoRA computing in FP8, the rowwise e4m3 weight made in two steps (dequantizatio
 `fp8.quantize_rows`; eager and compiled) and by the fused kernels (`nf4_triton.nf4_row_scales`, once per
 weight where the scales are kept, and `nf4_triton.nf4_to_fp8` in both layouts), against a compiled
 transposing copy of an FP8 weight.
+
+    python scripts/bench_nf4.py transpose  # the FP8 weight's transposed copy alone (below)
+
+The transposed copy that an FP8 input-gradient GEMM multiplies by (`fp8.input_grad_operand`), for the
+output projections of Llama 3.2 1B / 3.1 8B and two 8B MLP weights: torch's copy (eager), inductor's
+(compiled) and the tiled Triton kernel (`fp8_triton.transpose_bytes`, what eager code runs on CUDA).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from tuner.quantization import nf4, nf4_triton  # noqa: E402
+from tuner.quantization import fp8_triton, nf4, nf4_triton  # noqa: E402
 from tuner.quantization.fp8 import quantize_rows  # noqa: E402
 
 
@@ -84,5 +90,19 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
 
+def transpose_rows() -> None:
+    compiled = torch.compile(lambda t: t.t().contiguous())
+    for shape in [(128256, 2048), (128256, 4096), (14336, 4096), (4096, 14336)]:
+        t = torch.randint(0, 256, shape, dtype=torch.uint8, device="cuda").view(torch.float8_e4m3fn)
+        row = {
+            "shape": list(shape),
+            "eager_copy": mean_ms(lambda: t.t().contiguous()),
+            "compiled_copy": mean_ms(lambda: compiled(t)),
+            "triton_tiles": mean_ms(lambda: fp8_triton.transpose_bytes(t)),
+        }
+        row["triton_tb_per_s"] = round(2 * t.numel() / row["triton_tiles"] / 1e9, 2)
+        print(json.dumps(row), flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    transpose_rows() if sys.argv[1:] == ["transpose"] else main()

@@ -1,4 +1,5 @@
-"""Checks of the Triton NF4 kernels (dequantization; NF4 -> rowwise e4m3) on the CPU, run by
+"""Checks of the Triton kernels (NF4 dequantization; NF4 -> rowwise e4m3; the FP8 weight's transposed
+copy) on the CPU, run by
 test_nf4_triton.py in a subprocess with TRITON_INTERPRET=1 (Triton reads it at import, so it cannot
 be switched on inside pytest's process)."""
 
@@ -10,9 +11,9 @@ import torch
 import triton
 import triton.language as tl
 
+from tuner.quantization import fp8_triton, nf4_triton
 from tuner.quantization import nf4 as nf4_module
-from tuner.quantization import nf4_triton
-from tuner.quantization.fp8 import FP8Weight, linear_fp8, quantize_rows, row_scales
+from tuner.quantization.fp8 import FP8Weight, input_grad_operand, linear_fp8, quantize_fp8, quantize_rows, row_scales
 
 SHAPES = [(256, 4096), (37, 129), (33, 100), (1, 1)]
 # bitsandbytes' CPU backend (0.50) dequantizes some shapes wrongly, e.g. [64, 96] (mean error 2.5x
@@ -245,6 +246,28 @@ def check_kept_row_scales_leave_one_kernel_per_call() -> None:
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
+def check_fp8_transpose_equals_torchs_and_serves_the_input_gradient() -> None:
+    """`fp8_triton.transpose_bytes` equals ``t.t().contiguous()`` byte for byte on shapes that fill
+    tiles, leave ragged edges and are thinner than a tile, and is what eager FP8 backward multiplies by."""
+    g = torch.Generator().manual_seed(0)
+    for shape in [(256, 384), (130, 257), (1, 300), (300, 1), (5, 3)]:
+        t = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+        assert torch.equal(fp8_triton.transpose_bytes(t), t.t().contiguous()), shape
+        e4m3 = t.view(torch.float8_e4m3fn)
+        out = fp8_triton.transpose_bytes(e4m3)
+        assert out.dtype == torch.float8_e4m3fn and torch.equal(out.view(torch.uint8), t.t().contiguous()), shape
+    assert fp8_triton.transpose_bytes(torch.empty(0, 7, dtype=torch.uint8)).shape == (7, 0)
+    q = quantize_fp8(torch.randn(200, 136, generator=g), torch.bfloat16)
+    calls = []
+    real = fp8_triton.transpose_bytes
+    fp8_triton.transpose_bytes = lambda t: calls.append(t.shape) or real(t)
+    try:
+        operand = input_grad_operand(q, torch.bfloat16)
+    finally:
+        fp8_triton.transpose_bytes = real
+    assert calls == [(200, 136)] and torch.equal(operand.view(torch.uint8), q.data.t().contiguous().view(torch.uint8))
+
+
 if __name__ == "__main__":
     assert os.environ.get("TRITON_INTERPRET") == "1" and nf4_triton.available(torch.device("cpu"))
     check_bit_identical()
@@ -255,4 +278,5 @@ if __name__ == "__main__":
     check_the_fp8_ops_that_compiled_graphs_call()
     check_linear_nf4_fp8_makes_its_weight_with_the_fused_kernels()
     check_kept_row_scales_leave_one_kernel_per_call()
+    check_fp8_transpose_equals_torchs_and_serves_the_input_gradient()
     print("interpreted NF4 kernel checks passed")

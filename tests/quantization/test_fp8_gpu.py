@@ -131,3 +131,13 @@ def test_compiled_qlora_layer_computing_in_fp8_matches_eager_and_is_close_to_nf4
     keep_dense_weights_for_backward(layer, save_dense)
     eager_y, eager_dx = _assert_compiled_matches_eager(layer, x, grad)
     assert 0 < _rel(eager_y, nf4_y) < 0.05 and 0 < _rel(eager_dx, nf4_dx) < 0.05
+
+
+@pytest.mark.parametrize("shape", [(128256, 2048), (4096, 14336), (130, 257), (1, 300)])
+def test_fp8_transpose_kernel_equals_torchs_copy(cuda, shape):
+    """The tiled transposed copy (`fp8_triton`) that eager FP8 backward multiplies by, byte for byte."""
+    from tuner.quantization import fp8_triton
+
+    t = torch.randint(0, 256, shape, dtype=torch.uint8, device=cuda).view(torch.float8_e4m3fn)
+    out = fp8_triton.transpose_bytes(t)
+    assert out.dtype == t.dtype and torch.equal(out.view(torch.uint8), t.t().contiguous().view(torch.uint8))

@@ -40,6 +40,7 @@ from typing import NamedTuple
 import torch
 
 from tuner.errors import ConfigError, TunerError
+from tuner.quantization import fp8_triton
 from tuner.quantization._checks import check_weight_to_quantize
 
 FP8_DTYPE = torch.float8_e4m3fn
@@ -187,7 +188,18 @@ def input_grad_operand(q: FP8Weight, dtype: torch.dtype) -> torch.Tensor:
     """What `fp8_matmul_grad` multiplies by: the transposed FP8 weight ``[in, out]`` (a transient
     1-byte copy) when the input gradient's GEMM is FP8, else the weight dequantized to ``dtype``.
     Made once per weight and call, so a caller that splits the rows (the chunked loss) shares it."""
-    return q.data.t().contiguous() if q.fp8_input_grad else _dequantize(q.data, q.scale, dtype)
+    return _transposed(q.data) if q.fp8_input_grad else _dequantize(q.data, q.scale, dtype)
+
+
+def _transposed(data: torch.Tensor) -> torch.Tensor:
+    """``data^T`` contiguous: in eager code by the tiled kernel where it runs (torch's copy of a
+    transposed byte matrix is slow, `fp8_triton`); compiled graphs leave it to inductor, which fuses it
+    into the layer's kernels."""
+    if data.t().is_contiguous():  # already made transposed (NF4's fused kernel writes W^T): no copy
+        return data.t()
+    if not torch.compiler.is_compiling() and fp8_triton.available(data.device):
+        return fp8_triton.transpose_bytes(data)
+    return data.t().contiguous()
 
 
 def quantize_output_grad(g2: torch.Tensor, weight_scale: torch.Tensor) -> FP8Input:

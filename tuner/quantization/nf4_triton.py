@@ -34,7 +34,7 @@ except ImportError:  # the tensor-op and bitsandbytes paths serve instead
 BYTES_PER_PROGRAM = 2048  # 4096 values: 64 NF4 blocks
 
 
-def _interpreting() -> bool:
+def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
@@ -43,7 +43,7 @@ def available(device: torch.device) -> bool:
     Triton's interpreter (``TRITON_INTERPRET=1``, how the tests check the kernel without a GPU)."""
     if not _OP_REGISTERED:
         return False
-    return device.type == "cuda" or (device.type == "cpu" and _interpreting())
+    return device.type == "cuda" or (device.type == "cpu" and interpreting())
 
 
 def _block_scales(absmax_ptr, absmax_scale_ptr, offset_ptr, code_ptr, byte, inside, EXACT_MUL: tl.constexpr):
@@ -279,7 +279,7 @@ def dequantize_nf4_triton(
         n_bytes,
         BYTES=BYTES_PER_PROGRAM,
         BF16_BITS=bf16,
-        EXACT_MUL=not _interpreting(),
+        EXACT_MUL=not interpreting(),
         BACKWARD=backward,
         num_warps=8,
     )
@@ -367,7 +367,7 @@ def nf4_row_scales(
         ROWS=scales_rows,
         CHUNK=chunk,
         ROUND_TO=_ROUND_TO[dtype],
-        NATIVE=not _interpreting(),
+        NATIVE=not interpreting(),
         num_warps=4,
     )
     return to_fp8, scale
@@ -414,7 +414,7 @@ def nf4_to_fp8(
         BYTES=tile_bytes,
         ROUND_TO=_ROUND_TO[dtype],
         TRANSPOSED=transposed,
-        NATIVE=not _interpreting(),
+        NATIVE=not interpreting(),
         BACKWARD=backward,
         num_warps=4,
     )
@@ -458,7 +458,7 @@ def _nf4_to_fp8_op(
 
 
 # Registering a triton_op imports inductor (~1.5 s); only a machine that can run the kernel pays it.
-_OP_REGISTERED = triton is not None and (torch.cuda.is_available() or _interpreting())
+_OP_REGISTERED = triton is not None and (torch.cuda.is_available() or interpreting())
 if _OP_REGISTERED:
     torch.library.triton_op("tuner::dequantize_nf4", _dequantize_nf4_op, mutates_args=())
     torch.library.triton_op("tuner::nf4_row_scales", _nf4_row_scales_op, mutates_args=())
