@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from tuner.config import apply_overrides, find_problems, instantiate, load_config, validate
 from tuner.errors import ConfigError, UsageError
-from tuner.registry import all_configs
+from tuner.registry import all_configs, resolve_config
 
 
 def write(tmp_path, text: str):
@@ -119,6 +119,25 @@ def test_every_shipped_config_validates(name, capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     assert f"well-formed for recipe {recipe_for_config(name).name}" in out.out
+
+
+FP8_NOTE = "add model.base_dtype=fp8 compile=True"
+FP8_NOTED = [name for name in all_configs() if FP8_NOTE in resolve_config(name).read_text()]
+
+
+def test_single_device_qlora_configs_name_the_fp8_option():
+    """Where users of a QLoRA config look for its faster option: every single-device QLoRA config's header
+    (not the long-context ones: their tiled MLP does not compile)."""
+    qlora = [n for n in all_configs() if n.endswith("_qlora_single_device")]
+    assert len(qlora) >= 15 and FP8_NOTED == qlora
+
+
+@pytest.mark.parametrize("name", FP8_NOTED)
+def test_configs_that_name_the_fp8_option_validate_with_it(name, capsys):
+    """The config takes `model.base_dtype=fp8 compile=True` as its header writes them."""
+    from tuner.cli.main import main
+
+    assert main(["validate", name, "model.base_dtype=fp8", "compile=True"]) == 0, capsys.readouterr().err
 
 
 def _legacy_register_resolver(name, resolver):  # omegaconf <= 2.3's register_resolver: no use_cache
