@@ -13,6 +13,26 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+
+def share_cores_between_workers(environ=os.environ) -> None:
+    """Under pytest-xdist, give each worker its share of the cores instead of all of them.
+
+    torch starts one OpenMP thread per core in every process: with ``-n 2`` on 2 cores that is 4
+    threads on 2 cores, and every parallel op waits for whichever thread the scheduler parked (an
+    quickstart training took 1.15x as long as with one thread per worker). Each worker gets cores // workers
+    threads (the `tune` and torchrun subprocesses a test starts inherit it; a variable set by hand
+    wins), and its idle threads sleep instead of spinning, as `tune` itself arranges. Read when torch
+    loads, so set before anything imports it."""
+    workers = int(environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers < 2:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
+    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+share_cores_between_workers()
+
 from tests import real_data  # noqa: E402  (needs the repo root on sys.path)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

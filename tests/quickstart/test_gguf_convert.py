@@ -302,7 +302,6 @@ def test_smollm2_config_and_tokenizer_match_reference(smollm2_folder, reference_
 
 @pytest.mark.slow
 def test_smollm2_logits_match_transformers_gguf_load_and_answer_paris(smollm2_folder):
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     gguf_file = gguf_convert.smollm2_gguf_path()
     ours = transformers.LlamaForCausalLM.from_pretrained(smollm2_folder, dtype=torch.float32).eval()
     ref = transformers.AutoModelForCausalLM.from_pretrained(
