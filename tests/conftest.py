@@ -39,9 +39,36 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+#: The longest tests (minutes each on 2 CPU cores), started first: see `pytest_collection_modifyitems`.
+RUN_FIRST = (
+    "tests/quickstart/test_quickstart_run.py::",
+    "tests/quickstart/test_delta_lora_quickstart.py::",
+)
+
+
+def run_longest_first(items: list) -> None:
+    """Reorder ``items`` in place: `RUN_FIRST`, then the other tests marked ``slow``, then the rest,
+    each part in collection order.
+
+    Under ``-n 2`` (pyproject's addopts: ``--dist loadgroup --no-loadscope-reorder``) the workers take
+    tests in this order, a few at a time, so the minutes-long end-to-end tests start at once on
+    separate workers and the many short ones fill in around them. Collected in file order, the two
+    quickstart tests came two thirds of the way through, on the same worker, and the run ended with
+    one worker training the real model for minutes while the other sat idle."""
+
+    def rank(item) -> int:
+        for i, prefix in enumerate(RUN_FIRST):
+            if item.nodeid.startswith(prefix):
+                return i
+        return len(RUN_FIRST) + (0 if item.get_closest_marker("slow") else 1)
+
+    items.sort(key=rank)  # stable: collection order within each rank
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    run_longest_first(items)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (runs on the GPU machine)")
