@@ -20,7 +20,7 @@ from tests.recipes.helpers import (
     checkpointer_node,
     model_node,
     tiny_checkpoint_fixture,
-    tune,
+    tune_in_process,
 )
 from tuner.errors import ConfigError, TunerError
 
@@ -76,7 +76,7 @@ def _hf(path: Path):
 def test_recipe_perplexity_equals_transformers(ckpt, tmp_path):
     cfg_path = tmp_path / "eval.yaml"
     cfg_path.write_text(json.dumps(eval_cfg(ckpt, output_file=str(tmp_path / "result.json"))))
-    proc = tune("run", "eval", "--config", str(cfg_path))
+    proc = tune_in_process("run", "eval", "--config", str(cfg_path))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     loss, count = hf_loss(_hf(ckpt), ckpt)
     assert result["tokens"] == count > 50

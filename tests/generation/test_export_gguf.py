@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from tests.data import data_hf_chat_templates as templates
 from tests.data.tiny_tokenizers import write_qwen_files
 from tests.real_data import smollm2_chat_template
-from tests.recipes.helpers import TINY, model_node, tune
+from tests.recipes.helpers import TINY, model_node, tune_in_process
 from tuner.checkpoint.gguf_write import _permute
 from tuner.data.tokenizers._chatml import ChatMLFormat
 from tuner.data.tokenizers.gemma2 import Gemma2Format
@@ -247,7 +247,7 @@ def test_cli_error_is_one_line_with_exit_2(ckpt, tmp_path):
     existing.write_bytes(b"keep")
     cfg = tmp_path / "export.yaml"
     cfg.write_text(json.dumps(export_cfg(ckpt, None, existing)))
-    proc = tune("run", "export", "--config", str(cfg), check=False)
+    proc = tune_in_process("run", "export", "--config", str(cfg), check=False)
     assert proc.returncode == 2, proc.stderr
     assert "error: " in proc.stderr and "already exists" in proc.stderr and "Traceback" not in proc.stderr
 

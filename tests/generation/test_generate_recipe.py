@@ -20,7 +20,7 @@ from tests.recipes.helpers import (
     model_node,
     tiny_checkpoint_fixture,
     train_in_process,
-    tune,
+    tune_in_process,
 )
 from tuner.errors import CheckpointError, ConfigError, UsageError
 from tuner.generation.runner import GenerationRun
@@ -82,7 +82,7 @@ def test_recipe_greedy_equals_transformers(ckpt, tmp_path):
     out_file = tmp_path / "out.jsonl"
     cfg_path = tmp_path / "gen.yaml"
     cfg_path.write_text(json.dumps(gen_cfg(ckpt, prompt=PROMPTS, output_file=str(out_file))))
-    proc = tune("run", "generate", "--config", str(cfg_path))
+    proc = tune_in_process("run", "generate", "--config", str(cfg_path))
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert len(rows) == 2
     hf_tok = AutoTokenizer.from_pretrained(ckpt)
@@ -248,7 +248,7 @@ def test_learned_format_and_stop_at_end_of_turn(ckpt, ok_run, tmp_path):
         json.dumps(gen_cfg(ckpt, adapter_dir=str(ok_run), prompt=prompts, max_new_tokens=20, output_file=str(out_file)))
     )
     before, _ = run_inprocess(gen_cfg(ckpt, prompt=prompts, max_new_tokens=20))
-    tune("run", "generate", "--config", str(cfg_path))
+    tune_in_process("run", "generate", "--config", str(cfg_path))
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     im_end = 2  # <|im_end|> in the SmolLM2 tokenizer
     for base, row in zip(before, rows):
@@ -285,7 +285,7 @@ def test_missing_adapter_dir_is_a_clear_error(ckpt, tmp_path):
         run_inprocess(gen_cfg(ckpt, adapter_dir=str(tmp_path / "empty"), prompt="hi"))
     cfg_path = tmp_path / "gen.yaml"
     cfg_path.write_text(json.dumps(gen_cfg(ckpt, adapter_dir=str(tmp_path / "nope"), prompt="hi")))
-    proc = tune("run", "generate", "--config", str(cfg_path), check=False)
+    proc = tune_in_process("run", "generate", "--config", str(cfg_path), check=False)
     assert proc.returncode != 0
     assert "error:" in proc.stderr and "nope" in proc.stderr and "Traceback" not in proc.stderr
 

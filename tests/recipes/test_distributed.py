@@ -18,6 +18,7 @@ from tests.recipes.helpers import (
     logged_losses,
     tiny_checkpoint_fixture,
     tune,
+    tune_in_process,
     write_config,
 )
 
@@ -36,7 +37,7 @@ def _pair(
     command line); return both output dirs."""
     single, dist = tmp_path / "single", tmp_path / "dist"
     common = {"max_steps_per_epoch": 4, "shuffle": True, **kw}
-    tune(
+    tune_in_process(  # the one-device reference; the distributed side is a real torchrun launch
         "run",
         f"{kind}_finetune_single_device",
         "--config",
@@ -73,7 +74,7 @@ def test_full_distributed_matches_single_device_with_gathered_state(ckpt, tmp_pa
     )
     _assert_same_run(single, dist, "model.safetensors")
     assert (dist / "step_4" / "training_state.pt").is_file() and not (dist / "step_4" / "sharded_state").exists()
-    again = tune(
+    again = tune_in_process(
         "run",
         "full_finetune_single_device",
         "--config",

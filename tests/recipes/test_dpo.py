@@ -18,7 +18,7 @@ import torch
 
 from tests.data.tiny_tokenizers import write_qwen_files
 from tests.real_data import ALPACA, preference_rows, write_preference_json
-from tests.recipes.helpers import logged_losses, make_hf_checkpoint, model_node, tune, write_config
+from tests.recipes.helpers import logged_losses, make_hf_checkpoint, model_node, tune, tune_in_process, write_config
 from tuner.config import instantiate, load_config
 from tuner.errors import ConfigError
 from tuner.peft import disable_adapter
@@ -289,7 +289,9 @@ def test_smollm2_dpo_quickstart_raises_held_out_reward_accuracy(tmp_path):
 
     out = tmp_path / "out"
     steps = ["max_steps_per_epoch=4", "run_val_every_n_steps=4", "max_validation_steps=5", "batch_size=2"]
-    tune("run", "lora_dpo_single_device", "--config", "smollm2/135M_lora_dpo_cpu", f"output_dir={out}", *steps)
+    tune_in_process(
+        "run", "lora_dpo_single_device", "--config", "smollm2/135M_lora_dpo_cpu", f"output_dir={out}", *steps
+    )
     logs = _logs(out)
     assert logs[1]["loss"] == pytest.approx(math.log(2), abs=1e-5)
     final = logs[4]  # validation on 10 held-out pairs

@@ -11,7 +11,7 @@ from tests.recipes.helpers import (
     logged_losses,
     optimizer_node,
     tiny_checkpoint_fixture,
-    tune,
+    tune_in_process,
     write_config,
 )
 
@@ -50,7 +50,7 @@ def test_losses_match_plain_hf_loop_and_output_loads_in_transformers(ckpt, tmp_p
 
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "cfg.yaml", ckpt, out)
-    run = tune("run", "full_finetune_single_device", "--config", str(cfg))
+    run = tune_in_process("run", "full_finetune_single_device", "--config", str(cfg))
     assert "trainable 100.00%" in run.stdout
     ours = logged_losses(out)
     ref = _reference_losses(ckpt, cfg, 6)
@@ -82,7 +82,9 @@ def test_loss_decreases_on_real_data(ckpt, tmp_path):
     cfg = write_config(
         tmp_path / "cfg.yaml", ckpt, out, max_steps_per_epoch=15, shuffle=True, optimizer=optimizer_node(3e-3)
     )
-    tune("run", "full_finetune_single_device", "--config", str(cfg), "checkpointer.keep_last_n_checkpoints=1")
+    tune_in_process(
+        "run", "full_finetune_single_device", "--config", str(cfg), "checkpointer.keep_last_n_checkpoints=1"
+    )
     losses = logged_losses(out)
     assert sorted(losses) == list(range(1, 16))
     first = sum(losses[s] for s in range(1, 6)) / 5

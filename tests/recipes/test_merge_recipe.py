@@ -16,7 +16,7 @@ from tests.recipes.helpers import (
     model_node,
     tiny_checkpoint_fixture,
     train_in_process,
-    tune,
+    tune_in_process,
 )
 from tuner.errors import CheckpointError, ConfigError
 from tuner.generation.export import merge_checkpoint
@@ -75,7 +75,7 @@ def test_merge_recipe_fp32_matches_peft(ckpt, dora_adapter, tmp_path):
     out = tmp_path / "merged"
     cfg_path = tmp_path / "merge.yaml"
     cfg_path.write_text(json.dumps(merge_cfg(ckpt, dora_adapter, out, dtype="fp32")))
-    proc = tune("run", "merge", "--config", str(cfg_path))
+    proc = tune_in_process("run", "merge", "--config", str(cfg_path))
     assert str(out) in proc.stdout
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names

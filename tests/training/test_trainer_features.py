@@ -16,7 +16,7 @@ from tests.recipes.helpers import (
     make_hf_checkpoint,
     optimizer_node,
     tiny_checkpoint_fixture,
-    tune,
+    tune_in_process,
     write_config,
 )
 from tuner.config import load_config
@@ -118,7 +118,7 @@ def test_selective_activation_checkpointing_wraps_every_nth_layer_and_changes_no
 )
 def test_bad_selective_checkpointing_is_one_clear_error(ckpt, tmp_path, mode, option, message):
     cfg = write_config(tmp_path / "ac.yaml", ckpt, tmp_path / "ac", ac_mode=mode, ac_option=option)
-    proc = tune("run", "full_finetune_single_device", "--config", str(cfg), check=False)
+    proc = tune_in_process("run", "full_finetune_single_device", "--config", str(cfg), check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert message in proc.stderr
 
@@ -222,7 +222,7 @@ def test_nan_stops_the_run_and_nothing_bad_is_saved(ckpt, tmp_path):
         save_every_n_steps=1,
         optimizer=optimizer_node(1e30, "SGD"),
     )
-    proc = tune("run", "full_finetune_single_device", "--config", str(cfg), check=False)
+    proc = tune_in_process("run", "full_finetune_single_device", "--config", str(cfg), check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     match = re.search(r"error: (loss is (nan|inf) at step (\d+)|weights became nan/inf by step (\d+))", proc.stderr)
     assert match, proc.stderr
@@ -235,7 +235,7 @@ def test_nan_stops_the_run_and_nothing_bad_is_saved(ckpt, tmp_path):
 
 def test_unknown_top_level_key_is_an_error(ckpt, tmp_path):
     cfg = write_config(tmp_path / "typo.yaml", ckpt, tmp_path / "typo", batch_sise=4)
-    proc = tune("run", "full_finetune_single_device", "--config", str(cfg), check=False)
+    proc = tune_in_process("run", "full_finetune_single_device", "--config", str(cfg), check=False)
     assert proc.returncode == 2 and "unknown config key 'batch_sise'; did you mean 'batch_size'?" in proc.stderr
 
 
