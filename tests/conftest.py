@@ -18,10 +18,10 @@ def share_cores_between_workers(environ=os.environ) -> None:
     """Under pytest-xdist, give each worker its share of the cores instead of all of them.
 
     torch starts one OpenMP thread per core in every process: with ``-n 2`` on 2 cores that is 4
-    threads on 2 cores, and every parallel op waits for whichever thread the scheduler parked (an
-    quickstart training took 1.15x as long as with one thread per worker). Each worker gets cores // workers
-    threads (the `tune` and torchrun subprocesses a test starts inherit it; a variable set by hand
-    wins), and its idle threads sleep instead of spinning, as `tune` itself arranges. Read when torch
+    threads on 2 cores, and every parallel op waits for whichever thread the scheduler parked (a
+    quickstart training took 1.15x as long as with one thread per worker). Each worker gets
+    cores // workers threads (the `tune` and torchrun subprocesses a test starts inherit it; a variable
+    set by hand wins), and its idle threads sleep instead of spinning, as `tune` itself arranges. Read when torch
     loads, so set before anything imports it."""
     workers = int(environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
     if workers < 2:
