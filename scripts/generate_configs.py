@@ -300,9 +300,10 @@ def _model_block(m: Model, method: str) -> str:
 
 
 # Single-device QLoRA's faster option on FP8 GPUs (README, "FP8 base"), named where users look for it.
+FP8_COMPUTE_OVERRIDES = ("model.base_dtype=fp8", "compile=True")
 FP8_COMPUTE_NOTE = (
     "#\n"
-    "# On an Ada or Hopper GPU, add model.base_dtype=fp8 compile=True: the base stays NF4 and its GEMMs run\n"
+    f"# On an Ada or Hopper GPU, add {' '.join(FP8_COMPUTE_OVERRIDES)}: the base stays NF4 and its GEMMs run\n"
     "# in FP8 (Llama 3.1 8B on an H200: 1.31x the bf16 GEMMs' speed, both compiled; its loss within 1% of\n"
     "# theirs; docs/benchmarks.md).\n"
 )

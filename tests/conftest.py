@@ -28,7 +28,9 @@ def share_cores_between_workers(environ=os.environ) -> None:
         return
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
-    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from tuner.cli.main import wait_passively_between_parallel_ops  # loads no torch
+
+    wait_passively_between_parallel_ops(environ)
 
 
 share_cores_between_workers()

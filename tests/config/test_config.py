@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.config.test_generated_configs import _generator
 from tuner.config import apply_overrides, find_problems, instantiate, load_config, validate
 from tuner.errors import ConfigError, UsageError
 from tuner.registry import all_configs, resolve_config
@@ -121,8 +122,8 @@ def test_every_shipped_config_validates(name, capsys):
     assert f"well-formed for recipe {recipe_for_config(name).name}" in out.out
 
 
-FP8_NOTE = "add model.base_dtype=fp8 compile=True"
-FP8_NOTED = [name for name in all_configs() if FP8_NOTE in resolve_config(name).read_text()]
+FP8_OVERRIDES = _generator().FP8_COMPUTE_OVERRIDES  # what the headers tell users to add
+FP8_NOTED = [name for name in all_configs() if f"add {' '.join(FP8_OVERRIDES)}:" in resolve_config(name).read_text()]
 
 
 def test_single_device_qlora_configs_name_the_fp8_option():
@@ -137,7 +138,8 @@ def test_configs_that_name_the_fp8_option_validate_with_it(name, capsys):
     """The config takes `model.base_dtype=fp8 compile=True` as its header writes them."""
     from tuner.cli.main import main
 
-    assert main(["validate", name, "model.base_dtype=fp8", "compile=True"]) == 0, capsys.readouterr().err
+    assert FP8_OVERRIDES == ("model.base_dtype=fp8", "compile=True")
+    assert main(["validate", name, *FP8_OVERRIDES]) == 0, capsys.readouterr().err
 
 
 def _legacy_register_resolver(name, resolver):  # omegaconf <= 2.3's register_resolver: no use_cache

@@ -193,6 +193,11 @@ def tune(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProces
     proc = subprocess.run(
         [sys.executable, "-m", "tuner.cli.main", *args], capture_output=True, text=True, cwd=ROOT, **kwargs
     )
+    return _checked(proc, args, check)
+
+
+def _checked(proc: subprocess.CompletedProcess, args: tuple[str, ...], check: bool) -> subprocess.CompletedProcess:
+    """``proc`` as it is, or, when ``check`` and it failed, an AssertionError with the end of its output."""
     if check and proc.returncode != 0:
         raise AssertionError(
             f"tune {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
@@ -214,12 +219,7 @@ def tune_in_process(*args: str, check: bool = True) -> subprocess.CompletedProce
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(list(args))
-    proc = subprocess.CompletedProcess(["tune", *args], code, out.getvalue(), err.getvalue())
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"tune {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
+    return _checked(subprocess.CompletedProcess(["tune", *args], code, out.getvalue(), err.getvalue()), args, check)
 
 
 def logged_losses(out: Path) -> dict[int, float]:
