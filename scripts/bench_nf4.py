@@ -17,6 +17,13 @@ transposing copy of an FP8 weight.
 The transposed copy that an FP8 input-gradient GEMM multiplies by (`fp8.input_grad_operand`), for the
 output projections of Llama 3.2 1B / 3.1 8B and two 8B MLP weights: torch's copy (eager), inductor's
 (compiled) and the tiled Triton kernel (`fp8_triton.transpose_bytes`, what eager code runs on CUDA).
+
+    python scripts/bench_nf4.py loss  # one chunk of the FP8 output loss (below)
+
+One 1,024-row chunk of LoRA's ``fp8_output`` loss on the Llama 3.2 1B's vocabulary (bf16 logits in,
+row losses and the e4m3 gradient out): the compiled tensor ops (`loss._ce_forward_backward_fp8`, three
+reads of the logits) against the Triton kernel (`loss_triton.ce_grad_fp8`, two reads) at each block
+size and warp count, with the kernel's memory traffic per second.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from tuner.quantization import fp8_triton, nf4, nf4_triton  # noqa: E402
 from tuner.quantization.fp8 import quantize_rows  # noqa: E402
+from tuner.training import loss, loss_triton  # noqa: E402
 
 
 def mean_ms(fn, n: int = 20) -> float:
@@ -104,5 +112,27 @@ def transpose_rows() -> None:
         print(json.dumps(row), flush=True)
 
 
+def loss_rows(rows: int = 1024, vocab: int = 128256) -> None:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    logits = (torch.randn(rows, vocab, device="cuda", generator=g) * 2).to(torch.bfloat16)
+    targets = torch.randint(0, vocab, (rows,), device="cuda", generator=g)
+    scale = torch.rand(vocab, device="cuda", generator=g) * 1e-3 + 1e-5
+    log_scale = scale.log()
+    valid = targets != -100
+    compiled = torch.compile(loss._ce_forward_backward_fp8, dynamic=True)  # as loss._kernel compiles it
+    print(
+        json.dumps(
+            {"shape": [rows, vocab], "compiled_tensor_ops": mean_ms(lambda: compiled(logits, targets, valid, scale))}
+        )
+    )
+    for block in (1024, 2048, 4096, 8192):
+        for warps in (4, 8, 16):
+            loss_triton.BLOCK, loss_triton.NUM_WARPS = block, warps
+            ms = mean_ms(lambda: loss_triton.ce_grad_fp8(logits, targets, -100, scale, log_scale))
+            traffic = logits.numel() * (2 * logits.element_size() + 1)
+            print(json.dumps({"block": block, "warps": warps, "triton": ms, "tb_per_s": round(traffic / ms / 1e9, 2)}))
+
+
 if __name__ == "__main__":
-    transpose_rows() if sys.argv[1:] == ["transpose"] else main()
+    modes = {"transpose": transpose_rows, "loss": loss_rows}
+    modes.get(sys.argv[1] if len(sys.argv) > 1 else "", main)()

@@ -1,5 +1,5 @@
 """Checks of the Triton kernels (NF4 dequantization; NF4 -> rowwise e4m3; the FP8 weight's transposed
-copy) on the CPU, run by
+copy; the FP8 output loss's chunk) on the CPU, run by
 test_nf4_triton.py in a subprocess with TRITON_INTERPRET=1 (Triton reads it at import, so it cannot
 be switched on inside pytest's process)."""
 
@@ -14,6 +14,8 @@ import triton.language as tl
 from tuner.quantization import fp8_triton, nf4_triton
 from tuner.quantization import nf4 as nf4_module
 from tuner.quantization.fp8 import FP8Weight, input_grad_operand, linear_fp8, quantize_fp8, quantize_rows, row_scales
+from tuner.training import loss as loss_module
+from tuner.training import loss_triton
 
 SHAPES = [(256, 4096), (37, 129), (33, 100), (1, 1)]
 # bitsandbytes' CPU backend (0.50) dequantizes some shapes wrongly, e.g. [64, 96] (mean error 2.5x
@@ -268,6 +270,56 @@ def check_fp8_transpose_equals_torchs_and_serves_the_input_gradient() -> None:
     assert calls == [(200, 136)] and torch.equal(operand.view(torch.uint8), q.data.t().contiguous().view(torch.uint8))
 
 
+def check_fp8_loss_kernel_matches_the_tensor_ops_and_serves_the_loss() -> None:
+    """`loss_triton.ce_grad_fp8` gives the tensor ops' row losses, row scales within the bf16 rounding
+    they apply first, and a gradient as near the exact one as theirs (each row's largest value on
+    e4m3's 448, ignored rows zero); `fp8_output`'s loss runs through it and equals the tensor-op path."""
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        for rows, vocab in [(9, 5000), (4, 37), (1, 4096)]:
+            logits = (torch.randn(rows, vocab, generator=g) * 3).to(dtype)
+            targets = torch.randint(0, vocab, (rows,), generator=g)
+            targets[rows // 2] = -100
+            scale = torch.rand(vocab, generator=g) * 1e-2 + 1e-4
+            losses, grad = loss_triton.ce_grad_fp8(logits, targets, -100, scale, scale.log())
+            valid = targets != -100
+            safe = targets.masked_fill(~valid, 0)
+            ref_losses, ref_grad = loss_module._ce_forward_backward_fp8(logits, safe, valid, scale)
+            assert torch.allclose(losses, ref_losses, rtol=1e-6, atol=1e-5), (dtype, rows, vocab)
+            assert torch.allclose(grad.scale, ref_grad.scale, rtol=2**-7), (dtype, rows, vocab)
+            exact = torch.softmax(logits.double(), -1) - torch.nn.functional.one_hot(safe, vocab).double()
+            exact = exact * scale.double() * valid[:, None]
+            largest = exact.abs().amax(1).clamp(min=1e-30)
+            error = (grad.data.double() * grad.scale - exact).abs().amax(1) / largest
+            ref_error = (ref_grad.data.double() * ref_grad.scale - exact).abs().amax(1) / largest
+            assert (error <= ref_error + 2**-9).all() and (error <= 2**-4).all(), (dtype, rows, vocab, error)
+            codes = grad.data.float().abs().amax(1)
+            assert torch.equal(codes, torch.where(valid, 448.0, 0.0)), (dtype, rows, vocab, codes)
+    torch.manual_seed(0)
+    weight = quantize_fp8(torch.randn(300, 64) * 0.05, torch.float32)
+    hidden = torch.randn(2 * 24, 64, requires_grad=True)
+    targets = torch.randint(0, 300, (48,))
+    targets[:5] = -100
+    calls = []
+    real = loss_triton.ce_grad_fp8
+    results = []
+    for use_kernel in (True, False):
+        loss_triton.ce_grad_fp8 = lambda *a: calls.append(a[0].shape) or real(*a)
+        available = fp8_triton.available
+        if not use_kernel:
+            fp8_triton.available = lambda device: False
+        try:
+            hidden.grad = None
+            total = loss_module._FrozenLinearCrossEntropySum.apply(hidden, weight, targets, -100, 16)
+            total.backward()
+            results.append((total.detach(), hidden.grad.clone()))
+        finally:
+            loss_triton.ce_grad_fp8, fp8_triton.available = real, available
+    assert len(calls) == 3, calls  # three chunks of 16 rows through the kernel, none without it
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-6)
+    assert (results[0][1] - results[1][1]).abs().max() <= 0.07 * results[1][1].abs().max()
+
+
 if __name__ == "__main__":
     assert os.environ.get("TRITON_INTERPRET") == "1" and nf4_triton.available(torch.device("cpu"))
     check_bit_identical()
@@ -279,4 +331,5 @@ if __name__ == "__main__":
     check_linear_nf4_fp8_makes_its_weight_with_the_fused_kernels()
     check_kept_row_scales_leave_one_kernel_per_call()
     check_fp8_transpose_equals_torchs_and_serves_the_input_gradient()
+    check_fp8_loss_kernel_matches_the_tensor_ops_and_serves_the_loss()
     print("interpreted NF4 kernel checks passed")

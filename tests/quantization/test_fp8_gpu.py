@@ -141,3 +141,30 @@ def test_fp8_transpose_kernel_equals_torchs_copy(cuda, shape):
     t = torch.randint(0, 256, shape, dtype=torch.uint8, device=cuda).view(torch.float8_e4m3fn)
     out = fp8_triton.transpose_bytes(t)
     assert out.dtype == t.dtype and torch.equal(out.view(torch.uint8), t.t().contiguous().view(torch.uint8))
+
+
+@pytest.mark.parametrize("shape", [(1024, 128256), (37, 1000)])
+def test_fp8_loss_kernel_matches_the_tensor_ops(cuda, shape):
+    """The Triton chunk of ``fp8_output``'s loss (`loss_triton`) on the GPU: the tensor ops' row losses,
+    their row scales within bf16's rounding, and a gradient no farther from the exact one than theirs."""
+    from tuner.training import loss as loss_module
+    from tuner.training import loss_triton
+
+    rows, vocab = shape
+    g = torch.Generator(device="cpu").manual_seed(0)
+    logits = (torch.randn(rows, vocab, generator=g) * 3).to(cuda, torch.bfloat16)
+    targets = torch.randint(0, vocab, (rows,), generator=g).to(cuda)
+    targets[::7] = -100
+    scale = (torch.rand(vocab, generator=g) * 1e-2 + 1e-4).to(cuda)
+    losses, grad = loss_triton.ce_grad_fp8(logits, targets, -100, scale, scale.log())
+    valid = targets != -100
+    safe = targets.masked_fill(~valid, 0)
+    ref_losses, ref_grad = torch.compile(loss_module._ce_forward_backward_fp8, dynamic=True)(logits, safe, valid, scale)
+    assert torch.allclose(losses, ref_losses, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(grad.scale, ref_grad.scale, rtol=2**-7)
+    exact = (torch.softmax(logits.double(), -1) - F.one_hot(safe, vocab).double()) * scale.double() * valid[:, None]
+    largest = exact.abs().amax(1).clamp(min=1e-30)
+    error = (grad.data.double() * grad.scale - exact).abs().amax(1) / largest
+    ref_error = (ref_grad.data.double() * ref_grad.scale - exact).abs().amax(1) / largest
+    assert (error <= ref_error + 2**-9).all() and (error <= 2**-4).all()
+    assert torch.equal(grad.data.float().abs().amax(1), torch.where(valid, 448.0, 0.0))

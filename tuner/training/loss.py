@@ -26,8 +26,9 @@ from torch.utils.checkpoint import checkpoint
 from tuner.config import instantiate, resolve_component
 from tuner.data.messages import CROSS_ENTROPY_IGNORE_IDX
 from tuner.errors import ConfigError
-from tuner.quantization import FP8Weight
+from tuner.quantization import FP8Weight, fp8_triton
 from tuner.quantization.fp8 import FP8Input, fp8_matmul, fp8_matmul_grad, input_grad_operand, quantize_output_grad
+from tuner.training import loss_triton
 
 
 def shift_labels(labels: torch.Tensor, ignore_index: int = CROSS_ENTROPY_IGNORE_IDX) -> torch.Tensor:
@@ -132,6 +133,8 @@ class _FrozenLinearCrossEntropySum(torch.autograd.Function):
             grad_hidden = torch.zeros_like(hidden) if scored_only else torch.empty_like(hidden)
         fp8 = isinstance(weight, FP8Weight)  # LoRA's fp8_output: both GEMMs as an FP8 block linear's
         grad_operand = input_grad_operand(weight, hidden.dtype) if fp8 and grad_hidden is not None else None
+        fused_fp8_grad = fp8 and grad_operand is not None and weight.fp8_input_grad
+        log_scale = torch.log(weight.scale) if fused_fp8_grad and fp8_triton.available(hidden.device) else None
         for start in range(0, hidden.shape[0], rows_per_chunk):
             chunk = slice(start, start + rows_per_chunk)
             keep = _scored_rows(targets[chunk], ignore_index) if scored_only else None
@@ -146,9 +149,14 @@ class _FrozenLinearCrossEntropySum(torch.autograd.Function):
             grad_h = None
             if grad_hidden is None:
                 losses, _ = _kernel("forward", _ce_forward, logits.is_cuda)(logits, safe, valid)
-            elif fp8 and weight.fp8_input_grad:
-                kernel = _kernel("forward_backward_fp8", _ce_forward_backward_fp8, logits.is_cuda)
-                losses, g_fp8 = kernel(logits, safe, valid, weight.scale)
+            elif fused_fp8_grad:
+                if log_scale is not None:  # one Triton kernel, two reads of the logits (`loss_triton`)
+                    losses, g_fp8 = loss_triton.ce_grad_fp8(
+                        logits, chunk_targets, ignore_index, weight.scale, log_scale
+                    )
+                else:
+                    kernel = _kernel("forward_backward_fp8", _ce_forward_backward_fp8, logits.is_cuda)
+                    losses, g_fp8 = kernel(logits, safe, valid, weight.scale)
                 grad_h = fp8_matmul_grad(logits, weight, grad_operand, g_fp8)  # logits: the dtype
             else:
                 losses, grad_logits = _kernel("forward_backward", _ce_forward_backward, logits.is_cuda)(
