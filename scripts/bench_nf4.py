@@ -23,7 +23,7 @@ output projections of Llama 3.2 1B / 3.1 8B and two 8B MLP weights: torch's copy
 One 1,024-row chunk of LoRA's ``fp8_output`` loss on the Llama 3.2 1B's vocabulary (bf16 logits in,
 row losses and the e4m3 gradient out): the compiled tensor ops (`loss._ce_forward_backward_fp8`, three
 reads of the logits) against the Triton kernel (`loss_triton.ce_grad_fp8`, two reads) at each block
-size and warp count, with the kernel's memory traffic per second.
+size, warp count and rows per program, with the kernel's memory traffic per second.
 """
 
 from __future__ import annotations
@@ -125,12 +125,23 @@ def loss_rows(rows: int = 1024, vocab: int = 128256) -> None:
             {"shape": [rows, vocab], "compiled_tensor_ops": mean_ms(lambda: compiled(logits, targets, valid, scale))}
         )
     )
-    for block in (1024, 2048, 4096, 8192):
-        for warps in (4, 8, 16):
-            loss_triton.BLOCK, loss_triton.NUM_WARPS = block, warps
-            ms = mean_ms(lambda: loss_triton.ce_grad_fp8(logits, targets, -100, scale, log_scale))
-            traffic = logits.numel() * (2 * logits.element_size() + 1)
-            print(json.dumps({"block": block, "warps": warps, "triton": ms, "tb_per_s": round(traffic / ms / 1e9, 2)}))
+    for rows_per_program in (1, 2, 4):
+        for block in (1024, 2048, 4096):
+            for warps in (4, 8):
+                loss_triton.ROWS, loss_triton.BLOCK, loss_triton.NUM_WARPS = rows_per_program, block, warps
+                ms = mean_ms(lambda: loss_triton.ce_grad_fp8(logits, targets, -100, scale, log_scale))
+                traffic = logits.numel() * (2 * logits.element_size() + 1)
+                print(
+                    json.dumps(
+                        {
+                            "rows": rows_per_program,
+                            "block": block,
+                            "warps": warps,
+                            "triton": ms,
+                            "tb_per_s": round(traffic / ms / 1e9, 2),
+                        }
+                    )
+                )
 
 
 if __name__ == "__main__":

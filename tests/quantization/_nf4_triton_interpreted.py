@@ -275,8 +275,13 @@ def check_fp8_loss_kernel_matches_the_tensor_ops_and_serves_the_loss() -> None:
     they apply first, and a gradient as near the exact one as theirs (each row's largest value on
     e4m3's 448, ignored rows zero); `fp8_output`'s loss runs through it and equals the tensor-op path."""
     g = torch.Generator().manual_seed(0)
-    for dtype in (torch.bfloat16, torch.float16, torch.float32):
-        for rows, vocab in [(9, 5000), (4, 37), (1, 4096)]:
+    cases = [
+        (dtype, shape) for dtype in (torch.bfloat16, torch.float16, torch.float32) for shape in [(9, 5000), (4, 37)]
+    ]
+    shipped = loss_triton.ROWS
+    for rows_per_program in (shipped, 4):  # a program of several rows, and rows that leave one part-filled
+        loss_triton.ROWS = rows_per_program
+        for dtype, (rows, vocab) in cases + [(torch.bfloat16, (1, 4096))]:
             logits = (torch.randn(rows, vocab, generator=g) * 3).to(dtype)
             targets = torch.randint(0, vocab, (rows,), generator=g)
             targets[rows // 2] = -100
@@ -295,6 +300,7 @@ def check_fp8_loss_kernel_matches_the_tensor_ops_and_serves_the_loss() -> None:
             assert (error <= ref_error + 2**-9).all() and (error <= 2**-4).all(), (dtype, rows, vocab, error)
             codes = grad.data.float().abs().amax(1)
             assert torch.equal(codes, torch.where(valid, 448.0, 0.0)), (dtype, rows, vocab, codes)
+    loss_triton.ROWS = shipped
     torch.manual_seed(0)
     weight = quantize_fp8(torch.randn(300, 64) * 0.05, torch.float32)
     hidden = torch.randn(2 * 24, 64, requires_grad=True)

@@ -28,19 +28,18 @@ try:
 except ImportError:  # the tensor-op path serves instead
     triton = tl = None
 
-BLOCK = 4096  # logits per step of a row's loops
-NUM_WARPS = 8
+ROWS = 1  # rows a program
+BLOCK = 2048  # logits per step of a row's loops
+NUM_WARPS = 8  # the fastest of 12 settings on the 1B's chunk (H200; `scripts/bench_nf4.py loss`)
 
 
-def _load_logits(row_ptr, cols, inside, BF16_BITS: tl.constexpr):
-    """A block of a row's logits in float32, -inf outside the row; bf16 read as its bits (the
-    interpreter's numpy has no bfloat16), widened exactly by a shift."""
+def _load_logits(ptrs, mask, BF16_BITS: tl.constexpr):
+    """Logits at ``ptrs`` in float32 (0 where not ``mask``); bf16 is read as its bits (the interpreter's
+    numpy has no bfloat16) and widened exactly by a shift."""
     if BF16_BITS:
-        bits = tl.load(row_ptr + cols, mask=inside, other=0).to(tl.int32)
-        z = (bits << 16).to(tl.float32, bitcast=True)
-    else:
-        z = tl.load(row_ptr + cols, mask=inside, other=0.0).to(tl.float32)
-    return tl.where(inside, z, float("-inf"))
+        bits = tl.load(ptrs, mask=mask, other=0).to(tl.int32)
+        return (bits << 16).to(tl.float32, bitcast=True)
+    return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
 
 
 def _ce_grad_fp8_kernel(
@@ -51,47 +50,53 @@ def _ce_grad_fp8_kernel(
     loss_ptr,
     grad_ptr,
     grad_scale_ptr,
+    n_rows,
     vocab,
     ignore_index,
+    ROWS: tl.constexpr,
     BLOCK: tl.constexpr,
     BF16_BITS: tl.constexpr,
     NATIVE: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)
-    row_logits = logits_ptr + row * vocab
-    target = tl.load(targets_ptr + row)
+    # ROWS rows a program, so that each block of the weight's scales is read once for all of them
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < n_rows
+    first = rows.to(tl.int64)[:, None] * vocab
+    target = tl.load(targets_ptr + rows, mask=row_ok, other=ignore_index)
     valid = target != ignore_index
     target = tl.where(valid, target, 0)
-    running_max = float("-inf")
-    running_sum = 0.0
-    off_target = float("-inf")  # max over j != target of z_j + ln s_j
+    running_max = tl.full([ROWS], float("-inf"), tl.float32)
+    running_sum = tl.zeros([ROWS], tl.float32)
+    off_target = tl.full([ROWS], float("-inf"), tl.float32)  # max over j != target of z_j + ln s_j
     for start in range(0, vocab, BLOCK):
         cols = start + tl.arange(0, BLOCK)
-        inside = cols < vocab
-        z = _load_logits(row_logits, cols, inside, BF16_BITS)
-        new_max = tl.maximum(running_max, tl.max(z, 0))
-        running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(z - new_max), 0)
+        in_vocab = cols < vocab
+        z = _load_logits(logits_ptr + first + cols[None, :], row_ok[:, None] & in_vocab[None, :], BF16_BITS)
+        z = tl.where(in_vocab[None, :], z, float("-inf"))
+        new_max = tl.maximum(running_max, tl.max(z, 1))
+        running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(z - new_max[:, None]), 1)
         running_max = new_max
-        log_scale = tl.load(log_scale_ptr + cols, mask=inside, other=0.0)
-        off_target = tl.maximum(off_target, tl.max(tl.where(cols != target, z + log_scale, float("-inf")), 0))
+        log_scale = tl.load(log_scale_ptr + cols, mask=in_vocab, other=0.0)
+        shifted = tl.where(cols[None, :] != target[:, None], z + log_scale[None, :], float("-inf"))
+        off_target = tl.maximum(off_target, tl.max(shifted, 1))
     lse = running_max + tl.log(running_sum)
-    target_logit = tl.max(_load_logits(row_logits, target + tl.arange(0, 1), tl.arange(0, 1) < 1, BF16_BITS), 0)
+    target_logit = _load_logits(logits_ptr + first.reshape([ROWS]) + target, row_ok, BF16_BITS)
     target_scale = tl.load(scale_ptr + target)
     amax = tl.maximum(tl.exp(off_target - lse), (1.0 - tl.exp(target_logit - lse)) * target_scale)
     amax = tl.where(valid, amax, 0.0)
     # fp8.row_scales' arithmetic: 448 / amax in float64, to float32, and its correctly rounded reciprocal
     to_fp8 = (448.0 / tl.maximum(amax.to(tl.float64), 1e-12)).to(tl.float32)
-    tl.store(grad_scale_ptr + row, tl.math.div_rn(1.0, to_fp8))
-    tl.store(loss_ptr + row, tl.where(valid, lse - target_logit, 0.0))
-    row_grad = grad_ptr + row * vocab
+    tl.store(grad_scale_ptr + rows, tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), to_fp8), mask=row_ok)
+    tl.store(loss_ptr + rows, tl.where(valid, lse - target_logit, 0.0), mask=row_ok)
+    to_fp8 = tl.where(valid, to_fp8, 0.0)[:, None]
     for start in range(0, vocab, BLOCK):
         cols = start + tl.arange(0, BLOCK)
-        inside = cols < vocab
-        z = _load_logits(row_logits, cols, inside, BF16_BITS)
-        grad = tl.exp(z - lse) - tl.where(cols == target, 1.0, 0.0)
-        scaled = grad * tl.load(scale_ptr + cols, mask=inside, other=0.0) * to_fp8
-        scaled = tl.where(valid, scaled, 0.0)
-        tl.store(row_grad + cols, _e4m3_codes(scaled, NATIVE), mask=inside)
+        in_vocab = cols < vocab
+        inside = row_ok[:, None] & in_vocab[None, :]
+        z = _load_logits(logits_ptr + first + cols[None, :], inside, BF16_BITS)
+        grad = tl.exp(z - lse[:, None]) - tl.where(cols[None, :] == target[:, None], 1.0, 0.0)
+        scaled = grad * tl.load(scale_ptr + cols, mask=in_vocab, other=0.0)[None, :] * to_fp8
+        tl.store(grad_ptr + first + cols[None, :], _e4m3_codes(scaled, NATIVE), mask=inside)
 
 
 if triton is not None:
@@ -117,7 +122,7 @@ def ce_grad_fp8(
     grad_scale = torch.empty(rows, 1, dtype=torch.float32, device=logits.device)
     if rows:
         bf16 = logits.dtype == torch.bfloat16
-        _ce_grad_fp8_kernel[(rows,)](
+        _ce_grad_fp8_kernel[(triton.cdiv(rows, ROWS),)](
             logits.contiguous().view(torch.int16) if bf16 else logits.contiguous(),
             targets.contiguous(),
             weight_scale.contiguous(),
@@ -125,8 +130,10 @@ def ce_grad_fp8(
             losses,
             grad,
             grad_scale,
+            rows,
             vocab,
             ignore_index,
+            ROWS=ROWS,
             BLOCK=BLOCK,
             BF16_BITS=bf16,
             NATIVE=not interpreting(),
