@@ -22,7 +22,8 @@ output projections of Llama 3.2 1B / 3.1 8B and two 8B MLP weights: torch's copy
 
 One 1,024-row chunk of LoRA's ``fp8_output`` loss on the Llama 3.2 1B's vocabulary (bf16 logits in,
 row losses and the e4m3 gradient out): the compiled tensor ops (`loss._ce_forward_backward_fp8`, three
-reads of the logits) against the Triton kernel (`loss_triton.ce_grad_fp8`, two reads) at each block
+reads of the logits; and, for reference, the bf16 recipes' chunk, `loss._ce_forward_backward`, whose
+gradient is bf16) against the Triton kernel (`loss_triton.ce_grad_fp8`, two reads) at each block
 size, warp count and rows per program, with the kernel's memory traffic per second.
 """
 
@@ -120,11 +121,10 @@ def loss_rows(rows: int = 1024, vocab: int = 128256) -> None:
     log_scale = scale.log()
     valid = targets != -100
     compiled = torch.compile(loss._ce_forward_backward_fp8, dynamic=True)  # as loss._kernel compiles it
-    print(
-        json.dumps(
-            {"shape": [rows, vocab], "compiled_tensor_ops": mean_ms(lambda: compiled(logits, targets, valid, scale))}
-        )
-    )
+    bf16_grad = torch.compile(loss._ce_forward_backward, dynamic=True)  # the bf16 recipes' chunk, for reference
+    row = {"shape": [rows, vocab], "compiled_tensor_ops": mean_ms(lambda: compiled(logits, targets, valid, scale))}
+    row["compiled_bf16_gradient"] = mean_ms(lambda: bf16_grad(logits, targets, valid))
+    print(json.dumps(row))
     for rows_per_program in (1, 2, 4):
         for block in (1024, 2048, 4096):
             for warps in (4, 8):
