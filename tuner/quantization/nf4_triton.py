@@ -102,7 +102,7 @@ def _e4m3_bits(y):
     return tl.where(magnitude >= 0x3C800000, normal, subnormal) | sign
 
 
-def _e4m3_codes(y, NATIVE: tl.constexpr):
+def e4m3_codes(y, NATIVE: tl.constexpr):
     """float32 ``y`` as float8_e4m3fn bytes (uint8): clamped to +-448, rounded to nearest even."""
     y = tl.clamp(y, -448.0, 448.0)
     if NATIVE:
@@ -219,8 +219,8 @@ def _fp8_rows_write_kernel(
         NATIVE,
     )
     to_fp8 = tl.load(to_fp8_ptr + rows, mask=row_ok, other=0.0)[:, None]
-    high = _e4m3_codes(_round_to(high, ROUND_TO, NATIVE) * to_fp8, NATIVE)
-    low = _e4m3_codes(_round_to(low, ROUND_TO, NATIVE) * to_fp8, NATIVE)
+    high = e4m3_codes(_round_to(high, ROUND_TO, NATIVE) * to_fp8, NATIVE)
+    low = e4m3_codes(_round_to(low, ROUND_TO, NATIVE) * to_fp8, NATIVE)
     codes = tl.interleave(high, low)
     value = tl.program_id(1) * (2 * BYTES) + tl.arange(0, 2 * BYTES)
     written = row_ok[:, None] & (value[None, :] < 2 * row_bytes)
@@ -235,7 +235,7 @@ if triton is not None:
     _byte_values = triton.jit(_byte_values)
     _round_to = triton.jit(_round_to)
     _e4m3_bits = triton.jit(_e4m3_bits)
-    _e4m3_codes = triton.jit(_e4m3_codes)
+    e4m3_codes = triton.jit(e4m3_codes)
     _dequantize_nf4_kernel = triton.jit(_dequantize_nf4_kernel)
     _fp8_row_scales_kernel = triton.jit(_fp8_row_scales_kernel)
     _fp8_rows_write_kernel = triton.jit(_fp8_rows_write_kernel)

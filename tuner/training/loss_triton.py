@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from tuner.quantization.fp8 import FP8Input
-from tuner.quantization.nf4_triton import _e4m3_codes, interpreting
+from tuner.quantization.nf4_triton import e4m3_codes, interpreting
 
 try:
     import triton
@@ -28,9 +28,11 @@ try:
 except ImportError:  # the tensor-op path serves instead
     triton = tl = None
 
+# the fastest of 18 settings on the 1B's chunk (H200, `scripts/bench_nf4.py loss`: 0.31 ms; the settings
+# around it 0.33-0.35 ms, machine to machine as much again)
 ROWS = 1  # rows a program
-BLOCK = 2048  # logits per step of a row's loops
-NUM_WARPS = 8  # the fastest of 12 settings on the 1B's chunk (H200; `scripts/bench_nf4.py loss`)
+BLOCK = 1024  # logits per step of a row's loops
+NUM_WARPS = 8
 
 
 def _load_logits(ptrs, mask, BF16_BITS: tl.constexpr):
@@ -65,21 +67,26 @@ def _ce_grad_fp8_kernel(
     target = tl.load(targets_ptr + rows, mask=row_ok, other=ignore_index)
     valid = target != ignore_index
     target = tl.where(valid, target, 0)
-    running_max = tl.full([ROWS], float("-inf"), tl.float32)
-    running_sum = tl.zeros([ROWS], tl.float32)
-    off_target = tl.full([ROWS], float("-inf"), tl.float32)  # max over j != target of z_j + ln s_j
+    # per-lane running maximum, sum of exponentials and off-target maximum, reduced across lanes once
+    # after the loop (no cross-thread reduction per block)
+    running_max = tl.full([ROWS, BLOCK], float("-inf"), tl.float32)
+    running_sum = tl.zeros([ROWS, BLOCK], tl.float32)
+    off_target = tl.full([ROWS, BLOCK], float("-inf"), tl.float32)  # max over j != target of z_j + ln s_j
     for start in range(0, vocab, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         in_vocab = cols < vocab
         z = _load_logits(logits_ptr + first + cols[None, :], row_ok[:, None] & in_vocab[None, :], BF16_BITS)
         z = tl.where(in_vocab[None, :], z, float("-inf"))
-        new_max = tl.maximum(running_max, tl.max(z, 1))
-        running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(z - new_max[:, None]), 1)
+        new_max = tl.maximum(running_max, z)
+        shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # a lane past the vocabulary so far
+        running_sum = running_sum * tl.exp(running_max - shift) + tl.exp(z - shift)
         running_max = new_max
         log_scale = tl.load(log_scale_ptr + cols, mask=in_vocab, other=0.0)
         shifted = tl.where(cols[None, :] != target[:, None], z + log_scale[None, :], float("-inf"))
-        off_target = tl.maximum(off_target, tl.max(shifted, 1))
-    lse = running_max + tl.log(running_sum)
+        off_target = tl.maximum(off_target, shifted)
+    row_max = tl.max(running_max, 1)
+    lse = row_max + tl.log(tl.sum(running_sum * tl.exp(running_max - row_max[:, None]), 1))
+    off_target = tl.max(off_target, 1)
     target_logit = _load_logits(logits_ptr + first.reshape([ROWS]) + target, row_ok, BF16_BITS)
     target_scale = tl.load(scale_ptr + target)
     amax = tl.maximum(tl.exp(off_target - lse), (1.0 - tl.exp(target_logit - lse)) * target_scale)
@@ -96,7 +103,7 @@ def _ce_grad_fp8_kernel(
         z = _load_logits(logits_ptr + first + cols[None, :], inside, BF16_BITS)
         grad = tl.exp(z - lse[:, None]) - tl.where(cols[None, :] == target[:, None], 1.0, 0.0)
         scaled = grad * tl.load(scale_ptr + cols, mask=in_vocab, other=0.0)[None, :] * to_fp8
-        tl.store(grad_ptr + first + cols[None, :], _e4m3_codes(scaled, NATIVE), mask=inside)
+        tl.store(grad_ptr + first + cols[None, :], e4m3_codes(scaled, NATIVE), mask=inside)
 
 
 if triton is not None:
