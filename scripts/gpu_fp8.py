@@ -25,6 +25,10 @@ Plans (docs/benchmarks.md, "LoRA over an FP8 base"):
   ``fp8_output`` and LoRA 8B FP8 again (issue #27's goals) with the static launcher of session 12.
 - ``qlora8b_quality`` (session 13): a profiled LoRA 1B FP8 + ``fp8_output`` step, then 160-step quality
   runs of QLoRA 8B (bf16, bf16 seed 1, ``fp8_all``) on the chain below, all three at once.
+- ``loss_kernel`` (session 14): the 300-step quality runs of bf16, bf16 seed 1 and FP8 + ``fp8_output``
+  (whose loss chunk is now one Triton kernel, `tuner.training.loss_triton`), all at once.
+- ``seeds`` (session 14): those runs plus FP8 + ``fp8_output`` with seed 1, so that each FP8 run has a
+  bf16 run of its own LoRA init, and each arm's curve averaged over its two seeds is compared too.
 - ``qlora`` (``python3 scripts/gpu_fp8.py qlora 470``: three 8B runs with compile, ~3-4 min): QLoRA 8B
   (``qlora_8b``: NF4 base, r8, activation checkpointing, 2 x 2048) as shipped (bf16 GEMMs), then with
   ``model.base_dtype=fp8`` (= ``fp8_all``: NF4 storage, forward and input-gradient GEMMs in FP8) and
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -166,6 +171,18 @@ PLANS: dict[str, dict[str, list[tuple[str, list[str]]]]] = {
         ],
         "quality": QLORA_8B_QUALITY,
     },
+    "loss_kernel": {  # session 14: fp8_output's loss chunk as one Triton kernel, against session 9's curves
+        "speed": [],  # measured A/B in separate calls (docs/benchmarks.md, "Session 14")
+        "quality": [*RECIPE_QUALITY[:2], NEXT_QUALITY[-1]],
+    },
+    "seeds": {  # the same with seed 1 in both arms: same-seed pairs differ in FP8 alone; the mean over seeds
+        "speed": [],
+        "quality": [
+            *RECIPE_QUALITY[:2],
+            NEXT_QUALITY[-1],
+            ("quality_fp8_all_output_seed1", _quality("seed=1", "model.base_dtype=fp8_all", FP8_OUTPUT)),
+        ],
+    },
     "qlora": {  # NF4 storage, FP8 GEMMs (a qlora_* builder with base_dtype): against QLoRA's bf16 GEMMs
         "speed": [
             ("qlora_8b", _speed("qlora_8b", SPEED_8B)),
@@ -256,6 +273,7 @@ def summary(results: dict) -> str:
         for tt_name, tt in r.items():
             if tt_name.startswith("torchtune") and isinstance(tt, dict) and "tokens_per_s_median" in tt:
                 lines.append(f"  {tt_name} | {tt['tokens_per_s_median']} | {tt.get('peak_alloc_gib')} |")
+    arms: dict[str, dict[str, list[float]]] = {}  # run name without its seed -> {seed suffix: losses}
     for name, r in results.items():
         prefix = next((p for p in ("quality_qlora8b_", "quality_qlora_", "quality_") if name.startswith(p)), "")
         base = prefix + "bf16"  # the bf16 run over the same base storage and model
@@ -263,7 +281,26 @@ def summary(results: dict) -> str:
         if name.startswith("quality") and name != base and reference and r.get("losses"):
             gap = curve_gap(reference, r["losses"])
             lines.append(f"{name} vs {base}: {json.dumps(gap)}")
+        arm, seed = re.fullmatch(r"(.*?)(_seed\d+)?", name).groups()
+        if name.startswith("quality") and r.get("losses"):
+            arms.setdefault(arm, {})[seed or ""] = r["losses"]
+            same_seed = results.get(base + (seed or ""), {}).get("losses")
+            if seed and arm != base and same_seed:  # the same LoRA init in both runs: FP8 the only difference
+                lines.append(f"{name} vs {base}{seed}: {json.dumps(curve_gap(same_seed, r['losses']))}")
+    for arm, runs in arms.items():  # each arm's mean curve over its seeds against the bf16 arm's, seeds alike
+        prefix = next((p for p in ("quality_qlora8b_", "quality_qlora_", "quality_") if arm.startswith(p)), "")
+        base = arms.get(prefix + "bf16", {})
+        if arm != prefix + "bf16" and len(runs) > 1 and set(runs) <= set(base):
+            mean, base_mean = (_mean_curve([group[k] for k in runs]) for group in (runs, base))
+            lines.append(
+                f"{arm} vs {prefix}bf16, mean over seeds {sorted(runs)}: {json.dumps(curve_gap(base_mean, mean))}"
+            )
     return "\n".join(lines)
+
+
+def _mean_curve(curves: list[list[float]]) -> list[float]:
+    n = min(len(c) for c in curves)
+    return [sum(c[i] for c in curves) / len(curves) for i in range(n)]
 
 
 def main(argv: list[str]) -> int:

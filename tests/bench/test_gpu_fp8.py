@@ -3,6 +3,8 @@ bf16 run in one setting only, and the summary reads each run's curve gap against
 
 from __future__ import annotations
 
+import json
+
 from tests.bench.conftest import load_script
 
 gpu_fp8 = load_script("gpu_fp8")
@@ -17,10 +19,13 @@ def test_quality_runs_differ_from_the_bf16_run_in_one_setting():
         for name, args in runs.items():
             extra = args[len(reference) :]
             assert args[: len(reference)] == reference and extra, name
-            # one setting: the seed (the noise reference) or the FP8 recipe (base_dtype and its fp8_ options)
-            if extra[0].startswith("seed="):
-                assert len(extra) == 1, name
-            else:
+            # one setting: the seed (the noise reference) or the FP8 recipe (base_dtype and its fp8_ options);
+            # an FP8 run with another seed is one setting from the bf16 run of that seed
+            seed = extra[0] if extra[0].startswith("seed=") else None
+            if seed and len(extra) > 1:
+                assert name.endswith("_seed" + seed.split("=")[1]) and base + name[-6:] in runs, name
+                extra = extra[1:]
+            if seed is None or extra[0] != seed:
                 assert extra[0].startswith("model.base_dtype="), name
                 assert all(e.startswith("model.fp8_") for e in extra[1:]), name
 
@@ -87,3 +92,26 @@ def test_summary_lists_speed_and_each_quality_gap():
     assert "lora_1b | 100.0 | 1.0 / 1.5 | 0.5" in text and "skipped" not in text
     gap = next(line for line in text.splitlines() if line.startswith("quality_fp8_all vs quality_bf16"))
     assert '"within": false' in gap and '"held_out_rel": 0.05' in gap
+
+
+def test_summary_pairs_runs_of_one_seed_and_compares_the_mean_over_seeds():
+    """An FP8 run of seed 1 is read against the bf16 run of seed 1 (the same LoRA init), and each arm's
+    curve averaged over its seeds against the bf16 arm's average over the same seeds."""
+    falling = [10.0 - 0.02 * i for i in range(60)]
+    results = {
+        "quality_bf16": {"losses": falling},
+        "quality_bf16_seed1": {"losses": [x * 1.04 for x in falling]},
+        "quality_fp8_all_output": {"losses": [x * 1.02 for x in falling]},
+        "quality_fp8_all_output_seed1": {"losses": [x * 1.04 for x in falling]},
+    }
+    lines = gpu_fp8.summary(results).splitlines()
+    pair = next(line for line in lines if line.startswith("quality_fp8_all_output_seed1 vs quality_bf16_seed1:"))
+    assert '"within": true' in pair  # equal curves; against seed 0 it is 4% off
+    assert '"within": false' in next(
+        line for line in lines if line.startswith("quality_fp8_all_output_seed1 vs quality_bf16:")
+    )
+    mean = next(line for line in lines if "mean over seeds" in line)
+    assert mean.startswith("quality_fp8_all_output vs quality_bf16, mean over seeds ['', '_seed1']:")
+    gap = json.loads(mean.split(": ", 1)[1])
+    assert abs(gap["held_out_rel"] - (1.03 / 1.02 - 1)) < 1e-9  # (1.02 + 1.04) / 2 against (1 + 1.04) / 2
+    assert not any(line.startswith("quality_bf16_seed1 vs quality_bf16_seed1") for line in lines)
