@@ -110,6 +110,14 @@ def e4m3_codes(y, NATIVE: tl.constexpr):
     return _e4m3_bits(y).to(tl.uint8)
 
 
+def e4m3_row_scales(amax):
+    """``(to_fp8, scale)`` float32 of rows whose largest magnitude is ``amax``: `fp8.row_scales`'
+    arithmetic, 448 / amax in float64 (IEEE division, unlike float32's '/') cast to float32, and its
+    reciprocal correctly rounded (as torch's reciprocal)."""
+    to_fp8 = (448.0 / tl.maximum(amax.to(tl.float64), 1e-12)).to(tl.float32)
+    return to_fp8, tl.math.div_rn(tl.full(to_fp8.shape, 1.0, tl.float32), to_fp8)
+
+
 def _dequantize_nf4_kernel(
     packed_ptr,
     absmax_ptr,
@@ -161,9 +169,7 @@ def _fp8_row_scales_kernel(
     NATIVE: tl.constexpr,
 ):
     # Each row's largest magnitude, from each byte's larger level times its block scale (|l s| = |l||s|,
-    # and rounding to the compute dtype is monotonic, so it may come after the max), then
-    # fp8.quantize_rows' arithmetic: 448 / amax in float64 (IEEE division, unlike float32's '/'), cast
-    # to float32 (to_fp8), and its reciprocal correctly rounded (scale, as torch's reciprocal).
+    # and rounding to the compute dtype is monotonic, so it may come after the max), then its scales.
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < n_rows
     first_byte = rows[:, None] * row_bytes
@@ -176,10 +182,9 @@ def _fp8_row_scales_kernel(
         level = tl.maximum(tl.abs(tl.load(levels_ptr + (codes >> 4))), tl.abs(tl.load(levels_ptr + (codes & 15))))
         scale = _block_scales(absmax_ptr, absmax_scale_ptr, offset_ptr, code_ptr, byte, inside, NATIVE)
         largest = tl.maximum(largest, tl.where(inside, level * tl.abs(scale), 0.0))
-    amax = _round_to(tl.max(largest, axis=1), ROUND_TO, NATIVE)
-    to_fp8 = (448.0 / tl.maximum(amax.to(tl.float64), 1e-12)).to(tl.float32)
+    to_fp8, scale = e4m3_row_scales(_round_to(tl.max(largest, axis=1), ROUND_TO, NATIVE))
     tl.store(to_fp8_ptr + rows, to_fp8, mask=row_ok)
-    tl.store(scale_ptr + rows, tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), to_fp8), mask=row_ok)
+    tl.store(scale_ptr + rows, scale, mask=row_ok)
 
 
 def _fp8_rows_write_kernel(
@@ -236,6 +241,7 @@ if triton is not None:
     _round_to = triton.jit(_round_to)
     _e4m3_bits = triton.jit(_e4m3_bits)
     e4m3_codes = triton.jit(e4m3_codes)
+    e4m3_row_scales = triton.jit(e4m3_row_scales)
     _dequantize_nf4_kernel = triton.jit(_dequantize_nf4_kernel)
     _fp8_row_scales_kernel = triton.jit(_fp8_row_scales_kernel)
     _fp8_rows_write_kernel = triton.jit(_fp8_rows_write_kernel)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from tuner.quantization.fp8 import FP8Input
-from tuner.quantization.nf4_triton import e4m3_codes, interpreting
+from tuner.quantization.nf4_triton import e4m3_codes, e4m3_row_scales, interpreting
 
 try:
     import triton
@@ -91,9 +91,8 @@ def _ce_grad_fp8_kernel(
     target_scale = tl.load(scale_ptr + target)
     amax = tl.maximum(tl.exp(off_target - lse), (1.0 - tl.exp(target_logit - lse)) * target_scale)
     amax = tl.where(valid, amax, 0.0)
-    # fp8.row_scales' arithmetic: 448 / amax in float64, to float32, and its correctly rounded reciprocal
-    to_fp8 = (448.0 / tl.maximum(amax.to(tl.float64), 1e-12)).to(tl.float32)
-    tl.store(grad_scale_ptr + rows, tl.math.div_rn(tl.full([ROWS], 1.0, tl.float32), to_fp8), mask=row_ok)
+    to_fp8, grad_scale = e4m3_row_scales(amax)
+    tl.store(grad_scale_ptr + rows, grad_scale, mask=row_ok)
     tl.store(loss_ptr + rows, tl.where(valid, lse - target_logit, 0.0), mask=row_ok)
     to_fp8 = tl.where(valid, to_fp8, 0.0)[:, None]
     for start in range(0, vocab, BLOCK):
