@@ -598,7 +598,8 @@ class Trainer:
         extra: dict[str, float] | None = None,
     ) -> None:
         """``wait_for_gpu_s``: how long the loop waited for this step's numbers, a step later; near
-        zero means the GPU was waiting for the CPU instead (launch-bound), not the other way round.
+        zero means the step was done when the next one was queued: the GPU waited for the CPU, or the
+        step has more launches than CUDA's queue holds (~1,000), so the CPU could not run further ahead.
         ``extra``: the method's own numbers (`FinetuneMethod.window_metrics`)."""
         if not self.placement.is_main:
             return
