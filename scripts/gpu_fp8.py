@@ -275,8 +275,7 @@ def summary(results: dict) -> str:
                 lines.append(f"  {tt_name} | {tt['tokens_per_s_median']} | {tt.get('peak_alloc_gib')} |")
     arms: dict[str, dict[str, list[float]]] = {}  # run name without its seed -> {seed suffix: losses}
     for name, r in results.items():
-        prefix = next((p for p in ("quality_qlora8b_", "quality_qlora_", "quality_") if name.startswith(p)), "")
-        base = prefix + "bf16"  # the bf16 run over the same base storage and model
+        base = _bf16_run_of(name)
         reference = results.get(base, {}).get("losses")
         if name.startswith("quality") and name != base and reference and r.get("losses"):
             gap = curve_gap(reference, r["losses"])
@@ -288,14 +287,20 @@ def summary(results: dict) -> str:
             if seed and arm != base and same_seed:  # the same LoRA init in both runs: FP8 the only difference
                 lines.append(f"{name} vs {base}{seed}: {json.dumps(curve_gap(same_seed, r['losses']))}")
     for arm, runs in arms.items():  # each arm's mean curve over its seeds against the bf16 arm's, seeds alike
-        prefix = next((p for p in ("quality_qlora8b_", "quality_qlora_", "quality_") if arm.startswith(p)), "")
-        base = arms.get(prefix + "bf16", {})
-        if arm != prefix + "bf16" and len(runs) > 1 and set(runs) <= set(base):
+        base_arm = _bf16_run_of(arm)
+        base = arms.get(base_arm, {})
+        if arm != base_arm and len(runs) > 1 and set(runs) <= set(base):
             mean, base_mean = (_mean_curve([group[k] for k in runs]) for group in (runs, base))
             lines.append(
-                f"{arm} vs {prefix}bf16, mean over seeds {sorted(runs)}: {json.dumps(curve_gap(base_mean, mean))}"
+                f"{arm} vs {base_arm}, mean over seeds {sorted(runs)}: {json.dumps(curve_gap(base_mean, mean))}"
             )
     return "\n".join(lines)
+
+
+def _bf16_run_of(name: str) -> str:
+    """The bf16 quality run over the same base storage and model as run ``name``."""
+    prefix = next((p for p in ("quality_qlora8b_", "quality_qlora_", "quality_") if name.startswith(p)), "")
+    return prefix + "bf16"
 
 
 def _mean_curve(curves: list[list[float]]) -> list[float]:
