@@ -133,7 +133,7 @@ class _FrozenLinearCrossEntropySum(torch.autograd.Function):
             grad_hidden = torch.zeros_like(hidden) if scored_only else torch.empty_like(hidden)
         fp8 = isinstance(weight, FP8Weight)  # LoRA's fp8_output: both GEMMs as an FP8 block linear's
         grad_operand = input_grad_operand(weight, hidden.dtype) if fp8 and grad_hidden is not None else None
-        fused_fp8_grad = fp8 and grad_operand is not None and weight.fp8_input_grad
+        fused_fp8_grad = grad_operand is not None and weight.fp8_input_grad  # an operand: fp8, with a gradient
         log_scale = torch.log(weight.scale) if fused_fp8_grad and fp8_triton.available(hidden.device) else None
         for start in range(0, hidden.shape[0], rows_per_chunk):
             chunk = slice(start, start + rows_per_chunk)
